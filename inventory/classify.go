@@ -1,0 +1,277 @@
+package inventory
+
+import (
+	"net/netip"
+	"sort"
+	"strings"
+)
+
+// The domain of the node's own host name serves the unix users through
+// local(8) (Postfix's mydestination); it is a local domain for the matrix.
+
+func (inv *Inventory) buildIndex() {
+	x := &index{
+		classes: map[string]Class{},
+		domains: map[string]*Domain{},
+		owners:  map[string][]string{},
+		lists:   map[string][]string{},
+		virtual: map[string][]string{},
+		mailbox: map[string]bool{},
+	}
+	for _, n := range inv.Node.TrustedNetworks {
+		if p, err := ParsePrefix(n); err == nil {
+			x.trusted = append(x.trusted, p)
+		}
+	}
+	x.classes[inv.Node.Hostname] = Local
+	for i := range inv.Domains {
+		d := &inv.Domains[i]
+		x.domains[d.Name] = d
+		if d.Class == "relay" {
+			x.classes[d.Name] = Relay
+			continue
+		}
+		x.classes[d.Name] = Local
+		qualify := func(t string) string {
+			if strings.Contains(t, "@") {
+				return t
+			}
+			return t + "@" + d.Name
+		}
+		for _, m := range d.Mailboxes {
+			addr := m.Address(d.Name)
+			x.mailbox[addr] = true
+			x.owners[addr] = append(x.owners[addr], addr)
+			for _, a := range m.Aliases {
+				x.virtual[a+"@"+d.Name] = []string{addr}
+				x.owners[addr] = append(x.owners[addr], a+"@"+d.Name)
+			}
+		}
+		for _, name := range sortedKeys(d.Aliases) {
+			var ts []string
+			for _, t := range d.Aliases[name] {
+				ts = append(ts, qualify(t))
+			}
+			x.virtual[name+"@"+d.Name] = ts
+		}
+		for _, name := range sortedKeys(d.Lists) {
+			var ts []string
+			for _, t := range d.Lists[name] {
+				ts = append(ts, qualify(t))
+			}
+			x.virtual[name+"@"+d.Name] = ts
+			x.lists[name+"@"+d.Name] = ts
+		}
+	}
+	// A domain alias whose targets all end in one mailbox belongs to it too.
+	for _, a := range sortedKeys(x.virtual) {
+		if _, isList := x.lists[a]; isList {
+			continue
+		}
+		if owner := x.soleMailbox(a, 0); owner != "" && owner != a && !contains(x.owners[owner], a) {
+			x.owners[owner] = append(x.owners[owner], a)
+		}
+	}
+	inv.idx = x
+}
+
+// soleMailbox follows aliases from a and returns the one mailbox they all
+// reach, or "" when they reach several, none, or leave the node.
+func (x *index) soleMailbox(a string, depth int) string {
+	if x.mailbox[a] {
+		return a
+	}
+	ts, ok := x.virtual[a]
+	if !ok || depth > 20 {
+		return ""
+	}
+	found := ""
+	for _, t := range ts {
+		m := x.soleMailbox(t, depth+1)
+		if m == "" || (found != "" && m != found) {
+			return ""
+		}
+		found = m
+	}
+	return found
+}
+
+func contains(l []string, s string) bool {
+	for _, x := range l {
+		if x == s {
+			return true
+		}
+	}
+	return false
+}
+
+// SplitAddress returns the local part and the normalized domain of an
+// address. An address without '@' has an empty domain.
+func SplitAddress(addr string) (local, domain string) {
+	addr = strings.TrimSpace(addr)
+	addr = strings.TrimSuffix(strings.TrimPrefix(addr, "<"), ">")
+	at := strings.LastIndexByte(addr, '@')
+	if at < 0 {
+		return strings.ToLower(addr), ""
+	}
+	local = strings.ToLower(addr[:at])
+	d, err := NormalizeDomain(addr[at+1:])
+	if err != nil {
+		// Not a valid host name: keep a lower-cased form that can match nothing local.
+		return local, "invalid:" + strings.ToLower(addr[at+1:])
+	}
+	return local, d
+}
+
+// NormalizeAddress returns local@domain in the normalized form used by maps.
+func NormalizeAddress(addr string) string {
+	l, d := SplitAddress(addr)
+	if d == "" {
+		return l
+	}
+	return l + "@" + d
+}
+
+// ClassifyDomain returns the class of a domain name (any case, trailing dot, IDN).
+func (inv *Inventory) ClassifyDomain(domain string) Class {
+	d, err := NormalizeDomain(domain)
+	if err != nil {
+		return Outside
+	}
+	return inv.idx.classes[d]
+}
+
+// Classify returns the class of an address's domain. An address without a
+// domain, or with an invalid one, is outside. The null sender is the
+// caller's business (see policy): here "" is outside.
+func (inv *Inventory) Classify(address string) Class {
+	_, d := SplitAddress(address)
+	if d == "" {
+		return Outside
+	}
+	return inv.idx.classes[d]
+}
+
+// Authorized tells whether a session is SASL-authenticated (any non-empty
+// login), from a trusted network, or neither. A missing or unparsable client
+// address is never trusted.
+func (inv *Inventory) Authorized(clientAddr, saslUser string) Auth {
+	if strings.TrimSpace(saslUser) != "" {
+		return AuthSASL
+	}
+	if inv.Trusted(clientAddr) {
+		return AuthTrust
+	}
+	return AuthNone
+}
+
+// Trusted reports whether clientAddr lies in node.trusted_networks.
+func (inv *Inventory) Trusted(clientAddr string) bool {
+	clientAddr = strings.TrimSpace(clientAddr)
+	if clientAddr == "" {
+		return false
+	}
+	if strings.HasPrefix(clientAddr, "[") && strings.HasSuffix(clientAddr, "]") {
+		clientAddr = clientAddr[1 : len(clientAddr)-1]
+	}
+	clientAddr = strings.TrimPrefix(strings.TrimPrefix(clientAddr, "IPv6:"), "ipv6:")
+	a, err := netip.ParseAddr(clientAddr)
+	if err != nil {
+		return false
+	}
+	a = a.Unmap()
+	for _, p := range inv.idx.trusted {
+		if p.Contains(a) {
+			return true
+		}
+	}
+	return false
+}
+
+// IsList reports whether address is an internal list of a local domain.
+func (inv *Inventory) IsList(address string) bool {
+	_, ok := inv.idx.lists[NormalizeAddress(address)]
+	return ok
+}
+
+// ListMembers returns the qualified members of an internal list.
+func (inv *Inventory) ListMembers(address string) []string {
+	return inv.idx.lists[NormalizeAddress(address)]
+}
+
+// IsMailbox reports whether address is a mailbox on this node.
+func (inv *Inventory) IsMailbox(address string) bool {
+	return inv.idx.mailbox[NormalizeAddress(address)]
+}
+
+// MayUseSender implements sender_login strict: login (a mailbox address)
+// may send as its own address, its aliases, and domain aliases that reach
+// only its mailbox.
+func (inv *Inventory) MayUseSender(login, sender string) bool {
+	own := inv.idx.owners[NormalizeAddress(login)]
+	return contains(own, NormalizeAddress(sender))
+}
+
+// Owners returns, per sender address, the SASL logins allowed to use it
+// (Postfix's sender_login_maps), sorted by address.
+func (inv *Inventory) Owners() []Entry {
+	rev := map[string][]string{}
+	for login, addrs := range inv.idx.owners {
+		for _, a := range addrs {
+			rev[a] = append(rev[a], login)
+		}
+	}
+	out := make([]Entry, 0, len(rev))
+	for _, a := range sortedKeys(rev) {
+		l := rev[a]
+		sort.Strings(l)
+		out = append(out, Entry{Key: a, Values: l})
+	}
+	return out
+}
+
+// VirtualAliases returns every alias and list with qualified targets, sorted.
+func (inv *Inventory) VirtualAliases() []Entry {
+	out := make([]Entry, 0, len(inv.idx.virtual))
+	for _, a := range sortedKeys(inv.idx.virtual) {
+		out = append(out, Entry{Key: a, Values: inv.idx.virtual[a]})
+	}
+	return out
+}
+
+// Entry is one key of a lookup table and its values.
+type Entry struct {
+	Key    string
+	Values []string
+}
+
+// Domain returns the inventory domain with this name, or nil.
+func (inv *Inventory) Domain(name string) *Domain {
+	d, err := NormalizeDomain(name)
+	if err != nil {
+		return nil
+	}
+	return inv.idx.domains[d]
+}
+
+// LocalDomains returns the local domains in inventory order.
+func (inv *Inventory) LocalDomains() []*Domain { return inv.domainsOf("local") }
+
+// RelayDomains returns the relay domains in inventory order.
+func (inv *Inventory) RelayDomains() []*Domain { return inv.domainsOf("relay") }
+
+func (inv *Inventory) domainsOf(class string) []*Domain {
+	var out []*Domain
+	for i := range inv.Domains {
+		if inv.Domains[i].Class == class {
+			out = append(out, &inv.Domains[i])
+		}
+	}
+	return out
+}
+
+// PolicyEnabled reports whether main.cf wires policyd (default true).
+func (inv *Inventory) PolicyEnabled() bool { return inv.Policy.Enabled == nil || *inv.Policy.Enabled }
+
+// MilterEnabled reports whether main.cf wires milterd (default true).
+func (inv *Inventory) MilterEnabled() bool { return inv.Milter.Enabled == nil || *inv.Milter.Enabled }

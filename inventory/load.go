@@ -1,0 +1,304 @@
+package inventory
+
+import (
+	"errors"
+	"fmt"
+	"os"
+	"reflect"
+	"regexp"
+	"sort"
+	"strconv"
+	"strings"
+
+	"gopkg.in/yaml.v3"
+)
+
+// Problem is one thing wrong with an inventory, located in its file.
+type Problem struct {
+	File  string
+	Line  int
+	Field string // dotted path, e.g. domains[1].mailboxes[0].user
+	Msg   string
+}
+
+func (p Problem) Error() string {
+	var b strings.Builder
+	if p.File != "" {
+		b.WriteString(p.File)
+	} else {
+		b.WriteString("inventory")
+	}
+	if p.Line > 0 {
+		fmt.Fprintf(&b, ":%d", p.Line)
+	}
+	b.WriteString(": ")
+	if p.Field != "" {
+		b.WriteString(p.Field)
+		b.WriteString(": ")
+	}
+	b.WriteString(p.Msg)
+	return b.String()
+}
+
+// Problems is every problem found in one inventory; it is the error Load returns.
+type Problems []Problem
+
+func (ps Problems) Error() string {
+	l := make([]string, len(ps))
+	for i, p := range ps {
+		l[i] = p.Error()
+	}
+	return strings.Join(l, "\n")
+}
+
+// AsProblems extracts the problem list from an error returned by Load or Parse.
+func AsProblems(err error) Problems {
+	var ps Problems
+	if errors.As(err, &ps) {
+		return ps
+	}
+	if err == nil {
+		return nil
+	}
+	return Problems{{Msg: err.Error()}}
+}
+
+// Load reads, validates and indexes the inventory at path. On failure the
+// error is a Problems value listing everything that is wrong.
+func Load(path string) (*Inventory, error) {
+	data, err := os.ReadFile(path)
+	if err != nil {
+		return nil, Problems{{File: path, Msg: fmt.Sprintf("cannot read inventory: %v", err)}}
+	}
+	return Parse(data, path)
+}
+
+var yamlLineRe = regexp.MustCompile(`line (\d+):\s*`)
+
+// Parse is Load for an inventory already in memory; file names it in messages.
+func Parse(data []byte, file string) (*Inventory, error) {
+	var root yaml.Node
+	if err := yaml.Unmarshal(data, &root); err != nil {
+		return nil, Problems{yamlProblem(file, err.Error())}
+	}
+	if len(root.Content) == 0 {
+		return nil, Problems{{File: file, Msg: "inventory is empty"}}
+	}
+	doc := root.Content[0]
+	v := &validator{file: file, root: doc}
+	if doc.Kind != yaml.MappingNode {
+		v.addAt(doc.Line, "", "the inventory must be a mapping with node:, domains: and the other sections")
+		return nil, v.problems
+	}
+	checkKnownFields(v, doc, reflect.TypeOf(Inventory{}), "")
+	inv := &Inventory{File: file}
+	if err := doc.Decode(inv); err != nil {
+		var te *yaml.TypeError
+		if errors.As(err, &te) {
+			for _, msg := range te.Errors {
+				v.problems = append(v.problems, yamlProblem(file, msg))
+			}
+		} else {
+			v.problems = append(v.problems, yamlProblem(file, err.Error()))
+		}
+	}
+	if len(v.problems) > 0 {
+		return nil, v.problems
+	}
+	inv.applyDefaults()
+	inv.normalize(v)
+	inv.validate(v)
+	if len(v.problems) > 0 {
+		sort.SliceStable(v.problems, func(i, j int) bool { return v.problems[i].Line < v.problems[j].Line })
+		return nil, v.problems
+	}
+	inv.buildIndex()
+	return inv, nil
+}
+
+func yamlProblem(file, msg string) Problem {
+	msg = strings.TrimPrefix(msg, "yaml: ")
+	p := Problem{File: file}
+	if m := yamlLineRe.FindStringSubmatchIndex(msg); m != nil {
+		p.Line, _ = strconv.Atoi(msg[m[2]:m[3]])
+		msg = msg[:m[0]] + msg[m[1]:]
+	}
+	msg = strings.ReplaceAll(msg, "!!str", "text")
+	msg = strings.ReplaceAll(msg, "!!seq", "a list")
+	msg = strings.ReplaceAll(msg, "!!map", "a mapping")
+	msg = strings.ReplaceAll(msg, "!!int", "a number")
+	msg = strings.ReplaceAll(msg, "!!bool", "true/false")
+	p.Msg = strings.TrimSpace(msg)
+	return p
+}
+
+// validator collects problems and finds the line of a field path.
+type validator struct {
+	file     string
+	root     *yaml.Node
+	problems Problems
+}
+
+func (v *validator) addAt(line int, field, format string, args ...any) {
+	v.problems = append(v.problems, Problem{File: v.file, Line: line, Field: field, Msg: fmt.Sprintf(format, args...)})
+}
+
+// add records a problem at a path of keys (string) and indices (int).
+func (v *validator) add(path []any, format string, args ...any) {
+	v.addAt(lineOf(v.root, path), fieldName(path), format, args...)
+}
+
+func fieldName(path []any) string {
+	var b strings.Builder
+	for _, p := range path {
+		switch p := p.(type) {
+		case int:
+			fmt.Fprintf(&b, "[%d]", p)
+		case string:
+			if b.Len() > 0 {
+				b.WriteByte('.')
+			}
+			b.WriteString(p)
+		}
+	}
+	return b.String()
+}
+
+// lineOf walks path from n as far as it exists and returns the line of the
+// deepest node reached (the value for the last key when it exists).
+func lineOf(n *yaml.Node, path []any) int {
+	line := n.Line
+	for _, p := range path {
+		if n == nil {
+			break
+		}
+		var next *yaml.Node
+		switch p := p.(type) {
+		case string:
+			if n.Kind == yaml.MappingNode {
+				for i := 0; i+1 < len(n.Content); i += 2 {
+					if strings.EqualFold(n.Content[i].Value, p) {
+						next = n.Content[i+1]
+						if next.Kind == yaml.ScalarNode || next.Line == 0 {
+							line = n.Content[i].Line
+						}
+						break
+					}
+				}
+			}
+		case int:
+			if n.Kind == yaml.SequenceNode && p >= 0 && p < len(n.Content) {
+				next = n.Content[p]
+			}
+		}
+		if next == nil {
+			break
+		}
+		n = next
+		line = n.Line
+	}
+	return line
+}
+
+// checkKnownFields reports mapping keys that name no field of t, with a
+// "did you mean" suggestion.
+func checkKnownFields(v *validator, n *yaml.Node, t reflect.Type, path string) {
+	for t.Kind() == reflect.Pointer {
+		t = t.Elem()
+	}
+	switch t.Kind() {
+	case reflect.Struct:
+		if n.Kind != yaml.MappingNode {
+			return // type errors are reported by Decode
+		}
+		fields := map[string]reflect.Type{}
+		var names []string
+		for i := 0; i < t.NumField(); i++ {
+			f := t.Field(i)
+			tag := strings.Split(f.Tag.Get("yaml"), ",")[0]
+			if tag == "" || tag == "-" {
+				continue
+			}
+			fields[tag] = f.Type
+			names = append(names, tag)
+		}
+		seen := map[string]int{}
+		for i := 0; i+1 < len(n.Content); i += 2 {
+			k, val := n.Content[i], n.Content[i+1]
+			sub := joinPath(path, k.Value)
+			if prev, dup := seen[k.Value]; dup {
+				v.addAt(k.Line, sub, "set twice (first on line %d)", prev)
+				continue
+			}
+			seen[k.Value] = k.Line
+			ft, ok := fields[k.Value]
+			if !ok {
+				msg := fmt.Sprintf("unknown field %q", k.Value)
+				if s := suggest(k.Value, names); s != "" {
+					msg += fmt.Sprintf(" (did you mean %q?)", s)
+				} else {
+					msg += fmt.Sprintf(" (known here: %s)", strings.Join(names, ", "))
+				}
+				v.addAt(k.Line, path, "%s", msg)
+				continue
+			}
+			checkKnownFields(v, val, ft, sub)
+		}
+	case reflect.Slice:
+		if t.Elem().Kind() == reflect.String || n.Kind != yaml.SequenceNode {
+			return
+		}
+		for i, c := range n.Content {
+			checkKnownFields(v, c, t.Elem(), fmt.Sprintf("%s[%d]", path, i))
+		}
+	case reflect.Map:
+		if n.Kind != yaml.MappingNode {
+			return
+		}
+		for i := 0; i+1 < len(n.Content); i += 2 {
+			checkKnownFields(v, n.Content[i+1], t.Elem(), joinPath(path, n.Content[i].Value))
+		}
+	}
+}
+
+func joinPath(path, key string) string {
+	if path == "" {
+		return key
+	}
+	return path + "." + key
+}
+
+// suggest returns the known name closest to s, if it is close enough.
+func suggest(s string, names []string) string {
+	best, bestD := "", 1<<30
+	for _, n := range names {
+		d := levenshtein(strings.ToLower(s), n)
+		if d < bestD {
+			best, bestD = n, d
+		}
+	}
+	if bestD <= 2 || (bestD <= len(s)/3 && bestD <= 4) {
+		return best
+	}
+	return ""
+}
+
+func levenshtein(a, b string) int {
+	prev := make([]int, len(b)+1)
+	cur := make([]int, len(b)+1)
+	for j := range prev {
+		prev[j] = j
+	}
+	for i := 1; i <= len(a); i++ {
+		cur[0] = i
+		for j := 1; j <= len(b); j++ {
+			c := 1
+			if a[i-1] == b[j-1] {
+				c = 0
+			}
+			cur[j] = min(prev[j]+1, cur[j-1]+1, prev[j-1]+c)
+		}
+		prev, cur = cur, prev
+	}
+	return prev[len(b)]
+}

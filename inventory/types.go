@@ -1,0 +1,288 @@
+// Package inventory loads, validates and classifies the mail node's domain
+// inventory: the one YAML file that render-config, policyd, milterd and the
+// DNS tools all read. The field names here are the contract documented in
+// DESIGN.md; add fields, never rename them.
+package inventory
+
+import (
+	"fmt"
+	"net/netip"
+	"strings"
+	"time"
+
+	"gopkg.in/yaml.v3"
+)
+
+// Inventory is the whole node description.
+type Inventory struct {
+	Node      Node     `yaml:"node"`
+	Postfix   Postfix  `yaml:"postfix"`
+	Policy    Policy   `yaml:"policy"`
+	Milter    Milter   `yaml:"milter"`
+	Dovecot   Dovecot  `yaml:"dovecot"`
+	DKIM      DKIM     `yaml:"dkim"`
+	Spam      Spam     `yaml:"spam"`
+	UnixUsers []string `yaml:"unix_users"`
+	Domains   []Domain `yaml:"domains"`
+
+	// File is the path the inventory was loaded from ("" when parsed from memory).
+	File string `yaml:"-"`
+
+	idx *index // built by Load after validation; used by Classify and friends
+}
+
+// Node describes the host itself.
+type Node struct {
+	Hostname        string   `yaml:"hostname"`
+	Addresses       []string `yaml:"addresses"`
+	TrustedNetworks []string `yaml:"trusted_networks"`
+	Resolver        string   `yaml:"resolver"`
+}
+
+// Postfix holds the installed Postfix paths and listeners.
+type Postfix struct {
+	ConfigDirectory  string   `yaml:"config_directory"`
+	QueueDirectory   string   `yaml:"queue_directory"`
+	DataDirectory    string   `yaml:"data_directory"`
+	SMTPListen       []string `yaml:"smtp_listen"`
+	SubmissionListen []string `yaml:"submission_listen"`
+	TLS              TLS      `yaml:"tls"`
+	Relayhost        string   `yaml:"relayhost"`
+	// InetInterfaces overrides Postfix's inet_interfaces (default "all");
+	// private test instances use "127.0.0.1".
+	InetInterfaces string `yaml:"inet_interfaces"`
+	// InetProtocols overrides Postfix's inet_protocols (default "all").
+	InetProtocols string `yaml:"inet_protocols"`
+	// MaillogFile makes Postfix log to a file (postlog) instead of syslog.
+	MaillogFile string `yaml:"maillog_file"`
+	// InstanceName sets multi_instance_name, which prefixes log lines.
+	InstanceName string `yaml:"instance_name"`
+}
+
+// TLS names the certificate Postfix and Dovecot present.
+type TLS struct {
+	CertFile string `yaml:"cert_file"`
+	KeyFile  string `yaml:"key_file"`
+}
+
+// Policy configures policyd.
+type Policy struct {
+	// Enabled, when explicitly false, leaves check_policy_service out of
+	// main.cf. Postfix alone still refuses relaying; only the 550 texts of the
+	// matrix are lost. Default true.
+	Enabled       *bool      `yaml:"enabled"`
+	Listen        string     `yaml:"listen"`
+	SenderLogin   string     `yaml:"sender_login"`
+	Greylist      *Greylist  `yaml:"greylist"`
+	Ratelimit     *Ratelimit `yaml:"ratelimit"`
+	State         State      `yaml:"state"`
+	MetricsListen string     `yaml:"metrics_listen"`
+}
+
+// Greylist holds postgrey-like greylisting settings; absent means off.
+type Greylist struct {
+	Enabled            bool     `yaml:"enabled"`
+	Delay              Duration `yaml:"delay"`
+	RetryWindow        Duration `yaml:"retry_window"`
+	AutoWhitelistAfter int      `yaml:"auto_whitelist_after"`
+	Expire             Duration `yaml:"expire"`
+	WhitelistClients   []string `yaml:"whitelist_clients"`
+	WhitelistSenders   []string `yaml:"whitelist_senders"`
+}
+
+// Ratelimit holds per-sender limits for authorized senders; absent means none.
+type Ratelimit struct {
+	MessagesPerHour   int               `yaml:"messages_per_hour"`
+	RecipientsPerHour int               `yaml:"recipients_per_hour"`
+	Overrides         map[string]Limits `yaml:"overrides"`
+}
+
+// Limits is one override entry of Ratelimit.
+type Limits struct {
+	MessagesPerHour   int `yaml:"messages_per_hour"`
+	RecipientsPerHour int `yaml:"recipients_per_hour"`
+}
+
+// State selects where policyd keeps greylist and rate state.
+type State struct {
+	Backend string `yaml:"backend"`
+	Path    string `yaml:"path"`
+	URL     string `yaml:"url"`
+}
+
+// Milter configures milterd.
+type Milter struct {
+	// Enabled, when explicitly false, leaves smtpd_milters and
+	// non_smtpd_milters out of main.cf (no signing). Default true.
+	Enabled *bool  `yaml:"enabled"`
+	Listen  string `yaml:"listen"`
+}
+
+// Dovecot holds the installed Dovecot paths.
+type Dovecot struct {
+	ConfigDirectory string `yaml:"config_directory"`
+	BaseDir         string `yaml:"base_dir"`
+	SASLSocket      string `yaml:"sasl_socket"`
+	LMTPSocket      string `yaml:"lmtp_socket"`
+	MailUser        string `yaml:"mail_user"`
+	MailLocation    string `yaml:"mail_location"`
+	// IMAPListen and POP3Listen are Dovecot listen specs ("143", "127.0.0.1:10143");
+	// empty lists use the standard ports on all addresses.
+	IMAPListen []string `yaml:"imap_listen"`
+	POP3Listen []string `yaml:"pop3_listen"`
+	// LogPath sends Dovecot's log to a file instead of syslog.
+	LogPath string `yaml:"log_path"`
+}
+
+// DKIM configures where private keys live.
+type DKIM struct {
+	KeyDir string `yaml:"key_dir"`
+}
+
+// Spam configures the spam gate of milterd.
+type Spam struct {
+	Engine          string   `yaml:"engine"`
+	TagScore        float64  `yaml:"tag_score"`
+	RejectScore     float64  `yaml:"reject_score"`
+	SubjectTag      string   `yaml:"subject_tag"`
+	RspamdURL       string   `yaml:"rspamd_url"`
+	SpamdAddress    string   `yaml:"spamd_address"`
+	DNSBL           []string `yaml:"dnsbl"`
+	OnEngineFailure string   `yaml:"on_engine_failure"`
+}
+
+// Domain is one local or relay domain.
+type Domain struct {
+	Name      string                `yaml:"name"`
+	Class     string                `yaml:"class"`
+	Nexthop   string                `yaml:"nexthop"`
+	DKIM      []Selector            `yaml:"dkim"`
+	Mailboxes []Mailbox             `yaml:"mailboxes"`
+	Aliases   map[string]StringList `yaml:"aliases"`
+	Lists     map[string]StringList `yaml:"lists"`
+}
+
+// Selector is one DKIM signing key of a domain.
+type Selector struct {
+	Selector  string `yaml:"selector"`
+	Algorithm string `yaml:"algorithm"`
+}
+
+// Mailbox is one user with a mailbox on this node.
+type Mailbox struct {
+	User     string   `yaml:"user"`
+	Password string   `yaml:"password"`
+	Aliases  []string `yaml:"aliases"`
+}
+
+// Address returns the mailbox's full address, which is also its SASL login.
+func (m Mailbox) Address(domain string) string { return m.User + "@" + domain }
+
+// StringList accepts either one scalar or a sequence of scalars.
+type StringList []string
+
+// UnmarshalYAML implements yaml.Unmarshaler.
+func (s *StringList) UnmarshalYAML(n *yaml.Node) error {
+	switch n.Kind {
+	case yaml.ScalarNode:
+		*s = StringList{n.Value}
+		return nil
+	case yaml.SequenceNode:
+		var l []string
+		if err := n.Decode(&l); err != nil {
+			return err
+		}
+		*s = l
+		return nil
+	}
+	return &yaml.TypeError{Errors: []string{fmt.Sprintf("line %d: expected an address or a list of addresses", n.Line)}}
+}
+
+// Duration is a time.Duration written as "300s", "48h" or "35d".
+type Duration time.Duration
+
+// D returns the value as a time.Duration.
+func (d Duration) D() time.Duration { return time.Duration(d) }
+
+// UnmarshalYAML implements yaml.Unmarshaler.
+func (d *Duration) UnmarshalYAML(n *yaml.Node) error {
+	v, err := ParseDuration(n.Value)
+	if err != nil {
+		return &yaml.TypeError{Errors: []string{fmt.Sprintf("line %d: %v", n.Line, err)}}
+	}
+	*d = Duration(v)
+	return nil
+}
+
+// MarshalYAML writes the duration back in Go syntax.
+func (d Duration) MarshalYAML() (any, error) { return time.Duration(d).String(), nil }
+
+// ParseDuration is time.ParseDuration plus a whole-day suffix "d".
+func ParseDuration(s string) (time.Duration, error) {
+	s = strings.TrimSpace(s)
+	if strings.HasSuffix(s, "d") {
+		var days int
+		if _, err := fmt.Sscanf(s, "%dd", &days); err == nil && fmt.Sprintf("%dd", days) == s && days >= 0 {
+			return time.Duration(days) * 24 * time.Hour, nil
+		}
+	}
+	v, err := time.ParseDuration(s)
+	if err != nil {
+		return 0, fmt.Errorf("invalid duration %q (use e.g. 300s, 48h, 35d)", s)
+	}
+	if v < 0 {
+		return 0, fmt.Errorf("negative duration %q", s)
+	}
+	return v, nil
+}
+
+// Class is the role a domain plays on this node.
+type Class int
+
+// The three domain classes of DESIGN.md.
+const (
+	Outside Class = iota
+	Local
+	Relay
+)
+
+func (c Class) String() string {
+	switch c {
+	case Local:
+		return "local"
+	case Relay:
+		return "relay"
+	}
+	return "outside"
+}
+
+// Auth tells how a client is authorized.
+type Auth int
+
+// Authorization states: none, SASL-authenticated, trusted network.
+const (
+	AuthNone Auth = iota
+	AuthSASL
+	AuthTrust
+)
+
+func (a Auth) String() string {
+	switch a {
+	case AuthSASL:
+		return "auth"
+	case AuthTrust:
+		return "trust"
+	}
+	return "none"
+}
+
+// index is the derived lookup structure built after validation.
+type index struct {
+	classes map[string]Class   // ASCII domain -> class
+	domains map[string]*Domain // ASCII domain -> domain
+	trusted []netip.Prefix
+	owners  map[string][]string // SASL login -> addresses it may send as (strict)
+	lists   map[string][]string // list address -> expanded members
+	virtual map[string][]string // alias / list address -> targets (one level)
+	mailbox map[string]bool     // mailbox address
+}

@@ -1,0 +1,677 @@
+package inventory
+
+import (
+	"fmt"
+	"net"
+	"net/netip"
+	"regexp"
+	"sort"
+	"strconv"
+	"strings"
+
+	"golang.org/x/net/idna"
+)
+
+// Defaults: the stock Debian paths and ports.
+const (
+	DefaultPostfixConfigDir = "/etc/postfix"
+	DefaultQueueDir         = "/var/spool/postfix"
+	DefaultDataDir          = "/var/lib/postfix"
+	DefaultDovecotConfigDir = "/etc/dovecot"
+	DefaultDovecotBaseDir   = "/run/dovecot"
+	DefaultKeyDir           = "/etc/mailnode/dkim"
+	DefaultStatePath        = "/var/lib/mailnode/state.db"
+	DefaultResolver         = "127.0.0.1:53"
+)
+
+func (inv *Inventory) applyDefaults() {
+	p := &inv.Postfix
+	def := func(s *string, d string) {
+		if strings.TrimSpace(*s) == "" {
+			*s = d
+		}
+	}
+	def(&inv.Node.Resolver, DefaultResolver)
+	def(&p.ConfigDirectory, DefaultPostfixConfigDir)
+	def(&p.QueueDirectory, DefaultQueueDir)
+	def(&p.DataDirectory, DefaultDataDir)
+	if p.SMTPListen == nil {
+		p.SMTPListen = []string{"25"}
+	}
+	if p.SubmissionListen == nil {
+		p.SubmissionListen = []string{"587"}
+	}
+	def(&p.InetInterfaces, "all")
+	def(&p.InetProtocols, "all")
+	def(&inv.Policy.Listen, "unix:"+strings.TrimRight(p.QueueDirectory, "/")+"/private/mailnode-policy")
+	def(&inv.Policy.SenderLogin, "domain")
+	def(&inv.Policy.State.Backend, "bbolt")
+	if inv.Policy.State.Backend == "bbolt" {
+		def(&inv.Policy.State.Path, DefaultStatePath)
+	}
+	if g := inv.Policy.Greylist; g != nil {
+		if g.Delay == 0 {
+			g.Delay = Duration(300e9)
+		}
+		if g.RetryWindow == 0 {
+			g.RetryWindow = Duration(48 * 3600e9)
+		}
+		if g.AutoWhitelistAfter == 0 {
+			g.AutoWhitelistAfter = 5
+		}
+		if g.Expire == 0 {
+			g.Expire = Duration(35 * 24 * 3600e9)
+		}
+	}
+	def(&inv.Milter.Listen, "unix:"+strings.TrimRight(p.QueueDirectory, "/")+"/private/mailnode-milter")
+	d := &inv.Dovecot
+	def(&d.ConfigDirectory, DefaultDovecotConfigDir)
+	def(&d.BaseDir, DefaultDovecotBaseDir)
+	def(&d.SASLSocket, "private/auth")
+	def(&d.LMTPSocket, "private/dovecot-lmtp")
+	def(&d.MailUser, "vmail")
+	def(&d.MailLocation, "maildir:/var/vmail/%d/%n")
+	def(&inv.DKIM.KeyDir, DefaultKeyDir)
+	s := &inv.Spam
+	def(&s.Engine, "builtin")
+	if s.TagScore == 0 {
+		s.TagScore = 5
+	}
+	if s.RejectScore == 0 {
+		s.RejectScore = 15
+	}
+	def(&s.SubjectTag, "[SPAM]")
+	def(&s.OnEngineFailure, "accept")
+	for i := range inv.Domains {
+		def(&inv.Domains[i].Class, "local")
+	}
+}
+
+// NormalizeDomain returns the ASCII (punycode), lower-case form of a domain
+// without a trailing dot. It fails for names that are not valid host names.
+func NormalizeDomain(s string) (string, error) {
+	s = strings.TrimSuffix(strings.TrimSpace(s), ".")
+	if s == "" {
+		return "", fmt.Errorf("empty domain name")
+	}
+	a, err := idnaProfile.ToASCII(s)
+	if err != nil {
+		return "", fmt.Errorf("invalid domain name %q: %v", s, err)
+	}
+	a = strings.ToLower(a)
+	if len(a) > 253 {
+		return "", fmt.Errorf("domain name %q is longer than 253 characters", s)
+	}
+	for _, l := range strings.Split(a, ".") {
+		if !labelRe.MatchString(l) {
+			return "", fmt.Errorf("invalid domain name %q: bad label %q", s, l)
+		}
+	}
+	return a, nil
+}
+
+var (
+	idnaProfile = idna.New(idna.MapForLookup(), idna.Transitional(false), idna.BidiRule())
+	labelRe     = regexp.MustCompile(`^[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?$`)
+	localRe     = regexp.MustCompile(`^[a-z0-9!#$%&'*+/=?^_{|}~-]+(\.[a-z0-9!#$%&'*+/=?^_{|}~-]+)*$`)
+	selectorRe  = regexp.MustCompile(`^[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?(\.[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?)*$`)
+	unixUserRe  = regexp.MustCompile(`^[a-z_][a-z0-9_.-]{0,31}$`)
+	serviceRe   = regexp.MustCompile(`^(([0-9]{1,3}(\.[0-9]{1,3}){3}|\[[0-9a-fA-F:.]+\]|[a-zA-Z0-9.-]+):)?([0-9]{1,5}|[a-z][a-z0-9-]*)$`)
+)
+
+// normalize lower-cases and punycodes domain names and local parts. Errors
+// in names are reported here, with their paths.
+func (inv *Inventory) normalize(v *validator) {
+	inv.Node.Hostname = strings.TrimSuffix(strings.ToLower(strings.TrimSpace(inv.Node.Hostname)), ".")
+	for i := range inv.Domains {
+		d := &inv.Domains[i]
+		if strings.TrimSpace(d.Name) == "" {
+			continue // reported by validate
+		}
+		n, err := NormalizeDomain(d.Name)
+		if err != nil {
+			v.add([]any{"domains", i, "name"}, "%v", err)
+			continue
+		}
+		d.Name = n
+		d.Class = strings.ToLower(strings.TrimSpace(d.Class))
+		for j := range d.Mailboxes {
+			m := &d.Mailboxes[j]
+			m.User = strings.ToLower(strings.TrimSpace(m.User))
+			for k := range m.Aliases {
+				m.Aliases[k] = strings.ToLower(strings.TrimSpace(m.Aliases[k]))
+			}
+		}
+		d.Aliases = lowerKeys(d.Aliases)
+		d.Lists = lowerKeys(d.Lists)
+		for j := range d.DKIM {
+			d.DKIM[j].Selector = strings.ToLower(strings.TrimSpace(d.DKIM[j].Selector))
+			d.DKIM[j].Algorithm = strings.ToLower(strings.TrimSpace(d.DKIM[j].Algorithm))
+		}
+	}
+	for i, u := range inv.UnixUsers {
+		inv.UnixUsers[i] = strings.TrimSpace(u)
+	}
+}
+
+func lowerKeys(m map[string]StringList) map[string]StringList {
+	if m == nil {
+		return nil
+	}
+	out := make(map[string]StringList, len(m))
+	for k, l := range m {
+		nl := make(StringList, len(l))
+		for i, a := range l {
+			nl[i] = normalizeTarget(a)
+		}
+		out[strings.ToLower(strings.TrimSpace(k))] = nl
+	}
+	return out
+}
+
+// normalizeTarget lower-cases an alias target and normalizes its domain.
+func normalizeTarget(a string) string {
+	a = strings.TrimSpace(a)
+	at := strings.LastIndexByte(a, '@')
+	if at < 0 {
+		return strings.ToLower(a)
+	}
+	d, err := NormalizeDomain(a[at+1:])
+	if err != nil {
+		return strings.ToLower(a)
+	}
+	return strings.ToLower(a[:at]) + "@" + d
+}
+
+func (inv *Inventory) validate(v *validator) {
+	// node
+	if inv.Node.Hostname == "" {
+		v.add([]any{"node", "hostname"}, "missing: the node's fully qualified host name (myhostname, HELO name, PTR target)")
+	} else if h, err := NormalizeDomain(inv.Node.Hostname); err != nil {
+		v.add([]any{"node", "hostname"}, "%v", err)
+	} else if !strings.Contains(h, ".") {
+		v.add([]any{"node", "hostname"}, "%q is not fully qualified (e.g. mx1.example.com)", h)
+	} else {
+		inv.Node.Hostname = h
+	}
+	for i, a := range inv.Node.Addresses {
+		if _, err := netip.ParseAddr(strings.TrimSpace(a)); err != nil {
+			v.add([]any{"node", "addresses", i}, "%q is not an IPv4 or IPv6 address", a)
+		}
+	}
+	for i, n := range inv.Node.TrustedNetworks {
+		if _, err := ParsePrefix(n); err != nil {
+			v.add([]any{"node", "trusted_networks", i}, "%v", err)
+		}
+	}
+	if err := checkHostPort(inv.Node.Resolver); err != nil {
+		v.add([]any{"node", "resolver"}, "%v", err)
+	}
+	// postfix
+	for _, key := range []string{"smtp_listen", "submission_listen"} {
+		l := inv.Postfix.SMTPListen
+		if key == "submission_listen" {
+			l = inv.Postfix.SubmissionListen
+		}
+		for i, s := range l {
+			if !serviceRe.MatchString(s) {
+				v.add([]any{"postfix", key, i}, "%q is not a master.cf service name (\"25\", \"127.0.0.1:2525\", \"submission\")", s)
+			}
+		}
+	}
+	for _, f := range []struct {
+		key, val string
+	}{{"config_directory", inv.Postfix.ConfigDirectory}, {"queue_directory", inv.Postfix.QueueDirectory}, {"data_directory", inv.Postfix.DataDirectory}} {
+		if !strings.HasPrefix(f.val, "/") {
+			v.add([]any{"postfix", f.key}, "%q must be an absolute path", f.val)
+		}
+	}
+	if (inv.Postfix.TLS.CertFile == "") != (inv.Postfix.TLS.KeyFile == "") {
+		v.add([]any{"postfix", "tls"}, "cert_file and key_file must be set together")
+	}
+	if rh := inv.Postfix.Relayhost; rh != "" {
+		if err := checkNexthop(rh); err != nil {
+			v.add([]any{"postfix", "relayhost"}, "%v", err)
+		}
+	}
+	// policy
+	if _, _, err := ParseListen(inv.Policy.Listen); err != nil {
+		v.add([]any{"policy", "listen"}, "%v", err)
+	}
+	if _, _, err := ParseListen(inv.Milter.Listen); err != nil {
+		v.add([]any{"milter", "listen"}, "%v", err)
+	}
+	if inv.Policy.MetricsListen != "" {
+		if err := checkHostPort(inv.Policy.MetricsListen); err != nil {
+			v.add([]any{"policy", "metrics_listen"}, "%v", err)
+		}
+	}
+	switch inv.Policy.SenderLogin {
+	case "domain", "strict":
+	default:
+		v.add([]any{"policy", "sender_login"}, "%q is not one of: domain, strict", inv.Policy.SenderLogin)
+	}
+	switch inv.Policy.State.Backend {
+	case "bbolt":
+		if !strings.HasPrefix(inv.Policy.State.Path, "/") {
+			v.add([]any{"policy", "state", "path"}, "bbolt needs an absolute file path")
+		}
+	case "redis":
+		if !strings.HasPrefix(inv.Policy.State.URL, "redis://") && !strings.HasPrefix(inv.Policy.State.URL, "rediss://") && !strings.HasPrefix(inv.Policy.State.URL, "unix://") {
+			v.add([]any{"policy", "state", "url"}, "redis needs a url such as redis://127.0.0.1:6379/0")
+		}
+	default:
+		v.add([]any{"policy", "state", "backend"}, "%q is not one of: bbolt, redis", inv.Policy.State.Backend)
+	}
+	if g := inv.Policy.Greylist; g != nil {
+		if g.RetryWindow.D() <= g.Delay.D() {
+			v.add([]any{"policy", "greylist", "retry_window"}, "must be longer than delay (%s)", g.Delay.D())
+		}
+		if g.AutoWhitelistAfter < 0 {
+			v.add([]any{"policy", "greylist", "auto_whitelist_after"}, "must not be negative")
+		}
+		for i, n := range g.WhitelistClients {
+			if _, err := ParsePrefix(n); err != nil {
+				v.add([]any{"policy", "greylist", "whitelist_clients", i}, "%v", err)
+			}
+		}
+		for i, n := range g.WhitelistSenders {
+			if d, err := NormalizeDomain(strings.TrimPrefix(n, "@")); err != nil {
+				v.add([]any{"policy", "greylist", "whitelist_senders", i}, "%v", err)
+			} else {
+				g.WhitelistSenders[i] = d
+			}
+		}
+	}
+	if r := inv.Policy.Ratelimit; r != nil {
+		if r.MessagesPerHour < 0 || r.RecipientsPerHour < 0 {
+			v.add([]any{"policy", "ratelimit"}, "limits must not be negative (0 means no limit)")
+		}
+		keys := make([]string, 0, len(r.Overrides))
+		for k := range r.Overrides {
+			keys = append(keys, k)
+		}
+		sort.Strings(keys)
+		for _, k := range keys {
+			o := r.Overrides[k]
+			if o.MessagesPerHour < 0 || o.RecipientsPerHour < 0 {
+				v.add([]any{"policy", "ratelimit", "overrides", k}, "limits must not be negative")
+			}
+			if _, err := ParsePrefix(k); err != nil && !strings.Contains(k, "@") {
+				v.add([]any{"policy", "ratelimit", "overrides", k}, "key must be a SASL login (user@domain) or a client address/network")
+			}
+		}
+	}
+	// dovecot
+	if !strings.HasPrefix(inv.Dovecot.ConfigDirectory, "/") {
+		v.add([]any{"dovecot", "config_directory"}, "must be an absolute path")
+	}
+	if !strings.HasPrefix(inv.Dovecot.BaseDir, "/") {
+		v.add([]any{"dovecot", "base_dir"}, "must be an absolute path")
+	}
+	for _, f := range []struct{ key, val string }{{"sasl_socket", inv.Dovecot.SASLSocket}, {"lmtp_socket", inv.Dovecot.LMTPSocket}} {
+		if strings.HasPrefix(f.val, "/") || strings.Contains(f.val, "..") {
+			v.add([]any{"dovecot", f.key}, "%q must be relative to postfix.queue_directory (e.g. private/auth)", f.val)
+		}
+	}
+	if !unixUserRe.MatchString(inv.Dovecot.MailUser) {
+		v.add([]any{"dovecot", "mail_user"}, "%q is not a valid system user name", inv.Dovecot.MailUser)
+	}
+	if !strings.Contains(inv.Dovecot.MailLocation, ":") {
+		v.add([]any{"dovecot", "mail_location"}, "%q needs a format prefix, e.g. maildir:/var/vmail/%%d/%%n", inv.Dovecot.MailLocation)
+	}
+	if !strings.HasPrefix(inv.DKIM.KeyDir, "/") {
+		v.add([]any{"dkim", "key_dir"}, "must be an absolute path")
+	}
+	// spam
+	s := inv.Spam
+	switch s.Engine {
+	case "builtin":
+	case "rspamd":
+		if !strings.HasPrefix(s.RspamdURL, "http://") && !strings.HasPrefix(s.RspamdURL, "https://") {
+			v.add([]any{"spam", "rspamd_url"}, "engine rspamd needs rspamd_url, e.g. http://127.0.0.1:11333")
+		}
+	case "spamd":
+		if err := checkHostPort(s.SpamdAddress); err != nil && !strings.HasPrefix(s.SpamdAddress, "/") {
+			v.add([]any{"spam", "spamd_address"}, "engine spamd needs spamd_address host:port or a socket path: %v", err)
+		}
+	default:
+		v.add([]any{"spam", "engine"}, "%q is not one of: builtin, rspamd, spamd", s.Engine)
+	}
+	if s.RejectScore <= s.TagScore {
+		v.add([]any{"spam", "reject_score"}, "must be above tag_score (%g)", s.TagScore)
+	}
+	switch s.OnEngineFailure {
+	case "accept", "tempfail":
+	default:
+		v.add([]any{"spam", "on_engine_failure"}, "%q is not one of: accept, tempfail", s.OnEngineFailure)
+	}
+	for i, z := range s.DNSBL {
+		if _, err := NormalizeDomain(z); err != nil {
+			v.add([]any{"spam", "dnsbl", i}, "%v", err)
+		}
+	}
+	// unix users
+	seenUnix := map[string]bool{}
+	for i, u := range inv.UnixUsers {
+		if !unixUserRe.MatchString(u) {
+			v.add([]any{"unix_users", i}, "%q is not a valid system user name", u)
+		} else if seenUnix[u] {
+			v.add([]any{"unix_users", i}, "%q listed twice", u)
+		}
+		seenUnix[u] = true
+	}
+	inv.validateDomains(v)
+}
+
+func (inv *Inventory) validateDomains(v *validator) {
+	if len(inv.Domains) == 0 {
+		v.add([]any{"domains"}, "no domains: the node must be responsible for at least one domain")
+	}
+	seen := map[string]int{}
+	for i := range inv.Domains {
+		d := &inv.Domains[i]
+		p := func(rest ...any) []any { return append([]any{"domains", i}, rest...) }
+		if strings.TrimSpace(d.Name) == "" {
+			v.add(p("name"), "missing domain name")
+			continue
+		}
+		if j, dup := seen[d.Name]; dup {
+			if inv.Domains[j].Class != d.Class {
+				v.add(p("name"), "domain %s is both %s (domains[%d]) and %s: a domain has one class", d.Name, inv.Domains[j].Class, j, d.Class)
+			} else {
+				v.add(p("name"), "duplicate domain %s (also domains[%d])", d.Name, j)
+			}
+		} else {
+			seen[d.Name] = i
+		}
+		if d.Name == inv.Node.Hostname {
+			v.add(p("name"), "domain %s is the node's own host name, which serves unix_users; list another domain", d.Name)
+		}
+		switch d.Class {
+		case "local":
+			if d.Nexthop != "" {
+				v.add(p("nexthop"), "a local domain is delivered here; nexthop applies to relay domains only")
+			}
+			inv.validateLocal(v, i)
+		case "relay":
+			if len(d.Mailboxes)+len(d.Aliases)+len(d.Lists) > 0 {
+				v.add(p("class"), "relay domain %s has mailboxes, aliases or lists: make it local, or remove them", d.Name)
+			}
+			if len(d.DKIM) > 0 {
+				v.add(p("dkim"), "relay domain %s is not signed here; DKIM selectors belong to local domains", d.Name)
+			}
+			if d.Nexthop != "" {
+				if err := checkNexthop(d.Nexthop); err != nil {
+					v.add(p("nexthop"), "%v", err)
+				}
+			}
+		default:
+			v.add(p("class"), "%q is not one of: local, relay", d.Class)
+		}
+	}
+	inv.validateLoops(v)
+}
+
+func (inv *Inventory) validateLocal(v *validator, i int) {
+	d := &inv.Domains[i]
+	p := func(rest ...any) []any { return append([]any{"domains", i}, rest...) }
+	names := map[string]string{} // local part -> what it is
+	claim := func(name, what string, path []any) bool {
+		if !localRe.MatchString(name) {
+			v.add(path, "%q is not a valid local part", name)
+			return false
+		}
+		if prev, ok := names[name]; ok {
+			v.add(path, "%s@%s is already defined as %s", name, d.Name, prev)
+			return false
+		}
+		names[name] = what
+		return true
+	}
+	for j, m := range d.Mailboxes {
+		if m.User == "" {
+			v.add(p("mailboxes", j, "user"), "missing user")
+			continue
+		}
+		claim(m.User, "a mailbox", p("mailboxes", j, "user"))
+		if m.Password == "" {
+			v.add(p("mailboxes", j, "password"), "missing password hash for %s@%s (e.g. from doveadm pw -s SHA512-CRYPT)", m.User, d.Name)
+		} else if !strings.HasPrefix(m.Password, "{") {
+			v.add(p("mailboxes", j, "password"), "password for %s@%s must be a hash with its scheme, e.g. {SHA512-CRYPT}$6$...; plain text is refused", m.User, d.Name)
+		}
+		for k, a := range m.Aliases {
+			claim(a, "an alias of mailbox "+m.User, p("mailboxes", j, "aliases", k))
+		}
+	}
+	for _, name := range sortedKeys(d.Aliases) {
+		claim(name, "an alias", p("aliases", name))
+	}
+	for _, name := range sortedKeys(d.Lists) {
+		claim(name, "a list", p("lists", name))
+	}
+	for j, s := range d.DKIM {
+		if !selectorRe.MatchString(s.Selector) {
+			v.add(p("dkim", j, "selector"), "%q is not a valid DKIM selector (letters, digits, '-', '.')", s.Selector)
+		}
+		for k := 0; k < j; k++ {
+			if d.DKIM[k].Selector == s.Selector {
+				v.add(p("dkim", j, "selector"), "selector %q listed twice", s.Selector)
+			}
+		}
+		switch s.Algorithm {
+		case "rsa", "ed25519":
+		default:
+			v.add(p("dkim", j, "algorithm"), "%q is not one of: rsa, ed25519", s.Algorithm)
+		}
+	}
+	// Targets: a bare name must be a mailbox, alias or list of this domain.
+	checkTargets := func(kind, name string, targets StringList) {
+		if len(targets) == 0 {
+			v.add(p(kind, name), "%s %s@%s has no members", strings.TrimSuffix(kind, "es"), name, d.Name)
+		}
+		for k, t := range targets {
+			if t == "" {
+				v.add(p(kind, name, k), "empty address")
+				continue
+			}
+			local, dom, ok := strings.Cut(t, "@")
+			if !ok {
+				if _, ok := names[t]; !ok {
+					v.add(p(kind, name, k), "%q names no mailbox, alias or list of %s", t, d.Name)
+				}
+				continue
+			}
+			if !localRe.MatchString(local) {
+				v.add(p(kind, name, k), "%q is not a valid address", t)
+				continue
+			}
+			if _, err := NormalizeDomain(dom); err != nil {
+				v.add(p(kind, name, k), "%q: %v", t, err)
+			}
+		}
+	}
+	for _, name := range sortedKeys(d.Aliases) {
+		checkTargets("aliases", name, d.Aliases[name])
+	}
+	for _, name := range sortedKeys(d.Lists) {
+		checkTargets("lists", name, d.Lists[name])
+	}
+}
+
+// validateLoops finds alias and list cycles across all local domains: a
+// chain of aliases that never reaches a mailbox or an outside address.
+func (inv *Inventory) validateLoops(v *validator) {
+	graph := map[string][]string{}
+	where := map[string][]any{}
+	for i, d := range inv.Domains {
+		if d.Class != "local" {
+			continue
+		}
+		for _, kind := range []string{"aliases", "lists"} {
+			m := d.Aliases
+			if kind == "lists" {
+				m = d.Lists
+			}
+			for _, name := range sortedKeys(m) {
+				addr := name + "@" + d.Name
+				where[addr] = []any{"domains", i, kind, name}
+				for _, t := range m[name] {
+					if !strings.Contains(t, "@") {
+						t += "@" + d.Name
+					}
+					graph[addr] = append(graph[addr], t)
+				}
+			}
+		}
+	}
+	const (
+		white = iota
+		grey
+		black
+	)
+	color := map[string]int{}
+	reported := map[string]bool{}
+	var stack []string
+	var visit func(a string)
+	visit = func(a string) {
+		color[a] = grey
+		stack = append(stack, a)
+		for _, t := range graph[a] {
+			switch color[t] {
+			case white:
+				if _, ok := graph[t]; ok {
+					visit(t)
+				}
+			case grey:
+				// cycle: from t to the top of the stack
+				var cyc []string
+				for k := len(stack) - 1; k >= 0; k-- {
+					cyc = append([]string{stack[k]}, cyc...)
+					if stack[k] == t {
+						break
+					}
+				}
+				if !reported[t] {
+					reported[t] = true
+					v.add(where[t], "alias loop: %s -> %s", strings.Join(cyc, " -> "), t)
+				}
+			}
+		}
+		stack = stack[:len(stack)-1]
+		color[a] = black
+	}
+	keys := make([]string, 0, len(graph))
+	for k := range graph {
+		keys = append(keys, k)
+	}
+	sort.Strings(keys)
+	for _, k := range keys {
+		if color[k] == white {
+			visit(k)
+		}
+	}
+}
+
+func sortedKeys[T any](m map[string]T) []string {
+	keys := make([]string, 0, len(m))
+	for k := range m {
+		keys = append(keys, k)
+	}
+	sort.Strings(keys)
+	return keys
+}
+
+// ParsePrefix parses a CIDR network or a single address (as a host prefix).
+func ParsePrefix(s string) (netip.Prefix, error) {
+	s = strings.TrimSpace(s)
+	if strings.Contains(s, "/") {
+		p, err := netip.ParsePrefix(s)
+		if err != nil {
+			return netip.Prefix{}, fmt.Errorf("%q is not a network in CIDR form (e.g. 10.20.0.0/16)", s)
+		}
+		if p.Masked() != p {
+			return netip.Prefix{}, fmt.Errorf("%q has host bits set; did you mean %s?", s, p.Masked())
+		}
+		return p, nil
+	}
+	a, err := netip.ParseAddr(s)
+	if err != nil {
+		return netip.Prefix{}, fmt.Errorf("%q is neither an address nor a network in CIDR form", s)
+	}
+	return netip.PrefixFrom(a.Unmap(), a.Unmap().BitLen()), nil
+}
+
+// ParseListen splits "unix:/path" or "inet:host:port" into network and address.
+func ParseListen(s string) (network, addr string, err error) {
+	switch {
+	case strings.HasPrefix(s, "unix:"):
+		p := strings.TrimPrefix(s, "unix:")
+		if !strings.HasPrefix(p, "/") {
+			return "", "", fmt.Errorf("%q: unix socket path must be absolute", s)
+		}
+		return "unix", p, nil
+	case strings.HasPrefix(s, "inet:"):
+		a := strings.TrimPrefix(s, "inet:")
+		if err := checkHostPort(a); err != nil {
+			return "", "", fmt.Errorf("%q: %v", s, err)
+		}
+		return "tcp", a, nil
+	}
+	return "", "", fmt.Errorf("%q must be unix:/path or inet:host:port", s)
+}
+
+func checkHostPort(s string) error {
+	h, p, err := net.SplitHostPort(s)
+	if err != nil {
+		return fmt.Errorf("%q is not host:port", s)
+	}
+	n, err := strconv.Atoi(p)
+	if err != nil || n < 1 || n > 65535 {
+		return fmt.Errorf("%q: bad port %q", s, p)
+	}
+	if h == "" {
+		return fmt.Errorf("%q: missing host", s)
+	}
+	return nil
+}
+
+// checkNexthop accepts Postfix next-hop forms: host, [host], host:port,
+// [host]:port, optionally with a transport prefix such as "smtp:" or "lmtp:".
+func checkNexthop(s string) error {
+	rest := s
+	if t, r, ok := strings.Cut(s, ":"); ok && (t == "smtp" || t == "lmtp" || t == "relay") {
+		rest = r
+	}
+	host, port := rest, ""
+	if strings.HasPrefix(rest, "[") {
+		end := strings.IndexByte(rest, ']')
+		if end < 0 {
+			return fmt.Errorf("%q: unbalanced [", s)
+		}
+		host = rest[1:end]
+		after := rest[end+1:]
+		if after != "" {
+			if !strings.HasPrefix(after, ":") {
+				return fmt.Errorf("%q: expected :port after ]", s)
+			}
+			port = after[1:]
+		}
+		if _, err := netip.ParseAddr(host); err == nil {
+			host = ""
+		}
+	} else if h, p, ok := strings.Cut(rest, ":"); ok {
+		host, port = h, p
+	}
+	if port != "" {
+		if n, err := strconv.Atoi(port); err != nil || n < 1 || n > 65535 {
+			return fmt.Errorf("%q: bad port %q", s, port)
+		}
+	}
+	if host != "" {
+		if _, err := NormalizeDomain(host); err != nil {
+			return fmt.Errorf("%q: %v", s, err)
+		}
+	}
+	return nil
+}
