@@ -1,0 +1,75 @@
+# mailnode — make targets. `make demo` and `make test` do their own set-up
+# (the `deps` target) on a fresh Debian machine.
+SHELL := /bin/bash
+GO ?= go
+BIN := bin/mailnode
+export GOFLAGS ?= -mod=mod
+
+DEB_PACKAGES := postfix swaks dovecot-core dovecot-imapd dovecot-pop3d dovecot-lmtpd \
+	unbound bind9-utils iproute2 python3-dkim opendkim opendkim-tools redis-server ssl-cert
+
+.PHONY: all build deps test test-unit test-e2e fuzz bench demo demo-stop vet fmt clean
+
+all: build
+
+build:
+	$(GO) build -o $(BIN) ./cmd/mailnode
+
+# deps installs what is missing: Debian packages (as root), the vmail
+# system user that owns virtual mailboxes, and the Go modules.
+deps:
+	@missing=""; for p in $(DEB_PACKAGES); do \
+	  dpkg-query -W -f='$${Status}' $$p 2>/dev/null | grep -q 'install ok installed' || missing="$$missing $$p"; \
+	done; \
+	if [ -n "$$missing" ]; then \
+	  if [ "$$(id -u)" != 0 ]; then \
+	    echo "missing Debian packages; run as root:"; \
+	    echo "  apt-get update && DEBIAN_FRONTEND=noninteractive apt-get install -y$$missing"; exit 1; \
+	  fi; \
+	  echo "installing:$$missing"; \
+	  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $$missing >/dev/null; \
+	fi
+	@if ! id vmail >/dev/null 2>&1; then \
+	  if [ "$$(id -u)" != 0 ]; then echo "missing system user vmail; run as root: useradd --system --home-dir /var/vmail --shell /usr/sbin/nologin vmail"; exit 1; fi; \
+	  useradd --system --home-dir /var/vmail --shell /usr/sbin/nologin vmail; \
+	fi
+	$(GO) mod download
+
+vet:
+	$(GO) vet ./...
+	@out=$$(gofmt -l $$(git ls-files '*.go')); if [ -n "$$out" ]; then echo "gofmt needed: $$out"; exit 1; fi
+
+test: deps vet build test-unit fuzz test-e2e
+
+test-unit:
+	$(GO) test -count=1 $$($(GO) list ./... | grep -v /test)
+
+# End-to-end tests start real Postfix, Dovecot and the daemons inside a
+# network namespace they create (nothing leaves the machine); needs root.
+test-e2e: build
+	$(GO) test -count=1 -timeout 30m ./test/...
+
+FUZZTIME ?= 10s
+fuzz:
+	@grep -rl --include='*_test.go' '^func Fuzz' . | while read f; do \
+	  pkg=./$$(dirname $$f); \
+	  for fn in $$(grep -ho '^func Fuzz[A-Za-z0-9_]*' $$f | sed 's/^func //'); do \
+	    echo "fuzz $$pkg $$fn ($(FUZZTIME))"; \
+	    $(GO) test -run '^$$' -fuzz "^$$fn\$$" -fuzztime $(FUZZTIME) $$pkg || exit 1; \
+	  done; \
+	done
+
+bench: build
+	$(GO) test -run '^$$' -bench . -benchmem ./...
+
+demo: deps build
+	$(GO) run ./test/cmd/demo up --dir .demo
+
+demo-stop:
+	$(GO) run ./test/cmd/demo down --dir .demo
+
+fmt:
+	gofmt -w $$(git ls-files '*.go')
+
+clean:
+	rm -rf bin .demo
