@@ -96,7 +96,9 @@ func Parse(data []byte, file string) (*Inventory, error) {
 		var te *yaml.TypeError
 		if errors.As(err, &te) {
 			for _, msg := range te.Errors {
-				v.problems = append(v.problems, yamlProblem(file, msg))
+				pr := yamlProblem(file, msg)
+				pr.Field = fieldAtLine(doc, pr.Line, "")
+				v.problems = append(v.problems, pr)
 			}
 		} else {
 			v.problems = append(v.problems, yamlProblem(file, err.Error()))
@@ -123,6 +125,12 @@ func yamlProblem(file, msg string) Problem {
 		p.Line, _ = strconv.Atoi(msg[m[2]:m[3]])
 		msg = msg[:m[0]] + msg[m[1]:]
 	}
+	if m := typeErrRe.FindStringSubmatch(msg); m != nil {
+		msg = fmt.Sprintf("expected %s, found %s", friendlyType(m[3]), friendlyType(m[1]))
+		if m[2] != "" {
+			msg += " " + m[2]
+		}
+	}
 	msg = strings.ReplaceAll(msg, "!!str", "text")
 	msg = strings.ReplaceAll(msg, "!!seq", "a list")
 	msg = strings.ReplaceAll(msg, "!!map", "a mapping")
@@ -130,6 +138,54 @@ func yamlProblem(file, msg string) Problem {
 	msg = strings.ReplaceAll(msg, "!!bool", "true/false")
 	p.Msg = strings.TrimSpace(msg)
 	return p
+}
+
+var typeErrRe = regexp.MustCompile("^cannot unmarshal (!!\\w+) (`[^`]*`)? ?into (.+)$")
+
+func friendlyType(t string) string {
+	switch {
+	case t == "!!str":
+		return "text"
+	case t == "!!seq":
+		return "a list"
+	case t == "!!map":
+		return "a mapping"
+	case t == "!!int", t == "!!float", t == "float64", t == "int":
+		return "a number"
+	case t == "!!bool", t == "bool":
+		return "true or false"
+	case t == "string", t == "inventory.Duration":
+		return "a single value"
+	case strings.HasPrefix(t, "[]"):
+		return "a list"
+	case strings.HasPrefix(t, "map["), strings.HasPrefix(t, "inventory."):
+		return "a mapping"
+	}
+	return t
+}
+
+// fieldAtLine returns the path of the deepest key that sits on line.
+func fieldAtLine(n *yaml.Node, line int, path string) string {
+	switch n.Kind {
+	case yaml.MappingNode:
+		for i := 0; i+1 < len(n.Content); i += 2 {
+			k, val := n.Content[i], n.Content[i+1]
+			sub := joinPath(path, k.Value)
+			if f := fieldAtLine(val, line, sub); f != "" {
+				return f
+			}
+			if k.Line == line {
+				return sub
+			}
+		}
+	case yaml.SequenceNode:
+		for i, c := range n.Content {
+			if f := fieldAtLine(c, line, fmt.Sprintf("%s[%d]", path, i)); f != "" {
+				return f
+			}
+		}
+	}
+	return ""
 }
 
 // validator collects problems and finds the line of a field path.

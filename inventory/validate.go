@@ -468,7 +468,11 @@ func (inv *Inventory) validateLocal(v *validator, i int) {
 	// Targets: a bare name must be a mailbox, alias or list of this domain.
 	checkTargets := func(kind, name string, targets StringList) {
 		if len(targets) == 0 {
-			v.add(p(kind, name), "%s %s@%s has no members", strings.TrimSuffix(kind, "es"), name, d.Name)
+			what := "alias"
+			if kind == "lists" {
+				what = "list"
+			}
+			v.add(p(kind, name), "%s %s@%s has no members", what, name, d.Name)
 		}
 		for k, t := range targets {
 			if t == "" {
