@@ -1,0 +1,49 @@
+package inventory
+
+import "testing"
+
+var lookupSeeds = []string{
+	"alice@example.com", "ALICE@EXAMPLE.COM", "alice@example.com.", "<alice@example.com>",
+	"x@Corp-B.test.", "x@sub.corp-b.test", "x@example.com.evil.org", "x@xn--bcher-kva.example",
+	"x@bücher.example", "root@mx1.example.com", "", "alice", "x@", "x@.", "x@a..b",
+	"x@[127.0.0.1]", "x@exa mple.com", "a@b@example.com", "all-staff@example.com",
+	"All-Staff@Example.COM.", "x@ab--cd.example", "x@-a.example", "x@a-.example",
+	"x@example.com..", " alice@example.com", "x@XN--BCHER-KVA.EXAMPLE", "\"a@b\"@example.com",
+}
+
+// checkLookup asserts that the fast path agrees with the slow one.
+func checkLookup(t *testing.T, inv *Inventory, addr string) {
+	a := inv.LookupAddress(addr)
+	if c := inv.Classify(addr); a.Class != c {
+		t.Errorf("LookupAddress(%q).Class = %v, Classify = %v", addr, a.Class, c)
+	}
+	if l := inv.IsList(addr); a.List != l {
+		t.Errorf("LookupAddress(%q).List = %v, IsList = %v", addr, a.List, l)
+	}
+	if n := NormalizeAddress(addr); a.Normalized() != n {
+		t.Errorf("LookupAddress(%q).Normalized() = %q, NormalizeAddress = %q", addr, a.Normalized(), n)
+	}
+	if l, d := SplitAddress(addr); a.Local != l || a.Domain != d {
+		t.Errorf("LookupAddress(%q) = %q, %q; SplitAddress = %q, %q", addr, a.Local, a.Domain, l, d)
+	}
+}
+
+func TestLookupAddressAgreesWithClassify(t *testing.T) {
+	inv := mustParse(t, small)
+	for _, s := range lookupSeeds {
+		checkLookup(t, inv, s)
+	}
+	if a := inv.LookupAddress("All-Staff@Example.COM."); !a.List || a.Class != Local {
+		t.Errorf("list not found: %+v", a)
+	}
+}
+
+func FuzzLookupAddress(f *testing.F) {
+	for _, s := range lookupSeeds {
+		f.Add(s)
+	}
+	inv := mustParse(f, small)
+	f.Fuzz(func(t *testing.T, addr string) {
+		checkLookup(t, inv, addr)
+	})
+}
