@@ -1,0 +1,241 @@
+package dkim
+
+import (
+	"crypto"
+	"crypto/ed25519"
+	"crypto/rand"
+	"crypto/rsa"
+	"crypto/sha256"
+	"encoding/base64"
+	"fmt"
+	"hash"
+	"strconv"
+	"strings"
+	"time"
+)
+
+// SignedHeaders are the header fields mailnode signs, in the order they are
+// listed in h=. Each is signed as often as it occurs; From is listed once
+// more than it occurs (over-signed), so that a From added later breaks the
+// signature instead of being displayed unsigned.
+var SignedHeaders = []string{
+	"From", "To", "Cc", "Subject", "Date", "Message-ID", "Reply-To",
+	"In-Reply-To", "References", "MIME-Version", "Content-Type",
+}
+
+// Header is one header field as the MTA hands it over: the name, and the
+// raw value after the colon with its folding (CRLF or LF) kept.
+type Header struct {
+	Name, Value string
+}
+
+// Key is one selector's signing key.
+type Key struct {
+	Domain    string // d=
+	Selector  string // s=
+	Algorithm string // "rsa" or "ed25519"
+	Signer    crypto.Signer
+}
+
+// NewKey checks that signer matches algorithm and returns the Key.
+func NewKey(domain, selector, algorithm string, signer crypto.Signer) (Key, error) {
+	switch signer.Public().(type) {
+	case *rsa.PublicKey:
+		if algorithm != "rsa" {
+			return Key{}, fmt.Errorf("dkim: %s/%s: RSA key for a %s selector", domain, selector, algorithm)
+		}
+	case ed25519.PublicKey:
+		if algorithm != "ed25519" {
+			return Key{}, fmt.Errorf("dkim: %s/%s: Ed25519 key for a %s selector", domain, selector, algorithm)
+		}
+	default:
+		return Key{}, fmt.Errorf("dkim: %s/%s: unsupported key type %T", domain, selector, signer.Public())
+	}
+	return Key{Domain: domain, Selector: selector, Algorithm: algorithm, Signer: signer}, nil
+}
+
+// BodyHasher streams a body through relaxed canonicalization into SHA-256:
+// the bh= of every signature mailnode makes (all use relaxed/relaxed and
+// SHA-256, so one body hash serves every selector).
+type BodyHasher struct {
+	h     hash.Hash
+	canon RelaxedBody
+}
+
+// NewBodyHasher returns a hasher for one body.
+func NewBodyHasher() *BodyHasher {
+	b := &BodyHasher{h: sha256.New()}
+	b.canon.Reset(b.h)
+	return b
+}
+
+// Reset starts a new body.
+func (b *BodyHasher) Reset() {
+	b.h.Reset()
+	b.canon.Reset(b.h)
+}
+
+// Write adds a chunk of the body as it arrives (CRLF line ends).
+func (b *BodyHasher) Write(p []byte) (int, error) { return b.canon.Write(p) }
+
+// Sum finishes the body and returns its hash.
+func (b *BodyHasher) Sum() []byte {
+	b.canon.Close()
+	return b.h.Sum(nil)
+}
+
+// Sign returns the value of a DKIM-Signature header field (everything after
+// "DKIM-Signature:", folded with CRLF TAB) signing headers, top to bottom as
+// in the message, and the body whose relaxed SHA-256 hash is bodyHash, at
+// time t. Signatures are relaxed/relaxed, without l=.
+func Sign(key Key, headers []Header, bodyHash []byte, t time.Time) (string, error) {
+	var alg string
+	switch key.Algorithm {
+	case "rsa":
+		alg = "rsa-sha256"
+	case "ed25519":
+		alg = "ed25519-sha256"
+	default:
+		return "", fmt.Errorf("dkim: unknown algorithm %q", key.Algorithm)
+	}
+	picked, names := pickHeaders(headers)
+
+	var v strings.Builder
+	line := 0 // length of the current output line
+	add := func(tag string) {
+		if line > 0 && line+1+len(tag) > 76 {
+			v.WriteString("\r\n\t")
+			line = 1
+		} else {
+			v.WriteByte(' ')
+			line++
+		}
+		v.WriteString(tag)
+		line += len(tag)
+	}
+	line = len("DKIM-Signature:")
+	add("v=1;")
+	add("a=" + alg + ";")
+	add("c=relaxed/relaxed;")
+	add("d=" + key.Domain + ";")
+	add("s=" + key.Selector + ";")
+	add("t=" + strconv.FormatInt(t.Unix(), 10) + ";")
+	// h= folds at its colons.
+	for i, n := range names {
+		part := n
+		if i == 0 {
+			part = "h=" + n
+		}
+		if i < len(names)-1 {
+			part += ":"
+		} else {
+			part += ";"
+		}
+		if i == 0 {
+			add(part)
+			continue
+		}
+		if line+len(part) > 76 {
+			v.WriteString("\r\n\t")
+			line = 1
+		}
+		v.WriteString(part)
+		line += len(part)
+	}
+	add("bh=" + base64.StdEncoding.EncodeToString(bodyHash) + ";")
+	add("b=")
+	unsigned := v.String()
+
+	h := sha256.New()
+	for _, hd := range picked {
+		h.Write(relaxedHeader(nil, hd.Name, hd.Value, true))
+	}
+	h.Write(relaxedHeader(nil, "DKIM-Signature", unsigned, false))
+	digest := h.Sum(nil)
+
+	var sig []byte
+	var err error
+	switch key.Algorithm {
+	case "rsa":
+		sig, err = key.Signer.Sign(rand.Reader, digest, crypto.SHA256)
+	case "ed25519":
+		// RFC 8463: PureEdDSA over the SHA-256 hash of the canonical data.
+		sig, err = key.Signer.Sign(nil, digest, crypto.Hash(0))
+	}
+	if err != nil {
+		return "", fmt.Errorf("dkim: sign %s/%s: %w", key.Domain, key.Selector, err)
+	}
+	b64 := base64.StdEncoding.EncodeToString(sig)
+	var out strings.Builder
+	out.Grow(len(unsigned) + len(b64) + 16)
+	out.WriteString(unsigned)
+	for len(b64) > 0 {
+		room := 76 - line
+		if room < 8 {
+			out.WriteString("\r\n\t")
+			line = 1
+			room = 75
+		}
+		n := min(room, len(b64))
+		out.WriteString(b64[:n])
+		line += n
+		b64 = b64[n:]
+	}
+	return out.String(), nil
+}
+
+// pickHeaders selects the header instances to sign and the h= list: per
+// RFC 6376 section 5.4.2 each listed name takes the last unused instance,
+// counting from the bottom; the extra From finds none and signs its absence.
+func pickHeaders(headers []Header) (picked []Header, names []string) {
+	byName := make(map[string][]int, len(SignedHeaders))
+	for i, h := range headers {
+		n := strings.ToLower(strings.TrimSpace(h.Name))
+		byName[n] = append(byName[n], i)
+	}
+	for _, name := range SignedHeaders {
+		lname := strings.ToLower(name)
+		idx := byName[lname]
+		reps := len(idx)
+		if lname == "from" {
+			reps++
+		}
+		for r := 0; r < reps; r++ {
+			names = append(names, lname)
+			if k := len(idx) - 1 - r; k >= 0 {
+				picked = append(picked, headers[idx[k]])
+			}
+		}
+	}
+	return picked, names
+}
+
+// relaxedHeader appends the relaxed canonical form (RFC 6376 section 3.4.2)
+// of one header field to dst: lower-case name, unfolded value with runs of
+// whitespace made one space and none around the colon or at the end, and a
+// CRLF when withCRLF.
+func relaxedHeader(dst []byte, name, value string, withCRLF bool) []byte {
+	dst = append(dst, strings.ToLower(strings.TrimRight(name, " \t"))...)
+	dst = append(dst, ':')
+	wsp := false
+	content := false
+	for i := 0; i < len(value); i++ {
+		switch c := value[i]; c {
+		case '\r', '\n':
+			// unfolding: the line break goes, the whitespace after it stays
+		case ' ', '\t':
+			wsp = true
+		default:
+			if wsp && content {
+				dst = append(dst, ' ')
+			}
+			wsp = false
+			content = true
+			dst = append(dst, c)
+		}
+	}
+	if withCRLF {
+		dst = append(dst, '\r', '\n')
+	}
+	return dst
+}
