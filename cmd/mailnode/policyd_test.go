@@ -1,0 +1,203 @@
+package main
+
+import (
+	"bufio"
+	"bytes"
+	"fmt"
+	"io"
+	"net"
+	"net/http"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"sync"
+	"syscall"
+	"testing"
+	"time"
+)
+
+// buildMailnode compiles the binary once per test run.
+var buildMailnode = sync.OnceValues(func() (string, error) {
+	dir, err := os.MkdirTemp("", "mailnode-bin")
+	if err != nil {
+		return "", err
+	}
+	bin := filepath.Join(dir, "mailnode")
+	out, err := exec.Command("go", "build", "-o", bin, ".").CombinedOutput()
+	if err != nil {
+		return "", fmt.Errorf("go build: %v\n%s", err, out)
+	}
+	return bin, nil
+})
+
+type lockedBuffer struct {
+	mu sync.Mutex
+	b  bytes.Buffer
+}
+
+func (l *lockedBuffer) Write(p []byte) (int, error) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.b.Write(p)
+}
+
+func (l *lockedBuffer) String() string {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.b.String()
+}
+
+func freePort(t *testing.T) string {
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ln.Close()
+	return ln.Addr().String()
+}
+
+func waitUntil(t *testing.T, what string, cond func() bool) {
+	t.Helper()
+	deadline := time.Now().Add(10 * time.Second)
+	for !cond() {
+		if time.Now().After(deadline) {
+			t.Fatalf("timed out waiting for %s", what)
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+}
+
+// TestPolicydProcess runs the real binary: it answers on its socket, serves
+// /healthz and /metrics, keeps the running inventory when SIGHUP finds a
+// broken one, takes a good one without dropping the open connection, and
+// drains on SIGTERM (exit 0, socket removed, mail log written).
+func TestPolicydProcess(t *testing.T) {
+	bin, err := buildMailnode()
+	if err != nil {
+		t.Fatal(err)
+	}
+	dir := t.TempDir()
+	good, err := os.ReadFile("../../policy/testdata/inventory.yaml")
+	if err != nil {
+		t.Fatal(err)
+	}
+	invPath := filepath.Join(dir, "inventory.yaml")
+	if err := os.WriteFile(invPath, good, 0o644); err != nil {
+		t.Fatal(err)
+	}
+	sock := filepath.Join(dir, "policy.sock")
+	maillog := filepath.Join(dir, "mail.log")
+	metrics := freePort(t)
+	cmd := exec.Command(bin, "policyd", "-i", invPath, "--listen", "unix:"+sock,
+		"--metrics", metrics, "--maillog", maillog, "--log-level", "debug")
+	var stderr lockedBuffer
+	cmd.Stderr = &stderr
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	exited := make(chan error, 1)
+	go func() { exited <- cmd.Wait() }()
+	t.Cleanup(func() {
+		cmd.Process.Kill()
+		if t.Failed() {
+			t.Logf("policyd stderr:\n%s", stderr.String())
+		}
+	})
+	var c net.Conn
+	waitUntil(t, "the policy socket", func() bool {
+		c, err = net.Dial("unix", sock)
+		return err == nil
+	})
+	defer c.Close()
+	if fi, err := os.Stat(sock); err != nil || fi.Mode().Perm() != 0o666 {
+		t.Errorf("socket mode %v, %v; want 0666", fi.Mode(), err)
+	}
+	r := bufio.NewReader(c)
+	ask := func(req string) string {
+		t.Helper()
+		c.SetDeadline(time.Now().Add(5 * time.Second))
+		if _, err := io.WriteString(c, req); err != nil {
+			t.Fatal(err)
+		}
+		var b strings.Builder
+		for {
+			line, err := r.ReadString('\n')
+			if err != nil {
+				t.Fatalf("reading reply: %v (got %q)", err, b.String())
+			}
+			b.WriteString(line)
+			if line == "\n" {
+				return b.String()
+			}
+		}
+	}
+	relay := "request=smtpd_access_policy\nprotocol_state=RCPT\nqueue_id=QID1\nsender=eve@example.org\nrecipient=frank@example.org\nclient_address=198.51.100.7\n\n"
+	denied := "action=550 5.7.1 Sorry, relay for <frank@example.org> not permitted\n\n"
+	if got := ask(relay); got != denied {
+		t.Fatalf("got %q, want %q", got, denied)
+	}
+
+	get := func(path string) (int, string) {
+		resp, err := http.Get("http://" + metrics + path)
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer resp.Body.Close()
+		b, _ := io.ReadAll(resp.Body)
+		return resp.StatusCode, string(b)
+	}
+	if code, body := get("/healthz"); code != 200 || body != "ok\n" {
+		t.Errorf("/healthz: %d %q", code, body)
+	}
+	if _, body := get("/metrics"); !strings.Contains(body, `mailnode_policy_decisions_total{action="reject",cell="outside/none->outside",reason="relay-denied"} 1`) ||
+		!strings.Contains(body, "mailnode_policy_open_connections 1") {
+		t.Errorf("/metrics lacks the decision or the open connection:\n%s", body)
+	}
+
+	// A broken inventory: logged, the old one kept.
+	if err := os.WriteFile(invPath, []byte("node: {hostname: \"\"}\ndomains: [\n"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	cmd.Process.Signal(syscall.SIGHUP)
+	waitUntil(t, "the failed reload to be logged", func() bool {
+		return strings.Contains(stderr.String(), "reload failed; keeping the running inventory")
+	})
+	if got := ask(relay); got != denied {
+		t.Fatalf("after a failed reload: %q", got)
+	}
+	// A good new inventory where example.org is a relay domain: the open
+	// connection stays and its next answer changes.
+	if err := os.WriteFile(invPath, append(good, "  - name: example.org\n    class: relay\n"...), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	cmd.Process.Signal(syscall.SIGHUP)
+	waitUntil(t, "the reload", func() bool { return strings.Contains(stderr.String(), "inventory reloaded") })
+	want := "action=550 5.7.1 Please use own mail service for send mail from <eve@example.org>\n\n"
+	if got := ask(relay); got != want {
+		t.Fatalf("after reload: %q, want %q", got, want)
+	}
+	if _, body := get("/metrics"); !strings.Contains(body, `mailnode_policy_inventory_reloads_total{result="failed"} 1`) ||
+		!strings.Contains(body, `mailnode_policy_inventory_reloads_total{result="ok"} 1`) {
+		t.Errorf("/metrics lacks the reload counts")
+	}
+
+	cmd.Process.Signal(syscall.SIGTERM)
+	select {
+	case err := <-exited:
+		if err != nil {
+			t.Fatalf("policyd exited with %v", err)
+		}
+	case <-time.After(15 * time.Second):
+		t.Fatal("policyd did not stop on SIGTERM")
+	}
+	if _, err := os.Stat(sock); !os.IsNotExist(err) {
+		t.Errorf("socket left behind: %v", err)
+	}
+	log, _ := os.ReadFile(maillog)
+	lines := strings.Split(strings.TrimSpace(string(log)), "\n")
+	if len(lines) != 3 || !strings.Contains(lines[0], "queue_id=QID1 client=[198.51.100.7]") ||
+		!strings.Contains(lines[2], `cell=relay/none->relay rcpt=1 action="550 5.7.1 Please use own mail service`) {
+		t.Errorf("mail log:\n%s", log)
+	}
+}
