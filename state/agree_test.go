@@ -1,0 +1,63 @@
+package state
+
+import (
+	"context"
+	"fmt"
+	"math/rand"
+	"testing"
+	"time"
+)
+
+// TestStoresAgree runs one random sequence of greylist and rate steps
+// through the Go rules (bbolt) and the Lua rules (Redis) and requires the
+// same answer every time: the two transcriptions of the rules are one.
+func TestStoresAgree(t *testing.T) {
+	srv := startRedis(t)
+	clk := newFakeClock()
+	stores := []Store{openBolt(t, clk.Clock()), openRedis(t, srv, "agree:")}
+	rnd := rand.New(rand.NewSource(7))
+	ctx := context.Background()
+	steps := []time.Duration{0, time.Millisecond, time.Second, 2 * time.Minute, 5 * time.Minute,
+		10 * time.Minute, time.Hour, 20 * time.Hour, 3 * 24 * time.Hour}
+	for i := 0; i < 3000; i++ {
+		clk.Add(steps[rnd.Intn(len(steps))])
+		if rnd.Intn(3) > 0 {
+			op := GreyOp{
+				Triplet: fmt.Sprintf("grey/t/n%d/s%d/r", rnd.Intn(3), rnd.Intn(4)),
+				Client:  fmt.Sprintf("grey/c/c%d", rnd.Intn(3)),
+				Now:     clk.Now(), Delay: 5 * time.Minute, RetryWindow: 8 * time.Hour,
+				Expire: 5 * 24 * time.Hour, AWLAfter: rnd.Intn(2) * 3,
+			}
+			var first GreyOutcome
+			for j, st := range stores {
+				out, err := st.Greylist(ctx, op)
+				if err != nil {
+					t.Fatal(err)
+				}
+				if j == 0 {
+					first = out
+				} else if out != first {
+					t.Fatalf("step %d %+v:\n bbolt %+v\n redis %+v", i, op, first, out)
+				}
+			}
+		} else {
+			op := RateOp{
+				Key: fmt.Sprintf("rate/u/u%d", rnd.Intn(2)), Now: clk.Now(),
+				Messages: rnd.Intn(2), Recipients: rnd.Intn(3),
+				MaxMessages: rnd.Intn(6), MaxRecipts: rnd.Intn(12),
+			}
+			var first RateOutcome
+			for j, st := range stores {
+				out, err := st.Rate(ctx, op)
+				if err != nil {
+					t.Fatal(err)
+				}
+				if j == 0 {
+					first = out
+				} else if out != first {
+					t.Fatalf("step %d %+v:\n bbolt %+v\n redis %+v", i, op, first, out)
+				}
+			}
+		}
+	}
+}

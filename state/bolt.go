@@ -1,0 +1,497 @@
+package state
+
+import (
+	"bytes"
+	"context"
+	"encoding/binary"
+	"errors"
+	"fmt"
+	"hash/maphash"
+	"os"
+	"path/filepath"
+	"sort"
+	"sync"
+	"time"
+
+	bolt "go.etcd.io/bbolt"
+)
+
+// BoltOptions tunes the bbolt store; zero values take the defaults.
+type BoltOptions struct {
+	// FlushInterval is how often buffered updates are committed (and
+	// fsynced) in one transaction. Default 200 ms.
+	FlushInterval time.Duration
+	// MaxLag bounds what a crash can lose: while the oldest update not yet
+	// on disk is older than MaxLag, every operation fails with ErrBehind
+	// instead of acknowledging more. Default 1 s.
+	MaxLag time.Duration
+	// LockTimeout is how long Open waits for another process to release
+	// the file. Default 1 s.
+	LockTimeout time.Duration
+	// Clock decides which entries the background sweeper deletes as
+	// expired; it must be the clock the callers use. Default time.Now.
+	Clock Clock
+	// SweepInterval is how often expired entries are deleted; each run
+	// visits at most sweepChunk keys. Default 1 min.
+	SweepInterval time.Duration
+}
+
+// Bolt is the embedded store: one bbolt file owned by one process.
+//
+// Durability: operations are answered from memory and a background goroutine
+// commits them every FlushInterval (200 ms) in one fsynced transaction. A
+// crash (SIGKILL, power loss) loses at most the updates acknowledged since the
+// last commit began — normally under FlushInterval plus one commit, and never
+// more than MaxLag (1 s): once the oldest buffered update is that old,
+// operations fail with ErrBehind (the caller answers 4xx) until the disk
+// catches up. A lost update is harmless in kind: a triplet recorded again
+// waits one more delay, a sender gets a few messages more. The file itself is
+// never corrupted by a crash (bbolt's copy-on-write B+tree and meta pages);
+// TestBoltCrash kills a writer with SIGKILL under load to show both.
+type Bolt struct {
+	db    *bolt.DB
+	opt   BoltOptions
+	seed  maphash.Seed
+	locks [64]sync.Mutex // per-key serialisation of read-modify-write steps
+
+	mu       sync.Mutex
+	pending  map[string]brec // acknowledged, not yet committed
+	flushing map[string]brec // being committed right now
+	pendOld  time.Time       // when the oldest entry of pending was written (zero: none)
+	flushOld time.Time       // the same for flushing
+	closed   bool
+	flushErr error
+
+	fmu       sync.Mutex // one commit at a time
+	sweepFrom []byte     // where the next sweep starts (guarded by fmu)
+
+	kick chan struct{}
+	stop chan struct{}
+	done chan struct{}
+}
+
+// brec is a buffered value; del marks a deletion.
+type brec struct {
+	val []byte // encoded: 8-byte expiry (Unix ms, big endian) + value
+	del bool
+}
+
+var bucketName = []byte("mailnode-state")
+
+const sweepChunk = 5000
+
+// OpenBolt opens (creating if needed) the bbolt file at path.
+func OpenBolt(path string, opt BoltOptions) (*Bolt, error) {
+	if opt.FlushInterval <= 0 {
+		opt.FlushInterval = 200 * time.Millisecond
+	}
+	if opt.MaxLag <= 0 {
+		opt.MaxLag = time.Second
+	}
+	if opt.LockTimeout <= 0 {
+		opt.LockTimeout = time.Second
+	}
+	if opt.SweepInterval <= 0 {
+		opt.SweepInterval = time.Minute
+	}
+	if path == "" {
+		return nil, errors.New("state: bbolt: no path")
+	}
+	if err := os.MkdirAll(filepath.Dir(path), 0o750); err != nil {
+		return nil, fmt.Errorf("state: bbolt: %w", err)
+	}
+	db, err := bolt.Open(path, 0o600, &bolt.Options{Timeout: opt.LockTimeout})
+	if err != nil {
+		if errors.Is(err, bolt.ErrTimeout) {
+			return nil, fmt.Errorf("state: bbolt: %s is in use by another process (policyd?): %w", path, err)
+		}
+		return nil, fmt.Errorf("state: bbolt: open %s: %w", path, err)
+	}
+	if err := db.Update(func(tx *bolt.Tx) error {
+		_, err := tx.CreateBucketIfNotExists(bucketName)
+		return err
+	}); err != nil {
+		db.Close()
+		return nil, fmt.Errorf("state: bbolt: %s: %w", path, err)
+	}
+	s := &Bolt{
+		db:      db,
+		opt:     opt,
+		seed:    maphash.MakeSeed(),
+		pending: map[string]brec{},
+		kick:    make(chan struct{}, 1),
+		stop:    make(chan struct{}),
+		done:    make(chan struct{}),
+	}
+	go s.run()
+	return s, nil
+}
+
+// DB exposes the bbolt handle (tests check its consistency with tx.Check).
+func (s *Bolt) DB() *bolt.DB { return s.db }
+
+func encodeRec(val string, exp time.Time) []byte {
+	b := make([]byte, 8+len(val))
+	binary.BigEndian.PutUint64(b, uint64(exp.UnixMilli()))
+	copy(b[8:], val)
+	return b
+}
+
+func decodeRec(b []byte) (val string, exp time.Time, ok bool) {
+	if len(b) < 8 {
+		return "", time.Time{}, false
+	}
+	return string(b[8:]), time.UnixMilli(int64(binary.BigEndian.Uint64(b))), true
+}
+
+// lockKeys takes the per-key locks of keys in a fixed order.
+func (s *Bolt) lockKeys(keys ...string) func() {
+	idx := make([]int, 0, len(keys))
+	for _, k := range keys {
+		i := int(maphash.String(s.seed, k) % uint64(len(s.locks)))
+		dup := false
+		for _, j := range idx {
+			dup = dup || i == j
+		}
+		if !dup {
+			idx = append(idx, i)
+		}
+	}
+	sort.Ints(idx)
+	for _, i := range idx {
+		s.locks[i].Lock()
+	}
+	return func() {
+		for _, i := range idx {
+			s.locks[i].Unlock()
+		}
+	}
+}
+
+// writable refuses new work after Close or while writes lag too far behind.
+func (s *Bolt) writable() error {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.closed {
+		return ErrClosed
+	}
+	oldest := s.flushOld
+	if oldest.IsZero() {
+		oldest = s.pendOld
+	}
+	if !oldest.IsZero() && time.Since(oldest) > s.opt.MaxLag {
+		if s.flushErr != nil {
+			return fmt.Errorf("%w: %v", ErrBehind, s.flushErr)
+		}
+		return ErrBehind
+	}
+	return nil
+}
+
+// read returns the current values of keys: buffered ones first, then the file.
+func (s *Bolt) read(keys ...string) ([]string, error) {
+	vals := make([]string, len(keys))
+	var miss []int
+	s.mu.Lock()
+	for i, k := range keys {
+		r, ok := s.pending[k]
+		if !ok {
+			r, ok = s.flushing[k]
+		}
+		if !ok {
+			miss = append(miss, i)
+			continue
+		}
+		if !r.del {
+			vals[i], _, _ = decodeRec(r.val)
+		}
+	}
+	s.mu.Unlock()
+	if len(miss) == 0 {
+		return vals, nil
+	}
+	err := s.db.View(func(tx *bolt.Tx) error {
+		b := tx.Bucket(bucketName)
+		for _, i := range miss {
+			if v := b.Get([]byte(keys[i])); v != nil {
+				vals[i], _, _ = decodeRec(v)
+			}
+		}
+		return nil
+	})
+	if err != nil {
+		return nil, fmt.Errorf("state: bbolt: read: %w", err)
+	}
+	return vals, nil
+}
+
+func (s *Bolt) buffer(now time.Time, keys []string, ws []*write) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	for i, w := range ws {
+		if w == nil {
+			continue
+		}
+		if s.pendOld.IsZero() {
+			s.pendOld = time.Now()
+		}
+		s.pending[keys[i]] = brec{val: encodeRec(w.val, now.Add(w.ttl))}
+	}
+}
+
+// Greylist implements Store.
+func (s *Bolt) Greylist(ctx context.Context, op GreyOp) (GreyOutcome, error) {
+	if err := s.writable(); err != nil {
+		return GreyOutcome{}, err
+	}
+	unlock := s.lockKeys(op.Triplet, op.Client)
+	defer unlock()
+	v, err := s.read(op.Triplet, op.Client)
+	if err != nil {
+		return GreyOutcome{}, err
+	}
+	wt, wc, out := greyStep(v[0], v[1], op)
+	s.buffer(op.Now, []string{op.Triplet, op.Client}, []*write{wt, wc})
+	return out, nil
+}
+
+// Rate implements Store.
+func (s *Bolt) Rate(ctx context.Context, op RateOp) (RateOutcome, error) {
+	if err := s.writable(); err != nil {
+		return RateOutcome{}, err
+	}
+	unlock := s.lockKeys(op.Key)
+	defer unlock()
+	v, err := s.read(op.Key)
+	if err != nil {
+		return RateOutcome{}, err
+	}
+	w, out := rateStep(v[0], op)
+	s.buffer(op.Now, []string{op.Key}, []*write{w})
+	return out, nil
+}
+
+// Get implements Store.
+func (s *Bolt) Get(ctx context.Context, key string) (Entry, bool, error) {
+	var e Entry
+	var found bool
+	s.mu.Lock()
+	r, ok := s.pending[key]
+	if !ok {
+		r, ok = s.flushing[key]
+	}
+	s.mu.Unlock()
+	if ok {
+		if r.del {
+			return e, false, nil
+		}
+		v, exp, _ := decodeRec(r.val)
+		return Entry{Key: key, Value: v, ExpiresAt: exp}, true, nil
+	}
+	err := s.db.View(func(tx *bolt.Tx) error {
+		if b := tx.Bucket(bucketName).Get([]byte(key)); b != nil {
+			v, exp, _ := decodeRec(b)
+			e, found = Entry{Key: key, Value: v, ExpiresAt: exp}, true
+		}
+		return nil
+	})
+	if err != nil {
+		return e, false, fmt.Errorf("state: bbolt: %w", err)
+	}
+	return e, found, nil
+}
+
+// Scan implements Store. It sees the file plus the buffered updates.
+func (s *Bolt) Scan(ctx context.Context, prefix string, fn func(Entry) error) error {
+	over := map[string]brec{}
+	s.mu.Lock()
+	for k, r := range s.flushing {
+		over[k] = r
+	}
+	for k, r := range s.pending {
+		over[k] = r
+	}
+	s.mu.Unlock()
+	now := s.opt.Clock.now()
+	emit := func(k string, raw []byte) error {
+		v, exp, ok := decodeRec(raw)
+		if !ok || exp.Before(now) {
+			return nil
+		}
+		return fn(Entry{Key: k, Value: v, ExpiresAt: exp})
+	}
+	err := s.db.View(func(tx *bolt.Tx) error {
+		c := tx.Bucket(bucketName).Cursor()
+		p := []byte(prefix)
+		for k, v := c.Seek(p); k != nil && bytes.HasPrefix(k, p); k, v = c.Next() {
+			if err := ctx.Err(); err != nil {
+				return err
+			}
+			if _, ok := over[string(k)]; ok {
+				continue
+			}
+			if err := emit(string(k), v); err != nil {
+				return err
+			}
+		}
+		return nil
+	})
+	if err != nil {
+		return err
+	}
+	for k, r := range over {
+		if r.del || len(k) < len(prefix) || k[:len(prefix)] != prefix {
+			continue
+		}
+		if err := emit(k, r.val); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// Delete implements Store.
+func (s *Bolt) Delete(ctx context.Context, key string) (bool, error) {
+	if err := s.writable(); err != nil {
+		return false, err
+	}
+	unlock := s.lockKeys(key)
+	defer unlock()
+	_, ok, err := s.Get(ctx, key)
+	if err != nil || !ok {
+		return false, err
+	}
+	s.mu.Lock()
+	if s.pendOld.IsZero() {
+		s.pendOld = time.Now()
+	}
+	s.pending[key] = brec{del: true}
+	s.mu.Unlock()
+	return true, nil
+}
+
+// Flush commits everything buffered now and waits for it.
+func (s *Bolt) Flush() error { return s.flush(false) }
+
+// Close commits what is buffered and closes the file.
+func (s *Bolt) Close() error {
+	s.mu.Lock()
+	if s.closed {
+		s.mu.Unlock()
+		return nil
+	}
+	s.closed = true
+	s.mu.Unlock()
+	close(s.stop)
+	<-s.done
+	err := s.flush(false)
+	if cerr := s.db.Close(); err == nil && cerr != nil {
+		err = fmt.Errorf("state: bbolt: close: %w", cerr)
+	}
+	return err
+}
+
+func (s *Bolt) run() {
+	defer close(s.done)
+	t := time.NewTicker(s.opt.FlushInterval)
+	defer t.Stop()
+	lastSweep := time.Now()
+	for {
+		select {
+		case <-s.stop:
+			return
+		case <-t.C:
+		case <-s.kick:
+		}
+		sweep := time.Since(lastSweep) >= s.opt.SweepInterval
+		if sweep {
+			lastSweep = time.Now()
+		}
+		s.flush(sweep) // errors are kept in flushErr and surface as ErrBehind
+	}
+}
+
+// flush commits pending (and, when sweep is set, deletes a chunk of expired
+// entries in the same transaction).
+func (s *Bolt) flush(sweep bool) error {
+	s.fmu.Lock()
+	defer s.fmu.Unlock()
+	s.mu.Lock()
+	if len(s.pending) == 0 && !sweep {
+		s.mu.Unlock()
+		return nil
+	}
+	s.flushing, s.pending = s.pending, map[string]brec{}
+	s.flushOld, s.pendOld = s.pendOld, time.Time{}
+	batch := s.flushing
+	s.mu.Unlock()
+
+	now := s.opt.Clock.now()
+	err := s.db.Update(func(tx *bolt.Tx) error {
+		b := tx.Bucket(bucketName)
+		for k, r := range batch {
+			var err error
+			if r.del {
+				err = b.Delete([]byte(k))
+			} else {
+				err = b.Put([]byte(k), r.val)
+			}
+			if err != nil {
+				return err
+			}
+		}
+		if sweep {
+			s.sweepFrom = sweepExpired(b, s.sweepFrom, now)
+		}
+		return nil
+	})
+
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if err != nil {
+		// Keep the batch for the next attempt, under anything newer.
+		for k, r := range batch {
+			if _, ok := s.pending[k]; !ok {
+				s.pending[k] = r
+			}
+		}
+		s.flushing = nil
+		if !s.flushOld.IsZero() {
+			s.pendOld = s.flushOld
+		}
+		s.flushOld = time.Time{}
+		s.flushErr = err
+		return fmt.Errorf("state: bbolt: commit: %w", err)
+	}
+	s.flushing = nil
+	s.flushOld = time.Time{}
+	s.flushErr = nil
+	return nil
+}
+
+// sweepExpired deletes expired entries among at most sweepChunk keys from
+// start, and returns where the next sweep continues (nil: from the top).
+func sweepExpired(b *bolt.Bucket, start []byte, now time.Time) []byte {
+	c := b.Cursor()
+	var k, v []byte
+	if start == nil {
+		k, v = c.First()
+	} else {
+		k, v = c.Seek(start)
+	}
+	var dead [][]byte
+	for n := 0; k != nil && n < sweepChunk; n++ {
+		if _, exp, ok := decodeRec(v); !ok || exp.Before(now) {
+			dead = append(dead, append([]byte(nil), k...))
+		}
+		k, v = c.Next()
+	}
+	var next []byte
+	if k != nil {
+		next = append([]byte(nil), k...)
+	}
+	for _, k := range dead {
+		b.Delete(k)
+	}
+	return next
+}

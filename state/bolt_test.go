@@ -1,0 +1,273 @@
+package state
+
+import (
+	"bufio"
+	"context"
+	"fmt"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"syscall"
+	"testing"
+	"time"
+
+	bolt "go.etcd.io/bbolt"
+)
+
+func TestBoltPersistsAcrossReopen(t *testing.T) {
+	clk := newFakeClock()
+	path := filepath.Join(t.TempDir(), "state.db")
+	b, err := OpenBolt(path, BoltOptions{Clock: clk.Clock()})
+	if err != nil {
+		t.Fatal(err)
+	}
+	g := newGrey(t, greyCfg(), b, clk)
+	expect(t, g, tr1, greyed300, ReasonNew)
+	if err := b.Close(); err != nil {
+		t.Fatal(err)
+	}
+	// A second opener waits for the lock and gives up with a clear error.
+	b, err = OpenBolt(path, BoltOptions{Clock: clk.Clock()})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := OpenBolt(path, BoltOptions{LockTimeout: 100 * time.Millisecond}); err == nil || !strings.Contains(err.Error(), "in use") {
+		t.Fatalf("second OpenBolt: %v", err)
+	}
+	g = newGrey(t, greyCfg(), b, clk)
+	clk.Add(300 * time.Second)
+	expect(t, g, tr1, "", ReasonPassed)
+	b.Close()
+}
+
+func TestBoltScanDeleteSweep(t *testing.T) {
+	clk := newFakeClock()
+	b, err := OpenBolt(filepath.Join(t.TempDir(), "state.db"), BoltOptions{Clock: clk.Clock(), SweepInterval: time.Millisecond})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer b.Close()
+	ctx := context.Background()
+	g := newGrey(t, greyCfg(), b, clk)
+	for i := 0; i < 3; i++ {
+		expect(t, g, Triplet{Client: "198.51.100.1", Sender: fmt.Sprintf("s%d@x.test", i), Recipient: "a@example.com"}, greyed300, ReasonNew)
+	}
+	count := func() int {
+		n := 0
+		if err := b.Scan(ctx, PrefixTriplet, func(Entry) error { n++; return nil }); err != nil {
+			t.Fatal(err)
+		}
+		return n
+	}
+	if n := count(); n != 3 { // buffered entries are seen
+		t.Fatalf("Scan before flush: %d", n)
+	}
+	b.Flush()
+	if n := count(); n != 3 {
+		t.Fatalf("Scan after flush: %d", n)
+	}
+	if ok, err := b.Delete(ctx, "grey/t/198.51.100.0/24/s0@x.test/a@example.com"); !ok || err != nil {
+		t.Fatalf("Delete: %v %v", ok, err)
+	}
+	if n := count(); n != 2 {
+		t.Fatalf("Scan after Delete: %d", n)
+	}
+	// Past the retry window (plus margin) the sweeper deletes unpassed triplets from the file.
+	clk.Add(48*time.Hour + 2*time.Minute)
+	if n := count(); n != 0 {
+		t.Fatalf("Scan shows %d expired entries", n)
+	}
+	deadline := time.Now().Add(5 * time.Second)
+	for {
+		var n int
+		b.DB().View(func(tx *bolt.Tx) error { n = tx.Bucket(bucketName).Stats().KeyN; return nil })
+		if n == 0 {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("sweeper left %d keys in the file", n)
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+}
+
+// The crash test re-executes the test binary as a writer (crashChild) that
+// hammers a bbolt file with greylist and rate updates and reports each
+// acknowledged update on stdout. The parent SIGKILLs it mid-run, reopens the
+// file, runs bbolt's consistency check and requires every update
+// acknowledged more than crashBound before the kill to be there.
+const (
+	crashChildEnv = "MAILNODE_STATE_CRASH_CHILD"
+	crashBound    = time.Second // BoltOptions.MaxLag default: the documented window
+)
+
+func crashChild() {
+	path, round := os.Getenv(crashChildEnv), os.Getenv("MAILNODE_STATE_CRASH_ROUND")
+	b, err := OpenBolt(path, BoltOptions{})
+	if err != nil {
+		fmt.Fprintln(os.Stderr, "child:", err)
+		os.Exit(2)
+	}
+	var seq atomic.Int64
+	var mu sync.Mutex
+	out := func(s string) {
+		mu.Lock()
+		os.Stdout.WriteString(s)
+		mu.Unlock()
+	}
+	ctx := context.Background()
+	for w := 0; w < 4; w++ {
+		go func() {
+			for {
+				i := seq.Add(1)
+				now := time.Now()
+				_, err := b.Greylist(ctx, GreyOp{
+					Triplet: fmt.Sprintf("grey/t/crash/%s/%d", round, i), Client: "grey/c/crash",
+					Now: now, Delay: time.Minute, RetryWindow: time.Hour, Expire: 24 * time.Hour, AWLAfter: 5,
+				})
+				if err != nil {
+					out("E " + err.Error() + "\n")
+					time.Sleep(time.Millisecond)
+					continue
+				}
+				out("g " + strconv.FormatInt(i, 10) + "\n")
+				if i%4 == 0 {
+					if _, err := b.Rate(ctx, RateOp{Key: "rate/u/crash" + round, Now: now, Messages: 1, Recipients: 1}); err == nil {
+						out("r " + strconv.FormatInt(i, 10) + "\n")
+					}
+				}
+			}
+		}()
+	}
+	select {} // until killed
+}
+
+type ack struct {
+	kind string
+	seq  int64
+	at   time.Time // when the parent read it: never before the child acknowledged it
+}
+
+func runCrashRound(t *testing.T, path string, round int, runFor time.Duration) (acks []ack, killed time.Time) {
+	cmd := exec.Command(os.Args[0], "-test.run=^$")
+	cmd.Env = append(os.Environ(), crashChildEnv+"="+path, "MAILNODE_STATE_CRASH_ROUND="+strconv.Itoa(round))
+	cmd.Stderr = os.Stderr
+	stdout, err := cmd.StdoutPipe()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	var mu sync.Mutex
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		sc := bufio.NewScanner(stdout)
+		for sc.Scan() {
+			now := time.Now()
+			f := strings.SplitN(sc.Text(), " ", 2)
+			if f[0] == "E" {
+				t.Errorf("child: %s", f[1])
+				continue
+			}
+			n, _ := strconv.ParseInt(f[1], 10, 64)
+			mu.Lock()
+			acks = append(acks, ack{f[0], n, now})
+			mu.Unlock()
+		}
+	}()
+	time.Sleep(runFor)
+	mu.Lock()
+	killed = time.Now()
+	cmd.Process.Signal(syscall.SIGKILL)
+	mu.Unlock()
+	<-done
+	cmd.Wait()
+	return acks, killed
+}
+
+func TestBoltCrash(t *testing.T) {
+	if testing.Short() {
+		t.Skip("crash test runs a writer process for seconds")
+	}
+	path := filepath.Join(t.TempDir(), "state.db")
+	for round, runFor := range []time.Duration{1300 * time.Millisecond, 1750 * time.Millisecond, 1500 * time.Millisecond} {
+		acks, killed := runCrashRound(t, path, round, runFor)
+		db, err := bolt.Open(path, 0o600, &bolt.Options{Timeout: time.Second})
+		if err != nil {
+			t.Fatalf("round %d: reopen after SIGKILL: %v", round, err)
+		}
+		var stored map[string]bool
+		var rateVal string
+		err = db.View(func(tx *bolt.Tx) error {
+			for err := range tx.Check() {
+				t.Errorf("round %d: bbolt consistency: %v", round, err)
+			}
+			stored = map[string]bool{}
+			pfx := fmt.Sprintf("grey/t/crash/%d/", round)
+			c := tx.Bucket(bucketName).Cursor()
+			for k, _ := c.Seek([]byte(pfx)); k != nil && strings.HasPrefix(string(k), pfx); k, _ = c.Next() {
+				stored[strings.TrimPrefix(string(k), pfx)] = true
+			}
+			if v := tx.Bucket(bucketName).Get([]byte(fmt.Sprintf("rate/u/crash%d", round))); v != nil {
+				rateVal, _, _ = decodeRec(v)
+			}
+			return nil
+		})
+		db.Close()
+		if err != nil {
+			t.Fatal(err)
+		}
+		var nGrey, lost, rateAcked, rateSafe int
+		var oldestLost time.Duration
+		for _, a := range acks {
+			age := killed.Sub(a.at)
+			switch a.kind {
+			case "g":
+				nGrey++
+				if !stored[strconv.FormatInt(a.seq, 10)] {
+					lost++
+					if age > oldestLost {
+						oldestLost = age
+					}
+					if age > crashBound {
+						t.Errorf("round %d: update %d acknowledged %s before the kill is lost (bound %s)", round, a.seq, age, crashBound)
+					}
+				}
+			case "r":
+				rateAcked++
+				if age > crashBound {
+					rateSafe++
+				}
+			}
+		}
+		var counted int
+		for _, bk := range parseBuckets(rateVal) {
+			counted += int(bk.m)
+		}
+		if counted < rateSafe || counted > rateAcked {
+			t.Errorf("round %d: rate counter %d, want between %d (acked > %s before kill) and %d (all acked)", round, counted, rateSafe, crashBound, rateAcked)
+		}
+		if nGrey < 1000 {
+			t.Errorf("round %d: only %d updates acknowledged: not a load run", round, nGrey)
+		}
+		t.Logf("round %d: killed after %s; %d greylist updates acknowledged, %d lost, oldest lost acknowledged %s before the kill (bound %s); rate %d/%d kept",
+			round, runFor, nGrey, lost, oldestLost.Round(time.Millisecond), crashBound, counted, rateAcked)
+	}
+	// The store opens on the crashed file and works.
+	clk := newFakeClock()
+	b, err := OpenBolt(path, BoltOptions{Clock: clk.Clock()})
+	if err != nil {
+		t.Fatal(err)
+	}
+	g := newGrey(t, greyCfg(), b, clk)
+	expect(t, g, tr1, greyed300, ReasonNew)
+	if err := b.Close(); err != nil {
+		t.Fatal(err)
+	}
+}
