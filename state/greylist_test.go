@@ -99,7 +99,7 @@ func TestGreylistExpire(t *testing.T) {
 		expect(t, g, tr1, greyed300, ReasonNew)
 		clk.Add(300 * time.Second)
 		expect(t, g, tr1, "", ReasonPassed) // last use
-		clk.Add(35 * 24 * time.Hour)     // exactly expire after the last use: alive, refreshed
+		clk.Add(35 * 24 * time.Hour)        // exactly expire after the last use: alive, refreshed
 		expect(t, g, tr1, "", ReasonPassed)
 		clk.Add(35*24*time.Hour + time.Millisecond) // unused for longer than expire
 		expect(t, g, tr1, greyed300, ReasonNew)
