@@ -1,0 +1,156 @@
+package milter
+
+import (
+	"context"
+	"fmt"
+
+	gomilter "github.com/d--j/go-milter"
+)
+
+// Negotiated with the MTA: we add and delete header fields, and skip every
+// event and reply we do not need. The only reply before the end of the
+// message is at the end of the headers, where a message that needs nothing
+// more is accepted without sending its body. Header values come with their
+// leading space (OptHeaderLeadingSpace) so they are exactly as in the message.
+const (
+	milterActions  = gomilter.OptAddHeader | gomilter.OptChangeHeader
+	milterProtocol = gomilter.OptNoHelo | gomilter.OptNoUnknown | gomilter.OptNoData |
+		gomilter.OptNoConnReply | gomilter.OptNoMailReply | gomilter.OptNoRcptReply |
+		gomilter.OptNoHeaderReply | gomilter.OptNoBodyReply | gomilter.OptNoUnknownReply |
+		gomilter.OptNoDataReply | gomilter.OptHeaderLeadingSpace
+)
+
+// backend is the go-milter Milter for one MTA connection: it turns milter
+// events into Transaction calls.
+type backend struct {
+	f     *Filter
+	addr  string
+	local bool
+	tx    *Transaction
+}
+
+var _ gomilter.Milter = (*backend)(nil)
+
+func (b *backend) NewConnection(gomilter.Modifier) error { return nil }
+
+func (b *backend) Connect(host, family string, port uint16, addr string, _ gomilter.Modifier) (*gomilter.Response, error) {
+	b.addr = addr
+	b.local = LocalSubmission(host, family, port, addr)
+	return gomilter.RespContinue, nil
+}
+
+func (b *backend) Helo(string, gomilter.Modifier) (*gomilter.Response, error) {
+	return gomilter.RespContinue, nil
+}
+
+func (b *backend) MailFrom(from, _ string, m gomilter.Modifier) (*gomilter.Response, error) {
+	b.reset()
+	b.tx = b.f.NewTransaction(Envelope{
+		QueueID:         m.Get(gomilter.MacroQueueId),
+		ClientAddr:      b.addr,
+		LocalSubmission: b.local,
+		AuthUser:        m.Get(gomilter.MacroAuthAuthen),
+		Sender:          from,
+	})
+	return gomilter.RespContinue, nil
+}
+
+func (b *backend) RcptTo(rcpt, _ string, _ gomilter.Modifier) (*gomilter.Response, error) {
+	if b.tx == nil {
+		return nil, fmt.Errorf("%w: RCPT before MAIL", ErrProtocol)
+	}
+	b.tx.AddRcpt(rcpt)
+	return gomilter.RespContinue, nil
+}
+
+func (b *backend) Data(gomilter.Modifier) (*gomilter.Response, error) {
+	return gomilter.RespContinue, nil
+}
+
+func (b *backend) Header(name, value string, _ gomilter.Modifier) (*gomilter.Response, error) {
+	if b.tx == nil {
+		return nil, fmt.Errorf("%w: header before MAIL", ErrProtocol)
+	}
+	if err := b.tx.Header(name, value); err != nil {
+		return nil, err
+	}
+	return gomilter.RespContinue, nil
+}
+
+func (b *backend) Headers(m gomilter.Modifier) (*gomilter.Response, error) {
+	if b.tx == nil {
+		return nil, fmt.Errorf("%w: end of headers before MAIL", ErrProtocol)
+	}
+	b.tx.SetQueueID(m.Get(gomilter.MacroQueueId))
+	b.tx.EndOfHeaders()
+	if !b.tx.NeedsBody() {
+		// Nothing to sign, check or remove: log and let the body go by.
+		b.tx.End(context.Background())
+		b.reset()
+		return gomilter.RespAccept, nil
+	}
+	return gomilter.RespContinue, nil
+}
+
+func (b *backend) BodyChunk(chunk []byte, _ gomilter.Modifier) (*gomilter.Response, error) {
+	if b.tx == nil {
+		return nil, fmt.Errorf("%w: body before MAIL", ErrProtocol)
+	}
+	if err := b.tx.Body(chunk); err != nil {
+		return nil, err
+	}
+	return gomilter.RespContinue, nil
+}
+
+func (b *backend) EndOfMessage(m gomilter.Modifier) (*gomilter.Response, error) {
+	if b.tx == nil {
+		return nil, fmt.Errorf("%w: end of message before MAIL", ErrProtocol)
+	}
+	b.tx.SetQueueID(m.Get(gomilter.MacroQueueId))
+	res := b.tx.End(context.Background())
+	b.reset()
+	if res.TempFail {
+		return gomilter.RespTempFail, nil
+	}
+	if err := applyMilter(m, res.Changes); err != nil {
+		return nil, err
+	}
+	return gomilter.RespAccept, nil
+}
+
+// applyMilter sends the header changes over the milter protocol.
+func applyMilter(m gomilter.Modifier, changes []HeaderChange) error {
+	for _, c := range changes {
+		var err error
+		if c.Delete {
+			err = m.ChangeHeader(c.Index, c.Name, "")
+		} else {
+			// Postfix wants LF line ends in header values; go-milter
+			// converts CRLF. With OptHeaderLeadingSpace negotiated the
+			// value is used as is, leading space included.
+			err = m.InsertHeader(c.Index, c.Name, c.Value)
+		}
+		if err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+func (b *backend) Abort(gomilter.Modifier) error {
+	b.reset()
+	return nil
+}
+
+func (b *backend) Unknown(string, gomilter.Modifier) (*gomilter.Response, error) {
+	return gomilter.RespContinue, nil
+}
+
+func (b *backend) Cleanup(gomilter.Modifier) { b.reset() }
+
+func (b *backend) reset() {
+	if b.tx != nil {
+		b.tx.Close()
+		b.tx = nil
+	}
+}

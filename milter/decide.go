@@ -1,0 +1,173 @@
+// Package milter is mailnode's Postfix milter (milterd): it DKIM-signs mail
+// that local senders submit and verifies inbound mail, adding one
+// Authentication-Results header.
+//
+// The package is three layers, outside in:
+//
+//   - Server (server.go, guard.go, listen.go): sockets, the go-milter
+//     protocol server, and a guard that checks every packet's framing before
+//     go-milter parses it, with limits and timeouts.
+//   - Transaction (transaction.go): one message as it streams: bounded
+//     header storage, the body hashed chunk by chunk (never buffered), and at
+//     the end a Result: the Decision and the header changes to make.
+//   - Decide (this file): the pure decision which message gets signed,
+//     verified or passed, made once the headers are known.
+//
+// The go-milter backend (backend.go) and the mailfilter adapter
+// (mailfilter.go) both drive a Transaction; so do the tests.
+package milter
+
+import (
+	"io"
+	"mime"
+	"net/mail"
+	"strings"
+
+	"github.com/mailnode/mailnode/inventory"
+)
+
+// Action is what milterd does with a message.
+type Action int
+
+// The three actions.
+const (
+	Pass   Action = iota // neither signed nor verified
+	Sign                 // DKIM-signed with every selector of the From domain
+	Verify               // inbound: the check chain runs, Authentication-Results added
+)
+
+func (a Action) String() string {
+	switch a {
+	case Sign:
+		return "sign"
+	case Verify:
+		return "verify"
+	}
+	return "pass"
+}
+
+// Reason names why Decide chose its action.
+type Reason string
+
+// Every reason Decide gives.
+const (
+	ReasonSignAuth      Reason = "authenticated sender, From domain local"
+	ReasonSignTrust     Reason = "trusted client, From domain local"
+	ReasonSignLocal     Reason = "submitted on the node, From domain local"
+	ReasonFromNotLocal  Reason = "authorized sender, From domain not local"
+	ReasonNoSelectors   Reason = "From domain local but without DKIM selectors"
+	ReasonBadFrom       Reason = "authorized sender, not exactly one From address"
+	ReasonInbound       Reason = "outside sender to a local recipient: spam check on"
+	ReasonNotInbound    Reason = "unauthorized sender, no local recipient or sender not outside: spam check off"
+	ReasonTooManyHeader Reason = "header limit exceeded"
+)
+
+// Origin tells how the session is authorized.
+type Origin string
+
+// The origins Decide distinguishes.
+const (
+	OriginNone  Origin = "none"  // neither authenticated nor trusted
+	OriginSASL  Origin = "sasl"  // SMTP AUTH ({auth_authen})
+	OriginTrust Origin = "trust" // client address in node.trusted_networks
+	OriginLocal Origin = "local" // submitted on the node (sendmail(1), cron): non_smtpd_milters
+)
+
+// Envelope is what the MTA told about one message before its headers.
+type Envelope struct {
+	QueueID         string
+	ClientAddr      string // the connect address ("127.0.0.1", "2001:db8::1", "" for unix)
+	LocalSubmission bool   // Postfix's non-SMTP pseudo connection (see LocalSubmission)
+	AuthUser        string // {auth_authen}
+	Sender          string // MAIL FROM without <>, "" for the null sender
+	Rcpts           int    // recipients seen
+	LocalRcpt       bool   // at least one recipient in a local domain
+}
+
+// LocalSubmission recognises the connection Postfix's cleanup(8) presents to
+// non_smtpd_milters for mail submitted with sendmail(1) (cron, unix users,
+// pickup): host "localhost", address 127.0.0.1 and port 0 — checked on this
+// project's Postfix 3.7. smtpd(8) always reports the client's real TCP port,
+// never 0, so no SMTP client can look like this.
+func LocalSubmission(host, family string, port uint16, addr string) bool {
+	return port == 0 && family == "tcp4" && addr == "127.0.0.1" && strings.EqualFold(host, "localhost")
+}
+
+// Decision is the one record milterd keeps per message: what it did and why.
+// Transaction fills in the outcome (signatures made, check results).
+type Decision struct {
+	Envelope
+	Origin     Origin
+	From       string // the From: address ("" when not exactly one)
+	FromDomain string
+	Action     Action
+	Reason     Reason
+	Signed     []string // "domain/selector/algorithm" per signature made
+	Results    []string // Authentication-Results method results, e.g. "dkim=pass header.d=example.org"
+	RemovedAR  int      // forged Authentication-Results headers removed
+	Err        string   // trouble at the end of the message
+}
+
+// Policy is what Decide needs from the inventory.
+type Policy interface {
+	Classify(address string) inventory.Class
+	Trusted(clientAddr string) bool
+}
+
+// Decide chooses, once the headers are in, whether the message is signed,
+// verified or passed. fromHeaders are the raw values of every From: header;
+// hasSelectors tells whether a domain has signing keys.
+func Decide(p Policy, env Envelope, fromHeaders []string, hasSelectors func(domain string) bool) Decision {
+	d := Decision{Envelope: env, Origin: OriginNone}
+	switch {
+	case strings.TrimSpace(env.AuthUser) != "":
+		d.Origin = OriginSASL
+	case env.LocalSubmission:
+		d.Origin = OriginLocal
+	case p.Trusted(env.ClientAddr):
+		d.Origin = OriginTrust
+	}
+	if len(fromHeaders) == 1 {
+		if l, err := addressParser.ParseList(unfold(fromHeaders[0])); err == nil && len(l) == 1 {
+			d.From = l[0].Address
+			_, d.FromDomain = inventory.SplitAddress(d.From)
+		}
+	}
+	if d.Origin != OriginNone {
+		switch {
+		case d.From == "":
+			d.Reason = ReasonBadFrom
+		case p.Classify(d.From) != inventory.Local:
+			d.Reason = ReasonFromNotLocal
+		case !hasSelectors(d.FromDomain):
+			d.Reason = ReasonNoSelectors
+		default:
+			d.Action = Sign
+			d.Reason = map[Origin]Reason{OriginSASL: ReasonSignAuth, OriginTrust: ReasonSignTrust, OriginLocal: ReasonSignLocal}[d.Origin]
+		}
+		return d
+	}
+	// Unauthorized: the matrix's "spam check on" cell is an outside sender
+	// (the null sender counts as outside) to a local recipient.
+	if env.LocalRcpt && (env.Sender == "" || p.Classify(env.Sender) == inventory.Outside) {
+		d.Action = Verify
+		d.Reason = ReasonInbound
+		return d
+	}
+	d.Reason = ReasonNotInbound
+	return d
+}
+
+// addressParser reads From: addresses; display names in any charset are
+// fine (only the address matters), so unknown charsets pass through undecoded.
+var addressParser = &mail.AddressParser{WordDecoder: &mime.WordDecoder{
+	CharsetReader: func(_ string, r io.Reader) (io.Reader, error) { return r, nil },
+}}
+
+// unfold removes the line breaks of a folded header value.
+func unfold(v string) string {
+	if strings.IndexAny(v, "\r\n") < 0 {
+		return v
+	}
+	return strings.NewReplacer("\r\n", "", "\n", "", "\r", "").Replace(v)
+}

@@ -1,0 +1,251 @@
+package milter
+
+import (
+	"bufio"
+	"bytes"
+	"encoding/binary"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"net"
+	"sync"
+	"time"
+)
+
+// Any local process that can reach the socket can send milterd anything.
+// go-milter v0.10.1 trusts the framing: a zero-length packet, a connect,
+// MAIL or RCPT packet whose string lacks its NUL, or a connect packet that
+// ends after the host name make it index out of range and panic — in a
+// goroutine, which ends the whole process — and a declared length of up to
+// 512 MiB is allocated before a byte of it arrives. So every accepted
+// connection is wrapped in a guard that reads each packet's framing itself,
+// checks it, and only then lets go-milter read it. Anything malformed ends
+// that connection with an error; go-milter then closes it.
+
+// GuardLimits are the guard's bounds.
+type GuardLimits struct {
+	MaxPacket     int           // largest packet (length field); Postfix sends ≤ 64 KiB body chunks and header fields ≤ header_size_limit
+	FirstPacket   time.Duration // the negotiation must arrive within this
+	Idle          time.Duration // the MTA may be silent this long between packets
+	PacketTimeout time.Duration // a packet, once started, must be complete within this
+	MaxConns      int           // concurrent connections; more are closed at once
+}
+
+// DefaultGuardLimits suit Postfix: a milter connection lives as long as the
+// SMTP session (smtpd_timeout is 300s per command).
+var DefaultGuardLimits = GuardLimits{
+	MaxPacket:     1<<20 + 64,
+	FirstPacket:   10 * time.Second,
+	Idle:          time.Hour,
+	PacketTimeout: time.Minute,
+	MaxConns:      1024,
+}
+
+// ErrBadPacket is returned (wrapped) by a guarded connection that received
+// a malformed packet.
+var ErrBadPacket = errors.New("milter: malformed packet")
+
+// milter commands the MTA may send (SMFIC_*).
+const knownCodes = "ODCQHMRLNBEATKU"
+
+// guardListener wraps accepted connections in guards and caps their number.
+type guardListener struct {
+	net.Listener
+	limits GuardLimits
+	log    *slog.Logger
+	sem    chan struct{}
+}
+
+func newGuardListener(ln net.Listener, limits GuardLimits, log *slog.Logger) *guardListener {
+	return &guardListener{Listener: ln, limits: limits, log: log, sem: make(chan struct{}, limits.MaxConns)}
+}
+
+func (l *guardListener) Accept() (net.Conn, error) {
+	for {
+		c, err := l.Listener.Accept()
+		if err != nil {
+			return nil, err
+		}
+		select {
+		case l.sem <- struct{}{}:
+			return newGuardConn(c, l.limits, l.log, func() { <-l.sem }), nil
+		default:
+			l.log.Warn("milterd: too many connections, closing a new one", "max", l.limits.MaxConns)
+			c.Close()
+		}
+	}
+}
+
+// guardConn is a net.Conn whose Read hands out only checked packets.
+type guardConn struct {
+	net.Conn
+	limits  GuardLimits
+	log     *slog.Logger
+	br      *bufio.Reader
+	pending []byte // checked bytes not yet read by go-milter
+	buf     []byte // backing store for small packets
+	body    int    // bytes of a body packet still to pass through
+	started bool
+	err     error
+	once    sync.Once
+	release func()
+}
+
+func newGuardConn(c net.Conn, limits GuardLimits, log *slog.Logger, release func()) *guardConn {
+	return &guardConn{Conn: c, limits: limits, log: log, br: bufio.NewReaderSize(c, 64<<10), release: release}
+}
+
+// SetReadDeadline is the guard's business; go-milter's calls are ignored.
+func (g *guardConn) SetReadDeadline(time.Time) error { return nil }
+
+// SetDeadline only sets the write deadline for the same reason.
+func (g *guardConn) SetDeadline(t time.Time) error { return g.Conn.SetWriteDeadline(t) }
+
+func (g *guardConn) Close() error {
+	err := g.Conn.Close()
+	g.once.Do(func() {
+		if g.release != nil {
+			g.release()
+		}
+	})
+	return err
+}
+
+func (g *guardConn) Read(p []byte) (int, error) {
+	if len(g.pending) > 0 {
+		n := copy(p, g.pending)
+		g.pending = g.pending[n:]
+		return n, nil
+	}
+	if g.body > 0 {
+		if len(p) > g.body {
+			p = p[:g.body]
+		}
+		n, err := g.br.Read(p)
+		g.body -= n
+		if err != nil {
+			return n, g.fail(err)
+		}
+		return n, nil
+	}
+	if g.err != nil {
+		return 0, g.err
+	}
+	if err := g.next(); err != nil {
+		return 0, g.fail(err)
+	}
+	return g.Read(p)
+}
+
+func (g *guardConn) fail(err error) error {
+	if g.err == nil {
+		g.err = err
+		if errors.Is(err, ErrBadPacket) {
+			g.log.Warn("milterd: closing connection", "remote", g.Conn.RemoteAddr().String(), "error", err)
+		}
+	}
+	return g.err
+}
+
+// next reads and checks the next packet's framing; small packets are read
+// whole and checked, body packets stream through afterwards.
+func (g *guardConn) next() error {
+	wait := g.limits.Idle
+	if !g.started {
+		wait = g.limits.FirstPacket
+	}
+	g.Conn.SetReadDeadline(time.Now().Add(wait))
+	var hdr [5]byte
+	if _, err := io.ReadFull(g.br, hdr[:4]); err != nil {
+		if err == io.ErrUnexpectedEOF {
+			return fmt.Errorf("%w: truncated length", ErrBadPacket)
+		}
+		return err // EOF between packets: the MTA is done
+	}
+	g.Conn.SetReadDeadline(time.Now().Add(g.limits.PacketTimeout))
+	length := binary.BigEndian.Uint32(hdr[:4])
+	if length == 0 {
+		return fmt.Errorf("%w: zero length", ErrBadPacket)
+	}
+	if length > uint32(g.limits.MaxPacket) {
+		return fmt.Errorf("%w: length %d exceeds %d", ErrBadPacket, length, g.limits.MaxPacket)
+	}
+	code, err := g.br.ReadByte()
+	if err != nil {
+		return fmt.Errorf("%w: truncated packet: %v", ErrBadPacket, err)
+	}
+	hdr[4] = code
+	if bytes.IndexByte([]byte(knownCodes), code) < 0 {
+		return fmt.Errorf("%w: unknown command %q", ErrBadPacket, code)
+	}
+	if !g.started && code != 'O' {
+		return fmt.Errorf("%w: command %q before negotiation", ErrBadPacket, code)
+	}
+	if g.started && code == 'O' {
+		return fmt.Errorf("%w: second negotiation", ErrBadPacket)
+	}
+	g.started = true
+	data := int(length) - 1
+	if code == 'B' {
+		g.pending = append(g.buf[:0], hdr[:]...)
+		g.body = data
+		return nil
+	}
+	g.buf = append(g.buf[:0], hdr[:]...)
+	if cap(g.buf) < 5+data {
+		g.buf = append(make([]byte, 0, 5+data), g.buf...)
+	}
+	g.buf = g.buf[:5+data]
+	if _, err := io.ReadFull(g.br, g.buf[5:]); err != nil {
+		return fmt.Errorf("%w: declared %d bytes, connection ended or stalled: %v", ErrBadPacket, data, err)
+	}
+	if err := checkPacket(code, g.buf[5:]); err != nil {
+		return err
+	}
+	g.pending = g.buf
+	// Do not keep a large buffer around for an idle connection.
+	if cap(g.buf) > 64<<10 {
+		g.buf = nil
+	}
+	return nil
+}
+
+// checkPacket checks the layout of the packets go-milter parses without
+// bounds checks.
+func checkPacket(code byte, d []byte) error {
+	switch code {
+	case 'O':
+		if len(d) < 12 {
+			return fmt.Errorf("%w: negotiation of %d bytes", ErrBadPacket, len(d))
+		}
+	case 'C': // host NUL family [port(2) address NUL]
+		h := bytes.IndexByte(d, 0)
+		if h < 0 || h+1 >= len(d) {
+			return fmt.Errorf("%w: connect without host or family", ErrBadPacket)
+		}
+		switch d[h+1] {
+		case 'U':
+		case 'L', '4', '6':
+			rest := d[h+2:]
+			if len(rest) < 2 || bytes.IndexByte(rest[2:], 0) < 0 {
+				return fmt.Errorf("%w: connect without port or address", ErrBadPacket)
+			}
+		default:
+			return fmt.Errorf("%w: connect with family %q", ErrBadPacket, d[h+1])
+		}
+	case 'M', 'R', 'H':
+		if bytes.IndexByte(d, 0) < 0 {
+			return fmt.Errorf("%w: command %q: string without NUL", ErrBadPacket, code)
+		}
+	case 'L': // name NUL value NUL
+		if len(d) < 2 || d[len(d)-1] != 0 || bytes.Count(d, []byte{0}) != 2 {
+			return fmt.Errorf("%w: header is not two NUL-terminated strings", ErrBadPacket)
+		}
+	case 'D':
+		if len(d) < 1 || (len(d) > 1 && d[len(d)-1] != 0) {
+			return fmt.Errorf("%w: macro packet without NUL", ErrBadPacket)
+		}
+	}
+	return nil
+}

@@ -1,0 +1,146 @@
+package milter
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io/fs"
+	"log/slog"
+	"net"
+	"net/netip"
+	"os"
+	"os/user"
+	"strconv"
+	"syscall"
+
+	gomilter "github.com/d--j/go-milter"
+	"github.com/mailnode/mailnode/dkim"
+	"github.com/mailnode/mailnode/inventory"
+)
+
+// LoadKeys loads the private key of every DKIM selector of every local
+// domain. It returns every problem at once, each naming its file, so that
+// milterd refuses to start until all keys are in place.
+func LoadKeys(inv *inventory.Inventory) (map[string][]dkim.Key, error) {
+	keys := map[string][]dkim.Key{}
+	var errs []error
+	for _, d := range inv.LocalDomains() {
+		for _, s := range d.DKIM {
+			path := dkim.KeyPath(inv.DKIM.KeyDir, d.Name, s.Selector)
+			signer, err := dkim.LoadKey(path, s.Algorithm)
+			if err != nil {
+				errs = append(errs, err)
+				continue
+			}
+			k, err := dkim.NewKey(d.Name, s.Selector, s.Algorithm, signer)
+			if err != nil {
+				errs = append(errs, fmt.Errorf("%s: %w", path, err))
+				continue
+			}
+			keys[d.Name] = append(keys[d.Name], k)
+		}
+	}
+	return keys, errors.Join(errs...)
+}
+
+// Server serves one Filter over the milter protocol.
+type Server struct {
+	Filter *Filter
+	Limits GuardLimits
+	Log    *slog.Logger
+	srv    *gomilter.Server
+}
+
+// NewServer returns a Server with the default guard limits.
+func NewServer(f *Filter) *Server {
+	return &Server{Filter: f, Limits: DefaultGuardLimits, Log: f.log()}
+}
+
+// Serve accepts MTA connections on ln until Close.
+func (s *Server) Serve(ln net.Listener) error {
+	f := s.Filter
+	s.srv = gomilter.NewServer(
+		gomilter.WithMilter(func() gomilter.Milter { return &backend{f: f} }),
+		gomilter.WithActions(milterActions),
+		gomilter.WithProtocols(milterProtocol),
+		gomilter.WithMacroRequest(gomilter.StageMail, []gomilter.MacroName{gomilter.MacroAuthAuthen, gomilter.MacroQueueId}),
+		gomilter.WithMacroRequest(gomilter.StageEOH, []gomilter.MacroName{gomilter.MacroQueueId}),
+		gomilter.WithMacroRequest(gomilter.StageEOM, []gomilter.MacroName{gomilter.MacroQueueId}),
+	)
+	err := s.srv.Serve(newGuardListener(ln, s.Limits, s.Log))
+	if errors.Is(err, gomilter.ErrServerClosed) || errors.Is(err, net.ErrClosed) {
+		return nil
+	}
+	return err
+}
+
+// Close stops accepting and closes every connection.
+func (s *Server) Close() error {
+	if s.srv == nil {
+		return nil
+	}
+	return s.srv.Close()
+}
+
+// Shutdown stops accepting and waits for connections to end.
+func (s *Server) Shutdown(ctx context.Context) error {
+	if s.srv == nil {
+		return nil
+	}
+	return s.srv.Shutdown(ctx)
+}
+
+// Listen opens the milter socket named like the inventory's milter.listen:
+// "unix:/path" or "inet:host:port".
+//
+// A unix socket is created with mode 0660 (never briefly wider: the umask
+// is tightened around its creation) and, when the system has a "postfix"
+// group, group postfix: Postfix's smtpd and cleanup run as user postfix and
+// can connect, other local users cannot. That matters: whoever can connect
+// can ask for anything to be signed with the node's keys. A stale socket
+// left by a previous run is replaced; any other file in the way is an error.
+//
+// TCP is accepted on loopback addresses only.
+func Listen(spec string) (net.Listener, error) {
+	network, addr, err := inventory.ParseListen(spec)
+	if err != nil {
+		return nil, fmt.Errorf("milter: listen: %w", err)
+	}
+	if network == "tcp" {
+		host, _, _ := net.SplitHostPort(addr)
+		ip, err := netip.ParseAddr(host)
+		if err != nil || !ip.IsLoopback() {
+			return nil, fmt.Errorf("milter: listen %s: TCP only on a loopback address (127.0.0.1, ::1); use a unix socket otherwise", spec)
+		}
+		return net.Listen("tcp", addr)
+	}
+	if st, err := os.Lstat(addr); err == nil {
+		if st.Mode().Type() != fs.ModeSocket {
+			return nil, fmt.Errorf("milter: listen %s: %s exists and is not a socket", spec, addr)
+		}
+		if c, err := net.Dial("unix", addr); err == nil {
+			c.Close()
+			return nil, fmt.Errorf("milter: listen %s: another milterd is serving %s", spec, addr)
+		}
+		os.Remove(addr)
+	}
+	old := syscall.Umask(0o117)
+	ln, err := net.Listen("unix", addr)
+	syscall.Umask(old)
+	if err != nil {
+		return nil, fmt.Errorf("milter: %w", err)
+	}
+	ln.(*net.UnixListener).SetUnlinkOnClose(true)
+	if g, err := user.LookupGroup("postfix"); err == nil {
+		gid, _ := strconv.Atoi(g.Gid)
+		if err := os.Chown(addr, -1, gid); err != nil {
+			ln.Close()
+			return nil, fmt.Errorf("milter: %s: %w", addr, err)
+		}
+	}
+	if err := os.Chmod(addr, 0o660); err != nil {
+		ln.Close()
+		return nil, fmt.Errorf("milter: %s: %w", addr, err)
+	}
+	return ln, nil
+}

@@ -1,0 +1,308 @@
+package milter
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"strings"
+	"time"
+
+	"github.com/emersion/go-msgauth/authres"
+	"github.com/mailnode/mailnode/dkim"
+	"github.com/mailnode/mailnode/inventory"
+)
+
+// Limits bound what one message may make milterd hold. Postfix itself caps
+// a header field at header_size_limit (100 KiB by default).
+const (
+	MaxHeaders     = 1000    // header fields per message
+	MaxHeaderBytes = 1 << 20 // sum of header field sizes per message
+)
+
+// ErrLimit is returned (wrapped) when a message exceeds a limit; the
+// connection is then closed and Postfix applies milter_default_action.
+var ErrLimit = errors.New("milter: limit exceeded")
+
+// ErrProtocol is returned (wrapped) for events out of order, e.g. a body
+// chunk before the end of the headers.
+var ErrProtocol = errors.New("milter: protocol violation")
+
+// Filter is milterd's configuration: the inventory, the signing keys and
+// the inbound check chain. One Filter serves every connection.
+type Filter struct {
+	Policy   Policy
+	Hostname string                // authserv-id of our Authentication-Results
+	Keys     map[string][]dkim.Key // per local domain, in inventory order
+	Checks   []Check               // the inbound chain, see checks.go
+	Now      func() time.Time      // clock for t=; time.Now when nil
+	Log      *slog.Logger          // one line per decision; slog.Default when nil
+	// CheckTimeout bounds the wait for the checks at the end of a message.
+	CheckTimeout time.Duration
+}
+
+// NewFilter builds the Filter for an inventory whose keys are loaded.
+func NewFilter(inv *inventory.Inventory, keys map[string][]dkim.Key, lookup LookupTXT) *Filter {
+	return &Filter{
+		Policy:   inv,
+		Hostname: inv.Node.Hostname,
+		Keys:     keys,
+		Checks:   DefaultChecks(lookup),
+	}
+}
+
+func (f *Filter) now() time.Time {
+	if f.Now != nil {
+		return f.Now()
+	}
+	return time.Now()
+}
+
+func (f *Filter) log() *slog.Logger {
+	if f.Log != nil {
+		return f.Log
+	}
+	return slog.Default()
+}
+
+func (f *Filter) hasSelectors(domain string) bool { return len(f.Keys[domain]) > 0 }
+
+// HeaderChange is one modification to send to the MTA at the end of the message.
+type HeaderChange struct {
+	Delete bool   // delete the Index-th (1-based) field called Name
+	Index  int    // Delete: occurrence of Name; insert: position (0 = top)
+	Name   string // header field name
+	Value  string // inserted value (folded with CRLF; the milter layer adapts it)
+}
+
+// Result is the outcome of a message: the decision record and the changes.
+type Result struct {
+	Decision Decision
+	Changes  []HeaderChange
+	// TempFail asks the MTA to refuse the message temporarily (signing failed:
+	// better no mail than unsigned local mail).
+	TempFail bool
+}
+
+type txState int
+
+const (
+	stHeaders txState = iota
+	stBody
+	stDone
+)
+
+// Transaction is one message streaming through the filter. It is not safe
+// for concurrent use; the MTA sends one message at a time per connection.
+type Transaction struct {
+	f        *Filter
+	env      Envelope
+	state    txState
+	headers  []dkim.Header
+	hdrBytes int
+	from     []string
+	forged   []int // occurrences (1-based) of Authentication-Results with our authserv-id
+	arCount  int
+	decision Decision
+	body     *dkim.BodyHasher
+	runs     []CheckRun
+}
+
+// NewTransaction starts a message.
+func (f *Filter) NewTransaction(env Envelope) *Transaction {
+	return &Transaction{f: f, env: env}
+}
+
+// AddRcpt records one envelope recipient.
+func (t *Transaction) AddRcpt(rcpt string) {
+	t.env.Rcpts++
+	if !t.env.LocalRcpt && t.f.Policy.Classify(rcpt) == inventory.Local {
+		t.env.LocalRcpt = true
+	}
+}
+
+// SetQueueID records the MTA's queue id once it is known.
+func (t *Transaction) SetQueueID(id string) {
+	if id != "" {
+		t.env.QueueID = id
+		t.decision.QueueID = id
+	}
+}
+
+// Header records one header field: name and the raw value after the colon.
+func (t *Transaction) Header(name, value string) error {
+	if t.state != stHeaders {
+		return fmt.Errorf("%w: header after the end of the headers", ErrProtocol)
+	}
+	if len(t.headers) >= MaxHeaders {
+		return fmt.Errorf("%w: more than %d header fields", ErrLimit, MaxHeaders)
+	}
+	t.hdrBytes += len(name) + len(value) + 3
+	if t.hdrBytes > MaxHeaderBytes {
+		return fmt.Errorf("%w: more than %d bytes of header", ErrLimit, MaxHeaderBytes)
+	}
+	t.headers = append(t.headers, dkim.Header{Name: name, Value: value})
+	switch {
+	case strings.EqualFold(name, "From"):
+		t.from = append(t.from, value)
+	case strings.EqualFold(name, "Authentication-Results"):
+		t.arCount++
+		if authServID(value) == strings.ToLower(t.f.Hostname) {
+			t.forged = append(t.forged, t.arCount)
+		}
+	}
+	return nil
+}
+
+// authServID returns the lower-cased authserv-id of an
+// Authentication-Results value (RFC 8601: the first token, before ";").
+func authServID(v string) string {
+	v, _, _ = strings.Cut(unfold(v), ";")
+	f := strings.Fields(v)
+	if len(f) == 0 {
+		return ""
+	}
+	return strings.ToLower(f[0])
+}
+
+// EndOfHeaders decides what happens to the message. When it returns Pass
+// and NeedsBody is false, the rest of the message may be skipped.
+func (t *Transaction) EndOfHeaders() Decision {
+	if t.state != stHeaders {
+		return t.decision
+	}
+	t.state = stBody
+	t.decision = Decide(t.f.Policy, t.env, t.from, t.f.hasSelectors)
+	switch t.decision.Action {
+	case Sign:
+		t.body = dkim.NewBodyHasher()
+	case Verify:
+		for _, c := range t.f.Checks {
+			t.runs = append(t.runs, c.Start(t.env, t.headers))
+		}
+	}
+	return t.decision
+}
+
+// NeedsBody reports whether the filter still has work for this message
+// (hashing, checking, or removing forged Authentication-Results).
+func (t *Transaction) NeedsBody() bool {
+	return t.decision.Action != Pass || len(t.forged) > 0
+}
+
+// Body takes the next chunk of the body (CRLF line ends, as Postfix sends it).
+func (t *Transaction) Body(chunk []byte) error {
+	if t.state != stBody {
+		return fmt.Errorf("%w: body chunk before the end of the headers", ErrProtocol)
+	}
+	if t.body != nil {
+		t.body.Write(chunk)
+	}
+	for _, r := range t.runs {
+		if err := r.Body(chunk); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// End finishes the message: it signs or collects the check results and
+// returns the decision and the header changes.
+func (t *Transaction) End(ctx context.Context) Result {
+	if t.state == stHeaders {
+		t.EndOfHeaders() // a message without body events
+	}
+	t.state = stDone
+	res := Result{}
+	d := &t.decision
+	for i := len(t.forged) - 1; i >= 0; i-- {
+		// Delete from the bottom so that earlier occurrence numbers stay valid.
+		res.Changes = append(res.Changes, HeaderChange{Delete: true, Index: t.forged[i], Name: "Authentication-Results"})
+	}
+	d.RemovedAR = len(t.forged)
+	switch d.Action {
+	case Sign:
+		sum := t.body.Sum()
+		keys := t.f.Keys[d.FromDomain]
+		now := t.f.now()
+		var sigs []HeaderChange
+		for _, k := range keys {
+			v, err := dkim.Sign(k, t.headers, sum, now)
+			if err != nil {
+				d.Err = err.Error()
+				res.TempFail = true
+				break
+			}
+			d.Signed = append(d.Signed, k.Domain+"/"+k.Selector+"/"+k.Algorithm)
+			sigs = append(sigs, HeaderChange{Index: 0, Name: "DKIM-Signature", Value: v})
+		}
+		// Each insert goes to the top: insert the last first so the first
+		// selector's signature ends up on top.
+		for i := len(sigs) - 1; i >= 0; i-- {
+			res.Changes = append(res.Changes, sigs[i])
+		}
+	case Verify:
+		if t.f.CheckTimeout > 0 {
+			var cancel context.CancelFunc
+			ctx, cancel = context.WithTimeout(ctx, t.f.CheckTimeout)
+			defer cancel()
+		}
+		var results []authres.Result
+		for _, r := range t.runs {
+			results = append(results, r.End(ctx)...)
+		}
+		t.runs = nil
+		if len(results) == 0 {
+			results = []authres.Result{&authres.DKIMResult{Value: authres.ResultNone}}
+		}
+		for _, r := range results {
+			d.Results = append(d.Results, strings.TrimSpace(authres.Format("", []authres.Result{r})[2:]))
+		}
+		res.Changes = append(res.Changes, HeaderChange{Index: 0, Name: "Authentication-Results", Value: " " + foldAR(authres.Format(t.f.Hostname, results))})
+	}
+	res.Decision = *d
+	t.f.logDecision(res)
+	return res
+}
+
+// foldAR puts each method result of an Authentication-Results value on its
+// own line.
+func foldAR(v string) string {
+	return strings.ReplaceAll(v, "; ", ";\r\n\t")
+}
+
+// Close releases what an unfinished message holds (running checks).
+func (t *Transaction) Close() {
+	for _, r := range t.runs {
+		r.Abort()
+	}
+	t.runs = nil
+	t.state = stDone
+}
+
+func (f *Filter) logDecision(res Result) {
+	d := res.Decision
+	attrs := []any{
+		"queue_id", d.QueueID, "client", d.ClientAddr, "origin", string(d.Origin),
+		"sender", d.Sender, "from", d.From, "rcpts", d.Rcpts,
+		"action", d.Action.String(), "reason", string(d.Reason),
+	}
+	if d.AuthUser != "" {
+		attrs = append(attrs, "user", d.AuthUser)
+	}
+	if len(d.Signed) > 0 {
+		attrs = append(attrs, "signed", strings.Join(d.Signed, ","))
+	}
+	if len(d.Results) > 0 {
+		attrs = append(attrs, "results", strings.Join(d.Results, "; "))
+	}
+	if d.RemovedAR > 0 {
+		attrs = append(attrs, "removed_forged_ar", d.RemovedAR)
+	}
+	if d.Err != "" {
+		attrs = append(attrs, "error", d.Err)
+		f.log().Warn("milterd decision", attrs...)
+		return
+	}
+	f.log().Info("milterd decision", attrs...)
+}
