@@ -62,6 +62,8 @@ type Bolt struct {
 	closed   bool
 	flushErr error
 
+	flushed chan struct{} // closed and replaced after every commit attempt
+
 	fmu       sync.Mutex // one commit at a time
 	sweepFrom []byte     // where the next sweep starts (guarded by fmu)
 
@@ -119,6 +121,7 @@ func OpenBolt(path string, opt BoltOptions) (*Bolt, error) {
 		opt:     opt,
 		seed:    maphash.MakeSeed(),
 		pending: map[string]brec{},
+		flushed: make(chan struct{}),
 		kick:    make(chan struct{}, 1),
 		stop:    make(chan struct{}),
 		done:    make(chan struct{}),
@@ -168,24 +171,53 @@ func (s *Bolt) lockKeys(keys ...string) func() {
 	}
 }
 
-// writable refuses new work after Close or while writes lag too far behind.
-func (s *Bolt) writable() error {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	if s.closed {
-		return ErrClosed
-	}
-	oldest := s.flushOld
-	if oldest.IsZero() {
-		oldest = s.pendOld
-	}
-	if !oldest.IsZero() && time.Since(oldest) > s.opt.MaxLag {
-		if s.flushErr != nil {
-			return fmt.Errorf("%w: %v", ErrBehind, s.flushErr)
+// writable admits one more update. While the oldest update not yet on disk
+// is older than half of MaxLag it waits for the commit in progress (so a
+// burst larger than the disk can take is slowed down to the disk's pace);
+// beyond MaxLag, or when ctx ends, it refuses: a crash must not lose more.
+func (s *Bolt) writable(ctx context.Context) error {
+	for {
+		s.mu.Lock()
+		if s.closed {
+			s.mu.Unlock()
+			return ErrClosed
 		}
-		return ErrBehind
+		oldest := s.flushOld
+		if oldest.IsZero() {
+			oldest = s.pendOld
+		}
+		var age time.Duration
+		if !oldest.IsZero() {
+			age = time.Since(oldest)
+		}
+		if age <= s.opt.MaxLag/2 {
+			s.mu.Unlock()
+			return nil
+		}
+		if age > s.opt.MaxLag {
+			err := s.flushErr
+			s.mu.Unlock()
+			if err != nil {
+				return fmt.Errorf("%w: %v", ErrBehind, err)
+			}
+			return ErrBehind
+		}
+		done := s.flushed
+		s.mu.Unlock()
+		select {
+		case s.kick <- struct{}{}:
+		default:
+		}
+		t := time.NewTimer(s.opt.MaxLag - age + time.Millisecond)
+		select {
+		case <-done:
+		case <-t.C:
+		case <-ctx.Done():
+			t.Stop()
+			return fmt.Errorf("state: bbolt: waiting for the disk: %w", ctx.Err())
+		}
+		t.Stop()
 	}
-	return nil
 }
 
 // read returns the current values of keys: buffered ones first, then the file.
@@ -241,7 +273,7 @@ func (s *Bolt) buffer(now time.Time, keys []string, ws []*write) {
 
 // Greylist implements Store.
 func (s *Bolt) Greylist(ctx context.Context, op GreyOp) (GreyOutcome, error) {
-	if err := s.writable(); err != nil {
+	if err := s.writable(ctx); err != nil {
 		return GreyOutcome{}, err
 	}
 	unlock := s.lockKeys(op.Triplet, op.Client)
@@ -257,7 +289,7 @@ func (s *Bolt) Greylist(ctx context.Context, op GreyOp) (GreyOutcome, error) {
 
 // Rate implements Store.
 func (s *Bolt) Rate(ctx context.Context, op RateOp) (RateOutcome, error) {
-	if err := s.writable(); err != nil {
+	if err := s.writable(ctx); err != nil {
 		return RateOutcome{}, err
 	}
 	unlock := s.lockKeys(op.Key)
@@ -352,7 +384,7 @@ func (s *Bolt) Scan(ctx context.Context, prefix string, fn func(Entry) error) er
 
 // Delete implements Store.
 func (s *Bolt) Delete(ctx context.Context, key string) (bool, error) {
-	if err := s.writable(); err != nil {
+	if err := s.writable(ctx); err != nil {
 		return false, err
 	}
 	unlock := s.lockKeys(key)
@@ -408,6 +440,16 @@ func (s *Bolt) run() {
 			lastSweep = time.Now()
 		}
 		s.flush(sweep) // errors are kept in flushErr and surface as ErrBehind
+		// Commit again at once when updates piled up during this commit.
+		s.mu.Lock()
+		behind := !s.pendOld.IsZero() && time.Since(s.pendOld) >= s.opt.FlushInterval
+		s.mu.Unlock()
+		if behind {
+			select {
+			case s.kick <- struct{}{}:
+			default:
+			}
+		}
 	}
 }
 
@@ -429,7 +471,14 @@ func (s *Bolt) flush(sweep bool) error {
 	now := s.opt.Clock.now()
 	err := s.db.Update(func(tx *bolt.Tx) error {
 		b := tx.Bucket(bucketName)
-		for k, r := range batch {
+		// In key order: bbolt inserts in order far faster than at random.
+		keys := make([]string, 0, len(batch))
+		for k := range batch {
+			keys = append(keys, k)
+		}
+		sort.Strings(keys)
+		for _, k := range keys {
+			r := batch[k]
 			var err error
 			if r.del {
 				err = b.Delete([]byte(k))
@@ -448,6 +497,8 @@ func (s *Bolt) flush(sweep bool) error {
 
 	s.mu.Lock()
 	defer s.mu.Unlock()
+	close(s.flushed)
+	s.flushed = make(chan struct{})
 	if err != nil {
 		// Keep the batch for the next attempt, under anything newer.
 		for k, r := range batch {
