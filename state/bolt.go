@@ -42,12 +42,18 @@ type BoltOptions struct {
 // commits them every FlushInterval (200 ms) in one fsynced transaction. A
 // crash (SIGKILL, power loss) loses at most the updates acknowledged since the
 // last commit began — normally under FlushInterval plus one commit, and never
-// more than MaxLag (1 s): once the oldest buffered update is that old,
-// operations fail with ErrBehind (the caller answers 4xx) until the disk
-// catches up. A lost update is harmless in kind: a triplet recorded again
-// waits one more delay, a sender gets a few messages more. The file itself is
-// never corrupted by a crash (bbolt's copy-on-write B+tree and meta pages);
-// TestBoltCrash kills a writer with SIGKILL under load to show both.
+// more than MaxLag (1 s): once the oldest update not yet on disk is older than
+// MaxLag/2, new updates wait for the commit in progress (a burst is slowed to
+// the disk's pace), and once it is older than MaxLag they fail with ErrBehind
+// (the caller answers 4xx) until the disk catches up. A lost update is
+// harmless in kind: a triplet recorded again waits one more delay, a sender
+// gets a few messages more. The file itself is never corrupted by a crash
+// (bbolt's copy-on-write B+tree and meta pages); TestBoltCrash kills a writer
+// with SIGKILL under load to show both.
+//
+// Reads of known triplets and whitelisted clients write nothing (see
+// touchEvery), so the steady state is read-mostly; expired entries are
+// deleted by a sweeper in the commit goroutine, SweepInterval apart.
 type Bolt struct {
 	db    *bolt.DB
 	opt   BoltOptions

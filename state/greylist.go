@@ -174,7 +174,11 @@ func (g *Greylister) exempt(t Triplet) (Reason, bool) {
 // postgrey does: the client's /24 (IPv4) or /64 (IPv6) network; the sender
 // lower-cased without +extension, BATV tag or VERP numbers; the recipient
 // lower-cased. The auto-whitelist counts per client address, as postgrey.
-func (g *Greylister) Keys(t Triplet) (triplet, client string) {
+func (g *Greylister) Keys(t Triplet) (triplet, client string) { return GreylistKeys(t) }
+
+// GreylistKeys is Greylister.Keys for callers without a Greylister
+// (`mailnode state delete`).
+func GreylistKeys(t Triplet) (triplet, client string) {
 	netw, addr := clientNet(t.Client)
 	return PrefixTriplet + netw + "/" + normSender(t.Sender) + "/" + strings.ToLower(t.Recipient),
 		PrefixClient + addr

@@ -96,7 +96,10 @@ func NewRateLimiter(cfg *inventory.Ratelimit, store Store, clock Clock) (*RateLi
 }
 
 // Key returns the store key and the display name of a sender's counters.
-func (r *RateLimiter) Key(s Sender) (key, who string) {
+func (r *RateLimiter) Key(s Sender) (key, who string) { return RateKey(s) }
+
+// RateKey is RateLimiter.Key for callers without a RateLimiter.
+func RateKey(s Sender) (key, who string) {
 	if s.Login != "" {
 		who = strings.ToLower(s.Login)
 		return PrefixUser + who, who

@@ -1,0 +1,67 @@
+package state
+
+import (
+	"context"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/mailnode/mailnode/inventory"
+)
+
+func TestAdminListDelete(t *testing.T) {
+	eachStore(t, func(t *testing.T, st Store, clk *fakeClock) {
+		ctx := context.Background()
+		g := newGrey(t, greyCfg(), st, clk)
+		r := newRate(t, &inventory.Ratelimit{MessagesPerHour: 10}, st, clk)
+		expect(t, g, tr1, greyed300, ReasonNew)
+		clk.Add(300 * time.Second)
+		expect(t, g, tr1, "", ReasonPassed)
+		expect(t, g, Triplet{"203.0.113.5", "x@y.test", "bob@example.com"}, greyed300, ReasonNew)
+		rcpt(t, r, alice, "m1", "", ReasonWithinLimit)
+		rcpt(t, r, alice, "m1", "", ReasonWithinLimit)
+
+		var b strings.Builder
+		n, err := List(ctx, st, "", clk.Now(), &b)
+		if err != nil {
+			t.Fatal(err)
+		}
+		out := b.String()
+		if n != 4 { // two triplets, one client, one rate counter
+			t.Fatalf("List: %d entries:\n%s", n, out)
+		}
+		for _, want := range []string{
+			"grey/c/198.51.100.7", "1 pass(es) counted",
+			"grey/t/198.51.100.0/24/news@outside.test/alice@example.com", "passed 1 time(s)",
+			"grey/t/203.0.113.0/24/x@y.test/bob@example.com", "greylisted since 2026-03-02T09:05:00Z, not passed yet",
+			"rate/u/alice@example.com", "1 message(s), 2 recipient(s) in the last hour",
+		} {
+			if !strings.Contains(out, want) {
+				t.Errorf("List output lacks %q:\n%s", want, out)
+			}
+		}
+		lines := strings.Split(strings.TrimSpace(out), "\n")
+		if !strings.HasPrefix(lines[0], "grey/c/") || !strings.HasPrefix(lines[3], "rate/u/") {
+			t.Errorf("List not sorted by key:\n%s", out)
+		}
+
+		if _, err := DeleteMatching(ctx, st, "g"); err == nil {
+			t.Fatal("DeleteMatching accepted a prefix outside mailnode's keys")
+		}
+		if n, err := DeleteMatching(ctx, st, PrefixTriplet); err != nil || n != 2 {
+			t.Fatalf("DeleteMatching(triplets) = %d, %v", n, err)
+		}
+		// The deleted triplet is new again; the client's count survived.
+		res := expect(t, g, tr1, greyed300, ReasonNew)
+		if res.Outcome.ClientCount != 1 {
+			t.Fatalf("client count after deleting triplets = %d", res.Outcome.ClientCount)
+		}
+		if n, err := DeleteMatching(ctx, st, PrefixUser+"alice@example.com"); err != nil || n != 1 {
+			t.Fatalf("DeleteMatching(alice) = %d, %v", n, err)
+		}
+		res2 := rcpt(t, r, alice, "m2", "", ReasonWithinLimit)
+		if res2.Outcome.Messages != 1 {
+			t.Fatalf("alice's count after delete = %d", res2.Outcome.Messages)
+		}
+	})
+}
