@@ -86,6 +86,7 @@ type guardConn struct {
 	pending []byte // checked bytes not yet read by go-milter
 	buf     []byte // backing store for small packets
 	body    int    // bytes of a body packet still to pass through
+	wbuf    []byte // a packet header held back to go out with its data
 	started bool
 	err     error
 	once    sync.Once
@@ -101,6 +102,26 @@ func (g *guardConn) SetReadDeadline(time.Time) error { return nil }
 
 // SetDeadline only sets the write deadline for the same reason.
 func (g *guardConn) SetDeadline(t time.Time) error { return g.Conn.SetWriteDeadline(t) }
+
+// Write sends go-milter's replies. go-milter writes each packet as two
+// writes, the 5-byte length and code, then the data; the guard holds the
+// first and sends both with one system call.
+func (g *guardConn) Write(p []byte) (int, error) {
+	if len(g.wbuf) == 0 && len(p) == 5 && binary.BigEndian.Uint32(p) > 1 {
+		g.wbuf = append(g.wbuf, p...)
+		return len(p), nil
+	}
+	if len(g.wbuf) == 0 {
+		return g.Conn.Write(p)
+	}
+	g.wbuf = append(g.wbuf, p...)
+	_, err := g.Conn.Write(g.wbuf)
+	g.wbuf = g.wbuf[:0]
+	if err != nil {
+		return 0, err
+	}
+	return len(p), nil
+}
 
 func (g *guardConn) Close() error {
 	err := g.Conn.Close()
@@ -151,11 +172,15 @@ func (g *guardConn) fail(err error) error {
 // next reads and checks the next packet's framing; small packets are read
 // whole and checked, body packets stream through afterwards.
 func (g *guardConn) next() error {
-	wait := g.limits.Idle
-	if !g.started {
-		wait = g.limits.FirstPacket
+	// Deadlines only guard reads that may block: when the next bytes are
+	// already buffered, setting them would only cost timer updates.
+	if g.br.Buffered() < 5 {
+		wait := g.limits.Idle
+		if !g.started {
+			wait = g.limits.FirstPacket
+		}
+		g.Conn.SetReadDeadline(time.Now().Add(wait))
 	}
-	g.Conn.SetReadDeadline(time.Now().Add(wait))
 	var hdr [5]byte
 	if _, err := io.ReadFull(g.br, hdr[:4]); err != nil {
 		if err == io.ErrUnexpectedEOF {
@@ -163,8 +188,10 @@ func (g *guardConn) next() error {
 		}
 		return err // EOF between packets: the MTA is done
 	}
-	g.Conn.SetReadDeadline(time.Now().Add(g.limits.PacketTimeout))
 	length := binary.BigEndian.Uint32(hdr[:4])
+	if g.br.Buffered() < int(min(length, 1<<16)) {
+		g.Conn.SetReadDeadline(time.Now().Add(g.limits.PacketTimeout))
+	}
 	if length == 0 {
 		return fmt.Errorf("%w: zero length", ErrBadPacket)
 	}
