@@ -5,7 +5,6 @@ import (
 	"io"
 	"log/slog"
 	"testing"
-
 )
 
 // BenchmarkSubmit runs whole messages through milterd over a unix socket
@@ -39,4 +38,3 @@ func sizeLabel(n int) string {
 	}
 	return map[int]string{2 << 10: "2KiB", 64 << 10: "64KiB"}[n]
 }
-
