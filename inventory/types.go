@@ -57,6 +57,10 @@ type Postfix struct {
 	MaillogFile string `yaml:"maillog_file"`
 	// InstanceName sets multi_instance_name, which prefixes log lines.
 	InstanceName string `yaml:"instance_name"`
+	// MailSpoolDirectory is where local(8) writes the unix users' mailboxes
+	// (mail_spool_directory, default /var/mail); private test instances
+	// point it into their own tree.
+	MailSpoolDirectory string `yaml:"mail_spool_directory"`
 }
 
 // TLS names the certificate Postfix and Dovecot present.

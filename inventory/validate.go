@@ -43,6 +43,7 @@ func (inv *Inventory) applyDefaults() {
 	}
 	def(&p.InetInterfaces, "all")
 	def(&p.InetProtocols, "all")
+	def(&p.MailSpoolDirectory, "/var/mail")
 	def(&inv.Policy.Listen, "unix:"+strings.TrimRight(p.QueueDirectory, "/")+"/private/mailnode-policy")
 	def(&inv.Policy.SenderLogin, "domain")
 	def(&inv.Policy.State.Backend, "bbolt")

@@ -1,12 +1,99 @@
 package main
 
-import "github.com/urfave/cli/v2"
+import (
+	"fmt"
+	"os"
+	"os/exec"
+	"path/filepath"
+
+	"github.com/mailnode/mailnode/render"
+	"github.com/urfave/cli/v2"
+)
 
 func renderCommand() *cli.Command {
 	return &cli.Command{
-		Name:   "render-config",
-		Usage:  "write (or diff) every Postfix, Dovecot, unbound and DNS file from the inventory",
-		Flags:  []cli.Flag{inventoryFlag()},
-		Action: notImplemented("render-config"),
+		Name:      "render-config",
+		Usage:     "write (or diff) every Postfix, Dovecot, unbound and DNS file from the inventory",
+		UsageText: "mailnode render-config --inventory FILE --out DIR [--check] [--postmap]",
+		Description: `Renders the whole configuration of the node from the inventory into the
+staging tree DIR:
+
+   DIR/postfix/   main.cf, master.cf and the map sources transport, relay_domains,
+                  virtual_mailbox_domains, virtual_mailbox_maps, virtual_alias_maps,
+                  sender_login_maps, aliases        -> install as postfix.config_directory
+   DIR/dovecot/   dovecot.conf, users (passwd-file) -> install as dovecot.config_directory
+   DIR/unbound/   unbound.conf                      -> the node's own resolver
+   DIR/dns/       <domain>.zone for each local domain, to publish
+
+Files name the installed paths from the inventory, never DIR, so the same
+inventory always gives the same bytes. When postfix.config_directory is
+DIR/postfix (a private instance), Postfix runs straight from the tree.
+
+Each file is replaced atomically (temporary file + rename) and only when its
+bytes change; zone files of domains no longer in the inventory are removed.
+DKIM TXT records appear for every selector whose key exists under
+dkim.key_dir (mailnode dkim keygen creates them).
+
+With --check nothing is written: a unified diff of what would change is
+printed and the exit status is 1 when anything differs, 0 when DIR is up to
+date. With --postmap the map sources are compiled after writing (postmap,
+postalias for aliases), which Postfix needs before it (re)loads.
+
+Exit status: 0 ok, 1 differences (--check), 2 invalid inventory or error.`,
+		Flags: []cli.Flag{
+			inventoryFlag(),
+			&cli.StringFlag{Name: "out", Aliases: []string{"o"}, Required: true,
+				Usage: "the staging `DIR` to write (created when missing)"},
+			&cli.BoolFlag{Name: "check", Usage: "write nothing; print a unified diff against DIR and exit 1 when anything differs"},
+			&cli.BoolFlag{Name: "postmap", Usage: "after writing, compile every Postfix map source with postmap/postalias"},
+		},
+		Action: func(c *cli.Context) error {
+			inv, err := loadInventory(c)
+			if err != nil {
+				return err
+			}
+			files, err := render.Render(inv)
+			if err != nil {
+				return cli.Exit(err.Error(), 2)
+			}
+			out := c.String("out")
+			if c.Bool("check") {
+				diff, err := render.Check(out, files)
+				if err != nil {
+					return cli.Exit(err.Error(), 2)
+				}
+				if len(diff) > 0 {
+					c.App.Writer.Write(diff)
+					return cli.Exit("", 1)
+				}
+				return nil
+			}
+			changed, err := render.Write(out, files)
+			if err != nil {
+				return cli.Exit(err.Error(), 2)
+			}
+			for _, n := range changed {
+				fmt.Fprintf(c.App.Writer, "wrote %s\n", filepath.Join(out, n))
+			}
+			if c.Bool("postmap") {
+				if err := postmap(filepath.Join(out, "postfix")); err != nil {
+					return cli.Exit(err.Error(), 2)
+				}
+			}
+			return nil
+		},
 	}
+}
+
+// postmap compiles every map source in dir (the rendered postfix/ tree,
+// which holds the main.cf postmap reads with -c).
+func postmap(dir string) error {
+	for _, m := range render.PostfixMaps {
+		cmd := exec.Command(m.Compiler, "-c", dir, "hash:"+filepath.Join(dir, m.Name))
+		cmd.Stdout, cmd.Stderr = os.Stdout, os.Stderr
+		if err := cmd.Run(); err != nil {
+			return fmt.Errorf("%s %s: %w", m.Compiler, m.Name, err)
+		}
+	}
+	return nil
 }

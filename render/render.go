@@ -1,0 +1,406 @@
+// Package render turns a validated inventory into the node's configuration
+// files: the staging tree that `mailnode render-config --out DIR` writes.
+//
+//	postfix/main.cf, postfix/master.cf          (templates/*.tmpl)
+//	postfix/transport, relay_domains, virtual_mailbox_domains,
+//	        virtual_mailbox_maps, virtual_alias_maps, sender_login_maps,
+//	        aliases                              (map sources, for postmap/postalias)
+//	dovecot/dovecot.conf, dovecot/users          (passwd-file of the mailboxes)
+//	unbound/unbound.conf
+//	dns/<domain>.zone                            (one per local domain, package dns)
+//
+// Render is pure: the same inventory (and DKIM keys) gives the same bytes.
+// Files name the installed paths from the inventory (postfix.config_directory,
+// dovecot.config_directory, ...), never the staging directory. Write installs
+// a tree atomically file by file (temp file + rename); Check compares a tree
+// with what is on disk and returns a unified diff.
+package render
+
+import (
+	"bytes"
+	"fmt"
+	"net"
+	"path"
+	"sort"
+	"strings"
+	"text/template"
+
+	"github.com/mailnode/mailnode/dns"
+	"github.com/mailnode/mailnode/inventory"
+	"github.com/mailnode/mailnode/templates"
+)
+
+// Files maps a slash-separated path relative to the staging directory
+// ("postfix/main.cf") to the file's bytes.
+type Files map[string][]byte
+
+// Names returns the file names in sorted order.
+func (f Files) Names() []string {
+	names := make([]string, 0, len(f))
+	for n := range f {
+		names = append(names, n)
+	}
+	sort.Strings(names)
+	return names
+}
+
+// PostfixMaps lists the map sources under postfix/ with the command that
+// compiles each (postmap, or postalias for aliases), in a fixed order.
+var PostfixMaps = []struct{ Name, Compiler string }{
+	{"transport", "postmap"},
+	{"relay_domains", "postmap"},
+	{"virtual_mailbox_domains", "postmap"},
+	{"virtual_mailbox_maps", "postmap"},
+	{"virtual_alias_maps", "postmap"},
+	{"sender_login_maps", "postmap"},
+	{"aliases", "postalias"},
+}
+
+// Secret reports whether a rendered file holds secrets (password hashes)
+// and must not be world-readable.
+func Secret(name string) bool { return name == "dovecot/users" }
+
+var tmpl = template.Must(template.New("").Option("missingkey=error").ParseFS(templates.FS, "*.tmpl"))
+
+// Render produces every file of the staging tree from inv, which must come
+// from inventory.Load or inventory.Parse (validated and indexed).
+func Render(inv *inventory.Inventory) (Files, error) {
+	files := Files{}
+	if err := renderPostfix(inv, files); err != nil {
+		return nil, err
+	}
+	if err := renderDovecot(inv, files); err != nil {
+		return nil, err
+	}
+	if err := renderUnbound(inv, files); err != nil {
+		return nil, err
+	}
+	for _, d := range inv.LocalDomains() {
+		z, err := dns.ZoneFor(inv, d)
+		if err != nil {
+			return nil, fmt.Errorf("render: zone %s: %w", d.Name, err)
+		}
+		files["dns/"+d.Name+".zone"] = z.Format()
+	}
+	return files, nil
+}
+
+func execute(name string, data any) ([]byte, error) {
+	var b bytes.Buffer
+	if err := tmpl.ExecuteTemplate(&b, name, data); err != nil {
+		return nil, fmt.Errorf("render: %s: %w", name, err)
+	}
+	return b.Bytes(), nil
+}
+
+// queuePath returns the absolute path of a path named relative to the
+// Postfix queue directory, as Dovecot needs it.
+func queuePath(inv *inventory.Inventory, rel string) string {
+	return path.Join(inv.Postfix.QueueDirectory, rel)
+}
+
+// PostfixSocket turns a policy.listen / milter.listen value into the form
+// Postfix's clients use: "inet:host:port" as is; "unix:/abs/path" relative
+// to the queue directory ("unix:private/name") when it lies under it,
+// absolute otherwise (no Postfix service runs chrooted).
+func PostfixSocket(listen, queueDir string) string {
+	p, ok := strings.CutPrefix(listen, "unix:")
+	if !ok {
+		return listen
+	}
+	q := strings.TrimRight(queueDir, "/") + "/"
+	if rel, ok := strings.CutPrefix(path.Clean(p), q); ok && rel != "" {
+		return "unix:" + rel
+	}
+	return "unix:" + path.Clean(p)
+}
+
+type postfixData struct {
+	Hostname, ConfigDirectory, QueueDirectory, DataDirectory string
+	InstanceName, MaillogFile, MaillogPrefix                 string
+	InetInterfaces, InetProtocols, Relayhost, Mynetworks     string
+	MailSpoolDirectory, LMTPSocket, SASLPath                 string
+	Policy, Milter, TLSCert, TLSKey                          string
+	SMTPListen, SubmissionListen                             []string
+}
+
+func renderPostfix(inv *inventory.Inventory, files Files) error {
+	p := inv.Postfix
+	d := postfixData{
+		Hostname:           inv.Node.Hostname,
+		ConfigDirectory:    strings.TrimRight(p.ConfigDirectory, "/"),
+		QueueDirectory:     p.QueueDirectory,
+		DataDirectory:      p.DataDirectory,
+		InstanceName:       p.InstanceName,
+		MaillogFile:        p.MaillogFile,
+		InetInterfaces:     p.InetInterfaces,
+		InetProtocols:      p.InetProtocols,
+		Relayhost:          p.Relayhost,
+		Mynetworks:         mynetworks(inv.Node.TrustedNetworks),
+		MailSpoolDirectory: p.MailSpoolDirectory,
+		LMTPSocket:         inv.Dovecot.LMTPSocket,
+		SASLPath:           inv.Dovecot.SASLSocket,
+		TLSCert:            p.TLS.CertFile,
+		TLSKey:             p.TLS.KeyFile,
+		SMTPListen:         p.SMTPListen,
+		SubmissionListen:   p.SubmissionListen,
+	}
+	if d.MaillogFile != "" {
+		d.MaillogPrefix = path.Dir(d.MaillogFile)
+	}
+	if inv.PolicyEnabled() {
+		d.Policy = PostfixSocket(inv.Policy.Listen, p.QueueDirectory)
+	}
+	if inv.MilterEnabled() {
+		// Milter clients take "unix:/abs/path" as is (no service is chrooted).
+		d.Milter = inv.Milter.Listen
+	}
+	for _, f := range []string{"main.cf", "master.cf"} {
+		b, err := execute(f+".tmpl", d)
+		if err != nil {
+			return err
+		}
+		files["postfix/"+f] = b
+	}
+	for _, m := range PostfixMaps {
+		files["postfix/"+m.Name] = postfixMap(inv, m.Name)
+	}
+	return nil
+}
+
+// mynetworks writes the trusted networks in Postfix's syntax: IPv6 in
+// brackets ([2001:db8::]/32), single addresses as themselves.
+func mynetworks(nets []string) string {
+	var out []string
+	for _, n := range nets {
+		p, err := inventory.ParsePrefix(n)
+		if err != nil {
+			continue // Load has refused such an inventory already
+		}
+		if p.Addr().Is6() {
+			out = append(out, "["+p.Addr().String()+"]/"+fmt.Sprint(p.Bits()))
+		} else if p.IsSingleIP() {
+			out = append(out, p.Addr().String())
+		} else {
+			out = append(out, p.String())
+		}
+	}
+	return strings.Join(out, " ")
+}
+
+const mapHeader = "# Generated by `mailnode render-config` from the inventory; do not edit here.\n"
+
+// postfixMap writes one lookup table source, sorted by key.
+func postfixMap(inv *inventory.Inventory, name string) []byte {
+	var b bytes.Buffer
+	b.WriteString(mapHeader)
+	line := func(k string, vs ...string) {
+		b.WriteString(k)
+		if name == "aliases" {
+			b.WriteByte(':')
+		}
+		for i, v := range vs {
+			if i == 0 {
+				b.WriteByte(' ')
+			} else {
+				b.WriteString(", ")
+			}
+			b.WriteString(v)
+		}
+		b.WriteByte('\n')
+	}
+	switch name {
+	case "transport":
+		b.WriteString("# Relay domains and their next hop (empty: the domain's MX).\n")
+		for _, d := range sortedDomains(inv.RelayDomains()) {
+			line(d.Name, relayTransport(d.Nexthop))
+		}
+	case "relay_domains":
+		b.WriteString("# Domains this node is a backup MX for.\n")
+		for _, d := range sortedDomains(inv.RelayDomains()) {
+			line(d.Name, "OK")
+		}
+	case "virtual_mailbox_domains":
+		b.WriteString("# Local domains: mailboxes in Dovecot, delivered over LMTP.\n")
+		for _, d := range sortedDomains(inv.LocalDomains()) {
+			line(d.Name, "OK")
+		}
+	case "virtual_mailbox_maps":
+		b.WriteString("# Mailboxes of the local domains (unknown users get 550 5.1.1 at RCPT).\n")
+		var addrs []string
+		for _, d := range inv.LocalDomains() {
+			for _, m := range d.Mailboxes {
+				addrs = append(addrs, m.Address(d.Name))
+			}
+		}
+		sort.Strings(addrs)
+		for _, a := range addrs {
+			line(a, "OK")
+		}
+	case "virtual_alias_maps":
+		b.WriteString("# Aliases and internal lists of the local domains, one level each.\n")
+		for _, e := range inv.VirtualAliases() {
+			line(e.Key, e.Values...)
+		}
+	case "sender_login_maps":
+		b.WriteString("# Sender address -> SASL logins that may use it.\n")
+		for _, e := range inv.Owners() {
+			line(e.Key, e.Values...)
+		}
+	case "aliases":
+		b.WriteString("# Unix users on the node's host name, delivered by local(8). Only these\n")
+		b.WriteString("# names are valid there (local_recipient_maps = $alias_maps).\n")
+		users := append([]string(nil), inv.UnixUsers...)
+		sort.Strings(users)
+		have := map[string]bool{}
+		for _, u := range users {
+			have[u] = true
+		}
+		var entries [][2]string
+		for _, u := range users {
+			entries = append(entries, [2]string{u, u})
+		}
+		// The RFC role addresses reach the first unix user.
+		if len(inv.UnixUsers) > 0 {
+			for _, role := range []string{"postmaster", "mailer-daemon", "abuse"} {
+				if !have[role] {
+					entries = append(entries, [2]string{role, inv.UnixUsers[0]})
+				}
+			}
+		}
+		sort.Slice(entries, func(i, j int) bool { return entries[i][0] < entries[j][0] })
+		for _, e := range entries {
+			line(e[0], e[1])
+		}
+	}
+	return b.Bytes()
+}
+
+// relayTransport is the transport(5) value for a relay domain's next hop:
+// "relay:[host]:port", or the hop as written when it names a transport.
+func relayTransport(nexthop string) string {
+	for _, t := range []string{"smtp:", "relay:", "lmtp:"} {
+		if strings.HasPrefix(nexthop, t) {
+			return nexthop
+		}
+	}
+	return "relay:" + nexthop
+}
+
+func sortedDomains(ds []*inventory.Domain) []*inventory.Domain {
+	out := append([]*inventory.Domain(nil), ds...)
+	sort.Slice(out, func(i, j int) bool { return out[i].Name < out[j].Name })
+	return out
+}
+
+type listener struct {
+	Name, Address, Port string
+	SSL                 bool
+}
+
+type dovecotData struct {
+	Hostname, BaseDir, LogPath, MailLocation, MailUser, Home string
+	UsersFile, SASLSocket, LMTPSocket, TLSCert, TLSKey       string
+	IMAP, POP3                                               []listener
+}
+
+func renderDovecot(inv *inventory.Inventory, files Files) error {
+	dv := inv.Dovecot
+	d := dovecotData{
+		Hostname:     inv.Node.Hostname,
+		BaseDir:      dv.BaseDir,
+		LogPath:      dv.LogPath,
+		MailLocation: dv.MailLocation,
+		MailUser:     dv.MailUser,
+		Home:         mailHome(dv.MailLocation),
+		UsersFile:    path.Join(dv.ConfigDirectory, "users"),
+		SASLSocket:   queuePath(inv, dv.SASLSocket),
+		LMTPSocket:   queuePath(inv, dv.LMTPSocket),
+		TLSCert:      inv.Postfix.TLS.CertFile,
+		TLSKey:       inv.Postfix.TLS.KeyFile,
+	}
+	var err error
+	if d.IMAP, err = listeners("imap", dv.IMAPListen, "143", "993", d.TLSCert != ""); err != nil {
+		return err
+	}
+	if d.POP3, err = listeners("pop3", dv.POP3Listen, "110", "995", d.TLSCert != ""); err != nil {
+		return err
+	}
+	b, err := execute("dovecot.conf.tmpl", d)
+	if err != nil {
+		return err
+	}
+	files["dovecot/dovecot.conf"] = b
+
+	var u bytes.Buffer
+	u.WriteString("# Dovecot passwd-file: the inventory's mailboxes, login = full address.\n")
+	u.WriteString(mapHeader)
+	for _, dom := range sortedDomains(inv.LocalDomains()) {
+		ms := append([]inventory.Mailbox(nil), dom.Mailboxes...)
+		sort.Slice(ms, func(i, j int) bool { return ms[i].User < ms[j].User })
+		for _, m := range ms {
+			u.WriteString(m.Address(dom.Name))
+			u.WriteByte(':')
+			u.WriteString(m.Password)
+			u.WriteByte('\n')
+		}
+	}
+	files["dovecot/users"] = u.Bytes()
+	return nil
+}
+
+// mailHome derives the users' home from mail_location
+// ("maildir:/var/vmail/%d/%n:LAYOUT=fs" -> "/var/vmail/%d/%n").
+func mailHome(loc string) string {
+	_, rest, ok := strings.Cut(loc, ":")
+	if !ok {
+		return ""
+	}
+	p, _, _ := strings.Cut(rest, ":")
+	if !strings.HasPrefix(p, "/") {
+		return ""
+	}
+	return p
+}
+
+// listeners turns Dovecot listen specs ("143", "127.0.0.1:10143",
+// "[::1]:143") into inet_listener blocks. No specs: the standard port and,
+// with TLS, the implicit-TLS port.
+func listeners(proto string, specs []string, port, tlsPort string, tls bool) ([]listener, error) {
+	if len(specs) == 0 {
+		l := []listener{{Name: proto, Port: port}}
+		if tls {
+			l = append(l, listener{Name: proto + "s", Port: tlsPort, SSL: true})
+		}
+		return l, nil
+	}
+	var out []listener
+	for i, s := range specs {
+		l := listener{Name: proto, Port: s}
+		if i > 0 {
+			l.Name = fmt.Sprintf("%s%d", proto, i+1)
+		}
+		if strings.Contains(s, ":") {
+			h, p, err := net.SplitHostPort(s)
+			if err != nil {
+				return nil, fmt.Errorf("render: dovecot.%s_listen: %q is not PORT or HOST:PORT", proto, s)
+			}
+			l.Address, l.Port = h, p
+		}
+		out = append(out, l)
+	}
+	return out, nil
+}
+
+func renderUnbound(inv *inventory.Inventory, files Files) error {
+	h, p, err := net.SplitHostPort(inv.Node.Resolver)
+	if err != nil {
+		return fmt.Errorf("render: node.resolver: %w", err)
+	}
+	b, err := execute("unbound.conf.tmpl", struct{ Hostname, Interface, Port string }{inv.Node.Hostname, h, p})
+	if err != nil {
+		return err
+	}
+	files["unbound/unbound.conf"] = b
+	return nil
+}

@@ -1,0 +1,142 @@
+package render
+
+import (
+	"bytes"
+	"errors"
+	"fmt"
+	"io/fs"
+	"os"
+	"os/user"
+	"path/filepath"
+	"sort"
+	"strconv"
+	"strings"
+)
+
+// Write installs files under dir. Each file is written to a temporary file
+// in its own directory and renamed over the old one, so a reader (Postfix,
+// Dovecot) sees the old or the new file, never a partial one. Files whose
+// bytes are unchanged are left alone (their mtime too, so postmap can skip
+// them). Zone files under dns/ that the inventory no longer produces are
+// removed. It returns the names written or removed, sorted.
+func Write(dir string, files Files) ([]string, error) {
+	var changed []string
+	for _, name := range files.Names() {
+		dst := filepath.Join(dir, filepath.FromSlash(name))
+		data := files[name]
+		if old, err := os.ReadFile(dst); err == nil && bytes.Equal(old, data) {
+			continue
+		}
+		if err := writeAtomic(dst, data, Secret(name)); err != nil {
+			return changed, err
+		}
+		changed = append(changed, name)
+	}
+	stale, err := staleZones(dir, files)
+	if err != nil {
+		return changed, err
+	}
+	for _, name := range stale {
+		if err := os.Remove(filepath.Join(dir, filepath.FromSlash(name))); err != nil {
+			return changed, fmt.Errorf("render: %w", err)
+		}
+		changed = append(changed, name)
+	}
+	sort.Strings(changed)
+	return changed, nil
+}
+
+func writeAtomic(dst string, data []byte, secret bool) error {
+	if err := os.MkdirAll(filepath.Dir(dst), 0o755); err != nil {
+		return fmt.Errorf("render: %w", err)
+	}
+	f, err := os.CreateTemp(filepath.Dir(dst), "."+filepath.Base(dst)+".tmp*")
+	if err != nil {
+		return fmt.Errorf("render: %w", err)
+	}
+	tmp := f.Name()
+	fail := func(err error) error {
+		f.Close()
+		os.Remove(tmp)
+		return fmt.Errorf("render: %s: %w", dst, err)
+	}
+	mode := os.FileMode(0o644)
+	if secret {
+		// Password hashes: readable by root and Dovecot's group only.
+		mode = 0o640
+		if g, err := user.LookupGroup("dovecot"); err == nil {
+			if gid, err := strconv.Atoi(g.Gid); err == nil {
+				_ = f.Chown(-1, gid) // best effort: needs root, as Dovecot's auth does
+			}
+		}
+	}
+	if err := f.Chmod(mode); err != nil {
+		return fail(err)
+	}
+	if _, err := f.Write(data); err != nil {
+		return fail(err)
+	}
+	if err := f.Close(); err != nil {
+		os.Remove(tmp)
+		return fmt.Errorf("render: %s: %w", dst, err)
+	}
+	if err := os.Rename(tmp, dst); err != nil {
+		os.Remove(tmp)
+		return fmt.Errorf("render: %w", err)
+	}
+	return nil
+}
+
+// staleZones lists dns/*.zone files in dir that files does not contain.
+func staleZones(dir string, files Files) ([]string, error) {
+	ents, err := os.ReadDir(filepath.Join(dir, "dns"))
+	if errors.Is(err, fs.ErrNotExist) {
+		return nil, nil
+	}
+	if err != nil {
+		return nil, fmt.Errorf("render: %w", err)
+	}
+	var out []string
+	for _, e := range ents {
+		name := "dns/" + e.Name()
+		if e.Type().IsRegular() && strings.HasSuffix(e.Name(), ".zone") {
+			if _, ok := files[name]; !ok {
+				out = append(out, name)
+			}
+		}
+	}
+	return out, nil
+}
+
+// Check compares files with what is installed under dir and returns a
+// unified diff (old = dir, new = files) of everything that differs: changed
+// files, files missing from dir, and stale zone files Write would remove.
+// An empty result means dir is up to date.
+func Check(dir string, files Files) ([]byte, error) {
+	var out bytes.Buffer
+	for _, name := range files.Names() {
+		old, err := os.ReadFile(filepath.Join(dir, filepath.FromSlash(name)))
+		oldName := "a/" + name
+		if errors.Is(err, fs.ErrNotExist) {
+			old, oldName = nil, "/dev/null"
+		} else if err != nil {
+			return nil, fmt.Errorf("render: %w", err)
+		}
+		if bytes.Equal(old, files[name]) {
+			continue
+		}
+		out.Write(UnifiedDiff(oldName, "b/"+name, old, files[name]))
+	}
+	stale, err := staleZones(dir, files)
+	if err != nil {
+		return nil, err
+	}
+	for _, name := range stale {
+		old, err := os.ReadFile(filepath.Join(dir, filepath.FromSlash(name)))
+		if err != nil {
+			return nil, fmt.Errorf("render: %w", err)
+		}
+		out.Write(UnifiedDiff("a/"+name, "/dev/null", old, nil))
+	}
+	return out.Bytes(), nil
+}
