@@ -1,0 +1,78 @@
+package harness
+
+import (
+	"bytes"
+	"fmt"
+	"os"
+	"os/exec"
+	"os/user"
+	"path/filepath"
+	"sort"
+	"sync"
+)
+
+var (
+	buildOnce sync.Once
+	buildBin  string
+	buildErr  error
+)
+
+// Binary returns the mailnode binary the harness runs: $MAILNODE_BIN when
+// set, else one built from this repository once per process (go build
+// needs the module cache, so Main builds it before entering the namespace).
+func Binary() (string, error) {
+	if b := os.Getenv(EnvBin); b != "" {
+		return b, nil
+	}
+	buildOnce.Do(func() {
+		root, err := RepoRoot()
+		if err != nil {
+			buildErr = err
+			return
+		}
+		dir, err := os.MkdirTemp("", "mailnode-bin")
+		if err != nil {
+			buildErr = err
+			return
+		}
+		buildBin, buildErr = BuildTo(root, filepath.Join(dir, "mailnode"))
+	})
+	return buildBin, buildErr
+}
+
+// BuildTo builds ./cmd/mailnode of the repository at root into out.
+func BuildTo(root, out string) (string, error) {
+	cmd := exec.Command("go", "build", "-o", out, "./cmd/mailnode")
+	cmd.Dir = root
+	if b, err := cmd.CombinedOutput(); err != nil {
+		return "", fmt.Errorf("go build ./cmd/mailnode: %v\n%s", err, b)
+	}
+	os.Chmod(filepath.Dir(out), 0o755)
+	return out, nil
+}
+
+// RepoRoot finds the mailnode repository above the working directory.
+func RepoRoot() (string, error) {
+	dir, err := os.Getwd()
+	if err != nil {
+		return "", err
+	}
+	for {
+		b, err := os.ReadFile(filepath.Join(dir, "go.mod"))
+		if err == nil && bytes.Contains(b, []byte("module github.com/mailnode/mailnode\n")) {
+			return dir, nil
+		}
+		parent := filepath.Dir(dir)
+		if parent == dir {
+			return "", fmt.Errorf("harness: not inside the mailnode repository (no go.mod of github.com/mailnode/mailnode above the working directory)")
+		}
+		dir = parent
+	}
+}
+
+func lookupUser(name string) (*user.User, error) { return user.Lookup(name) }
+
+func sortStrings(l []string) []string {
+	sort.Strings(l)
+	return l
+}

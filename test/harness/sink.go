@@ -1,0 +1,214 @@
+package harness
+
+import (
+	"bufio"
+	"fmt"
+	"net"
+	"os"
+	"path/filepath"
+	"strings"
+	"sync"
+	"time"
+)
+
+// Message is one message a Sink received.
+type Message struct {
+	Helo string
+	From string   // envelope sender, without brackets
+	To   []string // envelope recipients
+	Data []byte   // the message as transmitted, CRLF line ends, dot-unstuffed
+}
+
+// Sink is a minimal SMTP server on a loopback port that accepts every
+// message and records it: the next hop of relay domains in tests and the
+// demo. It speaks plain ESMTP (no STARTTLS, no AUTH).
+type Sink struct {
+	Addr string // host:port it listens on
+	// Dir, when set, also receives each message as NNNN.eml (the demo).
+	Dir string
+
+	ln       net.Listener
+	mu       sync.Mutex
+	msgs     []Message
+	notify   chan struct{}
+	wg       sync.WaitGroup
+	closed   bool
+	hostname string
+}
+
+// StartSink listens on addr ("127.0.0.1:0" for any free port).
+func StartSink(addr, dir string) (*Sink, error) {
+	ln, err := net.Listen("tcp", addr)
+	if err != nil {
+		return nil, fmt.Errorf("sink: %w", err)
+	}
+	if dir != "" {
+		if err := os.MkdirAll(dir, 0o755); err != nil {
+			ln.Close()
+			return nil, err
+		}
+	}
+	s := &Sink{Addr: ln.Addr().String(), Dir: dir, ln: ln, notify: make(chan struct{}), hostname: "sink.test"}
+	s.wg.Add(1)
+	go s.serve()
+	return s, nil
+}
+
+// Port returns the port number as a string.
+func (s *Sink) Port() string {
+	_, p, _ := net.SplitHostPort(s.Addr)
+	return p
+}
+
+// Close stops listening and waits for open sessions to end.
+func (s *Sink) Close() error {
+	s.mu.Lock()
+	s.closed = true
+	s.mu.Unlock()
+	err := s.ln.Close()
+	s.wg.Wait()
+	return err
+}
+
+// Messages returns a copy of what was received so far.
+func (s *Sink) Messages() []Message {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return append([]Message(nil), s.msgs...)
+}
+
+// Wait returns once at least n messages have arrived, or fails after timeout.
+func (s *Sink) Wait(n int, timeout time.Duration) ([]Message, error) {
+	deadline := time.After(timeout)
+	for {
+		s.mu.Lock()
+		if len(s.msgs) >= n {
+			m := append([]Message(nil), s.msgs...)
+			s.mu.Unlock()
+			return m, nil
+		}
+		ch := s.notify
+		got := len(s.msgs)
+		s.mu.Unlock()
+		select {
+		case <-ch:
+		case <-deadline:
+			return s.Messages(), fmt.Errorf("sink: %d message(s) after %s, want %d", got, timeout, n)
+		}
+	}
+}
+
+func (s *Sink) serve() {
+	defer s.wg.Done()
+	for {
+		c, err := s.ln.Accept()
+		if err != nil {
+			return
+		}
+		s.wg.Add(1)
+		go func() {
+			defer s.wg.Done()
+			defer c.Close()
+			s.session(c)
+		}()
+	}
+}
+
+func (s *Sink) session(c net.Conn) {
+	r := bufio.NewReader(c)
+	w := bufio.NewWriter(c)
+	reply := func(l string) bool {
+		c.SetWriteDeadline(time.Now().Add(time.Minute))
+		w.WriteString(l + "\r\n")
+		return w.Flush() == nil
+	}
+	if !reply("220 " + s.hostname + " ESMTP mailnode test sink") {
+		return
+	}
+	var cur Message
+	helo := ""
+	for {
+		c.SetReadDeadline(time.Now().Add(5 * time.Minute))
+		line, err := r.ReadString('\n')
+		if err != nil {
+			return
+		}
+		line = strings.TrimRight(line, "\r\n")
+		verb, arg, _ := strings.Cut(line, " ")
+		switch strings.ToUpper(verb) {
+		case "EHLO":
+			helo = arg
+			reply("250-" + s.hostname)
+			reply("250-8BITMIME")
+			reply("250 PIPELINING")
+		case "HELO":
+			helo = arg
+			reply("250 " + s.hostname)
+		case "MAIL":
+			cur = Message{Helo: helo, From: addrArg(arg, "FROM:")}
+			reply("250 2.1.0 Ok")
+		case "RCPT":
+			cur.To = append(cur.To, addrArg(arg, "TO:"))
+			reply("250 2.1.5 Ok")
+		case "DATA":
+			if len(cur.To) == 0 {
+				reply("503 5.5.1 need RCPT")
+				continue
+			}
+			reply("354 End data with <CR><LF>.<CR><LF>")
+			var data strings.Builder
+			for {
+				l, err := r.ReadString('\n')
+				if err != nil {
+					return
+				}
+				if l == ".\r\n" || l == ".\n" {
+					break
+				}
+				if strings.HasPrefix(l, ".") {
+					l = l[1:]
+				}
+				data.WriteString(l)
+			}
+			cur.Data = []byte(data.String())
+			s.store(cur)
+			cur = Message{}
+			reply("250 2.0.0 Ok: queued")
+		case "RSET":
+			cur = Message{}
+			reply("250 2.0.0 Ok")
+		case "NOOP":
+			reply("250 2.0.0 Ok")
+		case "QUIT":
+			reply("221 2.0.0 Bye")
+			return
+		default:
+			reply("502 5.5.2 Error: command not recognized")
+		}
+	}
+}
+
+func addrArg(arg, prefix string) string {
+	if len(arg) >= len(prefix) && strings.EqualFold(arg[:len(prefix)], prefix) {
+		arg = arg[len(prefix):]
+	}
+	arg = strings.TrimSpace(arg)
+	if i := strings.IndexByte(arg, '>'); strings.HasPrefix(arg, "<") && i > 0 {
+		return arg[1:i]
+	}
+	a, _, _ := strings.Cut(arg, " ")
+	return a
+}
+
+func (s *Sink) store(m Message) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	s.msgs = append(s.msgs, m)
+	if s.Dir != "" {
+		name := filepath.Join(s.Dir, fmt.Sprintf("%04d.eml", len(s.msgs)))
+		hdr := fmt.Sprintf("X-Sink-Envelope-From: <%s>\r\nX-Sink-Envelope-To: <%s>\r\n", m.From, strings.Join(m.To, ">, <"))
+		os.WriteFile(name, append([]byte(hdr), m.Data...), 0o644)
+	}
+	close(s.notify)
+	s.notify = make(chan struct{})
+}
