@@ -76,11 +76,11 @@ func SubmitOn(s *gomilter.ClientSession, macros *gomilter.MacroBag, m *ClientMes
 	}
 	macros.Set(gomilter.MacroAuthAuthen, m.AuthUser)
 	macros.Set(gomilter.MacroQueueId, m.QueueID)
-	if r, err, done := stop(s.Mail("<"+m.Sender+">", "")); done {
+	if r, err, done := stop(s.Mail(m.Sender, "")); done {
 		return r, err
 	}
 	for _, rc := range m.Rcpts {
-		if r, err, done := stop(s.Rcpt("<"+rc+">", "")); done {
+		if r, err, done := stop(s.Rcpt(rc, "")); done {
 			return r, err
 		}
 	}
