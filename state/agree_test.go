@@ -61,3 +61,28 @@ func TestStoresAgree(t *testing.T) {
 		}
 	}
 }
+
+// TestStoresIgnoreFutureBuckets: counts written by a node whose clock is
+// far ahead do not block a sender; one bucket ahead (small skew) counts.
+func TestStoresIgnoreFutureBuckets(t *testing.T) {
+	srv := startRedis(t)
+	clk := newFakeClock()
+	rs := openRedis(t, srv, "future:")
+	bs := openBolt(t, clk.Clock())
+	ctx := context.Background()
+	cur := clk.Now().UnixMilli() / ms(rateBucket)
+	val := fmt.Sprintf("%d:1:1;%d:50:50", cur+1, cur+40)
+	if err := rs.c.Set(ctx, "future:rate/u/x", val, time.Hour).Err(); err != nil {
+		t.Fatal(err)
+	}
+	bs.buffer(clk.Now(), []string{"rate/u/x"}, []*write{{val, time.Hour}})
+	for name, st := range map[string]Store{"redis": rs, "bbolt": bs} {
+		out, err := st.Rate(ctx, RateOp{Key: "rate/u/x", Now: clk.Now(), Messages: 1, Recipients: 1, MaxMessages: 3})
+		if err != nil {
+			t.Fatal(err)
+		}
+		if !out.Allowed || out.Messages != 2 {
+			t.Errorf("%s: %+v, want allowed with 2 messages (1 a bucket ahead + this one)", name, out)
+		}
+	}
+}

@@ -104,7 +104,10 @@ func rateStep(val string, op RateOp) (w *write, out RateOutcome) {
 	var kept []bucket
 	var sm, sr int64
 	for _, b := range bs0 {
-		if b.idx > cur-RateBuckets {
+		// Buckets of the last hour count; so does one bucket ahead, written
+		// by a node whose clock runs a little fast. Anything further ahead
+		// is nonsense and dropped, so a wild clock cannot block a sender.
+		if b.idx > cur-RateBuckets && b.idx <= cur+1 {
 			kept = append(kept, b)
 			sm += b.m
 			sr += b.r
@@ -218,7 +221,7 @@ func Describe(e Entry, now time.Time) string {
 		cur := now.UnixMilli() / ms(rateBucket)
 		var m, r int64
 		for _, b := range parseBuckets(e.Value) {
-			if b.idx > cur-RateBuckets {
+			if b.idx > cur-RateBuckets && b.idx <= cur+1 {
 				m += b.m
 				r += b.r
 			}

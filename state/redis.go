@@ -123,7 +123,7 @@ local v = redis.call('GET', KEYS[1])
 if v then
   for i, m, r in string.gmatch(v, '(%-?%d+):(%d+):(%d+)') do
     i, m, r = tonumber(i), tonumber(m), tonumber(r)
-    if i > cur - nb then
+    if i > cur - nb and i <= cur + 1 then
       kept[#kept+1] = {i, m, r}
       sm, sr = sm + m, sr + r
     end
