@@ -33,6 +33,8 @@ Start with:  mailnode config check --inventory examples/inventory.yaml`,
 			milterdCommand(),
 			dkimCommand(),
 			dnsCommand(),
+			stateCommand(),
+			benchCommand(),
 		},
 	}
 }
