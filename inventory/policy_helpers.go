@@ -29,7 +29,13 @@ func (a Address) Normalized() string {
 // Classify(addr), List equals IsList(addr), Normalized() equals NormalizeAddress(addr).
 func (inv *Inventory) LookupAddress(addr string) Address {
 	var a Address
-	if l, d, ok := quickSplit(addr); ok {
+	l, d, ok, special := quickSplit(addr)
+	if ok && special {
+		// An xn-- (or other IDNA-reserved) label: only an inventory domain
+		// is known to be valid IDNA already; anything else takes the slow path.
+		_, ok = inv.idx.classes[d]
+	}
+	if ok {
 		a.Local, a.Domain = l, d
 	} else {
 		a.Local, a.Domain = SplitAddress(addr)
@@ -45,14 +51,15 @@ func (inv *Inventory) LookupAddress(addr string) Address {
 
 // quickSplit is SplitAddress for addresses made only of printable ASCII
 // without spaces or angle brackets whose domain is a plain LDH name. ok is
-// false when the slow path must decide.
-func quickSplit(addr string) (local, domain string, ok bool) {
+// false when the slow path must decide; special is true when a label has
+// hyphens in positions 3 and 4 (xn--), which IDNA validates further.
+func quickSplit(addr string) (local, domain string, ok, special bool) {
 	at := -1
 	upper := false
 	for i := 0; i < len(addr); i++ {
 		c := addr[i]
 		if c <= ' ' || c >= 0x7f || c == '<' || c == '>' {
-			return "", "", false
+			return "", "", false, false
 		}
 		if c == '@' {
 			at = i
@@ -62,45 +69,47 @@ func quickSplit(addr string) (local, domain string, ok bool) {
 		}
 	}
 	if at < 0 {
-		return "", "", false
+		return "", "", false, false
 	}
 	if upper {
 		addr = asciiLower(addr)
 	}
-	d, ok := quickDomain(addr[at+1:])
+	d, ok, special := quickDomain(addr[at+1:])
 	if !ok {
-		return "", "", false
+		return "", "", false, false
 	}
-	return addr[:at], d, true
+	return addr[:at], d, true, special
 }
 
-// quickDomain validates a lower-case ASCII domain (optional trailing dot) the
-// way NormalizeDomain would and returns it without the dot. Labels that IDNA
-// treats specially (xn--, hyphens in positions 3 and 4) are left to the slow path.
-func quickDomain(s string) (string, bool) {
+// quickDomain checks a lower-case ASCII domain (optional trailing dot) the
+// way NormalizeDomain would and returns it without the dot. special reports
+// labels that IDNA treats further (xn--, hyphens in positions 3 and 4).
+func quickDomain(s string) (d string, ok, special bool) {
 	if len(s) > 0 && s[len(s)-1] == '.' {
 		s = s[:len(s)-1]
 	}
 	if s == "" || len(s) > 253 {
-		return "", false
+		return "", false, false
 	}
 	start := 0
 	for i := 0; i <= len(s); i++ {
 		if i < len(s) && s[i] != '.' {
 			c := s[i]
 			if !('a' <= c && c <= 'z' || '0' <= c && c <= '9' || c == '-') {
-				return "", false
+				return "", false, false
 			}
 			continue
 		}
 		l := s[start:i]
-		if len(l) == 0 || len(l) > 63 || l[0] == '-' || l[len(l)-1] == '-' ||
-			(len(l) >= 4 && l[2] == '-' && l[3] == '-') {
-			return "", false
+		if len(l) == 0 || len(l) > 63 || l[0] == '-' || l[len(l)-1] == '-' {
+			return "", false, false
+		}
+		if len(l) >= 4 && l[2] == '-' && l[3] == '-' {
+			special = true
 		}
 		start = i + 1
 	}
-	return s, true
+	return s, true, special
 }
 
 func asciiLower(s string) string {

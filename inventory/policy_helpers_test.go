@@ -9,6 +9,7 @@ var lookupSeeds = []string{
 	"x@[127.0.0.1]", "x@exa mple.com", "a@b@example.com", "all-staff@example.com",
 	"All-Staff@Example.COM.", "x@ab--cd.example", "x@-a.example", "x@a-.example",
 	"x@example.com..", " alice@example.com", "x@XN--BCHER-KVA.EXAMPLE", "\"a@b\"@example.com",
+	"team@xn--bcher-kva.example.", "x@xn--zz.example", "x@xn--bcher-kva.example.evil", "x@ab--cd.xn--bcher-kva.example",
 }
 
 // checkLookup asserts that the fast path agrees with the slow one.
