@@ -142,12 +142,8 @@ func FuzzServerFraming(f *testing.F) {
 		fc := &fakeConn{in: stream, chunk: int(chunk%64) + 1}
 		s := NewServer(inv)
 		s.Limits = DefaultLimits
-		c := &conn{s: s, nc: fc}
-		buf := &buffer{in: make([]byte, 0, 64)}
-		for {
-			if _, err := c.handle(buf); err != nil {
-				break
-			}
+		c := &conn{s: s, nc: fc, buf: &buffer{in: make([]byte, 0, 64)}}
+		for c.handle() == nil {
 		}
 		if got := fc.out.String(); got != want {
 			t.Fatalf("server answered\n%q\nreference\n%q", got, want)

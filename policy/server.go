@@ -1,6 +1,7 @@
 package policy
 
 import (
+	"bytes"
 	"context"
 	"errors"
 	"fmt"
@@ -161,22 +162,38 @@ func (s *Server) OpenConnections() int {
 	return len(s.conns)
 }
 
-// conn is one Postfix connection. Between requests it holds no buffer: it
-// waits for readability on the socket itself, and takes a buffer from a
-// pool only while a request is read and answered. Ten thousand idle
-// connections cost a goroutine and a socket each, nothing more.
+// conn is one Postfix connection. Between requests it holds no buffer: the
+// read that waits for the next request takes a buffer from a pool only when
+// data is there (the wait itself is the runtime's poller), and gives it back
+// once the request is answered. Ten thousand idle connections cost a parked
+// goroutine and a socket each, nothing more.
 type conn struct {
-	s  *Server
-	nc net.Conn
+	s   *Server
+	nc  net.Conn
+	raw syscall.RawConn // nil for connections that are not sockets (tests)
 
 	mu   sync.Mutex // guards busy against Shutdown's wakeIfIdle
 	busy bool
 
 	msg message // per-message state, keyed by instance
 
-	peek     [1]byte
-	peekErr  error
-	peekFunc func(fd uintptr) bool // c.peekReady, bound once
+	buf *buffer // held while a request is read and answered, or bytes of the next one wait
+
+	// readFunc is c.readReady bound once; rn and rerr are its results.
+	readFunc func(fd uintptr) bool
+	rn       int
+	rerr     error
+
+	// The deadlines last set. Setting one costs a timer update, so the idle
+	// and write deadlines are only pushed forward when they are more than
+	// deadlineSlack stale: timeouts are that much longer at worst.
+	readDL, writeDL time.Time
+}
+
+// deadlineSlack is how stale an idle or write deadline may get before it
+// is pushed forward: a second, or a quarter of a short timeout.
+func deadlineSlack(timeout time.Duration) time.Duration {
+	return min(time.Second, timeout/4)
 }
 
 // message is the state policyd keeps for the message a connection is on.
@@ -230,6 +247,22 @@ var bufPool = sync.Pool{New: func() any {
 	return &buffer{in: make([]byte, 0, 2048), out: make([]byte, 0, 256)}
 }}
 
+func getBuffer() *buffer {
+	b := bufPool.Get().(*buffer)
+	b.in = b.in[:0]
+	return b
+}
+
+// maxPooled keeps the rare oversized buffer out of the pool.
+const maxPooled = 64 << 10
+
+func (c *conn) releaseBuffer() {
+	if c.buf != nil && cap(c.buf.in) <= maxPooled {
+		bufPool.Put(c.buf)
+	}
+	c.buf = nil
+}
+
 func (c *conn) serve() {
 	s := c.s
 	if s.Metrics != nil {
@@ -239,46 +272,99 @@ func (c *conn) serve() {
 		if s.Metrics != nil {
 			s.Metrics.open.Dec()
 		}
+		c.releaseBuffer()
 		c.nc.Close()
 		s.mu.Lock()
 		delete(s.conns, c)
 		s.mu.Unlock()
 		s.wg.Done()
 	}()
-	var raw syscall.RawConn
 	if sc, ok := c.nc.(syscall.Conn); ok {
-		raw, _ = sc.SyscallConn()
+		c.raw, _ = sc.SyscallConn()
 	}
-	var buf *buffer // non-nil while bytes of a next request are held
 	for {
-		if buf == nil {
+		if c.buf == nil {
+			// Idle: wait for the first bytes of the next request.
 			if s.closing.Load() {
 				return
 			}
-			c.nc.SetReadDeadline(time.Now().Add(s.IdleTimeout))
-			if raw != nil {
-				if err := c.waitReadable(raw); err != nil {
-					c.closed(err, "idle")
-					return
-				}
+			now := time.Now()
+			if c.readDL.Before(now.Add(s.IdleTimeout - deadlineSlack(s.IdleTimeout))) {
+				c.readDL = now.Add(s.IdleTimeout)
+				c.nc.SetReadDeadline(c.readDL)
 			}
-			buf = bufPool.Get().(*buffer)
-			buf.in = buf.in[:0]
+			if err := c.readIdle(); err != nil {
+				c.closed(err, "idle")
+				return
+			}
 		}
 		if !c.setBusy(true) {
-			putBuffer(buf)
 			return
 		}
-		rest, err := c.handle(buf)
+		err := c.handle()
 		c.setBusy(false)
 		if err != nil {
-			putBuffer(buf)
 			return
 		}
-		if rest == 0 {
-			putBuffer(buf)
-			buf = nil
+		if len(c.buf.in) == 0 {
+			c.releaseBuffer()
 		}
+	}
+}
+
+// readIdle blocks until bytes arrive and reads them into a pooled buffer,
+// which it takes only once the socket is readable.
+func (c *conn) readIdle() error {
+	if c.raw == nil {
+		c.buf = getBuffer()
+		n, err := c.nc.Read(c.buf.in[:cap(c.buf.in)])
+		c.buf.in = c.buf.in[:n]
+		if n > 0 {
+			return nil
+		}
+		if err == nil {
+			err = io.ErrNoProgress
+		}
+		return err
+	}
+	if c.readFunc == nil {
+		c.readFunc = c.readReady
+	}
+	c.rn, c.rerr = 0, nil
+	if err := c.raw.Read(c.readFunc); err != nil {
+		return err
+	}
+	if c.rerr != nil {
+		return os.NewSyscallError("read", c.rerr)
+	}
+	if c.rn == 0 {
+		return io.EOF
+	}
+	return nil
+}
+
+// readReady is the raw read callback: it reads when data is there and
+// returns false (wait for readability) without holding a buffer otherwise.
+func (c *conn) readReady(fd uintptr) bool {
+	if c.buf == nil {
+		c.buf = getBuffer()
+	}
+	b := c.buf.in
+	for {
+		n, err := syscall.Read(int(fd), b[len(b):cap(b)])
+		switch err {
+		case syscall.EINTR:
+			continue
+		case syscall.EAGAIN:
+			c.releaseBuffer()
+			return false
+		case nil:
+			c.rn = n
+			c.buf.in = b[:len(b)+n]
+		default:
+			c.rerr = err
+		}
+		return true
 	}
 }
 
@@ -298,22 +384,22 @@ func (c *conn) closed(err error, when string) {
 	}
 }
 
-// handle reads one request into buf (which may already hold its start),
-// decides and answers it. It returns how many bytes of a next request remain
-// at the start of buf.in, or an error after which the connection closes
-// without a reply.
-func (c *conn) handle(buf *buffer) (rest int, err error) {
+// handle reads one request into c.buf (which already holds its start),
+// decides and answers it, and leaves the bytes of a next request, if any, at
+// the start of c.buf.in. On an error the connection closes without a reply.
+func (c *conn) handle() error {
 	s := c.s
 	lim := s.Limits
-	c.nc.SetReadDeadline(time.Now().Add(s.RequestTimeout))
+	buf := c.buf
 	var req Request
 	scan, lineStart, n := 0, 0, 0
 	maxRequest := lim.MaxAttributes*(lim.MaxLine+2) + 2
+	var deadline time.Time // of this request, set when it needs a second read
 	for {
 		// Parse every complete line we have.
 		end := -1
 		for scan < len(buf.in) {
-			i := indexNL(buf.in[scan:])
+			i := bytes.IndexByte(buf.in[scan:], '\n')
 			if i < 0 {
 				scan = len(buf.in)
 				break
@@ -330,26 +416,31 @@ func (c *conn) handle(buf *buffer) (rest int, err error) {
 			}
 			n++
 			if err := req.setLine(line, n, lim); err != nil {
-				return 0, c.malformed(err)
+				return c.malformed(err)
 			}
 		}
 		if end >= 0 {
 			if err := req.check(); err != nil {
-				return 0, c.malformed(err)
+				return c.malformed(err)
 			}
-			if err := c.answer(&req, buf); err != nil {
+			if err := c.answer(&req); err != nil {
 				c.closed(err, "writing reply")
-				return 0, err
+				return err
 			}
-			rest = copy(buf.in, buf.in[end:])
+			rest := copy(buf.in, buf.in[end:])
 			buf.in = buf.in[:rest]
-			return rest, nil
+			return nil
 		}
 		if len(buf.in)-lineStart > lim.MaxLine+1 {
-			return 0, c.malformed(malformed("line %d longer than %d bytes", n+1, lim.MaxLine))
+			return c.malformed(malformed("line %d longer than %d bytes", n+1, lim.MaxLine))
 		}
 		if len(buf.in) >= maxRequest {
-			return 0, c.malformed(malformed("request longer than %d bytes", maxRequest))
+			return c.malformed(malformed("request longer than %d bytes", maxRequest))
+		}
+		if deadline.IsZero() {
+			deadline = time.Now().Add(s.RequestTimeout)
+			c.readDL = deadline
+			c.nc.SetReadDeadline(deadline)
 		}
 		if len(buf.in) == cap(buf.in) {
 			buf.in = append(buf.in, 0)[:len(buf.in)]
@@ -359,21 +450,14 @@ func (c *conn) handle(buf *buffer) (rest int, err error) {
 		if err != nil && m == 0 {
 			if len(buf.in) > 0 && !errors.Is(err, io.EOF) {
 				s.Log.Warn("policyd: incomplete request; closing without reply", "err", err, "remote", c.nc.RemoteAddr(), "bytes", len(buf.in))
+			} else if len(buf.in) > 0 {
+				s.Log.Warn("policyd: connection closed in the middle of a request", "remote", c.nc.RemoteAddr(), "bytes", len(buf.in))
 			} else {
 				c.closed(err, "reading request")
 			}
-			return 0, err
+			return err
 		}
 	}
-}
-
-func indexNL(b []byte) int {
-	for i, c := range b {
-		if c == '\n' {
-			return i
-		}
-	}
-	return -1
 }
 
 func (c *conn) malformed(err error) error {
@@ -385,7 +469,7 @@ func (c *conn) malformed(err error) error {
 }
 
 // answer decides req and writes the reply.
-func (c *conn) answer(req *Request, buf *buffer) error {
+func (c *conn) answer(req *Request) error {
 	s := c.s
 	start := time.Now()
 	st := s.state.Load()
@@ -395,13 +479,15 @@ func (c *conn) answer(req *Request, buf *buffer) error {
 		return c.malformed(fmt.Errorf("policy: internal error: reply %q", d.Reply))
 	}
 	c.msg.observe(req, d)
-	out := append(buf.out[:0], "action="...)
+	out := append(c.buf.out[:0], "action="...)
 	out = append(out, d.Reply...)
 	out = append(out, "\n\n"...)
-	buf.out = out
-	c.nc.SetWriteDeadline(time.Now().Add(s.WriteTimeout))
-	_, err := c.nc.Write(out)
-	if err != nil {
+	c.buf.out = out
+	if c.writeDL.Before(start.Add(s.WriteTimeout - deadlineSlack(s.WriteTimeout))) {
+		c.writeDL = start.Add(s.WriteTimeout)
+		c.nc.SetWriteDeadline(c.writeDL)
+	}
+	if _, err := c.nc.Write(out); err != nil {
 		return err
 	}
 	if s.MailLog != nil {
@@ -411,40 +497,4 @@ func (c *conn) answer(req *Request, buf *buffer) error {
 		s.Metrics.observe(d, time.Since(start))
 	}
 	return nil
-}
-
-// waitReadable blocks until the socket has data or EOF, the read deadline
-// passes or the connection is closed, without reading anything.
-func (c *conn) waitReadable(raw syscall.RawConn) error {
-	if c.peekFunc == nil {
-		c.peekFunc = c.peekReady
-	}
-	c.peekErr = nil
-	if err := raw.Read(c.peekFunc); err != nil {
-		return err
-	}
-	if c.peekErr != nil {
-		return os.NewSyscallError("recvfrom", c.peekErr)
-	}
-	return nil
-}
-
-// peekReady reports whether the socket is readable (data, EOF or an error)
-// by peeking at one byte without consuming it.
-func (c *conn) peekReady(fd uintptr) bool {
-	_, _, e := syscall.Recvfrom(int(fd), c.peek[:], syscall.MSG_PEEK|syscall.MSG_DONTWAIT)
-	if e == syscall.EAGAIN || e == syscall.EINTR {
-		return false
-	}
-	c.peekErr = e
-	return true
-}
-
-// maxPooled keeps the rare oversized buffer out of the pool.
-const maxPooled = 64 << 10
-
-func putBuffer(b *buffer) {
-	if cap(b.in) <= maxPooled {
-		bufPool.Put(b)
-	}
 }
