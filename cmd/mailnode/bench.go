@@ -1,0 +1,113 @@
+package main
+
+import (
+	"fmt"
+	"os"
+	"time"
+
+	"github.com/urfave/cli/v2"
+
+	"github.com/mailnode/mailnode/inventory"
+	"github.com/mailnode/mailnode/policy/loadgen"
+)
+
+func benchCommand() *cli.Command {
+	return &cli.Command{
+		Name:  "bench",
+		Usage: "load generators for the sidecars",
+		Subcommands: []*cli.Command{
+			{
+				Name:  "policy",
+				Usage: "replay a realistic mix of Postfix policy requests against a running policyd",
+				Description: `Opens -c persistent connections to --addr and sends -n requests in total,
+each connection waiting for every reply before its next request, as Postfix
+does. The mix is mostly inbound mail to local mailboxes, with relay-domain
+traffic, relay attempts, forged local senders, authenticated submission and
+trusted hosts (see policy/loadgen). With --inventory (the server's) every
+reply is checked against policy.Decide; without it the names of
+examples/inventory.yaml are used and replies are only counted.
+
+--idle N opens N more connections that stay silent through the run, and
+--pid PID prints that process's RSS (VmRSS) before and after.`,
+				Flags: []cli.Flag{
+					&cli.StringFlag{Name: "addr", Required: true, Usage: "`unix:PATH` or inet:HOST:PORT of policyd"},
+					&cli.IntFlag{Name: "c", Value: 8, Usage: "persistent connections"},
+					&cli.IntFlag{Name: "n", Value: 200000, Usage: "requests in total"},
+					&cli.StringFlag{Name: "inventory", Aliases: []string{"i"}, Usage: "the server's inventory `FILE`: check every reply"},
+					&cli.IntFlag{Name: "idle", Usage: "idle connections to hold open during the run"},
+					&cli.IntFlag{Name: "pid", Usage: "policyd's process id, to report its memory"},
+					&cli.IntFlag{Name: "mix", Value: 4096, Usage: "distinct requests in the mix"},
+					&cli.Uint64Flag{Name: "seed", Value: 1, Usage: "seed of the mix"},
+				},
+				Action: runBenchPolicy,
+			},
+		},
+	}
+}
+
+func runBenchPolicy(cx *cli.Context) error {
+	network, addr, err := inventory.ParseListen(cx.String("addr"))
+	if err != nil {
+		return cli.Exit(fmt.Sprintf("bench: --addr: %v", err), 2)
+	}
+	names := loadgen.ExampleNames
+	var inv *inventory.Inventory
+	if p := cx.String("inventory"); p != "" {
+		if inv, err = inventory.Load(p); err != nil {
+			return cli.Exit(fmt.Sprintf("bench: %v", err), 1)
+		}
+		names = loadgen.NamesFrom(inv)
+	}
+	mix, err := loadgen.BuildMix(names, inv, loadgen.DefaultShares, cx.Int("mix"), cx.Uint64("seed"))
+	if err != nil {
+		return cli.Exit(fmt.Sprintf("bench: %v", err), 1)
+	}
+	idle, pid := cx.Int("idle"), cx.Int("pid")
+	if idle > 0 {
+		if _, err := raiseNoFile(); err != nil {
+			fmt.Fprintf(os.Stderr, "bench: cannot raise the open file limit: %v\n", err)
+		}
+	}
+	rss := func(when string) {
+		if pid == 0 {
+			return
+		}
+		if b, err := loadgen.RSS(pid); err == nil {
+			fmt.Printf("server RSS %-22s %6.1f MiB\n", when+":", float64(b)/(1<<20))
+		} else {
+			fmt.Fprintf(os.Stderr, "bench: RSS of %d: %v\n", pid, err)
+		}
+	}
+	fmt.Printf("policy bench: %s, %d connections, %d requests, mix of %d\n", cx.String("addr"), cx.Int("c"), cx.Int("n"), len(mix))
+	rss("at start")
+	if idle > 0 {
+		t0 := time.Now()
+		closeIdle, err := loadgen.OpenIdle(network, addr, idle)
+		if err != nil {
+			return cli.Exit(fmt.Sprintf("bench: %v", err), 1)
+		}
+		defer closeIdle()
+		time.Sleep(200 * time.Millisecond) // let the server accept them all
+		fmt.Printf("opened %d idle connections in %v\n", idle, time.Since(t0).Round(time.Millisecond))
+		rss(fmt.Sprintf("with %d idle", idle))
+	}
+	cpu0, _ := loadgen.ProcCPU(pid)
+	res, err := loadgen.Run(loadgen.Config{Network: network, Addr: addr, Conns: cx.Int("c"), Requests: cx.Int("n"), Mix: mix})
+	if err != nil {
+		return cli.Exit(fmt.Sprintf("bench: %v", err), 1)
+	}
+	res.Report(os.Stdout)
+	if pid != 0 {
+		if cpu1, err := loadgen.ProcCPU(pid); err == nil {
+			fmt.Printf("server CPU:  %.1f µs/decision\n", float64((cpu1-cpu0).Microseconds())/float64(res.Requests))
+		}
+	}
+	rss("after the run")
+	if inv != nil {
+		fmt.Printf("checked:     %d mismatches\n", res.Mismatches)
+		if res.Mismatches > 0 {
+			return cli.Exit(fmt.Sprintf("bench: wrong replies, first: %s", res.FirstBad), 1)
+		}
+	}
+	return nil
+}
