@@ -227,24 +227,27 @@ func postfixMap(inv *inventory.Inventory, name string) []byte {
 		}
 	case "virtual_mailbox_maps":
 		b.WriteString("# Mailboxes of the local domains (unknown users get 550 5.1.1 at RCPT).\n")
-		var addrs []string
-		for _, d := range inv.LocalDomains() {
-			for _, m := range d.Mailboxes {
-				addrs = append(addrs, m.Address(d.Name))
+		b.Grow(mailboxCount(inv) * 40)
+		for _, d := range sortedDomains(inv.LocalDomains()) {
+			for _, u := range sortedUsers(d) {
+				b.WriteString(u)
+				b.WriteByte('@')
+				b.WriteString(d.Name)
+				b.WriteString(" OK\n")
 			}
-		}
-		sort.Strings(addrs)
-		for _, a := range addrs {
-			line(a, "OK")
 		}
 	case "virtual_alias_maps":
 		b.WriteString("# Aliases and internal lists of the local domains, one level each.\n")
-		for _, e := range inv.VirtualAliases() {
+		es := inv.VirtualAliases()
+		b.Grow(len(es) * 64)
+		for _, e := range es {
 			line(e.Key, e.Values...)
 		}
 	case "sender_login_maps":
 		b.WriteString("# Sender address -> SASL logins that may use it.\n")
-		for _, e := range inv.Owners() {
+		es := inv.Owners()
+		b.Grow(len(es) * 48)
+		for _, e := range es {
 			line(e.Key, e.Values...)
 		}
 	case "aliases":
@@ -285,6 +288,24 @@ func relayTransport(nexthop string) string {
 		}
 	}
 	return "relay:" + nexthop
+}
+
+func mailboxCount(inv *inventory.Inventory) int {
+	n := 0
+	for i := range inv.Domains {
+		n += len(inv.Domains[i].Mailboxes)
+	}
+	return n
+}
+
+// sortedUsers returns the mailbox names of a domain, sorted.
+func sortedUsers(d *inventory.Domain) []string {
+	us := make([]string, len(d.Mailboxes))
+	for i, m := range d.Mailboxes {
+		us[i] = m.User
+	}
+	sort.Strings(us)
+	return us
 }
 
 func sortedDomains(ds []*inventory.Domain) []*inventory.Domain {
@@ -335,11 +356,14 @@ func renderDovecot(inv *inventory.Inventory, files Files) error {
 	var u bytes.Buffer
 	u.WriteString("# Dovecot passwd-file: the inventory's mailboxes, login = full address.\n")
 	u.WriteString(mapHeader)
+	u.Grow(mailboxCount(inv) * 160)
 	for _, dom := range sortedDomains(inv.LocalDomains()) {
 		ms := append([]inventory.Mailbox(nil), dom.Mailboxes...)
 		sort.Slice(ms, func(i, j int) bool { return ms[i].User < ms[j].User })
 		for _, m := range ms {
-			u.WriteString(m.Address(dom.Name))
+			u.WriteString(m.User)
+			u.WriteByte('@')
+			u.WriteString(dom.Name)
 			u.WriteByte(':')
 			u.WriteString(m.Password)
 			u.WriteByte('\n')

@@ -1,0 +1,383 @@
+package render
+
+import (
+	"bytes"
+	"flag"
+	"fmt"
+	"io/fs"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"testing"
+
+	"github.com/mailnode/mailnode/inventory"
+)
+
+var update = flag.Bool("update", false, "rewrite the golden files under testdata/golden from the current output")
+
+// goldenCases are the inventories whose every rendered file is kept in
+// testdata/golden/<name>/.
+var goldenCases = []struct{ name, file string }{
+	{"example", "../examples/inventory.yaml"},
+	{"private", "testdata/private.yaml"},
+}
+
+// load reads an inventory and points dkim.key_dir at a private copy of
+// testdata/dkim (key files must be mode 0600, which git does not keep).
+// key_dir appears in no rendered file, so goldens do not depend on it.
+func load(t testing.TB, file string) *inventory.Inventory {
+	t.Helper()
+	inv, err := inventory.Load(file)
+	if err != nil {
+		t.Fatalf("%s: %v", file, err)
+	}
+	dir := t.TempDir()
+	err = filepath.WalkDir("testdata/dkim", func(p string, d fs.DirEntry, err error) error {
+		if err != nil || d.IsDir() {
+			return err
+		}
+		rel, _ := filepath.Rel("testdata/dkim", p)
+		b, err := os.ReadFile(p)
+		if err != nil {
+			return err
+		}
+		os.MkdirAll(filepath.Join(dir, filepath.Dir(rel)), 0o700)
+		return os.WriteFile(filepath.Join(dir, rel), b, 0o600)
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	inv.DKIM.KeyDir = dir
+	return inv
+}
+
+func TestGolden(t *testing.T) {
+	for _, c := range goldenCases {
+		t.Run(c.name, func(t *testing.T) {
+			files, err := Render(load(t, c.file))
+			if err != nil {
+				t.Fatal(err)
+			}
+			dir := filepath.Join("testdata", "golden", c.name)
+			if *update {
+				os.RemoveAll(dir)
+				if _, err := Write(dir, files); err != nil {
+					t.Fatal(err)
+				}
+				// goldens are documentation too: keep them readable
+				os.Chmod(filepath.Join(dir, "dovecot", "users"), 0o644)
+				return
+			}
+			diff, err := Check(dir, files)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if len(diff) > 0 {
+				t.Errorf("rendered files differ from %s (go test ./render -update refreshes them):\n%s", dir, diff)
+			}
+			// No golden file may be left over from an older layout.
+			filepath.WalkDir(dir, func(p string, d fs.DirEntry, err error) error {
+				if err == nil && !d.IsDir() {
+					rel, _ := filepath.Rel(dir, p)
+					if _, ok := files[filepath.ToSlash(rel)]; !ok {
+						t.Errorf("stale golden file %s: not rendered any more", p)
+					}
+				}
+				return nil
+			})
+		})
+	}
+}
+
+func TestDeterministic(t *testing.T) {
+	inv := load(t, "../examples/inventory.yaml")
+	a, err := Render(inv)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for i := 0; i < 5; i++ {
+		b, err := Render(inv)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if len(a) != len(b) {
+			t.Fatalf("run %d: %d files, first run %d", i, len(b), len(a))
+		}
+		for n := range a {
+			if !bytes.Equal(a[n], b[n]) {
+				t.Errorf("run %d: %s differs", i, n)
+			}
+		}
+	}
+}
+
+// The staging directory never leaks into the files.
+func TestNoOutDirInFiles(t *testing.T) {
+	files, err := Render(load(t, "testdata/private.yaml"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	dir := t.TempDir()
+	if _, err := Write(dir, files); err != nil {
+		t.Fatal(err)
+	}
+	for n, b := range files {
+		if bytes.Contains(b, []byte(dir)) {
+			t.Errorf("%s mentions the staging directory %s", n, dir)
+		}
+	}
+}
+
+func TestWiring(t *testing.T) {
+	files, err := Render(load(t, "../examples/inventory.yaml"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	main := string(files["postfix/main.cf"])
+	for _, want := range []string{
+		"\nsmtpd_relay_restrictions = check_policy_service { unix:private/mailnode-policy, default_action=451 4.3.5 }, permit_mynetworks, permit_sasl_authenticated, reject_unauth_destination\n",
+		"\nmynetworks = 127.0.0.0/8 10.20.0.0/16\n",
+		"\nsmtpd_milters = unix:/var/spool/postfix/private/mailnode-milter\n",
+		"\nnon_smtpd_milters = unix:/var/spool/postfix/private/mailnode-milter\n",
+		"\nmilter_default_action = tempfail\n",
+		"\nvirtual_transport = lmtp:unix:private/dovecot-lmtp\n",
+		"\nsmtpd_sasl_path = private/auth\n",
+		"\ncompatibility_level = 3.6\n",
+	} {
+		if !strings.Contains(main, want) {
+			t.Errorf("main.cf lacks %q", strings.TrimSpace(want))
+		}
+	}
+	if !strings.Contains(main, "\nparent_domain_matches_subdomains = ") || strings.Contains(main, "relay_domains,") {
+		t.Errorf("parent_domain_matches_subdomains must be set without relay_domains")
+	}
+	master := string(files["postfix/master.cf"])
+	for _, want := range []string{"-o smtpd_tls_security_level=encrypt", "-o smtpd_sasl_auth_enable=yes", "-o smtpd_client_restrictions=permit_sasl_authenticated,reject"} {
+		if !strings.Contains(master, want) {
+			t.Errorf("master.cf lacks %q", want)
+		}
+	}
+
+	// policy/milter switched off: the policy part goes, Postfix's relay control stays.
+	inv := load(t, "../examples/inventory.yaml")
+	off := false
+	inv.Policy.Enabled, inv.Milter.Enabled = &off, &off
+	files, err = Render(inv)
+	if err != nil {
+		t.Fatal(err)
+	}
+	main = string(files["postfix/main.cf"])
+	if !strings.Contains(main, "\nsmtpd_relay_restrictions = permit_mynetworks, permit_sasl_authenticated, reject_unauth_destination\n") {
+		t.Errorf("with policy.enabled false: relay restrictions wrong:\n%s", main)
+	}
+	for _, no := range []string{"smtpd_milters =", "non_smtpd_milters =", "milter_default_action", "check_policy_service"} {
+		if strings.Contains(main, no) {
+			t.Errorf("with milter/policy disabled main.cf still has %q", no)
+		}
+	}
+}
+
+func TestPostfixSocket(t *testing.T) {
+	for _, c := range []struct{ listen, queue, want string }{
+		{"unix:/var/spool/postfix/private/mailnode-policy", "/var/spool/postfix", "unix:private/mailnode-policy"},
+		{"unix:/var/spool/postfix/private/mailnode-policy", "/var/spool/postfix/", "unix:private/mailnode-policy"},
+		{"unix:/run/mailnode/policy.sock", "/var/spool/postfix", "unix:/run/mailnode/policy.sock"},
+		{"unix:/var/spool/postfixother/p", "/var/spool/postfix", "unix:/var/spool/postfixother/p"},
+		{"inet:127.0.0.1:10040", "/var/spool/postfix", "inet:127.0.0.1:10040"},
+	} {
+		if got := PostfixSocket(c.listen, c.queue); got != c.want {
+			t.Errorf("PostfixSocket(%q, %q) = %q, want %q", c.listen, c.queue, got, c.want)
+		}
+	}
+}
+
+func TestWriteAndCheck(t *testing.T) {
+	files, err := Render(load(t, "../examples/inventory.yaml"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	dir := t.TempDir()
+	changed, err := Write(dir, files)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(changed) != len(files) {
+		t.Errorf("first Write changed %d files, want %d", len(changed), len(files))
+	}
+	if st, err := os.Stat(filepath.Join(dir, "dovecot", "users")); err != nil || st.Mode().Perm() != 0o640 {
+		t.Errorf("dovecot/users: mode %v (%v), want 0640", st.Mode().Perm(), err)
+	}
+	if diff, err := Check(dir, files); err != nil || len(diff) > 0 {
+		t.Fatalf("Check right after Write: %v\n%s", err, diff)
+	}
+	if changed, _ := Write(dir, files); len(changed) != 0 {
+		t.Errorf("second Write rewrote %v", changed)
+	}
+	// Change one file, remove one, add a stale zone: Check shows all three.
+	main := filepath.Join(dir, "postfix", "main.cf")
+	b, _ := os.ReadFile(main)
+	os.WriteFile(main, bytes.Replace(b, []byte("biff = no"), []byte("biff = yes"), 1), 0o644)
+	os.Remove(filepath.Join(dir, "postfix", "transport"))
+	os.WriteFile(filepath.Join(dir, "dns", "gone.test.zone"), []byte("old\n"), 0o644)
+	diff, err := Check(dir, files)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, want := range []string{"--- a/postfix/main.cf\n+++ b/postfix/main.cf\n", "-biff = yes\n+biff = no\n",
+		"--- /dev/null\n+++ b/postfix/transport\n", "--- a/dns/gone.test.zone\n+++ /dev/null\n"} {
+		if !bytes.Contains(diff, []byte(want)) {
+			t.Errorf("diff lacks %q:\n%s", want, diff)
+		}
+	}
+	if changed, err := Write(dir, files); err != nil || strings.Join(changed, " ") != "dns/gone.test.zone postfix/main.cf postfix/transport" {
+		t.Errorf("Write after damage changed %v (%v)", changed, err)
+	}
+	if diff, _ := Check(dir, files); len(diff) > 0 {
+		t.Errorf("Check after repair:\n%s", diff)
+	}
+	// No temporary files are left behind.
+	filepath.WalkDir(dir, func(p string, d fs.DirEntry, err error) error {
+		if err == nil && strings.Contains(d.Name(), ".tmp") {
+			t.Errorf("left over: %s", p)
+		}
+		return nil
+	})
+}
+
+// TestUnifiedDiffApplies feeds our diffs to patch(1): applying them to the
+// old text must give the new one.
+func TestUnifiedDiffApplies(t *testing.T) {
+	if _, err := exec.LookPath("patch"); err != nil {
+		if testing.Short() {
+			t.Skip("patch(1) not installed")
+		}
+		t.Fatal("patch(1) is needed to check the diffs: apt-get install -y patch")
+	}
+	lines := func(n int, f func(i int) string) string {
+		var b strings.Builder
+		for i := 0; i < n; i++ {
+			b.WriteString(f(i))
+			b.WriteByte('\n')
+		}
+		return b.String()
+	}
+	cases := []struct{ old, new string }{
+		{"a\nb\nc\n", "a\nB\nc\n"},
+		{"", "new\nfile\n"},
+		{"a\nb\n", "a\nb\nc"},
+		{lines(100, func(i int) string { return fmt.Sprint(i) }), lines(100, func(i int) string {
+			if i%17 == 0 {
+				return "changed"
+			}
+			return fmt.Sprint(i)
+		})},
+		{lines(50, func(i int) string { return fmt.Sprint(i) }), lines(60, func(i int) string { return fmt.Sprint(i * 2) })},
+		// beyond maxEditDistance: falls back to replace-all, still correct
+		{lines(3000, func(i int) string { return fmt.Sprint("a", i) }), lines(3000, func(i int) string { return fmt.Sprint("b", i) })},
+	}
+	for i, c := range cases {
+		dir := t.TempDir()
+		f := filepath.Join(dir, "f")
+		os.WriteFile(f, []byte(c.old), 0o644)
+		d := UnifiedDiff("a/f", "b/f", []byte(c.old), []byte(c.new))
+		cmd := exec.Command("patch", "-s", "-p1", "-d", dir)
+		cmd.Stdin = bytes.NewReader(d)
+		if out, err := cmd.CombinedOutput(); err != nil {
+			t.Errorf("case %d: patch: %v\n%s\n--- diff:\n%s", i, err, out, d)
+			continue
+		}
+		got, _ := os.ReadFile(f)
+		if string(got) != c.new {
+			t.Errorf("case %d: patched file differs\n--- diff:\n%s", i, d)
+		}
+	}
+}
+
+// TestConsumers runs the real programs over the rendered files: Postfix,
+// postmap/postalias, named-checkzone, unbound-checkconf and doveconf must
+// accept them without a warning.
+func TestConsumers(t *testing.T) {
+	need := map[string]string{"postconf": "postfix", "postmap": "postfix", "postalias": "postfix",
+		"named-checkzone": "bind9-utils", "unbound-checkconf": "unbound", "doveconf": "dovecot-core"}
+	var missing []string
+	for prog, pkg := range need {
+		if _, err := exec.LookPath(prog); err != nil {
+			missing = append(missing, pkg+" ("+prog+")")
+		}
+	}
+	if len(missing) > 0 {
+		if testing.Short() {
+			t.Skipf("missing %v", missing)
+		}
+		t.Fatalf("the consumer checks need these Debian packages: %v (make deps installs them)", missing)
+	}
+	for _, c := range goldenCases {
+		t.Run(c.name, func(t *testing.T) {
+			inv := load(t, c.file)
+			files, err := Render(inv)
+			if err != nil {
+				t.Fatal(err)
+			}
+			dir := t.TempDir()
+			if _, err := Write(dir, files); err != nil {
+				t.Fatal(err)
+			}
+			pdir := filepath.Join(dir, "postfix")
+			run := func(name string, args ...string) string {
+				t.Helper()
+				var stdout, stderr bytes.Buffer
+				cmd := exec.Command(name, args...)
+				cmd.Stdout, cmd.Stderr = &stdout, &stderr
+				if err := cmd.Run(); err != nil {
+					t.Errorf("%s %s: %v\n%s%s", name, strings.Join(args, " "), err, stdout.String(), stderr.String())
+				}
+				if stderr.Len() > 0 {
+					t.Errorf("%s %s wrote to stderr:\n%s", name, strings.Join(args, " "), stderr.String())
+				}
+				return stdout.String()
+			}
+			out := run("postconf", "-c", pdir, "-n")
+			if !strings.Contains(out, "smtpd_relay_restrictions = ") {
+				t.Errorf("postconf -n does not show smtpd_relay_restrictions:\n%s", out)
+			}
+			run("postconf", "-c", pdir, "-M")
+			for _, m := range PostfixMaps {
+				run(m.Compiler, "-c", pdir, "hash:"+filepath.Join(pdir, m.Name))
+				if _, err := os.Stat(filepath.Join(pdir, m.Name+".db")); err != nil {
+					t.Errorf("%s did not build %s.db: %v", m.Compiler, m.Name, err)
+				}
+			}
+			// Spot-check lookups in the compiled maps.
+			if c.name == "example" {
+				for _, q := range []struct{ m, key, want string }{
+					{"virtual_mailbox_maps", "alice@example.com", "OK"},
+					{"virtual_alias_maps", "all-staff@example.com", "alice@example.com, bob@example.com, carol@example.net"},
+					{"transport", "partner.org", "relay:[mx.partner.org]:25"},
+					{"relay_domains", "partner.org", "OK"},
+					{"sender_login_maps", "a.smith@example.com", "alice@example.com"},
+				} {
+					got := strings.TrimSpace(run("postmap", "-c", pdir, "-q", q.key, "hash:"+filepath.Join(pdir, q.m)))
+					if got != q.want {
+						t.Errorf("postmap -q %s %s = %q, want %q", q.key, q.m, got, q.want)
+					}
+				}
+				if got := strings.TrimSpace(run("postalias", "-c", pdir, "-q", "postmaster", "hash:"+filepath.Join(pdir, "aliases"))); got != "root" {
+					t.Errorf("postalias -q postmaster = %q, want root", got)
+				}
+			}
+			for _, d := range inv.LocalDomains() {
+				out := run("named-checkzone", "-i", "local", "-k", "fail", "-m", "fail", "-M", "fail", "-n", "fail", "-S", "fail",
+					d.Name, filepath.Join(dir, "dns", d.Name+".zone"))
+				if lines := strings.Split(strings.TrimSpace(out), "\n"); len(lines) != 2 || lines[1] != "OK" {
+					t.Errorf("named-checkzone %s is not clean:\n%s", d.Name, out)
+				}
+			}
+			run("unbound-checkconf", filepath.Join(dir, "unbound", "unbound.conf"))
+			out = run("doveconf", "-c", filepath.Join(dir, "dovecot", "dovecot.conf"), "-n")
+			if !strings.Contains(out, "passwd-file") {
+				t.Errorf("doveconf -n lost the passdb:\n%s", out)
+			}
+		})
+	}
+}
