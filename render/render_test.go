@@ -136,7 +136,7 @@ func TestWiring(t *testing.T) {
 	}
 	main := string(files["postfix/main.cf"])
 	for _, want := range []string{
-		"\nsmtpd_relay_restrictions = check_policy_service { unix:private/mailnode-policy, default_action=451 4.3.5 }, permit_mynetworks, permit_sasl_authenticated, reject_unauth_destination\n",
+		"\nsmtpd_relay_restrictions = check_policy_service { unix:private/mailnode-policy, { default_action = 451 4.3.5 Policy service unavailable; try again later } }, permit_mynetworks, permit_sasl_authenticated, reject_unauth_destination\n",
 		"\nmynetworks = 127.0.0.0/8 10.20.0.0/16\n",
 		"\nsmtpd_milters = unix:/var/spool/postfix/private/mailnode-milter\n",
 		"\nnon_smtpd_milters = unix:/var/spool/postfix/private/mailnode-milter\n",

@@ -383,6 +383,25 @@ func (n *Node) startDaemon(name, listen string) error {
 	}
 }
 
+// StopDaemon stops one sidecar ("policyd", "milterd") and waits for it
+// to exit, e.g. to show that Postfix then answers 4xx, never accepts.
+func (n *Node) StopDaemon(name string) error {
+	cmd, ok := n.procs[name]
+	if !ok {
+		return fmt.Errorf("harness: %s was not started", name)
+	}
+	syscall.Kill(-cmd.Process.Pid, syscall.SIGTERM)
+	select {
+	case <-n.done[name]:
+	case <-time.After(10 * time.Second):
+		syscall.Kill(-cmd.Process.Pid, syscall.SIGKILL)
+		<-n.done[name]
+	}
+	delete(n.procs, name)
+	os.Remove(n.path("pids", name+".pid"))
+	return nil
+}
+
 // Stop stops everything the node started and, for a temporary tree,
 // removes it (set MAILNODE_KEEP=1 to keep it for a post-mortem).
 func (n *Node) Stop() error {
