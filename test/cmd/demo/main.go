@@ -1,0 +1,288 @@
+// Command demo runs a private mailnode node for trying things by hand
+// (`make demo` / `make demo-stop`):
+//
+//	go run ./test/cmd/demo up   --dir .demo
+//	go run ./test/cmd/demo down --dir .demo
+//
+// up renders examples/inventory.yaml into DIR and starts Postfix, Dovecot,
+// policyd and milterd from it on fixed loopback ports inside the network
+// namespace mailnode-demo (only loopback: nothing reaches off the
+// machine), with an SMTP sink standing in for the relay domain's next hop.
+// It sends one welcome message through the node to check it works, then
+// prints ready-to-paste swaks lines and where mail lands. down stops
+// everything and deletes the namespace; the mail in DIR stays (make clean
+// removes it). Both need root. The building blocks are package
+// test/harness, the same ones the end-to-end tests use.
+package main
+
+import (
+	"bytes"
+	"flag"
+	"fmt"
+	"io"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strconv"
+	"syscall"
+	"time"
+
+	"github.com/mailnode/mailnode/test/harness"
+)
+
+// Namespace is the long-lived network namespace of the demo.
+const Namespace = "mailnode-demo"
+
+// Fixed demo ports, so the printed commands stay the same.
+var ports = harness.Ports{SMTP: 2525, Submission: 2587, IMAP: 2143, POP3: 2110}
+
+const sinkPort = 2526
+
+func usage() {
+	fmt.Fprintf(os.Stderr, `usage: demo up|down [--dir DIR]
+
+  up    render examples/inventory.yaml into DIR and start a private node
+        (Postfix, Dovecot, policyd, milterd) in network namespace %s
+  down  stop it and delete the namespace (DIR keeps the mail)
+`, Namespace)
+	os.Exit(2)
+}
+
+func main() {
+	if len(os.Args) < 2 {
+		usage()
+	}
+	cmd := os.Args[1]
+	fs := flag.NewFlagSet(cmd, flag.ExitOnError)
+	dir := fs.String("dir", ".demo", "state `DIR` of the demo node")
+	listen := fs.String("listen", "", "sink: address to listen on")
+	fs.Parse(os.Args[2:])
+	abs, err := filepath.Abs(*dir)
+	if err != nil {
+		fail(err)
+	}
+	switch cmd {
+	case "up":
+		err = up(abs)
+	case "down":
+		err = down(abs)
+	case "up-inside": // internal: the second half of up, inside the namespace
+		err = upInside(abs)
+	case "sink": // internal: the relay next hop, a process of its own
+		err = sink(*listen, filepath.Join(abs, "sink"))
+	default:
+		usage()
+	}
+	if err != nil {
+		fail(err)
+	}
+}
+
+func fail(err error) {
+	fmt.Fprintln(os.Stderr, "demo:", err)
+	os.Exit(1)
+}
+
+func up(dir string) error {
+	if err := harness.CheckPrerequisites(); err != nil {
+		return fmt.Errorf("cannot start:\n  %v", err)
+	}
+	if running(dir) {
+		fmt.Printf("The demo node is already running (state in %s).\n\n", dir)
+		printHelp(dir)
+		return nil
+	}
+	if err := os.MkdirAll(filepath.Join(dir, "bin"), 0o755); err != nil {
+		return err
+	}
+	os.Chmod(dir, 0o755)
+	root, err := harness.RepoRoot()
+	if err != nil {
+		return err
+	}
+	// Build outside the namespace (go may need the module proxy), and keep
+	// a copy of this program for the sink process.
+	bin, err := harness.BuildTo(root, filepath.Join(dir, "bin", "mailnode"))
+	if err != nil {
+		return err
+	}
+	self := filepath.Join(dir, "bin", "demo")
+	if err := copyExecutable(self); err != nil {
+		return err
+	}
+	if err := harness.CreateNetns(Namespace); err != nil {
+		return err
+	}
+	c := exec.Command("ip", "netns", "exec", Namespace, self, "up-inside", "--dir", dir)
+	c.Env = append(os.Environ(), harness.EnvBin+"="+bin, harness.EnvNetns+"="+Namespace)
+	c.Dir = root
+	c.Stdout, c.Stderr = os.Stdout, os.Stderr
+	if err := c.Run(); err != nil {
+		fmt.Fprintln(os.Stderr, "demo: start-up failed; cleaning up")
+		down(dir)
+		return err
+	}
+	return nil
+}
+
+func upInside(dir string) error {
+	sinkAddr := "127.0.0.1:" + strconv.Itoa(sinkPort)
+	if err := startSink(dir, sinkAddr); err != nil {
+		return err
+	}
+	n, err := harness.Start(harness.Options{
+		Dir:          dir,
+		Ports:        ports,
+		Policy:       true,
+		Milter:       true,
+		DKIMKeys:     true,
+		RelayNexthop: "[127.0.0.1]:" + strconv.Itoa(sinkPort),
+		Log:          func(f string, a ...any) { fmt.Printf(f+"\n", a...) },
+	})
+	if err != nil {
+		return err
+	}
+	// Check it works: one welcome message through port 25 into a Maildir.
+	msg := harness.NewMessage("demo@outside.test", "alice@example.com", "Welcome to the mailnode demo",
+		"This message went through Postfix, policyd, milterd and Dovecot LMTP.")
+	before, _ := n.ReadMaildir("alice@example.com")
+	tr, err := harness.Send(n.SMTP, harness.Envelope{From: "demo@outside.test", To: []string{"alice@example.com"}, Data: msg})
+	if err != nil || tr.Final.Code != 250 {
+		return fmt.Errorf("self-check: the welcome message was not accepted: %v %+v\n%s", err, tr, n.MailLog())
+	}
+	deadline := time.Now().Add(30 * time.Second)
+	for {
+		got, _ := n.ReadMaildir("alice@example.com")
+		if len(got) > len(before) {
+			fmt.Printf("Self-check: welcome message delivered to %s\n\n", got[len(got)-1].Path)
+			break
+		}
+		if time.Now().After(deadline) {
+			return fmt.Errorf("self-check: the welcome message did not reach alice's Maildir in 30s\n%s", n.MailLog())
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+	printHelp(dir)
+	return nil
+}
+
+func printHelp(dir string) {
+	rel := func(p string) string {
+		if wd, err := os.Getwd(); err == nil {
+			if r, err := filepath.Rel(wd, p); err == nil && len(r) < len(p) {
+				return r
+			}
+		}
+		return p
+	}
+	d := rel(dir)
+	x := "ip netns exec " + Namespace + " "
+	fmt.Printf(`mailnode demo node mx1.example.com is up in network namespace %s (state: %s)
+  port-25 service   127.0.0.1:%d   (MX role; the ACL matrix of policyd applies)
+  submission        127.0.0.1:%d   (STARTTLS, then AUTH: alice@example.com / alicepass)
+  IMAP / POP3       127.0.0.1:%d / 127.0.0.1:%d
+  relay next hop    127.0.0.1:%d   (a sink standing in for partner.org's MX)
+  trust host        source address 127.0.0.2 (swaks --local-interface 127.0.0.2)
+
+Send a message from the outside to a local mailbox:
+  %sswaks --server 127.0.0.1:%d --from someone@outside.test --to alice@example.com
+
+Submit as alice (signed by milterd), to a mailbox and to the relay domain:
+  %sswaks --server 127.0.0.1:%d --tls --auth PLAIN --auth-user alice@example.com --auth-password alicepass --from alice@example.com --to bob@example.com,dave@partner.org
+
+See policyd refuse relaying:
+  %sswaks --server 127.0.0.1:%d --from someone@outside.test --to x@elsewhere.test --quit-after RCPT
+
+Where mail lands:
+  %s/vmail/<domain>/<user>/new/   local mailboxes (Dovecot LMTP, Maildir)
+  %s/spool/root                   unix users (local(8), mbox): root@mx1.example.com
+  %s/sink/*.eml                   relay domain partner.org (the next hop)
+Logs: %s/log/maillog, dovecot.log, policyd.log, milterd.log
+Stop: make demo-stop
+`, Namespace, d, ports.SMTP, ports.Submission, ports.IMAP, ports.POP3, sinkPort,
+		x, ports.SMTP, x, ports.Submission, x, ports.SMTP, d, d, d, d)
+}
+
+// running reports whether the demo's Postfix master is alive.
+func running(dir string) bool {
+	b, err := os.ReadFile(filepath.Join(dir, "queue", "pid", "master.pid"))
+	if err != nil || !harness.NetnsExists(Namespace) {
+		return false
+	}
+	pid, err := strconv.Atoi(string(bytes.TrimSpace(b)))
+	return err == nil && syscall.Kill(pid, 0) == nil
+}
+
+func down(dir string) error {
+	err := harness.StopDir(dir)
+	if e := harness.DeleteNetns(Namespace); e != nil && err == nil {
+		err = e
+	}
+	if err != nil {
+		return err
+	}
+	fmt.Printf("mailnode demo stopped; namespace %s deleted (mail kept in %s)\n", Namespace, dir)
+	return nil
+}
+
+// startSink runs `demo sink` as a detached process (its pid in
+// DIR/pids/sink.pid, so StopDir stops it) and waits until it listens.
+func startSink(dir, addr string) error {
+	os.MkdirAll(filepath.Join(dir, "pids"), 0o755)
+	os.MkdirAll(filepath.Join(dir, "log"), 0o755)
+	logf, err := os.OpenFile(filepath.Join(dir, "log", "sink.log"), os.O_CREATE|os.O_WRONLY|os.O_APPEND, 0o644)
+	if err != nil {
+		return err
+	}
+	defer logf.Close()
+	self, err := os.Executable()
+	if err != nil {
+		return err
+	}
+	c := exec.Command(self, "sink", "--dir", dir, "--listen", addr)
+	c.Stdout, c.Stderr = logf, logf
+	c.SysProcAttr = &syscall.SysProcAttr{Setsid: true}
+	if err := c.Start(); err != nil {
+		return err
+	}
+	os.WriteFile(filepath.Join(dir, "pids", "sink.pid"), []byte(strconv.Itoa(c.Process.Pid)+"\n"), 0o644)
+	c.Process.Release()
+	return harness.WaitListening("inet:"+addr, 10*time.Second)
+}
+
+func sink(addr, dir string) error {
+	if addr == "" {
+		return fmt.Errorf("sink: --listen is required")
+	}
+	s, err := harness.StartSink(addr, dir)
+	if err != nil {
+		return err
+	}
+	fmt.Printf("sink listening on %s, writing to %s\n", s.Addr, dir)
+	select {} // until StopDir sends SIGTERM
+}
+
+func copyExecutable(dst string) error {
+	src, err := os.Executable()
+	if err != nil {
+		return err
+	}
+	in, err := os.Open(src)
+	if err != nil {
+		return err
+	}
+	defer in.Close()
+	tmp := dst + ".tmp"
+	out, err := os.OpenFile(tmp, os.O_CREATE|os.O_WRONLY|os.O_TRUNC, 0o755)
+	if err != nil {
+		return err
+	}
+	if _, err := io.Copy(out, in); err != nil {
+		out.Close()
+		return err
+	}
+	if err := out.Close(); err != nil {
+		return err
+	}
+	return os.Rename(tmp, dst)
+}
