@@ -25,7 +25,7 @@ for IMAP, IMAPS, POP3, POP3S and submission. These are the bytes render-config
 writes to dns/<domain>.zone.`,
 			Flags: []cli.Flag{inventoryFlag(), domainFlag()},
 			Action: func(c *cli.Context) error {
-				inv, err := loadInventory(c)
+				inv, err := loadAndReport(c)
 				if err != nil {
 					return err
 				}
@@ -62,8 +62,8 @@ func domainFlag() *cli.StringFlag {
 	return &cli.StringFlag{Name: "domain", Aliases: []string{"d"}, Usage: "only this local `DOMAIN`"}
 }
 
-// loadInventory loads --inventory and prints every problem when it is invalid.
-func loadInventory(c *cli.Context) (*inventory.Inventory, error) {
+// loadAndReport loads --inventory and prints every problem when it is invalid.
+func loadAndReport(c *cli.Context) (*inventory.Inventory, error) {
 	path := c.String("inventory")
 	inv, err := inventory.Load(path)
 	if err != nil {

@@ -48,7 +48,7 @@ Exit status: 0 ok, 1 differences (--check), 2 invalid inventory or error.`,
 			&cli.BoolFlag{Name: "postmap", Usage: "after writing, compile every Postfix map source with postmap/postalias"},
 		},
 		Action: func(c *cli.Context) error {
-			inv, err := loadInventory(c)
+			inv, err := loadAndReport(c)
 			if err != nil {
 				return err
 			}
