@@ -41,6 +41,7 @@ examples/inventory.yaml are used and replies are only counted.
 				},
 				Action: runBenchPolicy,
 			},
+			benchMilterCommand(),
 		},
 	}
 }
