@@ -99,6 +99,9 @@ func peakHeap(f func()) uint64 {
 func BenchmarkRender(b *testing.B) {
 	inv := benchInventory(b)
 	runtime.GC()
+	var ms runtime.MemStats
+	runtime.ReadMemStats(&ms)
+	invHeap := float64(ms.HeapAlloc) / (1 << 20)
 	b.ResetTimer()
 	var peak uint64
 	for i := 0; i < b.N; i++ {
@@ -114,6 +117,7 @@ func BenchmarkRender(b *testing.B) {
 		peak = max(peak, p)
 	}
 	b.ReportMetric(float64(peak)/(1<<20), "peak-heap-MiB")
+	b.ReportMetric(invHeap, "inventory-heap-MiB")
 }
 
 // BenchmarkLoadAndRender is what `mailnode render-config` does before

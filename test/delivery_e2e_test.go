@@ -1,9 +1,13 @@
 package test
 
 import (
+	"bufio"
 	"bytes"
+	"fmt"
+	"net"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/mailnode/mailnode/test/harness"
 )
@@ -112,6 +116,24 @@ func TestDelivery(t *testing.T) {
 		}
 	})
 
+	t.Run("IMAP and POP3 log in with the full address", func(t *testing.T) {
+		msg := harness.NewMessage(outsider, "carol@example.net", "for imap", "read me")
+		before, _ := n.ReadMaildir("carol@example.net")
+		wantFinal(t, send(t, n.SMTP, harness.Envelope{From: outsider, To: []string{"carol@example.net"}, Data: msg}))
+		want := len(n.WaitMaildir(t, "carol@example.net", len(before)+1))
+		imap := lineSession(t, n.IMAP, "a1 LOGIN carol@example.net carolpass", "a2 STATUS INBOX (MESSAGES)", "a3 LOGOUT")
+		if !strings.HasPrefix(imap[1], "a1 OK") {
+			t.Errorf("IMAP LOGIN: %q", imap[1])
+		}
+		if !strings.HasPrefix(imap[2], "a2 OK") {
+			t.Errorf("IMAP STATUS: %q", imap[2])
+		}
+		pop := lineSession(t, n.POP3, "USER carol@example.net", "PASS carolpass", "STAT", "QUIT")
+		if got, w := pop[3], fmt.Sprintf("+OK %d ", want); !strings.HasPrefix(got, w) {
+			t.Errorf("POP3 STAT: %q, want %q...", got, w)
+		}
+	})
+
 	t.Run("submission wants STARTTLS, then AUTH", func(t *testing.T) {
 		tr := send(t, n.Submission, harness.Envelope{From: "alice@example.com", To: []string{"bob@example.com"}})
 		if got := tr.Mail.Text(); !strings.HasPrefix(got, "530 5.7.0 Must issue a STARTTLS command first") {
@@ -139,6 +161,42 @@ func TestDelivery(t *testing.T) {
 			t.Errorf("AUTH with a wrong password: %q, want 535", tr.Auth.Text())
 		}
 	})
+}
+
+// lineSession sends each command and returns the server's first reply line
+// to each (IMAP tagged commands return the tagged line).
+func lineSession(t *testing.T, addr string, cmds ...string) []string {
+	t.Helper()
+	c, err := net.DialTimeout("tcp", addr, 10*time.Second)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	c.SetDeadline(time.Now().Add(30 * time.Second))
+	r := bufio.NewReader(c)
+	readReply := func(tag string) string {
+		for {
+			l, err := r.ReadString('\n')
+			if err != nil {
+				t.Fatalf("%s: %v", addr, err)
+			}
+			l = strings.TrimRight(l, "\r\n")
+			if tag == "" || strings.HasPrefix(l, tag+" ") {
+				return l
+			}
+		}
+	}
+	var out []string
+	out = append(out, readReply(""))
+	for _, cmd := range cmds {
+		fmt.Fprintf(c, "%s\r\n", cmd)
+		tag := ""
+		if f := strings.Fields(cmd); len(f) > 1 && strings.HasPrefix(f[0], "a") {
+			tag = f[0]
+		}
+		out = append(out, readReply(tag))
+	}
+	return out
 }
 
 func send(t *testing.T, addr string, e harness.Envelope) harness.Transcript {
