@@ -153,6 +153,11 @@ type Spam struct {
 	SpamdAddress    string   `yaml:"spamd_address"`
 	DNSBL           []string `yaml:"dnsbl"`
 	OnEngineFailure string   `yaml:"on_engine_failure"`
+	// Quarantine, when true, holds instead of rejecting: a message at or
+	// above reject_score, or failing a DMARC p=reject policy, is accepted
+	// into Postfix's hold queue (postsuper -r to release) rather than
+	// refused with 550. Default false.
+	Quarantine bool `yaml:"quarantine"`
 }
 
 // Domain is one local or relay domain.

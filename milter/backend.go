@@ -3,18 +3,22 @@ package milter
 import (
 	"context"
 	"fmt"
+	"strconv"
+	"strings"
 
 	gomilter "github.com/d--j/go-milter"
 )
 
-// Negotiated with the MTA: we add and delete header fields, and skip every
-// event and reply we do not need. The only reply before the end of the
-// message is at the end of the headers, where a message that needs nothing
-// more is accepted without sending its body. Header values come with their
-// leading space (OptHeaderLeadingSpace) so they are exactly as in the message.
+// Negotiated with the MTA: we add, change and delete header fields and may
+// quarantine (Postfix: the hold queue), and skip every event and reply we do
+// not need. HELO is sent (SPF checks the HELO identity) but not answered.
+// The only reply before the end of the message is at the end of the
+// headers, where a message that needs nothing more is accepted without
+// sending its body. Header values come with their leading space
+// (OptHeaderLeadingSpace) so they are exactly as in the message.
 const (
-	milterActions  = gomilter.OptAddHeader | gomilter.OptChangeHeader
-	milterProtocol = gomilter.OptNoHelo | gomilter.OptNoUnknown | gomilter.OptNoData |
+	milterActions  = gomilter.OptAddHeader | gomilter.OptChangeHeader | gomilter.OptQuarantine
+	milterProtocol = gomilter.OptNoHeloReply | gomilter.OptNoUnknown | gomilter.OptNoData |
 		gomilter.OptNoConnReply | gomilter.OptNoMailReply | gomilter.OptNoRcptReply |
 		gomilter.OptNoHeaderReply | gomilter.OptNoBodyReply | gomilter.OptNoUnknownReply |
 		gomilter.OptNoDataReply | gomilter.OptHeaderLeadingSpace
@@ -25,6 +29,8 @@ const (
 type backend struct {
 	f     *Filter
 	addr  string
+	host  string
+	helo  string
 	local bool
 	tx    *Transaction
 }
@@ -35,11 +41,17 @@ func (b *backend) NewConnection(gomilter.Modifier) error { return nil }
 
 func (b *backend) Connect(host, family string, port uint16, addr string, _ gomilter.Modifier) (*gomilter.Response, error) {
 	b.addr = addr
+	b.host = host
+	b.helo = ""
 	b.local = LocalSubmission(host, family, port, addr)
 	return gomilter.RespContinue, nil
 }
 
-func (b *backend) Helo(string, gomilter.Modifier) (*gomilter.Response, error) {
+func (b *backend) Helo(name string, _ gomilter.Modifier) (*gomilter.Response, error) {
+	if len(name) > 255 {
+		name = name[:255]
+	}
+	b.helo = name
 	return gomilter.RespContinue, nil
 }
 
@@ -51,6 +63,8 @@ func (b *backend) MailFrom(from, _ string, m gomilter.Modifier) (*gomilter.Respo
 		LocalSubmission: b.local,
 		AuthUser:        m.Get(gomilter.MacroAuthAuthen),
 		Sender:          from,
+		Helo:            b.helo,
+		ClientHost:      b.host,
 	})
 	return gomilter.RespContinue, nil
 }
@@ -109,13 +123,35 @@ func (b *backend) EndOfMessage(m gomilter.Modifier) (*gomilter.Response, error) 
 	b.tx.SetQueueID(m.Get(gomilter.MacroQueueId))
 	res := b.tx.End(context.Background())
 	b.reset()
-	if res.TempFail {
-		return gomilter.RespTempFail, nil
+	if res.TempFail || res.Reject {
+		if res.Reply == "" {
+			if res.Reject {
+				return gomilter.RespReject, nil
+			}
+			return gomilter.RespTempFail, nil
+		}
+		code, text := splitReply(res.Reply)
+		return gomilter.RejectWithCodeAndReason(code, text)
 	}
 	if err := applyMilter(m, res.Changes); err != nil {
 		return nil, err
 	}
+	if res.Quarantine != "" {
+		if err := m.Quarantine(res.Quarantine); err != nil {
+			return nil, err
+		}
+	}
 	return gomilter.RespAccept, nil
+}
+
+// splitReply splits "550 5.7.1 text" into 550 and "5.7.1 text".
+func splitReply(r string) (uint16, string) {
+	code, text, _ := strings.Cut(r, " ")
+	n, err := strconv.Atoi(code)
+	if err != nil || n < 400 || n > 599 {
+		return 451, "4.3.0 " + r
+	}
+	return uint16(n), text
 }
 
 // applyMilter sends the header changes over the milter protocol.
@@ -124,6 +160,8 @@ func applyMilter(m gomilter.Modifier, changes []HeaderChange) error {
 		var err error
 		if c.Delete {
 			err = m.ChangeHeader(c.Index, c.Name, "")
+		} else if c.Replace {
+			err = m.ChangeHeader(c.Index, c.Name, c.Value)
 		} else {
 			// Postfix wants LF line ends in header values; go-milter
 			// converts CRLF. With OptHeaderLeadingSpace negotiated the

@@ -17,6 +17,7 @@ type ClientMessage struct {
 	Family   gomilter.ProtoFamily // FamilyInet, FamilyInet6, ...
 	Port     uint16               // client port (0: Postfix's non-SMTP submission)
 	Addr     string               // client address
+	Helo     string               // HELO name; Host when ""
 	AuthUser string               // {auth_authen}, "" when not authenticated
 	QueueID  string
 	Sender   string
@@ -30,6 +31,8 @@ type ClientResult struct {
 	Action *gomilter.Action
 	Mods   []gomilter.ModifyAction
 	AtEOH  bool // the milter decided at the end of the headers (no body sent)
+	// Quarantine is the reason of a quarantine request ("" without one).
+	Quarantine string
 }
 
 // NewClient returns a go-milter client that offers what Postfix offers.
@@ -71,7 +74,11 @@ func SubmitOn(s *gomilter.ClientSession, macros *gomilter.MacroBag, m *ClientMes
 	if r, err, done := stop(s.Conn(m.Host, family, m.Port, m.Addr)); done {
 		return r, err
 	}
-	if r, err, done := stop(s.Helo(m.Host)); done {
+	helo := m.Helo
+	if helo == "" {
+		helo = m.Host
+	}
+	if r, err, done := stop(s.Helo(helo)); done {
 		return r, err
 	}
 	macros.Set(gomilter.MacroAuthAuthen, m.AuthUser)
@@ -99,7 +106,13 @@ func SubmitOn(s *gomilter.ClientSession, macros *gomilter.MacroBag, m *ClientMes
 	if err != nil {
 		return nil, err
 	}
-	return &ClientResult{Action: act, Mods: mods}, nil
+	r := &ClientResult{Action: act, Mods: mods}
+	for _, mod := range mods {
+		if mod.Type == gomilter.ActionQuarantine {
+			r.Quarantine = mod.Reason
+		}
+	}
+	return r, nil
 }
 
 // Apply returns the message as the MTA would pass it on: the header
@@ -127,6 +140,8 @@ func (r *ClientResult) Apply(m *ClientMessage) ([]byte, error) {
 			}
 		case gomilter.ActionAddHeader:
 			hs = append(hs, dkim.Header{Name: mod.HeaderName, Value: mod.HeaderValue})
+		case gomilter.ActionQuarantine:
+			// not a change of the message: the MTA holds it (ClientResult.Quarantine)
 		default:
 			return nil, fmt.Errorf("milter: unexpected modification %v", mod)
 		}

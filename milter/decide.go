@@ -24,6 +24,7 @@ import (
 	"strings"
 
 	"github.com/mailnode/mailnode/inventory"
+	"github.com/mailnode/mailnode/policy"
 )
 
 // Action is what milterd does with a message.
@@ -82,7 +83,17 @@ type Envelope struct {
 	Sender          string // MAIL FROM without <>, "" for the null sender
 	Rcpts           int    // recipients seen
 	LocalRcpt       bool   // at least one recipient in a local domain
+	// RcptClasses has bit 1<<class set for each inventory.Class among the
+	// recipients (Decide also counts LocalRcpt as a local recipient).
+	RcptClasses uint8
+	Helo        string   // HELO/EHLO argument (SPF's HELO identity)
+	ClientHost  string   // the client's host name as the MTA verified it ("unknown", "" when none)
+	RcptList    []string // the recipients, up to MaxRcptList (for the spam engine)
 }
+
+// MaxRcptList bounds Envelope.RcptList: Postfix's default
+// smtpd_recipient_limit.
+const MaxRcptList = 1000
 
 // LocalSubmission recognises the connection Postfix's cleanup(8) presents to
 // non_smtpd_milters for mail submitted with sendmail(1) (cron, unix users,
@@ -106,6 +117,11 @@ type Decision struct {
 	Results    []string // Authentication-Results method results, e.g. "dkim=pass header.d=example.org"
 	RemovedAR  int      // forged Authentication-Results headers removed
 	Err        string   // trouble at the end of the message
+	// SpamCheck: the ACL matrix turns spam checking on for at least one
+	// recipient (policy.SpamCheck of the message's cells); then Action is
+	// Verify and Verdict holds what the inbound chain concluded.
+	SpamCheck bool
+	Verdict   Verdict
 }
 
 // Policy is what Decide needs from the inventory.
@@ -147,15 +163,56 @@ func Decide(p Policy, env Envelope, fromHeaders []string, hasSelectors func(doma
 		}
 		return d
 	}
-	// Unauthorized: the matrix's "spam check on" cell is an outside sender
-	// (the null sender counts as outside) to a local recipient.
-	if env.LocalRcpt && (env.Sender == "" || p.Classify(env.Sender) == inventory.Outside) {
+	if d.SpamCheck = spamCheck(p, env, d.Origin); d.SpamCheck {
 		d.Action = Verify
 		d.Reason = ReasonInbound
 		return d
 	}
 	d.Reason = ReasonNotInbound
 	return d
+}
+
+// spamCheck applies policyd's rule (policy.SpamCheck) to every cell of the
+// ACL matrix the message touches: its sender class and authorization with
+// each recipient class seen. The message is checked when any cell says so:
+// one copy goes to everyone, so a message from outside with both local and
+// relay (or outside) recipients is checked, and its verdict — headers, tag,
+// reject — applies to all recipients alike. Only the local cell turns it on,
+// so mail without a local recipient is never checked.
+//
+// The sender is classified as policyd does: the null sender is outside for
+// an unauthorized session and local for an authorized one; an address
+// without a domain is qualified with the node's host name.
+func spamCheck(p Policy, env Envelope, origin Origin) bool {
+	auth := map[Origin]inventory.Auth{OriginNone: inventory.AuthNone, OriginSASL: inventory.AuthSASL,
+		OriginTrust: inventory.AuthTrust, OriginLocal: inventory.AuthTrust}[origin]
+	var sender inventory.Class
+	switch {
+	case strings.TrimSpace(env.Sender) == "" || strings.TrimSpace(env.Sender) == "<>":
+		sender = inventory.Local
+		if auth == inventory.AuthNone {
+			sender = inventory.Outside
+		}
+	case !strings.Contains(env.Sender, "@"):
+		// Postfix qualifies it with myorigin before routing; policyd too.
+		if inv, ok := p.(*inventory.Inventory); ok && inv.Node.Hostname != "" {
+			sender = p.Classify(env.Sender + "@" + inv.Node.Hostname)
+		} else {
+			sender = p.Classify(env.Sender)
+		}
+	default:
+		sender = p.Classify(env.Sender)
+	}
+	classes := env.RcptClasses
+	if env.LocalRcpt {
+		classes |= 1 << inventory.Local
+	}
+	for _, rc := range []inventory.Class{inventory.Local, inventory.Relay, inventory.Outside} {
+		if classes&(1<<rc) != 0 && policy.SpamCheck(policy.Cell{Sender: sender, Auth: auth, Recipient: rc}) {
+			return true
+		}
+	}
+	return false
 }
 
 // addressParser reads From: addresses; display names in any charset are

@@ -19,7 +19,11 @@ func (f *Filter) DecisionFunc() mailfilter.DecisionModificationFunc {
 		env := Envelope{QueueID: trx.QueueId()}
 		if c := trx.Connect(); c != nil {
 			env.ClientAddr = c.Addr
+			env.ClientHost = c.Host
 			env.LocalSubmission = LocalSubmission(c.Host, c.Family, c.Port, c.Addr)
+		}
+		if h := trx.Helo(); h != nil {
+			env.Helo = h.Name
 		}
 		if mf := trx.MailFrom(); mf != nil {
 			env.AuthUser = mf.AuthenticatedUser()
@@ -60,10 +64,28 @@ func (f *Filter) DecisionFunc() mailfilter.DecisionModificationFunc {
 			}
 		}
 		res := tx.End(ctx)
-		if res.TempFail {
+		if res.TempFail || res.Reject {
+			switch {
+			case res.Reply != "":
+				code, text := splitReply(res.Reply)
+				return mailfilter.CustomErrorResponse(code, text), nil
+			case res.Reject:
+				return mailfilter.Reject, nil
+			}
 			return mailfilter.TempFail, nil
 		}
 		for _, c := range res.Changes {
+			if c.Replace {
+				n := 0
+				for fl := trx.Headers().Fields(); fl.Next(); {
+					if strings.EqualFold(fl.Key(), c.Name) {
+						if n++; n == c.Index {
+							fl.Set(c.Value)
+						}
+					}
+				}
+				continue
+			}
 			if c.Delete {
 				n := 0
 				for fl := trx.Headers().Fields(); fl.Next(); {
@@ -81,6 +103,9 @@ func (f *Filter) DecisionFunc() mailfilter.DecisionModificationFunc {
 			} else {
 				trx.Headers().Add(c.Name, c.Value)
 			}
+		}
+		if res.Quarantine != "" {
+			return mailfilter.QuarantineResponse(res.Quarantine), nil
 		}
 		return mailfilter.Accept, nil
 	}

@@ -11,6 +11,7 @@ import (
 	"github.com/emersion/go-msgauth/authres"
 	"github.com/mailnode/mailnode/dkim"
 	"github.com/mailnode/mailnode/inventory"
+	"github.com/mailnode/mailnode/spam"
 )
 
 // Limits bound what one message may make milterd hold. Postfix itself caps
@@ -69,10 +70,11 @@ func (f *Filter) hasSelectors(domain string) bool { return len(f.Keys[domain]) >
 
 // HeaderChange is one modification to send to the MTA at the end of the message.
 type HeaderChange struct {
-	Delete bool   // delete the Index-th (1-based) field called Name
-	Index  int    // Delete: occurrence of Name; insert: position (0 = top)
-	Name   string // header field name
-	Value  string // inserted value (folded with CRLF; the milter layer adapts it)
+	Delete  bool   // delete the Index-th (1-based) field called Name
+	Replace bool   // replace the value of the Index-th (1-based) field called Name
+	Index   int    // Delete, Replace: occurrence of Name; insert: position (0 = top)
+	Name    string // header field name
+	Value   string // inserted value (folded with CRLF; the milter layer adapts it)
 }
 
 // Result is the outcome of a message: the decision record and the changes.
@@ -80,8 +82,17 @@ type Result struct {
 	Decision Decision
 	Changes  []HeaderChange
 	// TempFail asks the MTA to refuse the message temporarily (signing failed:
-	// better no mail than unsigned local mail).
+	// better no mail than unsigned local mail; the spam engine is down and
+	// on_engine_failure is tempfail).
 	TempFail bool
+	// Reply is the SMTP reply for TempFail or Reject ("451 4.7.1 ...",
+	// "550 5.7.1 ..."); "" leaves a TempFail's text to the MTA.
+	Reply string
+	// Reject refuses the message for good with Reply (spam, DMARC).
+	Reject bool
+	// Quarantine, when not "", accepts the message into the MTA's hold
+	// queue with this reason (after the header changes).
+	Quarantine string
 }
 
 type txState int
@@ -103,6 +114,9 @@ type Transaction struct {
 	from     []string
 	forged   []int // occurrences (1-based) of Authentication-Results with our authserv-id
 	arCount  int
+	xspam    []HeaderChange // deletions of X-Spam-* fields that came with the message
+	subject  string         // the first Subject: value
+	hasSubj  bool
 	decision Decision
 	body     *dkim.BodyHasher
 	runs     []CheckRun
@@ -116,8 +130,13 @@ func (f *Filter) NewTransaction(env Envelope) *Transaction {
 // AddRcpt records one envelope recipient.
 func (t *Transaction) AddRcpt(rcpt string) {
 	t.env.Rcpts++
-	if !t.env.LocalRcpt && t.f.Policy.Classify(rcpt) == inventory.Local {
+	c := t.f.Policy.Classify(rcpt)
+	t.env.RcptClasses |= 1 << c
+	if c == inventory.Local {
 		t.env.LocalRcpt = true
+	}
+	if len(t.env.RcptList) < MaxRcptList {
+		t.env.RcptList = append(t.env.RcptList, rcpt)
 	}
 }
 
@@ -150,6 +169,18 @@ func (t *Transaction) Header(name, value string) error {
 		if authServID(value) == strings.ToLower(t.f.Hostname) {
 			t.forged = append(t.forged, t.arCount)
 		}
+	case strings.EqualFold(name, "Subject"):
+		if !t.hasSubj {
+			t.subject, t.hasSubj = value, true
+		}
+	case isSpamHeader(name):
+		n := 1
+		for _, c := range t.xspam {
+			if strings.EqualFold(c.Name, name) {
+				n++
+			}
+		}
+		t.xspam = append(t.xspam, HeaderChange{Delete: true, Index: n, Name: name})
 	}
 	return nil
 }
@@ -248,8 +279,13 @@ func (t *Transaction) End(ctx context.Context) Result {
 			defer cancel()
 		}
 		var results []authres.Result
+		v := &d.Verdict
 		for _, r := range t.runs {
-			results = append(results, r.End(ctx)...)
+			if dr, ok := r.(DependentRun); ok {
+				results = append(results, dr.EndAfter(ctx, results, v)...)
+			} else {
+				results = append(results, r.End(ctx)...)
+			}
 		}
 		t.runs = nil
 		if len(results) == 0 {
@@ -258,16 +294,52 @@ func (t *Transaction) End(ctx context.Context) Result {
 		for _, r := range results {
 			d.Results = append(d.Results, strings.TrimSpace(authres.Format("", []authres.Result{r})[2:]))
 		}
+		res.Changes = append(res.Changes, t.verdictChanges(v)...)
 		res.Changes = append(res.Changes, HeaderChange{Index: 0, Name: "Authentication-Results", Value: " " + foldAR(authres.Format(t.f.Hostname, results))})
+		switch v.Disposition {
+		case Reject:
+			res.Reject, res.Reply = true, v.Reply
+		case TempFail:
+			res.TempFail, res.Reply = true, v.Reply
+		case Quarantine:
+			res.Quarantine = v.Hold
+		}
 	}
 	res.Decision = *d
 	t.f.logDecision(res)
 	return res
 }
 
+// verdictChanges are the spam gate's header changes, to be made before the
+// Authentication-Results insert: forged X-Spam-* fields removed (bottom
+// first, so occurrence numbers stay valid), the Subject tagged, and the
+// X-Spam-* fields inserted at the top in the order Score, Status, Symbols
+// (each insert goes on top, so the last field goes first).
+func (t *Transaction) verdictChanges(v *Verdict) []HeaderChange {
+	if !v.Scored {
+		return nil
+	}
+	var out []HeaderChange
+	for i := len(t.xspam) - 1; i >= 0; i-- {
+		out = append(out, t.xspam[i])
+	}
+	if v.Disposition == Tag || v.Disposition == Quarantine {
+		if c, ok := subjectChange(v.SubjectTag, t.subject, t.hasSubj); ok {
+			out = append(out, c)
+		}
+	}
+	hs := v.headers()
+	for i := len(hs) - 1; i >= 0; i-- {
+		out = append(out, hs[i])
+	}
+	return out
+}
+
 // foldAR puts each method result of an Authentication-Results value on its
-// own line.
+// own line. (authres.Format leaves a space after a result without
+// properties; it goes.)
 func foldAR(v string) string {
+	v = strings.TrimRight(strings.ReplaceAll(v, " ; ", "; "), " ")
 	return strings.ReplaceAll(v, "; ", ";\r\n\t")
 }
 
@@ -298,6 +370,16 @@ func (f *Filter) logDecision(res Result) {
 	}
 	if d.RemovedAR > 0 {
 		attrs = append(attrs, "removed_forged_ar", d.RemovedAR)
+	}
+	if v := d.Verdict; v.Scored || v.Disposition != Deliver {
+		attrs = append(attrs, "spam_score", spam.FormatScore(v.Score), "spam_engine", v.Engine,
+			"disposition", v.Disposition.String())
+		if v.Reason != "" {
+			attrs = append(attrs, "disposition_reason", v.Reason)
+		}
+		if v.EngineErr != "" {
+			attrs = append(attrs, "engine_error", v.EngineErr)
+		}
 	}
 	if d.Err != "" {
 		attrs = append(attrs, "error", d.Err)

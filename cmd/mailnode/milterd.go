@@ -11,6 +11,7 @@ import (
 
 	"github.com/mailnode/mailnode/inventory"
 	"github.com/mailnode/mailnode/milter"
+	"github.com/mailnode/mailnode/spam"
 	"github.com/urfave/cli/v2"
 )
 
@@ -21,8 +22,12 @@ func milterdCommand() *cli.Command {
 		Description: `Postfix uses milterd as smtpd_milters and non_smtpd_milters. It signs mail
 whose From: domain is local and that comes from an authenticated session, a
 trusted client or sendmail(1) on the node, with every DKIM selector of that
-domain, and verifies the DKIM signatures of inbound mail (outside sender to a
-local recipient), adding one Authentication-Results header.
+domain. Inbound mail that the ACL matrix spam-checks (outside sender,
+unauthenticated, to a local recipient) gets SPF, DKIM and DMARC in one
+Authentication-Results header and the spam gate (spam.engine builtin, rspamd or
+spamd): X-Spam-Score/Status/Symbols, the subject tag over tag_score, 550 5.7.1
+over reject_score or for a failing DMARC p=reject (the hold queue instead with
+spam.quarantine). All DNS goes to node.resolver.
 
 milterd refuses to start, naming the file, when a configured key is missing,
 readable by others or of the wrong type (create keys with: mailnode dkim keygen).
@@ -50,9 +55,12 @@ A unix socket is created mode 0660, group postfix; TCP only on loopback.`,
 				return cli.Exit(err.Error(), 1)
 			}
 			log := slog.New(slog.NewTextHandler(os.Stderr, nil))
-			f := milter.NewFilter(inv, keys, milter.ResolverLookup(inv.Node.Resolver, c.Duration("dns-timeout")))
+			lookup := milter.ResolverLookup(inv.Node.Resolver, c.Duration("dns-timeout"))
+			f := milter.NewFilter(inv, keys, lookup)
+			// The inbound chain: SPF, DKIM, DMARC and the spam gate (spam.engine).
+			f.Checks = milter.InboundChecks(inv, spam.NewResolver(inv.Node.Resolver, c.Duration("dns-timeout")), lookup)
 			f.Log = log
-			f.CheckTimeout = 2 * c.Duration("dns-timeout")
+			f.CheckTimeout = max(2*c.Duration("dns-timeout"), milter.EngineTimeout+5*time.Second)
 			srv := milter.NewServer(f)
 			var nkeys int
 			for _, k := range keys {
