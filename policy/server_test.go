@@ -404,6 +404,8 @@ func TestMailLogLine(t *testing.T) {
 	if _, err := ask(c, r, strings.Replace(inboundRequest, "\n\n", "\ninstance=a.b.c\n\n", 1)); err != nil {
 		t.Fatal(err)
 	}
+	// The server logs a decision after writing its reply; the log flushes every FlushInterval.
+	waitFor(t, func() bool { return strings.Count(out.String(), "\n") == 2 })
 	ml.Close()
 	lines := strings.Split(strings.TrimSpace(out.String()), "\n")
 	if len(lines) != 2 {
@@ -484,6 +486,8 @@ func TestMetrics(t *testing.T) {
 		ask(c, r, relayRequest)
 	}
 	ask(c, r, inboundRequest)
+	// The server counts a decision after writing its reply.
+	waitFor(t, func() bool { return counterValue(t, m, "mailnode_policy_decision_seconds", nil) == 4 })
 	if v := counterValue(t, m, "mailnode_policy_decisions_total", map[string]string{"cell": "outside/none->outside", "action": "reject", "reason": "relay-denied"}); v != 3 {
 		t.Errorf("relay-denied decisions %v, want 3", v)
 	}
@@ -524,4 +528,82 @@ func ExampleDecide() {
 	// Output:
 	// local/none->outside auth-required
 	// action=550 5.7.1 Please authenticate for send mail from domain <example.com>
+}
+
+// TestParking: connections silent for ParkAfter leave their goroutine for
+// the shared epoll set, come back on their next request, are closed by
+// IdleTimeout while parked, and by Shutdown.
+func TestParking(t *testing.T) {
+	ts := startServer(t, "unix", func(s *Server) {
+		s.ParkAfter = 100 * time.Millisecond
+		s.IdleTimeout = 2 * time.Second
+	})
+	const n = 50
+	conns := make([]net.Conn, n)
+	readers := make([]*bufio.Reader, n)
+	for i := range conns {
+		conns[i] = ts.dial(t)
+		readers[i] = bufio.NewReader(conns[i])
+		if got, err := ask(conns[i], readers[i], relayRequest); err != nil || got != relayReply {
+			t.Fatalf("conn %d: %q, %v", i, got, err)
+		}
+	}
+	waitFor(t, func() bool { return ts.Parked() == n })
+	// Parked connections answer at once, and park again.
+	for round := 0; round < 3; round++ {
+		for i := 0; i < n; i += 7 {
+			if got, err := ask(conns[i], readers[i], inboundRequest); err != nil || got != "action=DUNNO\n\n" {
+				t.Fatalf("round %d, parked conn %d: %q, %v", round, i, got, err)
+			}
+		}
+		waitFor(t, func() bool { return ts.Parked() == n })
+	}
+	// A client closing a parked connection closes it on the server too.
+	conns[1].Close()
+	waitFor(t, func() bool { return ts.OpenConnections() == n-1 && ts.Parked() == n-1 })
+	// Parked connections reach the idle timeout and are closed.
+	c := conns[2]
+	c.SetReadDeadline(time.Now().Add(10 * time.Second))
+	start := time.Now()
+	if b, err := io.ReadAll(c); len(b) != 0 || err != nil {
+		t.Fatalf("parked connection: %q, %v; want a close", b, err)
+	}
+	if el := time.Since(start); el > 5*time.Second {
+		t.Errorf("idle timeout of a parked connection took %v", el)
+	}
+	waitFor(t, func() bool { return ts.OpenConnections() == 0 && ts.Parked() == 0 })
+}
+
+func TestShutdownClosesParked(t *testing.T) {
+	inv := loadInventory(t)
+	ln, err := Listen("unix:" + filepath.Join(t.TempDir(), "p"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	s := NewServer(inv)
+	s.ParkAfter = 50 * time.Millisecond
+	done := make(chan error, 1)
+	go func() { done <- s.Serve(ln) }()
+	c, err := net.Dial("unix", ln.Addr().String())
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	if got, err := ask(c, bufio.NewReader(c), relayRequest); err != nil || got != relayReply {
+		t.Fatalf("%q, %v", got, err)
+	}
+	waitFor(t, func() bool { return s.Parked() == 1 })
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	if err := s.Shutdown(ctx); err != nil {
+		t.Fatalf("Shutdown: %v", err)
+	}
+	<-done
+	c.SetReadDeadline(time.Now().Add(5 * time.Second))
+	if b, err := io.ReadAll(c); len(b) != 0 || err != nil {
+		t.Fatalf("parked connection after Shutdown: %q, %v", b, err)
+	}
+	if s.OpenConnections() != 0 || s.Parked() != 0 {
+		t.Errorf("%d open, %d parked after Shutdown", s.OpenConnections(), s.Parked())
+	}
 }

@@ -36,6 +36,7 @@ examples/inventory.yaml are used and replies are only counted.
 					&cli.StringFlag{Name: "inventory", Aliases: []string{"i"}, Usage: "the server's inventory `FILE`: check every reply"},
 					&cli.IntFlag{Name: "idle", Usage: "idle connections to hold open during the run"},
 					&cli.IntFlag{Name: "pid", Usage: "policyd's process id, to report its memory"},
+					&cli.DurationFlag{Name: "settle", Value: 6 * time.Second, Usage: "with --idle: wait this long before the run (policyd parks connections idle for 5s)"},
 					&cli.IntFlag{Name: "mix", Value: 4096, Usage: "distinct requests in the mix"},
 					&cli.Uint64Flag{Name: "seed", Value: 1, Usage: "seed of the mix"},
 				},
@@ -91,6 +92,10 @@ func runBenchPolicy(cx *cli.Context) error {
 		time.Sleep(200 * time.Millisecond) // let the server accept them all
 		fmt.Printf("opened %d idle connections in %v\n", idle, time.Since(t0).Round(time.Millisecond))
 		rss(fmt.Sprintf("with %d idle", idle))
+		if d := cx.Duration("settle"); d > 0 {
+			time.Sleep(d)
+			rss(fmt.Sprintf("%d idle after %v", idle, d))
+		}
 	}
 	cpu0, _ := loadgen.ProcCPU(pid)
 	res, err := loadgen.Run(loadgen.Config{Network: network, Addr: addr, Conns: cx.Int("c"), Requests: cx.Int("n"), Mix: mix})
