@@ -16,11 +16,11 @@ import (
 // when it hits; the sum is added to the engine's score (or is the score
 // with engine builtin). Positive weights are suspicious, negative ones
 // vouch for the message. With the default tag_score 5 and reject_score 15:
-// GTUBE alone rejects; a DNSBL listing or a failed DMARC quarantine policy
-// alone tags; a missing Date or Message-ID alone does nothing visible.
+// GTUBE alone rejects; a DNSBL listing (even with SPF and DMARC passing) or
+// a failed DMARC quarantine policy alone tags; a missing Date or Message-ID alone does nothing visible.
 var Weights = map[string]float64{
 	"MN_GTUBE":            1000, // the body holds GTUBE, the anti-UBE test string
-	"MN_DNSBL":            5,    // per zone of spam.dnsbl that lists the client (MN_DNSBL_<ZONE>)
+	"MN_DNSBL":            7,    // per zone of spam.dnsbl that lists the client (MN_DNSBL_<ZONE>)
 	"MN_SPF_FAIL":         3,    // SPF -all for the client
 	"MN_SPF_SOFTFAIL":     1,    // SPF ~all
 	"MN_SPF_PERMERROR":    0.5,  // broken SPF record

@@ -234,3 +234,50 @@ func TestIsTemporary(t *testing.T) {
 		t.Error("an unknown error must count as temporary (temperror, never a verdict)")
 	}
 }
+
+func TestResolverCache(t *testing.T) {
+	r, d := testResolver(t)
+	now := time.Date(2026, 3, 1, 12, 0, 0, 0, time.UTC)
+	r.now = func() time.Time { return now }
+	ctx := context.Background()
+	ask := func(name string) error { _, err := r.LookupTXT(ctx, name); return err }
+	q := func() int64 { return d.Queries.Load() }
+
+	start := q()
+	for range 3 {
+		if err := ask("pass.test"); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if n := q() - start; n != 1 {
+		t.Errorf("an answer asked %d times, want once (cached)", n)
+	}
+	now = now.Add(time.Hour + time.Second) // the zone's TTL is 3600
+	ask("pass.test")
+	if n := q() - start; n != 2 {
+		t.Errorf("expired answer: %d questions, want 2", n)
+	}
+
+	start = q()
+	ask("missing.test")
+	if err := ask("missing.test"); err == nil || IsTemporary(err) {
+		t.Errorf("cached NXDOMAIN: %v", err)
+	}
+	if n := q() - start; n != 1 {
+		t.Errorf("NXDOMAIN asked %d times, want once", n)
+	}
+	now = now.Add(NegativeTTL + time.Second)
+	ask("missing.test")
+	if n := q() - start; n != 2 {
+		t.Errorf("expired NXDOMAIN: %d questions, want 2", n)
+	}
+
+	start = q()
+	ask("servfail.test")
+	if err := ask("servfail.test"); !IsTemporary(err) {
+		t.Errorf("SERVFAIL: %v", err)
+	}
+	if n := q() - start; n != 2 {
+		t.Errorf("SERVFAIL asked %d times, want 2 (never cached)", n)
+	}
+}

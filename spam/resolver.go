@@ -6,6 +6,7 @@ import (
 	"net"
 	"net/netip"
 	"strings"
+	"sync"
 	"time"
 
 	"github.com/miekg/dns"
@@ -24,14 +25,113 @@ const DefaultDNSTimeout = 5 * time.Second
 // name that does not exist or has no record of the type asked is IsNotFound
 // (a permanent answer); a timeout, SERVFAIL, REFUSED or a server that cannot
 // be reached is IsTemporary (temperror).
+//
+// Answers are cached for their TTL (at most MaxCacheTTL; names that do not
+// exist or have no such record for NegativeTTL; temporary failures never),
+// and UDP sockets are reused, so that the same sender domain or client seen
+// again costs no round trip: node.resolver (unbound) caches too, but every
+// question to it is a few system calls on both sides.
 type Resolver struct {
 	Addr    string        // host:port
 	Timeout time.Duration // per question; DefaultDNSTimeout when 0
+
+	mu    sync.Mutex
+	cache map[cacheKey]cacheEntry
+	conns chan *dns.Conn
+	now   func() time.Time
+}
+
+// Cache bounds.
+const (
+	MaxCacheTTL     = time.Hour
+	NegativeTTL     = time.Minute
+	MaxCacheEntries = 50000
+	maxIdleConns    = 16
+)
+
+type cacheKey struct {
+	name  string
+	qtype uint16
+}
+
+type cacheEntry struct {
+	rrs     []dns.RR // nil: the name or type does not exist
+	expires time.Time
 }
 
 // NewResolver returns a Resolver for addr (host:port).
 func NewResolver(addr string, timeout time.Duration) *Resolver {
 	return &Resolver{Addr: addr, Timeout: timeout}
+}
+
+func (r *Resolver) clock() time.Time {
+	if r.now != nil {
+		return r.now()
+	}
+	return time.Now()
+}
+
+func (r *Resolver) cached(k cacheKey) (cacheEntry, bool) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	e, ok := r.cache[k]
+	if ok && r.clock().After(e.expires) {
+		delete(r.cache, k)
+		return e, false
+	}
+	return e, ok
+}
+
+func (r *Resolver) store(k cacheKey, rrs []dns.RR, ttl time.Duration) {
+	if ttl <= 0 {
+		return
+	}
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	if r.cache == nil {
+		r.cache = map[cacheKey]cacheEntry{}
+	}
+	if len(r.cache) >= MaxCacheEntries {
+		// Full: forget a tenth, whatever the map's order gives.
+		n := MaxCacheEntries / 10
+		for k := range r.cache {
+			delete(r.cache, k)
+			if n--; n == 0 {
+				break
+			}
+		}
+	}
+	r.cache[k] = cacheEntry{rrs: rrs, expires: r.clock().Add(ttl)}
+}
+
+// getConn returns an idle UDP socket to the server, or a new one.
+func (r *Resolver) getConn(ctx context.Context) (*dns.Conn, error) {
+	r.mu.Lock()
+	if r.conns == nil {
+		r.conns = make(chan *dns.Conn, maxIdleConns)
+	}
+	conns := r.conns
+	r.mu.Unlock()
+	select {
+	case c := <-conns:
+		return c, nil
+	default:
+	}
+	var d net.Dialer
+	c, err := d.DialContext(ctx, "udp", r.Addr)
+	if err != nil {
+		return nil, err
+	}
+	return &dns.Conn{Conn: c, UDPSize: 1232}, nil
+}
+
+// putConn keeps a socket that answered cleanly for the next question.
+func (r *Resolver) putConn(c *dns.Conn) {
+	select {
+	case r.conns <- c:
+	default:
+		c.Close()
+	}
 }
 
 func (r *Resolver) timeout() time.Duration {
@@ -47,6 +147,13 @@ func (r *Resolver) exchange(ctx context.Context, name string, qtype uint16) ([]d
 	if _, ok := dns.IsDomainName(name); !ok || len(name) > 254 {
 		return nil, &net.DNSError{Err: "invalid domain name", Name: name, IsNotFound: true}
 	}
+	k := cacheKey{strings.ToLower(name), qtype}
+	if e, ok := r.cached(k); ok {
+		if e.rrs == nil {
+			return nil, &net.DNSError{Err: "no such host", Name: name, Server: r.Addr, IsNotFound: true}
+		}
+		return e.rrs, nil
+	}
 	ctx, cancel := context.WithTimeout(ctx, r.timeout())
 	defer cancel()
 	m := new(dns.Msg)
@@ -54,7 +161,16 @@ func (r *Resolver) exchange(ctx context.Context, name string, qtype uint16) ([]d
 	m.RecursionDesired = true
 	m.SetEdns0(1232, false)
 	c := dns.Client{Net: "udp", UDPSize: 1232, Timeout: r.timeout()}
-	in, _, err := c.ExchangeContext(ctx, m, r.Addr)
+	var in *dns.Msg
+	conn, err := r.getConn(ctx)
+	if err == nil {
+		in, _, err = c.ExchangeWithConnContext(ctx, m, conn)
+		if err != nil {
+			conn.Close() // a late answer must not meet the next question
+		} else {
+			r.putConn(conn)
+		}
+	}
 	if err == nil && in.Truncated {
 		c.Net = "tcp"
 		in, _, err = c.ExchangeContext(ctx, m, r.Addr)
@@ -67,19 +183,24 @@ func (r *Resolver) exchange(ctx context.Context, name string, qtype uint16) ([]d
 	switch in.Rcode {
 	case dns.RcodeSuccess:
 	case dns.RcodeNameError:
+		r.store(k, nil, NegativeTTL)
 		return nil, &net.DNSError{Err: "no such host", Name: name, Server: r.Addr, IsNotFound: true}
 	default:
 		return nil, &net.DNSError{Err: "server answered " + dns.RcodeToString[in.Rcode], Name: name, Server: r.Addr, IsTemporary: true}
 	}
 	var out []dns.RR
+	ttl := MaxCacheTTL
 	for _, rr := range in.Answer {
 		if rr.Header().Rrtype == qtype {
 			out = append(out, rr)
+			ttl = min(ttl, time.Duration(rr.Header().Ttl)*time.Second)
 		}
 	}
 	if len(out) == 0 {
+		r.store(k, nil, NegativeTTL)
 		return nil, &net.DNSError{Err: "no such host", Name: name, Server: r.Addr, IsNotFound: true}
 	}
+	r.store(k, out, ttl)
 	return out, nil
 }
 

@@ -36,8 +36,9 @@ type DNS struct {
 }
 
 // StartDNS serves zone (master file text with absolute names, one record a
-// line, e.g. "sender.test. 300 IN TXT \"v=spf1 ip4:127.0.0.1 -all\"") on a
-// free loopback port until the test ends.
+// line, e.g. "sender.test. 300 IN TXT \"v=spf1 ip4:127.0.0.1 -all\""; the
+// TTL is 3600 where none is given) on a free loopback port until the test
+// ends.
 func StartDNS(t testing.TB, zone string) *DNS {
 	t.Helper()
 	d, err := NewDNS("127.0.0.1:0", zone)
@@ -93,7 +94,7 @@ func (d *DNS) Close() {
 
 // Add adds the records of zone (master file text, absolute names).
 func (d *DNS) Add(zone string) error {
-	zp := dns.NewZoneParser(strings.NewReader(zone), ".", "test")
+	zp := dns.NewZoneParser(strings.NewReader("$TTL 3600\n"+zone), ".", "test")
 	d.mu.Lock()
 	defer d.mu.Unlock()
 	for rr, ok := zp.Next(); ok; rr, ok = zp.Next() {

@@ -1,0 +1,202 @@
+package spam_test
+
+import (
+	"context"
+	"fmt"
+	"io"
+	"log/slog"
+	"os"
+	"sort"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/mailnode/mailnode/inventory"
+	"github.com/mailnode/mailnode/milter"
+	"github.com/mailnode/mailnode/spam"
+	"github.com/mailnode/mailnode/spam/spamtest"
+)
+
+// benchZone answers every lookup the chain makes for the bench messages:
+// SPF and DMARC of the sender domain (the same for every message, so
+// cached after the first), and two DNSBL zones, asked about a different
+// client address for every message (NXDOMAIN: not listed; never cached).
+const benchZone = `
+sender.test.          IN TXT "v=spf1 ip4:198.51.0.0/16 -all"
+_dmarc.sender.test.   IN TXT "v=DMARC1; p=reject"
+sender.test.          IN MX 10 mx.sender.test.
+mx.sender.test.       IN A 198.51.100.7
+7.100.51.198.in-addr.arpa. IN PTR mx.sender.test.
+`
+
+// benchMessage is a plain-text message with a body of size bytes.
+func benchMessage(size int) (headers [][2]string, body []byte) {
+	headers = [][2]string{
+		{"Received", " from mx.sender.test (mx.sender.test [198.51.100.7])\r\n\tby mx1.example.com (Postfix) with ESMTP id 4ABCD1234\r\n\tfor <bob@example.com>; Sun, 1 Mar 2026 12:00:00 +0000 (UTC)"},
+		{"From", " Alice Sender <alice@sender.test>"},
+		{"To", " Bob <bob@example.com>"},
+		{"Subject", " Quarterly figures"},
+		{"Date", " Sun, 1 Mar 2026 11:59:00 +0000"},
+		{"Message-ID", " <20260301115900.1234@sender.test>"},
+		{"MIME-Version", " 1.0"},
+		{"Content-Type", " text/plain; charset=utf-8"},
+	}
+	line := "The figures for the quarter are attached below, as discussed on Monday.\r\n"
+	var b strings.Builder
+	for b.Len() < size {
+		b.WriteString(line)
+	}
+	return headers, []byte(b.String()[:size])
+}
+
+// runChain pushes message i through a Transaction the way milterd's
+// backend does (64 KiB body chunks, as Postfix sends them), from client
+// address 198.51.x.y, a different one for each i.
+func runChain(f *milter.Filter, i int, headers [][2]string, body []byte) milter.Result {
+	client := fmt.Sprintf("198.51.%d.%d", i>>8&0xff, i&0xff)
+	tx := f.NewTransaction(milter.Envelope{ClientAddr: client, Helo: "mx.sender.test", Sender: "alice@sender.test", ClientHost: "mx.sender.test"})
+	defer tx.Close()
+	tx.AddRcpt("bob@example.com")
+	for _, h := range headers {
+		tx.Header(h[0], h[1])
+	}
+	tx.EndOfHeaders()
+	for b := body; len(b) > 0; {
+		n := min(len(b), 65535)
+		tx.Body(b[:n])
+		b = b[n:]
+	}
+	return tx.End(context.Background())
+}
+
+// chainFilter is milterd's Filter with the inbound chain for inv, its DNS
+// through r, and eng as the engine (nil: builtin).
+func chainFilter(tb testing.TB, inv *inventory.Inventory, r *spam.Resolver, eng spam.Engine) *milter.Filter {
+	f := milter.NewFilter(inv, nil, r.LookupTXT)
+	f.Checks = milter.InboundChecks(inv, r, r.LookupTXT)
+	if eng != nil {
+		f.Checks[len(f.Checks)-1].(*milter.SpamCheck).Engine = eng
+	}
+	f.Log = slog.New(slog.NewTextHandler(io.Discard, nil))
+	f.CheckTimeout = time.Minute
+	return f
+}
+
+func benchSetup(tb testing.TB) (*inventory.Inventory, *spam.Resolver, *spamtest.DNS) {
+	d := spamtest.StartDNS(tb, benchZone)
+	inv, err := inventory.Load("../examples/inventory.yaml")
+	if err != nil {
+		tb.Fatal(err)
+	}
+	inv.Spam.DNSBL = []string{"bl.test", "bl2.test"}
+	return inv, spam.NewResolver(d.Addr, time.Second), d
+}
+
+// measureChain runs n messages through f, conc at a time, after one
+// warm-up message, and returns messages/s and the p50 and p99 latency in
+// milliseconds of one message (NewTransaction to End).
+func measureChain(tb testing.TB, f *milter.Filter, headers [][2]string, body []byte, conc, n int, timer func(start bool)) (msgs, p50, p99 float64) {
+	res := runChain(f, 1<<16-1, headers, body)
+	if v := res.Decision.Verdict; !v.Scored || v.EngineErr != "" || res.Reject {
+		tb.Fatalf("warm-up message: %+v", v)
+	}
+	lat := make([]time.Duration, n)
+	var wg sync.WaitGroup
+	next := make(chan int, conc)
+	timer(true)
+	start := time.Now()
+	for w := 0; w < conc; w++ {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			for i := range next {
+				t0 := time.Now()
+				runChain(f, i, headers, body)
+				lat[i] = time.Since(t0)
+			}
+		}()
+	}
+	for i := 0; i < n; i++ {
+		next <- i
+	}
+	close(next)
+	wg.Wait()
+	el := time.Since(start)
+	timer(false)
+	sort.Slice(lat, func(i, j int) bool { return lat[i] < lat[j] })
+	pct := func(p float64) float64 {
+		return float64(lat[min(len(lat)-1, int(p*float64(len(lat))))].Microseconds()) / 1000
+	}
+	return float64(n) / el.Seconds(), pct(0.50), pct(0.99)
+}
+
+// BenchmarkChain: the whole inbound chain (SPF, DKIM, DMARC, spam) on a
+// 64 KiB message from outside to a local mailbox, DNS answered by an
+// in-process server on loopback, 8 messages at a time, with each engine
+// side by side: builtin alone, then the real rspamd and the real spamd
+// (started here, inside the test namespace; skipped outside one). Reports
+// messages/s and the p50/p99 latency the chain adds to one message.
+func BenchmarkChain(b *testing.B) {
+	inv, r, d := benchSetup(b)
+	headers, body := benchMessage(64 << 10)
+	engines := []struct {
+		name  string
+		start func(testing.TB) spam.Engine
+	}{
+		{"builtin", func(testing.TB) spam.Engine { return nil }},
+		{"rspamd", func(tb testing.TB) spam.Engine {
+			return &spam.Rspamd{URL: spamtest.StartRspamd(tb, d.Addr).URL, Timeout: 30 * time.Second}
+		}},
+		{"spamd", func(tb testing.TB) spam.Engine {
+			return &spam.Spamd{Address: spamtest.StartSpamd(tb).Addr, Timeout: 30 * time.Second}
+		}},
+	}
+	for _, e := range engines {
+		var eng spam.Engine
+		started := false
+		b.Run(e.name+"/64KiB/c8", func(b *testing.B) {
+			if !started {
+				eng, started = e.start(b), true
+			}
+			f := chainFilter(b, inv, r, eng)
+			b.SetBytes(int64(len(body)))
+			msgs, p50, p99 := measureChain(b, f, headers, body, 8, b.N, func(start bool) {
+				if start {
+					b.ResetTimer()
+				} else {
+					b.StopTimer()
+				}
+			})
+			b.ReportMetric(msgs, "msgs/s")
+			b.ReportMetric(p50, "p50-ms")
+			b.ReportMetric(p99, "p99-ms")
+		})
+	}
+}
+
+// TestChainLatencyBudget holds the builtin chain to the issue's budget:
+// p99 under 2 ms for a 64 KiB message, 8 at a time, DNS on loopback,
+// measured over 400 messages; a run over budget is retried twice. A
+// latency percentile means nothing on a machine that other work keeps
+// busy, so the test runs only with MAILNODE_TIMING=1 (make bench, or a
+// quiet machine); BenchmarkChain reports the same figures always.
+func TestChainLatencyBudget(t *testing.T) {
+	if os.Getenv("MAILNODE_TIMING") != "1" {
+		t.Skip("timing test: set MAILNODE_TIMING=1 on a quiet machine")
+	}
+	inv, r, _ := benchSetup(t)
+	headers, body := benchMessage(64 << 10)
+	f := chainFilter(t, inv, r, nil)
+	var last string
+	for try := 0; try < 3; try++ {
+		msgs, p50, p99 := measureChain(t, f, headers, body, 8, 400, func(bool) {})
+		last = fmt.Sprintf("p50 %.2f ms, p99 %.2f ms, %.0f msgs/s", p50, p99, msgs)
+		if p99 < 2 {
+			t.Logf("builtin chain, 64 KiB, 8 concurrent: %s", last)
+			return
+		}
+		t.Logf("over budget: %s", last)
+	}
+	t.Errorf("builtin chain p99 over the 2 ms budget: %s", last)
+}
