@@ -10,13 +10,23 @@ import (
 // local(8) (Postfix's mydestination); it is a local domain for the matrix.
 
 func (inv *Inventory) buildIndex() {
+	var nMailbox, nVirtual, nLists int
+	for i := range inv.Domains {
+		d := &inv.Domains[i]
+		nMailbox += len(d.Mailboxes)
+		nVirtual += len(d.Aliases) + len(d.Lists)
+		nLists += len(d.Lists)
+		for _, m := range d.Mailboxes {
+			nVirtual += len(m.Aliases)
+		}
+	}
 	x := &index{
-		classes: map[string]Class{},
-		domains: map[string]*Domain{},
-		owners:  map[string][]string{},
-		lists:   map[string][]string{},
-		virtual: map[string][]string{},
-		mailbox: map[string]bool{},
+		classes: make(map[string]Class, len(inv.Domains)+1),
+		domains: make(map[string]*Domain, len(inv.Domains)),
+		owners:  make(map[string][]string, nMailbox),
+		lists:   make(map[string][]string, nLists),
+		virtual: make(map[string][]string, nVirtual),
+		mailbox: make(map[string]bool, nMailbox),
 	}
 	for _, n := range inv.Node.TrustedNetworks {
 		if p, err := ParsePrefix(n); err == nil {
@@ -32,39 +42,44 @@ func (inv *Inventory) buildIndex() {
 			continue
 		}
 		x.classes[d.Name] = Local
-		qualify := func(t string) string {
-			if strings.Contains(t, "@") {
-				return t
+		at := "@" + d.Name
+		qualify := func(l StringList) []string {
+			ts := make([]string, len(l))
+			for i, t := range l {
+				if strings.IndexByte(t, '@') < 0 {
+					t += at
+				}
+				ts[i] = t
 			}
-			return t + "@" + d.Name
+			return ts
 		}
 		for _, m := range d.Mailboxes {
-			addr := m.Address(d.Name)
+			addr := m.User + at
 			x.mailbox[addr] = true
-			x.owners[addr] = append(x.owners[addr], addr)
+			own := make([]string, 1, 1+len(m.Aliases))
+			own[0] = addr
 			for _, a := range m.Aliases {
-				x.virtual[a+"@"+d.Name] = []string{addr}
-				x.owners[addr] = append(x.owners[addr], a+"@"+d.Name)
+				x.virtual[a+at] = own[:1:1]
+				own = append(own, a+at)
 			}
+			x.owners[addr] = own
 		}
-		for _, name := range sortedKeys(d.Aliases) {
-			var ts []string
-			for _, t := range d.Aliases[name] {
-				ts = append(ts, qualify(t))
-			}
-			x.virtual[name+"@"+d.Name] = ts
+		for name, l := range d.Aliases {
+			x.virtual[name+at] = qualify(l)
 		}
-		for _, name := range sortedKeys(d.Lists) {
-			var ts []string
-			for _, t := range d.Lists[name] {
-				ts = append(ts, qualify(t))
-			}
-			x.virtual[name+"@"+d.Name] = ts
-			x.lists[name+"@"+d.Name] = ts
+		for name, l := range d.Lists {
+			ts := qualify(l)
+			x.virtual[name+at] = ts
+			x.lists[name+at] = ts
 		}
 	}
-	// A domain alias whose targets all end in one mailbox belongs to it too.
-	for _, a := range sortedKeys(x.virtual) {
+	// A domain alias whose targets all end in one mailbox belongs to it too
+	// (the order of an owner's addresses does not matter: MayUseSender looks
+	// them up, Owners sorts).
+	for a, ts := range x.virtual {
+		if len(ts) == 1 && x.mailbox[ts[0]] && contains(x.owners[ts[0]], a) {
+			continue // a mailbox's own alias, recorded above
+		}
 		if _, isList := x.lists[a]; isList {
 			continue
 		}

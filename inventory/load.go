@@ -77,8 +77,24 @@ var yamlLineRe = regexp.MustCompile(`line (\d+):\s*`)
 
 // Parse is Load for an inventory already in memory; file names it in messages.
 func Parse(data []byte, file string) (*Inventory, error) {
+	if head, items, ok := splitDomains(data); ok {
+		inv, err := parse(head, items, file)
+		if !errors.Is(err, errChunk) {
+			return inv, err
+		}
+	}
+	return parse(data, nil, file)
+}
+
+// parse decodes the document; items, when not nil, are the domain chunks cut
+// out of it (see domains.go), otherwise the domains are taken from the tree.
+func parse(data []byte, items []chunk, file string) (*Inventory, error) {
+	split := items != nil
 	var root yaml.Node
 	if err := yaml.Unmarshal(data, &root); err != nil {
+		if split {
+			return nil, errChunk
+		}
 		return nil, Problems{yamlProblem(file, err.Error())}
 	}
 	if len(root.Content) == 0 {
@@ -90,32 +106,65 @@ func Parse(data []byte, file string) (*Inventory, error) {
 		v.addAt(doc.Line, "", "the inventory must be a mapping with node:, domains: and the other sections")
 		return nil, v.problems
 	}
+	// Domains are decoded one by one: take them out of the tree.
+	var domainNodes []*yaml.Node
+	if !split {
+		for i := 0; i+1 < len(doc.Content); i += 2 {
+			if val := doc.Content[i+1]; doc.Content[i].Value == "domains" && val.Kind == yaml.SequenceNode {
+				domainNodes = val.Content
+				doc.Content[i+1] = &yaml.Node{Kind: yaml.ScalarNode, Tag: "!!null", Line: val.Line, Column: val.Column}
+				break
+			}
+		}
+	}
 	checkKnownFields(v, doc, reflect.TypeOf(Inventory{}), "")
 	inv := &Inventory{File: file}
 	if err := doc.Decode(inv); err != nil {
-		var te *yaml.TypeError
-		if errors.As(err, &te) {
-			for _, msg := range te.Errors {
-				pr := yamlProblem(file, msg)
-				pr.Field = fieldAtLine(doc, pr.Line, "")
-				v.problems = append(v.problems, pr)
-			}
-		} else {
-			v.problems = append(v.problems, yamlProblem(file, err.Error()))
+		v.problems = append(v.problems, decodeProblems(file, doc, "", err)...)
+	}
+	var results []domainResult
+	if split && inv.Domains != nil {
+		return nil, errChunk // the cut left domains behind: never drop any
+	}
+	if split {
+		var err error
+		if results, err = decodeChunks(file, items); err != nil {
+			return nil, err
+		}
+	} else {
+		results = make([]domainResult, len(domainNodes))
+		for i, n := range domainNodes {
+			results[i] = decodeDomain(file, i, n)
 		}
 	}
+	for i := range results {
+		v.problems = append(v.problems, results[i].decode...)
+	}
 	if len(v.problems) > 0 {
+		sortProblems(v.problems)
 		return nil, v.problems
 	}
+	inv.Domains = make([]Domain, len(results))
+	v.domains = make([]domainLines, len(results))
+	for i := range results {
+		inv.Domains[i] = results[i].d
+		v.domains[i] = results[i].lines
+		v.problems = append(v.problems, results[i].semantic...)
+	}
+	results = nil
 	inv.applyDefaults()
-	inv.normalize(v)
+	inv.normalize()
 	inv.validate(v)
 	if len(v.problems) > 0 {
-		sort.SliceStable(v.problems, func(i, j int) bool { return v.problems[i].Line < v.problems[j].Line })
+		sortProblems(v.problems)
 		return nil, v.problems
 	}
 	inv.buildIndex()
 	return inv, nil
+}
+
+func sortProblems(ps Problems) {
+	sort.SliceStable(ps, func(i, j int) bool { return ps[i].Line < ps[j].Line })
 }
 
 func yamlProblem(file, msg string) Problem {
@@ -192,7 +241,25 @@ func fieldAtLine(n *yaml.Node, line int, path string) string {
 type validator struct {
 	file     string
 	root     *yaml.Node
+	prefix   []any         // root's own path, for a validator of one domain
+	domains  []domainLines // the domains' lines, once their trees are gone
 	problems Problems
+}
+
+// line finds the line of path.
+func (v *validator) line(path []any) int {
+	if len(v.prefix) > 0 {
+		if len(path) >= len(v.prefix) && reflect.DeepEqual(path[:len(v.prefix)], v.prefix) {
+			return lineOf(v.root, path[len(v.prefix):])
+		}
+		return v.root.Line
+	}
+	if len(path) >= 2 && path[0] == "domains" {
+		if i, ok := path[1].(int); ok && i >= 0 && i < len(v.domains) {
+			return v.domains[i].lineOf(path[2:])
+		}
+	}
+	return lineOf(v.root, path)
 }
 
 func (v *validator) addAt(line int, field, format string, args ...any) {
@@ -201,7 +268,7 @@ func (v *validator) addAt(line int, field, format string, args ...any) {
 
 // add records a problem at a path of keys (string) and indices (int).
 func (v *validator) add(path []any, format string, args ...any) {
-	v.addAt(lineOf(v.root, path), fieldName(path), format, args...)
+	v.addAt(v.line(path), fieldName(path), format, args...)
 }
 
 func fieldName(path []any) string {

@@ -83,9 +83,6 @@ func (inv *Inventory) applyDefaults() {
 	}
 	def(&s.SubjectTag, "[SPAM]")
 	def(&s.OnEngineFailure, "accept")
-	for i := range inv.Domains {
-		def(&inv.Domains[i].Class, "local")
-	}
 }
 
 // NormalizeDomain returns the ASCII (punycode), lower-case form of a domain
@@ -114,44 +111,48 @@ func NormalizeDomain(s string) (string, error) {
 var (
 	idnaProfile = idna.New(idna.MapForLookup(), idna.Transitional(false), idna.BidiRule())
 	labelRe     = regexp.MustCompile(`^[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?$`)
-	localRe     = regexp.MustCompile(`^[a-z0-9!#$%&'*+/=?^_{|}~-]+(\.[a-z0-9!#$%&'*+/=?^_{|}~-]+)*$`)
 	selectorRe  = regexp.MustCompile(`^[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?(\.[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?)*$`)
 	unixUserRe  = regexp.MustCompile(`^[a-z_][a-z0-9_.-]{0,31}$`)
 	serviceRe   = regexp.MustCompile(`^(([0-9]{1,3}(\.[0-9]{1,3}){3}|\[[0-9a-fA-F:.]+\]|[a-zA-Z0-9.-]+):)?([0-9]{1,5}|[a-z][a-z0-9-]*)$`)
 )
 
-// normalize lower-cases and punycodes domain names and local parts. Errors
-// in names are reported here, with their paths.
-func (inv *Inventory) normalize(v *validator) {
+// normalize lower-cases the node's own names; domains are normalized one
+// by one as they are decoded (normalizeDomain).
+func (inv *Inventory) normalize() {
 	inv.Node.Hostname = strings.TrimSuffix(strings.ToLower(strings.TrimSpace(inv.Node.Hostname)), ".")
-	for i := range inv.Domains {
-		d := &inv.Domains[i]
-		if strings.TrimSpace(d.Name) == "" {
-			continue // reported by validate
-		}
-		n, err := NormalizeDomain(d.Name)
-		if err != nil {
-			v.add([]any{"domains", i, "name"}, "%v", err)
-			continue
-		}
-		d.Name = n
-		d.Class = strings.ToLower(strings.TrimSpace(d.Class))
-		for j := range d.Mailboxes {
-			m := &d.Mailboxes[j]
-			m.User = strings.ToLower(strings.TrimSpace(m.User))
-			for k := range m.Aliases {
-				m.Aliases[k] = strings.ToLower(strings.TrimSpace(m.Aliases[k]))
-			}
-		}
-		d.Aliases = lowerKeys(d.Aliases)
-		d.Lists = lowerKeys(d.Lists)
-		for j := range d.DKIM {
-			d.DKIM[j].Selector = strings.ToLower(strings.TrimSpace(d.DKIM[j].Selector))
-			d.DKIM[j].Algorithm = strings.ToLower(strings.TrimSpace(d.DKIM[j].Algorithm))
-		}
-	}
 	for i, u := range inv.UnixUsers {
 		inv.UnixUsers[i] = strings.TrimSpace(u)
+	}
+}
+
+// normalizeDomain applies the class default, lower-cases and punycodes the
+// domain name, local parts and selectors. A bad name is reported at path p.
+func normalizeDomain(v *validator, d *Domain, p func(...any) []any) {
+	if strings.TrimSpace(d.Class) == "" {
+		d.Class = "local"
+	}
+	d.Class = strings.ToLower(strings.TrimSpace(d.Class))
+	if strings.TrimSpace(d.Name) == "" {
+		return // reported by validateDomain
+	}
+	n, err := NormalizeDomain(d.Name)
+	if err != nil {
+		v.add(p("name"), "%v", err)
+		return
+	}
+	d.Name = n
+	for j := range d.Mailboxes {
+		m := &d.Mailboxes[j]
+		m.User = strings.ToLower(strings.TrimSpace(m.User))
+		for k := range m.Aliases {
+			m.Aliases[k] = strings.ToLower(strings.TrimSpace(m.Aliases[k]))
+		}
+	}
+	d.Aliases = lowerKeys(d.Aliases)
+	d.Lists = lowerKeys(d.Lists)
+	for j := range d.DKIM {
+		d.DKIM[j].Selector = strings.ToLower(strings.TrimSpace(d.DKIM[j].Selector))
+		d.DKIM[j].Algorithm = strings.ToLower(strings.TrimSpace(d.DKIM[j].Algorithm))
 	}
 }
 
@@ -362,19 +363,20 @@ func (inv *Inventory) validate(v *validator) {
 		}
 		seenUnix[u] = true
 	}
-	inv.validateDomains(v)
+	inv.validateAcrossDomains(v)
 }
 
-func (inv *Inventory) validateDomains(v *validator) {
+// validateAcrossDomains checks what needs every domain at once: at least
+// one domain, duplicates, the host name, alias loops.
+func (inv *Inventory) validateAcrossDomains(v *validator) {
 	if len(inv.Domains) == 0 {
 		v.add([]any{"domains"}, "no domains: the node must be responsible for at least one domain")
 	}
-	seen := map[string]int{}
+	seen := make(map[string]int, len(inv.Domains))
 	for i := range inv.Domains {
 		d := &inv.Domains[i]
 		p := func(rest ...any) []any { return append([]any{"domains", i}, rest...) }
 		if strings.TrimSpace(d.Name) == "" {
-			v.add(p("name"), "missing domain name")
 			continue
 		}
 		if j, dup := seen[d.Name]; dup {
@@ -389,37 +391,43 @@ func (inv *Inventory) validateDomains(v *validator) {
 		if d.Name == inv.Node.Hostname {
 			v.add(p("name"), "domain %s is the node's own host name, which serves unix_users; list another domain", d.Name)
 		}
-		switch d.Class {
-		case "local":
-			if d.Nexthop != "" {
-				v.add(p("nexthop"), "a local domain is delivered here; nexthop applies to relay domains only")
-			}
-			inv.validateLocal(v, i)
-		case "relay":
-			if len(d.Mailboxes)+len(d.Aliases)+len(d.Lists) > 0 {
-				v.add(p("class"), "relay domain %s has mailboxes, aliases or lists: make it local, or remove them", d.Name)
-			}
-			if len(d.DKIM) > 0 {
-				v.add(p("dkim"), "relay domain %s is not signed here; DKIM selectors belong to local domains", d.Name)
-			}
-			if d.Nexthop != "" {
-				if err := checkNexthop(d.Nexthop); err != nil {
-					v.add(p("nexthop"), "%v", err)
-				}
-			}
-		default:
-			v.add(p("class"), "%q is not one of: local, relay", d.Class)
-		}
 	}
 	inv.validateLoops(v)
 }
 
-func (inv *Inventory) validateLocal(v *validator, i int) {
-	d := &inv.Domains[i]
-	p := func(rest ...any) []any { return append([]any{"domains", i}, rest...) }
-	names := map[string]string{} // local part -> what it is
+// validateDomain checks one domain on its own; p builds its paths.
+func validateDomain(v *validator, d *Domain, p func(...any) []any) {
+	if strings.TrimSpace(d.Name) == "" {
+		v.add(p("name"), "missing domain name")
+		return
+	}
+	switch d.Class {
+	case "local":
+		if d.Nexthop != "" {
+			v.add(p("nexthop"), "a local domain is delivered here; nexthop applies to relay domains only")
+		}
+		validateLocal(v, d, p)
+	case "relay":
+		if len(d.Mailboxes)+len(d.Aliases)+len(d.Lists) > 0 {
+			v.add(p("class"), "relay domain %s has mailboxes, aliases or lists: make it local, or remove them", d.Name)
+		}
+		if len(d.DKIM) > 0 {
+			v.add(p("dkim"), "relay domain %s is not signed here; DKIM selectors belong to local domains", d.Name)
+		}
+		if d.Nexthop != "" {
+			if err := checkNexthop(d.Nexthop); err != nil {
+				v.add(p("nexthop"), "%v", err)
+			}
+		}
+	default:
+		v.add(p("class"), "%q is not one of: local, relay", d.Class)
+	}
+}
+
+func validateLocal(v *validator, d *Domain, p func(...any) []any) {
+	names := make(map[string]string, 2*len(d.Mailboxes)+len(d.Aliases)+len(d.Lists)) // local part -> what it is
 	claim := func(name, what string, path []any) bool {
-		if !localRe.MatchString(name) {
+		if !validLocalPart(name) {
 			v.add(path, "%q is not a valid local part", name)
 			return false
 		}
@@ -487,7 +495,7 @@ func (inv *Inventory) validateLocal(v *validator, i int) {
 				}
 				continue
 			}
-			if !localRe.MatchString(local) {
+			if !validLocalPart(local) {
 				v.add(p(kind, name, k), "%q is not a valid address", t)
 				continue
 			}
@@ -576,6 +584,31 @@ func (inv *Inventory) validateLoops(v *validator) {
 			visit(k)
 		}
 	}
+}
+
+// validLocalPart reports whether s is a lower-case dot-atom local part.
+func validLocalPart(s string) bool {
+	if s == "" || s[0] == '.' || s[len(s)-1] == '.' {
+		return false
+	}
+	prevDot := false
+	for i := 0; i < len(s); i++ {
+		c := s[i]
+		switch {
+		case c == '.':
+			if prevDot {
+				return false
+			}
+			prevDot = true
+			continue
+		case c >= 'a' && c <= 'z', c >= '0' && c <= '9':
+		case strings.IndexByte("!#$%&'*+/=?^_{|}~-", c) >= 0:
+		default:
+			return false
+		}
+		prevDot = false
+	}
+	return true
 }
 
 func sortedKeys[T any](m map[string]T) []string {

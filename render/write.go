@@ -8,9 +8,12 @@ import (
 	"os"
 	"os/user"
 	"path/filepath"
+	"runtime"
 	"sort"
 	"strconv"
 	"strings"
+	"sync"
+	"sync/atomic"
 )
 
 // Write installs files under dir. Each file is written to a temporary file
@@ -20,17 +23,53 @@ import (
 // them). Zone files under dns/ that the inventory no longer produces are
 // removed. It returns the names written or removed, sorted.
 func Write(dir string, files Files) ([]string, error) {
+	names := files.Names()
+	// Create every directory once, then write files on every core: a node
+	// with thousands of domains has thousands of zone files.
+	dirs := map[string]bool{}
+	for _, name := range names {
+		d := filepath.Dir(filepath.Join(dir, filepath.FromSlash(name)))
+		if !dirs[d] {
+			dirs[d] = true
+			if err := os.MkdirAll(d, 0o755); err != nil {
+				return nil, fmt.Errorf("render: %w", err)
+			}
+		}
+	}
+	wrote := make([]bool, len(names))
+	errs := make([]error, len(names))
+	var next atomic.Int64
+	var wg sync.WaitGroup
+	for w := 0; w < max(2, runtime.GOMAXPROCS(0)); w++ {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			for {
+				i := int(next.Add(1) - 1)
+				if i >= len(names) {
+					return
+				}
+				name := names[i]
+				dst := filepath.Join(dir, filepath.FromSlash(name))
+				data := files[name]
+				if old, err := os.ReadFile(dst); err == nil && bytes.Equal(old, data) {
+					continue
+				}
+				if errs[i] = writeAtomic(dst, data, Secret(name)); errs[i] == nil {
+					wrote[i] = true
+				}
+			}
+		}()
+	}
+	wg.Wait()
 	var changed []string
-	for _, name := range files.Names() {
-		dst := filepath.Join(dir, filepath.FromSlash(name))
-		data := files[name]
-		if old, err := os.ReadFile(dst); err == nil && bytes.Equal(old, data) {
-			continue
+	for i, name := range names {
+		if errs[i] != nil {
+			return changed, errs[i]
 		}
-		if err := writeAtomic(dst, data, Secret(name)); err != nil {
-			return changed, err
+		if wrote[i] {
+			changed = append(changed, name)
 		}
-		changed = append(changed, name)
 	}
 	stale, err := staleZones(dir, files)
 	if err != nil {
@@ -47,9 +86,6 @@ func Write(dir string, files Files) ([]string, error) {
 }
 
 func writeAtomic(dst string, data []byte, secret bool) error {
-	if err := os.MkdirAll(filepath.Dir(dst), 0o755); err != nil {
-		return fmt.Errorf("render: %w", err)
-	}
 	f, err := os.CreateTemp(filepath.Dir(dst), "."+filepath.Base(dst)+".tmp*")
 	if err != nil {
 		return fmt.Errorf("render: %w", err)

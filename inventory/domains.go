@@ -1,0 +1,276 @@
+package inventory
+
+import (
+	"bytes"
+	"errors"
+	"reflect"
+	"runtime"
+	"sync"
+	"sync/atomic"
+
+	"gopkg.in/yaml.v3"
+)
+
+// Large inventories (thousands of domains, hundreds of thousands of
+// mailboxes) are the normal case for a node that replaces a legacy system,
+// and a YAML node tree costs about ten times the text it was parsed from.
+// So the domains are parsed one at a time: the block sequence under the
+// top-level "domains:" key is cut into one text chunk per item, each
+// chunk is parsed, checked and decoded on its own (on every core), and its
+// tree is dropped before the next. Only a few line numbers per domain are
+// kept for the problems that need all domains at once (duplicates, loops).
+//
+// The cut is done only on documents where it cannot change the meaning: a
+// block mapping at the top, "domains:" alone on its line, items at one
+// indentation, no anchors or aliases, no CR, no further documents. Anything
+// else, and any chunk that does not parse, goes through the whole-document
+// path, which produces the same inventory and the same problems.
+
+// chunk is one domain item's text and the line it starts on.
+type chunk struct {
+	text []byte
+	line int
+}
+
+// splitDomains cuts data into the document without its domain items (item
+// lines blanked, so line numbers stay) and one chunk per item.
+func splitDomains(data []byte) (head []byte, items []chunk, ok bool) {
+	if bytes.ContainsAny(data, "&*\r\t") {
+		return nil, nil, false
+	}
+	type span struct{ start, end, line int }
+	var (
+		region      = -1 // byte offset where the item lines start
+		regionEnd   = -1
+		ind         = -1
+		cur         *span
+		spans       []span
+		lineNo      = 0
+		sawDomains  = false
+		inRegion    = false
+		firstLineNo = true
+	)
+	for off := 0; off < len(data); {
+		end := bytes.IndexByte(data[off:], '\n')
+		next := len(data)
+		if end >= 0 {
+			end += off
+			next = end + 1
+		} else {
+			end = len(data)
+		}
+		line := data[off:end]
+		lineNo++
+		trimmed := bytes.TrimLeft(line, " ")
+		indent := len(line) - len(trimmed)
+		blank := len(trimmed) == 0 || trimmed[0] == '#'
+		if bytes.HasPrefix(line, []byte("---")) || bytes.HasPrefix(line, []byte("...")) || bytes.HasPrefix(line, []byte("%")) {
+			if !(firstLineNo && !sawDomains && bytes.Equal(bytes.TrimRight(line, " "), []byte("---"))) {
+				return nil, nil, false
+			}
+		}
+		if !blank {
+			firstLineNo = false
+		}
+		if inRegion {
+			isItem := !blank && indent == ind && (bytes.HasPrefix(trimmed, []byte("- ")) || bytes.Equal(trimmed, []byte("-")))
+			switch {
+			case blank:
+			case ind < 0:
+				if !(bytes.HasPrefix(trimmed, []byte("- ")) || bytes.Equal(trimmed, []byte("-"))) {
+					return nil, nil, false
+				}
+				ind = indent
+				isItem = true
+			case indent == 0 && ind > 0 && trimmed[0] == '-':
+				return nil, nil, false // an item at another indentation
+			case indent == 0 && ind > 0, indent == 0 && ind == 0 && !isItem:
+				// the next top-level key ends the region
+				inRegion = false
+				regionEnd = off
+			case indent < ind:
+				return nil, nil, false
+			}
+			if inRegion {
+				if isItem {
+					if cur != nil {
+						cur.end = off
+						spans = append(spans, *cur)
+					}
+					cur = &span{start: off, line: lineNo}
+				}
+				off = next
+				continue
+			}
+		}
+		if !blank && indent == 0 {
+			key := bytes.TrimRight(trimmed, " ")
+			if i := bytes.Index(key, []byte(" #")); i >= 0 {
+				key = bytes.TrimRight(key[:i], " ")
+			}
+			if bytes.Equal(key, []byte("domains:")) {
+				if sawDomains {
+					return nil, nil, false
+				}
+				sawDomains, inRegion = true, true
+				region = next
+			} else if bytes.HasPrefix(trimmed, []byte("domains:")) || bytes.HasPrefix(trimmed, []byte("domains :")) {
+				return nil, nil, false // domains given inline: whole-document path
+			}
+		}
+		off = next
+	}
+	if inRegion {
+		regionEnd = len(data)
+	}
+	if cur != nil {
+		cur.end = regionEnd
+		spans = append(spans, *cur)
+	}
+	if !sawDomains || len(spans) == 0 || region < 0 {
+		return nil, nil, false
+	}
+	// The head keeps every line of the region as an empty line.
+	nl := bytes.Count(data[region:regionEnd], []byte("\n"))
+	head = make([]byte, 0, region+nl+len(data)-regionEnd)
+	head = append(head, data[:region]...)
+	head = append(head, bytes.Repeat([]byte("\n"), nl)...)
+	head = append(head, data[regionEnd:]...)
+	items = make([]chunk, len(spans))
+	for i, s := range spans {
+		items[i] = chunk{text: data[s.start:s.end], line: s.line}
+	}
+	return head, items, true
+}
+
+// domainLines keeps the lines of one domain that problems found across
+// domains point at, once its YAML tree is gone.
+type domainLines struct {
+	item, name int
+	keys       map[string]int // "aliases/NAME", "lists/NAME"
+}
+
+func (l domainLines) lineOf(rest []any) int {
+	if len(rest) >= 1 && rest[0] == "name" && l.name > 0 {
+		return l.name
+	}
+	if len(rest) >= 2 {
+		kind, _ := rest[0].(string)
+		name, _ := rest[1].(string)
+		if n, ok := l.keys[kind+"/"+name]; ok {
+			return n
+		}
+	}
+	return l.item
+}
+
+// domainResult is what decoding one domain item yields.
+type domainResult struct {
+	d        Domain
+	lines    domainLines
+	decode   Problems // unknown fields and type errors: reported alone
+	semantic Problems // the rest, reported when nothing failed to decode
+}
+
+// decodeDomain checks, decodes, normalizes and validates domain item i.
+func decodeDomain(file string, i int, n *yaml.Node) domainResult {
+	prefix := []any{"domains", i}
+	v := &validator{file: file, root: n, prefix: prefix}
+	var r domainResult
+	r.lines.item = n.Line
+	if n.Kind == yaml.MappingNode {
+		for k := 0; k+1 < len(n.Content); k += 2 {
+			key, val := n.Content[k], n.Content[k+1]
+			switch key.Value {
+			case "name":
+				r.lines.name = key.Line
+			case "aliases", "lists":
+				if val.Kind == yaml.MappingNode {
+					if r.lines.keys == nil {
+						r.lines.keys = make(map[string]int, len(val.Content)/2)
+					}
+					for j := 0; j+1 < len(val.Content); j += 2 {
+						r.lines.keys[key.Value+"/"+val.Content[j].Value] = val.Content[j].Line
+					}
+				}
+			}
+		}
+	}
+	path := fieldName(prefix)
+	checkKnownFields(v, n, reflect.TypeOf(Domain{}), path)
+	if err := n.Decode(&r.d); err != nil {
+		v.problems = append(v.problems, decodeProblems(file, n, path, err)...)
+	}
+	r.decode, v.problems = v.problems, nil
+	if len(r.decode) > 0 {
+		return r
+	}
+	p := func(rest ...any) []any { return append([]any{"domains", i}, rest...) }
+	normalizeDomain(v, &r.d, p)
+	validateDomain(v, &r.d, p)
+	r.semantic = v.problems
+	return r
+}
+
+// decodeProblems turns a yaml Decode error into problems naming the field.
+func decodeProblems(file string, n *yaml.Node, path string, err error) Problems {
+	var te *yaml.TypeError
+	if !errors.As(err, &te) {
+		return Problems{yamlProblem(file, err.Error())}
+	}
+	ps := make(Problems, 0, len(te.Errors))
+	for _, msg := range te.Errors {
+		pr := yamlProblem(file, msg)
+		pr.Field = fieldAtLine(n, pr.Line, path)
+		if pr.Field == "" {
+			pr.Field = path
+		}
+		ps = append(ps, pr)
+	}
+	return ps
+}
+
+// errChunk makes the caller fall back to the whole-document path.
+var errChunk = errors.New("inventory: chunk does not stand alone")
+
+// decodeChunks parses and decodes the domain chunks on every core.
+func decodeChunks(file string, items []chunk) ([]domainResult, error) {
+	results := make([]domainResult, len(items))
+	var next atomic.Int64
+	var failed atomic.Bool
+	var wg sync.WaitGroup
+	workers := min(runtime.GOMAXPROCS(0), len(items))
+	for w := 0; w < workers; w++ {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			for !failed.Load() {
+				i := int(next.Add(1) - 1)
+				if i >= len(items) {
+					return
+				}
+				var doc yaml.Node
+				if err := yaml.Unmarshal(items[i].text, &doc); err != nil ||
+					len(doc.Content) != 1 || doc.Content[0].Kind != yaml.SequenceNode || len(doc.Content[0].Content) != 1 {
+					failed.Store(true)
+					return
+				}
+				item := doc.Content[0].Content[0]
+				shiftLines(item, items[i].line-1)
+				results[i] = decodeDomain(file, i, item)
+			}
+		}()
+	}
+	wg.Wait()
+	if failed.Load() {
+		return nil, errChunk
+	}
+	return results, nil
+}
+
+func shiftLines(n *yaml.Node, by int) {
+	n.Line += by
+	for _, c := range n.Content {
+		shiftLines(c, by)
+	}
+}

@@ -1,0 +1,122 @@
+package inventory
+
+import (
+	"fmt"
+	"os"
+	"path/filepath"
+	"reflect"
+	"strings"
+	"testing"
+)
+
+// TestSplitMatchesWholeDocument: the per-domain path and the whole-document
+// path give the same inventory and the same problems, for every test input.
+func TestSplitMatchesWholeDocument(t *testing.T) {
+	inputs := map[string][]byte{"small": []byte(small), "generated": generate(30, 200)}
+	files, _ := filepath.Glob("testdata/bad/*.yaml")
+	files = append(files, "../examples/inventory.yaml")
+	for _, f := range files {
+		b, err := os.ReadFile(f)
+		if err != nil {
+			t.Fatal(err)
+		}
+		inputs[f] = b
+	}
+	// Shapes the cutter must handle or refuse.
+	inputs["items at column 0"] = []byte("node: {hostname: mx.example.org}\ndomains:\n- name: a.test\n  class: relay\n- name: b.test\n  class: relay\nunix_users: [root]\n")
+	inputs["key after domains"] = []byte("node: {hostname: mx.example.org}\ndomains:\n  - name: a.test\n    class: relay\n  # comment\n\n  - name: b.test\n    class: relay\nunix_users: [root, root]\n")
+	inputs["domains inline"] = []byte("node: {hostname: mx.example.org}\ndomains: [{name: a.test, class: relay}]\n")
+	inputs["anchor"] = []byte("node: {hostname: mx.example.org}\ndomains:\n  - &r {name: a.test, class: relay}\n  - name: b.test\n    class: relay\n")
+	inputs["bad item indent"] = []byte("node: {hostname: mx.example.org}\ndomains:\n  - name: a.test\n class: relay\n")
+	inputs["dash at column 0 after indented items"] = []byte("node: {hostname: mx.example.org}\ndomains:\n  - name: a.test\n    class: relay\n- name: b.test\n")
+	inputs["second document"] = []byte("node: {hostname: mx.example.org}\ndomains:\n  - name: a.test\n    class: relay\n---\nnode: {}\n")
+	inputs["unknown field in item"] = []byte("node: {hostname: mx.example.org}\ndomains:\n  - name: a.test\n    clas: relay\n  - name: b.test\n    mailboxes: {user: x}\n")
+	inputs["syntax error in item"] = []byte("node: {hostname: mx.example.org}\ndomains:\n  - name: a.test\n    class: [relay\n  - name: b.test\n")
+	for name, data := range inputs {
+		t.Run(name, func(t *testing.T) {
+			whole, werr := parse(data, nil, "f.yaml")
+			split, serr := Parse(data, "f.yaml")
+			if fmt.Sprint(werr) != fmt.Sprint(serr) {
+				t.Fatalf("problems differ\nwhole:\n%v\nsplit:\n%v", werr, serr)
+			}
+			if whole == nil || split == nil {
+				if whole != split {
+					t.Fatal("one path returned an inventory, the other did not")
+				}
+				return
+			}
+			if !reflect.DeepEqual(whole.Owners(), split.Owners()) || !reflect.DeepEqual(whole.VirtualAliases(), split.VirtualAliases()) {
+				t.Fatal("indexes differ")
+			}
+			w, s := *whole, *split
+			w.idx, s.idx = nil, nil
+			if !reflect.DeepEqual(w, s) {
+				t.Fatalf("inventories differ")
+			}
+		})
+	}
+	if _, _, ok := splitDomains(generate(3, 5)); !ok {
+		t.Error("a plain generated inventory must take the per-domain path")
+	}
+	for _, name := range []string{"domains inline", "anchor", "second document"} {
+		if _, _, ok := splitDomains(inputs[name]); ok {
+			t.Errorf("%s: must take the whole-document path", name)
+		}
+	}
+}
+
+// generate returns an inventory of n domains (every tenth a relay) and m
+// mailboxes spread over the local ones.
+func generate(n, m int) []byte {
+	var b strings.Builder
+	b.WriteString("node:\n  hostname: mx1.bench.test\n  trusted_networks: [127.0.0.0/8]\nunix_users: [root]\ndomains:\n")
+	local := n - n/10
+	per := max(m/max(local, 1), 1)
+	const hash = "{SHA512-CRYPT}$6$e292H7vf11AQhxPe$GRNYo3/TyFuf4C.TIJj55u..HzXLVeiSv3CZ.3vXJqJYj36syKSOuwXyvtXeBh8oJ3wJf110K0/i2M3mJBJML."
+	for i := 0; i < n; i++ {
+		if i%10 == 9 {
+			fmt.Fprintf(&b, "  - name: relay%d.test\n    class: relay\n    nexthop: \"[mx.relay%d.test]:25\"\n", i, i)
+			continue
+		}
+		fmt.Fprintf(&b, "  - name: d%d.test\n    dkim: [{selector: s1, algorithm: rsa}, {selector: s2, algorithm: ed25519}]\n    mailboxes:\n", i)
+		for j := 0; j < per; j++ {
+			fmt.Fprintf(&b, "      - {user: u%d, password: %q, aliases: [a%d]}\n", j, hash, j)
+		}
+		b.WriteString("    aliases: {postmaster: u0, sales: [u0, \"x@outside.test\"]}\n    lists: {staff: [u0]}\n")
+	}
+	return []byte(b.String())
+}
+
+// BenchmarkLoad10k loads 10,000 domains with 100,000 mailboxes, the size
+// render-config must handle in under 2 s and 256 MiB.
+func BenchmarkLoad10k(b *testing.B) {
+	data := generate(10000, 100000)
+	b.SetBytes(int64(len(data)))
+	b.ReportAllocs()
+	for i := 0; i < b.N; i++ {
+		if _, err := Parse(data, "bench.yaml"); err != nil {
+			b.Fatal(err)
+		}
+	}
+}
+
+// FuzzSplitMatchesWholeDocument: for any input, the per-domain path never
+// disagrees with the whole-document path (same problems or same domains).
+func FuzzSplitMatchesWholeDocument(f *testing.F) {
+	f.Add([]byte(small))
+	f.Add(generate(4, 9))
+	f.Add([]byte("node: {hostname: mx.example.org}\ndomains:\n- name: a.test\n  class: relay\nunix_users: [root]\n"))
+	f.Fuzz(func(t *testing.T, data []byte) {
+		whole, werr := parse(data, nil, "f.yaml")
+		split, serr := Parse(data, "f.yaml")
+		if fmt.Sprint(werr) != fmt.Sprint(serr) {
+			t.Fatalf("problems differ\nwhole:\n%v\nsplit:\n%v", werr, serr)
+		}
+		if (whole == nil) != (split == nil) {
+			t.Fatal("one path returned an inventory, the other did not")
+		}
+		if whole != nil && !reflect.DeepEqual(whole.Domains, split.Domains) {
+			t.Fatal("domains differ")
+		}
+	})
+}
