@@ -6,9 +6,10 @@ BIN := bin/mailnode
 export GOFLAGS ?= -mod=mod
 
 DEB_PACKAGES := postfix swaks dovecot-core dovecot-imapd dovecot-pop3d dovecot-lmtpd \
-	unbound bind9-utils iproute2 python3-dkim opendkim opendkim-tools redis-server ssl-cert
+	unbound bind9-utils iproute2 python3-dkim python3-yaml opendkim opendkim-tools redis-server \
+	rspamd spamd spamc postgrey ansible ansible-lint ssl-cert openssl procps
 
-.PHONY: all build deps test test-unit test-e2e fuzz bench demo demo-stop vet fmt clean
+.PHONY: all build deps test test-unit test-e2e test-ansible fuzz bench demo demo-stop vet fmt clean
 
 all: build
 
@@ -39,7 +40,7 @@ vet:
 	$(GO) vet ./...
 	@out=$$(gofmt -l $$(git ls-files '*.go')); if [ -n "$$out" ]; then echo "gofmt needed: $$out"; exit 1; fi
 
-test: deps vet build test-unit fuzz test-e2e
+test: deps vet build test-unit fuzz test-e2e test-ansible
 
 test-unit:
 	$(GO) test -count=1 $$($(GO) list ./... | grep -v /test)
@@ -48,6 +49,11 @@ test-unit:
 # network namespace they create (nothing leaves the machine); needs root.
 test-e2e: build
 	$(GO) test -count=1 -timeout 30m ./test/...
+
+# The Ansible role applied for real in a private network namespace, twice
+# (the second run must change nothing), then an SMTP smoke test.
+test-ansible: build
+	ansible/tests/run.sh
 
 FUZZTIME ?= 10s
 fuzz:
