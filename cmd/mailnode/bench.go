@@ -1,13 +1,17 @@
 package main
 
 import (
+	"bufio"
 	"fmt"
 	"os"
+	"os/signal"
+	"syscall"
 	"time"
 
 	"github.com/urfave/cli/v2"
 
 	"github.com/mailnode/mailnode/inventory"
+	"github.com/mailnode/mailnode/policy"
 	"github.com/mailnode/mailnode/policy/loadgen"
 )
 
@@ -42,8 +46,51 @@ examples/inventory.yaml are used and replies are only counted.
 				},
 				Action: runBenchPolicy,
 			},
+			{
+				Name:  "dunno-server",
+				Usage: "the baseline: a policy server that answers DUNNO to everything without looking",
+				Description: `Run it in place of policyd and point "bench policy" at it to see what the
+machine gives a do-nothing Go server at the same moment: the ceiling policyd's
+figures should be read against on a shared machine.`,
+				Flags:  []cli.Flag{&cli.StringFlag{Name: "listen", Required: true, Usage: "`unix:PATH` or inet:HOST:PORT"}},
+				Action: runDunnoServer,
+			},
 			benchMilterCommand(),
 		},
+	}
+}
+
+func runDunnoServer(cx *cli.Context) error {
+	ln, err := policy.Listen(cx.String("listen"))
+	if err != nil {
+		return cli.Exit(fmt.Sprintf("bench: %v", err), 1)
+	}
+	go func() {
+		sigs := make(chan os.Signal, 1)
+		signal.Notify(sigs, syscall.SIGTERM, syscall.SIGINT)
+		<-sigs
+		ln.Close()
+	}()
+	for {
+		c, err := ln.Accept()
+		if err != nil {
+			return nil
+		}
+		go func() {
+			defer c.Close()
+			r := bufio.NewReader(c)
+			for {
+				line, err := r.ReadSlice('\n')
+				if err != nil {
+					return
+				}
+				if len(line) == 1 {
+					if _, err := c.Write([]byte("action=DUNNO\n\n")); err != nil {
+						return
+					}
+				}
+			}
+		}()
 	}
 }
 

@@ -427,6 +427,11 @@ func OpenIdle(network, addr string, n int) (func(), error) {
 	}
 	for i := 0; i < n; i++ {
 		c, err := net.Dial(network, addr)
+		for try := 0; errors.Is(err, syscall.EAGAIN) && try < 500; try++ {
+			// The listen backlog is full: give the server time to accept.
+			time.Sleep(10 * time.Millisecond)
+			c, err = net.Dial(network, addr)
+		}
 		if err != nil {
 			closeAll()
 			return nil, fmt.Errorf("loadgen: idle connection %d of %d: %w", i+1, n, err)
