@@ -17,10 +17,11 @@ import (
 // Decide sends to Verify (outside sender, local recipient); each adds its
 // method results to the one Authentication-Results header.
 //
+// DefaultChecks is DKIM alone:
+//
 //  1. dkim — every DKIM-Signature, verified as the body streams.
 //
-// SPF, DMARC (which needs the SPF and DKIM results) and spam scoring come
-// later and go after dkim, in that order.
+// milterd runs InboundChecks (spamchecks.go): spf, dkim, dmarc, spam.
 func DefaultChecks(lookup LookupTXT) []Check {
 	return []Check{&DKIMCheck{LookupTXT: lookup, MaxSignatures: 8}}
 }

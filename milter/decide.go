@@ -1,6 +1,8 @@
 // Package milter is mailnode's Postfix milter (milterd): it DKIM-signs mail
-// that local senders submit and verifies inbound mail, adding one
-// Authentication-Results header.
+// that local senders submit and, on exactly the mail the ACL matrix
+// spam-checks, verifies SPF, DKIM and DMARC (one Authentication-Results
+// header) and runs the spam gate (X-Spam-* headers, tag, reject or hold;
+// see spamchecks.go and verdict.go).
 //
 // The package is three layers, outside in:
 //
