@@ -144,7 +144,9 @@ func TestAbuseDoesNotStallOthers(t *testing.T) {
 	sort.Slice(lat, func(i, j int) bool { return lat[i] < lat[j] })
 	p99, max := lat[len(lat)*99/100], lat[len(lat)-1]
 	t.Logf("well-behaved client: p50 %v p99 %v max %v; %d malformed requests sent", lat[len(lat)/2], p99, max, badSent.Load())
-	if p99 > 50*time.Millisecond {
+	// A stall behind an abusive client would last RequestTimeout (1.5s) or
+	// more; 200ms leaves room for a busy shared CI machine.
+	if p99 > 200*time.Millisecond {
 		t.Errorf("p99 latency %v under abuse", p99)
 	}
 	if n := badAnswered.Load(); n != 0 {
