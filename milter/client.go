@@ -35,13 +35,14 @@ type ClientResult struct {
 	Quarantine string
 }
 
-// NewClient returns a go-milter client that offers what Postfix offers.
-func NewClient(network, address string) *gomilter.Client {
-	return gomilter.NewClient(network, address,
-		gomilter.WithActions(gomilter.OptAddHeader|gomilter.OptChangeHeader|gomilter.OptChangeBody|
-			gomilter.OptAddRcpt|gomilter.OptRemoveRcpt|gomilter.OptQuarantine|gomilter.OptChangeFrom|
+// NewClient returns a go-milter client that offers what Postfix offers;
+// opts are added (e.g. gomilter.WithDialer).
+func NewClient(network, address string, opts ...gomilter.Option) *gomilter.Client {
+	return gomilter.NewClient(network, address, append([]gomilter.Option{
+		gomilter.WithActions(gomilter.OptAddHeader | gomilter.OptChangeHeader | gomilter.OptChangeBody |
+			gomilter.OptAddRcpt | gomilter.OptRemoveRcpt | gomilter.OptQuarantine | gomilter.OptChangeFrom |
 			gomilter.OptSetMacros),
-	)
+	}, opts...)...)
 }
 
 // Submit runs one message through one new milter session of c.
