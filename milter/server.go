@@ -11,6 +11,7 @@ import (
 	"os"
 	"os/user"
 	"strconv"
+	"sync/atomic"
 	"syscall"
 
 	gomilter "github.com/d--j/go-milter"
@@ -43,12 +44,26 @@ func LoadKeys(inv *inventory.Inventory) (map[string][]dkim.Key, error) {
 	return keys, errors.Join(errs...)
 }
 
-// Server serves one Filter over the milter protocol.
+// Server serves a Filter over the milter protocol. SetFilter swaps it
+// (SIGHUP): connections opened afterwards use the new one, open ones finish
+// with the filter they started with.
 type Server struct {
-	Filter *Filter
-	Limits GuardLimits
-	Log    *slog.Logger
-	srv    *gomilter.Server
+	Filter  *Filter
+	Limits  GuardLimits
+	Log     *slog.Logger
+	srv     *gomilter.Server
+	swapped atomic.Pointer[Filter]
+}
+
+// SetFilter makes f the filter of every connection accepted from now on.
+func (s *Server) SetFilter(f *Filter) { s.swapped.Store(f) }
+
+// current is the filter a new connection gets.
+func (s *Server) current() *Filter {
+	if f := s.swapped.Load(); f != nil {
+		return f
+	}
+	return s.Filter
 }
 
 // NewServer returns a Server with the default guard limits.
@@ -58,9 +73,8 @@ func NewServer(f *Filter) *Server {
 
 // Serve accepts MTA connections on ln until Close.
 func (s *Server) Serve(ln net.Listener) error {
-	f := s.Filter
 	s.srv = gomilter.NewServer(
-		gomilter.WithMilter(func() gomilter.Milter { return &backend{f: f} }),
+		gomilter.WithMilter(func() gomilter.Milter { return &backend{f: s.current()} }),
 		gomilter.WithActions(milterActions),
 		gomilter.WithProtocols(milterProtocol),
 		gomilter.WithMacroRequest(gomilter.StageMail, []gomilter.MacroName{gomilter.MacroAuthAuthen, gomilter.MacroQueueId}),

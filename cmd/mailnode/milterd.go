@@ -9,6 +9,7 @@ import (
 	"syscall"
 	"time"
 
+	"github.com/mailnode/mailnode/dkim"
 	"github.com/mailnode/mailnode/inventory"
 	"github.com/mailnode/mailnode/milter"
 	"github.com/mailnode/mailnode/spam"
@@ -31,7 +32,11 @@ spam.quarantine). All DNS goes to node.resolver.
 
 milterd refuses to start, naming the file, when a configured key is missing,
 readable by others or of the wrong type (create keys with: mailnode dkim keygen).
-A unix socket is created mode 0660, group postfix; TCP only on loopback.`,
+A unix socket is created mode 0660, group postfix; TCP only on loopback.
+
+Signals: SIGHUP reloads the inventory and the keys (connections opened
+afterwards use them; when either is broken the running ones are kept and the
+error is logged); SIGTERM and SIGINT stop accepting and let open sessions end.`,
 		Flags: []cli.Flag{
 			inventoryFlag(),
 			&cli.StringFlag{Name: "listen", Usage: "`unix:PATH` or inet:HOST:PORT (default: milter.listen of the inventory)"},
@@ -55,13 +60,38 @@ A unix socket is created mode 0660, group postfix; TCP only on loopback.`,
 				return cli.Exit(err.Error(), 1)
 			}
 			log := slog.New(slog.NewTextHandler(os.Stderr, nil))
-			lookup := milter.ResolverLookup(inv.Node.Resolver, c.Duration("dns-timeout"))
-			f := milter.NewFilter(inv, keys, lookup)
-			// The inbound chain: SPF, DKIM, DMARC and the spam gate (spam.engine).
-			f.Checks = milter.InboundChecks(inv, spam.NewResolver(inv.Node.Resolver, c.Duration("dns-timeout")), lookup)
-			f.Log = log
-			f.CheckTimeout = max(2*c.Duration("dns-timeout"), milter.EngineTimeout+5*time.Second)
-			srv := milter.NewServer(f)
+			build := func(inv *inventory.Inventory, keys map[string][]dkim.Key) *milter.Filter {
+				lookup := milter.ResolverLookup(inv.Node.Resolver, c.Duration("dns-timeout"))
+				f := milter.NewFilter(inv, keys, lookup)
+				// The inbound chain: SPF, DKIM, DMARC and the spam gate (spam.engine).
+				f.Checks = milter.InboundChecks(inv, spam.NewResolver(inv.Node.Resolver, c.Duration("dns-timeout")), lookup)
+				f.Log = log
+				f.CheckTimeout = max(2*c.Duration("dns-timeout"), milter.EngineTimeout+5*time.Second)
+				return f
+			}
+			srv := milter.NewServer(build(inv, keys))
+			// SIGHUP: reload the inventory and the keys; keep the running
+			// ones when either is broken (a missing key must not stop signing).
+			hup := make(chan os.Signal, 1)
+			signal.Notify(hup, syscall.SIGHUP)
+			defer signal.Stop(hup)
+			go func() {
+				for range hup {
+					path := c.String("inventory")
+					ninv, err := inventory.Load(path)
+					if err != nil {
+						log.Error("milterd: reload refused, keeping the running inventory", "inventory", path, "err", err)
+						continue
+					}
+					newKeys, err := milter.LoadKeys(ninv)
+					if err != nil {
+						log.Error("milterd: reload refused, keeping the running keys", "inventory", path, "err", err)
+						continue
+					}
+					srv.SetFilter(build(ninv, newKeys))
+					log.Info("milterd: inventory reloaded", "inventory", path, "domains", len(newKeys))
+				}
+			}()
 			var nkeys int
 			for _, k := range keys {
 				nkeys += len(k)

@@ -1,0 +1,45 @@
+package milter
+
+import (
+	"path/filepath"
+	"testing"
+
+	gomilter "github.com/d--j/go-milter"
+)
+
+// TestSetFilterAppliesToNewConnections: SIGHUP's swap reaches every
+// connection opened afterwards; here the new filter has no keys for the
+// domain, so the next message goes out unsigned, while the old filter signed.
+func TestSetFilterAppliesToNewConnections(t *testing.T) {
+	f, _ := testFilter(t)
+	path := filepath.Join(t.TempDir(), "milter.sock")
+	ln, err := Listen("unix:" + path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	srv := NewServer(f)
+	done := make(chan error, 1)
+	go func() { done <- srv.Serve(ln) }()
+	t.Cleanup(func() { srv.Close(); ln.Close(); <-done })
+
+	sigs := func() int {
+		r, err := Submit(NewClient("unix", path), localMessage("alice@example.com"))
+		if err != nil {
+			t.Fatal(err)
+		}
+		return countMods(r, gomilter.ActionInsertHeader, "DKIM-Signature")
+	}
+	if n := sigs(); n != 2 {
+		t.Fatalf("before the swap: %d signatures, want 2", n)
+	}
+	g, _ := testFilter(t)
+	g.Keys = nil
+	srv.SetFilter(g)
+	if n := sigs(); n != 0 {
+		t.Fatalf("after the swap to a filter without keys: %d signatures, want 0", n)
+	}
+	srv.SetFilter(f)
+	if n := sigs(); n != 2 {
+		t.Fatalf("after swapping back: %d signatures, want 2", n)
+	}
+}
