@@ -82,49 +82,117 @@ type guardConn struct {
 	net.Conn
 	limits  GuardLimits
 	log     *slog.Logger
-	br      *bufio.Reader
-	pending []byte // checked bytes not yet read by go-milter
-	buf     []byte // backing store for small packets
-	body    int    // bytes of a body packet still to pass through
-	wbuf    []byte // a packet header held back to go out with its data
+	mu      sync.Mutex    // Read against Close: br goes back to the pool
+	br      *bufio.Reader // nil once closed
+	pending []byte        // checked bytes not yet read by go-milter
+	buf     []byte        // backing store for small packets
+	body    int           // bytes of a body packet still to pass through
+	wmu     sync.Mutex    // wbuf, wdl: Close may come from another goroutine
+	wbuf    []byte        // replies held back until milterd waits for the MTA
+	wdl     time.Time     // go-milter's write deadline for them
 	started bool
 	err     error
 	once    sync.Once
 	release func()
 }
 
+// readers are the connections' 64 KiB read buffers (a body packet is up to
+// 64 KiB): one per live connection, reused instead of allocated and cleared
+// per milter session — Postfix opens one for every SMTP session.
+var readers = sync.Pool{New: func() any { return bufio.NewReaderSize(nil, 64<<10) }}
+
 func newGuardConn(c net.Conn, limits GuardLimits, log *slog.Logger, release func()) *guardConn {
-	return &guardConn{Conn: c, limits: limits, log: log, br: bufio.NewReaderSize(c, 64<<10), release: release}
+	br := readers.Get().(*bufio.Reader)
+	br.Reset(c)
+	return &guardConn{Conn: c, limits: limits, log: log, br: br, release: release}
 }
 
 // SetReadDeadline is the guard's business; go-milter's calls are ignored.
 func (g *guardConn) SetReadDeadline(time.Time) error { return nil }
 
-// SetDeadline only sets the write deadline for the same reason.
-func (g *guardConn) SetDeadline(t time.Time) error { return g.Conn.SetWriteDeadline(t) }
+// SetWriteDeadline records go-milter's write deadline for the held replies.
+func (g *guardConn) SetWriteDeadline(t time.Time) error {
+	if !t.IsZero() {
+		g.wmu.Lock()
+		g.wdl = t
+		g.wmu.Unlock()
+	}
+	return nil
+}
 
-// Write sends go-milter's replies. go-milter writes each packet as two
-// writes, the 5-byte length and code, then the data; the guard holds the
-// first and sends both with one system call.
+// SetDeadline only sets the write deadline for the same reason.
+func (g *guardConn) SetDeadline(t time.Time) error { return g.SetWriteDeadline(t) }
+
+// Write takes go-milter's replies. go-milter writes each packet as two
+// writes, the 5-byte length and code, then the data, and at the end of a
+// message the header changes and the verdict as packets of their own. The
+// guard holds them all and sends them with one system call when milterd
+// is about to wait for the MTA (flush), as Postfix's side does with its
+// VSTREAM buffer; the MTA reads nothing before it waits for a reply, and
+// milterd waits for nothing before it has sent them.
 func (g *guardConn) Write(p []byte) (int, error) {
-	if len(g.wbuf) == 0 && len(p) == 5 && binary.BigEndian.Uint32(p) > 1 {
-		g.wbuf = append(g.wbuf, p...)
-		return len(p), nil
-	}
-	if len(g.wbuf) == 0 {
-		return g.Conn.Write(p)
-	}
+	g.wmu.Lock()
+	defer g.wmu.Unlock()
 	g.wbuf = append(g.wbuf, p...)
-	_, err := g.Conn.Write(g.wbuf)
-	g.wbuf = g.wbuf[:0]
-	if err != nil {
-		return 0, err
+	if len(g.wbuf) >= 64<<10 {
+		if err := g.flushLocked(time.Time{}); err != nil {
+			return 0, err
+		}
 	}
 	return len(p), nil
 }
 
+// flush sends the held replies.
+func (g *guardConn) flush() error {
+	g.wmu.Lock()
+	defer g.wmu.Unlock()
+	return g.flushLocked(time.Time{})
+}
+
+// flushLocked sends the held replies by the earliest of go-milter's write
+// deadline (the packet timeout when it set none) and limit (unless zero).
+func (g *guardConn) flushLocked(limit time.Time) error {
+	if len(g.wbuf) == 0 {
+		return nil
+	}
+	dl := g.wdl
+	if dl.IsZero() {
+		dl = time.Now().Add(g.limits.PacketTimeout)
+	}
+	if !limit.IsZero() && limit.Before(dl) {
+		dl = limit
+	}
+	g.Conn.SetWriteDeadline(dl)
+	_, err := g.Conn.Write(g.wbuf)
+	g.wbuf, g.wdl = g.wbuf[:0], time.Time{}
+	if cap(g.wbuf) > 64<<10 {
+		g.wbuf = nil
+	}
+	return err
+}
+
+// flushBefore flushes the held replies when reading n more bytes may block.
+func (g *guardConn) flushBefore(n int) error {
+	if g.br.Buffered() >= n {
+		return nil
+	}
+	return g.flush()
+}
+
+// Close sends what go-milter wrote last (a final reply before it gives up
+// on a session), waiting at most a second for a peer that does not read.
 func (g *guardConn) Close() error {
-	err := g.Conn.Close()
+	g.wmu.Lock()
+	g.flushLocked(time.Now().Add(time.Second))
+	g.wmu.Unlock()
+	err := g.Conn.Close() // ends a Read blocked in another goroutine
+	g.mu.Lock()
+	if g.br != nil {
+		g.br.Reset(nil)
+		readers.Put(g.br)
+		g.br = nil
+	}
+	g.mu.Unlock()
 	g.once.Do(func() {
 		if g.release != nil {
 			g.release()
@@ -139,9 +207,26 @@ func (g *guardConn) Read(p []byte) (int, error) {
 		g.pending = g.pending[n:]
 		return n, nil
 	}
+	g.mu.Lock()
+	defer g.mu.Unlock()
+	if g.br == nil {
+		return 0, net.ErrClosed
+	}
+	return g.read(p)
+}
+
+func (g *guardConn) read(p []byte) (int, error) {
+	if len(g.pending) > 0 {
+		n := copy(p, g.pending)
+		g.pending = g.pending[n:]
+		return n, nil
+	}
 	if g.body > 0 {
 		if len(p) > g.body {
 			p = p[:g.body]
+		}
+		if err := g.flushBefore(1); err != nil {
+			return 0, g.fail(err)
 		}
 		n, err := g.br.Read(p)
 		g.body -= n
@@ -156,7 +241,7 @@ func (g *guardConn) Read(p []byte) (int, error) {
 	if err := g.next(); err != nil {
 		return 0, g.fail(err)
 	}
-	return g.Read(p)
+	return g.read(p)
 }
 
 func (g *guardConn) fail(err error) error {
@@ -175,6 +260,9 @@ func (g *guardConn) next() error {
 	// Deadlines only guard reads that may block: when the next bytes are
 	// already buffered, setting them would only cost timer updates.
 	if g.br.Buffered() < 5 {
+		if err := g.flush(); err != nil {
+			return err
+		}
 		wait := g.limits.Idle
 		if !g.started {
 			wait = g.limits.FirstPacket
@@ -224,6 +312,9 @@ func (g *guardConn) next() error {
 		g.buf = append(make([]byte, 0, 5+data), g.buf...)
 	}
 	g.buf = g.buf[:5+data]
+	if err := g.flushBefore(data); err != nil {
+		return err
+	}
 	if _, err := io.ReadFull(g.br, g.buf[5:]); err != nil {
 		return fmt.Errorf("%w: declared %d bytes, connection ended or stalled: %v", ErrBadPacket, data, err)
 	}
