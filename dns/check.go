@@ -870,3 +870,39 @@ func (c *Checker) checkSRV(ctx context.Context, r Result, want Record) Result {
 	}
 	return r
 }
+
+// DKIM checks one selector of local domain d alone: its TXT record, asked
+// through the resolver, carries the key on disk. `mailnode dkim rotate`
+// uses it before retiring a selector.
+func (c *Checker) DKIM(ctx context.Context, inv *inventory.Inventory, d *inventory.Domain, s inventory.Selector) Result {
+	c.init()
+	base := Result{Domain: d.Name, Required: true}
+	z, err := ZoneFor(inv, d)
+	if err != nil {
+		base.Check, base.Status, base.Found = "dkim:"+s.Selector, StatusFail, err.Error()
+		return base
+	}
+	txt := map[string]Record{}
+	for _, rec := range z.Records {
+		if rec.Type == TypeTXT {
+			txt[rec.Name] = rec
+		}
+	}
+	return c.checkDKIM(ctx, base, inv, d, s, txt)
+}
+
+// TXT returns the TXT records of name (each record's strings joined), or
+// the problem that kept the resolver from giving any (NXDOMAIN, NODATA,
+// SERVFAIL, REFUSED, timeout, unreachable).
+func (c *Checker) TXT(ctx context.Context, name string) ([]string, string) {
+	c.init()
+	a := c.ask(ctx, name, mdns.TypeTXT)
+	var out []string
+	for _, rr := range a.rrs {
+		out = append(out, strings.Join(rr.(*mdns.TXT).Txt, ""))
+	}
+	return out, a.problem
+}
+
+// DKIMKeyOf returns the p= value of a DKIM key record.
+func DKIMKeyOf(record string) string { return dkimTags(record)["p"] }

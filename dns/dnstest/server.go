@@ -114,12 +114,41 @@ func (s *Server) Add(zone string) error {
 	defer s.mu.Unlock()
 	for rr, ok := zp.Next(); ok; rr, ok = zp.Next() {
 		name := strings.ToLower(rr.Header().Name)
+		if slices.ContainsFunc(s.rrs[name], func(x dns.RR) bool { return dns.IsDuplicate(x, rr) }) {
+			continue // an RRset is a set
+		}
 		s.rrs[name] = append(s.rrs[name], rr)
 		if soa, ok := rr.(*dns.SOA); ok {
 			s.soa[name] = soa
 		}
 	}
 	return zp.Err()
+}
+
+// ReplaceZones publishes new versions of the zones in text: every record
+// at or below the apex of each SOA in text is dropped first, then text is
+// added, as when a primary loads a changed zone file.
+func (s *Server) ReplaceZones(text string) error {
+	zp := dns.NewZoneParser(strings.NewReader(text), ".", "dnstest")
+	var apexes []string
+	for rr, ok := zp.Next(); ok; rr, ok = zp.Next() {
+		if rr.Header().Rrtype == dns.TypeSOA {
+			apexes = append(apexes, strings.ToLower(rr.Header().Name))
+		}
+	}
+	if err := zp.Err(); err != nil {
+		return err
+	}
+	s.mu.Lock()
+	for name := range s.rrs {
+		for _, apex := range apexes {
+			if name == apex || strings.HasSuffix(name, "."+apex) {
+				delete(s.rrs, name)
+			}
+		}
+	}
+	s.mu.Unlock()
+	return s.Add(text)
 }
 
 // Remove deletes the records of name with type qtype (dns.TypeANY: all of
