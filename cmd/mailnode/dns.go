@@ -2,6 +2,8 @@ package main
 
 import (
 	"fmt"
+	"net"
+	"time"
 
 	"github.com/mailnode/mailnode/dns"
 	"github.com/mailnode/mailnode/inventory"
@@ -50,10 +52,34 @@ writes to dns/<domain>.zone.`,
 				return nil
 			},
 		}, {
-			Name:   "check",
-			Usage:  "query live DNS and compare it with the inventory",
-			Flags:  []cli.Flag{inventoryFlag()},
-			Action: notImplemented("dns check"),
+			Name:      "check",
+			Usage:     "query live DNS and compare it with the inventory",
+			UsageText: "mailnode dns check --inventory FILE [--domain D] [--resolver HOST:PORT] [--json]",
+			Description: `Asks live DNS, through node.resolver (or --resolver), whether what the
+inventory needs is published, and prints for every check what was expected, what
+was found, and ok, warn or fail. The expected side is the zone render-config
+writes (mailnode dns zone) and the DKIM keys on disk.
+
+Node checks (once): a, aaaa (the A/AAAA records of node.hostname equal
+node.addresses), ptr:ADDR (each address's PTR names node.hostname, which resolves
+back to it: forward-confirmed). Local domain checks: ns (the parent zone's own
+servers, asked directly on port 53, delegate the domain to the NS set the zone
+lists), soa, mx (an MX points at node.hostname), spf (the SPF policy evaluates to
+pass for every node address: RFC 7208 with its lookup limits), dkim:SELECTOR (the
+TXT record carries the key on disk), dmarc (one record, parseable), name:LABEL
+(mail, imap, pop3, smtp have the node's addresses), srv:SERVICE (RFC 6186,
+recommended). Relay domains: mx-backup (recommended).
+
+A question that gets no records says why: NXDOMAIN, NODATA, SERVFAIL, REFUSED,
+timeout or unreachable. Recommended checks and caveats are warn and do not fail
+the run. Exit status: 0 when every required check passes, 1 when one fails, 2
+when the inventory or the flags are wrong.`,
+			Flags: []cli.Flag{inventoryFlag(), &cli.StringFlag{Name: "domain", Aliases: []string{"d"}, Usage: "only this local or relay `DOMAIN` (node checks run too)"},
+				&cli.StringFlag{Name: "resolver", Usage: "ask this recursive resolver (`HOST:PORT`) instead of node.resolver"},
+				&cli.BoolFlag{Name: "json", Usage: "print the report as JSON"},
+				&cli.DurationFlag{Name: "timeout", Value: 3 * time.Second, Usage: "wait this long for each answer (a question is sent twice)"},
+			},
+			Action: dnsCheck,
 		}},
 	}
 }
@@ -74,4 +100,40 @@ func loadAndReport(c *cli.Context) (*inventory.Inventory, error) {
 		return nil, cli.Exit(fmt.Sprintf("%s: %d problem(s)", path, len(ps)), 2)
 	}
 	return inv, nil
+}
+
+func dnsCheck(c *cli.Context) error {
+	inv, err := loadAndReport(c)
+	if err != nil {
+		return err
+	}
+	domains := append(inv.LocalDomains(), inv.RelayDomains()...)
+	if d := c.String("domain"); d != "" {
+		dom := inv.Domain(d)
+		if dom == nil || dom.Class == "" {
+			return cli.Exit(fmt.Sprintf("dns check: %s is not a domain of the inventory", d), 2)
+		}
+		domains = []*inventory.Domain{dom}
+	}
+	resolver := inv.Node.Resolver
+	if r := c.String("resolver"); r != "" {
+		if _, _, err := net.SplitHostPort(r); err != nil {
+			return cli.Exit(fmt.Sprintf("dns check: --resolver %q is not HOST:PORT", r), 2)
+		}
+		resolver = r
+	}
+	ck := &dns.Checker{Resolver: resolver, Timeout: c.Duration("timeout")}
+	rep := ck.Run(c.Context, inv, domains)
+	if c.Bool("json") {
+		err = rep.WriteJSON(c.App.Writer)
+	} else {
+		err = rep.WriteTable(c.App.Writer)
+	}
+	if err != nil {
+		return cli.Exit(err.Error(), 2)
+	}
+	if !rep.OK {
+		return cli.Exit("", 1)
+	}
+	return nil
 }
