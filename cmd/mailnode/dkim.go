@@ -70,7 +70,7 @@ type, readable by others) is reported and makes the command exit 1.`,
 				}
 				return nil
 			},
-		}},
+		}, dkimRotateCommand()},
 	}
 }
 
