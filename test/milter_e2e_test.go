@@ -177,9 +177,13 @@ func TestMilterDKIMEndToEnd(t *testing.T) {
 		if hwm >= 64<<20 {
 			t.Errorf("milterd's peak RSS (VmHWM) is %.1f MiB, want under 64 MiB", float64(hwm)/(1<<20))
 		}
-		// python3-dkim takes long over 50 MiB: the tampered copy is left
-		// to the small messages above.
-		verifySigned(t, keys, m.Data, "example.com", []string{"mx2026r/rsa-sha256", "mx2026e/ed25519-sha256"})
+		// python3-dkim canonicalizes the body once per signature and takes
+		// long over 50 MiB: both signatures share the body hash, so it
+		// checks the RSA one (the Ed25519 field is not among the signed
+		// fields and may go); the tampered copy is left to the small
+		// messages above.
+		checkSignatureFields(t, m.Data, "example.com", []string{"mx2026r/rsa-sha256", "mx2026e/ed25519-sha256"})
+		verifySigned(t, keys, dropField(m.Data, "DKIM-Signature", "a=ed25519-sha256"), "example.com", []string{"mx2026r/rsa-sha256"})
 	})
 
 	// Last: milterd goes away. Postfix must then refuse with 4xx
@@ -246,6 +250,22 @@ func TestMilterDKIMEndToEnd(t *testing.T) {
 // the keys of the rendered zone.
 func verifySigned(t *testing.T, keys string, raw []byte, domain string, wantSels []string) {
 	t.Helper()
+	checkSignatureFields(t, raw, domain, wantSels)
+	out, ok := pyVerify(t, keys, raw)
+	if !ok {
+		t.Errorf("python3-dkim rejects the message as delivered:\n%s\n--- message head:\n%s", out, head(raw))
+	}
+	for _, s := range wantSels {
+		sel, alg, _ := strings.Cut(s, "/")
+		if line := "pass " + alg + " " + domain + " " + sel; !strings.Contains(out, line+"\n") {
+			t.Errorf("python3-dkim output lacks %q:\n%s", line, out)
+		}
+	}
+}
+
+// checkSignatureFields checks the DKIM-Signature fields themselves.
+func checkSignatureFields(t *testing.T, raw []byte, domain string, wantSels []string) {
+	t.Helper()
 	var got []string
 	for _, v := range headerValues(t, raw, "DKIM-Signature") {
 		tags := dkimTags(v)
@@ -270,16 +290,32 @@ func verifySigned(t *testing.T, keys string, raw []byte, domain string, wantSels
 	if strings.Join(got, " ") != strings.Join(want, " ") {
 		t.Errorf("DKIM-Signature fields (d/s/a, top first): got %v, want %v", got, want)
 	}
-	out, ok := pyVerify(t, keys, raw)
-	if !ok {
-		t.Errorf("python3-dkim rejects the message as delivered:\n%s\n--- message head:\n%s", out, head(raw))
-	}
-	for _, s := range wantSels {
-		sel, alg, _ := strings.Cut(s, "/")
-		if line := "pass " + alg + " " + domain + " " + sel; !strings.Contains(out, line+"\n") {
-			t.Errorf("python3-dkim output lacks %q:\n%s", line, out)
+}
+
+// dropField returns raw without the header fields called name whose
+// (folded) value contains substr.
+func dropField(raw []byte, name, substr string) []byte {
+	hdr, body, _ := bytes.Cut(raw, []byte("\r\n\r\n"))
+	var out bytes.Buffer
+	var field []byte
+	keep := func() {
+		n, v, _ := bytes.Cut(field, []byte(":"))
+		if field != nil && !(strings.EqualFold(string(n), name) && bytes.Contains(v, []byte(substr))) {
+			out.Write(field)
 		}
 	}
+	for _, l := range bytes.SplitAfter(append(hdr, "\r\n"...), []byte("\r\n")) {
+		if len(l) > 0 && (l[0] == ' ' || l[0] == '\t') {
+			field = append(field, l...)
+			continue
+		}
+		keep()
+		field = append([]byte(nil), l...)
+	}
+	keep()
+	out.WriteString("\r\n")
+	out.Write(body)
+	return out.Bytes()
 }
 
 // testBody exercises relaxed body canonicalization: tabs, runs of spaces,
