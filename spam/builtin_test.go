@@ -151,3 +151,17 @@ func TestReadSpamd(t *testing.T) {
 		}
 	}
 }
+
+func TestSymbolString(t *testing.T) {
+	for s, want := range map[Symbol]string{
+		{Name: "GTUBE", Score: 0, HasScore: true}:      "GTUBE(0)",
+		{Name: "ALL_TRUSTED"}:                          "ALL_TRUSTED",
+		{Name: "BAD\r\nX-Spam-Status: No", Score: 1}:   "BAD??X-Spam-Status:?No",
+		{Name: "a,b(c)", Score: -1.25, HasScore: true}: "a?b?c?(-1.25)",
+		{Name: "caf\u00e9", Score: 2, HasScore: true}:  "caf?(2)",
+	} {
+		if got := s.String(); got != want {
+			t.Errorf("%q: %q, want %q", s.Name, got, want)
+		}
+	}
+}

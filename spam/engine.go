@@ -46,12 +46,30 @@ type Symbol struct {
 	HasScore bool // false when the engine names rules without scores (spamd SYMBOLS)
 }
 
-// String formats the symbol as X-Spam-Symbols shows it: NAME(1.5), or NAME.
+// String formats the symbol as X-Spam-Symbols shows it: NAME(1.5), or
+// NAME. Characters other than printable ASCII, and the separators ",", "(",
+// ")", become "?", whatever an engine sent.
 func (s Symbol) String() string {
-	if !s.HasScore {
-		return s.Name
+	name := s.Name
+	if len(name) > 100 {
+		name = name[:100]
 	}
-	return s.Name + "(" + FormatScore(s.Score) + ")"
+	if strings.IndexFunc(name, badSymbolRune) >= 0 {
+		name = strings.Map(func(r rune) rune {
+			if badSymbolRune(r) {
+				return '?'
+			}
+			return r
+		}, name)
+	}
+	if !s.HasScore {
+		return name
+	}
+	return name + "(" + FormatScore(s.Score) + ")"
+}
+
+func badSymbolRune(r rune) bool {
+	return r <= ' ' || r > '~' || r == ',' || r == '(' || r == ')'
 }
 
 // FormatScore prints a score with at most two decimals, no exponent.

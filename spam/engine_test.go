@@ -78,6 +78,13 @@ func checkEngine(t *testing.T, e Engine, stop func()) {
 	}
 	t.Logf("%s clean: score %v action %q symbols %v", e.Name(), rep.Score, rep.Action, rep.Symbols)
 
+	// A message cut in the middle of a line, as MaxEngineBytes cuts one.
+	cut := testMessage(strings.Repeat("All work and no play makes Jack a dull boy. ", 400))
+	cut.Data, cut.Truncated = cut.Data[:len(cut.Data)-7], true
+	if _, err := e.Check(ctx, cut); err != nil {
+		t.Errorf("message cut mid-line: %v", err)
+	}
+
 	stop()
 	start := time.Now()
 	_, err = e.Check(ctx, testMessage(cleanBody))

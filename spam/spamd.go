@@ -52,6 +52,14 @@ func (s *Spamd) Check(ctx context.Context, m *Message) (*Report, error) {
 	if err := w.Flush(); err != nil {
 		return nil, engineErr("spamd", err)
 	}
+	// spamd reads the message line by line up to Content-length; a message
+	// cut at MaxEngineBytes (or not ending in a newline) leaves it waiting
+	// for the rest of a line: half-close, as spamc does, so it sees EOF.
+	if cw, ok := conn.(interface{ CloseWrite() error }); ok {
+		if err := cw.CloseWrite(); err != nil {
+			return nil, engineErr("spamd", err)
+		}
+	}
 	rep, err := readSpamd(bufio.NewReader(io.LimitReader(conn, maxReply)))
 	if err != nil {
 		return nil, engineErr("spamd", err)
@@ -101,7 +109,7 @@ func readSpamd(r *bufio.Reader) (*Report, error) {
 			rep = &Report{Score: score, Required: required}
 		case "content-length":
 			n, err := strconv.Atoi(v)
-			if err != nil || n < 0 {
+			if err != nil || n < 0 || n > maxReply {
 				return nil, fmt.Errorf("reply: bad Content-length %q", v)
 			}
 			length = n

@@ -81,6 +81,18 @@ func (e *Engine) Log() string {
 	return string(b)
 }
 
+// WaitLog polls the engine's log until it contains substr; false after
+// timeout. The rspamd benchmark waits for "hyperscan database" so that it
+// does not measure the regexp fallback rspamd uses while hyperscan compiles.
+func (e *Engine) WaitLog(substr string, timeout time.Duration) bool {
+	for deadline := time.Now().Add(timeout); time.Now().Before(deadline); time.Sleep(200 * time.Millisecond) {
+		if b, _ := os.ReadFile(e.LogFile); strings.Contains(string(b), substr) {
+			return true
+		}
+	}
+	return false
+}
+
 // Stop ends the engine (its process group: the main process and the
 // workers it forked) and waits for it to exit.
 func (e *Engine) Stop() {
