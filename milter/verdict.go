@@ -66,6 +66,9 @@ func (v *Verdict) raise(d Disposition, reason, reply, hold string) {
 	v.Disposition, v.Reason, v.Reply, v.Hold = d, reason, reply, hold
 }
 
+// maxHeaderSymbols bounds X-Spam-Symbols (the builtin ones come first).
+const maxHeaderSymbols = 200
+
 // spamHeaderNames are the fields milterd writes; copies that came with a
 // checked message are removed first, so a sender cannot vouch for itself.
 var spamHeaderNames = []string{"X-Spam-Score", "X-Spam-Status", "X-Spam-Symbols", "X-Spam-Flag"}
@@ -105,10 +108,14 @@ func (v *Verdict) headers() []HeaderChange {
 		{Name: "X-Spam-Status", Value: " " + fold(strings.Fields(status), " ")},
 	}
 	if len(v.Symbols) > 0 {
-		s := make([]string, len(v.Symbols))
-		for i, x := range v.Symbols {
+		syms := v.Symbols
+		if len(syms) > maxHeaderSymbols {
+			syms = syms[:maxHeaderSymbols]
+		}
+		s := make([]string, len(syms))
+		for i, x := range syms {
 			s[i] = x.String()
-			if i < len(v.Symbols)-1 {
+			if i < len(syms)-1 {
 				s[i] += ","
 			}
 		}
