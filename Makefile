@@ -25,10 +25,10 @@ deps:
 	if [ -n "$$missing" ]; then \
 	  if [ "$$(id -u)" != 0 ]; then \
 	    echo "missing Debian packages; run as root:"; \
-	    echo "  apt-get update && DEBIAN_FRONTEND=noninteractive apt-get install -y$$missing"; exit 1; \
+	    echo "  apt-get update && DEBIAN_FRONTEND=noninteractive apt-get install -y --no-install-recommends$$missing"; exit 1; \
 	  fi; \
 	  echo "installing:$$missing"; \
-	  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $$missing >/dev/null; \
+	  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends $$missing >/dev/null; \
 	fi
 	@if ! id vmail >/dev/null 2>&1; then \
 	  if [ "$$(id -u)" != 0 ]; then echo "missing system user vmail; run as root: useradd --system --home-dir /var/vmail --shell /usr/sbin/nologin vmail"; exit 1; fi; \

@@ -61,10 +61,13 @@ error is logged); SIGTERM and SIGINT stop accepting and let open sessions end.`,
 			}
 			log := slog.New(slog.NewTextHandler(os.Stderr, nil))
 			build := func(inv *inventory.Inventory, keys map[string][]dkim.Key) *milter.Filter {
-				lookup := milter.ResolverLookup(inv.Node.Resolver, c.Duration("dns-timeout"))
+				// One caching resolver on node.resolver for every check,
+				// DKIM key lookups included.
+				res := spam.NewResolver(inv.Node.Resolver, c.Duration("dns-timeout"))
+				lookup := milter.LookupTXT(res.LookupTXT)
 				f := milter.NewFilter(inv, keys, lookup)
 				// The inbound chain: SPF, DKIM, DMARC and the spam gate (spam.engine).
-				f.Checks = milter.InboundChecks(inv, spam.NewResolver(inv.Node.Resolver, c.Duration("dns-timeout")), lookup)
+				f.Checks = milter.InboundChecks(inv, res, lookup)
 				f.Log = log
 				f.CheckTimeout = max(2*c.Duration("dns-timeout"), milter.EngineTimeout+5*time.Second)
 				return f
