@@ -99,20 +99,10 @@ domains:
 	if bin := c.String("opendkim"); bin != "" {
 		osock := filepath.Join(dir, "opendkim.sock")
 		conf := filepath.Join(dir, "opendkim.conf")
-		os.WriteFile(conf, []byte(fmt.Sprintf(`Syslog no
-Mode s
-Domain %s
-Selector %s
-KeyFile %s
-Socket local:%s
-UMask 007
-Canonicalization relaxed/relaxed
-SignatureAlgorithm rsa-sha256
-SignHeaders From,To,Cc,Subject,Date,Message-ID,Reply-To,In-Reply-To,References,MIME-Version,Content-Type
-OversignHeaders From
-InternalHosts 127.0.0.1
-PidFile %s
-`, domain, selector, keyPath, osock, filepath.Join(dir, "opendkim.pid"))), 0o644)
+		os.WriteFile(conf, []byte(dkim.OpenDKIMConfig{
+			Domain: domain, Selector: selector, KeyFile: keyPath,
+			Socket: osock, PidFile: filepath.Join(dir, "opendkim.pid"),
+		}.String()), 0o644)
 		ocmd := exec.Command(bin, "-f", "-x", conf)
 		olog, _ := os.Create(filepath.Join(dir, "opendkim.log"))
 		ocmd.Stdout, ocmd.Stderr = olog, olog
