@@ -4,6 +4,7 @@ import (
 	"strings"
 
 	"github.com/mailnode/mailnode/inventory"
+	"github.com/mailnode/mailnode/state"
 )
 
 // Cell is one cell of the ACL matrix: who sends, to whom, how authorized.
@@ -29,16 +30,22 @@ func SpamCheck(c Cell) bool {
 // Action is what policyd tells Postfix.
 type Action int
 
-// The only two actions policyd ever gives: it never answers OK and never an
+// The only actions policyd ever gives: it never answers OK and never an
 // empty action, so Postfix's own relay restrictions always run after it.
+// Decide gives Dunno or Reject; Defer comes only from the stateful step
+// (Guard: greylisting, rate limits) on a recipient the matrix accepted.
 const (
 	Dunno  Action = iota // no opinion: Postfix's restrictions decide
 	Reject               // a 550 with one of the matrix's texts
+	Defer                // a 450 of greylisting or a rate limit
 )
 
 func (a Action) String() string {
-	if a == Reject {
+	switch a {
+	case Reject:
 		return "reject"
+	case Defer:
+		return "defer"
 	}
 	return "dunno"
 }
@@ -74,6 +81,13 @@ type Decision struct {
 	Reason    Reason
 	Reply     string // the action= value: "DUNNO" or "550 5.7.1 ..."
 	SpamCheck bool   // accepted mail that milterd must spam-check
+
+	// The stateful step (Guard.Apply), "" when it did not run: why
+	// greylisting passed or deferred the recipient (state.ReasonNew,
+	// ReasonPassed, ...), and the rate limit's verdict for an authorized
+	// sender (state.ReasonWithinLimit, ReasonOverMessages, ...).
+	Greylist  state.Reason
+	RateLimit state.Reason
 }
 
 // Options are the inventory's policy settings that change decisions.

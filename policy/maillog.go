@@ -13,6 +13,12 @@ import (
 //
 //	2026-11-24T16:03:05.123Z policyd queue_id=4XyZ1 client=mail.example.org[198.51.100.7] sasl_user="" from=<a@example.org> to=<b@example.com> state=RCPT cell=outside/none->local action=DUNNO reason=inbound spam_check=on
 //
+// With greylisting or rate limits on, the stateful step's verdict follows
+// (reason stays the matrix's rule):
+//
+//	... cell=outside/none->local rcpt=1 action="450 4.7.1 Greylisted, please try again in 300 seconds" reason=inbound greylist=new
+//	... cell=local/auth->outside rcpt=1 action=DUNNO reason=authorized ratelimit=within-limit
+//
 // Lines are collected in memory and written by one goroutine every
 // FlushInterval, so a slow log destination never delays a reply. When the
 // destination stalls and more than MaxPending bytes wait, further lines are
@@ -119,6 +125,12 @@ func (l *MailLog) Decision(at time.Time, req *Request, d Decision, rcpt int) {
 	b = field(b, "reason", string(d.Reason))
 	if d.SpamCheck {
 		b = append(b, " spam_check=on"...)
+	}
+	if d.Greylist != "" {
+		b = field(b, "greylist", string(d.Greylist))
+	}
+	if d.RateLimit != "" {
+		b = field(b, "ratelimit", string(d.RateLimit))
 	}
 	b = append(b, '\n')
 

@@ -1,6 +1,7 @@
 package policy
 
 import (
+	"errors"
 	"net/http"
 	"sync"
 	"time"
@@ -8,6 +9,8 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/collectors"
 	"github.com/prometheus/client_golang/prometheus/promhttp"
+
+	"github.com/mailnode/mailnode/state"
 )
 
 // Metrics are policyd's Prometheus metrics, on their own registry.
@@ -20,10 +23,20 @@ type Metrics struct {
 	malformed prometheus.Counter
 	reloads   *prometheus.CounterVec
 	logDrops  prometheus.Counter
+	greylist  *prometheus.CounterVec
+	rateRefus *prometheus.CounterVec
+	stateErrs *prometheus.CounterVec
 
 	// counters caches the decision counter of each label set: the vector's
 	// own lookup hashes the label values on every call.
 	counters sync.Map // counterKey -> prometheus.Counter
+	// stateCounters caches the greylist and rate limit counters: stateKey -> prometheus.Counter.
+	stateCounters sync.Map
+}
+
+type stateKey struct {
+	grey   bool // greylist, else rate limit refusal
+	reason state.Reason
 }
 
 type counterKey struct {
@@ -62,7 +75,23 @@ func NewMetrics() *Metrics {
 		Name: "mailnode_policy_maillog_dropped_total",
 		Help: "Mail log lines dropped because the log destination stalled.",
 	})
+	m.greylist = prometheus.NewCounterVec(prometheus.CounterOpts{
+		Name: "mailnode_policy_greylist_total",
+		Help: "Greylisting outcomes for outside->local recipients by result: new and early-retry (deferred with 450), triplet-passed, client-awl, and the exemptions (null-sender, postmaster, client-whitelist, sender-whitelist).",
+	}, []string{"result"})
+	m.rateRefus = prometheus.NewCounterVec(prometheus.CounterOpts{
+		Name: "mailnode_policy_ratelimit_refusals_total",
+		Help: "Recipients of authorized senders deferred with 450 by a rate limit, by reason: over-messages or over-recipients.",
+	}, []string{"reason"})
+	m.stateErrs = prometheus.NewCounterVec(prometheus.CounterOpts{
+		Name: "mailnode_policy_state_errors_total",
+		Help: "Requests left without a reply (Postfix applies default_action 451 4.3.5) because the greylist or rate limit store failed, by check.",
+	}, []string{"check"})
+	for _, c := range []string{"greylist", "ratelimit"} {
+		m.stateErrs.WithLabelValues(c)
+	}
 	m.Registry.MustRegister(m.decisions, m.latency, m.open, m.malformed, m.reloads, m.logDrops,
+		m.greylist, m.rateRefus, m.stateErrs,
 		collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
 	return m
 }
@@ -78,7 +107,37 @@ func (m *Metrics) observe(d Decision, took time.Duration) {
 		c, _ = m.counters.LoadOrStore(k, m.decisions.WithLabelValues(cell, d.Action.String(), string(d.Reason)))
 	}
 	c.(prometheus.Counter).Inc()
+	if d.Greylist != "" {
+		m.stateCounter(stateKey{grey: true, reason: d.Greylist}).Inc()
+	}
+	if d.RateLimit != "" && d.Action == Defer {
+		m.stateCounter(stateKey{reason: d.RateLimit}).Inc()
+	}
 	m.latency.Observe(took.Seconds())
+}
+
+func (m *Metrics) stateCounter(k stateKey) prometheus.Counter {
+	if c, ok := m.stateCounters.Load(k); ok {
+		return c.(prometheus.Counter)
+	}
+	var c prometheus.Counter
+	if k.grey {
+		c = m.greylist.WithLabelValues(string(k.reason))
+	} else {
+		c = m.rateRefus.WithLabelValues(string(k.reason))
+	}
+	got, _ := m.stateCounters.LoadOrStore(k, c)
+	return got.(prometheus.Counter)
+}
+
+// stateFailed counts a request left unanswered because the store failed.
+func (m *Metrics) stateFailed(err error) {
+	check := "internal"
+	var se *StateError
+	if errors.As(err, &se) {
+		check = se.Check
+	}
+	m.stateErrs.WithLabelValues(check).Inc()
 }
 
 // Reloaded counts an inventory reload.

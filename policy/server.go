@@ -15,6 +15,7 @@ import (
 	"time"
 
 	"github.com/mailnode/mailnode/inventory"
+	"github.com/mailnode/mailnode/state"
 )
 
 // Server serves the policy protocol. Create it with NewServer; the zero
@@ -42,6 +43,10 @@ type Server struct {
 
 	state atomic.Pointer[snapshot]
 
+	reloadMu sync.Mutex  // one SetInventory/UseState at a time
+	store    state.Store // greylisting and rate state (UseState); nil: those checks are off
+	clock    state.Clock
+
 	mu        sync.Mutex
 	listeners map[net.Listener]struct{}
 	conns     map[*conn]struct{}
@@ -51,13 +56,15 @@ type Server struct {
 	parkOnce  sync.Once
 }
 
-// snapshot is the inventory and the options derived from it, swapped as one.
+// snapshot is the inventory and what is derived from it, swapped as one.
 type snapshot struct {
-	inv  *inventory.Inventory
-	opts Options
+	inv   *inventory.Inventory
+	opts  Options
+	guard *Guard // greylisting and rate limits on the server's store; nil: none
 }
 
-// NewServer returns a server deciding with inv.
+// NewServer returns a server deciding with inv. Greylisting and rate limits
+// stay off until UseState gives the server a store.
 func NewServer(inv *inventory.Inventory) *Server {
 	s := &Server{
 		Limits:         DefaultLimits,
@@ -75,10 +82,63 @@ func NewServer(inv *inventory.Inventory) *Server {
 
 // SetInventory atomically replaces the inventory: requests already being
 // decided finish with the old one, every later request uses the new one.
-// Open connections stay open.
-func (s *Server) SetInventory(inv *inventory.Inventory) {
-	s.state.Store(&snapshot{inv: inv, opts: OptionsFrom(inv)})
+// Open connections stay open. With a store (UseState) the greylisting and
+// rate limit settings change with it; the store itself stays. On an error
+// (settings the state layer refuses, or checks configured without a
+// store) the running inventory stays.
+func (s *Server) SetInventory(inv *inventory.Inventory) error {
+	s.reloadMu.Lock()
+	defer s.reloadMu.Unlock()
+	return s.swap(inv, true)
 }
+
+// UseState gives the server the store greylisting and rate limits keep
+// their state in (one per process: a bbolt file has one owner) and the
+// clock they read (nil: time.Now), and turns on the checks the inventory in
+// use configures. The caller keeps ownership of the store and closes it
+// after Shutdown.
+func (s *Server) UseState(st state.Store, clock state.Clock) error {
+	s.reloadMu.Lock()
+	defer s.reloadMu.Unlock()
+	oldStore, oldClock := s.store, s.clock
+	s.store, s.clock = st, clock
+	var inv *inventory.Inventory
+	if cur := s.state.Load(); cur != nil {
+		inv = cur.inv
+	}
+	if inv == nil {
+		return nil
+	}
+	// Build anew: a running RateLimiter belongs to the old store.
+	if err := s.swap(inv, false); err != nil {
+		s.store, s.clock = oldStore, oldClock
+		return err
+	}
+	return nil
+}
+
+// swap builds the snapshot for inv and stores it; reloadMu is held. keep:
+// reuse the running RateLimiter when the limits did not change.
+func (s *Server) swap(inv *inventory.Inventory, keep bool) error {
+	next := &snapshot{inv: inv, opts: OptionsFrom(inv)}
+	if s.store != nil {
+		g, err := NewGuard(inv, s.store, s.clock)
+		if err != nil {
+			return err
+		}
+		// Same limits: keep the RateLimiter, which remembers the message
+		// instances it counted, so a reload does not count a message twice.
+		if cur := s.state.Load(); keep && g != nil && cur != nil && cur.guard != nil && cur.guard.RateLimit != nil && sameRatelimit(cur.inv, inv) {
+			g.RateLimit = cur.guard.RateLimit
+		}
+		next.guard = g
+	}
+	s.state.Store(next)
+	return nil
+}
+
+// Guard returns the stateful checks in use (nil: none).
+func (s *Server) Guard() *Guard { return s.state.Load().guard }
 
 // Inventory returns the inventory in use.
 func (s *Server) Inventory() *inventory.Inventory { return s.state.Load().inv }
@@ -525,6 +585,20 @@ func (c *conn) answer(req *Request) error {
 	if d.Reply == "" || d.Reply == "OK" {
 		// Decide never does this; if it ever did, Postfix must not see it.
 		return c.malformed(fmt.Errorf("policy: internal error: reply %q", d.Reply))
+	}
+	if st.guard != nil {
+		if err := st.guard.Apply(context.Background(), req, &d); err != nil {
+			// The store failed (or answered nonsense): no reply, so that
+			// Postfix applies default_action (451 4.3.5) — never DUNNO,
+			// never a 5xx.
+			s.Log.Warn("policyd: greylist/rate state unavailable; closing without reply",
+				"err", err, "remote", c.nc.RemoteAddr(), "client", req.ClientAddress,
+				"sender", req.Sender, "recipient", req.Recipient, "sasl_user", req.SASLUsername)
+			if s.Metrics != nil {
+				s.Metrics.stateFailed(err)
+			}
+			return err
+		}
 	}
 	c.msg.observe(req, d)
 	out := append(c.buf.out[:0], "action="...)
