@@ -282,7 +282,9 @@ func TestStateFailureNoReply(t *testing.T) {
 			if !errors.Is(err, net.ErrClosed) && !strings.Contains(err.Error(), "EOF") && !isReset(err) {
 				t.Errorf("connection not closed: %v", err)
 			}
-			waitFor(t, func() bool { return counterValue(t, m, "mailnode_policy_state_errors_total", map[string]string{"check": tc.check}) == 1 })
+			waitFor(t, func() bool {
+				return counterValue(t, m, "mailnode_policy_state_errors_total", map[string]string{"check": tc.check}) == 1
+			})
 			if log := ts.logs.String(); !strings.Contains(log, "greylist/rate state unavailable") || !strings.Contains(log, state.ErrClosed.Error()) {
 				t.Errorf("no warning in the log:\n%s", log)
 			}

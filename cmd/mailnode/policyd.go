@@ -7,6 +7,7 @@ import (
 	"log/slog"
 	"net"
 	"net/http"
+	"net/url"
 	"os"
 	"os/signal"
 	"sync/atomic"
@@ -17,6 +18,7 @@ import (
 
 	"github.com/mailnode/mailnode/inventory"
 	"github.com/mailnode/mailnode/policy"
+	"github.com/mailnode/mailnode/state"
 )
 
 func policydCommand() *cli.Command {
@@ -28,9 +30,17 @@ the inventory: DUNNO where the matrix accepts, "550 5.7.1 <text>" where it
 rejects, never OK. Malformed requests get no reply (Postfix then applies its
 default_action, 451 4.3.5).
 
+Greylisting (policy.greylist) and rate limits (policy.ratelimit) keep their
+state in policy.state: a bbolt file this process owns (a second process on
+the same file fails at start, naming the file), or Redis shared by several
+nodes. When the store fails, the request gets no reply and Postfix answers
+451 4.3.5 (default_action): never a pass, never a 5xx.
+
 Signals: SIGHUP reloads the inventory (a broken one is logged and the running
-one kept; open connections stay open); SIGTERM and SIGINT drain: stop
-accepting, finish the requests in flight, close, exit 0.
+one kept; open connections stay open; greylisting and rate limit settings
+change, the store stays open: changing policy.state needs a restart);
+SIGTERM and SIGINT drain: stop accepting, finish the requests in flight,
+close the store, exit 0.
 
 Logs: debug and warnings go to stderr (log/slog, logfmt); the mail log, one
 line per decision, goes to --maillog.`,
@@ -76,6 +86,16 @@ func runPolicyd(cx *cli.Context) error {
 
 	srv := policy.NewServer(inv)
 	srv.Log = log
+	var store state.Store
+	if policy.NeedsState(inv) {
+		if store, err = openState(inv); err != nil {
+			return cli.Exit(fmt.Sprintf("policyd: %v", err), 1)
+		}
+		defer store.Close()
+		if err := srv.UseState(store, nil); err != nil {
+			return cli.Exit(fmt.Sprintf("policyd: %v", err), 1)
+		}
+	}
 	srv.IdleTimeout = cx.Duration("idle-timeout")
 	srv.RequestTimeout = cx.Duration("request-timeout")
 	metrics := policy.NewMetrics()
@@ -120,7 +140,8 @@ func runPolicyd(cx *cli.Context) error {
 	go func() { done <- srv.Serve(ln) }()
 	log.Info("policyd: serving", "listen", listen, "inventory", path,
 		"local_domains", len(inv.LocalDomains()), "relay_domains", len(inv.RelayDomains()),
-		"sender_login", inv.Policy.SenderLogin)
+		"sender_login", inv.Policy.SenderLogin, "greylist", greylistSummary(inv), "ratelimit", inv.Policy.Ratelimit != nil,
+		"state", stateSummary(inv, store))
 
 	sigs := make(chan os.Signal, 4)
 	signal.Notify(sigs, syscall.SIGHUP, syscall.SIGTERM, syscall.SIGINT)
@@ -132,7 +153,10 @@ func runPolicyd(cx *cli.Context) error {
 			return cli.Exit(fmt.Sprintf("policyd: %v", err), 1)
 		case sig := <-sigs:
 			if sig == syscall.SIGHUP {
-				reloadInventory(log, srv, metrics, path)
+				if st := reloadInventory(log, srv, metrics, path, store); st != nil {
+					store = st
+					defer st.Close()
+				}
 				continue
 			}
 			log.Info("policyd: draining", "signal", sig.String(), "open_connections", srv.OpenConnections())
@@ -153,23 +177,88 @@ func runPolicyd(cx *cli.Context) error {
 }
 
 // reloadInventory is SIGHUP: load, validate, swap; keep the old one on error.
-func reloadInventory(log *slog.Logger, srv *policy.Server, m *policy.Metrics, path string) {
+// The store stays open (one owner of a bbolt file); when the reloaded
+// inventory is the first to turn greylisting or rate limits on, the store
+// is opened now and returned (the caller closes it at exit).
+func reloadInventory(log *slog.Logger, srv *policy.Server, m *policy.Metrics, path string, store state.Store) (opened state.Store) {
 	inv, err := inventory.Load(path)
 	if err != nil {
 		m.Reloaded(false)
 		for _, p := range inventory.AsProblems(err) {
 			log.Error("policyd: reload failed; keeping the running inventory", "problem", p.Error())
 		}
-		return
+		return nil
 	}
-	if inv.Policy.Listen != srv.Inventory().Policy.Listen {
+	old := srv.Inventory()
+	if inv.Policy.Listen != old.Policy.Listen {
 		log.Warn("policyd: policy.listen changed; restart policyd to move the socket", "listen", inv.Policy.Listen)
 	}
-	srv.SetInventory(inv)
+	if store != nil && inv.Policy.State != old.Policy.State {
+		log.Warn("policyd: policy.state changed; the open store stays until policyd restarts", "running", stateSummary(old, store))
+	}
+	if store == nil && policy.NeedsState(inv) {
+		st, err := openState(inv)
+		if err == nil {
+			err = srv.UseState(st, nil)
+			if err != nil {
+				st.Close()
+			}
+		}
+		if err != nil {
+			m.Reloaded(false)
+			log.Error("policyd: reload failed; keeping the running inventory", "problem", err.Error())
+			return nil
+		}
+		opened = st
+	}
+	if err := srv.SetInventory(inv); err != nil {
+		m.Reloaded(false)
+		log.Error("policyd: reload failed; keeping the running inventory", "problem", err.Error())
+		return opened
+	}
 	m.Reloaded(true)
 	log.Info("policyd: inventory reloaded", "inventory", path,
 		"local_domains", len(inv.LocalDomains()), "relay_domains", len(inv.RelayDomains()),
-		"sender_login", inv.Policy.SenderLogin)
+		"sender_login", inv.Policy.SenderLogin, "greylist", greylistSummary(inv), "ratelimit", inv.Policy.Ratelimit != nil)
+	return opened
+}
+
+// openState opens policy.state; the error names the file or URL.
+func openState(inv *inventory.Inventory) (state.Store, error) {
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	st, err := state.Open(ctx, inv.Policy.State, nil)
+	if err != nil {
+		return nil, fmt.Errorf("policy.state (%s): %w", stateSummary(inv, nil), err)
+	}
+	return st, nil
+}
+
+func stateSummary(inv *inventory.Inventory, st state.Store) string {
+	s := inv.Policy.State
+	if !policy.NeedsState(inv) && st == nil {
+		return "unused"
+	}
+	if s.Backend == "redis" {
+		return "redis " + redactURL(s.URL)
+	}
+	return "bbolt " + s.Path
+}
+
+// redactURL hides a Redis password in logs.
+func redactURL(u string) string {
+	if p, err := url.Parse(u); err == nil {
+		return p.Redacted()
+	}
+	return "(unparsable url)"
+}
+
+func greylistSummary(inv *inventory.Inventory) string {
+	g := inv.Policy.Greylist
+	if g == nil || !g.Enabled {
+		return "off"
+	}
+	return fmt.Sprintf("delay %s", g.Delay.D())
 }
 
 // raiseNoFile lifts the soft open-file limit to the hard one: every smtpd

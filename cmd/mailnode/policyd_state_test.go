@@ -1,0 +1,287 @@
+package main
+
+import (
+	"bufio"
+	"fmt"
+	"io"
+	"net"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"syscall"
+	"testing"
+	"time"
+
+	"gopkg.in/yaml.v3"
+)
+
+// statefulInventory writes policy/testdata/inventory.yaml with the policy
+// settings of set (dotted keys under policy.) to dir/name.
+func statefulInventory(t *testing.T, dir, name string, set map[string]any) string {
+	t.Helper()
+	raw, err := os.ReadFile("../../policy/testdata/inventory.yaml")
+	if err != nil {
+		t.Fatal(err)
+	}
+	var doc map[string]any
+	if err := yaml.Unmarshal(raw, &doc); err != nil {
+		t.Fatal(err)
+	}
+	pol := doc["policy"].(map[string]any)
+	for k, v := range set {
+		pol[k] = v
+	}
+	out, err := yaml.Marshal(doc)
+	if err != nil {
+		t.Fatal(err)
+	}
+	p := filepath.Join(dir, name)
+	if err := os.WriteFile(p, out, 0o644); err != nil {
+		t.Fatal(err)
+	}
+	return p
+}
+
+// policydProc is one running `mailnode policyd`.
+type policydProc struct {
+	cmd    *exec.Cmd
+	sock   string
+	stderr *lockedBuffer
+	exited chan error
+}
+
+func startPolicyd(t *testing.T, invPath, sock string, extra ...string) *policydProc {
+	t.Helper()
+	bin, err := buildMailnode()
+	if err != nil {
+		t.Fatal(err)
+	}
+	args := append([]string{"policyd", "-i", invPath, "--listen", "unix:" + sock, "--maillog", "off", "--log-level", "debug"}, extra...)
+	p := &policydProc{cmd: exec.Command(bin, args...), sock: sock, stderr: &lockedBuffer{}, exited: make(chan error, 1)}
+	p.cmd.Stderr = p.stderr
+	if err := p.cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	go func() { p.exited <- p.cmd.Wait() }()
+	t.Cleanup(func() {
+		p.cmd.Process.Kill()
+		if t.Failed() {
+			t.Logf("policyd %s stderr:\n%s", sock, p.stderr.String())
+		}
+	})
+	waitUntil(t, "the policy socket "+sock, func() bool {
+		c, err := net.Dial("unix", sock)
+		if err == nil {
+			c.Close()
+		}
+		return err == nil
+	})
+	return p
+}
+
+func (p *policydProc) stop(t *testing.T) {
+	t.Helper()
+	p.cmd.Process.Signal(syscall.SIGTERM)
+	select {
+	case err := <-p.exited:
+		if err != nil {
+			t.Fatalf("policyd exited with %v\n%s", err, p.stderr.String())
+		}
+	case <-time.After(15 * time.Second):
+		t.Fatal("policyd did not stop on SIGTERM")
+	}
+}
+
+// policyConn is one Postfix-like connection.
+type policyConn struct {
+	c net.Conn
+	r *bufio.Reader
+}
+
+func dialPolicyd(t *testing.T, sock string) *policyConn {
+	t.Helper()
+	c, err := net.Dial("unix", sock)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { c.Close() })
+	return &policyConn{c, bufio.NewReader(c)}
+}
+
+// ask sends one request and returns the reply ("" and an error when the
+// server closed the connection without one).
+func (p *policyConn) ask(req string) (string, error) {
+	p.c.SetDeadline(time.Now().Add(10 * time.Second))
+	if _, err := io.WriteString(p.c, req); err != nil {
+		return "", err
+	}
+	var b strings.Builder
+	for {
+		line, err := p.r.ReadString('\n')
+		if err != nil {
+			return b.String(), err
+		}
+		b.WriteString(line)
+		if line == "\n" {
+			return b.String(), nil
+		}
+	}
+}
+
+func rcpt(client, sasl, sender, to, instance string) string {
+	return "request=smtpd_access_policy\nprotocol_state=RCPT\nclient_address=" + client + "\nsasl_username=" + sasl +
+		"\nsender=" + sender + "\nrecipient=" + to + "\ninstance=" + instance + "\n\n"
+}
+
+const (
+	greyFirst = "action=450 4.7.1 Greylisted, please try again in 2 seconds\n\n"
+	dunno     = "action=DUNNO\n\n"
+)
+
+// TestPolicydGreylistBolt: the real binary greylists on its bbolt file,
+// refuses to start a second process on the same file with an error naming
+// it, turns greylisting off and on with SIGHUP on the same open store, and
+// leaves a file `mailnode state list` reads after SIGTERM.
+func TestPolicydGreylistBolt(t *testing.T) {
+	dir := t.TempDir()
+	db := filepath.Join(dir, "state", "state.db")
+	grey := map[string]any{"enabled": true, "delay": "2s"}
+	st := map[string]any{"backend": "bbolt", "path": db}
+	inv := statefulInventory(t, dir, "inventory.yaml", map[string]any{"greylist": grey, "state": st})
+	p := startPolicyd(t, inv, filepath.Join(dir, "p.sock"))
+	c := dialPolicyd(t, p.sock)
+	inbound := rcpt("198.51.100.7", "", "eve@example.org", "bob@example.com", "i1")
+	if got, err := c.ask(inbound); got != greyFirst {
+		t.Fatalf("first attempt: %q %v", got, err)
+	}
+
+	// A second policyd on the same file: a clear error naming the file.
+	bin, _ := buildMailnode()
+	out, err := exec.Command(bin, "policyd", "-i", inv, "--listen", "unix:"+filepath.Join(dir, "q.sock"), "--maillog", "off").CombinedOutput()
+	if err == nil || !strings.Contains(string(out), db) || !strings.Contains(string(out), "in use by another process") {
+		t.Errorf("second policyd on %s: %v\n%s", db, err, out)
+	}
+
+	time.Sleep(2100 * time.Millisecond)
+	if got, err := c.ask(inbound); got != dunno {
+		t.Fatalf("after the delay: %q %v", got, err)
+	}
+	// SIGHUP: greylisting off, then on with another delay; same store.
+	statefulInventory(t, dir, "inventory.yaml", map[string]any{"state": st})
+	p.cmd.Process.Signal(syscall.SIGHUP)
+	waitUntil(t, "the reload", func() bool { return strings.Count(p.stderr.String(), "inventory reloaded") == 1 })
+	other := rcpt("198.51.100.7", "", "eve@example.org", "alice@example.com", "i2")
+	if got, err := c.ask(other); got != dunno {
+		t.Fatalf("greylisting off: %q %v", got, err)
+	}
+	statefulInventory(t, dir, "inventory.yaml", map[string]any{"greylist": map[string]any{"enabled": true, "delay": "7s"}, "state": st})
+	p.cmd.Process.Signal(syscall.SIGHUP)
+	waitUntil(t, "the second reload", func() bool { return strings.Count(p.stderr.String(), "inventory reloaded") == 2 })
+	if got, err := c.ask(other); got != "action=450 4.7.1 Greylisted, please try again in 7 seconds\n\n" {
+		t.Fatalf("greylisting on again, delay 7s: %q %v", got, err)
+	}
+	if got, err := c.ask(inbound); got != dunno {
+		t.Fatalf("the passed triplet after two reloads: %q %v", got, err)
+	}
+	p.stop(t)
+
+	out, err = exec.Command(bin, "state", "list", "-i", inv, "--greylist").CombinedOutput()
+	if err != nil || !strings.Contains(string(out), "grey/t/198.51.100.0/24/eve@example.org/bob@example.com") ||
+		!strings.Contains(string(out), "grey/t/198.51.100.0/24/eve@example.org/alice@example.com") {
+		t.Errorf("mailnode state list: %v\n%s", err, out)
+	}
+}
+
+// startRedisServer runs redis-server on a free loopback port for one test.
+func startRedisServer(t *testing.T) string {
+	t.Helper()
+	bin, err := exec.LookPath("redis-server")
+	if err != nil {
+		t.Skip("redis-server not installed")
+	}
+	addr := freePort(t)
+	_, port, _ := net.SplitHostPort(addr)
+	cmd := exec.Command(bin, "--port", port, "--bind", "127.0.0.1", "--save", "", "--appendonly", "no", "--dir", t.TempDir())
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { cmd.Process.Kill(); cmd.Wait() })
+	waitUntil(t, "redis-server", func() bool {
+		c, err := net.Dial("tcp", addr)
+		if err != nil {
+			return false
+		}
+		defer c.Close()
+		c.SetDeadline(time.Now().Add(time.Second))
+		fmt.Fprintf(c, "PING\r\n")
+		b := make([]byte, 7)
+		n, _ := io.ReadFull(c, b)
+		return string(b[:n]) == "+PONG\r\n"
+	})
+	return addr
+}
+
+// TestPolicydRedisTwoProcesses: two policyd processes on one redis-server
+// share one greylist and one rate limit, as two MX nodes of one domain set.
+func TestPolicydRedisTwoProcesses(t *testing.T) {
+	dir := t.TempDir()
+	addr := startRedisServer(t)
+	inv := statefulInventory(t, dir, "inventory.yaml", map[string]any{
+		"greylist":  map[string]any{"enabled": true, "delay": "2s"},
+		"ratelimit": map[string]any{"messages_per_hour": 3},
+		"state":     map[string]any{"backend": "redis", "url": "redis://" + addr + "/0"},
+	})
+	a := startPolicyd(t, inv, filepath.Join(dir, "a.sock"))
+	b := startPolicyd(t, inv, filepath.Join(dir, "b.sock"))
+	ca, cb := dialPolicyd(t, a.sock), dialPolicyd(t, b.sock)
+
+	inbound := rcpt("198.51.100.7", "", "eve@example.org", "bob@example.com", "i1")
+	if got, err := ca.ask(inbound); got != greyFirst {
+		t.Fatalf("first attempt through A: %q %v", got, err)
+	}
+	if got, err := cb.ask(inbound); !strings.HasPrefix(got, "action=450 4.7.1 Greylisted, please try again in ") {
+		t.Fatalf("early retry through B: %q %v", got, err)
+	}
+	time.Sleep(2100 * time.Millisecond)
+	if got, err := cb.ask(inbound); got != dunno {
+		t.Fatalf("retry through B after the delay: %q %v", got, err)
+	}
+	if got, err := ca.ask(inbound); got != dunno {
+		t.Fatalf("and through A: %q %v", got, err)
+	}
+
+	// alice's messages through both count against one limit of 3.
+	send := func(c *policyConn, inst string) string {
+		got, err := c.ask(rcpt("198.51.100.7", "alice@example.com", "alice@example.com", "x@outside.test", inst))
+		if err != nil {
+			t.Fatal(err)
+		}
+		return got
+	}
+	for i, c := range []*policyConn{ca, cb, ca} {
+		if got := send(c, "m"+strconv.Itoa(i)); got != dunno {
+			t.Fatalf("message %d: %q", i+1, got)
+		}
+	}
+	over := "action=450 4.7.1 Rate limit exceeded for <alice@example.com>, try again later\n\n"
+	if got := send(cb, "m3"); got != over {
+		t.Fatalf("4th message through B: %q, want %q", got, over)
+	}
+	if got := send(ca, "m4"); got != over {
+		t.Fatalf("5th message through A: %q, want %q", got, over)
+	}
+
+	// Redis gone: no reply, never a pass (Postfix answers 451 4.3.5).
+	exec.Command("redis-cli", "-h", "127.0.0.1", "-p", strings.Split(addr, ":")[1], "shutdown", "nosave").Run()
+	got, err := ca.ask(rcpt("198.51.100.7", "", "mallory@example.org", "bob@example.com", "i9"))
+	if got != "" || err == nil {
+		t.Errorf("with Redis down: %q %v; want no reply", got, err)
+	}
+	a.stop(t)
+	b.stop(t)
+	if !strings.Contains(a.stderr.String(), "greylist/rate state unavailable") {
+		t.Errorf("no warning with Redis down:\n%s", a.stderr.String())
+	}
+}
