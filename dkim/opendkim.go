@@ -22,6 +22,12 @@ type OpenDKIMConfig struct {
 	// UMask of the socket; "" means 007 (only root and its group connect;
 	// 000 lets Postfix's unprivileged smtpd/cleanup connect).
 	UMask string
+	// Nameservers, when set, replace the resolver of Debian's libunbound
+	// build (which would otherwise recurse from the root servers).
+	Nameservers []string
+	// UnsafeKeyPath turns off OpenDKIM's check that no directory above the
+	// key file is writable by others (a private tree under /tmp fails it).
+	UnsafeKeyPath bool
 }
 
 // String is the opendkim.conf text: relaxed/relaxed, rsa-sha256, the usual
@@ -37,7 +43,7 @@ func (c OpenDKIMConfig) String() string {
 	if hosts == nil {
 		hosts = []string{"127.0.0.1"}
 	}
-	return fmt.Sprintf(`Syslog no
+	conf := fmt.Sprintf(`Syslog no
 Mode %s
 Domain %s
 Selector %s
@@ -51,4 +57,11 @@ OversignHeaders From
 InternalHosts %s
 PidFile %s
 `, mode, c.Domain, c.Selector, c.KeyFile, c.Socket, umask, strings.Join(hosts, ","), c.PidFile)
+	if len(c.Nameservers) > 0 {
+		conf += "Nameservers " + strings.Join(c.Nameservers, ",") + "\n"
+	}
+	if c.UnsafeKeyPath {
+		conf += "RequireSafeKeys false\n"
+	}
+	return conf
 }

@@ -1,0 +1,112 @@
+package main
+
+import (
+	"fmt"
+	"io"
+	"sort"
+	"strings"
+)
+
+// Targets of issue 9, per scenario, on the median delivered and accepted rates.
+const (
+	TargetVsBare    = 0.90
+	TargetVsClassic = 1.20
+)
+
+type stat struct{ med, lo, hi, loadLo, loadHi float64 }
+
+func summarize(rs []Result, metric func(Result) float64) stat {
+	if len(rs) == 0 {
+		return stat{}
+	}
+	v := make([]float64, len(rs))
+	s := stat{loadLo: rs[0].Load, loadHi: rs[0].Load}
+	for i, r := range rs {
+		v[i] = metric(r)
+		s.loadLo, s.loadHi = min(s.loadLo, r.Load), max(s.loadHi, r.Load)
+	}
+	sort.Float64s(v)
+	s.lo, s.hi = v[0], v[len(v)-1]
+	if n := len(v); n%2 == 1 {
+		s.med = v[n/2]
+	} else {
+		s.med = (v[n/2-1] + v[n/2]) / 2
+	}
+	return s
+}
+
+// Report prints one table per metric (accepted, delivered messages/s):
+// rows = scenario, columns = bare, mailnode, classic (median, min–max, the
+// 1-minute load average range at the start of the runs), mailnode/bare,
+// mailnode/classic (ratios of medians, marked when a target is missed).
+// It returns the number of missed targets.
+func Report(w io.Writer, scs []Scenario, results []Result) (missed int) {
+	by := map[string][]Result{}
+	for _, r := range results {
+		k := r.Scenario.String() + "|" + r.Stack
+		by[k] = append(by[k], r)
+	}
+	for _, m := range []struct {
+		name string
+		f    func(Result) float64
+	}{
+		{"accepted msg/s (smtp-source: N / wall time)", func(r Result) float64 { return r.Accepted }},
+		{"delivered msg/s (smtp-sink: N / time to the N-th arrival)", func(r Result) float64 { return r.Delivered }},
+	} {
+		fmt.Fprintf(w, "\n%s — median (min–max) [load avg 1m]\n", m.name)
+		fmt.Fprintf(w, "%-44s | %-26s | %-26s | %-26s | %-13s | %-16s\n", "scenario (N messages)", Bare, Mailnode, Classic, "mailnode/bare", "mailnode/classic")
+		fmt.Fprintln(w, strings.Repeat("-", 44+26*3+13+16+15))
+		for _, sc := range scs {
+			st := map[string]stat{}
+			cells := []string{}
+			for _, name := range stackNames {
+				rs := by[sc.String()+"|"+name]
+				if len(rs) == 0 {
+					cells = append(cells, "-")
+					continue
+				}
+				s := summarize(rs, m.f)
+				st[name] = s
+				cells = append(cells, fmt.Sprintf("%.0f (%.0f–%.0f) [%.1f–%.1f]", s.med, s.lo, s.hi, s.loadLo, s.loadHi))
+			}
+			ratio := func(a, b string, target float64) string {
+				x, okx := st[a]
+				y, oky := st[b]
+				if !okx || !oky || y.med == 0 {
+					return "-"
+				}
+				r := x.med / y.med
+				mark := ""
+				if r < target {
+					mark = " MISS"
+					missed++
+				}
+				return fmt.Sprintf("%.2f%s", r, mark)
+			}
+			fmt.Fprintf(w, "%-44s | %-26s | %-26s | %-26s | %-13s | %-16s\n", fmt.Sprintf("%s (%d)", sc, sc.N), cells[0], cells[1], cells[2],
+				ratio(Mailnode, Bare, TargetVsBare), ratio(Mailnode, Classic, TargetVsClassic))
+		}
+	}
+	return missed
+}
+
+// ReportRSS prints the peak resident set (VmHWM) of every sidecar.
+func ReportRSS(w io.Writer, b *Bench) {
+	fmt.Fprintf(w, "\nsidecar peak RSS (VmHWM, whole run):")
+	for _, name := range stackNames {
+		s, ok := b.stacks[name]
+		if !ok {
+			continue
+		}
+		h := s.hwm()
+		var ds []string
+		for d := range h {
+			ds = append(ds, d)
+		}
+		sort.Strings(ds)
+		for _, d := range ds {
+			fmt.Fprintf(w, "  %s/%s %.1f MiB", name, d, float64(h[d])/1024)
+		}
+	}
+	fmt.Fprintln(w)
+}
