@@ -3,15 +3,11 @@ package state
 import (
 	"bufio"
 	"context"
+	"errors"
 	"fmt"
 	"io"
 	"net"
-	"os"
-	"os/exec"
-	"os/user"
-	"path/filepath"
 	"sort"
-	"strconv"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -19,6 +15,7 @@ import (
 	"time"
 
 	"github.com/mailnode/mailnode/inventory"
+	"github.com/mailnode/mailnode/state/statetest"
 )
 
 // Benchmarks of the greylisting layer. BenchmarkGreylistCheck calls
@@ -188,49 +185,18 @@ func policyServer(b *testing.B, g *Greylister) string {
 	return l.Addr().String()
 }
 
-// startPostgrey runs Debian's postgrey on a loopback port with a private db.
+// startPostgrey runs Debian's postgrey on a loopback port with a private db
+// (statetest.StartPostgrey, which `mailnode bench greylist` uses too).
 func startPostgrey(b *testing.B, delay int) string {
-	bin, err := exec.LookPath("postgrey")
-	if err != nil {
-		b.Skip("postgrey not installed (apt-get install postgrey)")
+	p, err := statetest.StartPostgrey(delay)
+	if errors.Is(err, statetest.ErrNotInstalled) {
+		b.Skip(err)
 	}
-	dir, err := os.MkdirTemp("", "postgrey-bench-")
 	if err != nil {
 		b.Fatal(err)
 	}
-	b.Cleanup(func() { os.RemoveAll(dir) })
-	os.Chmod(dir, 0o755)
-	args := []string{"--dbdir=" + dir, "--delay=" + strconv.Itoa(delay),
-		"--whitelist-clients=/dev/null", "--whitelist-recipients=/dev/null"}
-	if os.Geteuid() == 0 {
-		if u, err := user.Lookup("postgrey"); err == nil {
-			uid, _ := strconv.Atoi(u.Uid)
-			gid, _ := strconv.Atoi(u.Gid)
-			os.Chown(dir, uid, gid)
-		}
-	} else if u, err := user.Current(); err == nil {
-		args = append(args, "--user="+u.Username)
-	}
-	port := freePort(b)
-	addr := fmt.Sprintf("127.0.0.1:%d", port)
-	cmd := exec.Command(bin, append([]string{"--inet=" + addr}, args...)...)
-	logf, _ := os.Create(filepath.Join(dir, "postgrey.log"))
-	cmd.Stdout, cmd.Stderr = logf, logf
-	if err := cmd.Start(); err != nil {
-		b.Fatal(err)
-	}
-	b.Cleanup(func() { cmd.Process.Kill(); cmd.Wait(); logf.Close() })
-	deadline := time.Now().Add(15 * time.Second)
-	for {
-		if c, err := net.DialTimeout("tcp", addr, 100*time.Millisecond); err == nil {
-			c.Close()
-			return addr
-		}
-		if time.Now().After(deadline) {
-			b.Fatalf("postgrey did not listen on %s", addr)
-		}
-		time.Sleep(50 * time.Millisecond)
-	}
+	b.Cleanup(p.Stop)
+	return p.Addr
 }
 
 // policyClient is one Postfix-like connection to a policy server.

@@ -55,6 +55,7 @@ figures should be read against on a shared machine.`,
 				Flags:  []cli.Flag{&cli.StringFlag{Name: "listen", Required: true, Usage: "`unix:PATH` or inet:HOST:PORT"}},
 				Action: runDunnoServer,
 			},
+			benchGreylistCommand(),
 			benchMilterCommand(),
 		},
 	}

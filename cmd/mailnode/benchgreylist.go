@@ -1,0 +1,262 @@
+package main
+
+import (
+	"errors"
+	"fmt"
+	"io"
+	"net"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"syscall"
+	"time"
+
+	"github.com/urfave/cli/v2"
+
+	"github.com/mailnode/mailnode/policy/loadgen"
+	"github.com/mailnode/mailnode/state/statetest"
+)
+
+func benchGreylistCommand() *cli.Command {
+	return &cli.Command{
+		Name:  "greylist",
+		Usage: "the same greylisting request stream against mailnode policyd (bbolt, Redis) and Debian's postgrey",
+		Description: `Starts, on loopback ports with private directories: postgrey (--delay 1), a
+redis-server, and two "mailnode policyd" processes (this binary) greylisting
+with a 1 s delay, one on a bbolt file, one on that Redis. Then replays the
+same Postfix policy request stream against each over -c persistent
+connections (one request in flight per connection, as Postfix does):
+
+  new    -n triplets never seen before: every reply must be a deferral
+         (policyd: 450 4.7.1 Greylisted...; postgrey: DEFER_IF_PERMIT)
+  known  -n requests cycling over --pool triplets that were seen and
+         passed greylisting first: every reply must be a pass
+
+and prints decisions/s, p50, p99 and the ratio to postgrey, with the load
+average before and after (the figures are only comparable on an idle
+machine; the servers run one after the other, so all see the same load).`,
+		Flags: []cli.Flag{
+			&cli.IntFlag{Name: "c", Value: 8, Usage: "persistent connections"},
+			&cli.IntFlag{Name: "n", Value: 20000, Usage: "requests per server and stream"},
+			&cli.IntFlag{Name: "pool", Value: 2000, Usage: "known triplets"},
+			&cli.StringSliceFlag{Name: "server", Value: cli.NewStringSlice("postgrey", "bbolt", "redis"), Usage: "servers to run: postgrey, bbolt, redis"},
+		},
+		Action: runBenchGreylist,
+	}
+}
+
+// benchServer is one greylisting policy server under test.
+type benchServer struct {
+	name string
+	addr string // 127.0.0.1:PORT
+	pid  int
+	stop func()
+}
+
+func runBenchGreylist(cx *cli.Context) error {
+	conns, n, poolSize := cx.Int("c"), cx.Int("n"), cx.Int("pool")
+	if conns < 1 || n < conns || poolSize < 1 {
+		return cli.Exit("bench greylist: need -c >= 1, -n >= -c, --pool >= 1", 2)
+	}
+	dir, err := os.MkdirTemp("", "mailnode-bench-greylist-")
+	if err != nil {
+		return cli.Exit(fmt.Sprintf("bench greylist: %v", err), 1)
+	}
+	defer os.RemoveAll(dir)
+	os.Chmod(dir, 0o755)
+
+	var servers []*benchServer
+	defer func() {
+		for _, s := range servers {
+			s.stop()
+		}
+	}()
+	var redis *statetest.Process
+	for _, name := range cx.StringSlice("server") {
+		var s *benchServer
+		switch name {
+		case "postgrey":
+			p, err := statetest.StartPostgrey(1)
+			if err != nil {
+				return cli.Exit(fmt.Sprintf("bench greylist: %v", err), 1)
+			}
+			s = &benchServer{name: name, addr: p.Addr, pid: p.Pid(), stop: p.Stop}
+		case "bbolt":
+			s, err = startBenchPolicyd(dir, name, "{backend: bbolt, path: "+filepath.Join(dir, "state.db")+"}")
+		case "redis":
+			if redis == nil {
+				if redis, err = statetest.StartRedis(); err != nil {
+					return cli.Exit(fmt.Sprintf("bench greylist: %v", err), 1)
+				}
+				defer redis.Stop()
+			}
+			s, err = startBenchPolicyd(dir, name, `{backend: redis, url: "`+redis.URL()+`"}`)
+		default:
+			return cli.Exit(fmt.Sprintf("bench greylist: unknown server %q (postgrey, bbolt, redis)", name), 2)
+		}
+		if err != nil {
+			return cli.Exit(fmt.Sprintf("bench greylist: %s: %v", name, err), 1)
+		}
+		servers = append(servers, s)
+	}
+
+	fmt.Printf("greylisting side by side: %d connections, %d requests per server and stream, %d known triplets\n", conns, n, poolSize)
+	fmt.Printf("load average before: %s\n", loadAvg())
+
+	// Known triplets: asked once (deferred), then after the 1 s delay again (passed).
+	pool := loadgen.GreylistStream("example.com", 0, poolSize)
+	run := func(s *benchServer, mix []loadgen.Item, requests int) (loadgen.Result, error) {
+		return loadgen.Run(loadgen.Config{Network: "tcp", Addr: s.addr, Conns: conns, Requests: requests, Mix: mix})
+	}
+	for _, s := range servers {
+		res, err := run(s, pool, len(pool))
+		if err != nil {
+			return cli.Exit(fmt.Sprintf("bench greylist: seeding %s: %v", s.name, err), 1)
+		}
+		if bad := res.Requests - deferrals(res); bad != 0 {
+			return cli.Exit(fmt.Sprintf("bench greylist: seeding %s: %d of %d new triplets not deferred: %v", s.name, bad, res.Requests, res.Replies), 1)
+		}
+	}
+	time.Sleep(1100 * time.Millisecond)
+	for _, s := range servers {
+		res, err := run(s, pool, len(pool))
+		if err != nil {
+			return cli.Exit(fmt.Sprintf("bench greylist: passing %s: %v", s.name, err), 1)
+		}
+		if d := deferrals(res); d != 0 {
+			return cli.Exit(fmt.Sprintf("bench greylist: %s: %d triplets still deferred after the delay: %v", s.name, d, res.Replies), 1)
+		}
+	}
+
+	type row struct {
+		res    loadgen.Result
+		cpuPer time.Duration
+	}
+	results := map[string]row{}
+	fresh := loadgen.GreylistStream("example.com", poolSize, n) // the same new triplets for every server
+	for _, kind := range []string{"new", "known"} {
+		for _, s := range servers {
+			mix := fresh
+			if kind == "known" {
+				mix = pool
+			}
+			cpu0, _ := loadgen.ProcCPU(s.pid)
+			res, err := run(s, mix, n)
+			if err != nil {
+				return cli.Exit(fmt.Sprintf("bench greylist: %s %s: %v", s.name, kind, err), 1)
+			}
+			cpu1, _ := loadgen.ProcCPU(s.pid)
+			want := res.Requests
+			if kind == "known" {
+				want = 0
+			}
+			if d := deferrals(res); d != want {
+				return cli.Exit(fmt.Sprintf("bench greylist: %s %s: %d deferrals of %d requests, want %d: %v", s.name, kind, d, res.Requests, want, res.Replies), 1)
+			}
+			results[kind+"/"+s.name] = row{res, (cpu1 - cpu0) / time.Duration(res.Requests)}
+		}
+	}
+	fmt.Printf("load average after:  %s\n\n", loadAvg())
+	fmt.Printf("%-6s %-9s %12s %9s %9s %10s %8s\n", "stream", "server", "decisions/s", "p50", "p99", "server CPU", "ratio")
+	for _, kind := range []string{"new", "known"} {
+		base := results[kind+"/postgrey"].res.PerSecond
+		for _, s := range servers {
+			r := results[kind+"/"+s.name]
+			ratio := "-"
+			if base > 0 {
+				ratio = fmt.Sprintf("%.1fx", r.res.PerSecond/base)
+			}
+			fmt.Printf("%-6s %-9s %12.0f %9s %9s %8.0fµs %8s\n", kind, s.name, r.res.PerSecond,
+				r.res.P50.Round(time.Microsecond), r.res.P99.Round(time.Microsecond), float64(r.cpuPer.Nanoseconds())/1e3, ratio)
+		}
+	}
+	fmt.Println("(server CPU: user+system time of the server process per decision; ratio: decisions/s over postgrey's)")
+	return nil
+}
+
+// deferrals counts the replies that defer: policyd's 450, postgrey's DEFER_IF_PERMIT.
+func deferrals(r loadgen.Result) int {
+	return r.Replies["450"] + r.Replies["DEFER_IF_PERMIT"]
+}
+
+// startBenchPolicyd runs this binary as policyd on a loopback port with a
+// minimal inventory: one local domain, greylisting with a 1 s delay on the
+// given policy.state.
+func startBenchPolicyd(dir, name, stateYAML string) (*benchServer, error) {
+	self, err := os.Executable()
+	if err != nil {
+		return nil, err
+	}
+	port, err := statetest.FreePort()
+	if err != nil {
+		return nil, err
+	}
+	addr := fmt.Sprintf("127.0.0.1:%d", port)
+	inv := filepath.Join(dir, name+".yaml")
+	doc := `node: {hostname: mx1.bench.test, trusted_networks: [127.0.0.0/8]}
+policy:
+  listen: "inet:` + addr + `"
+  greylist: {enabled: true, delay: 1s, retry_window: 48h, auto_whitelist_after: 5, expire: 840h}
+  state: ` + stateYAML + `
+unix_users: [root]
+domains:
+  - name: example.com
+    mailboxes: [{user: alice, password: "{SHA512-CRYPT}$6$x"}]
+`
+	if err := os.WriteFile(inv, []byte(doc), 0o644); err != nil {
+		return nil, err
+	}
+	logPath := filepath.Join(dir, name+".log")
+	logf, err := os.Create(logPath)
+	if err != nil {
+		return nil, err
+	}
+	defer logf.Close() // the child has its own descriptor
+	cmd := exec.Command(self, "policyd", "--inventory", inv, "--maillog", "off", "--log-level", "warn")
+	cmd.Stdout, cmd.Stderr = io.Discard, logf
+	if err := cmd.Start(); err != nil {
+		return nil, err
+	}
+	exited := make(chan error, 1)
+	go func() { exited <- cmd.Wait() }()
+	stop := func() {
+		cmd.Process.Signal(syscall.SIGTERM)
+		select {
+		case <-exited:
+		case <-time.After(10 * time.Second):
+			cmd.Process.Kill()
+			<-exited
+		}
+	}
+	for deadline := time.Now().Add(20 * time.Second); ; time.Sleep(20 * time.Millisecond) {
+		if c, err := net.Dial("tcp", addr); err == nil {
+			c.Close()
+			break
+		}
+		select {
+		case err := <-exited:
+			b, _ := os.ReadFile(logPath)
+			return nil, fmt.Errorf("policyd exited (%v): %s", err, strings.TrimSpace(string(b)))
+		default:
+		}
+		if time.Now().After(deadline) {
+			stop()
+			return nil, errors.New("policyd did not listen on " + addr)
+		}
+	}
+	return &benchServer{name: name, addr: addr, pid: cmd.Process.Pid, stop: stop}, nil
+}
+
+// loadAvg is /proc/loadavg's three load averages.
+func loadAvg() string {
+	b, err := os.ReadFile("/proc/loadavg")
+	if err != nil {
+		return "unknown"
+	}
+	f := strings.Fields(string(b))
+	if len(f) < 3 {
+		return "unknown"
+	}
+	return strings.Join(f[:3], " ") + " (1, 5, 15 min)"
+}

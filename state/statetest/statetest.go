@@ -1,0 +1,177 @@
+// Package statetest starts the real peers the state layer is measured and
+// tested against: Debian's postgrey (the greylisting baseline) and
+// redis-server, each on a loopback port with a private directory. The
+// state package's benchmarks and `mailnode bench greylist` share it, so
+// both run postgrey the same way.
+package statetest
+
+import (
+	"errors"
+	"fmt"
+	"io"
+	"net"
+	"os"
+	"os/exec"
+	"os/user"
+	"path/filepath"
+	"strconv"
+	"time"
+)
+
+// ErrNotInstalled is returned (wrapped) when the program is not installed.
+var ErrNotInstalled = errors.New("not installed")
+
+// Process is a started peer; Stop kills it and removes its directory.
+type Process struct {
+	Addr string // 127.0.0.1:PORT
+	Dir  string // private directory (database, log)
+	cmd    *exec.Cmd
+	log    *os.File
+	exited chan struct{} // closed when cmd.Wait returned
+}
+
+// Stop kills the process, waits for it and removes its directory.
+func (p *Process) Stop() {
+	if p == nil {
+		return
+	}
+	if p.exited != nil {
+		p.cmd.Process.Kill()
+		<-p.exited
+	}
+	if p.log != nil {
+		p.log.Close()
+	}
+	os.RemoveAll(p.Dir)
+}
+
+// Log returns what the process wrote to stdout and stderr.
+func (p *Process) Log() string {
+	b, _ := os.ReadFile(filepath.Join(p.Dir, "out.log"))
+	return string(b)
+}
+
+// FreePort returns a free TCP port on 127.0.0.1.
+func FreePort() (int, error) {
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		return 0, err
+	}
+	defer l.Close()
+	return l.Addr().(*net.TCPAddr).Port, nil
+}
+
+// StartPostgrey runs Debian's postgrey (/usr/sbin/postgrey) on a loopback
+// port with a private database directory, greylisting for delay seconds
+// (postgrey's smallest is 1), with empty client and recipient whitelists
+// so that it greylists every triplet as policyd's stream expects. Run as
+// root it drops to the postgrey user (which then owns the directory);
+// otherwise it runs as the current user.
+func StartPostgrey(delay int) (*Process, error) {
+	bin, err := exec.LookPath("postgrey")
+	if err != nil {
+		return nil, fmt.Errorf("postgrey: %w (apt-get install postgrey)", ErrNotInstalled)
+	}
+	dir, err := os.MkdirTemp("", "postgrey-")
+	if err != nil {
+		return nil, err
+	}
+	os.Chmod(dir, 0o755)
+	args := []string{"--dbdir=" + dir, "--delay=" + strconv.Itoa(delay),
+		"--whitelist-clients=/dev/null", "--whitelist-recipients=/dev/null"}
+	if os.Geteuid() == 0 {
+		if u, err := user.Lookup("postgrey"); err == nil {
+			uid, _ := strconv.Atoi(u.Uid)
+			gid, _ := strconv.Atoi(u.Gid)
+			os.Chown(dir, uid, gid)
+		}
+	} else if u, err := user.Current(); err == nil {
+		args = append(args, "--user="+u.Username)
+	}
+	return start(dir, 15*time.Second, nil, func(addr string) *exec.Cmd {
+		return exec.Command(bin, append([]string{"--inet=" + addr}, args...)...)
+	})
+}
+
+// StartRedis runs redis-server on a loopback port without persistence and
+// waits until it answers PING.
+func StartRedis() (*Process, error) {
+	bin, err := exec.LookPath("redis-server")
+	if err != nil {
+		return nil, fmt.Errorf("redis-server: %w (apt-get install redis-server)", ErrNotInstalled)
+	}
+	dir, err := os.MkdirTemp("", "redis-")
+	if err != nil {
+		return nil, err
+	}
+	return start(dir, 10*time.Second, pingRedis, func(addr string) *exec.Cmd {
+		_, port, _ := net.SplitHostPort(addr)
+		return exec.Command(bin, "--port", port, "--bind", "127.0.0.1",
+			"--save", "", "--appendonly", "no", "--daemonize", "no", "--dir", dir)
+	})
+}
+
+// URL is the redis:// URL of a Redis started by StartRedis (database 0).
+func (p *Process) URL() string { return "redis://" + p.Addr + "/0" }
+
+func pingRedis(c net.Conn) bool {
+	c.SetDeadline(time.Now().Add(time.Second))
+	fmt.Fprintf(c, "PING\r\n")
+	buf := make([]byte, 7)
+	n, _ := io.ReadFull(c, buf)
+	return string(buf[:n]) == "+PONG\r\n"
+}
+
+// start runs the command mk makes for a free loopback address and waits
+// until the address accepts connections (and ready says yes, when given).
+func start(dir string, wait time.Duration, ready func(net.Conn) bool, mk func(addr string) *exec.Cmd) (*Process, error) {
+	port, err := FreePort()
+	if err != nil {
+		os.RemoveAll(dir)
+		return nil, err
+	}
+	p := &Process{Addr: fmt.Sprintf("127.0.0.1:%d", port), Dir: dir}
+	p.cmd = mk(p.Addr)
+	if p.log, err = os.Create(filepath.Join(dir, "out.log")); err != nil {
+		os.RemoveAll(dir)
+		return nil, err
+	}
+	p.cmd.Stdout, p.cmd.Stderr = p.log, p.log
+	if err := p.cmd.Start(); err != nil {
+		p.Stop()
+		return nil, err
+	}
+	p.exited = make(chan struct{})
+	go func() { p.cmd.Wait(); close(p.exited) }()
+	deadline := time.Now().Add(wait)
+	for {
+		if c, err := net.DialTimeout("tcp", p.Addr, 200*time.Millisecond); err == nil {
+			ok := ready == nil || ready(c)
+			c.Close()
+			if ok {
+				return p, nil
+			}
+		}
+		select {
+		case <-p.exited:
+			log := p.Log()
+			p.Stop()
+			return nil, fmt.Errorf("%s exited before listening on %s:\n%s", filepath.Base(p.cmd.Path), p.Addr, log)
+		default:
+		}
+		if time.Now().After(deadline) {
+			log := p.Log()
+			p.Stop()
+			return nil, fmt.Errorf("%s did not listen on %s within %s:\n%s", filepath.Base(p.cmd.Path), p.Addr, wait, log)
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+}
+
+// Pid is the process id (0 when not running).
+func (p *Process) Pid() int {
+	if p == nil || p.cmd == nil || p.cmd.Process == nil {
+		return 0
+	}
+	return p.cmd.Process.Pid
+}
