@@ -23,8 +23,8 @@ var ErrNotInstalled = errors.New("not installed")
 
 // Process is a started peer; Stop kills it and removes its directory.
 type Process struct {
-	Addr string // 127.0.0.1:PORT
-	Dir  string // private directory (database, log)
+	Addr   string // 127.0.0.1:PORT
+	Dir    string // private directory (database, log)
 	cmd    *exec.Cmd
 	log    *os.File
 	exited chan struct{} // closed when cmd.Wait returned
