@@ -61,6 +61,9 @@ type Postfix struct {
 	// (mail_spool_directory, default /var/mail); private test instances
 	// point it into their own tree.
 	MailSpoolDirectory string `yaml:"mail_spool_directory"`
+	// MessageSizeLimit is Postfix's message_size_limit in bytes (default
+	// 10240000, Postfix's own); local(8)'s mailbox_size_limit follows it.
+	MessageSizeLimit int64 `yaml:"message_size_limit"`
 }
 
 // TLS names the certificate Postfix and Dovecot present.

@@ -22,6 +22,7 @@ const (
 	DefaultKeyDir           = "/etc/mailnode/dkim"
 	DefaultStatePath        = "/var/lib/mailnode/state.db"
 	DefaultResolver         = "127.0.0.1:53"
+	DefaultMessageSizeLimit = 10240000 // Postfix's own default, in bytes
 )
 
 func (inv *Inventory) applyDefaults() {
@@ -44,6 +45,9 @@ func (inv *Inventory) applyDefaults() {
 	def(&p.InetInterfaces, "all")
 	def(&p.InetProtocols, "all")
 	def(&p.MailSpoolDirectory, "/var/mail")
+	if p.MessageSizeLimit == 0 {
+		p.MessageSizeLimit = DefaultMessageSizeLimit
+	}
 	def(&inv.Policy.Listen, "unix:"+strings.TrimRight(p.QueueDirectory, "/")+"/private/mailnode-policy")
 	def(&inv.Policy.SenderLogin, "domain")
 	def(&inv.Policy.State.Backend, "bbolt")
@@ -227,6 +231,9 @@ func (inv *Inventory) validate(v *validator) {
 		if !strings.HasPrefix(f.val, "/") {
 			v.add([]any{"postfix", f.key}, "%q must be an absolute path", f.val)
 		}
+	}
+	if inv.Postfix.MessageSizeLimit < 1024 {
+		v.add([]any{"postfix", "message_size_limit"}, "%d bytes is too small (default %d)", inv.Postfix.MessageSizeLimit, DefaultMessageSizeLimit)
 	}
 	if (inv.Postfix.TLS.CertFile == "") != (inv.Postfix.TLS.KeyFile == "") {
 		v.add([]any{"postfix", "tls"}, "cert_file and key_file must be set together")

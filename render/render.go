@@ -122,6 +122,7 @@ type postfixData struct {
 	MailSpoolDirectory, LMTPSocket, SASLPath                 string
 	Policy, Milter, TLSCert, TLSKey                          string
 	SMTPListen, SubmissionListen                             []string
+	MessageSizeLimit, MailboxSizeLimit                       int64
 }
 
 func renderPostfix(inv *inventory.Inventory, files Files) error {
@@ -144,6 +145,9 @@ func renderPostfix(inv *inventory.Inventory, files Files) error {
 		TLSKey:             p.TLS.KeyFile,
 		SMTPListen:         p.SMTPListen,
 		SubmissionListen:   p.SubmissionListen,
+		MessageSizeLimit:   p.MessageSizeLimit,
+		// local(8) refuses to start when its limit is below the message limit.
+		MailboxSizeLimit: max(51200000, p.MessageSizeLimit),
 	}
 	if d.MaillogFile != "" {
 		d.MaillogPrefix = path.Dir(d.MaillogFile)
