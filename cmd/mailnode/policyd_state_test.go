@@ -14,7 +14,10 @@ import (
 	"testing"
 	"time"
 
+	bolt "go.etcd.io/bbolt"
 	"gopkg.in/yaml.v3"
+
+	"github.com/mailnode/mailnode/state"
 )
 
 // statefulInventory writes policy/testdata/inventory.yaml with the policy
@@ -283,5 +286,93 @@ func TestPolicydRedisTwoProcesses(t *testing.T) {
 	b.stop(t)
 	if !strings.Contains(a.stderr.String(), "greylist/rate state unavailable") {
 		t.Errorf("no warning with Redis down:\n%s", a.stderr.String())
+	}
+}
+
+// TestPolicydCrashUnderLoad: SIGKILL the real policyd in the middle of a
+// `mailnode bench policy` run with greylisting and rate limits on, restart
+// it on the same bbolt file: the file is intact (bbolt's own check), an
+// update acknowledged more than the store's MaxLag (1 s) before the crash
+// survived it, the restarted process serves a full run with every reply
+// right, and `mailnode state list` reads the file.
+func TestPolicydCrashUnderLoad(t *testing.T) {
+	if testing.Short() {
+		t.Skip("load run")
+	}
+	bin, err := buildMailnode()
+	if err != nil {
+		t.Fatal(err)
+	}
+	dir := t.TempDir()
+	db := filepath.Join(dir, "state.db")
+	inv := statefulInventory(t, dir, "inventory.yaml", map[string]any{
+		"greylist":  map[string]any{"enabled": true, "delay": "2s"},
+		"ratelimit": map[string]any{"messages_per_hour": 50, "recipients_per_hour": 200},
+		"state":     map[string]any{"backend": "bbolt", "path": db},
+	})
+	sock := filepath.Join(dir, "p.sock")
+	p := startPolicyd(t, inv, sock)
+	c := dialPolicyd(t, sock)
+	before := rcpt("198.51.100.7", "", "eve@example.org", "bob@example.com", "i1")
+	if got, err := c.ask(before); got != greyFirst {
+		t.Fatalf("first attempt: %q %v", got, err)
+	}
+	acked := time.Now()
+	time.Sleep(1200 * time.Millisecond) // > MaxLag: on disk by now
+
+	bench := exec.Command(bin, "bench", "policy", "--addr", "unix:"+sock, "-c", "4", "-n", "10000000", "-i", inv)
+	var benchOut lockedBuffer
+	bench.Stdout, bench.Stderr = &benchOut, &benchOut
+	if err := bench.Start(); err != nil {
+		t.Fatal(err)
+	}
+	benchDone := make(chan error, 1)
+	go func() { benchDone <- bench.Wait() }()
+	time.Sleep(1500 * time.Millisecond)
+	p.cmd.Process.Kill() // SIGKILL, mid-run
+	<-p.exited
+	select {
+	case err := <-benchDone:
+		if o := benchOut.String(); err == nil || !strings.Contains(o, "closed the connection") && !strings.Contains(o, "connection reset") {
+			t.Fatalf("bench did not see policyd die: %v\n%s", err, benchOut.String())
+		}
+	case <-time.After(20 * time.Second):
+		bench.Process.Kill()
+		t.Fatal("bench still running after policyd died")
+	}
+	t.Logf("bench at the kill: %s", strings.TrimSpace(benchOut.String()))
+
+	// Restart on the same file.
+	os.Remove(sock)
+	p = startPolicyd(t, inv, sock)
+	c = dialPolicyd(t, sock)
+	time.Sleep(time.Until(acked.Add(2100 * time.Millisecond)))
+	if got, err := c.ask(before); got != dunno {
+		t.Fatalf("the triplet acknowledged %v before the crash was lost: %q %v", 1200*time.Millisecond, got, err)
+	}
+	out, err := exec.Command(bin, "bench", "policy", "--addr", "unix:"+sock, "-c", "4", "-n", "4000", "-i", inv).CombinedOutput()
+	if err != nil || !strings.Contains(string(out), "checked:     0 mismatches") {
+		t.Fatalf("bench after the restart: %v\n%s", err, out)
+	}
+	t.Logf("bench after the restart:\n%s", out)
+	p.stop(t)
+
+	out, err = exec.Command(bin, "state", "list", "-i", inv).CombinedOutput()
+	if err != nil || !strings.Contains(string(out), "grey/t/198.51.100.0/24/eve@example.org/bob@example.com") ||
+		!strings.Contains(string(out), "rate/u/") {
+		t.Fatalf("state list: %v\n%s", err, out)
+	}
+	st, err := state.OpenBolt(db, state.BoltOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer st.Close()
+	if err := st.DB().View(func(tx *bolt.Tx) error {
+		for err := range tx.Check() {
+			t.Errorf("bbolt check: %v", err)
+		}
+		return nil
+	}); err != nil {
+		t.Fatal(err)
 	}
 }
