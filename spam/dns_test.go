@@ -53,9 +53,9 @@ _dmarc.none.test.   IN TXT "v=DMARC1; p=none"
 
 func testResolver(t *testing.T) (*Resolver, *spamtest.DNS) {
 	d := spamtest.StartDNS(t, testZone)
-	d.Fail("servfail.test", dns.RcodeServerFailure)
-	d.Fail("_dmarc.servfail.test", dns.RcodeServerFailure)
-	d.Drop("1.0.0.127.slow.test")
+	d.Fail("servfail.test", 0, dns.RcodeServerFailure)
+	d.Fail("_dmarc.servfail.test", 0, dns.RcodeServerFailure)
+	d.Drop("1.0.0.127.slow.test", 0)
 	return NewResolver(d.Addr, 300*time.Millisecond), d
 }
 
