@@ -30,6 +30,9 @@ type Config struct {
 	Sizes    []int
 	Sessions []int
 	Logf     func(string, ...any)
+	// PerfDir, when set, records every sidecar with `perf record -g` during
+	// each measurement into PerfDir/<stack>-<daemon>-<scenario>.perf.
+	PerfDir string
 }
 
 // Scenario is one load: a path (trusted→relay or outside→local), a body
@@ -87,6 +90,10 @@ type Result struct {
 	Load       float64 // 1-minute load average when the measurement started
 	Duplicates int     // copies beyond the first at the sink
 	Lost       int     // accepted but never arrived
+	// CPU is the CPU time per message in ms of each part of the stack
+	// ("postfix", "policyd", "milterd", "opendkim", "postgrey", "sink",
+	// "source" = smtp-source) from start to drained queue.
+	CPU map[string]float64
 }
 
 // Bench is a running set of stacks with their messages and DNS.
@@ -216,6 +223,9 @@ func (b *Bench) Measure(name string, sc Scenario) (Result, error) {
 	cmd.Stdout, cmd.Stderr = &out, &out
 	arrived := make(chan time.Time, 1)
 	stopPoll := make(chan struct{})
+	stopPerf := b.perf(s, sc)
+	defer stopPerf()
+	cpu0 := s.cpu()
 	start := time.Now()
 	go func() {
 		for {
@@ -262,6 +272,11 @@ func (b *Bench) Measure(name string, sc Scenario) (Result, error) {
 		time.Sleep(20 * time.Millisecond)
 	}
 	time.Sleep(100 * time.Millisecond)
+	r.CPU = perMessage(cpu0, s.cpu(), sc.N)
+	stopPerf()
+	if ps := cmd.ProcessState; ps != nil {
+		r.CPU["source"] = float64((ps.UserTime() + ps.SystemTime()).Microseconds()) / 1000 / float64(sc.N)
+	}
 	ids, err := queueIDs(s.sinkDir, s.node.Hostname, sc, name)
 	if err != nil {
 		return r, err
@@ -283,6 +298,40 @@ func (b *Bench) Measure(name string, sc Scenario) (Result, error) {
 		return r, fmt.Errorf("%s, %s: all arrived but not within %v", name, sc, timeout)
 	}
 	return r, nil
+}
+
+// perf starts `perf record` on every sidecar of s (with Config.PerfDir)
+// and returns what stops them; calling it twice is harmless.
+func (b *Bench) perf(s *stack, sc Scenario) func() {
+	if b.cfg.PerfDir == "" {
+		return func() {}
+	}
+	var ps []*proc
+	for name, pid := range s.daemons {
+		f := filepath.Join(b.cfg.PerfDir, fmt.Sprintf("%s-%s-%s-%d-s%d.perf", s.name, name, sc.Path, sc.Size, sc.Sessions))
+		cmd := exec.Command("perf", "record", "-q", "-F", "999", "-g", "-p", strconv.Itoa(pid), "-o", f)
+		if p, err := startProc(cmd); err == nil {
+			ps = append(ps, p)
+		} else {
+			b.cfg.Logf("perf record %s: %v", name, err)
+		}
+	}
+	time.Sleep(200 * time.Millisecond) // perf attaches
+	done := false
+	return func() {
+		if done {
+			return
+		}
+		done = true
+		for _, p := range ps {
+			p.cmd.Process.Signal(os.Interrupt)
+			select {
+			case <-p.done:
+			case <-time.After(10 * time.Second):
+				p.stop()
+			}
+		}
+	}
 }
 
 var (

@@ -66,8 +66,18 @@ func main() {
 	waitLoad := flag.Float64("wait-load", 0, "before measuring, wait (at most -wait-max) until the 1-minute load average is below this")
 	waitMax := flag.Duration("wait-max", 10*time.Minute, "longest wait for -wait-load")
 	verbose := flag.Bool("v", false, "log every measurement")
+	perfDir := flag.String("perf", "", "record every sidecar with `perf record -g` during each measurement into this directory (profiling; figures then include perf's overhead)")
+	daemonEnv := flag.String("daemon-env", "", "`K=V,...` set in the environment policyd and milterd inherit (e.g. GOMAXPROCS=1)")
 	flag.Parse()
-	cfg := Config{Runs: *runs, Scale: *scale, Quick: *quick, Stacks: strings.Split(*stacks, ",")}
+	for _, kv := range strings.Split(*daemonEnv, ",") {
+		if k, v, ok := strings.Cut(kv, "="); ok {
+			os.Setenv(k, v) // read by the children at start; this process has started already
+		}
+	}
+	cfg := Config{Runs: *runs, Scale: *scale, Quick: *quick, Stacks: strings.Split(*stacks, ","), PerfDir: *perfDir}
+	if cfg.PerfDir != "" {
+		os.MkdirAll(cfg.PerfDir, 0o755)
+	}
 	if cfg.Quick {
 		cfg.Runs = 1
 	}

@@ -87,7 +87,47 @@ func Report(w io.Writer, scs []Scenario, results []Result) (missed int) {
 				ratio(Mailnode, Bare, TargetVsBare), ratio(Mailnode, Classic, TargetVsClassic))
 		}
 	}
+	fmt.Fprintf(w, "\nCPU ms per message, medians: postfix (master and all its processes) + sidecars; source/sink = smtp-source/smtp-sink\n")
+	for _, sc := range scs {
+		var cells []string
+		for _, name := range stackNames {
+			rs := by[sc.String()+"|"+name]
+			if len(rs) == 0 {
+				continue
+			}
+			var parts []string
+			keys := map[string]bool{}
+			for _, r := range rs {
+				for k := range r.CPU {
+					keys[k] = true
+				}
+			}
+			var ks []string
+			for k := range keys {
+				ks = append(ks, k)
+			}
+			sort.Slice(ks, func(i, j int) bool { return cpuOrder(ks[i]) < cpuOrder(ks[j]) })
+			for _, k := range ks {
+				s := summarize(rs, func(r Result) float64 { return r.CPU[k] })
+				parts = append(parts, fmt.Sprintf("%s %.2f", k, s.med))
+			}
+			cells = append(cells, name+": "+strings.Join(parts, " "))
+		}
+		fmt.Fprintf(w, "%-44s | %s\n", sc, strings.Join(cells, " | "))
+	}
 	return missed
+}
+
+func cpuOrder(k string) string {
+	switch k {
+	case "postfix":
+		return "0"
+	case "source":
+		return "8"
+	case "sink":
+		return "9"
+	}
+	return "1" + k
 }
 
 // ReportRSS prints the peak resident set (VmHWM) of every sidecar.
