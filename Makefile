@@ -9,7 +9,8 @@ DEB_PACKAGES := postfix swaks dovecot-core dovecot-imapd dovecot-pop3d dovecot-l
 	unbound bind9-utils iproute2 python3-dkim python3-yaml opendkim opendkim-tools redis-server \
 	rspamd spamd spamc postgrey ansible ansible-lint ssl-cert openssl procps
 
-.PHONY: all build deps test test-unit test-e2e test-ansible fuzz bench demo demo-stop vet fmt clean
+.PHONY: all build deps test test-unit test-e2e test-ansible fuzz bench bench-go bench-render bench-policy \
+	bench-milter bench-greylist bench-e2e demo demo-stop vet fmt clean
 
 all: build
 
@@ -65,8 +66,38 @@ fuzz:
 	  done; \
 	done
 
-bench: build
-	$(GO) test -run '^$$' -bench . -benchmem ./...
+# Benchmarks: Go testing.B everywhere, then the load tools side by side
+# with their peers (OpenDKIM, postgrey), then the end-to-end throughput of
+# bare Postfix vs mailnode vs OpenDKIM+postgrey. Figures are only
+# comparable on an otherwise idle machine; each tool prints the load average.
+bench: build bench-go bench-render bench-policy bench-milter bench-greylist bench-e2e
+
+bench-go:
+	$(GO) test -run '^$$' -bench . -benchmem $$($(GO) list ./... | grep -v /test)
+
+# render-config on 10,000 domains and 100,000 mailboxes: wall time and peak RSS.
+bench-render: build
+	@T=$$(mktemp -d) && $(GO) run ./render/gen -domains 10000 -mailboxes 100000 >$$T/inv.yaml && \
+	  echo "load average: $$(cut -d' ' -f1-3 /proc/loadavg)" && \
+	  /usr/bin/time -f "render-config 10k domains / 100k mailboxes: %e s wall, %U s user, %S s sys, peak RSS %M KiB" \
+	    $(BIN) render-config -i $$T/inv.yaml --out $$T/out >/dev/null; rm -rf $$T
+
+bench-policy: build
+	test/bench-policy.sh $(BIN)
+
+bench-milter: build
+	$(BIN) bench milter
+
+bench-greylist: build
+	$(BIN) bench greylist
+
+# End-to-end throughput: bare Postfix vs Postfix+mailnode vs Postfix+OpenDKIM+postgrey,
+# smtp-source -> Postfix -> smtp-sink inside a network namespace it creates
+# (root; nothing leaves the machine). About 8 minutes on 2 cores.
+#   BENCH_E2E_FLAGS=-quick           smoke run (about a minute)
+BENCH_E2E_FLAGS ?= -runs 3 -wait-load 1.5 -wait-max 10m
+bench-e2e: build
+	$(GO) run ./test/e2ebench $(BENCH_E2E_FLAGS)
 
 demo: deps build
 	$(GO) run ./test/cmd/demo up --dir .demo

@@ -2,17 +2,17 @@ package inventory
 
 import (
 	"fmt"
+	"github.com/mailnode/mailnode/inventory/invgen"
 	"os"
 	"path/filepath"
 	"reflect"
-	"strings"
 	"testing"
 )
 
 // TestSplitMatchesWholeDocument: the per-domain path and the whole-document
 // path give the same inventory and the same problems, for every test input.
 func TestSplitMatchesWholeDocument(t *testing.T) {
-	inputs := map[string][]byte{"small": []byte(small), "generated": generate(30, 200)}
+	inputs := map[string][]byte{"small": []byte(small), "generated": invgen.Generate(30, 200)}
 	files, _ := filepath.Glob("testdata/bad/*.yaml")
 	files = append(files, "../examples/inventory.yaml")
 	for _, f := range files {
@@ -55,7 +55,7 @@ func TestSplitMatchesWholeDocument(t *testing.T) {
 			}
 		})
 	}
-	if _, _, ok := splitDomains(generate(3, 5)); !ok {
+	if _, _, ok := splitDomains(invgen.Generate(3, 5)); !ok {
 		t.Error("a plain generated inventory must take the per-domain path")
 	}
 	for _, name := range []string{"domains inline", "anchor", "second document"} {
@@ -65,32 +65,10 @@ func TestSplitMatchesWholeDocument(t *testing.T) {
 	}
 }
 
-// generate returns an inventory of n domains (every tenth a relay) and m
-// mailboxes spread over the local ones.
-func generate(n, m int) []byte {
-	var b strings.Builder
-	b.WriteString("node:\n  hostname: mx1.bench.test\n  trusted_networks: [127.0.0.0/8]\nunix_users: [root]\ndomains:\n")
-	local := n - n/10
-	per := max(m/max(local, 1), 1)
-	const hash = "{SHA512-CRYPT}$6$e292H7vf11AQhxPe$GRNYo3/TyFuf4C.TIJj55u..HzXLVeiSv3CZ.3vXJqJYj36syKSOuwXyvtXeBh8oJ3wJf110K0/i2M3mJBJML."
-	for i := 0; i < n; i++ {
-		if i%10 == 9 {
-			fmt.Fprintf(&b, "  - name: relay%d.test\n    class: relay\n    nexthop: \"[mx.relay%d.test]:25\"\n", i, i)
-			continue
-		}
-		fmt.Fprintf(&b, "  - name: d%d.test\n    dkim: [{selector: s1, algorithm: rsa}, {selector: s2, algorithm: ed25519}]\n    mailboxes:\n", i)
-		for j := 0; j < per; j++ {
-			fmt.Fprintf(&b, "      - {user: u%d, password: %q, aliases: [a%d]}\n", j, hash, j)
-		}
-		b.WriteString("    aliases: {postmaster: u0, sales: [u0, \"x@outside.test\"]}\n    lists: {staff: [u0]}\n")
-	}
-	return []byte(b.String())
-}
-
 // BenchmarkLoad10k loads 10,000 domains with 100,000 mailboxes, the size
 // render-config must handle in under 2 s and 256 MiB.
 func BenchmarkLoad10k(b *testing.B) {
-	data := generate(10000, 100000)
+	data := invgen.Generate(10000, 100000)
 	b.SetBytes(int64(len(data)))
 	b.ReportAllocs()
 	for i := 0; i < b.N; i++ {
@@ -104,7 +82,7 @@ func BenchmarkLoad10k(b *testing.B) {
 // disagrees with the whole-document path (same problems or same domains).
 func FuzzSplitMatchesWholeDocument(f *testing.F) {
 	f.Add([]byte(small))
-	f.Add(generate(4, 9))
+	f.Add(invgen.Generate(4, 9))
 	f.Add([]byte("node: {hostname: mx.example.org}\ndomains:\n- name: a.test\n  class: relay\nunix_users: [root]\n"))
 	f.Fuzz(func(t *testing.T, data []byte) {
 		whole, werr := parse(data, nil, "f.yaml")

@@ -1,6 +1,7 @@
 package render
 
 import (
+	"github.com/mailnode/mailnode/inventory/invgen"
 	"os"
 	"testing"
 )
@@ -15,7 +16,7 @@ func TestWriteBenchInventory(t *testing.T) {
 	if out == "" {
 		t.Skip("set MAILNODE_BENCH_INVENTORY=FILE to write the benchmark inventory")
 	}
-	if err := os.WriteFile(out, GenerateInventory(benchDomains, benchMailboxes), 0o644); err != nil {
+	if err := os.WriteFile(out, invgen.Generate(benchDomains, benchMailboxes), 0o644); err != nil {
 		t.Fatal(err)
 	}
 }
