@@ -35,6 +35,7 @@
 package main
 
 import (
+	"errors"
 	"flag"
 	"fmt"
 	"os"
@@ -131,6 +132,9 @@ func run(cfg Config, waitLoad float64, waitMax time.Duration, logf func(string, 
 		lost += r.Lost
 		dup += r.Duplicates
 	}
+	if len(b.Retried) > 0 {
+		fmt.Printf("measured again after a 4xx from the stack (smtp-source stops at the first): %s\n", strings.Join(b.Retried, "; "))
+	}
 	fmt.Printf("delivery: %d measurements, %d lost, %d duplicated, queue empty after each; load avg at end %.2f\n", len(results), lost, dup, loadavg())
 	if lost > 0 || dup > 0 {
 		return missed, fmt.Errorf("%d message(s) lost, %d duplicated", lost, dup)
@@ -150,6 +154,12 @@ func RunAll(b *Bench, scs []Scenario, logf func(string, ...any)) ([]Result, erro
 			for k := range names {
 				name := names[(k+i+run)%len(names)]
 				r, err := b.Measure(name, sc)
+				var te *TempError
+				if errors.As(err, &te) {
+					b.Retried = append(b.Retried, fmt.Sprintf("run %d %s %s", run+1, name, sc))
+					logf("temporary failure, measuring again: %v", err)
+					r, err = b.Measure(name, sc)
+				}
 				if err != nil {
 					return results, err
 				}

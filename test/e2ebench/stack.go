@@ -380,3 +380,26 @@ func chown(path, user string) error {
 	}
 	return nil
 }
+
+// logTail is the end of the mail log and of the sidecars' logs, for errors.
+func (s *stack) logTail() string {
+	tail := func(b []byte, n int) string {
+		l := strings.Split(strings.TrimRight(string(b), "\n"), "\n")
+		if len(l) > n {
+			l = l[len(l)-n:]
+		}
+		return strings.Join(l, "\n")
+	}
+	var out strings.Builder
+	files := []string{filepath.Join(s.node.Dir, "log", "maillog")}
+	for _, d := range []string{"policyd", "milterd"} {
+		files = append(files, filepath.Join(s.node.Dir, "log", d+".log"))
+	}
+	files = append(files, filepath.Join(s.node.Dir, "classic", "opendkim.log"), filepath.Join(s.node.Dir, "classic", "postgrey.log"))
+	for _, f := range files {
+		if b, err := os.ReadFile(f); err == nil && len(b) > 0 {
+			fmt.Fprintf(&out, "--- %s (end):\n%s\n", f, tail(b, 25))
+		}
+	}
+	return out.String()
+}
