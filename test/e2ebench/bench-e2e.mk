@@ -1,5 +1,5 @@
-# Proposed Makefile lines for issue 9 (the Makefile does not include this
-# file; paste the target, add bench-e2e to .PHONY, or `include` this file).
+# The Makefile lines proposed for issue 9 (the Makefile carries them since
+# 05a6c85; this file is the reference, the Makefile does not include it).
 #
 # End-to-end throughput: bare Postfix vs Postfix+mailnode vs Postfix+OpenDKIM+postgrey,
 # smtp-source -> Postfix -> smtp-sink inside a network namespace it creates
