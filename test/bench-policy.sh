@@ -14,7 +14,7 @@ inv['policy'].pop('greylist', None)
 inv['policy'].pop('ratelimit', None)
 yaml.safe_dump(inv, sys.stdout, sort_keys=False)
 PY
-ulimit -n 65536
+ulimit -n "$(ulimit -Hn)" 2>/dev/null || true  # 10,000 idle connections need a high limit
 "$bin" policyd -i "$T/inv.yaml" --listen "unix:$T/policy.sock" --maillog off 2>"$T/log" &
 echo $! >"$T/pid"
 for _ in $(seq 1 100); do [[ -S $T/policy.sock ]] && break; sleep 0.1; done
