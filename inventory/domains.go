@@ -7,6 +7,7 @@ import (
 	"runtime"
 	"sync"
 	"sync/atomic"
+	"unicode/utf8"
 
 	"gopkg.in/yaml.v3"
 )
@@ -35,7 +36,7 @@ type chunk struct {
 // splitDomains cuts data into the document without its domain items (item
 // lines blanked, so line numbers stay) and one chunk per item.
 func splitDomains(data []byte) (head []byte, items []chunk, ok bool) {
-	if bytes.ContainsAny(data, "&*\r\t") {
+	if bytes.ContainsAny(data, "&*\r\t") || !utf8.Valid(data) {
 		return nil, nil, false
 	}
 	type span struct{ start, end, line int }

@@ -103,6 +103,9 @@ func parse(data []byte, items []chunk, file string) (*Inventory, error) {
 	doc := root.Content[0]
 	v := &validator{file: file, root: doc}
 	if doc.Kind != yaml.MappingNode {
+		if split {
+			return nil, errChunk // let the whole document speak for itself
+		}
 		v.addAt(doc.Line, "", "the inventory must be a mapping with node:, domains: and the other sections")
 		return nil, v.problems
 	}
