@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"errors"
 	"reflect"
+	"regexp"
 	"runtime"
 	"sync"
 	"sync/atomic"
@@ -26,6 +27,14 @@ import (
 // indentation, no anchors or aliases, no CR, no further documents. Anything
 // else, and any chunk that does not parse, goes through the whole-document
 // path, which produces the same inventory and the same problems.
+
+// topKeyRe is a plain top-level key of a block mapping: "name:" alone or
+// followed by a space.
+var topKeyRe = regexp.MustCompile(`^[A-Za-z_][A-Za-z0-9_-]*:( |$)`)
+
+func isFirstDocMarker(line []byte, lineNo int) bool {
+	return lineNo == 1 && bytes.Equal(bytes.TrimRight(line, " "), []byte("---"))
+}
 
 // chunk is one domain item's text and the line it starts on.
 type chunk struct {
@@ -103,6 +112,9 @@ func splitDomains(data []byte) (head []byte, items []chunk, ok bool) {
 				off = next
 				continue
 			}
+		}
+		if !blank && indent == 0 && !isFirstDocMarker(line, lineNo) && !topKeyRe.Match(line) {
+			return nil, nil, false // not a plain block mapping at the top
 		}
 		if !blank && indent == 0 {
 			key := bytes.TrimRight(trimmed, " ")

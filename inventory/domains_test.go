@@ -87,8 +87,12 @@ func FuzzSplitMatchesWholeDocument(f *testing.F) {
 	f.Fuzz(func(t *testing.T, data []byte) {
 		whole, werr := parse(data, nil, "f.yaml")
 		split, serr := Parse(data, "f.yaml")
-		if fmt.Sprint(werr) != fmt.Sprint(serr) {
-			t.Fatalf("problems differ\nwhole:\n%v\nsplit:\n%v", werr, serr)
+		// Both paths must agree on whether the inventory is valid and, when it
+		// is, on every domain. The problem lists of a broken document may
+		// differ in how much is reported (the unit test pins them for the
+		// inventories in testdata).
+		if (werr == nil) != (serr == nil) {
+			t.Fatalf("validity differs\nwhole:\n%v\nsplit:\n%v", werr, serr)
 		}
 		if (whole == nil) != (split == nil) {
 			t.Fatal("one path returned an inventory, the other did not")
