@@ -187,6 +187,20 @@ type domainResult struct {
 
 // decodeDomain checks, decodes, normalizes and validates domain item i.
 func decodeDomain(file string, i int, n *yaml.Node) domainResult {
+	r := decodeDomainRaw(file, i, n)
+	if len(r.decode) > 0 {
+		return r
+	}
+	v := &validator{file: file, root: n, prefix: []any{"domains", i}}
+	p := func(rest ...any) []any { return append([]any{"domains", i}, rest...) }
+	normalizeDomain(v, &r.d, p)
+	validateDomain(v, &r.d, p)
+	r.semantic = v.problems
+	return r
+}
+
+// decodeDomainRaw checks and decodes domain item i, and notes its lines.
+func decodeDomainRaw(file string, i int, n *yaml.Node) domainResult {
 	prefix := []any{"domains", i}
 	v := &validator{file: file, root: n, prefix: prefix}
 	var r domainResult
@@ -214,14 +228,7 @@ func decodeDomain(file string, i int, n *yaml.Node) domainResult {
 	if err := n.Decode(&r.d); err != nil {
 		v.problems = append(v.problems, decodeProblems(file, n, path, err)...)
 	}
-	r.decode, v.problems = v.problems, nil
-	if len(r.decode) > 0 {
-		return r
-	}
-	p := func(rest ...any) []any { return append([]any{"domains", i}, rest...) }
-	normalizeDomain(v, &r.d, p)
-	validateDomain(v, &r.d, p)
-	r.semantic = v.problems
+	r.decode = v.problems
 	return r
 }
 
@@ -262,6 +269,10 @@ func decodeChunks(file string, items []chunk) ([]domainResult, error) {
 				if i >= len(items) {
 					return
 				}
+				if r, ok := decodeFastChunk(file, i, items[i]); ok {
+					results[i] = r
+					continue
+				}
 				var doc yaml.Node
 				if err := yaml.Unmarshal(items[i].text, &doc); err != nil ||
 					len(doc.Content) != 1 || doc.Content[0].Kind != yaml.SequenceNode || len(doc.Content[0].Content) != 1 {
@@ -286,4 +297,24 @@ func shiftLines(n *yaml.Node, by int) {
 	for _, c := range n.Content {
 		shiftLines(c, by)
 	}
+}
+
+// decodeFastChunk decodes, normalizes and validates domain item i through
+// fastDomain. It returns false when the item is outside the fast subset or
+// has anything to report: yaml.v3 then decodes it again, so every problem
+// comes with the lines of the full node tree.
+func decodeFastChunk(file string, i int, c chunk) (domainResult, bool) {
+	d, lines, ok := fastDomain(string(c.text), c.line)
+	if !ok {
+		return domainResult{}, false
+	}
+	prefix := []any{"domains", i}
+	v := &validator{file: file, root: &yaml.Node{Kind: yaml.MappingNode, Line: lines.item}, prefix: prefix}
+	p := func(rest ...any) []any { return append([]any{"domains", i}, rest...) }
+	normalizeDomain(v, &d, p)
+	validateDomain(v, &d, p)
+	if len(v.problems) > 0 {
+		return domainResult{}, false
+	}
+	return domainResult{d: d, lines: lines}, true
 }
