@@ -2,14 +2,15 @@ package inventory
 
 import (
 	"net/netip"
-	"sort"
+	"slices"
 	"strings"
 )
 
 // The domain of the node's own host name serves the unix users through
 // local(8) (Postfix's mydestination); it is a local domain for the matrix.
 
-func (inv *Inventory) buildIndex() {
+// newIndex builds the lookup tables of the classifier and the renderer.
+func (inv *Inventory) newIndex() *index {
 	var nMailbox, nVirtual, nLists int
 	for i := range inv.Domains {
 		d := &inv.Domains[i]
@@ -87,7 +88,7 @@ func (inv *Inventory) buildIndex() {
 			x.owners[owner] = append(x.owners[owner], a)
 		}
 	}
-	inv.idx = x
+	return x
 }
 
 // soleMailbox follows aliases from a and returns the one mailbox they all
@@ -230,17 +231,37 @@ func (inv *Inventory) MayUseSender(login, sender string) bool {
 // Owners returns, per sender address, the SASL logins allowed to use it
 // (Postfix's sender_login_maps), sorted by address.
 func (inv *Inventory) Owners() []Entry {
-	rev := map[string][]string{}
+	// One (address, login) pair per ownership, sorted, then grouped: a map
+	// from address to logins costs several times more at 100,000 mailboxes.
+	type pair struct{ addr, login string }
+	n := 0
+	for _, addrs := range inv.idx.owners {
+		n += len(addrs)
+	}
+	pairs := make([]pair, 0, n)
 	for login, addrs := range inv.idx.owners {
 		for _, a := range addrs {
-			rev[a] = append(rev[a], login)
+			pairs = append(pairs, pair{a, login})
 		}
 	}
-	out := make([]Entry, 0, len(rev))
-	for _, a := range sortedKeys(rev) {
-		l := rev[a]
-		sort.Strings(l)
-		out = append(out, Entry{Key: a, Values: l})
+	slices.SortFunc(pairs, func(x, y pair) int {
+		if c := strings.Compare(x.addr, y.addr); c != 0 {
+			return c
+		}
+		return strings.Compare(x.login, y.login)
+	})
+	out := make([]Entry, 0, len(pairs))
+	for i := 0; i < len(pairs); {
+		j := i + 1
+		for j < len(pairs) && pairs[j].addr == pairs[i].addr {
+			j++
+		}
+		logins := make([]string, j-i)
+		for k := i; k < j; k++ {
+			logins[k-i] = pairs[k].login
+		}
+		out = append(out, Entry{Key: pairs[i].addr, Values: logins})
+		i = j
 	}
 	return out
 }

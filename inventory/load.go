@@ -158,11 +158,18 @@ func parse(data []byte, items []chunk, file string) (*Inventory, error) {
 	inv.applyDefaults()
 	inv.normalize()
 	inv.validate(v)
+	// The checks across domains (duplicates, alias loops) and the lookup
+	// index both walk every alias of every domain: run them side by side;
+	// the index is dropped when anything is wrong.
+	idx := make(chan *index, 1)
+	go func() { idx <- inv.newIndex() }()
+	inv.validateAcrossDomains(v)
+	x := <-idx
 	if len(v.problems) > 0 {
 		sortProblems(v.problems)
 		return nil, v.problems
 	}
-	inv.buildIndex()
+	inv.idx = x
 	return inv, nil
 }
 

@@ -370,7 +370,6 @@ func (inv *Inventory) validate(v *validator) {
 		}
 		seenUnix[u] = true
 	}
-	inv.validateAcrossDomains(v)
 }
 
 // validateAcrossDomains checks what needs every domain at once: at least
@@ -522,28 +521,44 @@ func validateLocal(v *validator, d *Domain, p func(...any) []any) {
 // validateLoops finds alias and list cycles across all local domains: a
 // chain of aliases that never reaches a mailbox or an outside address.
 func (inv *Inventory) validateLoops(v *validator) {
-	graph := map[string][]string{}
-	where := map[string][]any{}
-	for i, d := range inv.Domains {
+	n := 0
+	for i := range inv.Domains {
+		n += len(inv.Domains[i].Aliases) + len(inv.Domains[i].Lists)
+	}
+	graph := make(map[string][]string, n)
+	for _, d := range inv.Domains {
 		if d.Class != "local" {
 			continue
 		}
-		for _, kind := range []string{"aliases", "lists"} {
-			m := d.Aliases
-			if kind == "lists" {
-				m = d.Lists
-			}
-			for _, name := range sortedKeys(m) {
-				addr := name + "@" + d.Name
-				where[addr] = []any{"domains", i, kind, name}
-				for _, t := range m[name] {
-					if !strings.Contains(t, "@") {
-						t += "@" + d.Name
+		at := "@" + d.Name
+		for _, m := range []map[string]StringList{d.Aliases, d.Lists} {
+			for name, ts := range m {
+				addr := name + at
+				for _, t := range ts {
+					if strings.IndexByte(t, '@') < 0 {
+						t += at
 					}
 					graph[addr] = append(graph[addr], t)
 				}
 			}
 		}
+	}
+	// where finds the alias or list a problem points at (only for loops,
+	// so no map of every name's path is kept).
+	where := func(addr string) []any {
+		name, dom, _ := strings.Cut(addr, "@")
+		for i, d := range inv.Domains {
+			if d.Class != "local" || d.Name != dom {
+				continue
+			}
+			if _, ok := d.Lists[name]; ok {
+				return []any{"domains", i, "lists", name}
+			}
+			if _, ok := d.Aliases[name]; ok {
+				return []any{"domains", i, "aliases", name}
+			}
+		}
+		return []any{"domains"}
 	}
 	const (
 		white = iota
@@ -574,7 +589,7 @@ func (inv *Inventory) validateLoops(v *validator) {
 				}
 				if !reported[t] {
 					reported[t] = true
-					v.add(where[t], "alias loop: %s -> %s", strings.Join(cyc, " -> "), t)
+					v.add(where(t), "alias loop: %s -> %s", strings.Join(cyc, " -> "), t)
 				}
 			}
 		}
