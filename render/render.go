@@ -21,8 +21,11 @@ import (
 	"fmt"
 	"net"
 	"path"
+	"runtime"
 	"sort"
 	"strings"
+	"sync"
+	"sync/atomic"
 	"text/template"
 
 	"github.com/mailnode/mailnode/dns"
@@ -65,22 +68,61 @@ var tmpl = template.Must(template.New("").Option("missingkey=error").ParseFS(tem
 // Render produces every file of the staging tree from inv, which must come
 // from inventory.Load or inventory.Parse (validated and indexed).
 func Render(inv *inventory.Inventory) (Files, error) {
-	files := Files{}
-	if err := renderPostfix(inv, files); err != nil {
-		return nil, err
+	// The files are independent of each other: render them on every core
+	// (the maps and the zones of a large inventory are most of the work).
+	var jobs []func(Files) error
+	jobs = append(jobs, func(f Files) error { return renderPostfixConfig(inv, f) })
+	for _, m := range PostfixMaps {
+		jobs = append(jobs, func(f Files) error {
+			f["postfix/"+m.Name] = postfixMap(inv, m.Name)
+			return nil
+		})
 	}
-	if err := renderDovecot(inv, files); err != nil {
-		return nil, err
+	jobs = append(jobs,
+		func(f Files) error { return renderDovecot(inv, f) },
+		func(f Files) error { return renderUnbound(inv, f) })
+	local := inv.LocalDomains()
+	const zonesPerJob = 256
+	for start := 0; start < len(local); start += zonesPerJob {
+		batch := local[start:min(start+zonesPerJob, len(local))]
+		jobs = append(jobs, func(f Files) error {
+			for _, d := range batch {
+				z, err := dns.ZoneFor(inv, d)
+				if err != nil {
+					return fmt.Errorf("render: zone %s: %w", d.Name, err)
+				}
+				f["dns/"+d.Name+".zone"] = z.Format()
+			}
+			return nil
+		})
 	}
-	if err := renderUnbound(inv, files); err != nil {
-		return nil, err
+	outs := make([]Files, len(jobs))
+	errs := make([]error, len(jobs))
+	var next atomic.Int64
+	var wg sync.WaitGroup
+	for w := 0; w < min(runtime.GOMAXPROCS(0), len(jobs)); w++ {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			for {
+				i := int(next.Add(1) - 1)
+				if i >= len(jobs) {
+					return
+				}
+				outs[i] = Files{}
+				errs[i] = jobs[i](outs[i])
+			}
+		}()
 	}
-	for _, d := range inv.LocalDomains() {
-		z, err := dns.ZoneFor(inv, d)
-		if err != nil {
-			return nil, fmt.Errorf("render: zone %s: %w", d.Name, err)
+	wg.Wait()
+	files := make(Files, len(local)+16)
+	for i := range jobs {
+		if errs[i] != nil {
+			return nil, errs[i]
 		}
-		files["dns/"+d.Name+".zone"] = z.Format()
+		for name, b := range outs[i] {
+			files[name] = b
+		}
 	}
 	return files, nil
 }
@@ -125,7 +167,9 @@ type postfixData struct {
 	MessageSizeLimit, MailboxSizeLimit                       int64
 }
 
-func renderPostfix(inv *inventory.Inventory, files Files) error {
+// renderPostfixConfig writes main.cf and master.cf (the maps are rendered
+// on their own by postfixMap).
+func renderPostfixConfig(inv *inventory.Inventory, files Files) error {
 	p := inv.Postfix
 	d := postfixData{
 		Hostname:           inv.Node.Hostname,
@@ -165,9 +209,6 @@ func renderPostfix(inv *inventory.Inventory, files Files) error {
 			return err
 		}
 		files["postfix/"+f] = b
-	}
-	for _, m := range PostfixMaps {
-		files["postfix/"+m.Name] = postfixMap(inv, m.Name)
 	}
 	return nil
 }

@@ -87,14 +87,17 @@ func Write(dir string, files Files) ([]string, error) {
 }
 
 // tmpSeq numbers temporary files; with the pid it makes their names unique.
-var tmpSeq atomic.Uint64
+var (
+	tmpSeq atomic.Uint64
+	pid    = os.Getpid() // a system call each time it is asked
+)
 
 // writeAtomic writes data to a temporary file beside dst and renames it
 // over dst. It uses plain system calls: an *os.File registers every file
 // with the runtime poller (fcntl, epoll_ctl), which for thousands of zone
 // files costs more than writing them.
 func writeAtomic(dst string, data []byte, secret bool) error {
-	tmp := fmt.Sprintf("%s/.%s.tmp%d.%d", filepath.Dir(dst), filepath.Base(dst), os.Getpid(), tmpSeq.Add(1))
+	tmp := fmt.Sprintf("%s/.%s.tmp%d.%d", filepath.Dir(dst), filepath.Base(dst), pid, tmpSeq.Add(1))
 	mode := uint32(0o644)
 	if secret {
 		mode = 0o640 // password hashes: readable by root and Dovecot's group only

@@ -5,6 +5,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"runtime/debug"
 
 	"github.com/mailnode/mailnode/render"
 	"github.com/urfave/cli/v2"
@@ -48,6 +49,13 @@ Exit status: 0 ok, 1 differences (--check), 2 invalid inventory or error.`,
 			&cli.BoolFlag{Name: "postmap", Usage: "after writing, compile every Postfix map source with postmap/postalias"},
 		},
 		Action: func(c *cli.Context) error {
+			// A large inventory and every file rendered from it are in memory
+			// at once; collecting more often near 192 MiB keeps the peak under
+			// 256 MiB at 10,000 domains for a few percent more CPU. GOMEMLIMIT
+			// in the environment overrides it.
+			if os.Getenv("GOMEMLIMIT") == "" {
+				debug.SetMemoryLimit(192 << 20)
+			}
 			inv, err := loadAndReport(c)
 			if err != nil {
 				return err
