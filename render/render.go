@@ -22,6 +22,7 @@ import (
 	"net"
 	"path"
 	"runtime"
+	"slices"
 	"sort"
 	"strings"
 	"sync"
@@ -457,6 +458,12 @@ func listeners(proto string, specs []string, port, tlsPort string, tls bool) ([]
 			l.Address, l.Port = h, p
 		}
 		out = append(out, l)
+	}
+	// Dovecot's built-in imaps/pop3s listener (993/995 on every address)
+	// stays unless it is named and given port 0: with explicit listeners
+	// only those are opened.
+	if !slices.ContainsFunc(out, func(l listener) bool { return l.Name == proto+"s" }) {
+		out = append(out, listener{Name: proto + "s", Port: "0"})
 	}
 	return out, nil
 }

@@ -5,9 +5,11 @@ import (
 	"flag"
 	"fmt"
 	"io/fs"
+	"net"
 	"os"
 	"os/exec"
 	"path/filepath"
+	"slices"
 	"strings"
 	"testing"
 
@@ -378,6 +380,59 @@ func TestConsumers(t *testing.T) {
 			if !strings.Contains(out, "passwd-file") {
 				t.Errorf("doveconf -n lost the passdb:\n%s", out)
 			}
+			// The ports Dovecot will open, defaults included: explicit
+			// listeners replace the built-in ones, TLS ones too.
+			all := run("doveconf", "-c", filepath.Join(dir, "dovecot", "dovecot.conf"))
+			for _, svc := range []struct {
+				name   string
+				listen []string
+				want   []string
+			}{
+				{"imap-login", inv.Dovecot.IMAPListen, []string{"143", "993"}},
+				{"pop3-login", inv.Dovecot.POP3Listen, []string{"110", "995"}},
+			} {
+				want := svc.want
+				if inv.Postfix.TLS.CertFile == "" {
+					want = want[:1]
+				}
+				if len(svc.listen) > 0 {
+					want = nil
+					for _, l := range svc.listen {
+						if _, p, err := net.SplitHostPort(l); err == nil {
+							l = p
+						}
+						want = append(want, l)
+					}
+				}
+				if got := listenerPorts(all, svc.name); !slices.Equal(got, want) {
+					t.Errorf("Dovecot %s opens ports %v, want %v", svc.name, got, want)
+				}
+			}
 		})
 	}
+}
+
+// listenerPorts lists the non-zero inet_listener ports of a service in
+// doveconf's full output.
+func listenerPorts(conf, service string) []string {
+	var ports []string
+	in, depth := false, 0
+	for _, line := range strings.Split(conf, "\n") {
+		l := strings.TrimSpace(line)
+		switch {
+		case !in && l == "service "+service+" {":
+			in, depth = true, 1
+		case in && strings.HasSuffix(l, "{"):
+			depth++
+		case in && l == "}":
+			if depth--; depth == 0 {
+				in = false
+			}
+		case in && depth == 2 && strings.HasPrefix(l, "port = "):
+			if p := strings.TrimPrefix(l, "port = "); p != "0" {
+				ports = append(ports, p)
+			}
+		}
+	}
+	return ports
 }

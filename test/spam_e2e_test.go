@@ -184,9 +184,8 @@ func TestSpamE2EReject(t *testing.T) {
 	}
 }
 
-// spam.quarantine: the message is accepted into Postfix's hold queue. (A
-// node of its own: two nodes at once would both bind Dovecot's imaps and
-// pop3s ports.)
+// spam.quarantine: the message is accepted into Postfix's hold queue (a
+// node of its own, rendered with spam.quarantine on).
 func TestSpamE2EQuarantine(t *testing.T) {
 	d := spamtest.StartDNS(t, spamE2EZone)
 	q := spamE2ENode(t, d.Addr, map[string]any{"quarantine": true})

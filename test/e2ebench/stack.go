@@ -124,10 +124,8 @@ func startStack(name, shm string, logf func(string, ...any)) (*stack, error) {
 
 // stopDovecot stops the Dovecot the harness started with the node. It is on
 // no measured path (local mailboxes go to the sink; SASL is only offered on
-// submission), and it must go: the rendered dovecot.conf keeps Dovecot's
-// built-in imaps (993) and pop3s (995) listeners on every address even
-// when dovecot.imap_listen/pop3_listen are given, so a second node's
-// Dovecot in the same namespace fails with "Address already in use".
+// submission), so each stack runs without it and the three stacks compare
+// Postfix and their sidecars only.
 func stopDovecot(dir string) error {
 	b, err := os.ReadFile(filepath.Join(dir, "run", "master.pid"))
 	if err != nil {
