@@ -204,8 +204,17 @@ func endOfLine(rest string) bool {
 	return t == "" || (t[0] == '#' && len(t) < len(rest))
 }
 
-// scanKey reads a mapping key and its colon; rest follows the colon.
+// scanKey reads a mapping key and its colon; rest follows the colon. YAML
+// allows an implicit key of at most 1024 characters.
 func scanKey(s string) (key, rest string, ok bool) {
+	key, rest, ok = scanKey1(s)
+	if len(s)-len(rest) > 1000 {
+		return "", "", false
+	}
+	return key, rest, ok
+}
+
+func scanKey1(s string) (key, rest string, ok bool) {
 	if s == "" {
 		return "", "", false
 	}
@@ -359,45 +368,57 @@ func plainIsText(s string) bool {
 	return true
 }
 
+// fields calls set for each key of the mapping m; set returns a distinct
+// bit per known key. An unknown or repeated key, or a value of the wrong
+// shape, makes it return false.
+func fields(m *fnode, set func(key, val *fnode) (bit int, ok bool)) bool {
+	if m.kind != fMap {
+		return false
+	}
+	seen := 0
+	for k := 0; k < len(m.items); k += 2 {
+		bit, ok := set(m.items[k], m.items[k+1])
+		if !ok || bit == 0 || seen&bit != 0 {
+			return false
+		}
+		seen |= bit
+	}
+	return true
+}
+
 // decodeFast turns a parsed item into a Domain the way yaml.v3 decodes it.
 func decodeFast(m *fnode) (Domain, domainLines, bool) {
 	var d Domain
 	lines := domainLines{item: m.line}
-	seen := 0
-	for k := 0; k < len(m.items); k += 2 {
-		key, val := m.items[k], m.items[k+1]
-		var bit int
-		ok := true
+	ok := fields(m, func(key, val *fnode) (bit int, ok bool) {
 		switch key.s {
 		case "name":
-			bit = 1
-			d.Name, ok = scalar(val)
 			lines.name = key.line
+			d.Name, ok = scalar(val)
+			return 1, ok
 		case "class":
-			bit = 2
 			d.Class, ok = scalar(val)
+			return 2, ok
 		case "nexthop":
-			bit = 4
 			d.Nexthop, ok = scalar(val)
+			return 4, ok
 		case "dkim":
-			bit = 8
-			d.DKIM, ok = fastSelectors(val)
+			d.DKIM, ok = fastList(val, selectorField)
+			return 8, ok
 		case "mailboxes":
-			bit = 16
-			d.Mailboxes, ok = fastMailboxes(val)
+			d.Mailboxes, ok = fastList(val, mailboxField)
+			return 16, ok
 		case "aliases":
-			bit = 32
 			d.Aliases, ok = fastTargets(val, "aliases/", &lines)
+			return 32, ok
 		case "lists":
-			bit = 64
 			d.Lists, ok = fastTargets(val, "lists/", &lines)
-		default:
-			return Domain{}, domainLines{}, false
+			return 64, ok
 		}
-		if !ok || seen&bit != 0 {
-			return Domain{}, domainLines{}, false
-		}
-		seen |= bit
+		return 0, false
+	})
+	if !ok {
+		return Domain{}, domainLines{}, false
 	}
 	return d, lines, true
 }
@@ -418,73 +439,46 @@ func scalars(n *fnode) ([]string, bool) {
 	return l, true
 }
 
-func fastSelectors(n *fnode) ([]Selector, bool) {
+// fastList decodes a sequence of mappings; field sets one key of an item.
+func fastList[T any](n *fnode, field func(t *T, key, val *fnode) (bit int, ok bool)) ([]T, bool) {
 	if n.kind != fSeq {
 		return nil, false
 	}
-	out := make([]Selector, len(n.items))
+	out := make([]T, len(n.items))
 	for i, it := range n.items {
-		if it.kind != fMap {
+		t := &out[i]
+		if !fields(it, func(key, val *fnode) (int, bool) { return field(t, key, val) }) {
 			return nil, false
-		}
-		seen := 0
-		for k := 0; k < len(it.items); k += 2 {
-			key, val := it.items[k], it.items[k+1]
-			var bit int
-			ok := true
-			switch key.s {
-			case "selector":
-				bit = 1
-				out[i].Selector, ok = scalar(val)
-			case "algorithm":
-				bit = 2
-				out[i].Algorithm, ok = scalar(val)
-			default:
-				return nil, false
-			}
-			if !ok || seen&bit != 0 {
-				return nil, false
-			}
-			seen |= bit
 		}
 	}
 	return out, true
 }
 
-func fastMailboxes(n *fnode) ([]Mailbox, bool) {
-	if n.kind != fSeq {
-		return nil, false
+func selectorField(s *Selector, key, val *fnode) (bit int, ok bool) {
+	switch key.s {
+	case "selector":
+		s.Selector, ok = scalar(val)
+		return 1, ok
+	case "algorithm":
+		s.Algorithm, ok = scalar(val)
+		return 2, ok
 	}
-	out := make([]Mailbox, len(n.items))
-	for i, it := range n.items {
-		if it.kind != fMap {
-			return nil, false
-		}
-		seen := 0
-		for k := 0; k < len(it.items); k += 2 {
-			key, val := it.items[k], it.items[k+1]
-			var bit int
-			ok := true
-			switch key.s {
-			case "user":
-				bit = 1
-				out[i].User, ok = scalar(val)
-			case "password":
-				bit = 2
-				out[i].Password, ok = scalar(val)
-			case "aliases":
-				bit = 4
-				out[i].Aliases, ok = scalars(val)
-			default:
-				return nil, false
-			}
-			if !ok || seen&bit != 0 {
-				return nil, false
-			}
-			seen |= bit
-		}
+	return 0, false
+}
+
+func mailboxField(m *Mailbox, key, val *fnode) (bit int, ok bool) {
+	switch key.s {
+	case "user":
+		m.User, ok = scalar(val)
+		return 1, ok
+	case "password":
+		m.Password, ok = scalar(val)
+		return 2, ok
+	case "aliases":
+		m.Aliases, ok = scalars(val)
+		return 4, ok
 	}
-	return out, true
+	return 0, false
 }
 
 // fastTargets decodes aliases: or lists: (name to one address or a list)

@@ -21,12 +21,9 @@ import (
 	"fmt"
 	"net"
 	"path"
-	"runtime"
 	"slices"
 	"sort"
 	"strings"
-	"sync"
-	"sync/atomic"
 	"text/template"
 
 	"github.com/mailnode/mailnode/dns"
@@ -99,23 +96,10 @@ func Render(inv *inventory.Inventory) (Files, error) {
 	}
 	outs := make([]Files, len(jobs))
 	errs := make([]error, len(jobs))
-	var next atomic.Int64
-	var wg sync.WaitGroup
-	for w := 0; w < min(runtime.GOMAXPROCS(0), len(jobs)); w++ {
-		wg.Add(1)
-		go func() {
-			defer wg.Done()
-			for {
-				i := int(next.Add(1) - 1)
-				if i >= len(jobs) {
-					return
-				}
-				outs[i] = Files{}
-				errs[i] = jobs[i](outs[i])
-			}
-		}()
-	}
-	wg.Wait()
+	parallel(len(jobs), func(i int) {
+		outs[i] = Files{}
+		errs[i] = jobs[i](outs[i])
+	})
 	files := make(Files, len(local)+16)
 	for i := range jobs {
 		if errs[i] != nil {

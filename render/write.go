@@ -39,30 +39,17 @@ func Write(dir string, files Files) ([]string, error) {
 	}
 	wrote := make([]bool, len(names))
 	errs := make([]error, len(names))
-	var next atomic.Int64
-	var wg sync.WaitGroup
-	for w := 0; w < max(2, runtime.GOMAXPROCS(0)); w++ {
-		wg.Add(1)
-		go func() {
-			defer wg.Done()
-			for {
-				i := int(next.Add(1) - 1)
-				if i >= len(names) {
-					return
-				}
-				name := names[i]
-				dst := filepath.Join(dir, filepath.FromSlash(name))
-				data := files[name]
-				if old, err := os.ReadFile(dst); err == nil && bytes.Equal(old, data) {
-					continue
-				}
-				if errs[i] = writeAtomic(dst, data, Secret(name)); errs[i] == nil {
-					wrote[i] = true
-				}
-			}
-		}()
-	}
-	wg.Wait()
+	parallel(len(names), func(i int) {
+		name := names[i]
+		dst := filepath.Join(dir, filepath.FromSlash(name))
+		data := files[name]
+		if old, err := os.ReadFile(dst); err == nil && bytes.Equal(old, data) {
+			return
+		}
+		if errs[i] = writeAtomic(dst, data, Secret(name)); errs[i] == nil {
+			wrote[i] = true
+		}
+	})
 	var changed []string
 	for i, name := range names {
 		if errs[i] != nil {
@@ -195,4 +182,25 @@ func Check(dir string, files Files) ([]byte, error) {
 		out.Write(UnifiedDiff("a/"+name, "/dev/null", old, nil))
 	}
 	return out.Bytes(), nil
+}
+
+// parallel calls f(0) ... f(n-1) on every core (two workers at least: file
+// writes wait on the kernel).
+func parallel(n int, f func(i int)) {
+	var next atomic.Int64
+	var wg sync.WaitGroup
+	for w := 0; w < min(n, max(2, runtime.GOMAXPROCS(0))); w++ {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			for {
+				i := int(next.Add(1) - 1)
+				if i >= n {
+					return
+				}
+				f(i)
+			}
+		}()
+	}
+	wg.Wait()
 }
