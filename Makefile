@@ -82,8 +82,12 @@ bench-go:
 
 # render-config on 10,000 domains and 100,000 mailboxes: wall time and peak RSS,
 # into a new staging tree on disk, again with nothing changed, and into tmpfs
-# (the same work without the file system: ext4 slows creating 10,000 files
-# for a while after many were deleted, which shows in the first figure).
+# (the same work without the file system). The first figure depends on the
+# file system's past: ext4 without a journal (as on these machines) avoids
+# reusing recently freed inodes and checks each one on every create (the
+# kernel's recently_deleted()), so where many files were deleted, as by an
+# earlier run of this target, creating 10,000 files costs seconds of system
+# time. On a fresh machine it does not.
 bench-render: build
 	@T=$$(mktemp -d) && $(GO) run ./render/gen -domains 10000 -mailboxes 100000 >$$T/inv.yaml && \
 	  echo "load average: $$(cut -d' ' -f1-3 /proc/loadavg)" && \
