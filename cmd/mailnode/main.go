@@ -40,6 +40,7 @@ Start with:  mailnode config check --inventory examples/inventory.yaml`,
 }
 
 func main() {
+	keepSysmonAwake(os.Args)
 	if err := newApp().Run(os.Args); err != nil {
 		fmt.Fprintln(os.Stderr, "mailnode:", err)
 		os.Exit(exitCode(err))
