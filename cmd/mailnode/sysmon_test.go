@@ -8,7 +8,6 @@ import (
 	"strconv"
 	"strings"
 	"testing"
-	"time"
 )
 
 // processGodebug is the GODEBUG the running process pid has, as the kernel
@@ -62,14 +61,10 @@ func TestSysmonReexec(t *testing.T) {
 			}
 			defer func() { cmd.Process.Kill(); cmd.Wait() }()
 			// The exec happens before policyd opens its socket.
-			for deadline := time.Now().Add(20 * time.Second); ; time.Sleep(20 * time.Millisecond) {
-				if _, err := os.Stat(sock); err == nil {
-					break
-				}
-				if time.Now().After(deadline) {
-					t.Fatal("policyd did not open its socket")
-				}
-			}
+			waitUntil(t, "policyd's socket", func() bool {
+				_, err := os.Stat(sock)
+				return err == nil
+			})
 			if got := processGodebug(t, cmd.Process.Pid); got != tc.want {
 				t.Errorf("GODEBUG of the running policyd = %q, want %q", got, tc.want)
 			}
