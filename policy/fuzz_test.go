@@ -143,7 +143,7 @@ func FuzzServerFraming(f *testing.F) {
 		s := NewServer(inv)
 		s.Limits = DefaultLimits
 		c := &conn{s: s, nc: fc, buf: &buffer{in: make([]byte, 0, 64)}}
-		for c.handle() == nil {
+		for c.step() == nil {
 		}
 		if got := fc.out.String(); got != want {
 			t.Fatalf("server answered\n%q\nreference\n%q", got, want)

@@ -251,10 +251,13 @@ type conn struct {
 
 	buf *buffer // held while a request is read and answered, or bytes of the next one wait
 
-	// readFunc is c.readReady bound once; rn and rerr are its results.
+	// readFunc is c.onReadable bound once; rerr is why it ended c.raw.Read.
 	readFunc func(fd uintptr) bool
-	rn       int
 	rerr     error
+
+	wait  time.Duration // between requests: the idle or park time
+	reqDL bool          // readDL is a request's deadline, not the idle one
+	waits bool          // the client was seen to wait for its replies (onReadable)
 
 	// The deadlines last set. Setting one costs a timer update, so the idle
 	// and write deadlines are only pushed forward when they are more than
@@ -314,8 +317,17 @@ func (c *conn) setBusy(b bool) bool {
 
 // buffer is the pooled working memory of a connection during one request.
 type buffer struct {
-	in  []byte
-	out []byte
+	in  []byte // received, not yet answered
+	out []byte // replies not yet written
+
+	// The request being read: its attributes so far, how far in has been
+	// scanned for line ends, where the current line starts, and its
+	// deadline once it needed more than one read.
+	req       Request
+	n         int
+	scan      int
+	lineStart int
+	deadline  time.Time
 }
 
 var bufPool = sync.Pool{New: func() any {
@@ -324,7 +336,8 @@ var bufPool = sync.Pool{New: func() any {
 
 func getBuffer() *buffer {
 	b := bufPool.Get().(*buffer)
-	b.in = b.in[:0]
+	b.in, b.out = b.in[:0], b.out[:0]
+	b.req, b.n, b.scan, b.lineStart, b.deadline = Request{}, 0, 0, 0, time.Time{}
 	return b
 }
 
@@ -376,104 +389,311 @@ func (c *conn) close() {
 	s.wg.Done()
 }
 
+// Reasons the read loop stops other than the socket's own errors.
+var (
+	errPartialWrite = errors.New("policy: the socket took only part of the replies")
+	errClosing      = errors.New("policy: server shutting down")
+	errAbandoned    = errors.New("policy: connection abandoned") // logged already
+)
+
 // loop answers requests; it returns true when the connection was parked
 // (the parker owns it now) and false when it must be closed.
 func (c *conn) loop() bool {
 	s := c.s
 	// Between requests the read deadline is the idle timeout, or the park
 	// time when that comes first and parking works here.
-	wait, park := s.IdleTimeout, false
+	c.wait = s.IdleTimeout
+	park := false
 	if s.ParkAfter > 0 && s.ParkAfter < s.IdleTimeout && c.fd >= 0 && s.parker() != nil {
-		wait, park = s.ParkAfter, true
+		c.wait, park = s.ParkAfter, true
+	}
+	if c.raw != nil && c.readFunc == nil {
+		c.readFunc = c.onReadable
 	}
 	for {
-		if c.buf == nil {
-			// Idle: wait for the first bytes of the next request.
-			if s.closing.Load() {
-				return false
-			}
-			now := time.Now()
-			if c.readDL.Before(now.Add(wait - deadlineSlack(wait))) {
-				c.readDL = now.Add(wait)
-				c.nc.SetReadDeadline(c.readDL)
-			}
-			if err := c.readIdle(); err != nil {
-				var ne net.Error
-				if park && errors.As(err, &ne) && ne.Timeout() && !s.closing.Load() && s.park.add(c) {
-					return true
-				}
-				c.closed(err, "idle")
-				return false
-			}
-		}
-		if !c.setBusy(true) {
+		if s.closing.Load() {
 			return false
 		}
-		err := c.handle()
-		c.setBusy(false)
-		if err != nil {
+		if c.buf == nil || len(c.buf.in) == 0 {
+			c.idleDeadline(time.Now())
+		}
+		var err error
+		if c.raw != nil {
+			c.rerr = nil
+			if err = c.raw.Read(c.readFunc); err == nil {
+				err = c.rerr
+			}
+		} else {
+			err = c.step()
+		}
+		switch {
+		case err == nil:
+			continue
+		case err == errPartialWrite:
+			// A client that sends without reading its replies: wait for
+			// the socket with the write deadline, then read on.
+			if err = c.writeOut(); err == nil {
+				err = c.settle()
+			}
+			if err == nil {
+				continue
+			}
+			if err == errClosing || err == errAbandoned {
+				return false
+			}
+			c.closed(err, "writing reply")
+			return false
+		case err == errClosing || err == errAbandoned:
 			return false
 		}
-		if len(c.buf.in) == 0 {
-			c.releaseBuffer()
+		if c.buf != nil && len(c.buf.in) > 0 {
+			if errors.Is(err, io.EOF) {
+				s.Log.Warn("policyd: connection closed in the middle of a request", "remote", c.nc.RemoteAddr(), "bytes", len(c.buf.in))
+			} else {
+				s.Log.Warn("policyd: incomplete request; closing without reply", "err", err, "remote", c.nc.RemoteAddr(), "bytes", len(c.buf.in))
+			}
+			return false
 		}
+		var ne net.Error
+		if park && errors.As(err, &ne) && ne.Timeout() && !s.closing.Load() && s.park.add(c) {
+			return true
+		}
+		c.closed(err, "idle")
+		return false
 	}
 }
 
-// readIdle blocks until bytes arrive and reads them into a pooled buffer,
-// which it takes only once the socket is readable.
-func (c *conn) readIdle() error {
-	if c.raw == nil {
-		c.buf = getBuffer()
-		n, err := c.nc.Read(c.buf.in[:cap(c.buf.in)])
-		c.buf.in = c.buf.in[:n]
-		if n > 0 {
-			return nil
+// idleDeadline gives the wait for the next request its deadline: the idle
+// (or park) time from now. Setting a deadline costs a timer update, so it
+// is only pushed forward when more than deadlineSlack stale.
+func (c *conn) idleDeadline(now time.Time) {
+	if c.reqDL || c.readDL.Before(now.Add(c.wait-deadlineSlack(c.wait))) {
+		c.readDL, c.reqDL = now.Add(c.wait), false
+		c.nc.SetReadDeadline(c.readDL)
+	}
+}
+
+// onReadable is the raw read callback. c.raw.Read calls it once when it
+// starts and again whenever the runtime's poller reports the socket
+// readable; returning false waits for that, true ends c.raw.Read with
+// c.rerr. It reads, answers every complete request and writes the replies.
+//
+// Then, for a client seen to wait for its replies (as Postfix does), it
+// waits without trying another read, which would only say EAGAIN: one
+// system call per decision saved. That is safe for data: the poller is
+// edge-triggered and was re-armed when c.raw.Read began, so every byte
+// that arrives after this read is reported. Only a close that came before
+// this read goes unseen (the read returns the data, not the end); such a
+// connection is noticed when it is parked, ParkAfter later. So the first
+// answers on a connection are followed by a read, and only an EAGAIN there
+// shows a waiting client. A read that fills the buffer, or leaves part of a
+// request, is always followed by another.
+func (c *conn) onReadable(fd uintptr) bool {
+	probe := false // this read follows answers: EAGAIN shows a waiting client
+	for {
+		if c.buf == nil {
+			c.buf = getBuffer()
+		}
+		b := c.buf
+		if len(b.in) == cap(b.in) {
+			b.in = append(b.in, 0)[:len(b.in)]
+		}
+		free := cap(b.in) - len(b.in)
+		n, err := syscall.Read(int(fd), b.in[len(b.in):cap(b.in)])
+		switch {
+		case err == syscall.EINTR:
+			continue
+		case err == syscall.EAGAIN:
+			if len(b.in) == 0 {
+				c.releaseBuffer()
+			}
+			if probe {
+				c.waits = true
+			}
+			return false
+		case err != nil:
+			c.rerr = os.NewSyscallError("read", err)
+			return true
+		case n == 0:
+			c.rerr = io.EOF
+			return true
+		}
+		b.in = b.in[:len(b.in)+n]
+		err = c.received()
+		if len(b.out) > 0 {
+			if werr := writeRaw(int(fd), b); werr != nil && err == nil {
+				err = werr
+			}
 		}
 		if err == nil {
-			err = io.ErrNoProgress
+			err = c.settle()
 		}
-		return err
+		if err != nil {
+			c.rerr = err
+			return true
+		}
+		if c.buf == nil && n < free && c.waits {
+			return false
+		}
+		probe = c.buf == nil
 	}
-	if c.readFunc == nil {
-		c.readFunc = c.readReady
-	}
-	c.rn, c.rerr = 0, nil
-	if err := c.raw.Read(c.readFunc); err != nil {
-		return err
-	}
-	if c.rerr != nil {
-		return os.NewSyscallError("read", c.rerr)
-	}
-	if c.rn == 0 {
-		return io.EOF
-	}
-	return nil
 }
 
-// readReady is the raw read callback: it reads when data is there and
-// returns false (wait for readability) without holding a buffer otherwise.
-func (c *conn) readReady(fd uintptr) bool {
+// writeRaw writes b.out on the non-blocking socket; what it does not take
+// stays in b.out and errPartialWrite says so.
+func writeRaw(fd int, b *buffer) error {
+	for {
+		n, err := syscall.Write(fd, b.out)
+		switch {
+		case err == syscall.EINTR:
+			continue
+		case err == syscall.EAGAIN:
+			return errPartialWrite
+		case err != nil:
+			return os.NewSyscallError("write", err)
+		}
+		b.out = b.out[:copy(b.out, b.out[n:])]
+		if len(b.out) > 0 {
+			return errPartialWrite
+		}
+		return nil
+	}
+}
+
+// step is the read loop for connections that are not sockets: one blocking
+// read, then the same as onReadable.
+func (c *conn) step() error {
 	if c.buf == nil {
 		c.buf = getBuffer()
 	}
-	b := c.buf.in
-	for {
-		n, err := syscall.Read(int(fd), b[len(b):cap(b)])
-		switch err {
-		case syscall.EINTR:
-			continue
-		case syscall.EAGAIN:
-			c.releaseBuffer()
-			return false
-		case nil:
-			c.rn = n
-			c.buf.in = b[:len(b)+n]
-		default:
-			c.rerr = err
-		}
-		return true
+	b := c.buf
+	if len(b.in) == cap(b.in) {
+		b.in = append(b.in, 0)[:len(b.in)]
 	}
+	n, err := c.nc.Read(b.in[len(b.in):cap(b.in)])
+	if n == 0 {
+		if err == nil {
+			err = io.ErrNoProgress
+		}
+		if len(b.in) == 0 {
+			c.releaseBuffer()
+		}
+		return err
+	}
+	b.in = b.in[:len(b.in)+n]
+	err = c.received()
+	if len(b.out) > 0 {
+		if werr := c.writeOut(); werr != nil && err == nil {
+			c.closed(werr, "writing reply")
+			err = errAbandoned
+		}
+	}
+	if err == nil {
+		err = c.settle()
+	}
+	return err
+}
+
+// writeOut writes the held replies with the write deadline.
+func (c *conn) writeOut() error {
+	s := c.s
+	if now := time.Now(); c.writeDL.Before(now.Add(s.WriteTimeout - deadlineSlack(s.WriteTimeout))) {
+		c.writeDL = now.Add(s.WriteTimeout)
+		c.nc.SetWriteDeadline(c.writeDL)
+	}
+	_, err := c.nc.Write(c.buf.out)
+	c.buf.out = c.buf.out[:0]
+	return err
+}
+
+// settle follows the answers: with all of the input answered the
+// connection is idle again (its buffer goes back to the pool, its deadline
+// is the idle one, and a shutdown closes it now); with part of a request
+// left, the request's deadline applies.
+func (c *conn) settle() error {
+	b := c.buf
+	if len(b.in) > 0 {
+		if b.deadline.IsZero() {
+			b.deadline = time.Now().Add(c.s.RequestTimeout)
+			c.readDL, c.reqDL = b.deadline, true
+			c.nc.SetReadDeadline(b.deadline)
+		}
+		return nil
+	}
+	if len(b.out) > 0 {
+		return nil
+	}
+	c.releaseBuffer()
+	c.setBusy(false)
+	if c.s.closing.Load() {
+		return errClosing
+	}
+	c.idleDeadline(time.Now())
+	return nil
+}
+
+// received parses the bytes in c.buf.in, decides every complete request
+// and appends the replies to c.buf.out, leaving the start of an incomplete
+// request in c.buf.in. The requests complete before a malformed one are
+// answered; at the malformed one the connection closes without a reply.
+func (c *conn) received() error {
+	s := c.s
+	lim := s.Limits
+	b := c.buf
+	if !c.busy && !c.setBusy(true) {
+		return errClosing
+	}
+	maxRequest := lim.MaxAttributes*(lim.MaxLine+2) + 2
+	start := 0 // of the current request in b.in
+	defer func() {
+		if start > 0 {
+			b.in = b.in[:copy(b.in, b.in[start:])]
+			b.scan -= start
+			b.lineStart -= start
+		}
+	}()
+	for {
+		end := -1
+		for b.scan < len(b.in) {
+			i := bytes.IndexByte(b.in[b.scan:], '\n')
+			if i < 0 {
+				b.scan = len(b.in)
+				break
+			}
+			nl := b.scan + i
+			line := b.in[b.lineStart:nl]
+			b.scan, b.lineStart = nl+1, nl+1
+			if len(line) > 0 && line[len(line)-1] == '\r' {
+				line = line[:len(line)-1]
+			}
+			if len(line) == 0 {
+				end = nl + 1
+				break
+			}
+			b.n++
+			if err := b.req.setLine(line, b.n, lim); err != nil {
+				return c.malformed(err)
+			}
+		}
+		if end < 0 {
+			break
+		}
+		if err := b.req.check(); err != nil {
+			return c.malformed(err)
+		}
+		if err := c.answer(&b.req); err != nil {
+			return errAbandoned
+		}
+		start = end
+		b.n, b.req, b.deadline = 0, Request{}, time.Time{}
+	}
+	if len(b.in)-b.lineStart > lim.MaxLine+1 {
+		return c.malformed(malformed("line %d longer than %d bytes", b.n+1, lim.MaxLine))
+	}
+	if len(b.in)-start >= maxRequest {
+		return c.malformed(malformed("request longer than %d bytes", maxRequest))
+	}
+	return nil
 }
 
 // closed logs why a connection ends.
@@ -492,88 +712,12 @@ func (c *conn) closed(err error, when string) {
 	}
 }
 
-// handle reads one request into c.buf (which already holds its start),
-// decides and answers it, and leaves the bytes of a next request, if any, at
-// the start of c.buf.in. On an error the connection closes without a reply.
-func (c *conn) handle() error {
-	s := c.s
-	lim := s.Limits
-	buf := c.buf
-	var req Request
-	scan, lineStart, n := 0, 0, 0
-	maxRequest := lim.MaxAttributes*(lim.MaxLine+2) + 2
-	var deadline time.Time // of this request, set when it needs a second read
-	for {
-		// Parse every complete line we have.
-		end := -1
-		for scan < len(buf.in) {
-			i := bytes.IndexByte(buf.in[scan:], '\n')
-			if i < 0 {
-				scan = len(buf.in)
-				break
-			}
-			nl := scan + i
-			line := buf.in[lineStart:nl]
-			scan, lineStart = nl+1, nl+1
-			if len(line) > 0 && line[len(line)-1] == '\r' {
-				line = line[:len(line)-1]
-			}
-			if len(line) == 0 {
-				end = nl + 1
-				break
-			}
-			n++
-			if err := req.setLine(line, n, lim); err != nil {
-				return c.malformed(err)
-			}
-		}
-		if end >= 0 {
-			if err := req.check(); err != nil {
-				return c.malformed(err)
-			}
-			if err := c.answer(&req); err != nil {
-				c.closed(err, "writing reply")
-				return err
-			}
-			rest := copy(buf.in, buf.in[end:])
-			buf.in = buf.in[:rest]
-			return nil
-		}
-		if len(buf.in)-lineStart > lim.MaxLine+1 {
-			return c.malformed(malformed("line %d longer than %d bytes", n+1, lim.MaxLine))
-		}
-		if len(buf.in) >= maxRequest {
-			return c.malformed(malformed("request longer than %d bytes", maxRequest))
-		}
-		if deadline.IsZero() {
-			deadline = time.Now().Add(s.RequestTimeout)
-			c.readDL = deadline
-			c.nc.SetReadDeadline(deadline)
-		}
-		if len(buf.in) == cap(buf.in) {
-			buf.in = append(buf.in, 0)[:len(buf.in)]
-		}
-		m, err := c.nc.Read(buf.in[len(buf.in):cap(buf.in)])
-		buf.in = buf.in[:len(buf.in)+m]
-		if err != nil && m == 0 {
-			if len(buf.in) > 0 && !errors.Is(err, io.EOF) {
-				s.Log.Warn("policyd: incomplete request; closing without reply", "err", err, "remote", c.nc.RemoteAddr(), "bytes", len(buf.in))
-			} else if len(buf.in) > 0 {
-				s.Log.Warn("policyd: connection closed in the middle of a request", "remote", c.nc.RemoteAddr(), "bytes", len(buf.in))
-			} else {
-				c.closed(err, "reading request")
-			}
-			return err
-		}
-	}
-}
-
 func (c *conn) malformed(err error) error {
 	c.s.Log.Warn("policyd: malformed request; closing without reply", "err", err, "remote", c.nc.RemoteAddr())
 	if c.s.Metrics != nil {
 		c.s.Metrics.malformed.Inc()
 	}
-	return err
+	return errAbandoned
 }
 
 // answer decides req and writes the reply.
@@ -601,17 +745,10 @@ func (c *conn) answer(req *Request) error {
 		}
 	}
 	c.msg.observe(req, d)
-	out := append(c.buf.out[:0], "action="...)
+	out := append(c.buf.out, "action="...)
 	out = append(out, d.Reply...)
 	out = append(out, "\n\n"...)
 	c.buf.out = out
-	if c.writeDL.Before(start.Add(s.WriteTimeout - deadlineSlack(s.WriteTimeout))) {
-		c.writeDL = start.Add(s.WriteTimeout)
-		c.nc.SetWriteDeadline(c.writeDL)
-	}
-	if _, err := c.nc.Write(out); err != nil {
-		return err
-	}
 	c.lastActive = start
 	if s.MailLog != nil {
 		s.MailLog.Decision(start, req, d, c.msg.rcpts)

@@ -14,6 +14,7 @@ import (
 	"path/filepath"
 	"strings"
 	"sync"
+	"syscall"
 	"testing"
 	"time"
 
@@ -605,5 +606,86 @@ func TestShutdownClosesParked(t *testing.T) {
 	}
 	if s.OpenConnections() != 0 || s.Parked() != 0 {
 		t.Errorf("%d open, %d parked after Shutdown", s.OpenConnections(), s.Parked())
+	}
+}
+
+// TestWaitingClientShortcut: after the first answers show a client that
+// waits for its replies, the server waits for the poller instead of reading
+// again after each reply (onReadable). Nothing a client may send must then
+// go unanswered: two requests in one write, a request in pieces, a request
+// larger than the read buffer, and a close right after a request.
+func TestWaitingClientShortcut(t *testing.T) {
+	for _, network := range []string{"unix", "tcp"} {
+		t.Run(network, func(t *testing.T) {
+			ts := startServer(t, network, nil)
+			c := ts.dial(t)
+			r := bufio.NewReader(c)
+			for i := 0; i < 3; i++ { // Postfix-like: the server learns this client waits
+				if got, err := ask(c, r, inboundRequest); err != nil || got != "action=DUNNO\n\n" {
+					t.Fatalf("warm-up %d: %q, %v", i, got, err)
+				}
+			}
+			// Two requests in one write: two replies.
+			if got, err := ask(c, r, inboundRequest+relayRequest); err != nil || got != "action=DUNNO\n\n" {
+				t.Fatalf("first of two: %q, %v", got, err)
+			}
+			if got, err := readReply(c, r); err != nil || got != relayReply {
+				t.Fatalf("second of two: %q, %v", got, err)
+			}
+			// A request in three pieces with pauses between them.
+			for _, piece := range []string{relayRequest[:10], relayRequest[10:50]} {
+				io.WriteString(c, piece)
+				time.Sleep(20 * time.Millisecond)
+			}
+			if got, err := ask(c, r, relayRequest[50:]); err != nil || got != relayReply {
+				t.Fatalf("request in pieces: %q, %v", got, err)
+			}
+			// Larger than the pooled 2 KiB read buffer, in one write.
+			big := strings.Replace(relayRequest, "client_address=", "ccert_subject="+strings.Repeat("x", 1500)+"\nhelo_name="+strings.Repeat("h", 1500)+"\nclient_address=", 1)
+			if got, err := ask(c, r, big); err != nil || got != relayReply {
+				t.Fatalf("%d-byte request: %q, %v", len(big), got, err)
+			}
+			// And the plain exchange still works after all of that.
+			if got, err := ask(c, r, inboundRequest); err != nil || got != "action=DUNNO\n\n" {
+				t.Fatalf("after: %q, %v", got, err)
+			}
+		})
+	}
+}
+
+// TestRequestThenClose: a client whose request and close arrive together,
+// before the server's first read (a script piping into nc), gets its reply
+// and the connection ends at once, not after a timeout. TCP_CORK makes the
+// kernel send the request and the FIN in one segment.
+func TestRequestThenClose(t *testing.T) {
+	ts := startServer(t, "tcp", nil)
+	c := ts.dial(t).(*net.TCPConn)
+	rc, _ := c.SyscallConn()
+	rc.Control(func(fd uintptr) { syscall.SetsockoptInt(int(fd), syscall.IPPROTO_TCP, syscall.TCP_CORK, 1) })
+	start := time.Now()
+	if _, err := io.WriteString(c, inboundRequest); err != nil {
+		t.Fatal(err)
+	}
+	c.CloseWrite()
+	c.SetReadDeadline(time.Now().Add(10 * time.Second))
+	got, err := io.ReadAll(c)
+	if err != nil || string(got) != "action=DUNNO\n\n" {
+		t.Fatalf("got %q, %v", got, err)
+	}
+	if el := time.Since(start); el > 2*time.Second {
+		t.Errorf("the server closed %v after the request; want at once (ParkAfter is %v)", el, ts.ParkAfter)
+	}
+}
+
+// readReply reads one reply up to its empty line.
+func readReply(c net.Conn, r *bufio.Reader) (string, error) {
+	c.SetReadDeadline(time.Now().Add(10 * time.Second))
+	var b strings.Builder
+	for {
+		line, err := r.ReadString('\n')
+		b.WriteString(line)
+		if err != nil || line == "\n" {
+			return b.String(), err
+		}
 	}
 }

@@ -386,6 +386,8 @@ func Run(cfg Config) (Result, error) {
 			res.lat = make([]time.Duration, 0, cfg.Requests/cfg.Conns+1)
 			buf := make([]byte, 4096)
 			counts := map[string]int{}
+			ex := newExchanger(c)
+			var dl time.Time // the deadline last set; pushed forward when half a second stale
 			for {
 				i := next.Add(1) - 1
 				if i >= int64(cfg.Requests) {
@@ -393,26 +395,17 @@ func Run(cfg Config) (Result, error) {
 				}
 				it := &cfg.Mix[int(i)%len(cfg.Mix)]
 				t0 := time.Now()
-				c.SetDeadline(t0.Add(cfg.Timeout))
-				if _, err := c.Write(it.Wire); err != nil {
-					res.err = fmt.Errorf("loadgen: request %d: %w", i, err)
-					return
+				if dl.Before(t0.Add(cfg.Timeout - time.Second/2)) {
+					dl = t0.Add(cfg.Timeout)
+					c.SetDeadline(dl)
 				}
-				n := 0
-				for n < 2 || buf[n-1] != '\n' || buf[n-2] != '\n' {
-					if n == len(buf) {
-						res.err = fmt.Errorf("loadgen: request %d: reply longer than %d bytes", i, len(buf))
-						return
+				n, err := ex.do(it.Wire, buf)
+				if err != nil {
+					if errors.Is(err, io.EOF) {
+						err = errors.New("server closed the connection without a reply")
 					}
-					m, err := c.Read(buf[n:])
-					n += m
-					if err != nil {
-						if errors.Is(err, io.EOF) {
-							err = errors.New("server closed the connection without a reply")
-						}
-						res.err = fmt.Errorf("loadgen: request %d (%s): %w", i, it.Kind, err)
-						return
-					}
+					res.err = fmt.Errorf("loadgen: request %d (%s): %w", i, it.Kind, err)
+					return
 				}
 				res.lat = append(res.lat, time.Since(t0))
 				reply := buf[:n]
@@ -454,6 +447,120 @@ func Run(cfg Config) (Result, error) {
 	q := func(p float64) time.Duration { return all[min(len(all)-1, int(p*float64(len(all))))] }
 	r.P50, r.P90, r.P99, r.P999, r.Max = q(0.50), q(0.90), q(0.99), q(0.999), all[len(all)-1]
 	return r, nil
+}
+
+// exchanger sends a request and reads its reply as a Postfix client
+// does, with the fewest system calls the runtime allows. On a socket it
+// writes the request from inside the raw read callback, after the runtime
+// has re-armed its edge-triggered poller, and then waits for the reply
+// without a read that could only say EAGAIN: the reply cannot come before
+// the request. A client written the plain way (Write, then Read) spends a
+// third more system calls per request, and on two cores shared with the
+// server that shows as the server's own throughput.
+type exchanger struct {
+	c    net.Conn
+	raw  syscall.RawConn // nil: not a socket, use c
+	wire []byte          // the request; nil once written
+	buf  []byte
+	n    int
+	err  error
+	f    func(fd uintptr) bool
+}
+
+func newExchanger(c net.Conn) *exchanger {
+	e := &exchanger{c: c}
+	if sc, ok := c.(syscall.Conn); ok {
+		e.raw, _ = sc.SyscallConn()
+	}
+	e.f = e.step
+	return e
+}
+
+// do sends wire and reads into buf until the reply's empty line; it returns
+// the reply's length.
+func (e *exchanger) do(wire, buf []byte) (int, error) {
+	e.wire, e.buf, e.n, e.err = wire, buf, 0, nil
+	if e.raw == nil {
+		if _, err := e.c.Write(wire); err != nil {
+			return 0, err
+		}
+		e.wire = nil
+		for !e.complete() {
+			if e.n == len(buf) {
+				return 0, fmt.Errorf("reply longer than %d bytes", len(buf))
+			}
+			m, err := e.c.Read(buf[e.n:])
+			e.n += m
+			if err != nil {
+				return 0, err
+			}
+		}
+		return e.n, nil
+	}
+	for {
+		if err := e.raw.Read(e.f); err != nil {
+			return 0, err
+		}
+		if e.err != errPartial {
+			return e.n, e.err
+		}
+		// The socket took part of the request: write the rest the plain
+		// way (it waits for room, with the deadline), then read.
+		if _, err := e.c.Write(e.wire); err != nil {
+			return 0, err
+		}
+		e.wire = nil
+	}
+}
+
+var errPartial = errors.New("loadgen: request written in part")
+
+func (e *exchanger) complete() bool {
+	return e.n >= 2 && e.buf[e.n-1] == '\n' && e.buf[e.n-2] == '\n'
+}
+
+// step is the raw read callback: true ends the exchange (or hands a
+// partial write back to do), false waits for the socket to be readable.
+func (e *exchanger) step(fd uintptr) bool {
+	if e.wire != nil {
+		m, err := syscall.Write(int(fd), e.wire)
+		switch {
+		case err == syscall.EINTR || err == syscall.EAGAIN:
+			m = 0
+		case err != nil:
+			e.err = os.NewSyscallError("write", err)
+			return true
+		}
+		if m < len(e.wire) {
+			e.wire, e.err = e.wire[m:], errPartial
+			return true
+		}
+		e.wire = nil
+		return false
+	}
+	for {
+		if e.n == len(e.buf) {
+			e.err = fmt.Errorf("reply longer than %d bytes", len(e.buf))
+			return true
+		}
+		m, err := syscall.Read(int(fd), e.buf[e.n:])
+		switch {
+		case err == syscall.EINTR:
+			continue
+		case err == syscall.EAGAIN:
+			return false
+		case err != nil:
+			e.err = os.NewSyscallError("read", err)
+			return true
+		case m == 0:
+			e.err = io.EOF
+			return true
+		}
+		e.n += m
+		if e.complete() {
+			return true
+		}
+	}
 }
 
 // OpenIdle opens n connections that send nothing; close them with the
