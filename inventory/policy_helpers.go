@@ -112,6 +112,17 @@ func quickDomain(s string) (d string, ok, special bool) {
 	return s, true, special
 }
 
+// lowerASCII lower-cases the ASCII letters of s, allocating only when it
+// has upper-case ones.
+func lowerASCII(s string) string {
+	for i := 0; i < len(s); i++ {
+		if 'A' <= s[i] && s[i] <= 'Z' {
+			return asciiLower(s)
+		}
+	}
+	return s
+}
+
 func asciiLower(s string) string {
 	b := []byte(s)
 	for i, c := range b {

@@ -1,6 +1,9 @@
 package inventory
 
-import "testing"
+import (
+	"strings"
+	"testing"
+)
 
 var lookupSeeds = []string{
 	"alice@example.com", "ALICE@EXAMPLE.COM", "alice@example.com.", "<alice@example.com>",
@@ -46,5 +49,26 @@ func FuzzLookupAddress(f *testing.F) {
 	inv := mustParse(f, small)
 	f.Fuzz(func(t *testing.T, addr string) {
 		checkLookup(t, inv, addr)
+	})
+}
+
+// FuzzNormalizeDomain: NormalizeDomain's hand-checked path for plain ASCII
+// names gives what IDNA gives, and refuses what IDNA refuses.
+func FuzzNormalizeDomain(f *testing.F) {
+	for _, s := range lookupSeeds {
+		f.Add(s)
+		if at := strings.LastIndexByte(s, '@'); at >= 0 {
+			f.Add(s[at+1:])
+		}
+	}
+	for _, s := range []string{"EXAMPLE.com", "a.b.c.", " mx1.example.com ", "a--b.example", "1.2.3.4", "x" + string(make([]byte, 64))} {
+		f.Add(s)
+	}
+	f.Fuzz(func(t *testing.T, s string) {
+		got, gerr := NormalizeDomain(s)
+		want, werr := normalizeDomainIDNA(s)
+		if got != want || (gerr == nil) != (werr == nil) {
+			t.Fatalf("NormalizeDomain(%q) = %q, %v; through IDNA %q, %v", s, got, gerr, want, werr)
+		}
 	})
 }

@@ -92,6 +92,19 @@ func (inv *Inventory) applyDefaults() {
 // NormalizeDomain returns the ASCII (punycode), lower-case form of a domain
 // without a trailing dot. It fails for names that are not valid host names.
 func NormalizeDomain(s string) (string, error) {
+	s = strings.TrimSpace(s)
+	// Nearly every name is plain ASCII letters, digits and hyphens, for
+	// which IDNA is the identity after lower-casing: check those labels by
+	// hand (quickDomain) and leave IDNA the rest. FuzzNormalizeDomain holds
+	// the two paths together.
+	if d, ok, special := quickDomain(lowerASCII(s)); ok && !special {
+		return d, nil
+	}
+	return normalizeDomainIDNA(s)
+}
+
+// normalizeDomainIDNA is NormalizeDomain through IDNA, for every name.
+func normalizeDomainIDNA(s string) (string, error) {
 	s = strings.TrimSuffix(strings.TrimSpace(s), ".")
 	if s == "" {
 		return "", fmt.Errorf("empty domain name")

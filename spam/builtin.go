@@ -138,7 +138,7 @@ func HeaderSymbols(headers []dkim.Header, now time.Time, isLocal func(domain str
 	}
 	if len(date) == 0 {
 		out = append(out, sym("MN_MISSING_DATE"))
-	} else if t, err := mail.ParseDate(strings.TrimSpace(unfold(date[0]))); err != nil {
+	} else if t, err := parseDate(strings.TrimSpace(unfold(date[0]))); err != nil {
 		out = append(out, sym("MN_BAD_DATE"))
 	} else if t.After(now.Add(24 * time.Hour)) {
 		out = append(out, sym("MN_FUTURE_DATE"))
@@ -224,4 +224,15 @@ func unfold(v string) string {
 		return v
 	}
 	return strings.NewReplacer("\r\n", "", "\n", "", "\r", "").Replace(v)
+}
+
+// parseDate is mail.ParseDate, which tries its layouts in turn: the usual
+// RFC 5322 form ("Sun, 1 Mar 2026 11:59:00 +0000") is its thirteenth, and
+// each failure costs an error value. That form is tried first; whatever it
+// parses, mail.ParseDate parses the same way.
+func parseDate(s string) (time.Time, error) {
+	if t, err := time.Parse("Mon, 2 Jan 2006 15:04:05 -0700", s); err == nil {
+		return t, nil
+	}
+	return mail.ParseDate(s)
 }

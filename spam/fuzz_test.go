@@ -3,6 +3,7 @@ package spam
 import (
 	"bufio"
 	"bytes"
+	"net/mail"
 	"strings"
 	"testing"
 )
@@ -42,6 +43,24 @@ func FuzzReadSpamd(f *testing.F) {
 		rep, err := readSpamd(bufio.NewReader(strings.NewReader(reply)))
 		if err == nil && (rep == nil || !strings.Contains(strings.ToLower(reply), "spam:")) {
 			t.Fatalf("report %+v from %q", rep, reply)
+		}
+	})
+}
+
+// FuzzParseDate: the fast path of parseDate agrees with mail.ParseDate.
+func FuzzParseDate(f *testing.F) {
+	for _, s := range []string{
+		"Sun, 1 Mar 2026 11:59:00 +0000", "Sun, 01 Mar 2026 11:59:00 +0000", "1 Mar 2026 11:59:00 +0000",
+		"Sun, 1 Mar 2026 11:59:00 +0000 (UTC)", "Sun, 1 Mar 26 11:59 GMT", "Mon, 1 Mar 2026 11:59:00 +0000",
+		"Sun, 31 Feb 2026 11:59:00 +0000", "Sun, 1 Mar 2026 25:59:00 +0000", "Sun,  1 Mar 2026 11:59:00 -0130", "",
+	} {
+		f.Add(s)
+	}
+	f.Fuzz(func(t *testing.T, s string) {
+		got, gerr := parseDate(s)
+		want, werr := mail.ParseDate(s)
+		if (gerr == nil) != (werr == nil) || gerr == nil && !got.Equal(want) {
+			t.Fatalf("parseDate(%q) = %v, %v; mail.ParseDate: %v, %v", s, got, gerr, want, werr)
 		}
 	})
 }
