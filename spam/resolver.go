@@ -2,11 +2,14 @@ package spam
 
 import (
 	"context"
+	"encoding/binary"
 	"errors"
 	"net"
 	"net/netip"
+	"os"
 	"strings"
 	"sync"
+	"syscall"
 	"time"
 
 	"github.com/miekg/dns"
@@ -37,7 +40,7 @@ type Resolver struct {
 
 	mu    sync.Mutex
 	cache map[cacheKey]cacheEntry
-	conns chan *dns.Conn
+	conns chan *udpConn
 	now   func() time.Time
 }
 
@@ -104,11 +107,28 @@ func (r *Resolver) store(k cacheKey, rrs []dns.RR, ttl time.Duration) {
 	r.cache[k] = cacheEntry{rrs: rrs, expires: r.clock().Add(ttl)}
 }
 
+// udpConn is a connected UDP socket to the server, reused from question to
+// question, with its buffers.
+type udpConn struct {
+	c   *net.UDPConn
+	raw syscall.RawConn
+	dl  time.Time // the read deadline last set
+	out []byte    // the packed question
+	in  []byte    // the answer
+
+	// the raw callback's state
+	q   []byte // still to send; nil once sent
+	id  uint16
+	n   int
+	err error
+	f   func(fd uintptr) bool
+}
+
 // getConn returns an idle UDP socket to the server, or a new one.
-func (r *Resolver) getConn(ctx context.Context) (*dns.Conn, error) {
+func (r *Resolver) getConn(ctx context.Context) (*udpConn, error) {
 	r.mu.Lock()
 	if r.conns == nil {
-		r.conns = make(chan *dns.Conn, maxIdleConns)
+		r.conns = make(chan *udpConn, maxIdleConns)
 	}
 	conns := r.conns
 	r.mu.Unlock()
@@ -122,15 +142,82 @@ func (r *Resolver) getConn(ctx context.Context) (*dns.Conn, error) {
 	if err != nil {
 		return nil, err
 	}
-	return &dns.Conn{Conn: c, UDPSize: 1232}, nil
+	uc := &udpConn{c: c.(*net.UDPConn), out: make([]byte, 0, 512), in: make([]byte, 4096)}
+	if uc.raw, err = uc.c.SyscallConn(); err != nil {
+		c.Close()
+		return nil, err
+	}
+	uc.f = uc.step
+	return uc, nil
 }
 
 // putConn keeps a socket that answered cleanly for the next question.
-func (r *Resolver) putConn(c *dns.Conn) {
+func (r *Resolver) putConn(c *udpConn) {
 	select {
 	case r.conns <- c:
 	default:
-		c.Close()
+		c.c.Close()
+	}
+}
+
+// ask sends m and reads the answer with the same ID by deadline. The
+// question is written from inside the raw read callback, after the
+// runtime's poller is armed, so that the wait for the answer needs no read
+// that could only say EAGAIN; the read deadline is only moved when it is
+// more than a quarter of the timeout stale (a question then gets at least
+// three quarters of it).
+func (c *udpConn) ask(m *dns.Msg, deadline time.Time, timeout time.Duration) ([]byte, error) {
+	q, err := m.PackBuffer(c.out[:cap(c.out)])
+	if err != nil {
+		return nil, err
+	}
+	c.out = q[:0]
+	if c.dl.After(deadline) || c.dl.Before(deadline.Add(-timeout/4)) {
+		c.dl = deadline
+		c.c.SetReadDeadline(deadline)
+	}
+	c.q, c.id, c.n, c.err = q, m.Id, 0, nil
+	if err := c.raw.Read(c.f); err != nil {
+		return nil, err
+	}
+	if c.err != nil {
+		return nil, c.err
+	}
+	return c.in[:c.n], nil
+}
+
+// step is the raw read callback of ask.
+func (c *udpConn) step(fd uintptr) bool {
+	if c.q != nil {
+		_, err := syscall.Write(int(fd), c.q)
+		if err == syscall.EINTR {
+			_, err = syscall.Write(int(fd), c.q)
+		}
+		c.q = nil
+		if err != nil {
+			c.err = os.NewSyscallError("write", err)
+			return true
+		}
+		return false
+	}
+	for {
+		n, err := syscall.Read(int(fd), c.in)
+		switch {
+		case err == syscall.EINTR:
+			continue
+		case err == syscall.EAGAIN:
+			return false
+		case err != nil:
+			c.err = os.NewSyscallError("read", err) // e.g. ECONNREFUSED: nothing listens
+			return true
+		}
+		// An answer to an earlier question that timed out, or not an
+		// answer at all: wait on for ours.
+		if n < 12 || binary.BigEndian.Uint16(c.in) != c.id || c.in[2]&0x80 == 0 {
+			continue
+		}
+		c.n = n
+		return true
 	}
 }
 
@@ -154,25 +241,35 @@ func (r *Resolver) exchange(ctx context.Context, name string, qtype uint16) ([]d
 		}
 		return e.rrs, nil
 	}
-	ctx, cancel := context.WithTimeout(ctx, r.timeout())
-	defer cancel()
+	timeout := r.timeout()
+	deadline := time.Now().Add(timeout)
+	if d, ok := ctx.Deadline(); ok && d.Before(deadline) {
+		deadline = d
+	}
 	m := new(dns.Msg)
 	m.SetQuestion(name, qtype)
 	m.RecursionDesired = true
 	m.SetEdns0(1232, false)
-	c := dns.Client{Net: "udp", UDPSize: 1232, Timeout: r.timeout()}
-	var in *dns.Msg
+	in := new(dns.Msg)
 	conn, err := r.getConn(ctx)
 	if err == nil {
-		in, _, err = c.ExchangeWithConnContext(ctx, m, conn)
-		if err != nil {
-			conn.Close() // a late answer must not meet the next question
+		var b []byte
+		if b, err = conn.ask(m, deadline, timeout); err != nil {
+			conn.c.Close() // a late answer must not meet the next question
 		} else {
 			r.putConn(conn)
+			if b[3]&0xf == dns.RcodeNameError && b[2]&0x02 == 0 {
+				// The usual DNSBL answer, "not listed": the header says it all.
+				in.Rcode = dns.RcodeNameError
+			} else {
+				err = in.Unpack(b)
+			}
 		}
 	}
 	if err == nil && in.Truncated {
-		c.Net = "tcp"
+		ctx, cancel := context.WithDeadline(ctx, deadline)
+		defer cancel()
+		c := dns.Client{Net: "tcp", Timeout: timeout}
 		in, _, err = c.ExchangeContext(ctx, m, r.Addr)
 	}
 	if err != nil {
