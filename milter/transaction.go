@@ -291,11 +291,14 @@ func (t *Transaction) End(ctx context.Context) Result {
 		if len(results) == 0 {
 			results = []authres.Result{&authres.DKIMResult{Value: authres.ResultNone}}
 		}
+		// One method result per line of the header, formatted once for it
+		// and the decision record. (authres.Format leaves a space after a
+		// result without properties; it goes.)
 		for _, r := range results {
 			d.Results = append(d.Results, strings.TrimSpace(authres.Format("", []authres.Result{r})[2:]))
 		}
 		res.Changes = append(res.Changes, t.verdictChanges(v)...)
-		res.Changes = append(res.Changes, HeaderChange{Index: 0, Name: "Authentication-Results", Value: " " + foldAR(authres.Format(t.f.Hostname, results))})
+		res.Changes = append(res.Changes, HeaderChange{Index: 0, Name: "Authentication-Results", Value: " " + t.f.Hostname + ";\r\n\t" + strings.Join(d.Results, ";\r\n\t")})
 		switch v.Disposition {
 		case Reject:
 			res.Reject, res.Reply = true, v.Reply
@@ -335,14 +338,6 @@ func (t *Transaction) verdictChanges(v *Verdict) []HeaderChange {
 	return out
 }
 
-// foldAR puts each method result of an Authentication-Results value on its
-// own line. (authres.Format leaves a space after a result without
-// properties; it goes.)
-func foldAR(v string) string {
-	v = strings.TrimRight(strings.ReplaceAll(v, " ; ", "; "), " ")
-	return strings.ReplaceAll(v, "; ", ";\r\n\t")
-}
-
 // Close releases what an unfinished message holds (running checks).
 func (t *Transaction) Close() {
 	for _, r := range t.runs {
@@ -354,37 +349,40 @@ func (t *Transaction) Close() {
 
 func (f *Filter) logDecision(res Result) {
 	d := res.Decision
-	attrs := []any{
-		"queue_id", d.QueueID, "client", d.ClientAddr, "origin", string(d.Origin),
-		"sender", d.Sender, "from", d.From, "rcpts", d.Rcpts,
-		"action", d.Action.String(), "reason", string(d.Reason),
-	}
+	// Typed attributes (LogAttrs) rather than key-value pairs: this is a
+	// line per message, and boxing every value cost a third of it.
+	attrs := make([]slog.Attr, 0, 20)
+	attrs = append(attrs,
+		slog.String("queue_id", d.QueueID), slog.String("client", d.ClientAddr), slog.String("origin", string(d.Origin)),
+		slog.String("sender", d.Sender), slog.String("from", d.From), slog.Int("rcpts", d.Rcpts),
+		slog.String("action", d.Action.String()), slog.String("reason", string(d.Reason)),
+	)
 	if d.AuthUser != "" {
-		attrs = append(attrs, "user", d.AuthUser)
+		attrs = append(attrs, slog.String("user", d.AuthUser))
 	}
 	if len(d.Signed) > 0 {
-		attrs = append(attrs, "signed", strings.Join(d.Signed, ","))
+		attrs = append(attrs, slog.String("signed", strings.Join(d.Signed, ",")))
 	}
 	if len(d.Results) > 0 {
-		attrs = append(attrs, "results", strings.Join(d.Results, "; "))
+		attrs = append(attrs, slog.String("results", strings.Join(d.Results, "; ")))
 	}
 	if d.RemovedAR > 0 {
-		attrs = append(attrs, "removed_forged_ar", d.RemovedAR)
+		attrs = append(attrs, slog.Int("removed_forged_ar", d.RemovedAR))
 	}
 	if v := d.Verdict; v.Scored || v.Disposition != Deliver {
-		attrs = append(attrs, "spam_score", spam.FormatScore(v.Score), "spam_engine", v.Engine,
-			"disposition", v.Disposition.String())
+		attrs = append(attrs, slog.String("spam_score", spam.FormatScore(v.Score)), slog.String("spam_engine", v.Engine),
+			slog.String("disposition", v.Disposition.String()))
 		if v.Reason != "" {
-			attrs = append(attrs, "disposition_reason", v.Reason)
+			attrs = append(attrs, slog.String("disposition_reason", v.Reason))
 		}
 		if v.EngineErr != "" {
-			attrs = append(attrs, "engine_error", v.EngineErr)
+			attrs = append(attrs, slog.String("engine_error", v.EngineErr))
 		}
 	}
+	level := slog.LevelInfo
 	if d.Err != "" {
-		attrs = append(attrs, "error", d.Err)
-		f.log().Warn("milterd decision", attrs...)
-		return
+		attrs = append(attrs, slog.String("error", d.Err))
+		level = slog.LevelWarn
 	}
-	f.log().Info("milterd decision", attrs...)
+	f.log().LogAttrs(context.Background(), level, "milterd decision", attrs...)
 }
