@@ -20,13 +20,11 @@
 package milter
 
 import (
-	"io"
-	"mime"
-	"net/mail"
 	"strings"
 
 	"github.com/mailnode/mailnode/inventory"
 	"github.com/mailnode/mailnode/policy"
+	"github.com/mailnode/mailnode/spam"
 )
 
 // Action is what milterd does with a message.
@@ -146,7 +144,7 @@ func Decide(p Policy, env Envelope, fromHeaders []string, hasSelectors func(doma
 		d.Origin = OriginTrust
 	}
 	if len(fromHeaders) == 1 {
-		if l, err := addressParser.ParseList(unfold(fromHeaders[0])); err == nil && len(l) == 1 {
+		if l, err := spam.ParseFrom(fromHeaders[0]); err == nil && len(l) == 1 {
 			d.From = l[0].Address
 			_, d.FromDomain = inventory.SplitAddress(d.From)
 		}
@@ -215,18 +213,4 @@ func spamCheck(p Policy, env Envelope, origin Origin) bool {
 		}
 	}
 	return false
-}
-
-// addressParser reads From: addresses; display names in any charset are
-// fine (only the address matters), so unknown charsets pass through undecoded.
-var addressParser = &mail.AddressParser{WordDecoder: &mime.WordDecoder{
-	CharsetReader: func(_ string, r io.Reader) (io.Reader, error) { return r, nil },
-}}
-
-// unfold removes the line breaks of a folded header value.
-func unfold(v string) string {
-	if strings.IndexAny(v, "\r\n") < 0 {
-		return v
-	}
-	return strings.NewReplacer("\r\n", "", "\n", "", "\r", "").Replace(v)
 }

@@ -141,7 +141,7 @@ func (c *DMARCCheck) Start(_ Envelope, headers []dkim.Header) CheckRun {
 		}
 	}
 	if len(from) == 1 {
-		if l, err := addressParser.ParseList(unfold(from[0])); err == nil && len(l) == 1 {
+		if l, err := spam.ParseFrom(from[0]); err == nil && len(l) == 1 {
 			_, r.domain = inventory.SplitAddress(l[0].Address)
 		}
 	}

@@ -188,7 +188,7 @@ func (t *Transaction) Header(name, value string) error {
 // authServID returns the lower-cased authserv-id of an
 // Authentication-Results value (RFC 8601: the first token, before ";").
 func authServID(v string) string {
-	v, _, _ = strings.Cut(unfold(v), ";")
+	v, _, _ = strings.Cut(spam.Unfold(v), ";")
 	f := strings.Fields(v)
 	if len(f) == 0 {
 		return ""

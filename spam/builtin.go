@@ -3,7 +3,6 @@ package spam
 import (
 	"bytes"
 	"io"
-	"mime"
 	"net/mail"
 	"strings"
 	"time"
@@ -120,7 +119,7 @@ func HeaderSymbols(headers []dkim.Header, now time.Time, isLocal func(domain str
 	case 0:
 		out = append(out, sym("MN_MISSING_FROM"))
 	case 1:
-		l, err := addressParser.ParseList(unfold(from[0]))
+		l, err := ParseFrom(from[0])
 		if err != nil || len(l) == 0 {
 			out = append(out, sym("MN_BAD_FROM"))
 			break
@@ -138,7 +137,7 @@ func HeaderSymbols(headers []dkim.Header, now time.Time, isLocal func(domain str
 	}
 	if len(date) == 0 {
 		out = append(out, sym("MN_MISSING_DATE"))
-	} else if t, err := parseDate(strings.TrimSpace(unfold(date[0]))); err != nil {
+	} else if t, err := parseDate(strings.TrimSpace(Unfold(date[0]))); err != nil {
 		out = append(out, sym("MN_BAD_DATE"))
 	} else if t.After(now.Add(24 * time.Hour)) {
 		out = append(out, sym("MN_FUTURE_DATE"))
@@ -213,17 +212,6 @@ func Sum(s []Symbol) float64 {
 		t += x.Score
 	}
 	return t
-}
-
-var addressParser = &mail.AddressParser{WordDecoder: &mime.WordDecoder{
-	CharsetReader: func(_ string, r io.Reader) (io.Reader, error) { return r, nil },
-}}
-
-func unfold(v string) string {
-	if strings.IndexAny(v, "\r\n") < 0 {
-		return v
-	}
-	return strings.NewReplacer("\r\n", "", "\n", "", "\r", "").Replace(v)
 }
 
 // parseDate is mail.ParseDate, which tries its layouts in turn: the usual
