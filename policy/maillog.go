@@ -133,7 +133,19 @@ func (l *MailLog) Decision(at time.Time, req *Request, d Decision, rcpt int) {
 		b = field(b, "ratelimit", string(d.RateLimit))
 	}
 	b = append(b, '\n')
+	l.add(b)
+}
 
+// Write takes whole lines (as a log/slog handler writes one record) into
+// the same buffer, so that a daemon's own log costs no system call per
+// line either. It never fails; lines beyond MaxPending are dropped.
+func (l *MailLog) Write(p []byte) (int, error) {
+	l.add(p)
+	return len(p), nil
+}
+
+// add appends a line to what the next flush writes.
+func (l *MailLog) add(b []byte) {
 	l.mu.Lock()
 	if l.closed || len(l.pending)+len(b) > MaxPending {
 		l.mu.Unlock()

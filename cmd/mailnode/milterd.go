@@ -12,6 +12,7 @@ import (
 	"github.com/mailnode/mailnode/dkim"
 	"github.com/mailnode/mailnode/inventory"
 	"github.com/mailnode/mailnode/milter"
+	"github.com/mailnode/mailnode/policy"
 	"github.com/mailnode/mailnode/spam"
 	"github.com/urfave/cli/v2"
 )
@@ -59,7 +60,11 @@ error is logged); SIGTERM and SIGINT stop accepting and let open sessions end.`,
 			if err != nil {
 				return cli.Exit(err.Error(), 1)
 			}
-			log := slog.New(slog.NewTextHandler(os.Stderr, nil))
+			// The log (a decision line per message) is written every
+			// policy.FlushInterval rather than a system call per line.
+			logw := policy.NewMailLog(os.Stderr)
+			defer logw.Close()
+			log := slog.New(slog.NewTextHandler(logw, nil))
 			build := func(inv *inventory.Inventory, keys map[string][]dkim.Key) *milter.Filter {
 				// One caching resolver on node.resolver for every check,
 				// DKIM key lookups included.

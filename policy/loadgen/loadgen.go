@@ -401,8 +401,11 @@ func Run(cfg Config) (Result, error) {
 				}
 				n, err := ex.do(it.Wire, buf)
 				if err != nil {
-					if errors.Is(err, io.EOF) {
+					switch {
+					case errors.Is(err, io.EOF):
 						err = errors.New("server closed the connection without a reply")
+					case errors.Is(err, syscall.EPIPE), errors.Is(err, syscall.ECONNRESET):
+						err = fmt.Errorf("server closed the connection without a reply (%w)", err)
 					}
 					res.err = fmt.Errorf("loadgen: request %d (%s): %w", i, it.Kind, err)
 					return
