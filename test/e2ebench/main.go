@@ -131,6 +131,9 @@ func run(cfg Config, waitLoad float64, waitMax time.Duration, logf func(string, 
 	for _, r := range results {
 		lost += r.Lost
 		dup += r.Duplicates
+		if r.Lost > 0 || r.Duplicates > 0 {
+			fmt.Printf("delivery: %s, %s: %d lost, %d duplicated\n", r.Stack, r.Scenario, r.Lost, r.Duplicates)
+		}
 	}
 	if len(b.Retried) > 0 {
 		fmt.Printf("measured again after a 4xx from the stack (smtp-source stops at the first): %s\n", strings.Join(b.Retried, "; "))
