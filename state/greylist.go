@@ -269,6 +269,11 @@ func normSender(s string) string {
 	if !strings.Contains(s, "@") {
 		return s
 	}
+	// The extension goes first: what the BATV step below leaves has no '='
+	// and no '+', so normalizing again changes nothing.
+	if i := strings.IndexByte(user, '+'); i >= 0 {
+		user = user[:i]
+	}
 	if strings.HasPrefix(user, "prvs=") {
 		if a := strings.Split(user, "="); len(a) == 3 {
 			tag1, tag2 := batvTag(a[1]), batvTag(a[2])
@@ -281,9 +286,6 @@ func normSender(s string) string {
 				user = a[2]
 			}
 		}
-	}
-	if i := strings.IndexByte(user, '+'); i >= 0 {
-		user = user[:i]
 	}
 	return hashDigits(user) + "@" + domain
 }
