@@ -86,8 +86,8 @@ func TestMilterDKIMEndToEnd(t *testing.T) {
 		}
 		m := waitSinkID(t, n, id, harness.DeliveryTimeout)
 		wantSigned(t, m.Data, "example.com", "mx2026r/rsa-sha256", "mx2026e/ed25519-sha256")
-		if !strings.Contains(n.DaemonLog("milterd"), "origin=local") {
-			t.Errorf("milterd did not log the message as a local submission:\n%s", n.DaemonLog("milterd"))
+		if log, ok := n.DaemonLogWith("milterd", "origin=local"); !ok {
+			t.Errorf("milterd did not log the message as a local submission:\n%s", log)
 		}
 	})
 

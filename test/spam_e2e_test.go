@@ -208,7 +208,7 @@ func TestSpamE2ERspamd(t *testing.T) {
 	if r := spamSend(t, n, "", "x@sender.test", "alice@example.com", gtubeMessage("x@sender.test", "alice@example.com")); r.Code != 550 || !strings.Contains(r.Text(), "5.7.1 Message rejected as spam") {
 		t.Errorf("GTUBE: %v", r)
 	}
-	if log := n.DaemonLog("milterd"); !strings.Contains(log, "spam_engine=rspamd") || !strings.Contains(log, "disposition=reject") {
+	if log, ok := n.DaemonLogWith("milterd", "spam_engine=rspamd", "disposition=reject"); !ok {
 		t.Errorf("milterd log:\n%s", log)
 	}
 
@@ -246,7 +246,7 @@ func TestSpamE2ESpamd(t *testing.T) {
 	if r := spamSend(t, n, "", "x@sender.test", "alice@example.com", gtubeMessage("x@sender.test", "alice@example.com")); r.Code != 550 || !strings.Contains(r.Text(), "5.7.1 Message rejected as spam") {
 		t.Errorf("GTUBE: %v", r)
 	}
-	if log := n.DaemonLog("milterd"); !strings.Contains(log, "spam_engine=spamd") {
+	if log, ok := n.DaemonLogWith("milterd", "spam_engine=spamd"); !ok {
 		t.Errorf("milterd log:\n%s", log)
 	}
 

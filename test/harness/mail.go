@@ -130,6 +130,22 @@ func (n *Node) WaitLog(t testing.TB, substr string) {
 	}
 }
 
+// DaemonLogWith polls until the log of daemon name holds every one of
+// substrs and returns it; ok is false when DeliveryTimeout passed first.
+// The daemons write their logs in batches (every 100 ms), not line by line.
+func (n *Node) DaemonLogWith(name string, substrs ...string) (log string, ok bool) {
+	err := poll(func() bool {
+		log = n.DaemonLog(name)
+		for _, s := range substrs {
+			if !strings.Contains(log, s) {
+				return false
+			}
+		}
+		return true
+	})
+	return log, err == nil
+}
+
 func poll(cond func() bool) error {
 	deadline := time.Now().Add(DeliveryTimeout)
 	for !cond() {
