@@ -40,6 +40,9 @@ func FuzzParseRequest(f *testing.F) {
 }
 
 // encodeRequest writes the attributes policyd reads back in wire format.
+// Lines end in CRLF: the parser strips one CR before the LF (for requests
+// typed by hand), so a value that itself ends in CR survives only when
+// another CR follows it. Bare LF lines are covered by the transcripts.
 func encodeRequest(r Request) []byte {
 	var b bytes.Buffer
 	for _, kv := range [][2]string{
@@ -48,9 +51,9 @@ func encodeRequest(r Request) []byte {
 		{"recipient_count", r.RecipientCount}, {"client_address", r.ClientAddress}, {"client_name", r.ClientName},
 		{"helo_name", r.HeloName}, {"sasl_method", r.SASLMethod}, {"sasl_username", r.SASLUsername},
 	} {
-		b.WriteString(kv[0] + "=" + kv[1] + "\n")
+		b.WriteString(kv[0] + "=" + kv[1] + "\r\n")
 	}
-	b.WriteString("\n")
+	b.WriteString("\r\n")
 	return b.Bytes()
 }
 
