@@ -7,7 +7,8 @@ export GOFLAGS ?= -mod=mod
 
 DEB_PACKAGES := postfix swaks dovecot-core dovecot-imapd dovecot-pop3d dovecot-lmtpd \
 	unbound bind9-utils iproute2 python3-dkim python3-yaml opendkim opendkim-tools redis-server \
-	rspamd spamd spamc postgrey ansible ansible-lint ssl-cert openssl procps
+	rspamd spamd spamc postgrey ansible ansible-lint ssl-cert openssl procps \
+	gcc libc6-dev libssl-dev
 
 .PHONY: all build deps test test-unit test-e2e test-ansible fuzz bench bench-go bench-render bench-policy \
 	bench-milter bench-greylist bench-e2e demo demo-stop vet fmt clean

@@ -37,12 +37,21 @@ type Key struct {
 	Signer    crypto.Signer
 }
 
-// NewKey checks that signer matches algorithm and returns the Key.
+// NewKey checks that signer matches algorithm and returns the Key. An RSA
+// key is handed to OpenSSL for signing where this build has it.
 func NewKey(domain, selector, algorithm string, signer crypto.Signer) (Key, error) {
 	switch signer.Public().(type) {
 	case *rsa.PublicKey:
 		if algorithm != "rsa" {
 			return Key{}, fmt.Errorf("dkim: %s/%s: RSA key for a %s selector", domain, selector, algorithm)
+		}
+		// Sign with OpenSSL where this build has it (see OpenSSLRSA). A
+		// key OpenSSL will not take (a FIPS-only libcrypto refuses short
+		// keys) is signed by crypto/rsa: the same signature, more slowly.
+		if rk, ok := signer.(*rsa.PrivateKey); ok {
+			if fast, err := newRSASigner(rk); err == nil {
+				signer = fast
+			}
 		}
 	case ed25519.PublicKey:
 		if algorithm != "ed25519" {

@@ -104,7 +104,11 @@ error is logged); SIGTERM and SIGINT stop accepting and let open sessions end.`,
 			for _, k := range keys {
 				nkeys += len(k)
 			}
-			log.Info("milterd listening", "listen", listen, "domains", len(keys), "keys", nkeys)
+			rsaSigner := "crypto/rsa"
+			if dkim.OpenSSLRSA {
+				rsaSigner = "openssl"
+			}
+			log.Info("milterd listening", "listen", listen, "domains", len(keys), "keys", nkeys, "rsa_signer", rsaSigner)
 			ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGINT, syscall.SIGTERM)
 			defer stop()
 			go func() {

@@ -1,0 +1,151 @@
+//go:build cgo && !purego
+
+package dkim
+
+/*
+#cgo LDFLAGS: -lcrypto
+#include <stdlib.h>
+#include <openssl/crypto.h>
+#include <openssl/evp.h>
+#include <openssl/rsa.h>
+#include <openssl/x509.h>
+
+// mn_key decodes a PKCS#1 DER RSA private key.
+static EVP_PKEY *mn_key(const unsigned char *der, long len) {
+	const unsigned char *p = der;
+	return d2i_PrivateKey(EVP_PKEY_RSA, NULL, &p, len);
+}
+
+// mn_ctx is a signing context for key: RSASSA-PKCS1-v1_5 over a SHA-256
+// digest. A context is initialised once and then signs many digests.
+static EVP_PKEY_CTX *mn_ctx(EVP_PKEY *key) {
+	EVP_PKEY_CTX *ctx = EVP_PKEY_CTX_new(key, NULL);
+	if (ctx == NULL) return NULL;
+	if (EVP_PKEY_sign_init(ctx) <= 0 ||
+	    EVP_PKEY_CTX_set_rsa_padding(ctx, RSA_PKCS1_PADDING) <= 0 ||
+	    EVP_PKEY_CTX_set_signature_md(ctx, EVP_sha256()) <= 0) {
+		EVP_PKEY_CTX_free(ctx);
+		return NULL;
+	}
+	return ctx;
+}
+
+// mn_sign signs a 32-byte digest into sig (siglen bytes of room); it
+// returns the signature's length, or 0 on failure.
+static size_t mn_sign(EVP_PKEY_CTX *ctx, const unsigned char *dgst, unsigned char *sig, size_t siglen) {
+	size_t n = siglen;
+	if (EVP_PKEY_sign(ctx, sig, &n, dgst, 32) <= 0) return 0;
+	return n;
+}
+*/
+import "C"
+
+import (
+	"crypto"
+	"crypto/rsa"
+	"crypto/x509"
+	"errors"
+	"fmt"
+	"io"
+	"runtime"
+	"unsafe"
+)
+
+// OpenSSLRSA reports whether RSA signatures are made by OpenSSL's libcrypto
+// (cgo builds) rather than by Go's crypto/rsa (CGO_ENABLED=0 or -tags purego).
+const OpenSSLRSA = true
+
+// opensslRSA signs with OpenSSL's libcrypto. On the x86-64 machines mail
+// nodes run on, its RSA-2048 private-key operation is 3-4 times faster than
+// crypto/rsa's (OpenSSL uses the CPU's wide multiply instructions), and the
+// signature is the one every DKIM signer makes: RSASSA-PKCS1-v1_5 is
+// deterministic, so both produce the same bytes (the tests hold them to
+// that). OpenSSL blinds the private-key operation and checks the CRT
+// result with the public key, as crypto/rsa does.
+type opensslRSA struct {
+	pub  *rsa.PublicKey
+	size int
+	h    *opensslHandle
+}
+
+// opensslHandle owns the C objects; a cleanup frees them once the signer
+// is unreachable (a reload replaces every key).
+type opensslHandle struct {
+	key  *C.EVP_PKEY
+	ctxs chan *C.EVP_PKEY_CTX // idle signing contexts
+}
+
+// ctxPool is how many idle contexts a key keeps; more concurrent signers
+// make their own and free them after use.
+const ctxPool = 16
+
+// newRSASigner returns an OpenSSL signer for k, checked against k's public
+// key on a test digest.
+func newRSASigner(k *rsa.PrivateKey) (crypto.Signer, error) {
+	der := x509.MarshalPKCS1PrivateKey(k)
+	cder := C.CBytes(der)
+	clear(der)
+	key := C.mn_key((*C.uchar)(cder), C.long(len(der)))
+	C.OPENSSL_cleanse(cder, C.size_t(len(der)))
+	C.free(cder)
+	if key == nil {
+		return nil, errors.New("dkim: OpenSSL could not load the RSA key")
+	}
+	h := &opensslHandle{key: key, ctxs: make(chan *C.EVP_PKEY_CTX, ctxPool)}
+	s := &opensslRSA{pub: &k.PublicKey, size: k.Size(), h: h}
+	runtime.AddCleanup(s, func(h *opensslHandle) { h.free() }, h)
+	digest := make([]byte, 32)
+	for i := range digest {
+		digest[i] = byte(i)
+	}
+	sig, err := s.Sign(nil, digest, crypto.SHA256)
+	if err == nil {
+		err = rsa.VerifyPKCS1v15(s.pub, crypto.SHA256, digest, sig)
+	}
+	if err != nil {
+		return nil, fmt.Errorf("dkim: OpenSSL's RSA signature does not verify: %w", err)
+	}
+	return s, nil
+}
+
+func (h *opensslHandle) free() {
+	for {
+		select {
+		case ctx := <-h.ctxs:
+			C.EVP_PKEY_CTX_free(ctx)
+		default:
+			C.EVP_PKEY_free(h.key)
+			return
+		}
+	}
+}
+
+func (s *opensslRSA) Public() crypto.PublicKey { return s.pub }
+
+// Sign signs a SHA-256 digest (opts must be crypto.SHA256; rand is not
+// used: OpenSSL draws its blinding from its own generator).
+func (s *opensslRSA) Sign(_ io.Reader, digest []byte, opts crypto.SignerOpts) ([]byte, error) {
+	if opts.HashFunc() != crypto.SHA256 || len(digest) != 32 {
+		return nil, fmt.Errorf("dkim: OpenSSL RSA signer takes SHA-256 digests only, got %v of %d bytes", opts.HashFunc(), len(digest))
+	}
+	var ctx *C.EVP_PKEY_CTX
+	select {
+	case ctx = <-s.h.ctxs:
+	default:
+		if ctx = C.mn_ctx(s.h.key); ctx == nil {
+			return nil, errors.New("dkim: OpenSSL: no signing context")
+		}
+	}
+	sig := make([]byte, s.size)
+	n := C.mn_sign(ctx, (*C.uchar)(unsafe.Pointer(&digest[0])), (*C.uchar)(unsafe.Pointer(&sig[0])), C.size_t(len(sig)))
+	select {
+	case s.h.ctxs <- ctx:
+	default:
+		C.EVP_PKEY_CTX_free(ctx)
+	}
+	runtime.KeepAlive(s)
+	if n == 0 || int(n) != s.size {
+		return nil, errors.New("dkim: OpenSSL RSA signature failed")
+	}
+	return sig, nil
+}
