@@ -172,27 +172,25 @@ func Decide(p Policy, env Envelope, fromHeaders []string, hasSelectors func(doma
 	return d
 }
 
-// spamCheck applies policyd's rule (policy.SpamCheck) to every cell of the
-// ACL matrix the message touches: its sender class and authorization with
-// each recipient class seen. The message is checked when any cell says so:
-// one copy goes to everyone, so a message from outside with both local and
-// relay (or outside) recipients is checked, and its verdict — headers, tag,
-// reject — applies to all recipients alike. Only the local cell turns it on,
-// so mail without a local recipient is never checked.
+// spamCheck applies policyd's rule to every cell of the ACL matrix the
+// message touches (policy.SpamCheckAny): its sender class and authorization
+// with each recipient class seen. The message is checked when any cell says
+// so: one copy goes to everyone, so a message from outside with both local
+// and relay (or outside) recipients is checked, and its verdict — headers,
+// tag, reject — applies to all recipients alike. Only the local cell turns it
+// on, so mail without a local recipient is never checked.
 //
 // The sender is classified as policyd does: the null sender is outside for
-// an unauthorized session and local for an authorized one; an address
-// without a domain is qualified with the node's host name.
+// an unauthorized session and local for an authorized one
+// (policy.NullSenderClass); an address without a domain is qualified with
+// the node's host name.
 func spamCheck(p Policy, env Envelope, origin Origin) bool {
 	auth := map[Origin]inventory.Auth{OriginNone: inventory.AuthNone, OriginSASL: inventory.AuthSASL,
 		OriginTrust: inventory.AuthTrust, OriginLocal: inventory.AuthTrust}[origin]
 	var sender inventory.Class
 	switch {
-	case strings.TrimSpace(env.Sender) == "" || strings.TrimSpace(env.Sender) == "<>":
-		sender = inventory.Local
-		if auth == inventory.AuthNone {
-			sender = inventory.Outside
-		}
+	case policy.IsNullSender(env.Sender):
+		sender = policy.NullSenderClass(auth)
 	case !strings.Contains(env.Sender, "@"):
 		// Postfix qualifies it with myorigin before routing; policyd too.
 		if inv, ok := p.(*inventory.Inventory); ok && inv.Node.Hostname != "" {
@@ -207,10 +205,5 @@ func spamCheck(p Policy, env Envelope, origin Origin) bool {
 	if env.LocalRcpt {
 		classes |= 1 << inventory.Local
 	}
-	for _, rc := range []inventory.Class{inventory.Local, inventory.Relay, inventory.Outside} {
-		if classes&(1<<rc) != 0 && policy.SpamCheck(policy.Cell{Sender: sender, Auth: auth, Recipient: rc}) {
-			return true
-		}
-	}
-	return false
+	return policy.SpamCheckAny(sender, auth, classes)
 }

@@ -27,6 +27,36 @@ func SpamCheck(c Cell) bool {
 	return c.Sender == inventory.Outside && c.Auth == inventory.AuthNone && c.Recipient == inventory.Local
 }
 
+// SpamCheckAny applies SpamCheck to every cell a message touches: the
+// sender's class and authorization with each recipient class present
+// (rcptClasses has bit 1<<class set for each inventory.Class among the
+// recipients). One copy of the message goes to everyone, so milterd checks
+// it when any of its cells says so.
+func SpamCheckAny(sender inventory.Class, auth inventory.Auth, rcptClasses uint8) bool {
+	for _, rc := range []inventory.Class{inventory.Local, inventory.Relay, inventory.Outside} {
+		if rcptClasses&(1<<rc) != 0 && SpamCheck(Cell{Sender: sender, Auth: auth, Recipient: rc}) {
+			return true
+		}
+	}
+	return false
+}
+
+// IsNullSender tells whether an envelope sender is the null sender: empty
+// or "<>", surrounding white space ignored.
+func IsNullSender(s string) bool {
+	s = strings.TrimSpace(s)
+	return s == "" || s == "<>"
+}
+
+// NullSenderClass is the matrix's class of the null sender: local for an
+// authorized session, outside otherwise.
+func NullSenderClass(auth inventory.Auth) inventory.Class {
+	if auth == inventory.AuthNone {
+		return inventory.Outside
+	}
+	return inventory.Local
+}
+
 // Action is what policyd tells Postfix.
 type Action int
 
@@ -140,14 +170,10 @@ func Decide(req Request, inv *inventory.Inventory, opts Options) Decision {
 	auth := inv.Authorized(req.ClientAddress, req.SASLUsername)
 	d.Cell.Auth = auth
 
-	nullSender := isNullSender(req.Sender)
+	nullSender := IsNullSender(req.Sender)
 	var sender inventory.Address
 	if nullSender {
-		if auth == inventory.AuthNone {
-			d.Cell.Sender = inventory.Outside
-		} else {
-			d.Cell.Sender = inventory.Local
-		}
+		d.Cell.Sender = NullSenderClass(auth)
 	} else {
 		sender = lookup(inv, req.Sender)
 		d.Cell.Sender = sender.Class
@@ -193,11 +219,6 @@ func (d Decision) reject(r Reason, reply string) Decision {
 	d.Reply = reply
 	d.SpamCheck = false
 	return d
-}
-
-func isNullSender(s string) bool {
-	s = strings.TrimSpace(s)
-	return s == "" || s == "<>"
 }
 
 // lookup classifies an envelope address; one without a domain is qualified

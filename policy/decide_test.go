@@ -176,6 +176,27 @@ func TestSpamCheckMatrix(t *testing.T) {
 	}
 }
 
+// TestSpamCheckAny: a message is checked exactly when one of its cells is.
+func TestSpamCheckAny(t *testing.T) {
+	classes := []inventory.Class{inventory.Local, inventory.Relay, inventory.Outside}
+	auths := []inventory.Auth{inventory.AuthNone, inventory.AuthSASL, inventory.AuthTrust}
+	for _, s := range classes {
+		for _, a := range auths {
+			for set := uint8(0); set < 1<<3; set++ {
+				want := false
+				for _, r := range classes {
+					if set&(1<<r) != 0 && SpamCheck(Cell{Sender: s, Auth: a, Recipient: r}) {
+						want = true
+					}
+				}
+				if got := SpamCheckAny(s, a, set); got != want {
+					t.Errorf("sender %s auth %s recipients %03b: %v, want %v", s, a, set, got, want)
+				}
+			}
+		}
+	}
+}
+
 func TestDecideCases(t *testing.T) {
 	inv := loadInventory(t)
 	v6trusted := session{client: "2001:db8:1::25"}
