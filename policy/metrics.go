@@ -50,10 +50,9 @@ type counterKey struct {
 // and process collectors, on a new registry.
 func NewMetrics() *Metrics {
 	m := &Metrics{Registry: prometheus.NewRegistry()}
-	m.decisions = prometheus.NewCounterVec(prometheus.CounterOpts{
-		Name: "mailnode_policy_decisions_total",
-		Help: "Policy decisions by matrix cell (sender/auth->recipient, \"-\" outside RCPT), action and reason.",
-	}, []string{"cell", "action", "reason"})
+	m.decisions = newCounterVec("mailnode_policy_decisions_total",
+		"Policy decisions by matrix cell (sender/auth->recipient, \"-\" outside RCPT), action and reason.",
+		"cell", "action", "reason")
 	m.latency = prometheus.NewHistogram(prometheus.HistogramOpts{
 		Name:    "mailnode_policy_decision_seconds",
 		Help:    "Time from a complete request to its reply written.",
@@ -63,30 +62,21 @@ func NewMetrics() *Metrics {
 		Name: "mailnode_policy_open_connections",
 		Help: "Open policy protocol connections.",
 	})
-	m.malformed = prometheus.NewCounter(prometheus.CounterOpts{
-		Name: "mailnode_policy_malformed_requests_total",
-		Help: "Requests closed without a reply because they broke the protocol or a limit.",
-	})
-	m.reloads = prometheus.NewCounterVec(prometheus.CounterOpts{
-		Name: "mailnode_policy_inventory_reloads_total",
-		Help: "Inventory reloads (SIGHUP) by result: ok, or failed (the old inventory stays).",
-	}, []string{"result"})
-	m.logDrops = prometheus.NewCounter(prometheus.CounterOpts{
-		Name: "mailnode_policy_maillog_dropped_total",
-		Help: "Mail log lines dropped because the log destination stalled.",
-	})
-	m.greylist = prometheus.NewCounterVec(prometheus.CounterOpts{
-		Name: "mailnode_policy_greylist_total",
-		Help: "Greylisting outcomes for outside->local recipients by result: new and early-retry (deferred with 450), triplet-passed, client-awl, and the exemptions (null-sender, postmaster, client-whitelist, sender-whitelist).",
-	}, []string{"result"})
-	m.rateRefus = prometheus.NewCounterVec(prometheus.CounterOpts{
-		Name: "mailnode_policy_ratelimit_refusals_total",
-		Help: "Recipients of authorized senders deferred with 450 by a rate limit, by reason: over-messages or over-recipients.",
-	}, []string{"reason"})
-	m.stateErrs = prometheus.NewCounterVec(prometheus.CounterOpts{
-		Name: "mailnode_policy_state_errors_total",
-		Help: "Requests left without a reply (Postfix applies default_action 451 4.3.5) because the greylist or rate limit store failed, by check.",
-	}, []string{"check"})
+	m.malformed = newCounter("mailnode_policy_malformed_requests_total",
+		"Requests closed without a reply because they broke the protocol or a limit.")
+	m.reloads = newCounterVec("mailnode_policy_inventory_reloads_total",
+		"Inventory reloads (SIGHUP) by result: ok, or failed (the old inventory stays).", "result")
+	m.logDrops = newCounter("mailnode_policy_maillog_dropped_total",
+		"Mail log lines dropped because the log destination stalled.")
+	m.greylist = newCounterVec("mailnode_policy_greylist_total",
+		"Greylisting outcomes for outside->local recipients by result: new and early-retry (deferred with 450), triplet-passed, client-awl, and the exemptions (null-sender, postmaster, client-whitelist, sender-whitelist).",
+		"result")
+	m.rateRefus = newCounterVec("mailnode_policy_ratelimit_refusals_total",
+		"Recipients of authorized senders deferred with 450 by a rate limit, by reason: over-messages or over-recipients.",
+		"reason")
+	m.stateErrs = newCounterVec("mailnode_policy_state_errors_total",
+		"Requests left without a reply (Postfix applies default_action 451 4.3.5) because the greylist or rate limit store failed, by check.",
+		"check")
 	for _, c := range []string{"greylist", "ratelimit"} {
 		m.stateErrs.WithLabelValues(c)
 	}
@@ -94,6 +84,14 @@ func NewMetrics() *Metrics {
 		m.greylist, m.rateRefus, m.stateErrs,
 		collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
 	return m
+}
+
+func newCounter(name, help string) prometheus.Counter {
+	return prometheus.NewCounter(prometheus.CounterOpts{Name: name, Help: help})
+}
+
+func newCounterVec(name, help string, labels ...string) *prometheus.CounterVec {
+	return prometheus.NewCounterVec(prometheus.CounterOpts{Name: name, Help: help}, labels)
 }
 
 func (m *Metrics) observe(d Decision, took time.Duration) {
