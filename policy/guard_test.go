@@ -7,31 +7,13 @@ import (
 	"net"
 	"path/filepath"
 	"strings"
-	"sync"
 	"testing"
 	"time"
 
 	"github.com/mailnode/mailnode/inventory"
 	"github.com/mailnode/mailnode/state"
+	"github.com/mailnode/mailnode/state/statetest"
 )
-
-// fakeClock is the time the state layer sees in these tests.
-type fakeClock struct {
-	mu sync.Mutex
-	t  time.Time
-}
-
-func (c *fakeClock) Now() time.Time {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	return c.t
-}
-
-func (c *fakeClock) Add(d time.Duration) {
-	c.mu.Lock()
-	c.t = c.t.Add(d)
-	c.mu.Unlock()
-}
 
 // statefulInventory is testdata/inventory.yaml with greylisting (300 s)
 // and a limit of 2 messages and 5 recipients an hour.
@@ -48,9 +30,9 @@ func statefulInventory(t testing.TB) *inventory.Inventory {
 
 // statefulServer is a server on statefulInventory with a bbolt store and
 // a fake clock.
-func statefulServer(t *testing.T, configure func(*Server)) (*testServer, *fakeClock, *state.Bolt) {
+func statefulServer(t *testing.T, configure func(*Server)) (*testServer, *statetest.Clock, *state.Bolt) {
 	t.Helper()
-	clk := &fakeClock{t: time.Date(2026, 3, 2, 9, 0, 0, 0, time.UTC)}
+	clk := statetest.NewClock()
 	st, err := state.OpenBolt(filepath.Join(t.TempDir(), "state.db"), state.BoltOptions{Clock: clk.Now})
 	if err != nil {
 		t.Fatal(err)
@@ -173,7 +155,7 @@ func TestRateLimitThroughServer(t *testing.T) {
 // a reject into anything else, and records its verdict in the decision.
 func TestGuardApplyCells(t *testing.T) {
 	inv := statefulInventory(t)
-	clk := &fakeClock{t: time.Date(2026, 3, 2, 9, 0, 0, 0, time.UTC)}
+	clk := statetest.NewClock()
 	st, err := state.OpenBolt(filepath.Join(t.TempDir(), "state.db"), state.BoltOptions{Clock: clk.Now})
 	if err != nil {
 		t.Fatal(err)

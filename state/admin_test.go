@@ -7,10 +7,11 @@ import (
 	"time"
 
 	"github.com/mailnode/mailnode/inventory"
+	"github.com/mailnode/mailnode/state/statetest"
 )
 
 func TestAdminListDelete(t *testing.T) {
-	eachStore(t, func(t *testing.T, st Store, clk *fakeClock) {
+	eachStore(t, func(t *testing.T, st Store, clk *statetest.Clock) {
 		ctx := context.Background()
 		g := newGrey(t, greyCfg(), st, clk)
 		r := newRate(t, &inventory.Ratelimit{MessagesPerHour: 10}, st, clk)

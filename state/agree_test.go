@@ -6,15 +6,17 @@ import (
 	"math/rand"
 	"testing"
 	"time"
+
+	"github.com/mailnode/mailnode/state/statetest"
 )
 
 // TestStoresAgree runs one random sequence of greylist and rate steps
 // through the Go rules (bbolt) and the Lua rules (Redis) and requires the
 // same answer every time: the two transcriptions of the rules are one.
 func TestStoresAgree(t *testing.T) {
-	srv := startRedis(t)
-	clk := newFakeClock()
-	stores := []Store{openBolt(t, clk.Clock()), openRedis(t, srv, "agree:")}
+	srv := statetest.Redis(t)
+	clk := statetest.NewClock()
+	stores := []Store{openBolt(t, clk.Now), openRedis(t, srv, "agree:")}
 	rnd := rand.New(rand.NewSource(7))
 	ctx := context.Background()
 	steps := []time.Duration{0, time.Millisecond, time.Second, 2 * time.Minute, 5 * time.Minute,
@@ -65,10 +67,10 @@ func TestStoresAgree(t *testing.T) {
 // TestStoresIgnoreFutureBuckets: counts written by a node whose clock is
 // far ahead do not block a sender; one bucket ahead (small skew) counts.
 func TestStoresIgnoreFutureBuckets(t *testing.T) {
-	srv := startRedis(t)
-	clk := newFakeClock()
+	srv := statetest.Redis(t)
+	clk := statetest.NewClock()
 	rs := openRedis(t, srv, "future:")
-	bs := openBolt(t, clk.Clock())
+	bs := openBolt(t, clk.Now)
 	ctx := context.Background()
 	cur := clk.Now().UnixMilli() / ms(rateBucket)
 	val := fmt.Sprintf("%d:1:1;%d:50:50", cur+1, cur+40)

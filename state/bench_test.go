@@ -3,7 +3,6 @@ package state
 import (
 	"bufio"
 	"context"
-	"errors"
 	"fmt"
 	"io"
 	"net"
@@ -72,7 +71,7 @@ func benchGreyCfg(delay time.Duration) *inventory.Greylist {
 func BenchmarkGreylistCheck(b *testing.B) {
 	stores := map[string]func(b *testing.B, clk Clock) Store{
 		"bbolt": func(b *testing.B, clk Clock) Store { return openBolt(b, clk) },
-		"redis": func(b *testing.B, clk Clock) Store { return openRedis(b, startRedis(b), "bench:") },
+		"redis": func(b *testing.B, clk Clock) Store { return openRedis(b, statetest.Redis(b), "bench:") },
 	}
 	for _, name := range []string{"bbolt", "redis"} {
 		for _, kind := range []string{"new", "known"} {
@@ -185,20 +184,6 @@ func policyServer(b *testing.B, g *Greylister) string {
 	return l.Addr().String()
 }
 
-// startPostgrey runs Debian's postgrey on a loopback port with a private db
-// (statetest.StartPostgrey, which `mailnode bench greylist` uses too).
-func startPostgrey(b *testing.B, delay int) string {
-	p, err := statetest.StartPostgrey(delay)
-	if errors.Is(err, statetest.ErrNotInstalled) {
-		b.Skip(err)
-	}
-	if err != nil {
-		b.Fatal(err)
-	}
-	b.Cleanup(p.Stop)
-	return p.Addr
-}
-
 // policyClient is one Postfix-like connection to a policy server.
 type policyClient struct {
 	c net.Conn
@@ -245,13 +230,13 @@ type sbsResult struct {
 // Greylister.Check behind the policy protocol, 8 connections each.
 func BenchmarkSideBySide(b *testing.B) {
 	const delay = 1 // second: the smallest postgrey takes
-	servers := map[string]string{"postgrey": startPostgrey(b, delay)}
+	servers := map[string]string{"postgrey": statetest.Postgrey(b, delay).Addr}
 	for _, name := range []string{"bbolt", "redis"} {
 		var st Store
 		if name == "bbolt" {
 			st = openBolt(b, nil)
 		} else {
-			st = openRedis(b, startRedis(b), "sbs:")
+			st = openRedis(b, statetest.Redis(b), "sbs:")
 		}
 		g, err := NewGreylister(benchGreyCfg(delay*time.Second), st, nil)
 		if err != nil {

@@ -16,12 +16,14 @@ import (
 	"time"
 
 	bolt "go.etcd.io/bbolt"
+
+	"github.com/mailnode/mailnode/state/statetest"
 )
 
 func TestBoltPersistsAcrossReopen(t *testing.T) {
-	clk := newFakeClock()
+	clk := statetest.NewClock()
 	path := filepath.Join(t.TempDir(), "state.db")
-	b, err := OpenBolt(path, BoltOptions{Clock: clk.Clock()})
+	b, err := OpenBolt(path, BoltOptions{Clock: clk.Now})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -31,7 +33,7 @@ func TestBoltPersistsAcrossReopen(t *testing.T) {
 		t.Fatal(err)
 	}
 	// A second opener waits for the lock and gives up with a clear error.
-	b, err = OpenBolt(path, BoltOptions{Clock: clk.Clock()})
+	b, err = OpenBolt(path, BoltOptions{Clock: clk.Now})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -45,8 +47,8 @@ func TestBoltPersistsAcrossReopen(t *testing.T) {
 }
 
 func TestBoltScanDeleteSweep(t *testing.T) {
-	clk := newFakeClock()
-	b, err := OpenBolt(filepath.Join(t.TempDir(), "state.db"), BoltOptions{Clock: clk.Clock(), SweepInterval: time.Millisecond})
+	clk := statetest.NewClock()
+	b, err := OpenBolt(filepath.Join(t.TempDir(), "state.db"), BoltOptions{Clock: clk.Now, SweepInterval: time.Millisecond})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -260,8 +262,8 @@ func TestBoltCrash(t *testing.T) {
 			round, runFor, nGrey, lost, oldestLost.Round(time.Millisecond), crashBound, counted, rateAcked)
 	}
 	// The store opens on the crashed file and works.
-	clk := newFakeClock()
-	b, err := OpenBolt(path, BoltOptions{Clock: clk.Clock()})
+	clk := statetest.NewClock()
+	b, err := OpenBolt(path, BoltOptions{Clock: clk.Now})
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -7,6 +7,7 @@ import (
 	"time"
 
 	"github.com/mailnode/mailnode/inventory"
+	"github.com/mailnode/mailnode/state/statetest"
 )
 
 func greyCfg() *inventory.Greylist {
@@ -19,9 +20,9 @@ func greyCfg() *inventory.Greylist {
 	}
 }
 
-func newGrey(t *testing.T, cfg *inventory.Greylist, st Store, clk *fakeClock) *Greylister {
+func newGrey(t *testing.T, cfg *inventory.Greylist, st Store, clk *statetest.Clock) *Greylister {
 	t.Helper()
-	g, err := NewGreylister(cfg, st, clk.Clock())
+	g, err := NewGreylister(cfg, st, clk.Now)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -46,7 +47,7 @@ const greyed300 = "450 4.7.1 Greylisted, please try again in 300 seconds"
 var tr1 = Triplet{Client: "198.51.100.7", Sender: "news@outside.test", Recipient: "alice@example.com"}
 
 func TestGreylistDelay(t *testing.T) {
-	eachStore(t, func(t *testing.T, st Store, clk *fakeClock) {
+	eachStore(t, func(t *testing.T, st Store, clk *statetest.Clock) {
 		g := newGrey(t, greyCfg(), st, clk)
 		expect(t, g, tr1, greyed300, ReasonNew)
 		clk.Add(100 * time.Second)
@@ -76,7 +77,7 @@ func TestGreylistDelay(t *testing.T) {
 }
 
 func TestGreylistRetryWindow(t *testing.T) {
-	eachStore(t, func(t *testing.T, st Store, clk *fakeClock) {
+	eachStore(t, func(t *testing.T, st Store, clk *statetest.Clock) {
 		g := newGrey(t, greyCfg(), st, clk)
 		a := tr1
 		b := Triplet{Client: "203.0.113.9", Sender: "x@y.test", Recipient: "bob@example.com"}
@@ -92,7 +93,7 @@ func TestGreylistRetryWindow(t *testing.T) {
 }
 
 func TestGreylistExpire(t *testing.T) {
-	eachStore(t, func(t *testing.T, st Store, clk *fakeClock) {
+	eachStore(t, func(t *testing.T, st Store, clk *statetest.Clock) {
 		cfg := greyCfg()
 		cfg.AutoWhitelistAfter = 0 // off: this test is about triplets
 		g := newGrey(t, cfg, st, clk)
@@ -109,7 +110,7 @@ func TestGreylistExpire(t *testing.T) {
 func TestGreylistTouchOnlyHourly(t *testing.T) {
 	// Uses inside an hour do not refresh last-seen, so expiry counts from the
 	// last refresh: a use 59 min after the pass does not move it.
-	eachStore(t, func(t *testing.T, st Store, clk *fakeClock) {
+	eachStore(t, func(t *testing.T, st Store, clk *statetest.Clock) {
 		cfg := greyCfg()
 		cfg.AutoWhitelistAfter = 0
 		g := newGrey(t, cfg, st, clk)
@@ -133,7 +134,7 @@ func TestGreylistTouchOnlyHourly(t *testing.T) {
 }
 
 func TestGreylistAutoWhitelist(t *testing.T) {
-	eachStore(t, func(t *testing.T, st Store, clk *fakeClock) {
+	eachStore(t, func(t *testing.T, st Store, clk *statetest.Clock) {
 		g := newGrey(t, greyCfg(), st, clk) // whitelisted after 3
 		client := "192.0.2.10"
 		pass := func(sender string) GreyResult {
@@ -172,7 +173,7 @@ func TestGreylistAutoWhitelist(t *testing.T) {
 }
 
 func TestGreylistExemptions(t *testing.T) {
-	eachStore(t, func(t *testing.T, st Store, clk *fakeClock) {
+	eachStore(t, func(t *testing.T, st Store, clk *statetest.Clock) {
 		cfg := greyCfg()
 		cfg.WhitelistClients = []string{"203.0.113.0/24", "2001:db8:5::/48"}
 		cfg.WhitelistSenders = []string{"bank.test"}
@@ -248,8 +249,8 @@ func TestGreylistKeys(t *testing.T) {
 }
 
 func TestGreylistExplain(t *testing.T) {
-	clk := newFakeClock()
-	st := openBolt(t, clk.Clock())
+	clk := statetest.NewClock()
+	st := openBolt(t, clk.Now)
 	g := newGrey(t, greyCfg(), st, clk)
 	expect(t, g, tr1, greyed300, ReasonNew)
 	clk.Add(60 * time.Second)

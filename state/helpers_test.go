@@ -2,105 +2,14 @@ package state
 
 import (
 	"context"
-	"fmt"
-	"net"
 	"os"
-	"os/exec"
 	"path/filepath"
-	"strconv"
-	"sync"
 	"testing"
-	"time"
+
+	"github.com/mailnode/mailnode/state/statetest"
 )
 
-// fakeClock is a settable clock for tests.
-type fakeClock struct {
-	mu sync.Mutex
-	t  time.Time
-}
-
-func newFakeClock() *fakeClock {
-	return &fakeClock{t: time.Date(2026, 3, 2, 9, 0, 0, 0, time.UTC)}
-}
-
-func (c *fakeClock) Now() time.Time {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	return c.t
-}
-
-func (c *fakeClock) Add(d time.Duration) {
-	c.mu.Lock()
-	c.t = c.t.Add(d)
-	c.mu.Unlock()
-}
-
-func (c *fakeClock) Clock() Clock { return c.Now }
-
-// redisServer is a private redis-server on a loopback port.
-type redisServer struct {
-	Addr string
-	cmd  *exec.Cmd
-}
-
-func freePort(t testing.TB) int {
-	t.Helper()
-	l, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer l.Close()
-	return l.Addr().(*net.TCPAddr).Port
-}
-
-// startRedis starts redis-server for one test and stops it when the test ends.
-func startRedis(t testing.TB) *redisServer {
-	t.Helper()
-	bin, err := exec.LookPath("redis-server")
-	if err != nil {
-		t.Skip("redis-server not installed (apt-get install redis-server)")
-	}
-	port := freePort(t)
-	dir := t.TempDir()
-	cmd := exec.Command(bin, "--port", strconv.Itoa(port), "--bind", "127.0.0.1",
-		"--save", "", "--appendonly", "no", "--daemonize", "no", "--dir", dir)
-	cmd.Stdout, cmd.Stderr = nil, nil
-	if err := cmd.Start(); err != nil {
-		t.Fatal(err)
-	}
-	r := &redisServer{Addr: fmt.Sprintf("127.0.0.1:%d", port), cmd: cmd}
-	t.Cleanup(r.Stop)
-	// Readiness: poll until it answers PING.
-	deadline := time.Now().Add(10 * time.Second)
-	for {
-		c, err := net.DialTimeout("tcp", r.Addr, 200*time.Millisecond)
-		if err == nil {
-			c.SetDeadline(time.Now().Add(time.Second))
-			fmt.Fprintf(c, "PING\r\n")
-			buf := make([]byte, 7)
-			n, _ := c.Read(buf)
-			c.Close()
-			if string(buf[:n]) == "+PONG\r\n" {
-				return r
-			}
-		}
-		if time.Now().After(deadline) {
-			t.Fatalf("redis-server on %s did not answer", r.Addr)
-		}
-		time.Sleep(20 * time.Millisecond)
-	}
-}
-
-func (r *redisServer) Stop() {
-	if r.cmd.Process != nil {
-		r.cmd.Process.Kill()
-		r.cmd.Wait()
-	}
-}
-
-func (r *redisServer) URL() string { return "redis://" + r.Addr + "/0" }
-
-func openRedis(t testing.TB, r *redisServer, prefix string) *Redis {
+func openRedis(t testing.TB, r *statetest.Process, prefix string) *Redis {
 	t.Helper()
 	s, err := OpenRedis(context.Background(), r.URL(), RedisOptions{Prefix: prefix})
 	if err != nil {
@@ -121,14 +30,14 @@ func openBolt(t testing.TB, clock Clock) *Bolt {
 }
 
 // eachStore runs f once with a bbolt store and once with a Redis store.
-func eachStore(t *testing.T, f func(t *testing.T, st Store, clk *fakeClock)) {
+func eachStore(t *testing.T, f func(t *testing.T, st Store, clk *statetest.Clock)) {
 	t.Run("bbolt", func(t *testing.T) {
-		clk := newFakeClock()
-		f(t, openBolt(t, clk.Clock()), clk)
+		clk := statetest.NewClock()
+		f(t, openBolt(t, clk.Now), clk)
 	})
 	t.Run("redis", func(t *testing.T) {
-		srv := startRedis(t)
-		clk := newFakeClock()
+		srv := statetest.Redis(t)
+		clk := statetest.NewClock()
 		f(t, openRedis(t, srv, "t:"), clk)
 	})
 }

@@ -7,11 +7,12 @@ import (
 	"time"
 
 	"github.com/mailnode/mailnode/inventory"
+	"github.com/mailnode/mailnode/state/statetest"
 )
 
-func newRate(t *testing.T, cfg *inventory.Ratelimit, st Store, clk *fakeClock) *RateLimiter {
+func newRate(t *testing.T, cfg *inventory.Ratelimit, st Store, clk *statetest.Clock) *RateLimiter {
 	t.Helper()
-	r, err := NewRateLimiter(cfg, st, clk.Clock())
+	r, err := NewRateLimiter(cfg, st, clk.Now)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -35,7 +36,7 @@ var alice = Sender{Login: "alice@example.com", Client: "192.0.2.50"}
 const aliceOver = "450 4.7.1 Rate limit exceeded for <alice@example.com>, try again later"
 
 func TestRateMessages(t *testing.T) {
-	eachStore(t, func(t *testing.T, st Store, clk *fakeClock) {
+	eachStore(t, func(t *testing.T, st Store, clk *statetest.Clock) {
 		r := newRate(t, &inventory.Ratelimit{MessagesPerHour: 3}, st, clk)
 		// Message 1 has three recipients: counted once.
 		for i := 0; i < 3; i++ {
@@ -58,7 +59,7 @@ func TestRateMessages(t *testing.T) {
 }
 
 func TestRateRecipients(t *testing.T) {
-	eachStore(t, func(t *testing.T, st Store, clk *fakeClock) {
+	eachStore(t, func(t *testing.T, st Store, clk *statetest.Clock) {
 		r := newRate(t, &inventory.Ratelimit{MessagesPerHour: 100, RecipientsPerHour: 4}, st, clk)
 		for i := 0; i < 4; i++ {
 			rcpt(t, r, alice, "m1", "", ReasonWithinLimit)
@@ -74,7 +75,7 @@ func TestRateRecipients(t *testing.T) {
 }
 
 func TestRateWindowSlides(t *testing.T) {
-	eachStore(t, func(t *testing.T, st Store, clk *fakeClock) {
+	eachStore(t, func(t *testing.T, st Store, clk *statetest.Clock) {
 		// The fake clock starts at 09:00:00, a bucket boundary.
 		r := newRate(t, &inventory.Ratelimit{MessagesPerHour: 2}, st, clk)
 		rcpt(t, r, alice, "a", "", ReasonWithinLimit) // 09:00, bucket 09:00-09:10
@@ -98,8 +99,8 @@ func TestRateWindowSlides(t *testing.T) {
 }
 
 func TestRateOverridesAndDefaults(t *testing.T) {
-	clk := newFakeClock()
-	st := openBolt(t, clk.Clock())
+	clk := statetest.NewClock()
+	st := openBolt(t, clk.Now)
 	cfg := &inventory.Ratelimit{MessagesPerHour: 1, RecipientsPerHour: 10, Overrides: map[string]inventory.Limits{
 		"Alice@Example.com": {MessagesPerHour: 2},
 		"10.20.0.0/16":      {MessagesPerHour: 5, RecipientsPerHour: 50},
@@ -139,8 +140,8 @@ func TestRateNoLimit(t *testing.T) {
 	if res, err := r.Check(context.Background(), alice, "x"); err != nil || res.Action != "" || res.Reason != ReasonNoLimit {
 		t.Fatalf("nil RateLimiter: %+v, %v", res, err)
 	}
-	clk := newFakeClock()
-	st := openBolt(t, clk.Clock())
+	clk := statetest.NewClock()
+	st := openBolt(t, clk.Now)
 	r = newRate(t, &inventory.Ratelimit{Overrides: map[string]inventory.Limits{"bob@example.com": {MessagesPerHour: 1}}}, st, clk)
 	for i := 0; i < 5; i++ {
 		rcpt(t, r, alice, fmt.Sprint(i), "", ReasonNoLimit)
@@ -152,7 +153,7 @@ func TestRateNoLimit(t *testing.T) {
 // TestRateAtomic: many goroutines race for the last slots; exactly the limit
 // is granted, on either store.
 func TestRateAtomic(t *testing.T) {
-	eachStore(t, func(t *testing.T, st Store, clk *fakeClock) {
+	eachStore(t, func(t *testing.T, st Store, clk *statetest.Clock) {
 		const limit, workers, each = 50, 8, 20
 		r := newRate(t, &inventory.Ratelimit{RecipientsPerHour: limit}, st, clk)
 		granted := make(chan int, workers)

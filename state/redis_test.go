@@ -10,6 +10,7 @@ import (
 	"time"
 
 	"github.com/mailnode/mailnode/inventory"
+	"github.com/mailnode/mailnode/state/statetest"
 )
 
 // node is what one policyd holds: its own connection pool, its own clock
@@ -19,7 +20,7 @@ type node struct {
 	r *RateLimiter
 }
 
-func newNode(t *testing.T, srv *redisServer, clk *fakeClock, rl *inventory.Ratelimit) node {
+func newNode(t *testing.T, srv *statetest.Process, clk *statetest.Clock, rl *inventory.Ratelimit) node {
 	st := openRedis(t, srv, "group1:")
 	return node{g: newGrey(t, greyCfg(), st, clk), r: newRate(t, rl, st, clk)}
 }
@@ -28,8 +29,8 @@ func newNode(t *testing.T, srv *redisServer, clk *fakeClock, rl *inventory.Ratel
 // one passes through the other after the delay; a user's messages through
 // both count against one limit.
 func TestRedisTwoNodes(t *testing.T) {
-	srv := startRedis(t)
-	clk := newFakeClock()
+	srv := statetest.Redis(t)
+	clk := statetest.NewClock()
 	rl := &inventory.Ratelimit{MessagesPerHour: 10}
 	mx1, mx2 := newNode(t, srv, clk, rl), newNode(t, srv, clk, rl)
 
@@ -75,7 +76,7 @@ func TestRedisTwoNodes(t *testing.T) {
 
 // TestRedisKeysExpire: Redis drops keys by itself (TTL), no sweeper needed.
 func TestRedisKeysExpire(t *testing.T) {
-	srv := startRedis(t)
+	srv := statetest.Redis(t)
 	st := openRedis(t, srv, "ttl:")
 	ctx := context.Background()
 	now := time.Now()
@@ -105,8 +106,8 @@ func TestRedisKeysExpire(t *testing.T) {
 // TestStoreFailureIsAnError: when Redis goes away, Check returns an error
 // and no action — the caller answers 4xx or nothing, never a pass.
 func TestStoreFailureIsAnError(t *testing.T) {
-	srv := startRedis(t)
-	clk := newFakeClock()
+	srv := statetest.Redis(t)
+	clk := statetest.NewClock()
 	st, err := OpenRedis(context.Background(), srv.URL(), RedisOptions{Timeout: 200 * time.Millisecond})
 	if err != nil {
 		t.Fatal(err)
@@ -129,7 +130,7 @@ func TestStoreFailureIsAnError(t *testing.T) {
 	}
 
 	// bbolt: after Close, and when writes lag behind MaxLag.
-	b, err := OpenBolt(t.TempDir()+"/s.db", BoltOptions{Clock: clk.Clock(), FlushInterval: time.Hour, MaxLag: 50 * time.Millisecond})
+	b, err := OpenBolt(t.TempDir()+"/s.db", BoltOptions{Clock: clk.Now, FlushInterval: time.Hour, MaxLag: 50 * time.Millisecond})
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -2,7 +2,6 @@ package main
 
 import (
 	"bufio"
-	"fmt"
 	"io"
 	"net"
 	"os"
@@ -18,6 +17,7 @@ import (
 	"gopkg.in/yaml.v3"
 
 	"github.com/mailnode/mailnode/state"
+	"github.com/mailnode/mailnode/state/statetest"
 )
 
 // statefulInventory writes policy/testdata/inventory.yaml with the policy
@@ -197,40 +197,11 @@ func TestPolicydGreylistBolt(t *testing.T) {
 	}
 }
 
-// startRedisServer runs redis-server on a free loopback port for one test.
-func startRedisServer(t *testing.T) string {
-	t.Helper()
-	bin, err := exec.LookPath("redis-server")
-	if err != nil {
-		t.Skip("redis-server not installed")
-	}
-	addr := freePort(t)
-	_, port, _ := net.SplitHostPort(addr)
-	cmd := exec.Command(bin, "--port", port, "--bind", "127.0.0.1", "--save", "", "--appendonly", "no", "--dir", t.TempDir())
-	if err := cmd.Start(); err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { cmd.Process.Kill(); cmd.Wait() })
-	waitUntil(t, "redis-server", func() bool {
-		c, err := net.Dial("tcp", addr)
-		if err != nil {
-			return false
-		}
-		defer c.Close()
-		c.SetDeadline(time.Now().Add(time.Second))
-		fmt.Fprintf(c, "PING\r\n")
-		b := make([]byte, 7)
-		n, _ := io.ReadFull(c, b)
-		return string(b[:n]) == "+PONG\r\n"
-	})
-	return addr
-}
-
 // TestPolicydRedisTwoProcesses: two policyd processes on one redis-server
 // share one greylist and one rate limit, as two MX nodes of one domain set.
 func TestPolicydRedisTwoProcesses(t *testing.T) {
 	dir := t.TempDir()
-	addr := startRedisServer(t)
+	addr := statetest.Redis(t).Addr
 	inv := statefulInventory(t, dir, "inventory.yaml", map[string]any{
 		"greylist":  map[string]any{"enabled": true, "delay": "2s"},
 		"ratelimit": map[string]any{"messages_per_hour": 3},

@@ -2,7 +2,11 @@
 // tested against: Debian's postgrey (the greylisting baseline) and
 // redis-server, each on a loopback port with a private directory. The
 // state package's benchmarks and `mailnode bench greylist` share it, so
-// both run postgrey the same way.
+// both run postgrey the same way. Clock is the settable time of the state
+// layer's tests and of policyd's.
+//
+// The mailnode binary links this package, so it does not import testing:
+// the helpers for tests take a TB.
 package statetest
 
 import (
@@ -15,6 +19,7 @@ import (
 	"os/user"
 	"path/filepath"
 	"strconv"
+	"sync"
 	"time"
 )
 
@@ -111,6 +116,43 @@ func StartRedis() (*Process, error) {
 	})
 }
 
+// TB is the part of testing.TB that Redis and Postgrey use.
+type TB interface {
+	Helper()
+	Skip(args ...any)
+	Fatal(args ...any)
+	Cleanup(func())
+}
+
+// Redis starts redis-server (StartRedis) for one test or benchmark and
+// stops it when that ends. The test skips when redis-server is not
+// installed and fails when it does not start.
+func Redis(t TB) *Process {
+	t.Helper()
+	p, err := StartRedis()
+	return started(t, p, err)
+}
+
+// Postgrey starts postgrey (StartPostgrey) for one test or benchmark as
+// Redis does redis-server.
+func Postgrey(t TB, delay int) *Process {
+	t.Helper()
+	p, err := StartPostgrey(delay)
+	return started(t, p, err)
+}
+
+func started(t TB, p *Process, err error) *Process {
+	t.Helper()
+	if errors.Is(err, ErrNotInstalled) {
+		t.Skip(err)
+	}
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(p.Stop)
+	return p
+}
+
 // URL is the redis:// URL of a Redis started by StartRedis (database 0).
 func (p *Process) URL() string { return "redis://" + p.Addr + "/0" }
 
@@ -174,4 +216,30 @@ func (p *Process) Pid() int {
 		return 0
 	}
 	return p.cmd.Process.Pid
+}
+
+// Clock is a settable clock for tests, safe for concurrent use. Its Now
+// method is a state.Clock.
+type Clock struct {
+	mu sync.Mutex
+	t  time.Time
+}
+
+// NewClock returns a Clock set to 2026-03-02 09:00 UTC.
+func NewClock() *Clock {
+	return &Clock{t: time.Date(2026, 3, 2, 9, 0, 0, 0, time.UTC)}
+}
+
+// Now returns the clock's time.
+func (c *Clock) Now() time.Time {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return c.t
+}
+
+// Add moves the clock by d.
+func (c *Clock) Add(d time.Duration) {
+	c.mu.Lock()
+	c.t = c.t.Add(d)
+	c.mu.Unlock()
 }
