@@ -45,7 +45,10 @@ func (c *RelaxedBody) Reset(w io.Writer) {
 	*c = RelaxedBody{W: w, out: out}
 }
 
-var crlf = []byte("\r\n")
+var (
+	crlf   = []byte("\r\n")
+	loneCR = []byte{'\r'}
+)
 
 // Write canonicalizes b. It never fails unless W does.
 func (c *RelaxedBody) Write(b []byte) (int, error) {
@@ -322,4 +325,83 @@ func (c *RelaxedBody) Close() error {
 		c.written = 1
 	}
 	return c.flush()
+}
+
+// SimpleBody is a streaming "simple" body canonicalizer (RFC 6376 section
+// 3.4.3): the body unchanged but for the empty lines at its end, which are
+// removed, and exactly one CRLF at its end (an empty body is one CRLF). A
+// lone LF ends a line as CRLF does, as in RelaxedBody; a lone CR is content.
+// Line ends are held back until content follows them, so the state is a
+// count whatever the body.
+type SimpleBody struct {
+	W     io.Writer
+	cr    bool // the last byte was a CR
+	crlfs int  // line ends not yet passed on
+}
+
+// Reset prepares c for a new body written to w.
+func (c *SimpleBody) Reset(w io.Writer) { *c = SimpleBody{W: w} }
+
+// Write canonicalizes b. It passes on what W says.
+func (c *SimpleBody) Write(b []byte) (int, error) {
+	for i := 0; i < len(b); {
+		switch b[i] {
+		case '\n':
+			c.cr = false
+			c.crlfs++
+			i++
+			continue
+		case '\r':
+			if c.cr {
+				if err := c.content(loneCR); err != nil {
+					return i, err
+				}
+			}
+			c.cr = true
+			i++
+			continue
+		}
+		j := bytes.IndexAny(b[i:], "\r\n")
+		if j < 0 {
+			j = len(b)
+		} else {
+			j += i
+		}
+		if c.cr {
+			c.cr = false
+			if err := c.content(loneCR); err != nil {
+				return i, err
+			}
+		}
+		if err := c.content(b[i:j]); err != nil {
+			return i, err
+		}
+		i = j
+	}
+	return len(b), nil
+}
+
+// content passes on the held line ends, then p.
+func (c *SimpleBody) content(p []byte) error {
+	for ; c.crlfs > 0; c.crlfs-- {
+		if _, err := c.W.Write(crlf); err != nil {
+			return err
+		}
+	}
+	_, err := c.W.Write(p)
+	return err
+}
+
+// Close ends the body: a last lone CR is content, the held line ends go,
+// and one CRLF ends the body.
+func (c *SimpleBody) Close() error {
+	if c.cr {
+		c.cr = false
+		if err := c.content(loneCR); err != nil {
+			return err
+		}
+	}
+	c.crlfs = 0
+	_, err := c.W.Write(crlf)
+	return err
 }

@@ -2,14 +2,11 @@ package milter
 
 import (
 	"context"
-	"errors"
-	"io"
 	"net"
 	"strings"
 	"time"
 
 	"github.com/emersion/go-msgauth/authres"
-	msgauth "github.com/emersion/go-msgauth/dkim"
 	"github.com/mailnode/mailnode/dkim"
 )
 
@@ -72,10 +69,12 @@ func ResolverLookup(addr string, timeout time.Duration) LookupTXT {
 }
 
 // DKIMCheck verifies every DKIM signature (up to MaxSignatures) with
-// go-msgauth, fed through a pipe as the body streams, so memory stays flat.
+// dkim.Verifier: the key lookups start as soon as the header is complete,
+// the body is hashed as it streams, so memory stays flat.
 type DKIMCheck struct {
 	LookupTXT     LookupTXT
 	MaxSignatures int
+	Now           func() time.Time // time.Now when nil (x= expiry)
 }
 
 // Name implements Check.
@@ -83,57 +82,15 @@ func (c *DKIMCheck) Name() string { return "dkim" }
 
 // Start implements Check.
 func (c *DKIMCheck) Start(_ Envelope, headers []dkim.Header) CheckRun {
-	n := 0
-	for _, h := range headers {
-		if strings.EqualFold(h.Name, "DKIM-Signature") {
-			n++
-		}
+	now := time.Now
+	if c.Now != nil {
+		now = c.Now
 	}
-	if n == 0 {
+	v := dkim.NewVerifier(context.Background(), headers, dkim.LookupTXTFunc(c.LookupTXT), c.MaxSignatures, now())
+	if v.Signatures() == 0 {
 		return noSignatures{}
 	}
-	ctx, cancel := context.WithCancel(context.Background())
-	pr, pw := io.Pipe()
-	r := &dkimRun{pw: pw, cancel: cancel, done: make(chan struct{})}
-	opts := &msgauth.VerifyOptions{
-		MaxVerifications: c.MaxSignatures,
-		LookupTXT: func(name string) ([]string, error) {
-			if c.LookupTXT == nil {
-				return nil, &net.DNSError{Err: "no resolver configured", Name: name, IsTemporary: true}
-			}
-			return c.LookupTXT(ctx, name)
-		},
-	}
-	go func() {
-		defer close(r.done)
-		r.verifs, r.err = msgauth.VerifyWithOptions(pr, opts)
-		// go-msgauth may stop reading early; drain so writers never block.
-		io.Copy(io.Discard, pr)
-	}()
-	// The header, as a message: name ":" raw value CRLF, folding in CRLF.
-	var b []byte
-	for _, h := range headers {
-		b = append(b, h.Name...)
-		b = append(b, ':')
-		b = appendCRLF(b, h.Value)
-		b = append(b, '\r', '\n')
-	}
-	b = append(b, '\r', '\n')
-	if _, err := pw.Write(b); err != nil {
-		r.werr = err
-	}
-	return r
-}
-
-// appendCRLF appends v with every lone LF made CRLF.
-func appendCRLF(b []byte, v string) []byte {
-	for i := 0; i < len(v); i++ {
-		if v[i] == '\n' && (i == 0 || v[i-1] != '\r') {
-			b = append(b, '\r')
-		}
-		b = append(b, v[i])
-	}
-	return b
+	return dkimRun{v}
 }
 
 type noSignatures struct{}
@@ -144,56 +101,21 @@ func (noSignatures) End(context.Context) []authres.Result {
 }
 func (noSignatures) Abort() {}
 
-type dkimRun struct {
-	pw     *io.PipeWriter
-	cancel context.CancelFunc
-	done   chan struct{}
-	werr   error
-	verifs []*msgauth.Verification
-	err    error
+type dkimRun struct{ v *dkim.Verifier }
+
+func (r dkimRun) Body(chunk []byte) error {
+	r.v.Write(chunk)
+	return nil
 }
 
-func (r *dkimRun) Body(chunk []byte) error {
-	if r.werr == nil {
-		_, r.werr = r.pw.Write(chunk)
-	}
-	return nil // a verifier that stopped reading is not the connection's fault
-}
-
-func (r *dkimRun) End(ctx context.Context) []authres.Result {
-	r.pw.Close()
-	select {
-	case <-r.done:
-	case <-ctx.Done():
-		r.Abort()
-		return []authres.Result{&authres.DKIMResult{Value: authres.ResultTempError, Reason: "verification timed out"}}
-	}
-	r.cancel()
-	if r.err != nil && !errors.Is(r.err, msgauth.ErrTooManySignatures) && len(r.verifs) == 0 {
-		return []authres.Result{&authres.DKIMResult{Value: authres.ResultPermError, Reason: "malformed message"}}
-	}
+func (r dkimRun) End(ctx context.Context) []authres.Result {
 	var out []authres.Result
-	for _, v := range r.verifs {
-		res := &authres.DKIMResult{Domain: v.Domain, Identifier: v.Identifier}
-		switch {
-		case v.Err == nil:
-			res.Value = authres.ResultPass
-		case msgauth.IsTempFail(v.Err):
-			res.Value = authres.ResultTempError
-		case msgauth.IsPermFail(v.Err):
-			res.Value = authres.ResultPermError
-		default:
-			res.Value = authres.ResultFail
-		}
-		if v.Err != nil {
-			res.Reason = v.Err.Error()
-		}
-		out = append(out, res)
+	for _, v := range r.v.Results(ctx) {
+		out = append(out, &authres.DKIMResult{
+			Value: authres.ResultValue(v.Status), Reason: v.Reason, Domain: v.Domain, Identifier: v.Identifier,
+		})
 	}
 	return out
 }
 
-func (r *dkimRun) Abort() {
-	r.cancel()
-	r.pw.CloseWithError(errors.New("milter: message aborted"))
-}
+func (r dkimRun) Abort() { r.v.Abort() }

@@ -151,7 +151,7 @@ func (r *ClientResult) Apply(m *ClientMessage) ([]byte, error) {
 	for _, h := range hs {
 		b.WriteString(h.Name)
 		b.WriteByte(':')
-		b.Write(appendCRLF(nil, h.Value))
+		b.Write(dkim.AppendCRLF(nil, h.Value))
 		b.WriteString("\r\n")
 	}
 	b.WriteString("\r\n")

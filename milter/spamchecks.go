@@ -275,7 +275,7 @@ func (c *SpamCheck) Start(env Envelope, headers []dkim.Header) CheckRun {
 		for _, h := range headers {
 			r.data = append(r.data, h.Name...)
 			r.data = append(r.data, ':')
-			r.data = appendCRLF(r.data, h.Value)
+			r.data = dkim.AppendCRLF(r.data, h.Value)
 			r.data = append(r.data, '\r', '\n')
 		}
 		r.data = append(r.data, '\r', '\n')
