@@ -4,14 +4,12 @@ import (
 	"bytes"
 	"context"
 	"crypto/ed25519"
-	"io"
 	"log/slog"
 	"net"
 	"os"
 	"os/exec"
 	"path/filepath"
 	"strings"
-	"sync"
 	"testing"
 	"time"
 
@@ -19,6 +17,7 @@ import (
 	msgauth "github.com/emersion/go-msgauth/dkim"
 	"github.com/mailnode/mailnode/dkim"
 	"github.com/mailnode/mailnode/inventory"
+	"github.com/mailnode/mailnode/test/harness"
 )
 
 var fixedNow = time.Date(2026, 3, 1, 12, 0, 0, 0, time.UTC)
@@ -76,25 +75,14 @@ func fakeDNS(t testing.TB) LookupTXT {
 	}
 }
 
-func testFilter(t testing.TB) (*Filter, *bytes.Buffer) {
+func testFilter(t testing.TB) (*Filter, *harness.SyncBuffer) {
 	local, _ := testKeys(t)
 	f := NewFilter(testInventory(t), local, fakeDNS(t))
 	f.Now = func() time.Time { return fixedNow }
-	var buf bytes.Buffer
-	f.Log = slog.New(slog.NewTextHandler(&syncWriter{w: &buf}, nil))
+	buf := &harness.SyncBuffer{}
+	f.Log = slog.New(slog.NewTextHandler(buf, nil))
 	f.CheckTimeout = 5 * time.Second
-	return f, &buf
-}
-
-type syncWriter struct {
-	mu sync.Mutex
-	w  io.Writer
-}
-
-func (s *syncWriter) Write(p []byte) (int, error) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.w.Write(p)
+	return f, buf
 }
 
 // startServer serves f on a fresh unix socket and returns its path.

@@ -13,6 +13,7 @@ import (
 	"github.com/mailnode/mailnode/inventory"
 	"github.com/mailnode/mailnode/state"
 	"github.com/mailnode/mailnode/state/statetest"
+	"github.com/mailnode/mailnode/test/harness"
 )
 
 // statefulInventory is testdata/inventory.yaml with greylisting (300 s)
@@ -277,7 +278,7 @@ func TestStateFailureNoReply(t *testing.T) {
 // TestStatefulMailLogAndMetrics: each decision's log line carries the
 // greylist and rate limit verdicts, and the counters count them.
 func TestStatefulMailLogAndMetrics(t *testing.T) {
-	var out syncBuffer
+	var out harness.SyncBuffer
 	ml := NewMailLog(&out)
 	m := NewMetrics()
 	ts, clk, _ := statefulServer(t, func(s *Server) { s.MailLog, s.Metrics = ml, m })

@@ -13,37 +13,20 @@ import (
 	"os"
 	"path/filepath"
 	"strings"
-	"sync"
 	"syscall"
 	"testing"
 	"time"
 
 	"github.com/mailnode/mailnode/inventory"
+	"github.com/mailnode/mailnode/test/harness"
 )
 
 // testServer runs a Server on a fresh listener and stops it at the end of the test.
 type testServer struct {
 	*Server
 	network, addr string
-	logs          *syncBuffer
+	logs          *harness.SyncBuffer
 	done          chan error
-}
-
-type syncBuffer struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (s *syncBuffer) Write(p []byte) (int, error) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.Write(p)
-}
-
-func (s *syncBuffer) String() string {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.String()
 }
 
 func startServer(t testing.TB, network string, configure func(*Server)) *testServer {
@@ -65,7 +48,7 @@ func startServer(t testing.TB, network string, configure func(*Server)) *testSer
 		t.Fatal(err)
 	}
 	ts := &testServer{Server: NewServer(inv), network: ln.Addr().Network(), addr: ln.Addr().String(),
-		logs: &syncBuffer{}, done: make(chan error, 1)}
+		logs: &harness.SyncBuffer{}, done: make(chan error, 1)}
 	ts.Log = slog.New(slog.NewTextHandler(ts.logs, &slog.HandlerOptions{Level: slog.LevelDebug}))
 	if configure != nil {
 		configure(ts.Server)
@@ -392,7 +375,7 @@ func TestListenRefusesLiveSocketAndRemovesStale(t *testing.T) {
 // TestMailLogLine: one line per decision with queue id, client, login,
 // sender, recipient, cell and action.
 func TestMailLogLine(t *testing.T) {
-	var out syncBuffer
+	var out harness.SyncBuffer
 	ml := NewMailLog(&out)
 	ts := startServer(t, "unix", func(s *Server) { s.MailLog = ml })
 	c := ts.dial(t)

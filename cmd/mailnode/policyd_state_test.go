@@ -18,6 +18,7 @@ import (
 
 	"github.com/mailnode/mailnode/state"
 	"github.com/mailnode/mailnode/state/statetest"
+	"github.com/mailnode/mailnode/test/harness"
 )
 
 // statefulInventory writes policy/testdata/inventory.yaml with the policy
@@ -51,7 +52,7 @@ func statefulInventory(t *testing.T, dir, name string, set map[string]any) strin
 type policydProc struct {
 	cmd    *exec.Cmd
 	sock   string
-	stderr *lockedBuffer
+	stderr *harness.SyncBuffer
 	exited chan error
 }
 
@@ -62,7 +63,7 @@ func startPolicyd(t *testing.T, invPath, sock string, extra ...string) *policydP
 		t.Fatal(err)
 	}
 	args := append([]string{"policyd", "-i", invPath, "--listen", "unix:" + sock, "--maillog", "off", "--log-level", "debug"}, extra...)
-	p := &policydProc{cmd: exec.Command(bin, args...), sock: sock, stderr: &lockedBuffer{}, exited: make(chan error, 1)}
+	p := &policydProc{cmd: exec.Command(bin, args...), sock: sock, stderr: &harness.SyncBuffer{}, exited: make(chan error, 1)}
 	p.cmd.Stderr = p.stderr
 	if err := p.cmd.Start(); err != nil {
 		t.Fatal(err)
@@ -292,7 +293,7 @@ func TestPolicydCrashUnderLoad(t *testing.T) {
 	time.Sleep(1200 * time.Millisecond) // > MaxLag: on disk by now
 
 	bench := exec.Command(bin, "bench", "policy", "--addr", "unix:"+sock, "-c", "4", "-n", "10000000", "-i", inv)
-	var benchOut lockedBuffer
+	var benchOut harness.SyncBuffer
 	bench.Stdout, bench.Stderr = &benchOut, &benchOut
 	if err := bench.Start(); err != nil {
 		t.Fatal(err)

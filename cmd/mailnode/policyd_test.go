@@ -2,7 +2,6 @@ package main
 
 import (
 	"bufio"
-	"bytes"
 	"fmt"
 	"io"
 	"net"
@@ -10,11 +9,15 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"strconv"
 	"strings"
 	"sync"
 	"syscall"
 	"testing"
 	"time"
+
+	"github.com/mailnode/mailnode/state/statetest"
+	"github.com/mailnode/mailnode/test/harness"
 )
 
 // buildMailnode compiles the binary once per test run.
@@ -30,32 +33,6 @@ var buildMailnode = sync.OnceValues(func() (string, error) {
 	}
 	return bin, nil
 })
-
-type lockedBuffer struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (l *lockedBuffer) Write(p []byte) (int, error) {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return l.b.Write(p)
-}
-
-func (l *lockedBuffer) String() string {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return l.b.String()
-}
-
-func freePort(t *testing.T) string {
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer ln.Close()
-	return ln.Addr().String()
-}
 
 func waitUntil(t *testing.T, what string, cond func() bool) {
 	t.Helper()
@@ -88,10 +65,14 @@ func TestPolicydProcess(t *testing.T) {
 	}
 	sock := filepath.Join(dir, "policy.sock")
 	maillog := filepath.Join(dir, "mail.log")
-	metrics := freePort(t)
+	port, err := statetest.FreePort()
+	if err != nil {
+		t.Fatal(err)
+	}
+	metrics := "127.0.0.1:" + strconv.Itoa(port)
 	cmd := exec.Command(bin, "policyd", "-i", invPath, "--listen", "unix:"+sock,
 		"--metrics", metrics, "--maillog", maillog, "--log-level", "debug")
-	var stderr lockedBuffer
+	var stderr harness.SyncBuffer
 	cmd.Stderr = &stderr
 	if err := cmd.Start(); err != nil {
 		t.Fatal(err)
