@@ -2,7 +2,6 @@ package spamtest
 
 import (
 	"bufio"
-	"errors"
 	"flag"
 	"fmt"
 	"io"
@@ -10,7 +9,6 @@ import (
 	"net/http"
 	"os"
 	"os/exec"
-	"os/user"
 	"path/filepath"
 	"strconv"
 	"strings"
@@ -39,26 +37,12 @@ func Main(m *testing.M) {
 	if _, err := exec.LookPath("ip"); err != nil {
 		os.Exit(m.Run())
 	}
-	ns := "mnspam" + strconv.Itoa(os.Getpid())
-	if err := harness.CreateNetns(ns); err != nil {
-		fmt.Fprintf(os.Stderr, "spamtest: %v\n", err)
-		os.Exit(1)
-	}
-	args := append([]string{"netns", "exec", ns, os.Args[0]}, os.Args[1:]...)
-	cmd := exec.Command("ip", args...)
-	cmd.Env = append(os.Environ(), harness.EnvNetns+"="+ns)
-	cmd.Stdin, cmd.Stdout, cmd.Stderr = os.Stdin, os.Stdout, os.Stderr
-	err := cmd.Run()
-	harness.DeleteNetns(ns)
-	var ee *exec.ExitError
-	if errors.As(err, &ee) {
-		os.Exit(ee.ExitCode())
-	}
+	code, err := harness.RerunInNetns("mnspam")
 	if err != nil {
 		fmt.Fprintf(os.Stderr, "spamtest: %v\n", err)
 		os.Exit(1)
 	}
-	os.Exit(0)
+	os.Exit(code)
 }
 
 // Engine is a running real engine started by a test.
@@ -123,15 +107,6 @@ func (e *Engine) Running() bool {
 	}
 }
 
-func freePort() (int, error) {
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		return 0, err
-	}
-	defer ln.Close()
-	return ln.Addr().(*net.TCPAddr).Port, nil
-}
-
 // engineDir makes a private directory tree readable by the engine's user.
 func engineDir(t testing.TB, name string) string {
 	t.Helper()
@@ -142,21 +117,6 @@ func engineDir(t testing.TB, name string) string {
 	os.Chmod(dir, 0o755)
 	t.Cleanup(func() { os.RemoveAll(dir) })
 	return dir
-}
-
-func chownUser(name string, paths ...string) error {
-	u, err := user.Lookup(name)
-	if err != nil {
-		return err
-	}
-	uid, _ := strconv.Atoi(u.Uid)
-	gid, _ := strconv.Atoi(u.Gid)
-	for _, p := range paths {
-		if err := os.Chown(p, uid, gid); err != nil {
-			return err
-		}
-	}
-	return nil
 }
 
 func (e *Engine) start(t testing.TB, bin string, args []string, env []string) {
@@ -212,11 +172,11 @@ func StartRspamd(t testing.TB, dnsAddr string) *Engine {
 		t.Skip("rspamd not installed (apt-get install rspamd)")
 	}
 	e := &Engine{Name: "rspamd", Dir: engineDir(t, "rspamd")}
-	p1, err := freePort()
+	p1, err := harness.FreePort()
 	if err != nil {
 		t.Fatal(err)
 	}
-	p2, err := freePort()
+	p2, err := harness.FreePort()
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -242,7 +202,7 @@ func StartRspamd(t testing.TB, dnsAddr string) *Engine {
 			t.Fatal(err)
 		}
 	}
-	if err := chownUser("_rspamd", filepath.Join(e.Dir, "db"), filepath.Join(e.Dir, "run"), filepath.Join(e.Dir, "log")); err != nil {
+	if err := harness.Chown("_rspamd", filepath.Join(e.Dir, "db"), filepath.Join(e.Dir, "run"), filepath.Join(e.Dir, "log")); err != nil {
 		t.Fatal(err)
 	}
 	e.LogFile = filepath.Join(e.Dir, "log", "rspamd.log")
@@ -281,7 +241,7 @@ func StartSpamd(t testing.TB) *Engine {
 		}
 	}
 	e := &Engine{Name: "spamd", Dir: engineDir(t, "spamd")}
-	p, err := freePort()
+	p, err := harness.FreePort()
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -310,7 +270,7 @@ func StartSpamd(t testing.TB) *Engine {
 	if err := os.WriteFile(filepath.Join(site, "local.cf"), []byte(local), 0o644); err != nil {
 		t.Fatal(err)
 	}
-	if err := chownUser("debian-spamd", e.Dir, tmp); err != nil {
+	if err := harness.Chown("debian-spamd", e.Dir, tmp); err != nil {
 		t.Fatal(err)
 	}
 	os.Chmod(tmp, 0o700)

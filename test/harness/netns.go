@@ -101,16 +101,26 @@ func runInFreshNetns() (int, error) {
 	if err != nil {
 		return 1, err
 	}
-	ns := "mntest" + strconv.Itoa(os.Getpid())
+	return RerunInNetns("mntest", EnvBin+"="+bin)
+}
+
+// RerunInNetns creates a fresh network namespace (CreateNetns) named
+// prefix and the process id, runs this program again inside it (os.Args,
+// stdin and stdout passed on) with EnvNetns and env added to the
+// environment, then deletes the namespace (DeleteNetns). It returns the
+// exit code of the run; an error when the namespace or the run could not
+// be started.
+func RerunInNetns(prefix string, env ...string) (int, error) {
+	ns := prefix + strconv.Itoa(os.Getpid())
 	if err := CreateNetns(ns); err != nil {
 		return 1, err
 	}
 	defer DeleteNetns(ns)
 	args := append([]string{"netns", "exec", ns, os.Args[0]}, os.Args[1:]...)
 	cmd := exec.Command("ip", args...)
-	cmd.Env = append(os.Environ(), EnvNetns+"="+ns, EnvBin+"="+bin)
+	cmd.Env = append(append(os.Environ(), EnvNetns+"="+ns), env...)
 	cmd.Stdin, cmd.Stdout, cmd.Stderr = os.Stdin, os.Stdout, os.Stderr
-	err = cmd.Run()
+	err := cmd.Run()
 	if ee, ok := err.(*exec.ExitError); ok {
 		return ee.ExitCode(), nil
 	}

@@ -18,6 +18,7 @@ import (
 
 	"github.com/mailnode/mailnode/dkim"
 	"github.com/mailnode/mailnode/inventory"
+	"github.com/mailnode/mailnode/state/statetest"
 )
 
 // Client source addresses inside the namespace. Dial binds the source
@@ -182,10 +183,10 @@ func (n *Node) prepare(src string, opt Options) error {
 	}
 	os.Chmod(n.path("spool"), 0o1777)
 	os.Chmod(n.path("dkim"), 0o700)
-	if err := chownTo(n.path("data"), "postfix"); err != nil {
+	if err := Chown("postfix", n.path("data")); err != nil {
 		return err
 	}
-	if err := chownTo(n.path("vmail"), "vmail"); err != nil {
+	if err := Chown("vmail", n.path("vmail")); err != nil {
 		return err
 	}
 	n.CertFile = n.path("tls", "cert.pem")
@@ -538,15 +539,9 @@ func readFile(p string) string {
 	return string(b)
 }
 
-// FreePort returns a TCP port on 127.0.0.1 that was free a moment ago.
-func FreePort() (int, error) {
-	l, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		return 0, err
-	}
-	defer l.Close()
-	return l.Addr().(*net.TCPAddr).Port, nil
-}
+// FreePort returns a TCP port on 127.0.0.1 that was free a moment ago
+// (statetest.FreePort).
+func FreePort() (int, error) { return statetest.FreePort() }
 
 func dialListen(spec string) error {
 	network, addr, err := inventory.ParseListen(spec)
@@ -595,14 +590,21 @@ func WaitBanner(addr string, timeout time.Duration) error {
 	}
 }
 
-func chownTo(path, username string) error {
+// Chown gives paths to a system user and its primary group, as a daemon
+// that drops to that user needs its directories.
+func Chown(username string, paths ...string) error {
 	u, err := user.Lookup(username)
 	if err != nil {
 		return fmt.Errorf("harness: system user %s: %w", username, err)
 	}
 	uid, _ := strconv.Atoi(u.Uid)
 	gid, _ := strconv.Atoi(u.Gid)
-	return os.Chown(path, uid, gid)
+	for _, p := range paths {
+		if err := os.Chown(p, uid, gid); err != nil {
+			return err
+		}
+	}
+	return nil
 }
 
 // Set assigns value at a dotted path of a YAML document, creating the
