@@ -30,36 +30,33 @@ func TestStoresAgree(t *testing.T) {
 				Now:     clk.Now(), Delay: 5 * time.Minute, RetryWindow: 8 * time.Hour,
 				Expire: 5 * 24 * time.Hour, AWLAfter: rnd.Intn(2) * 3,
 			}
-			var first GreyOutcome
-			for j, st := range stores {
-				out, err := st.Greylist(ctx, op)
-				if err != nil {
-					t.Fatal(err)
-				}
-				if j == 0 {
-					first = out
-				} else if out != first {
-					t.Fatalf("step %d %+v:\n bbolt %+v\n redis %+v", i, op, first, out)
-				}
-			}
+			agree(t, ctx, i, op, stores, Store.Greylist)
 		} else {
 			op := RateOp{
 				Key: fmt.Sprintf("rate/u/u%d", rnd.Intn(2)), Now: clk.Now(),
 				Messages: rnd.Intn(2), Recipients: rnd.Intn(3),
 				MaxMessages: rnd.Intn(6), MaxRecipts: rnd.Intn(12),
 			}
-			var first RateOutcome
-			for j, st := range stores {
-				out, err := st.Rate(ctx, op)
-				if err != nil {
-					t.Fatal(err)
-				}
-				if j == 0 {
-					first = out
-				} else if out != first {
-					t.Fatalf("step %d %+v:\n bbolt %+v\n redis %+v", i, op, first, out)
-				}
-			}
+			agree(t, ctx, i, op, stores, Store.Rate)
+		}
+	}
+}
+
+// agree runs step i, op, on every store (bbolt, then Redis) and fails when
+// their outcomes differ.
+func agree[Op any, Out comparable](t *testing.T, ctx context.Context, i int, op Op, stores []Store,
+	run func(Store, context.Context, Op) (Out, error)) {
+	t.Helper()
+	var first Out
+	for j, st := range stores {
+		out, err := run(st, ctx, op)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if j == 0 {
+			first = out
+		} else if out != first {
+			t.Fatalf("step %d %+v:\n bbolt %+v\n redis %+v", i, op, first, out)
 		}
 	}
 }
