@@ -41,7 +41,7 @@ log "lint"
 (cd "$top/ansible" && ansible-playbook --syntax-check site.yml >/dev/null) || fail "syntax-check"
 
 log "build"
-(cd "$top" && go build -o "$T/mailnode.build" ./cmd/mailnode)
+(cd "$top" && go build -ldflags=-linkmode=internal -o "$T/mailnode.build" ./cmd/mailnode)  # as make build
 
 ip netns add "$NS"
 in_ns ip link set lo up

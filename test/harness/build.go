@@ -40,9 +40,10 @@ func Binary() (string, error) {
 	return buildBin, buildErr
 }
 
-// BuildTo builds ./cmd/mailnode of the repository at root into out.
+// BuildTo builds ./cmd/mailnode of the repository at root into out, as
+// `make build` does (Go's own linker: see BUILDFLAGS in the Makefile).
 func BuildTo(root, out string) (string, error) {
-	cmd := exec.Command("go", "build", "-o", out, "./cmd/mailnode")
+	cmd := exec.Command("go", "build", "-ldflags=-linkmode=internal", "-o", out, "./cmd/mailnode")
 	cmd.Dir = root
 	if b, err := cmd.CombinedOutput(); err != nil {
 		return "", fmt.Errorf("go build ./cmd/mailnode: %v\n%s", err, b)
