@@ -73,19 +73,38 @@ func NewServer(f *Filter) *Server {
 
 // Serve accepts MTA connections on ln until Close.
 func (s *Server) Serve(ln net.Listener) error {
-	s.srv = gomilter.NewServer(
-		gomilter.WithMilter(func() gomilter.Milter { return &backend{f: s.current()} }),
+	s.srv = gomilter.NewServer(serverOptions(func() gomilter.Milter { return &backend{f: s.current()} })...)
+	return served(s.srv.Serve(newGuardListener(ln, s.Limits, s.Log)))
+}
+
+// serverOptions are what milterd negotiates with the MTA: its actions, the
+// protocol steps it skips or does not answer, and the macros it asks for.
+func serverOptions(newMilter func() gomilter.Milter) []gomilter.Option {
+	return []gomilter.Option{
+		gomilter.WithMilter(newMilter),
 		gomilter.WithActions(milterActions),
 		gomilter.WithProtocols(milterProtocol),
 		gomilter.WithMacroRequest(gomilter.StageMail, []gomilter.MacroName{gomilter.MacroAuthAuthen, gomilter.MacroQueueId}),
 		gomilter.WithMacroRequest(gomilter.StageEOH, []gomilter.MacroName{gomilter.MacroQueueId}),
 		gomilter.WithMacroRequest(gomilter.StageEOM, []gomilter.MacroName{gomilter.MacroQueueId}),
-	)
-	err := s.srv.Serve(newGuardListener(ln, s.Limits, s.Log))
+	}
+}
+
+// served is Serve's error, nil when the listener was closed on purpose.
+func served(err error) error {
 	if errors.Is(err, gomilter.ErrServerClosed) || errors.Is(err, net.ErrClosed) {
 		return nil
 	}
 	return err
+}
+
+// ServeNull serves a milter that negotiates exactly what milterd does (the
+// same events, the same replies left out, the same macros) and accepts
+// every message at its end without looking at it: what any milter costs
+// the MTA, whatever it does, for the end-to-end benchmark's floor. It
+// returns when ln is closed.
+func ServeNull(ln net.Listener) error {
+	return served(gomilter.NewServer(serverOptions(func() gomilter.Milter { return gomilter.NoOpMilter{} })...).Serve(ln))
 }
 
 // Close stops accepting and closes every connection.

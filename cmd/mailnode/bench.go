@@ -11,6 +11,7 @@ import (
 	"github.com/urfave/cli/v2"
 
 	"github.com/mailnode/mailnode/inventory"
+	"github.com/mailnode/mailnode/milter"
 	"github.com/mailnode/mailnode/policy"
 	"github.com/mailnode/mailnode/policy/loadgen"
 )
@@ -55,6 +56,16 @@ figures should be read against on a shared machine.`,
 				Flags:  []cli.Flag{&cli.StringFlag{Name: "listen", Required: true, Usage: "`unix:PATH` or inet:HOST:PORT"}},
 				Action: runDunnoServer,
 			},
+			{
+				Name:  "null-milter",
+				Usage: "the baseline: a milter that accepts everything without looking",
+				Description: `Negotiates with Postfix exactly what milterd negotiates (the same events,
+replies and macros) and accepts every message at its end. Run in milterd's
+place, it shows what the milter protocol alone costs Postfix (make bench-e2e's
+"floor" stack runs it beside dunno-server).`,
+				Flags:  []cli.Flag{&cli.StringFlag{Name: "listen", Required: true, Usage: "`unix:PATH` or inet:HOST:PORT"}},
+				Action: runNullMilter,
+			},
 			benchGreylistCommand(),
 			benchMilterCommand(),
 		},
@@ -93,6 +104,20 @@ func runDunnoServer(cx *cli.Context) error {
 			}
 		}()
 	}
+}
+
+func runNullMilter(cx *cli.Context) error {
+	ln, err := milter.Listen(cx.String("listen"))
+	if err != nil {
+		return cli.Exit(fmt.Sprintf("bench: %v", err), 1)
+	}
+	go func() {
+		sigs := make(chan os.Signal, 1)
+		signal.Notify(sigs, syscall.SIGTERM, syscall.SIGINT)
+		<-sigs
+		ln.Close()
+	}()
+	return milter.ServeNull(ln)
 }
 
 func runBenchPolicy(cx *cli.Context) error {

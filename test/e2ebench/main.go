@@ -1,5 +1,5 @@
 // Command e2ebench is mailnode's end-to-end throughput benchmark (issue 9,
-// `make bench-e2e`): three private real Postfix instances rendered from the
+// `make bench-e2e`): four private real Postfix instances rendered from the
 // same inventory (examples/inventory.yaml, rewritten to private paths and
 // loopback ports by test/harness) inside a network namespace it creates,
 // with only loopback up, so nothing leaves the machine:
@@ -9,6 +9,10 @@
 //     (DKIM RSA + Ed25519, builtin spam engine, greylisting with a 1 s delay
 //     primed once so every message is looked up and passes, rate limits far
 //     above the load);
+//   - floor: the mailnode stack with policyd and milterd replaced by
+//     `mailnode bench dunno-server` and `bench null-milter` on the same
+//     sockets, which negotiate the same and do nothing: the cost of the
+//     policy and milter protocols to Postfix, which no sidecar can avoid;
 //   - classic: Postfix + Debian OpenDKIM (the same RSA key, unix socket,
 //     smtpd_milters and non_smtpd_milters) + Debian postgrey (--delay=1,
 //     primed the same way, inet as Debian configures it) as

@@ -36,8 +36,9 @@ func summarize(rs []Result, metric func(Result) float64) stat {
 }
 
 // Report prints one table per metric (accepted, delivered messages/s):
-// rows = scenario, columns = bare, mailnode, classic (median, min–max, the
-// 1-minute load average range at the start of the runs), mailnode/bare,
+// rows = scenario, columns = bare, floor, mailnode, classic (median,
+// min–max, the 1-minute load average range at the start of the runs),
+// floor/bare (no target: what the protocols alone cost), mailnode/bare,
 // mailnode/classic (ratios of medians, marked when a target is missed).
 // It returns the number of missed targets.
 func Report(w io.Writer, scs []Scenario, results []Result) (missed int) {
@@ -54,8 +55,8 @@ func Report(w io.Writer, scs []Scenario, results []Result) (missed int) {
 		{"delivered msg/s (smtp-sink: N / time to the N-th arrival)", func(r Result) float64 { return r.Delivered }},
 	} {
 		fmt.Fprintf(w, "\n%s — median (min–max) [load avg 1m]\n", m.name)
-		fmt.Fprintf(w, "%-44s | %-26s | %-26s | %-26s | %-13s | %-16s\n", "scenario (N messages)", Bare, Mailnode, Classic, "mailnode/bare", "mailnode/classic")
-		fmt.Fprintln(w, strings.Repeat("-", 44+26*3+13+16+15))
+		fmt.Fprintf(w, "%-44s | %-26s | %-26s | %-26s | %-26s | %-10s | %-13s | %-16s\n", "scenario (N messages)", Bare, Floor, Mailnode, Classic, "floor/bare", "mailnode/bare", "mailnode/classic")
+		fmt.Fprintln(w, strings.Repeat("-", 44+26*4+10+13+16+21))
 		for _, sc := range scs {
 			st := map[string]stat{}
 			cells := []string{}
@@ -83,8 +84,8 @@ func Report(w io.Writer, scs []Scenario, results []Result) (missed int) {
 				}
 				return fmt.Sprintf("%.2f%s", r, mark)
 			}
-			fmt.Fprintf(w, "%-44s | %-26s | %-26s | %-26s | %-13s | %-16s\n", fmt.Sprintf("%s (%d)", sc, sc.N), cells[0], cells[1], cells[2],
-				ratio(Mailnode, Bare, TargetVsBare), ratio(Mailnode, Classic, TargetVsClassic))
+			fmt.Fprintf(w, "%-44s | %-26s | %-26s | %-26s | %-26s | %-10s | %-13s | %-16s\n", fmt.Sprintf("%s (%d)", sc, sc.N), cells[0], cells[1], cells[2], cells[3],
+				ratio(Floor, Bare, 0), ratio(Mailnode, Bare, TargetVsBare), ratio(Mailnode, Classic, TargetVsClassic))
 		}
 	}
 	fmt.Fprintf(w, "\nCPU ms per message, medians: postfix (master and all its processes) + sidecars; source/sink = smtp-source/smtp-sink\n")

@@ -15,14 +15,20 @@ import (
 	"github.com/mailnode/mailnode/test/harness"
 )
 
-// The three stacks, in table order.
+// The stacks, in table order. Floor is the mailnode stack with both
+// sidecars replaced by ones that do nothing (bench dunno-server, bench
+// null-milter) on the same sockets: Postfix speaking the policy and milter
+// protocols exactly as with mailnode, and nothing else. What floor loses
+// against bare is the protocols' cost to Postfix, which no sidecar can
+// avoid; mailnode's loss beyond floor is mailnode's own work.
 const (
 	Bare     = "bare"
+	Floor    = "floor"
 	Mailnode = "mailnode"
 	Classic  = "classic"
 )
 
-var stackNames = []string{Bare, Mailnode, Classic}
+var stackNames = []string{Bare, Floor, Mailnode, Classic}
 
 // Addresses of the two load paths (examples/inventory.yaml).
 const (
@@ -78,8 +84,8 @@ func startStack(name, shm string, logf func(string, ...any)) (*stack, error) {
 	}
 	var err error
 	s.node, err = harness.Start(harness.Options{
-		Policy:       name == Mailnode,
-		Milter:       name == Mailnode,
+		Policy:       name == Mailnode || name == Floor,
+		Milter:       name == Mailnode || name == Floor,
 		DKIMKeys:     true, // classic signs with the same RSA key
 		RelayNexthop: "[127.0.0.1]:" + portOf(s.sinkAddr),
 		Edit:         editInventory,
@@ -90,6 +96,11 @@ func startStack(name, shm string, logf func(string, ...any)) (*stack, error) {
 	}
 	if err := stopDovecot(s.node.Dir); err != nil {
 		return s, fmt.Errorf("%s: %w", name, err)
+	}
+	if name == Floor {
+		if err := s.startFloor(); err != nil {
+			return s, err
+		}
 	}
 	for _, d := range []string{"policyd", "milterd"} {
 		if pid := s.node.DaemonPid(d); pid > 0 {
@@ -196,6 +207,25 @@ func (s *stack) startSink(shm string) error {
 	}
 	s.procs = append(s.procs, p)
 	return harness.WaitBanner(s.sinkAddr, 10*time.Second)
+}
+
+// startFloor replaces policyd and milterd by the do-nothing servers of
+// `mailnode bench` on their sockets; main.cf stays as rendered for mailnode.
+func (s *stack) startFloor() error {
+	for _, d := range []struct{ daemon, bench, listen string }{
+		{"policyd", "dunno-server", s.node.Inv.Policy.Listen},
+		{"milterd", "null-milter", s.node.Inv.Milter.Listen},
+	} {
+		if err := s.node.StopDaemon(d.daemon); err != nil {
+			return fmt.Errorf("%s: %w", s.name, err)
+		}
+		pid, err := s.startExtra(d.bench, filepath.Join(s.node.Dir, "log"), d.listen, s.node.Bin, "bench", d.bench, "--listen", d.listen)
+		if err != nil {
+			return fmt.Errorf("%s: %w", s.name, err)
+		}
+		s.daemons[d.bench] = pid
+	}
+	return nil
 }
 
 // startClassic starts OpenDKIM (same RSA key as milterd's example.com
