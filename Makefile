@@ -118,7 +118,7 @@ bench-greylist: build
 # End-to-end throughput: bare Postfix vs Postfix with do-nothing sidecars (the floor
 # any policy service and milter cost) vs Postfix+mailnode vs Postfix+OpenDKIM+postgrey,
 # smtp-source -> Postfix -> smtp-sink inside a network namespace it creates
-# (root; nothing leaves the machine). About 8 minutes on 2 cores.
+# (root; nothing leaves the machine). About 2.5 minutes on 2 cores.
 #   BENCH_E2E_FLAGS=-quick           smoke run (about a minute)
 BENCH_E2E_FLAGS ?= -runs 3 -wait-load 1.5 -wait-max 10m
 bench-e2e: build
