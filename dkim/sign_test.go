@@ -22,14 +22,7 @@ var update = flag.Bool("update", false, "rewrite golden files")
 // fixed seed, so signatures are byte-exact from run to run.
 func testKeys(t testing.TB) []Key {
 	t.Helper()
-	pem, err := os.ReadFile("testdata/rsa2048.key")
-	if err != nil {
-		t.Fatal(err)
-	}
-	rk, err := ParseKey("testdata/rsa2048.key", pem, "rsa")
-	if err != nil {
-		t.Fatal(err)
-	}
+	rk := testRSAKey(t)
 	seed := make([]byte, ed25519.SeedSize)
 	for i := range seed {
 		seed[i] = byte(i)

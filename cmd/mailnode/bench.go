@@ -3,6 +3,7 @@ package main
 import (
 	"bufio"
 	"fmt"
+	"net"
 	"os"
 	"os/signal"
 	"syscall"
@@ -73,16 +74,10 @@ place, it shows what the milter protocol alone costs Postfix (make bench-e2e's
 }
 
 func runDunnoServer(cx *cli.Context) error {
-	ln, err := policy.Listen(cx.String("listen"))
+	ln, err := listenUntilSignal(policy.Listen, cx.String("listen"))
 	if err != nil {
-		return cli.Exit(fmt.Sprintf("bench: %v", err), 1)
+		return err
 	}
-	go func() {
-		sigs := make(chan os.Signal, 1)
-		signal.Notify(sigs, syscall.SIGTERM, syscall.SIGINT)
-		<-sigs
-		ln.Close()
-	}()
 	for {
 		c, err := ln.Accept()
 		if err != nil {
@@ -107,9 +102,19 @@ func runDunnoServer(cx *cli.Context) error {
 }
 
 func runNullMilter(cx *cli.Context) error {
-	ln, err := milter.Listen(cx.String("listen"))
+	ln, err := listenUntilSignal(milter.Listen, cx.String("listen"))
 	if err != nil {
-		return cli.Exit(fmt.Sprintf("bench: %v", err), 1)
+		return err
+	}
+	return milter.ServeNull(ln)
+}
+
+// listenUntilSignal opens a baseline server's socket with listen and
+// closes it on SIGTERM or SIGINT, which ends the server's accept loop.
+func listenUntilSignal(listen func(string) (net.Listener, error), spec string) (net.Listener, error) {
+	ln, err := listen(spec)
+	if err != nil {
+		return nil, cli.Exit(fmt.Sprintf("bench: %v", err), 1)
 	}
 	go func() {
 		sigs := make(chan os.Signal, 1)
@@ -117,7 +122,7 @@ func runNullMilter(cx *cli.Context) error {
 		<-sigs
 		ln.Close()
 	}()
-	return milter.ServeNull(ln)
+	return ln, nil
 }
 
 func runBenchPolicy(cx *cli.Context) error {
