@@ -190,7 +190,7 @@ func (s *sigCheck) fail(st Status, reason string) bool {
 // parse reads the signature's tags (RFC 6376 section 3.5). It returns the
 // selector and the body canonicalization, or false with s.res decided.
 func (s *sigCheck) parse(now time.Time) (selector string, relaxedBody, ok bool) {
-	tags, err := parseTagList(s.field.Value)
+	tags, err := ParseTags(s.field.Value)
 	if err != nil {
 		return "", false, s.fail(PermError, "malformed signature: "+err.Error())
 	}
@@ -274,10 +274,10 @@ func (s *sigCheck) parse(now time.Time) (selector string, relaxedBody, ok bool) 
 	if _, ok := tags["l"]; ok {
 		return "", false, s.fail(Fail, "body length l= leaves part of the body unsigned")
 	}
-	if s.bh, err = base64.StdEncoding.DecodeString(stripFWS(tags["bh"])); err != nil {
+	if s.bh, err = base64.StdEncoding.DecodeString(StripFWS(tags["bh"])); err != nil {
 		return "", false, s.fail(PermError, "malformed bh=")
 	}
-	if s.b, err = base64.StdEncoding.DecodeString(stripFWS(tags["b"])); err != nil {
+	if s.b, err = base64.StdEncoding.DecodeString(StripFWS(tags["b"])); err != nil {
 		return "", false, s.fail(PermError, "malformed b=")
 	}
 	return s.res.Selector, bc == "relaxed", true
@@ -310,7 +310,7 @@ func (s *sigCheck) fetchKey(ctx context.Context, lookup LookupTXTFunc, name stri
 		keyErr(PermError, "several key records")
 		return
 	}
-	tags, err := parseTagList(txts[0])
+	tags, err := ParseTags(txts[0])
 	if err != nil {
 		keyErr(PermError, "malformed key record: "+err.Error())
 		return
@@ -324,7 +324,7 @@ func (s *sigCheck) fetchKey(ctx context.Context, lookup LookupTXTFunc, name stri
 		keyErr(PermError, "key record without p=")
 		return
 	}
-	if p = stripFWS(p); p == "" {
+	if p = StripFWS(p); p == "" {
 		keyErr(PermError, "key revoked")
 		return
 	}
@@ -479,7 +479,7 @@ func withoutB(v string) string {
 // parseTagList parses "name=value; name=value" (RFC 6376 section 3.2):
 // whitespace around names and values is dropped, a trailing ";" allowed,
 // a repeated name or a name that is not ALPHA *(ALNUM / "_") is an error.
-func parseTagList(s string) (map[string]string, error) {
+func ParseTags(s string) (map[string]string, error) {
 	tags := make(map[string]string, 12)
 	for part := range strings.SplitSeq(s, ";") {
 		name, value, ok := strings.Cut(part, "=")
@@ -528,7 +528,7 @@ func trimFWS(s string) string {
 }
 
 // stripFWS removes all whitespace (base64 values may be folded anywhere).
-func stripFWS(s string) string {
+func StripFWS(s string) string {
 	if strings.IndexFunc(s, func(r rune) bool { return r < 0x80 && isFWS(byte(r)) }) < 0 {
 		return s
 	}

@@ -710,22 +710,21 @@ func (c *Checker) checkSPF(ctx context.Context, r Result, inv *inventory.Invento
 	return r
 }
 
-// dkimTags parses a DKIM key record (RFC 6376 section 3.6.1) into tags;
-// whitespace inside values is removed.
-func dkimTags(s string) map[string]string {
-	tags := map[string]string{}
-	for _, part := range strings.Split(s, ";") {
-		k, v, ok := strings.Cut(part, "=")
-		if !ok {
-			continue
-		}
-		v = strings.Join(strings.Fields(v), "")
-		tags[strings.ToLower(strings.TrimSpace(k))] = v
+// dkimTags parses a DKIM key record as a verifier does (dkim.ParseTags),
+// whitespace removed from the values and k= defaulting to rsa. A record a
+// verifier would refuse gives an error.
+func dkimTags(s string) (map[string]string, error) {
+	tags, err := dkim.ParseTags(s)
+	if err != nil {
+		return nil, err
+	}
+	for k, v := range tags {
+		tags[k] = dkim.StripFWS(v)
 	}
 	if tags["k"] == "" {
 		tags["k"] = "rsa"
 	}
-	return tags
+	return tags, nil
 }
 
 // short abbreviates a long base64 key for the table.
@@ -737,7 +736,10 @@ func short(p string) string {
 }
 
 func dkimSummary(s string) string {
-	t := dkimTags(s)
+	t, err := dkimTags(s)
+	if err != nil {
+		return "malformed: " + err.Error()
+	}
 	return "k=" + t["k"] + " p=" + short(t["p"])
 }
 
@@ -770,11 +772,11 @@ func (c *Checker) checkDKIM(ctx context.Context, r Result, inv *inventory.Invent
 		r.Status = StatusFail
 		return r
 	}
-	want := dkimTags(rec.Text)
+	want, _ := dkimTags(rec.Text) // rendered by mailnode
 	match := 0
 	for _, f := range found {
-		t := dkimTags(f)
-		if t["p"] == want["p"] && strings.EqualFold(t["k"], want["k"]) {
+		t, err := dkimTags(f)
+		if err == nil && t["p"] == want["p"] && t["k"] == want["k"] {
 			match++
 			if strings.Contains(t["t"], "y") {
 				r.Detail = "t=y: the key is in testing mode; receivers may ignore failures"
@@ -786,7 +788,9 @@ func (c *Checker) checkDKIM(ctx context.Context, r Result, inv *inventory.Invent
 		r.Status = StatusFail
 		r.Detail = "the published key is not the key on disk: signatures fail"
 		for _, f := range found {
-			if dkimTags(f)["p"] == "" {
+			if t, err := dkimTags(f); err != nil {
+				r.Detail = "the published record is malformed (" + err.Error() + "): receivers ignore it"
+			} else if t["p"] == "" {
 				r.Detail = "the published record revokes the key (empty p=)"
 			}
 		}
@@ -905,4 +909,7 @@ func (c *Checker) TXT(ctx context.Context, name string) ([]string, string) {
 }
 
 // DKIMKeyOf returns the p= value of a DKIM key record.
-func DKIMKeyOf(record string) string { return dkimTags(record)["p"] }
+func DKIMKeyOf(record string) string {
+	t, _ := dkimTags(record)
+	return t["p"]
+}

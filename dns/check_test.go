@@ -188,6 +188,10 @@ func TestCheckNamesEachFault(t *testing.T) {
 			return s.Replace("mx2026e._domainkey.example.com.", "mx2026e._domainkey.example.com. 3600 IN TXT "+dns.QuoteTXT(otherTXT))
 		},
 			[]string{"example.com dkim:mx2026e"}, "", "not the key on disk"},
+		{"DKIM record a verifier refuses (p= twice)", func(s *dnstest.Server) error {
+			return s.Replace("mx2026e._domainkey.example.com.", "mx2026e._domainkey.example.com. 3600 IN TXT "+dns.QuoteTXT(otherTXT+"; p=x"))
+		},
+			[]string{"example.com dkim:mx2026e"}, "", "malformed"},
 		{"no DMARC", func(s *dnstest.Server) error { s.Remove("_dmarc.example.com.", mdns.TypeTXT); return nil },
 			[]string{"example.com dmarc"}, dns.ProblemNXDomain, "NXDOMAIN"},
 		{"missing PTR", func(s *dnstest.Server) error {

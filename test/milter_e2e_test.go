@@ -16,6 +16,7 @@ import (
 
 	"github.com/miekg/dns"
 
+	"github.com/mailnode/mailnode/dkim"
 	"github.com/mailnode/mailnode/test/harness"
 )
 
@@ -270,7 +271,7 @@ func checkSignatureFields(t *testing.T, raw []byte, domain string, wantSels []st
 	t.Helper()
 	var got []string
 	for _, v := range headerValues(t, raw, "DKIM-Signature") {
-		tags := dkimTags(v)
+		tags := dkimTags(t, v)
 		got = append(got, tags["d"]+"/"+tags["s"]+"/"+tags["a"])
 		if tags["c"] != "relaxed/relaxed" || tags["l"] != "" || tags["v"] != "1" {
 			t.Errorf("signature %s: c=%q l=%q v=%q, want relaxed/relaxed, no l=, v=1", tags["s"], tags["c"], tags["l"], tags["v"])
@@ -378,14 +379,14 @@ func headerValues(t *testing.T, raw []byte, name string) []string {
 }
 
 // dkimTags splits a DKIM-Signature value into its tags (whitespace removed).
-func dkimTags(v string) map[string]string {
-	tags := map[string]string{}
-	for _, t := range strings.Split(v, ";") {
-		k, val, ok := strings.Cut(t, "=")
-		if !ok {
-			continue
-		}
-		tags[strings.TrimSpace(k)] = strings.Join(strings.Fields(val), "")
+func dkimTags(t *testing.T, v string) map[string]string {
+	t.Helper()
+	tags, err := dkim.ParseTags(v)
+	if err != nil {
+		t.Fatalf("DKIM-Signature %q: %v", v, err)
+	}
+	for k, val := range tags {
+		tags[k] = dkim.StripFWS(val)
 	}
 	return tags
 }
