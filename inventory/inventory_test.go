@@ -2,6 +2,7 @@ package inventory
 
 import (
 	"flag"
+	"fmt"
 	"os"
 	"path/filepath"
 	"strings"
@@ -288,4 +289,60 @@ func FuzzParse(f *testing.F) {
 		_ = inv.VirtualAliases()
 		_ = inv.Owners()
 	})
+}
+
+// TestHostChecks: the system users an inventory names, checked against a
+// host whose user database the test sets.
+func TestHostChecks(t *testing.T) {
+	users := map[string]int{"vmail": 999, "mail": 8, "root": 0, "alice": 1000}
+	host := &Host{LookupUser: func(name string) (int, error) {
+		if uid, ok := users[name]; ok {
+			return uid, nil
+		}
+		return 0, fmt.Errorf("%w: %s", ErrNoSuchUser, name)
+	}}
+	base := "node: {hostname: mx1.example.com}\ndomains: [{name: example.com}]\n"
+	for _, c := range []struct{ extra, want string }{
+		{"", ""},
+		{"dovecot: {mail_user: mail}\n", `t.yaml:3: dovecot.mail_user: "mail" has uid 8, below Dovecot's first_valid_uid (100)`},
+		{"dovecot: {mail_user: root}\n", `t.yaml:3: dovecot.mail_user: "root" is root: Dovecot never delivers mail as root`},
+		{"dovecot: {mail_user: nosuch}\n", `t.yaml:3: dovecot.mail_user: system user "nosuch" does not exist on this host`},
+		{"unix_users: [root, ghost]\n", `t.yaml:3: unix_users[1]: system user "ghost" does not exist on this host`},
+	} {
+		_, err := ParseWith([]byte(base+c.extra), "t.yaml", LoadOptions{Host: host})
+		if c.want == "" {
+			if err != nil {
+				t.Errorf("%q: %v", c.extra, err)
+			}
+			continue
+		}
+		if err == nil || !strings.HasPrefix(err.Error(), c.want) {
+			t.Errorf("%q: got %v\nwant prefix %s", c.extra, err, c.want)
+		}
+		if Unreadable(err) {
+			t.Errorf("%q: a host problem is not an unreadable inventory", c.extra)
+		}
+		// Without the host, the same inventory loads: the daemons and the
+		// tests do not depend on the machine's users.
+		if _, err := Parse([]byte(base+c.extra), "t.yaml"); err != nil {
+			t.Errorf("%q without host checks: %v", c.extra, err)
+		}
+	}
+}
+
+func TestUnreadable(t *testing.T) {
+	for _, c := range []struct {
+		data string
+		want bool
+	}{
+		{"", true}, {"node: [\n", true}, {"- a\n- b\n", true}, {"node: {hostname: x}\n", false},
+	} {
+		_, err := Parse([]byte(c.data), "t.yaml")
+		if err == nil || Unreadable(err) != c.want {
+			t.Errorf("%q: err %v, Unreadable %v, want %v", c.data, err, Unreadable(err), c.want)
+		}
+	}
+	if _, err := Load("testdata/does-not-exist.yaml"); !Unreadable(err) {
+		t.Errorf("missing file: %v is not Unreadable", err)
+	}
 }

@@ -19,6 +19,9 @@ type Problem struct {
 	Line  int
 	Field string // dotted path, e.g. domains[1].mailboxes[0].user
 	Msg   string
+	// Unreadable: the file could not be read, or is not YAML, or not a
+	// mapping: nothing of it could be checked (exit status 2, not 1).
+	Unreadable bool
 }
 
 func (p Problem) Error() string {
@@ -51,6 +54,17 @@ func (ps Problems) Error() string {
 	return strings.Join(l, "\n")
 }
 
+// Unreadable reports whether err says the inventory could not be read at
+// all (a missing file, bad YAML) rather than read and found wrong.
+func Unreadable(err error) bool {
+	for _, p := range AsProblems(err) {
+		if p.Unreadable {
+			return true
+		}
+	}
+	return false
+}
+
 // AsProblems extracts the problem list from an error returned by Load or Parse.
 func AsProblems(err error) Problems {
 	var ps Problems
@@ -66,39 +80,58 @@ func AsProblems(err error) Problems {
 // Load reads, validates and indexes the inventory at path. On failure the
 // error is a Problems value listing everything that is wrong.
 func Load(path string) (*Inventory, error) {
+	return LoadWith(path, LoadOptions{})
+}
+
+// LoadOptions adds checks to Load.
+type LoadOptions struct {
+	// Host, when set, also checks the inventory against the machine: the
+	// system users it names exist, with uids Dovecot accepts.
+	Host *Host
+}
+
+// LoadWith is Load with options.
+func LoadWith(path string, o LoadOptions) (*Inventory, error) {
 	data, err := os.ReadFile(path)
 	if err != nil {
-		return nil, Problems{{File: path, Msg: fmt.Sprintf("cannot read inventory: %v", err)}}
+		return nil, Problems{{File: path, Msg: fmt.Sprintf("cannot read inventory: %v", err), Unreadable: true}}
 	}
-	return Parse(data, path)
+	return ParseWith(data, path, o)
 }
 
 var yamlLineRe = regexp.MustCompile(`line (\d+):\s*`)
 
 // Parse is Load for an inventory already in memory; file names it in messages.
 func Parse(data []byte, file string) (*Inventory, error) {
+	return ParseWith(data, file, LoadOptions{})
+}
+
+// ParseWith is Parse with options.
+func ParseWith(data []byte, file string, o LoadOptions) (*Inventory, error) {
 	if head, items, ok := splitDomains(data); ok {
-		inv, err := parse(head, items, file)
+		inv, err := parse(head, items, file, o)
 		if !errors.Is(err, errChunk) {
 			return inv, err
 		}
 	}
-	return parse(data, nil, file)
+	return parse(data, nil, file, o)
 }
 
 // parse decodes the document; items, when not nil, are the domain chunks cut
 // out of it (see domains.go), otherwise the domains are taken from the tree.
-func parse(data []byte, items []chunk, file string) (*Inventory, error) {
+func parse(data []byte, items []chunk, file string, o LoadOptions) (*Inventory, error) {
 	split := items != nil
 	var root yaml.Node
 	if err := yaml.Unmarshal(data, &root); err != nil {
 		if split {
 			return nil, errChunk
 		}
-		return nil, Problems{yamlProblem(file, err.Error())}
+		p := yamlProblem(file, err.Error())
+		p.Unreadable = true
+		return nil, Problems{p}
 	}
 	if len(root.Content) == 0 {
-		return nil, Problems{{File: file, Msg: "inventory is empty"}}
+		return nil, Problems{{File: file, Msg: "inventory is empty", Unreadable: true}}
 	}
 	doc := root.Content[0]
 	v := &validator{file: file, root: doc}
@@ -107,6 +140,7 @@ func parse(data []byte, items []chunk, file string) (*Inventory, error) {
 			return nil, errChunk // let the whole document speak for itself
 		}
 		v.addAt(doc.Line, "", "the inventory must be a mapping with node:, domains: and the other sections")
+		v.problems[0].Unreadable = true
 		return nil, v.problems
 	}
 	// Domains are decoded one by one: take them out of the tree.
@@ -158,6 +192,9 @@ func parse(data []byte, items []chunk, file string) (*Inventory, error) {
 	inv.applyDefaults()
 	inv.normalize()
 	inv.validate(v)
+	if o.Host != nil {
+		inv.checkHost(v, o.Host)
+	}
 	// The checks across domains (duplicates, alias loops) and the lookup
 	// index both walk every alias of every domain: run them side by side;
 	// the index is dropped when anything is wrong.

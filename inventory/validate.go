@@ -219,8 +219,10 @@ func (inv *Inventory) validate(v *validator) {
 		}
 	}
 	for i, n := range inv.Node.TrustedNetworks {
-		if _, err := ParsePrefix(n); err != nil {
+		if pfx, err := ParsePrefix(n); err != nil {
 			v.add([]any{"node", "trusted_networks", i}, "%v", err)
+		} else if why := tooWideToTrust(pfx); why != "" {
+			v.add([]any{"node", "trusted_networks", i}, "%s", why)
 		}
 	}
 	if err := checkHostPort(inv.Node.Resolver); err != nil {
@@ -373,6 +375,8 @@ func (inv *Inventory) validate(v *validator) {
 			v.add([]any{"spam", "dnsbl", i}, "%v", err)
 		}
 	}
+	inv.checkConfigSyntax(v)
+	inv.checkListenConflicts(v)
 	// unix users
 	seenUnix := map[string]bool{}
 	for i, u := range inv.UnixUsers {
@@ -412,6 +416,7 @@ func (inv *Inventory) validateAcrossDomains(v *validator) {
 		}
 	}
 	inv.validateLoops(v)
+	inv.checkLocalTargets(v)
 }
 
 // validateDomain checks one domain on its own; p builds its paths.
@@ -446,6 +451,10 @@ func validateDomain(v *validator, d *Domain, p func(...any) []any) {
 func validateLocal(v *validator, d *Domain, p func(...any) []any) {
 	names := make(map[string]string, 2*len(d.Mailboxes)+len(d.Aliases)+len(d.Lists)) // local part -> what it is
 	claim := func(name, what string, path []any) bool {
+		if strings.HasPrefix(name, "#") {
+			v.add(path, "%q starts with '#', which Postfix's map files and Dovecot's passwd-file read as a comment line", name)
+			return false
+		}
 		if !validLocalPart(name) {
 			v.add(path, "%q is not a valid local part", name)
 			return false
@@ -465,8 +474,8 @@ func validateLocal(v *validator, d *Domain, p func(...any) []any) {
 		claim(m.User, "a mailbox", p("mailboxes", j, "user"))
 		if m.Password == "" {
 			v.add(p("mailboxes", j, "password"), "missing password hash for %s@%s (e.g. from doveadm pw -s SHA512-CRYPT)", m.User, d.Name)
-		} else if !strings.HasPrefix(m.Password, "{") {
-			v.add(p("mailboxes", j, "password"), "password for %s@%s must be a hash with its scheme, e.g. {SHA512-CRYPT}$6$...; plain text is refused", m.User, d.Name)
+		} else if why := checkPassword(m.Password); why != "" {
+			v.add(p("mailboxes", j, "password"), "password for %s@%s: %s", m.User, d.Name, why)
 		}
 		for k, a := range m.Aliases {
 			claim(a, "an alias of mailbox "+m.User, p("mailboxes", j, "aliases", k))
@@ -712,6 +721,11 @@ func checkHostPort(s string) error {
 // checkNexthop accepts Postfix next-hop forms: host, [host], host:port,
 // [host]:port, optionally with a transport prefix such as "smtp:" or "lmtp:".
 func checkNexthop(s string) error {
+	for i := 0; i < len(s); i++ {
+		if s[i] <= ' ' || s[i] >= 0x7f || s[i] == ',' {
+			return fmt.Errorf("%q has %s: a next hop is one word (it is written into main.cf or the transport map)", s, describeByte(s[i]))
+		}
+	}
 	rest := s
 	if t, r, ok := strings.Cut(s, ":"); ok && (t == "smtp" || t == "lmtp" || t == "relay") {
 		rest = r

@@ -2,6 +2,8 @@ package main
 
 import (
 	"bytes"
+	"os"
+	"path/filepath"
 	"strings"
 	"testing"
 
@@ -55,7 +57,66 @@ func TestConfigCheckListsEveryProblem(t *testing.T) {
 
 func TestConfigCheckMissingFile(t *testing.T) {
 	_, errs, code := runApp(t, "config", "check", "--inventory", "/nonexistent/inv.yaml")
-	if code != 1 || !strings.Contains(errs, "/nonexistent/inv.yaml: cannot read inventory") {
+	if code != 2 || !strings.Contains(errs, "/nonexistent/inv.yaml: cannot read inventory") {
 		t.Fatalf("exit %d: %s", code, errs)
+	}
+}
+
+// TestConfigCheckBadInventories runs config check on every broken inventory
+// of inventory/testdata/bad (one per rule, with the problems it must get):
+// each is refused with exactly its .want lines and the README's exit status,
+// and render-config refuses it too and writes nothing.
+func TestConfigCheckBadInventories(t *testing.T) {
+	files, _ := filepath.Glob("../../inventory/testdata/bad/*.yaml")
+	if len(files) < 14 {
+		t.Fatalf("%d bad inventories", len(files))
+	}
+	for _, f := range files {
+		t.Run(filepath.Base(f), func(t *testing.T) {
+			want, err := os.ReadFile(strings.TrimSuffix(f, ".yaml") + ".want")
+			if err != nil {
+				t.Fatal(err)
+			}
+			wantCode := 1
+			if strings.Contains(f, "malformed") || strings.Contains(f, "empty") {
+				wantCode = 2 // not YAML, or nothing in it
+			}
+			_, errs, code := runApp(t, "config", "check", "--no-host-checks", "--inventory", f)
+			if code != wantCode {
+				t.Errorf("exit %d, want %d", code, wantCode)
+			}
+			got := strings.ReplaceAll(errs, "../../inventory/", "")
+			if !strings.HasPrefix(got, string(want)) {
+				t.Errorf("config check printed\n%s\nwant\n%s", got, want)
+			}
+			out := filepath.Join(t.TempDir(), "out")
+			if _, _, code := runApp(t, "render-config", "--no-host-checks", "--inventory", f, "--out", out); code != 2 {
+				t.Errorf("render-config exit %d, want 2", code)
+			}
+			if _, err := os.Stat(out); !os.IsNotExist(err) {
+				t.Errorf("render-config wrote %s for a refused inventory", out)
+			}
+		})
+	}
+}
+
+// TestConfigCheckHost: a mail user that does not exist on this machine is
+// refused by config check and render-config, unless --no-host-checks.
+func TestConfigCheckHost(t *testing.T) {
+	data, err := os.ReadFile("../../examples/inventory.yaml")
+	if err != nil {
+		t.Fatal(err)
+	}
+	inv := filepath.Join(t.TempDir(), "inv.yaml")
+	os.WriteFile(inv, bytes.Replace(data, []byte("mail_user: vmail"), []byte("mail_user: no-such-user-here"), 1), 0o644)
+	_, errs, code := runApp(t, "config", "check", "-i", inv)
+	if code != 1 || !strings.Contains(errs, `dovecot.mail_user: system user "no-such-user-here" does not exist on this host`) {
+		t.Errorf("exit %d: %s", code, errs)
+	}
+	if _, _, code := runApp(t, "render-config", "-i", inv, "--out", filepath.Join(t.TempDir(), "o")); code != 2 {
+		t.Errorf("render-config exit %d, want 2", code)
+	}
+	if _, errs, code := runApp(t, "config", "check", "--no-host-checks", "-i", inv); code != 0 {
+		t.Errorf("--no-host-checks: exit %d: %s", code, errs)
 	}
 }

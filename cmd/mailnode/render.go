@@ -40,9 +40,14 @@ printed and the exit status is 1 when anything differs, 0 when DIR is up to
 date. With --postmap the map sources are compiled after writing (postmap,
 postalias for aliases), which Postfix needs before it (re)loads.
 
+The inventory is checked as by config check, against this machine too
+(--no-host-checks to render elsewhere); an inventory config check refuses is
+refused here and nothing is written.
+
 Exit status: 0 ok, 1 differences (--check), 2 invalid inventory or error.`,
 		Flags: []cli.Flag{
 			inventoryFlag(),
+			noHostChecksFlag(),
 			&cli.StringFlag{Name: "out", Aliases: []string{"o"}, Required: true,
 				Usage: "the staging `DIR` to write (created when missing)"},
 			&cli.BoolFlag{Name: "check", Usage: "write nothing; print a unified diff against DIR and exit 1 when anything differs"},
@@ -56,7 +61,7 @@ Exit status: 0 ok, 1 differences (--check), 2 invalid inventory or error.`,
 			if os.Getenv("GOMEMLIMIT") == "" {
 				debug.SetMemoryLimit(192 << 20)
 			}
-			inv, err := loadAndReport(c)
+			inv, err := loadChecked(c, 2)
 			if err != nil {
 				return err
 			}

@@ -1,0 +1,68 @@
+package inventory
+
+import (
+	"errors"
+	"fmt"
+	"os/user"
+	"strconv"
+)
+
+// Host is what the inventory is checked against on the machine that will
+// run it: the system users it names must exist there, with ids the
+// programs accept. The daemons and tests load inventories without it;
+// `config check` and `render-config` load with it (see LoadOptions).
+type Host struct {
+	// LookupUser returns a system user's uid; an error wrapping
+	// ErrNoSuchUser when there is none.
+	LookupUser func(name string) (uid int, err error)
+}
+
+// ErrNoSuchUser is what Host.LookupUser returns for a missing user.
+var ErrNoSuchUser = errors.New("no such user")
+
+// ThisHost checks against the machine's own user database.
+func ThisHost() *Host {
+	return &Host{LookupUser: func(name string) (int, error) {
+		u, err := user.Lookup(name)
+		if err != nil {
+			var unknown user.UnknownUserError
+			if errors.As(err, &unknown) {
+				return 0, fmt.Errorf("%w: %s", ErrNoSuchUser, name)
+			}
+			return 0, err
+		}
+		return strconv.Atoi(u.Uid)
+	}}
+}
+
+// dovecotFirstValidUID is first_valid_uid in the rendered dovecot.conf:
+// Dovecot refuses to deliver as any uid below it.
+const dovecotFirstValidUID = 100
+
+// checkHost runs the checks that need the machine.
+func (inv *Inventory) checkHost(v *validator, h *Host) {
+	mu := inv.Dovecot.MailUser
+	if unixUserRe.MatchString(mu) {
+		uid, err := h.LookupUser(mu)
+		switch {
+		case errors.Is(err, ErrNoSuchUser):
+			v.add([]any{"dovecot", "mail_user"}, "system user %q does not exist on this host: create it (useradd --system --home-dir /var/vmail --shell /usr/sbin/nologin %s) or name an existing one", mu, mu)
+		case err != nil:
+			v.add([]any{"dovecot", "mail_user"}, "cannot look up system user %q: %v", mu, err)
+		case uid == 0:
+			v.add([]any{"dovecot", "mail_user"}, "%q is root: Dovecot never delivers mail as root; use a dedicated system user such as vmail", mu)
+		case uid < dovecotFirstValidUID:
+			v.add([]any{"dovecot", "mail_user"}, "%q has uid %d, below Dovecot's first_valid_uid (%d): Dovecot would answer every delivery 451 4.3.0 and mail would wait in the queue for days; use a dedicated system user such as vmail (useradd --system gives a uid of 100 or more)", mu, uid, dovecotFirstValidUID)
+		}
+	}
+	for i, u := range inv.UnixUsers {
+		if !unixUserRe.MatchString(u) {
+			continue
+		}
+		if _, err := h.LookupUser(u); errors.Is(err, ErrNoSuchUser) {
+			v.add([]any{"unix_users", i}, "system user %q does not exist on this host: local(8) would bounce its mail", u)
+		} else if err != nil {
+			v.add([]any{"unix_users", i}, "cannot look up system user %q: %v", u, err)
+		}
+	}
+}
