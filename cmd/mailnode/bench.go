@@ -15,6 +15,7 @@ import (
 	"github.com/mailnode/mailnode/milter"
 	"github.com/mailnode/mailnode/policy"
 	"github.com/mailnode/mailnode/policy/loadgen"
+	"github.com/mailnode/mailnode/test/procstat"
 )
 
 func benchCommand() *cli.Command {
@@ -152,7 +153,7 @@ func runBenchPolicy(cx *cli.Context) error {
 		if pid == 0 {
 			return
 		}
-		if b, err := loadgen.RSS(pid); err == nil {
+		if b, err := procstat.RSS(pid); err == nil {
 			fmt.Printf("server RSS %-22s %6.1f MiB\n", when+":", float64(b)/(1<<20))
 		} else {
 			fmt.Fprintf(os.Stderr, "bench: RSS of %d: %v\n", pid, err)
@@ -175,14 +176,14 @@ func runBenchPolicy(cx *cli.Context) error {
 			rss(fmt.Sprintf("%d idle after %v", idle, d))
 		}
 	}
-	cpu0, _ := loadgen.ProcCPU(pid)
+	cpu0, _ := procstat.CPU(pid)
 	res, err := loadgen.Run(loadgen.Config{Network: network, Addr: addr, Conns: cx.Int("c"), Requests: cx.Int("n"), Mix: mix})
 	if err != nil {
 		return cli.Exit(fmt.Sprintf("bench: %v", err), 1)
 	}
 	res.Report(os.Stdout)
 	if pid != 0 {
-		if cpu1, err := loadgen.ProcCPU(pid); err == nil {
+		if cpu1, err := procstat.CPU(pid); err == nil {
 			fmt.Printf("server CPU:  %.1f µs/decision\n", float64((cpu1-cpu0).Microseconds())/float64(res.Requests))
 		}
 	}

@@ -16,6 +16,7 @@ import (
 
 	"github.com/mailnode/mailnode/policy/loadgen"
 	"github.com/mailnode/mailnode/state/statetest"
+	"github.com/mailnode/mailnode/test/procstat"
 )
 
 func benchGreylistCommand() *cli.Command {
@@ -141,12 +142,12 @@ func runBenchGreylist(cx *cli.Context) error {
 			if kind == "known" {
 				mix = pool
 			}
-			cpu0, _ := loadgen.ProcCPU(s.pid)
+			cpu0, _ := procstat.CPU(s.pid)
 			res, err := run(s, mix, n)
 			if err != nil {
 				return cli.Exit(fmt.Sprintf("bench greylist: %s %s: %v", s.name, kind, err), 1)
 			}
-			cpu1, _ := loadgen.ProcCPU(s.pid)
+			cpu1, _ := procstat.CPU(s.pid)
 			want := res.Requests
 			if kind == "known" {
 				want = 0
@@ -250,13 +251,9 @@ domains:
 
 // loadAvg is /proc/loadavg's three load averages.
 func loadAvg() string {
-	b, err := os.ReadFile("/proc/loadavg")
+	l, err := procstat.LoadAvg()
 	if err != nil {
 		return "unknown"
 	}
-	f := strings.Fields(string(b))
-	if len(f) < 3 {
-		return "unknown"
-	}
-	return strings.Join(f[:3], " ") + " (1, 5, 15 min)"
+	return fmt.Sprintf("%.2f %.2f %.2f (1, 5, 15 min)", l[0], l[1], l[2])
 }

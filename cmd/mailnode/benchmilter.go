@@ -24,6 +24,7 @@ import (
 	msgauth "github.com/emersion/go-msgauth/dkim"
 	"github.com/mailnode/mailnode/dkim"
 	"github.com/mailnode/mailnode/milter"
+	"github.com/mailnode/mailnode/test/procstat"
 	"github.com/urfave/cli/v2"
 )
 
@@ -183,7 +184,7 @@ domains:
 	var signed int
 	bareSpent, bareSigned := make([]time.Duration, len(bareSigners)), make([]int, len(bareSigners))
 	for r := 0; r < rounds; r++ {
-		before, err := procCPU(mcmd.Process.Pid)
+		before, err := procstat.CPU(mcmd.Process.Pid)
 		if err != nil {
 			return err
 		}
@@ -191,7 +192,7 @@ domains:
 		if err != nil {
 			return err
 		}
-		after, err := procCPU(mcmd.Process.Pid)
+		after, err := procstat.CPU(mcmd.Process.Pid)
 		if err != nil {
 			return err
 		}
@@ -429,21 +430,6 @@ func checkSigned(r *milter.ClientResult, msg *milter.ClientMessage, lookup func(
 		}
 	}
 	return nil
-}
-
-// procCPU is the user+system CPU time of a process from /proc/PID/stat.
-func procCPU(pid int) (time.Duration, error) {
-	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/stat", pid))
-	if err != nil {
-		return 0, err
-	}
-	// Fields after the command name (which may contain spaces) in parentheses.
-	s := string(b)
-	f := strings.Fields(s[strings.LastIndexByte(s, ')')+2:])
-	utime, _ := strconv.ParseInt(f[11], 10, 64)
-	stime, _ := strconv.ParseInt(f[12], 10, 64)
-	const ticks = 100 // USER_HZ on Linux
-	return time.Duration(utime+stime) * time.Second / ticks, nil
 }
 
 // bareRSASign signs with k for d of wall time on one thread and returns

@@ -13,6 +13,7 @@ import (
 
 	"github.com/mailnode/mailnode/dkim"
 	"github.com/mailnode/mailnode/test/harness"
+	"github.com/mailnode/mailnode/test/procstat"
 )
 
 // The stacks, in table order. Floor is the mailnode stack with both
@@ -151,10 +152,8 @@ func stopDovecot(dir string) error {
 		if syscall.Kill(pid, 0) != nil {
 			return nil
 		}
-		if st, err := os.ReadFile(fmt.Sprintf("/proc/%d/stat", pid)); err == nil {
-			if i := strings.LastIndexByte(string(st), ')'); i > 0 && i+2 < len(st) && st[i+2] == 'Z' {
-				return nil
-			}
+		if st, err := procstat.Read(pid); err == nil && st.Zombie() {
+			return nil
 		}
 	}
 	return fmt.Errorf("dovecot %d did not stop", pid)
@@ -361,14 +360,8 @@ func (s *stack) queueEmpty() (bool, string, error) {
 func (s *stack) hwm() map[string]int {
 	m := map[string]int{}
 	for name, pid := range s.daemons {
-		b, err := os.ReadFile(fmt.Sprintf("/proc/%d/status", pid))
-		if err != nil {
-			continue
-		}
-		for _, l := range strings.Split(string(b), "\n") {
-			if f := strings.Fields(l); len(f) >= 2 && f[0] == "VmHWM:" {
-				m[name], _ = strconv.Atoi(f[1])
-			}
+		if b, err := procstat.PeakRSS(pid); err == nil {
+			m[name] = int(b / 1024)
 		}
 	}
 	return m
