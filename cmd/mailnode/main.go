@@ -8,6 +8,8 @@ import (
 	"os"
 
 	"github.com/urfave/cli/v2"
+
+	"github.com/mailnode/mailnode/internal/sysmon"
 )
 
 // version is set at build time with -ldflags "-X main.version=...".
@@ -40,7 +42,7 @@ Start with:  mailnode config check --inventory examples/inventory.yaml`,
 }
 
 func main() {
-	keepSysmonAwake(os.Args)
+	sysmon.KeepAwake(os.Args, "policyd", "milterd", "bench")
 	if err := newApp().Run(os.Args); err != nil {
 		fmt.Fprintln(os.Stderr, "mailnode:", err)
 		os.Exit(exitCode(err))
