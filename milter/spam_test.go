@@ -14,6 +14,7 @@ import (
 	"github.com/d--j/go-milter/mailfilter/testtrx"
 	"github.com/mailnode/mailnode/dkim"
 	"github.com/mailnode/mailnode/inventory"
+	"github.com/mailnode/mailnode/milter/miltertest"
 	"github.com/mailnode/mailnode/policy"
 	"github.com/mailnode/mailnode/spam"
 	"github.com/mailnode/mailnode/spam/spamtest"
@@ -517,8 +518,8 @@ func TestMailfilterSpam(t *testing.T) {
 // Over a real socket: reject with the 550 text, quarantine as a milter
 // action, and the HELO name reaches SPF.
 func TestClientSpam(t *testing.T) {
-	msg := func(body string) *ClientMessage {
-		return &ClientMessage{Host: "unknown", Helo: "mx.sender.test", Addr: "198.51.100.7", Port: 40000, QueueID: "Q1",
+	msg := func(body string) *miltertest.Message {
+		return &miltertest.Message{Host: "unknown", Helo: "mx.sender.test", Addr: "198.51.100.7", Port: 40000, QueueID: "Q1",
 			Sender: "", Rcpts: []string{"bob@example.com"},
 			Headers: []dkim.Header{{Name: "From", Value: " MAILER-DAEMON@sender.test"}, {Name: "Subject", Value: " bounce"},
 				{Name: "Date", Value: " Sun, 1 Mar 2026 11:00:00 +0000"}, {Name: "Message-ID", Value: " <9@x>"}},
@@ -526,15 +527,15 @@ func TestClientSpam(t *testing.T) {
 	}
 	f := spamFilter(t, nil, nil)
 	path := startServer(t, f, nil)
-	c := NewClient("unix", path)
-	r, err := Submit(c, msg("x\r\n"+spam.GTUBE+"\r\n"))
+	c := miltertest.NewClient("unix", path)
+	r, err := miltertest.Submit(c, msg("x\r\n"+spam.GTUBE+"\r\n"))
 	if err != nil {
 		t.Fatal(err)
 	}
 	if r.Action.Type != gomilter.ActionRejectWithCode || r.Action.SMTPCode != 550 || r.Action.SMTPReply != "550 5.7.1 Message rejected as spam" {
 		t.Errorf("GTUBE: %+v", r.Action)
 	}
-	r, err = Submit(c, msg("hello\r\n"))
+	r, err = miltertest.Submit(c, msg("hello\r\n"))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -546,7 +547,7 @@ func TestClientSpam(t *testing.T) {
 
 	f = spamFilter(t, nil, func(s *inventory.Spam) { s.Quarantine = true })
 	path = startServer(t, f, nil)
-	r, err = Submit(NewClient("unix", path), msg("x\r\n"+spam.GTUBE+"\r\n"))
+	r, err = miltertest.Submit(miltertest.NewClient("unix", path), msg("x\r\n"+spam.GTUBE+"\r\n"))
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -14,7 +14,7 @@ import (
 
 	"github.com/mailnode/mailnode/inventory"
 	"github.com/mailnode/mailnode/policy"
-	"github.com/mailnode/mailnode/policy/loadgen"
+	"github.com/mailnode/mailnode/test/loadgen"
 	"github.com/mailnode/mailnode/test/procstat"
 )
 

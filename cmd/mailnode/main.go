@@ -36,13 +36,12 @@ Start with:  mailnode config check --inventory examples/inventory.yaml`,
 			dkimCommand(),
 			dnsCommand(),
 			stateCommand(),
-			benchCommand(),
 		},
 	}
 }
 
 func main() {
-	sysmon.KeepAwake(os.Args, "policyd", "milterd", "bench")
+	sysmon.KeepAwake(os.Args, "policyd", "milterd")
 	if err := newApp().Run(os.Args); err != nil {
 		fmt.Fprintln(os.Stderr, "mailnode:", err)
 		os.Exit(exitCode(err))

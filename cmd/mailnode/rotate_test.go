@@ -18,6 +18,7 @@ import (
 	"github.com/mailnode/mailnode/dns/dnstest"
 	"github.com/mailnode/mailnode/inventory"
 	"github.com/mailnode/mailnode/milter"
+	"github.com/mailnode/mailnode/milter/miltertest"
 )
 
 // testNode copies the example inventory into a temporary directory with
@@ -80,7 +81,7 @@ func signWithMilterd(t *testing.T, invPath string) []byte {
 	done := make(chan error, 1)
 	go func() { done <- srv.Serve(ln) }()
 	defer func() { srv.Close(); ln.Close(); <-done }()
-	m := &milter.ClientMessage{
+	m := &miltertest.Message{
 		Host: "client.example.com", Port: 40000, Addr: "198.51.100.7",
 		AuthUser: "alice@example.com", QueueID: "4ABC",
 		Sender: "alice@example.com", Rcpts: []string{"x@elsewhere.test"},
@@ -90,7 +91,7 @@ func signWithMilterd(t *testing.T, invPath string) []byte {
 		{"Subject", "rotation"}, {"Date", "Sun, 01 Mar 2026 12:00:00 +0000"}, {"Message-ID", "<r1@example.com>"}} {
 		m.Headers = append(m.Headers, dkim.Header{Name: h[0], Value: " " + h[1]})
 	}
-	r, err := milter.Submit(milter.NewClient("unix", sock), m)
+	r, err := miltertest.Submit(miltertest.NewClient("unix", sock), m)
 	if err != nil {
 		t.Fatal(err)
 	}

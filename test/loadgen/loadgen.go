@@ -1,7 +1,8 @@
 // Package loadgen replays a realistic mix of Postfix policy requests against
 // a policy server over persistent connections and measures decisions per
-// second and latency. `mailnode bench policy` and the policy package's
-// benchmarks use it.
+// second and latency. `mailnode-bench policy` and `greylist` and the policy
+// package's benchmarks use it: test and benchmark machinery, never imported
+// by the product.
 //
 // The mix imitates what a corporate MX sees at RCPT time: mostly inbound
 // mail from the world to local mailboxes (many sender domains and client
@@ -49,7 +50,7 @@ type Share struct {
 	Weight int
 }
 
-// DefaultShares is the mix `mailnode bench policy` replays.
+// DefaultShares is the mix `mailnode-bench policy` replays.
 var DefaultShares = []Share{
 	{"inbound to a local mailbox", 52},
 	{"inbound to a local alias", 6},
@@ -590,7 +591,7 @@ func OpenIdle(network, addr string, n int) (func(), error) {
 	return closeAll, nil
 }
 
-// Report writes a result the way `mailnode bench policy` prints it.
+// Report writes a result the way `mailnode-bench policy` prints it.
 func (r Result) Report(w io.Writer) {
 	fmt.Fprintf(w, "decisions/s: %.0f  (%d requests in %v)\n", r.PerSecond, r.Requests, r.Elapsed.Round(time.Millisecond))
 	fmt.Fprintf(w, "latency:     p50 %v  p90 %v  p99 %v  p99.9 %v  max %v\n",
@@ -607,4 +608,20 @@ func (r Result) Report(w io.Writer) {
 		fmt.Fprintf(w, " %s %.1f%%", k, 100*float64(r.Replies[k])/float64(r.Requests))
 	}
 	fmt.Fprintln(w)
+}
+
+// RaiseNoFile lifts this process's soft open-file limit to the hard one,
+// for runs that hold many idle connections open, and returns the limit.
+func RaiseNoFile() (uint64, error) {
+	var l syscall.Rlimit
+	if err := syscall.Getrlimit(syscall.RLIMIT_NOFILE, &l); err != nil {
+		return 0, err
+	}
+	if l.Cur < l.Max {
+		l.Cur = l.Max
+		if err := syscall.Setrlimit(syscall.RLIMIT_NOFILE, &l); err != nil {
+			return 0, err
+		}
+	}
+	return l.Cur, nil
 }
