@@ -192,6 +192,12 @@ func TestClientSignsAuthenticated(t *testing.T) {
 	if r.Action.Type != gomilter.ActionAccept || countMods(r, gomilter.ActionInsertHeader, "DKIM-Signature") != 2 {
 		t.Fatalf("action %v, mods %v", r.Action, r.Mods)
 	}
+	for _, mod := range r.Mods {
+		if mod.HeaderName == "DKIM-Signature" && (!strings.Contains(mod.HeaderValue, "d=example.com;") ||
+			!strings.Contains(strings.Join(strings.Fields(mod.HeaderValue), ""), "h=from:from:to:subject:date:message-id;")) {
+			t.Errorf("signature %q: want d=example.com and From oversigned", mod.HeaderValue)
+		}
+	}
 	signed, _ := r.Apply(m)
 	vs := goVerify(t, signed)
 	if len(vs) != 2 || vs[0].Err != nil || vs[1].Err != nil {

@@ -66,10 +66,3 @@ func inventoryFlag() *cli.StringFlag {
 		Required: true,
 	}
 }
-
-// notImplemented is what a command says until its issue lands.
-func notImplemented(name string) cli.ActionFunc {
-	return func(*cli.Context) error {
-		return cli.Exit(fmt.Sprintf("%s: not implemented yet", name), 2)
-	}
-}
