@@ -3,6 +3,7 @@
 SHELL := /bin/bash
 GO ?= go
 BIN := bin/mailnode
+BENCH_BIN := bin/mailnode-bench
 export GOFLAGS ?= -mod=mod
 
 DEB_PACKAGES := postfix swaks dovecot-core dovecot-imapd dovecot-pop3d dovecot-lmtpd \
@@ -10,7 +11,7 @@ DEB_PACKAGES := postfix swaks dovecot-core dovecot-imapd dovecot-pop3d dovecot-l
 	rspamd spamd spamc postgrey ansible ansible-lint ssl-cert openssl procps \
 	gcc libc6-dev libssl-dev
 
-.PHONY: all build deps test test-unit test-e2e test-ansible fuzz bench bench-go bench-render bench-policy \
+.PHONY: all build build-bench deps test test-unit test-e2e test-ansible fuzz bench bench-go bench-render bench-policy \
 	bench-milter bench-greylist bench-e2e demo demo-stop vet fmt clean
 
 all: build
@@ -23,6 +24,12 @@ BUILDFLAGS := -ldflags=-linkmode=internal
 
 build:
 	$(GO) build $(BUILDFLAGS) -o $(BIN) ./cmd/mailnode
+
+# The load generators, baselines and peer launchers of `make bench` are a
+# program of their own (cmd/mailnode-bench): the shipped binary holds only
+# the product. `make test` builds it too, so that it never rots.
+build-bench:
+	$(GO) build $(BUILDFLAGS) -o $(BENCH_BIN) ./cmd/mailnode-bench
 
 # deps installs what is missing: Debian packages (as root), the vmail
 # system user that owns virtual mailboxes, and the Go modules.
@@ -48,10 +55,16 @@ vet:
 	$(GO) vet ./...
 	@out=$$(gofmt -l $$(git ls-files '*.go')); if [ -n "$$out" ]; then echo "gofmt needed: $$out"; exit 1; fi
 
-test: deps vet build test-unit fuzz test-e2e test-ansible
+test: deps vet build build-bench test-unit fuzz test-e2e test-ansible
+
+# Unit tests: every package but the end-to-end ones under test/ (the
+# tests, the harness, the e2e benchmark, the demo), which need root and a
+# network namespace. The test machinery under test/ (loadgen, procstat, ...)
+# has unit tests of its own and runs here.
+UNIT_PKGS = $$($(GO) list ./... | grep -v -e '/test$$' -e '/test/harness' -e '/test/e2ebench' -e '/test/cmd/')
 
 test-unit:
-	$(GO) test -count=1 $$($(GO) list ./... | grep -v /test)
+	$(GO) test -count=1 $(UNIT_PKGS)
 
 # End-to-end tests start real Postfix, Dovecot and the daemons inside a
 # network namespace they create (nothing leaves the machine); needs root.
@@ -82,10 +95,10 @@ fuzz:
 # with their peers (OpenDKIM, postgrey), then the end-to-end throughput of
 # bare Postfix vs mailnode vs OpenDKIM+postgrey. Figures are only
 # comparable on an otherwise idle machine; each tool prints the load average.
-bench: build bench-go bench-render bench-policy bench-milter bench-greylist bench-e2e
+bench: build build-bench bench-go bench-render bench-policy bench-milter bench-greylist bench-e2e
 
 bench-go:
-	$(GO) test -run '^$$' -bench . -benchmem $$($(GO) list ./... | grep -v /test)
+	$(GO) test -run '^$$' -bench . -benchmem $(UNIT_PKGS)
 
 # render-config on 10,000 domains and 100,000 mailboxes: wall time and peak RSS,
 # into a new staging tree on disk, again with nothing changed, and into tmpfs
@@ -95,8 +108,8 @@ bench-go:
 # kernel's recently_deleted()), so where many files were deleted, as by an
 # earlier run of this target, creating 10,000 files costs seconds of system
 # time. On a fresh machine it does not.
-bench-render: build
-	@T=$$(mktemp -d) && $(GO) run ./render/gen -domains 10000 -mailboxes 100000 >$$T/inv.yaml && \
+bench-render: build build-bench
+	@T=$$(mktemp -d) && $(BENCH_BIN) inventory -domains 10000 -mailboxes 100000 >$$T/inv.yaml && \
 	  echo "load average: $$(cut -d' ' -f1-3 /proc/loadavg)" && \
 	  /usr/bin/time -f "render-config 10k domains / 100k mailboxes, new tree on disk: %e s wall, %U s user, %S s sys, peak RSS %M KiB" \
 	    $(BIN) render-config -i $$T/inv.yaml --out $$T/out >/dev/null && \
@@ -106,14 +119,14 @@ bench-render: build
 	  /usr/bin/time -f "render-config 10k domains / 100k mailboxes, new tree on tmpfs: %e s wall, %U s user, %S s sys, peak RSS %M KiB" \
 	    $(BIN) render-config -i $$T/inv.yaml --out $$S/out >/dev/null; rm -rf $$T $$S
 
-bench-policy: build
-	test/bench-policy.sh $(BIN)
+bench-policy: build build-bench
+	test/bench-policy.sh $(BIN) $(BENCH_BIN)
 
-bench-milter: build
-	$(BIN) bench milter
+bench-milter: build build-bench
+	$(BENCH_BIN) milter --mailnode $(BIN)
 
-bench-greylist: build
-	$(BIN) bench greylist
+bench-greylist: build build-bench
+	$(BENCH_BIN) greylist --mailnode $(BIN)
 
 # End-to-end throughput: bare Postfix vs Postfix with do-nothing sidecars (the floor
 # any policy service and milter cost) vs Postfix+mailnode vs Postfix+OpenDKIM+postgrey,
@@ -121,8 +134,8 @@ bench-greylist: build
 # (root; nothing leaves the machine). About 2.5 minutes on 2 cores.
 #   BENCH_E2E_FLAGS=-quick           smoke run (about a minute)
 BENCH_E2E_FLAGS ?= -runs 3 -wait-load 1.5 -wait-max 10m
-bench-e2e: build
-	$(GO) run ./test/e2ebench $(BENCH_E2E_FLAGS)
+bench-e2e: build build-bench
+	MAILNODE_BENCH_BIN=$(CURDIR)/$(BENCH_BIN) $(GO) run ./test/e2ebench $(BENCH_E2E_FLAGS)
 
 demo: deps build
 	$(GO) run ./test/cmd/demo up --dir .demo

@@ -1,6 +1,8 @@
 // Package dkim manages the node's DKIM keys: where they live, how they are
-// generated, and the TXT record that publishes each public key. Signing
-// itself lives in package milter.
+// generated, the TXT record that publishes each public key, and their
+// rotation (rotate.go: adding a selector, retiring an old one once DNS
+// allows). It also signs and verifies messages (sign.go, canon.go,
+// verify.go) for package milter, which calls it for each message.
 package dkim
 
 import (
@@ -95,6 +97,23 @@ func Generate(algorithm string) (crypto.Signer, error) {
 		return k, err
 	}
 	return nil, fmt.Errorf("dkim: unknown algorithm %q", algorithm)
+}
+
+// EnsureKey loads the key at path, or, when there is none, generates one
+// for algorithm and writes it there (created is then true). An existing
+// key is never overwritten; an unusable one is an error.
+func EnsureKey(path, algorithm string) (key crypto.Signer, created bool, err error) {
+	key, err = LoadKey(path, algorithm)
+	if !errors.Is(err, ErrNoKey) {
+		return key, false, err
+	}
+	if key, err = Generate(algorithm); err != nil {
+		return nil, false, err
+	}
+	if err := WriteKey(path, key); err != nil {
+		return nil, false, err
+	}
+	return key, true, nil
 }
 
 // WriteKey stores key at path as PKCS#8 PEM with mode 0600, creating the

@@ -2,7 +2,7 @@ package inventory
 
 import (
 	"fmt"
-	"github.com/mailnode/mailnode/inventory/invgen"
+	"github.com/mailnode/mailnode/test/invgen"
 	"os"
 	"path/filepath"
 	"reflect"

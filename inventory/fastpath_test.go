@@ -5,7 +5,7 @@ import (
 	"strings"
 	"testing"
 
-	"github.com/mailnode/mailnode/inventory/invgen"
+	"github.com/mailnode/mailnode/test/invgen"
 	"gopkg.in/yaml.v3"
 )
 

@@ -2,6 +2,7 @@ package milter
 
 import (
 	"bytes"
+	"github.com/mailnode/mailnode/milter/miltertest"
 	"io"
 	"log/slog"
 	"testing"
@@ -16,14 +17,14 @@ func BenchmarkSubmit(b *testing.B) {
 			f, _ := testFilter(b)
 			f.Log = slog.New(slog.NewTextHandler(io.Discard, nil))
 			path := startServer(b, f, nil)
-			c := NewClient("unix", path)
+			c := miltertest.NewClient("unix", path)
 			m := localMessage("alice@example.com")
 			m.Body = bytes.Repeat([]byte("Lorem ipsum dolor sit amet, consectetur adipiscing elit, sed do eiusm\r\n"), size/71+1)[:size]
 			f.Keys["example.com"] = f.Keys["example.com"][:1] // RSA only, like the OpenDKIM comparison
 			b.SetBytes(int64(size))
 			b.ReportAllocs()
 			for b.Loop() {
-				r, err := Submit(c, m)
+				r, err := miltertest.Submit(c, m)
 				if err != nil || len(r.Mods) != 1 {
 					b.Fatal(err, r)
 				}

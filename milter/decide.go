@@ -15,8 +15,8 @@
 //   - Decide (this file): the pure decision which message gets signed,
 //     verified or passed, made once the headers are known.
 //
-// The go-milter backend (backend.go) and the mailfilter adapter
-// (mailfilter.go) both drive a Transaction; so do the tests.
+// The go-milter backend (backend.go) drives a Transaction; so do the
+// tests, directly or over a socket with package miltertest's client.
 package milter
 
 import (

@@ -1,13 +1,7 @@
 package milter
 
 import (
-	"context"
-	"strings"
 	"testing"
-
-	"github.com/d--j/go-milter/mailfilter"
-	"github.com/d--j/go-milter/mailfilter/addr"
-	"github.com/d--j/go-milter/mailfilter/testtrx"
 )
 
 func TestDecide(t *testing.T) {
@@ -59,56 +53,5 @@ func TestLocalSubmission(t *testing.T) {
 		if LocalSubmission(c.host, c.fam, c.port, c.addr) {
 			t.Errorf("%+v taken for local submission", c)
 		}
-	}
-}
-
-// The mailfilter layer: the same Transaction driven from a testtrx.Trx.
-func TestMailfilterSigns(t *testing.T) {
-	f, _ := testFilter(t)
-	trx := (&testtrx.Trx{}).
-		SetConnect(mailfilter.Connect{Host: "c.example", Family: "tcp4", Port: 4000, Addr: "198.51.100.7"}).
-		SetMailFrom(addr.NewMailFrom("alice@example.com", "", "smtp", "alice@example.com", "PLAIN")).
-		SetRcptTosList("carol@partner.org").
-		SetHeadersRaw([]byte("From: Alice <alice@example.com>\r\nTo: carol@partner.org\r\nSubject: hi\r\n\r\n")).
-		SetBodyBytes([]byte("Hello\r\n"))
-	dec, err := f.DecisionFunc()(context.Background(), trx)
-	if err != nil || dec != mailfilter.Accept {
-		t.Fatalf("decision %v, %v", dec, err)
-	}
-	var sigs int
-	for _, m := range trx.Modifications() {
-		if m.Kind == testtrx.InsertHeader && m.Name == "DKIM-Signature" {
-			sigs++
-			if !strings.Contains(m.Value, "d=example.com;") || !strings.Contains(m.Value, "h=from:from:to:subject;") {
-				t.Errorf("signature %q", m.Value)
-			}
-		}
-	}
-	if sigs != 2 {
-		t.Errorf("%d signatures, want 2: %v", sigs, trx.Modifications())
-	}
-}
-
-func TestMailfilterInbound(t *testing.T) {
-	f, _ := testFilter(t)
-	trx := (&testtrx.Trx{}).
-		SetConnect(mailfilter.Connect{Host: "mx.sender.test", Family: "tcp4", Port: 4000, Addr: "198.51.100.7"}).
-		SetMailFrom(addr.NewMailFrom("x@sender.test", "", "smtp", "", "")).
-		SetRcptTosList("alice@example.com").
-		SetHeadersRaw([]byte("Authentication-Results: mx1.example.com; dkim=pass\r\nFrom: x@sender.test\r\nSubject: hi\r\n\r\n")).
-		SetBodyBytes([]byte("Hello\r\n"))
-	if _, err := f.DecisionFunc()(context.Background(), trx); err != nil {
-		t.Fatal(err)
-	}
-	var ar []string
-	for _, m := range trx.Modifications() {
-		if m.Name == "Authentication-Results" {
-			kind := map[testtrx.ModificationKind]string{testtrx.ChangeHeader: "ChangeHeader", testtrx.InsertHeader: "InsertHeader"}[m.Kind]
-			ar = append(ar, kind+" "+strings.Join(strings.Fields(m.Value), " "))
-		}
-	}
-	want := []string{"ChangeHeader ", "InsertHeader mx1.example.com; dkim=none"}
-	if strings.Join(ar, "|") != strings.Join(want, "|") {
-		t.Errorf("A-R modifications %q, want %q", ar, want)
 	}
 }

@@ -3,6 +3,7 @@ package milter
 import (
 	"bytes"
 	"encoding/binary"
+	"github.com/mailnode/mailnode/milter/miltertest"
 	"io"
 	"net"
 	"strings"
@@ -54,7 +55,7 @@ func expectClosed(t *testing.T, path string, raw []byte) {
 
 func stillServes(t *testing.T, path string) {
 	t.Helper()
-	r, err := Submit(NewClient("unix", path), localMessage("alice@example.com"))
+	r, err := miltertest.Submit(miltertest.NewClient("unix", path), localMessage("alice@example.com"))
 	if err != nil {
 		t.Fatalf("milterd no longer serves: %v", err)
 	}

@@ -17,6 +17,7 @@ import (
 	msgauth "github.com/emersion/go-msgauth/dkim"
 	"github.com/mailnode/mailnode/dkim"
 	"github.com/mailnode/mailnode/inventory"
+	"github.com/mailnode/mailnode/milter/miltertest"
 	"github.com/mailnode/mailnode/test/harness"
 )
 
@@ -115,8 +116,8 @@ func hdrs(pairs ...string) []dkim.Header {
 	return hs
 }
 
-func localMessage(from string) *ClientMessage {
-	return &ClientMessage{
+func localMessage(from string) *miltertest.Message {
+	return &miltertest.Message{
 		Host: "client.example.com", Port: 40000, Addr: "198.51.100.7",
 		AuthUser: "alice@example.com", QueueID: "4ABC",
 		Sender: "alice@example.com", Rcpts: []string{"carol@partner.org", "x@elsewhere.test"},
@@ -166,7 +167,7 @@ func goVerify(t testing.TB, msg []byte) []*msgauth.Verification {
 	return vs
 }
 
-func countMods(r *ClientResult, typ gomilter.ModifyActionType, name string) int {
+func countMods(r *miltertest.Result, typ gomilter.ModifyActionType, name string) int {
 	n := 0
 	for _, m := range r.Mods {
 		if m.Type == typ && strings.EqualFold(m.HeaderName, name) {
@@ -182,14 +183,20 @@ func countMods(r *ClientResult, typ gomilter.ModifyActionType, name string) int 
 func TestClientSignsAuthenticated(t *testing.T) {
 	f, logs := testFilter(t)
 	path := startServer(t, f, nil)
-	c := NewClient("unix", path)
+	c := miltertest.NewClient("unix", path)
 	m := localMessage("alice@example.com")
-	r, err := Submit(c, m)
+	r, err := miltertest.Submit(c, m)
 	if err != nil {
 		t.Fatal(err)
 	}
 	if r.Action.Type != gomilter.ActionAccept || countMods(r, gomilter.ActionInsertHeader, "DKIM-Signature") != 2 {
 		t.Fatalf("action %v, mods %v", r.Action, r.Mods)
+	}
+	for _, mod := range r.Mods {
+		if mod.HeaderName == "DKIM-Signature" && (!strings.Contains(mod.HeaderValue, "d=example.com;") ||
+			!strings.Contains(strings.Join(strings.Fields(mod.HeaderValue), ""), "h=from:from:to:subject:date:message-id;")) {
+			t.Errorf("signature %q: want d=example.com and From oversigned", mod.HeaderValue)
+		}
 	}
 	signed, _ := r.Apply(m)
 	vs := goVerify(t, signed)
@@ -217,29 +224,29 @@ func TestClientSignsAuthenticated(t *testing.T) {
 func TestClientOrigins(t *testing.T) {
 	f, _ := testFilter(t)
 	path := startServer(t, f, nil)
-	c := NewClient("unix", path)
+	c := miltertest.NewClient("unix", path)
 	cases := []struct {
 		name      string
-		edit      func(m *ClientMessage)
+		edit      func(m *miltertest.Message)
 		wantSigns int
 	}{
-		{"trusted host", func(m *ClientMessage) { m.AuthUser = ""; m.Addr = "10.20.0.5" }, 2},
-		{"local submission", func(m *ClientMessage) {
+		{"trusted host", func(m *miltertest.Message) { m.AuthUser = ""; m.Addr = "10.20.0.5" }, 2},
+		{"local submission", func(m *miltertest.Message) {
 			m.AuthUser, m.Host, m.Addr, m.Port = "", "localhost", "127.0.0.1", 0
 		}, 2},
-		{"example.net, rsa only", func(m *ClientMessage) { m.Headers[0].Value = " carol@example.net" }, 1},
-		{"authorized, From outside", func(m *ClientMessage) { m.Headers[0].Value = " someone@gmail.test" }, 0},
-		{"unauthorized, From local", func(m *ClientMessage) { m.AuthUser = "" }, 0},
-		{"two From headers", func(m *ClientMessage) {
+		{"example.net, rsa only", func(m *miltertest.Message) { m.Headers[0].Value = " carol@example.net" }, 1},
+		{"authorized, From outside", func(m *miltertest.Message) { m.Headers[0].Value = " someone@gmail.test" }, 0},
+		{"unauthorized, From local", func(m *miltertest.Message) { m.AuthUser = "" }, 0},
+		{"two From headers", func(m *miltertest.Message) {
 			m.Headers = append(m.Headers, dkim.Header{Name: "From", Value: " bob@example.com"})
 		}, 0},
-		{"node hostname domain has no selectors", func(m *ClientMessage) { m.Headers[0].Value = " root@mx1.example.com" }, 0},
+		{"node hostname domain has no selectors", func(m *miltertest.Message) { m.Headers[0].Value = " root@mx1.example.com" }, 0},
 	}
 	for _, tc := range cases {
 		t.Run(tc.name, func(t *testing.T) {
 			m := localMessage("alice@example.com")
 			tc.edit(m)
-			r, err := Submit(c, m)
+			r, err := miltertest.Submit(c, m)
 			if err != nil {
 				t.Fatal(err)
 			}
@@ -260,8 +267,8 @@ func TestClientOrigins(t *testing.T) {
 
 // inbound is mail from an outside sender to a local mailbox, optionally
 // signed by sender.org.
-func inbound(t testing.TB, sign bool, extra ...dkim.Header) *ClientMessage {
-	m := &ClientMessage{
+func inbound(t testing.TB, sign bool, extra ...dkim.Header) *miltertest.Message {
+	m := &miltertest.Message{
 		Host: "mail.sender.org", Port: 50000, Addr: "198.51.100.7", QueueID: "5DEF",
 		Sender: "news@sender.org", Rcpts: []string{"alice@example.com"},
 		Headers: append(hdrs("From", "News <news@sender.org>", "To", "alice@example.com",
@@ -281,7 +288,7 @@ func inbound(t testing.TB, sign bool, extra ...dkim.Header) *ClientMessage {
 	return m
 }
 
-func arValue(t testing.TB, r *ClientResult) string {
+func arValue(t testing.TB, r *miltertest.Result) string {
 	t.Helper()
 	for _, m := range r.Mods {
 		if m.Type == gomilter.ActionInsertHeader && m.HeaderName == "Authentication-Results" {
@@ -295,9 +302,9 @@ func arValue(t testing.TB, r *ClientResult) string {
 func TestClientVerifiesInbound(t *testing.T) {
 	f, logs := testFilter(t)
 	path := startServer(t, f, nil)
-	c := NewClient("unix", path)
+	c := miltertest.NewClient("unix", path)
 
-	r, err := Submit(c, inbound(t, true))
+	r, err := miltertest.Submit(c, inbound(t, true))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -311,13 +318,13 @@ func TestClientVerifiesInbound(t *testing.T) {
 	// Body changed after signing: fail.
 	m := inbound(t, true)
 	m.Body = []byte("Big news!\r\n")
-	r, _ = Submit(c, m)
+	r, _ = miltertest.Submit(c, m)
 	if got := arValue(t, r); !strings.HasPrefix(got, "mx1.example.com; dkim=fail") {
 		t.Errorf("A-R %q", got)
 	}
 
 	// Unsigned: none.
-	r, _ = Submit(c, inbound(t, false))
+	r, _ = miltertest.Submit(c, inbound(t, false))
 	if got := arValue(t, r); got != "mx1.example.com; dkim=none" {
 		t.Errorf("A-R %q", got)
 	}
@@ -325,7 +332,7 @@ func TestClientVerifiesInbound(t *testing.T) {
 	// DNS trouble is temperror, and the message is still accepted.
 	m = inbound(t, true)
 	m.Headers[0].Value = strings.Replace(m.Headers[0].Value, "d=sender.org", "d=tempfail.org", 1)
-	r, _ = Submit(c, m)
+	r, _ = miltertest.Submit(c, m)
 	if got := arValue(t, r); !strings.HasPrefix(got, "mx1.example.com; dkim=temperror") || r.Action.Type != gomilter.ActionAccept {
 		t.Errorf("A-R %q, action %v", got, r.Action)
 	}
@@ -337,12 +344,12 @@ func TestClientVerifiesInbound(t *testing.T) {
 func TestClientRemovesForgedAR(t *testing.T) {
 	f, _ := testFilter(t)
 	path := startServer(t, f, nil)
-	c := NewClient("unix", path)
+	c := miltertest.NewClient("unix", path)
 	m := inbound(t, false,
 		dkim.Header{Name: "Authentication-Results", Value: " other.example; dkim=pass"},
 		dkim.Header{Name: "Authentication-Results", Value: " MX1.example.com; dkim=pass header.d=example.com"},
 		dkim.Header{Name: "Authentication-Results", Value: " mx1.example.com;\r\n\tspf=pass"})
-	r, err := Submit(c, m)
+	r, err := miltertest.Submit(c, m)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -356,7 +363,7 @@ func TestClientRemovesForgedAR(t *testing.T) {
 	// Forged A-R in relay mail (no check) is removed too.
 	m = inbound(t, false, dkim.Header{Name: "Authentication-Results", Value: " mx1.example.com; dkim=pass"})
 	m.Rcpts = []string{"carol@partner.org"}
-	r, _ = Submit(c, m)
+	r, _ = miltertest.Submit(c, m)
 	if countMods(r, gomilter.ActionChangeHeader, "Authentication-Results") != 1 || countMods(r, gomilter.ActionInsertHeader, "Authentication-Results") != 0 {
 		t.Errorf("relay mods %v", r.Mods)
 	}
@@ -368,10 +375,10 @@ func TestClientRemovesForgedAR(t *testing.T) {
 func TestClientRelayPassesUntouched(t *testing.T) {
 	f, _ := testFilter(t)
 	path := startServer(t, f, nil)
-	c := NewClient("unix", path)
+	c := miltertest.NewClient("unix", path)
 	m := inbound(t, false)
 	m.Rcpts = []string{"carol@partner.org"}
-	r, err := Submit(c, m)
+	r, err := miltertest.Submit(c, m)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -385,7 +392,7 @@ func TestClientRelayPassesUntouched(t *testing.T) {
 func TestClientSessionReuse(t *testing.T) {
 	f, _ := testFilter(t)
 	path := startServer(t, f, nil)
-	c := NewClient("unix", path)
+	c := miltertest.NewClient("unix", path)
 	macros := gomilter.NewMacroBag()
 	s, err := c.Session(macros)
 	if err != nil {
@@ -397,7 +404,7 @@ func TestClientSessionReuse(t *testing.T) {
 		if i == 1 {
 			m = inbound(t, true)
 		}
-		r, err := SubmitOn(s, macros, m)
+		r, err := miltertest.SubmitOn(s, macros, m)
 		if err != nil {
 			t.Fatal(err)
 		}

@@ -1,6 +1,7 @@
 package milter
 
 import (
+	"github.com/mailnode/mailnode/milter/miltertest"
 	"path/filepath"
 	"testing"
 
@@ -23,7 +24,7 @@ func TestSetFilterAppliesToNewConnections(t *testing.T) {
 	t.Cleanup(func() { srv.Close(); ln.Close(); <-done })
 
 	sigs := func() int {
-		r, err := Submit(NewClient("unix", path), localMessage("alice@example.com"))
+		r, err := miltertest.Submit(miltertest.NewClient("unix", path), localMessage("alice@example.com"))
 		if err != nil {
 			t.Fatal(err)
 		}

@@ -73,13 +73,16 @@ func NewServer(f *Filter) *Server {
 
 // Serve accepts MTA connections on ln until Close.
 func (s *Server) Serve(ln net.Listener) error {
-	s.srv = gomilter.NewServer(serverOptions(func() gomilter.Milter { return &backend{f: s.current()} })...)
+	s.srv = gomilter.NewServer(ServerOptions(func() gomilter.Milter { return &backend{f: s.current()} })...)
 	return served(s.srv.Serve(newGuardListener(ln, s.Limits, s.Log)))
 }
 
-// serverOptions are what milterd negotiates with the MTA: its actions, the
-// protocol steps it skips or does not answer, and the macros it asks for.
-func serverOptions(newMilter func() gomilter.Milter) []gomilter.Option {
+// ServerOptions are what milterd negotiates with the MTA: its actions, the
+// protocol steps it skips or does not answer, and the macros it asks for,
+// with newMilter serving each connection. They are exported so that a
+// stand-in milter (`mailnode-bench null-milter`, the floor of the
+// end-to-end benchmark) negotiates exactly what milterd does.
+func ServerOptions(newMilter func() gomilter.Milter) []gomilter.Option {
 	return []gomilter.Option{
 		gomilter.WithMilter(newMilter),
 		gomilter.WithActions(milterActions),
@@ -96,15 +99,6 @@ func served(err error) error {
 		return nil
 	}
 	return err
-}
-
-// ServeNull serves a milter that negotiates exactly what milterd does (the
-// same events, the same replies left out, the same macros) and accepts
-// every message at its end without looking at it: what any milter costs
-// the MTA, whatever it does, for the end-to-end benchmark's floor. It
-// returns when ln is closed.
-func ServeNull(ln net.Listener) error {
-	return served(gomilter.NewServer(serverOptions(func() gomilter.Milter { return gomilter.NoOpMilter{} })...).Serve(ln))
 }
 
 // Close stops accepting and closes every connection.

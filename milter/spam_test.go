@@ -9,11 +9,9 @@ import (
 	"time"
 
 	gomilter "github.com/d--j/go-milter"
-	"github.com/d--j/go-milter/mailfilter"
-	"github.com/d--j/go-milter/mailfilter/addr"
-	"github.com/d--j/go-milter/mailfilter/testtrx"
 	"github.com/mailnode/mailnode/dkim"
 	"github.com/mailnode/mailnode/inventory"
+	"github.com/mailnode/mailnode/milter/miltertest"
 	"github.com/mailnode/mailnode/policy"
 	"github.com/mailnode/mailnode/spam"
 	"github.com/mailnode/mailnode/spam/spamtest"
@@ -481,44 +479,11 @@ func TestSpamDNSDown(t *testing.T) {
 	}
 }
 
-// The mailfilter layer maps the verdict: 550 with the text, hold queue.
-func TestMailfilterSpam(t *testing.T) {
-	trx := func(body string) *testtrx.Trx {
-		return (&testtrx.Trx{}).
-			SetConnect(mailfilter.Connect{Host: "mx.sender.test", Family: "tcp4", Port: 4000, Addr: "198.51.100.7"}).
-			SetHelo(mailfilter.Helo{Name: "mx.sender.test"}).
-			SetMailFrom(addr.NewMailFrom("x@sender.test", "", "smtp", "", "")).
-			SetRcptTosList("bob@example.com").
-			SetHeadersRaw([]byte("From: x@sender.test\r\nSubject: hi\r\nDate: Sun, 1 Mar 2026 11:00:00 +0000\r\nMessage-ID: <1@x>\r\n\r\n")).
-			SetBodyBytes([]byte(body))
-	}
-	f := spamFilter(t, nil, nil)
-	dec, err := f.DecisionFunc()(context.Background(), trx("x\r\n"+spam.GTUBE+"\r\n"))
-	if err != nil || !dec.Equal(mailfilter.CustomErrorResponse(550, "5.7.1 Message rejected as spam")) {
-		t.Errorf("GTUBE: %v %v", dec, err)
-	}
-	f = spamFilter(t, nil, func(s *inventory.Spam) { s.Quarantine = true })
-	tr := trx("x\r\n" + spam.GTUBE + "\r\n")
-	dec, err = f.DecisionFunc()(context.Background(), tr)
-	if err != nil || !dec.Equal(mailfilter.QuarantineResponse(QuarantineSpam)) {
-		t.Errorf("GTUBE, quarantine: %v %v", dec, err)
-	}
-	var subj string
-	for _, m := range tr.Modifications() {
-		if m.Name == "Subject" {
-			subj = m.Value
-		}
-	}
-	if strings.TrimSpace(subj) != "[SPAM] hi" {
-		t.Errorf("subject %q, mods %+v", subj, tr.Modifications())
-	}
-}
-
 // Over a real socket: reject with the 550 text, quarantine as a milter
-// action, and the HELO name reaches SPF.
+// action with the Subject tagged, and the HELO name reaches SPF.
 func TestClientSpam(t *testing.T) {
-	msg := func(body string) *ClientMessage {
-		return &ClientMessage{Host: "unknown", Helo: "mx.sender.test", Addr: "198.51.100.7", Port: 40000, QueueID: "Q1",
+	msg := func(body string) *miltertest.Message {
+		return &miltertest.Message{Host: "unknown", Helo: "mx.sender.test", Addr: "198.51.100.7", Port: 40000, QueueID: "Q1",
 			Sender: "", Rcpts: []string{"bob@example.com"},
 			Headers: []dkim.Header{{Name: "From", Value: " MAILER-DAEMON@sender.test"}, {Name: "Subject", Value: " bounce"},
 				{Name: "Date", Value: " Sun, 1 Mar 2026 11:00:00 +0000"}, {Name: "Message-ID", Value: " <9@x>"}},
@@ -526,15 +491,15 @@ func TestClientSpam(t *testing.T) {
 	}
 	f := spamFilter(t, nil, nil)
 	path := startServer(t, f, nil)
-	c := NewClient("unix", path)
-	r, err := Submit(c, msg("x\r\n"+spam.GTUBE+"\r\n"))
+	c := miltertest.NewClient("unix", path)
+	r, err := miltertest.Submit(c, msg("x\r\n"+spam.GTUBE+"\r\n"))
 	if err != nil {
 		t.Fatal(err)
 	}
 	if r.Action.Type != gomilter.ActionRejectWithCode || r.Action.SMTPCode != 550 || r.Action.SMTPReply != "550 5.7.1 Message rejected as spam" {
 		t.Errorf("GTUBE: %+v", r.Action)
 	}
-	r, err = Submit(c, msg("hello\r\n"))
+	r, err = miltertest.Submit(c, msg("hello\r\n"))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -546,11 +511,15 @@ func TestClientSpam(t *testing.T) {
 
 	f = spamFilter(t, nil, func(s *inventory.Spam) { s.Quarantine = true })
 	path = startServer(t, f, nil)
-	r, err = Submit(NewClient("unix", path), msg("x\r\n"+spam.GTUBE+"\r\n"))
+	r, err = miltertest.Submit(miltertest.NewClient("unix", path), msg("x\r\n"+spam.GTUBE+"\r\n"))
 	if err != nil {
 		t.Fatal(err)
 	}
 	if r.Action.Type != gomilter.ActionAccept || r.Quarantine != QuarantineSpam {
 		t.Errorf("quarantine: %+v %q", r.Action, r.Quarantine)
+	}
+	out, err = r.Apply(msg("x\r\n" + spam.GTUBE + "\r\n"))
+	if err != nil || !strings.Contains(string(out), "\r\nSubject: [SPAM] bounce\r\n") {
+		t.Errorf("quarantine, Subject not tagged: %v\n%s", err, out)
 	}
 }

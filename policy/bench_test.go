@@ -14,7 +14,8 @@ import (
 
 	"github.com/mailnode/mailnode/inventory"
 	"github.com/mailnode/mailnode/policy"
-	"github.com/mailnode/mailnode/policy/loadgen"
+	"github.com/mailnode/mailnode/test/loadgen"
+	"github.com/mailnode/mailnode/test/procstat"
 )
 
 func benchInventory(b testing.TB) *inventory.Inventory {
@@ -193,7 +194,7 @@ func BenchmarkIdleConnections(b *testing.B) {
 	}
 	defer closeIdle()
 	time.Sleep(2500 * time.Millisecond) // the idle connections park after 1s
-	idleRSS, err := loadgen.RSS(cmd.Process.Pid)
+	idleRSS, err := procstat.RSS(cmd.Process.Pid)
 	if err != nil {
 		b.Fatal(err)
 	}
@@ -207,7 +208,7 @@ func BenchmarkIdleConnections(b *testing.B) {
 	if res.Mismatches > 0 {
 		b.Fatalf("%d wrong replies: %s", res.Mismatches, res.FirstBad)
 	}
-	rss, err := loadgen.RSS(cmd.Process.Pid)
+	rss, err := procstat.RSS(cmd.Process.Pid)
 	if err != nil {
 		b.Fatal(err)
 	}

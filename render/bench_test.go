@@ -1,7 +1,7 @@
 package render
 
 import (
-	"github.com/mailnode/mailnode/inventory/invgen"
+	"github.com/mailnode/mailnode/test/invgen"
 	"runtime"
 	"sync/atomic"
 	"testing"

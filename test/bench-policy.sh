@@ -1,10 +1,12 @@
 #!/usr/bin/env bash
 # make bench-policy: starts policyd on the example inventory (matrix only:
-# greylisting and rate limits are measured by `mailnode bench greylist`),
+# greylisting and rate limits are measured by `mailnode-bench greylist`),
 # then replays a realistic request mix over 8 persistent connections with
 # 10,000 idle connections held open, checking every reply against Decide.
+# Usage: test/bench-policy.sh [MAILNODE [MAILNODE-BENCH]]
 set -euo pipefail
 bin=${1:-bin/mailnode}
+bench=${2:-bin/mailnode-bench}
 T=$(mktemp -d)
 trap 'kill $(cat "$T/pid" 2>/dev/null) 2>/dev/null || true; rm -rf "$T"' EXIT
 /usr/bin/python3 -I - examples/inventory.yaml >"$T/inv.yaml" <<'PY'
@@ -20,4 +22,4 @@ echo $! >"$T/pid"
 for _ in $(seq 1 100); do [[ -S $T/policy.sock ]] && break; sleep 0.1; done
 [[ -S $T/policy.sock ]] || { cat "$T/log"; echo "policyd did not start" >&2; exit 1; }
 echo "load average: $(cut -d' ' -f1-3 /proc/loadavg)"
-"$bin" bench policy --addr "unix:$T/policy.sock" -i "$T/inv.yaml" -c 8 -n "${N:-200000}" --idle "${IDLE:-10000}" --pid "$(cat "$T/pid")"
+"$bench" policy --addr "unix:$T/policy.sock" -i "$T/inv.yaml" -c 8 -n "${N:-200000}" --idle "${IDLE:-10000}" --pid "$(cat "$T/pid")"

@@ -1,12 +1,18 @@
 package main
 
 import (
+	"context"
 	"errors"
 	"fmt"
+	"os"
+	"time"
+
+	"github.com/urfave/cli/v2"
 
 	"github.com/mailnode/mailnode/dkim"
+	"github.com/mailnode/mailnode/dns"
 	"github.com/mailnode/mailnode/inventory"
-	"github.com/urfave/cli/v2"
+	"github.com/mailnode/mailnode/render"
 )
 
 func dkimCommand() *cli.Command {
@@ -42,14 +48,9 @@ type, readable by others) is reported and makes the command exit 1.`,
 				for _, d := range domains {
 					for _, s := range d.DKIM {
 						path := dkim.KeyPath(inv.DKIM.KeyDir, d.Name, s.Selector)
-						key, err := dkim.LoadKey(path, s.Algorithm)
-						if errors.Is(err, dkim.ErrNoKey) {
-							if key, err = dkim.Generate(s.Algorithm); err == nil {
-								err = dkim.WriteKey(path, key)
-							}
-							if err == nil {
-								fmt.Fprintf(c.App.ErrWriter, "created %s\n", path)
-							}
+						key, created, err := dkim.EnsureKey(path, s.Algorithm)
+						if created {
+							fmt.Fprintf(c.App.ErrWriter, "created %s\n", path)
 						}
 						if err != nil {
 							fmt.Fprintln(c.App.ErrWriter, err)
@@ -62,7 +63,7 @@ type, readable by others) is reported and makes the command exit 1.`,
 							failed = true
 							continue
 						}
-						fmt.Fprintf(c.App.Writer, "%s IN TXT %s\n", dkim.RecordName(s.Selector, d.Name), zoneTXT(txt))
+						fmt.Fprintf(c.App.Writer, "%s IN TXT %s\n", dkim.RecordName(s.Selector, d.Name), dkim.ZoneTXT(txt))
 					}
 				}
 				if failed {
@@ -74,19 +75,109 @@ type, readable by others) is reported and makes the command exit 1.`,
 	}
 }
 
-// zoneTXT quotes a TXT value for a zone file, in strings of at most 255 bytes.
-func zoneTXT(v string) string {
-	var out string
-	for len(v) > 0 {
-		n := min(len(v), 255)
-		if out != "" {
-			out += " "
+// dkimRotateCommand is `mailnode dkim rotate`.
+func dkimRotateCommand() *cli.Command {
+	return &cli.Command{
+		Name:  "rotate",
+		Usage: "add a new DKIM selector and key to a domain, or retire an old one",
+		UsageText: `mailnode dkim rotate --inventory FILE --domain D [--algorithm rsa|ed25519] [--selector NEW] [--write]
+mailnode dkim rotate --inventory FILE --domain D --retire OLD [--resolver HOST:PORT] [--write]`,
+		Description: `Rotating a DKIM key takes three runs, with DNS publication in between:
+
+1. mailnode dkim rotate --domain D [--algorithm rsa|ed25519] --write
+   Creates a key for a new selector (--selector, default mxYYYYMMDD plus "r" for
+   RSA or "e" for Ed25519) under dkim.key_dir and adds the selector to the
+   domain's dkim list in the inventory. Without --write the key is created and the
+   inventory change is only printed, as a diff, with the TXT record to publish.
+   Then run render-config, publish dns/D.zone (it now has both selectors' TXT
+   records) and reload milterd. milterd signs with every selector listed, so mail
+   carries the old and the new signature; receivers that cannot fetch the new key
+   yet still verify the old one.
+
+2. Wait until mailnode dns check shows dkim:NEW ok (the record is live through
+   the resolver), plus the longest TTL your name servers use.
+
+3. mailnode dkim rotate --domain D --retire OLD --write
+   Refuses unless another selector of OLD's algorithm is live in DNS with the key
+   on disk (asked through node.resolver or --resolver; a SERVFAIL or timeout also
+   refuses). Then drops OLD from the inventory: after render-config and a reload,
+   milterd stops signing with it and the zone no longer publishes it. The key file
+   stays, because mail signed with OLD may still be verified for a while.
+
+   Run the same command again once OLD's TXT record is gone from DNS: it checks
+   that the resolver no longer finds the old key (NXDOMAIN or NODATA) and deletes
+   the key file (with --write; without, it says what it would delete).
+
+--write rewrites the inventory in place (same file mode, atomically): only the
+lines of the dkim list change, comments and layout elsewhere are kept; the result
+is parsed back and must describe the same inventory with only that change.
+
+Exit status: 0 done (or printed), 1 refused (DNS not ready yet), 2 usage errors.`,
+		Flags: []cli.Flag{
+			inventoryFlag(),
+			&cli.StringFlag{Name: "domain", Aliases: []string{"d"}, Required: true, Usage: "the local `DOMAIN` whose key rotates"},
+			&cli.StringFlag{Name: "algorithm", Value: "rsa", Usage: "key type of the new selector: `rsa` (2048 bits) or ed25519"},
+			&cli.StringFlag{Name: "selector", Usage: "name of the new selector (default mxYYYYMMDD + r|e)"},
+			&cli.StringFlag{Name: "retire", Usage: "retire the `OLD` selector instead (see above)"},
+			&cli.StringFlag{Name: "resolver", Usage: "with --retire: ask this resolver (`HOST:PORT`) instead of node.resolver"},
+			&cli.BoolFlag{Name: "write", Usage: "rewrite the inventory file (and, retiring, delete a key no longer published)"},
+		},
+		Action: dkimRotate,
+	}
+}
+
+func dkimRotate(c *cli.Context) error {
+	path := c.String("inventory")
+	src, err := os.ReadFile(path)
+	if err != nil {
+		return cli.Exit(err.Error(), 2)
+	}
+	inv, err := loadAndReport(c)
+	if err != nil {
+		return err
+	}
+	d := inv.Domain(c.String("domain"))
+	if d == nil || d.Class != "local" {
+		return cli.Exit(fmt.Sprintf("dkim rotate: %s is not a local domain of the inventory", c.String("domain")), 2)
+	}
+	r := dkim.Rotation{Inv: inv, Domain: d, Path: path, Src: src, Write: c.Bool("write")}
+	var step dkim.Step
+	if old := c.String("retire"); old != "" {
+		r.Resolver = inv.Node.Resolver
+		if res := c.String("resolver"); res != "" {
+			r.Resolver = res
 		}
-		out += `"` + v[:n] + `"`
-		v = v[n:]
+		r.DNS = &dns.Checker{Resolver: r.Resolver}
+		ctx, cancel := context.WithTimeout(c.Context, 30*time.Second)
+		defer cancel()
+		step, err = r.Retire(ctx, old)
+	} else {
+		step, err = r.Add(c.String("algorithm"), c.String("selector"), time.Now())
 	}
-	if out == "" {
-		return `""`
+	var notReady *dkim.NotReadyError
+	switch {
+	case errors.As(err, &notReady):
+		return cli.Exit(err.Error(), 1)
+	case err != nil:
+		return cli.Exit(err.Error(), 2)
 	}
-	return "( " + out + " )"
+	out := c.App.Writer
+	fmt.Fprint(out, step.Report)
+	var diff []byte
+	if step.Inventory != nil {
+		diff = render.UnifiedDiff(path, path, src, step.Inventory)
+		if !r.Write {
+			fmt.Fprintf(out, "\nThe inventory change (not written; add --write to apply it):\n%s", diff)
+		}
+	}
+	if r.Write {
+		if err := step.Apply(path); err != nil {
+			return cli.Exit(err.Error(), 2)
+		}
+		if step.Inventory != nil {
+			fmt.Fprintf(out, "\nwrote %s:\n%s", path, diff)
+		}
+	}
+	fmt.Fprint(out, step.Next)
+	return nil
 }

@@ -1,6 +1,9 @@
 // Command mailnode turns stock Postfix + Dovecot into an independent mail
 // node driven by one domain inventory. Each subcommand lives in its own file
-// of this package: config.go, render.go, policyd.go, milterd.go, dkim.go, dns.go.
+// of this package: config.go, render.go, policyd.go, milterd.go, dkim.go, dns.go,
+// state.go. Each only wires flags to the package that does the work; the
+// load generators of `make bench` are a program of their own,
+// cmd/mailnode-bench.
 package main
 
 import (
@@ -8,6 +11,8 @@ import (
 	"os"
 
 	"github.com/urfave/cli/v2"
+
+	"github.com/mailnode/mailnode/internal/sysmon"
 )
 
 // version is set at build time with -ldflags "-X main.version=...".
@@ -34,13 +39,12 @@ Start with:  mailnode config check --inventory examples/inventory.yaml`,
 			dkimCommand(),
 			dnsCommand(),
 			stateCommand(),
-			benchCommand(),
 		},
 	}
 }
 
 func main() {
-	keepSysmonAwake(os.Args)
+	sysmon.KeepAwake(os.Args, "policyd", "milterd")
 	if err := newApp().Run(os.Args); err != nil {
 		fmt.Fprintln(os.Stderr, "mailnode:", err)
 		os.Exit(exitCode(err))
@@ -63,12 +67,5 @@ func inventoryFlag() *cli.StringFlag {
 		Usage:    "the inventory `FILE` (YAML) describing the node and its domains",
 		EnvVars:  []string{"MAILNODE_INVENTORY"},
 		Required: true,
-	}
-}
-
-// notImplemented is what a command says until its issue lands.
-func notImplemented(name string) cli.ActionFunc {
-	return func(*cli.Context) error {
-		return cli.Exit(fmt.Sprintf("%s: not implemented yet", name), 2)
 	}
 }

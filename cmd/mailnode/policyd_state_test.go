@@ -262,7 +262,7 @@ func TestPolicydRedisTwoProcesses(t *testing.T) {
 }
 
 // TestPolicydCrashUnderLoad: SIGKILL the real policyd in the middle of a
-// `mailnode bench policy` run with greylisting and rate limits on, restart
+// `mailnode-bench policy` run with greylisting and rate limits on, restart
 // it on the same bbolt file: the file is intact (bbolt's own check), an
 // update acknowledged more than the store's MaxLag (1 s) before the crash
 // survived it, the restarted process serves a full run with every reply
@@ -292,7 +292,11 @@ func TestPolicydCrashUnderLoad(t *testing.T) {
 	acked := time.Now()
 	time.Sleep(1200 * time.Millisecond) // > MaxLag: on disk by now
 
-	bench := exec.Command(bin, "bench", "policy", "--addr", "unix:"+sock, "-c", "4", "-n", "10000000", "-i", inv)
+	benchBin, err := buildBench()
+	if err != nil {
+		t.Fatal(err)
+	}
+	bench := exec.Command(benchBin, "policy", "--addr", "unix:"+sock, "-c", "4", "-n", "10000000", "-i", inv)
 	var benchOut harness.SyncBuffer
 	bench.Stdout, bench.Stderr = &benchOut, &benchOut
 	if err := bench.Start(); err != nil {
@@ -322,7 +326,7 @@ func TestPolicydCrashUnderLoad(t *testing.T) {
 	if got, err := c.ask(before); got != dunno {
 		t.Fatalf("the triplet acknowledged %v before the crash was lost: %q %v", 1200*time.Millisecond, got, err)
 	}
-	out, err := exec.Command(bin, "bench", "policy", "--addr", "unix:"+sock, "-c", "4", "-n", "4000", "-i", inv).CombinedOutput()
+	out, err := exec.Command(benchBin, "policy", "--addr", "unix:"+sock, "-c", "4", "-n", "4000", "-i", inv).CombinedOutput()
 	if err != nil || !strings.Contains(string(out), "checked:     0 mismatches") {
 		t.Fatalf("bench after the restart: %v\n%s", err, out)
 	}

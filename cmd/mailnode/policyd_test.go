@@ -34,6 +34,21 @@ var buildMailnode = sync.OnceValues(func() (string, error) {
 	return bin, nil
 })
 
+// buildBench compiles the benchmark program (cmd/mailnode-bench), whose
+// policy load generator some tests drive policyd with, once per test run.
+var buildBench = sync.OnceValues(func() (string, error) {
+	dir, err := os.MkdirTemp("", "mailnode-bench-bin")
+	if err != nil {
+		return "", err
+	}
+	bin := filepath.Join(dir, "mailnode-bench")
+	out, err := exec.Command("go", "build", "-o", bin, "../mailnode-bench").CombinedOutput()
+	if err != nil {
+		return "", fmt.Errorf("go build: %v\n%s", err, out)
+	}
+	return bin, nil
+})
+
 func waitUntil(t *testing.T, what string, cond func() bool) {
 	t.Helper()
 	deadline := time.Now().Add(10 * time.Second)

@@ -1,12 +1,13 @@
 // Package statetest starts the real peers the state layer is measured and
 // tested against: Debian's postgrey (the greylisting baseline) and
 // redis-server, each on a loopback port with a private directory. The
-// state package's benchmarks and `mailnode bench greylist` share it, so
+// state package's benchmarks and `mailnode-bench greylist` share it, so
 // both run postgrey the same way. Clock is the settable time of the state
 // layer's tests and of policyd's.
 //
-// The mailnode binary links this package, so it does not import testing:
-// the helpers for tests take a TB.
+// It is test and benchmark machinery: the mailnode binary never imports
+// it. The benchmark program links it, so it does not import testing: the
+// helpers for tests take a TB.
 package statetest
 
 import (

@@ -18,6 +18,7 @@ import (
 	"github.com/mailnode/mailnode/dkim"
 	"github.com/mailnode/mailnode/dns/dnstest"
 	"github.com/mailnode/mailnode/test/harness"
+	"github.com/mailnode/mailnode/test/procstat"
 )
 
 // Config chooses the load.
@@ -483,11 +484,9 @@ func clearDir(dir string) error {
 
 // loadavg is the 1-minute load average.
 func loadavg() float64 {
-	b, err := os.ReadFile("/proc/loadavg")
+	l, err := procstat.LoadAvg()
 	if err != nil {
 		return -1
 	}
-	f := strings.Fields(string(b))
-	v, _ := strconv.ParseFloat(f[0], 64)
-	return v
+	return l[0]
 }

@@ -10,7 +10,7 @@
 //     primed once so every message is looked up and passes, rate limits far
 //     above the load);
 //   - floor: the mailnode stack with policyd and milterd replaced by
-//     `mailnode bench dunno-server` and `bench null-milter` on the same
+//     `mailnode-bench dunno-server` and `null-milter` on the same
 //     sockets, which negotiate the same and do nothing: the cost of the
 //     policy and milter protocols to Postfix, which no sidecar can avoid;
 //   - classic: Postfix + Debian OpenDKIM (the same RSA key, unix socket,
@@ -52,6 +52,16 @@ import (
 )
 
 func main() {
+	if os.Getenv(harness.EnvNetns) == "" {
+		// The floor stack's baselines are mailnode-bench's; build it out
+		// here, where go build reaches the module cache, for the run inside.
+		bin, err := harness.BenchBinary()
+		if err != nil {
+			fmt.Fprintf(os.Stderr, "e2ebench: %v\n", err)
+			os.Exit(1)
+		}
+		os.Setenv(harness.EnvBenchBin, bin)
+	}
 	inside, code, err := harness.RunInNetns()
 	if !inside {
 		if err != nil {

@@ -13,10 +13,12 @@ import (
 
 	"github.com/mailnode/mailnode/dkim"
 	"github.com/mailnode/mailnode/test/harness"
+	"github.com/mailnode/mailnode/test/opendkim"
+	"github.com/mailnode/mailnode/test/procstat"
 )
 
 // The stacks, in table order. Floor is the mailnode stack with both
-// sidecars replaced by ones that do nothing (bench dunno-server, bench
+// sidecars replaced by ones that do nothing (mailnode-bench dunno-server,
 // null-milter) on the same sockets: Postfix speaking the policy and milter
 // protocols exactly as with mailnode, and nothing else. What floor loses
 // against bare is the protocols' cost to Postfix, which no sidecar can
@@ -151,10 +153,8 @@ func stopDovecot(dir string) error {
 		if syscall.Kill(pid, 0) != nil {
 			return nil
 		}
-		if st, err := os.ReadFile(fmt.Sprintf("/proc/%d/stat", pid)); err == nil {
-			if i := strings.LastIndexByte(string(st), ')'); i > 0 && i+2 < len(st) && st[i+2] == 'Z' {
-				return nil
-			}
+		if st, err := procstat.Read(pid); err == nil && st.Zombie() {
+			return nil
 		}
 	}
 	return fmt.Errorf("dovecot %d did not stop", pid)
@@ -210,8 +210,12 @@ func (s *stack) startSink(shm string) error {
 }
 
 // startFloor replaces policyd and milterd by the do-nothing servers of
-// `mailnode bench` on their sockets; main.cf stays as rendered for mailnode.
+// mailnode-bench on their sockets; main.cf stays as rendered for mailnode.
 func (s *stack) startFloor() error {
+	bench, err := harness.BenchBinary()
+	if err != nil {
+		return err
+	}
 	for _, d := range []struct{ daemon, bench, listen string }{
 		{"policyd", "dunno-server", s.node.Inv.Policy.Listen},
 		{"milterd", "null-milter", s.node.Inv.Milter.Listen},
@@ -219,7 +223,7 @@ func (s *stack) startFloor() error {
 		if err := s.node.StopDaemon(d.daemon); err != nil {
 			return fmt.Errorf("%s: %w", s.name, err)
 		}
-		pid, err := s.startExtra(d.bench, filepath.Join(s.node.Dir, "log"), d.listen, s.node.Bin, "bench", d.bench, "--listen", d.listen)
+		pid, err := s.startExtra(d.bench, filepath.Join(s.node.Dir, "log"), d.listen, bench, d.bench, "--listen", d.listen)
 		if err != nil {
 			return fmt.Errorf("%s: %w", s.name, err)
 		}
@@ -247,7 +251,7 @@ func (s *stack) startClassic() ([]string, error) {
 	}
 	sock := filepath.Join(s.node.Inv.Postfix.QueueDirectory, "private", "opendkim")
 	conf := filepath.Join(dir, "opendkim.conf")
-	c := dkim.OpenDKIMConfig{
+	c := opendkim.Config{
 		Domain: d.Name, Selector: sel, KeyFile: dkim.KeyPath(s.node.Inv.DKIM.KeyDir, d.Name, sel),
 		Socket: sock, PidFile: filepath.Join(dir, "opendkim.pid"),
 		Mode: "sv", InternalHosts: s.node.Inv.Node.TrustedNetworks, UMask: "000",
@@ -361,14 +365,8 @@ func (s *stack) queueEmpty() (bool, string, error) {
 func (s *stack) hwm() map[string]int {
 	m := map[string]int{}
 	for name, pid := range s.daemons {
-		b, err := os.ReadFile(fmt.Sprintf("/proc/%d/status", pid))
-		if err != nil {
-			continue
-		}
-		for _, l := range strings.Split(string(b), "\n") {
-			if f := strings.Fields(l); len(f) >= 2 && f[0] == "VmHWM:" {
-				m[name], _ = strconv.Atoi(f[1])
-			}
+		if b, err := procstat.PeakRSS(pid); err == nil {
+			m[name] = int(b / 1024)
 		}
 	}
 	return m

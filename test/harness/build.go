@@ -42,11 +42,46 @@ func Binary() (string, error) {
 
 // BuildTo builds ./cmd/mailnode of the repository at root into out, as
 // `make build` does (Go's own linker: see BUILDFLAGS in the Makefile).
-func BuildTo(root, out string) (string, error) {
-	cmd := exec.Command("go", "build", "-ldflags=-linkmode=internal", "-o", out, "./cmd/mailnode")
+func BuildTo(root, out string) (string, error) { return buildPackage(root, "./cmd/mailnode", out) }
+
+var (
+	benchOnce sync.Once
+	benchBin  string
+	benchErr  error
+)
+
+// BenchBinary returns the benchmark program (cmd/mailnode-bench, whose
+// baseline servers the end-to-end benchmark runs): $MAILNODE_BENCH_BIN
+// when set, else one built from this repository once per process. Build it
+// before entering a namespace (go build needs the module cache) and pass it
+// on in EnvBenchBin.
+func BenchBinary() (string, error) {
+	if b := os.Getenv(EnvBenchBin); b != "" {
+		return b, nil
+	}
+	benchOnce.Do(func() {
+		root, err := RepoRoot()
+		if err != nil {
+			benchErr = err
+			return
+		}
+		dir, err := os.MkdirTemp("", "mailnode-bench-bin")
+		if err != nil {
+			benchErr = err
+			return
+		}
+		benchBin, benchErr = buildPackage(root, "./cmd/mailnode-bench", filepath.Join(dir, "mailnode-bench"))
+	})
+	return benchBin, benchErr
+}
+
+// buildPackage builds the main package pkg of the repository at root into
+// out, as the Makefile does.
+func buildPackage(root, pkg, out string) (string, error) {
+	cmd := exec.Command("go", "build", "-ldflags=-linkmode=internal", "-o", out, pkg)
 	cmd.Dir = root
 	if b, err := cmd.CombinedOutput(); err != nil {
-		return "", fmt.Errorf("go build ./cmd/mailnode: %v\n%s", err, b)
+		return "", fmt.Errorf("go build %s: %v\n%s", pkg, err, b)
 	}
 	os.Chmod(filepath.Dir(out), 0o755)
 	return out, nil

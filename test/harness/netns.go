@@ -20,6 +20,10 @@ const EnvNetns = "MAILNODE_NETNS"
 // EnvBin names a prebuilt mailnode binary; when unset, Binary builds one.
 const EnvBin = "MAILNODE_BIN"
 
+// EnvBenchBin names a prebuilt mailnode-bench binary; when unset,
+// BenchBinary builds one.
+const EnvBenchBin = "MAILNODE_BENCH_BIN"
+
 // Main is the TestMain of an end-to-end test package:
 //
 //	func TestMain(m *testing.M) { harness.Main(m) }

@@ -19,6 +19,7 @@ import (
 	"github.com/mailnode/mailnode/dkim"
 	"github.com/mailnode/mailnode/inventory"
 	"github.com/mailnode/mailnode/state/statetest"
+	"github.com/mailnode/mailnode/test/procstat"
 )
 
 // Client source addresses inside the namespace. Dial binds the source
@@ -479,14 +480,8 @@ func alive(pid int) bool {
 		return false
 	}
 	// A zombie is gone for our purposes.
-	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/stat", pid))
-	if err != nil {
-		return false
-	}
-	if i := strings.LastIndexByte(string(b), ')'); i > 0 && i+2 < len(b) && b[i+2] == 'Z' {
-		return false
-	}
-	return true
+	st, err := procstat.Read(pid)
+	return err == nil && !st.Zombie()
 }
 
 func waitGone(pid int, timeout time.Duration) bool {

@@ -1,18 +1,22 @@
-package dkim
+// Package opendkim writes the configuration of a private Debian OpenDKIM
+// instance, the classic signing milter mailnode's milterd is measured
+// against by `mailnode-bench milter` and by the end-to-end benchmark
+// (test/e2ebench). Benchmark machinery, never imported by the product.
+package opendkim
 
 import (
 	"fmt"
 	"strings"
 )
 
-// OpenDKIMConfig describes a private Debian OpenDKIM instance (opendkim -f -x
+// Config describes a private Debian OpenDKIM instance (opendkim -f -x
 // FILE) that signs for one domain with one key file: the classic stack that
-// mailnode's milterd is measured against by `mailnode bench milter` and by the
+// mailnode's milterd is measured against by `mailnode-bench milter` and by the
 // end-to-end benchmark (test/e2ebench). Both write their opendkim.conf with
 // String, so the two benchmarks measure the same OpenDKIM set-up.
-type OpenDKIMConfig struct {
+type Config struct {
 	Domain, Selector string
-	KeyFile          string // PEM private key (KeyPath), RSA
+	KeyFile          string // PEM private key (dkim.KeyPath), RSA
 	Socket           string // path of the milter's unix socket
 	PidFile          string
 	// Mode is OpenDKIM's Mode: "s" (sign), "v" (verify) or "sv"; "" means "s".
@@ -32,7 +36,7 @@ type OpenDKIMConfig struct {
 
 // String is the opendkim.conf text: relaxed/relaxed, rsa-sha256, the usual
 // header set with From oversigned, no syslog.
-func (c OpenDKIMConfig) String() string {
+func (c Config) String() string {
 	mode, umask, hosts := c.Mode, c.UMask, c.InternalHosts
 	if mode == "" {
 		mode = "s"

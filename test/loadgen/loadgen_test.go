@@ -12,7 +12,7 @@ import (
 )
 
 func testInventory(t *testing.T) *inventory.Inventory {
-	inv, err := inventory.Load("../testdata/inventory.yaml")
+	inv, err := inventory.Load("../../policy/testdata/inventory.yaml")
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -1,4 +1,9 @@
-package milter
+// Package miltertest is a milter client that talks to a milter the way
+// Postfix does, over go-milter's client: the tests of package milter and of
+// mailnode, and the load client of `mailnode-bench milter`, send messages
+// with it and apply the modifications the milter asks for. Like
+// net/http/httptest it is test machinery: the product never imports it.
+package miltertest
 
 import (
 	"bytes"
@@ -9,10 +14,10 @@ import (
 	"github.com/mailnode/mailnode/dkim"
 )
 
-// ClientMessage is one message as an MTA hands it to a milter: what the
-// load client of `mailnode bench milter` and the tests send with go-milter's
+// Message is one message as an MTA hands it to a milter: what the load
+// client of `mailnode-bench milter` and the tests send with go-milter's
 // client, the way Postfix would.
-type ClientMessage struct {
+type Message struct {
 	Host     string               // client host name ("localhost" for local submission)
 	Family   gomilter.ProtoFamily // FamilyInet, FamilyInet6, ...
 	Port     uint16               // client port (0: Postfix's non-SMTP submission)
@@ -26,8 +31,8 @@ type ClientMessage struct {
 	Body     []byte        // CRLF line ends
 }
 
-// ClientResult is what the milter answered.
-type ClientResult struct {
+// Result is what the milter answered.
+type Result struct {
 	Action *gomilter.Action
 	Mods   []gomilter.ModifyAction
 	AtEOH  bool // the milter decided at the end of the headers (no body sent)
@@ -46,7 +51,7 @@ func NewClient(network, address string, opts ...gomilter.Option) *gomilter.Clien
 }
 
 // Submit runs one message through one new milter session of c.
-func Submit(c *gomilter.Client, m *ClientMessage) (*ClientResult, error) {
+func Submit(c *gomilter.Client, m *Message) (*Result, error) {
 	macros := gomilter.NewMacroBag()
 	macros.Set(gomilter.MacroMTAFQDN, "mx.test")
 	s, err := c.Session(macros)
@@ -58,13 +63,13 @@ func Submit(c *gomilter.Client, m *ClientMessage) (*ClientResult, error) {
 }
 
 // SubmitOn runs one message on an open session whose macros are macros.
-func SubmitOn(s *gomilter.ClientSession, macros *gomilter.MacroBag, m *ClientMessage) (*ClientResult, error) {
-	stop := func(act *gomilter.Action, err error) (*ClientResult, error, bool) {
+func SubmitOn(s *gomilter.ClientSession, macros *gomilter.MacroBag, m *Message) (*Result, error) {
+	stop := func(act *gomilter.Action, err error) (*Result, error, bool) {
 		if err != nil {
 			return nil, err, true
 		}
 		if act.Type != gomilter.ActionContinue {
-			return &ClientResult{Action: act, AtEOH: true}, nil, true
+			return &Result{Action: act, AtEOH: true}, nil, true
 		}
 		return nil, nil, false
 	}
@@ -107,7 +112,7 @@ func SubmitOn(s *gomilter.ClientSession, macros *gomilter.MacroBag, m *ClientMes
 	if err != nil {
 		return nil, err
 	}
-	r := &ClientResult{Action: act, Mods: mods}
+	r := &Result{Action: act, Mods: mods}
 	for _, mod := range mods {
 		if mod.Type == gomilter.ActionQuarantine {
 			r.Quarantine = mod.Reason
@@ -118,7 +123,7 @@ func SubmitOn(s *gomilter.ClientSession, macros *gomilter.MacroBag, m *ClientMes
 
 // Apply returns the message as the MTA would pass it on: the header
 // changes applied (Postfix semantics) and the body, CRLF throughout.
-func (r *ClientResult) Apply(m *ClientMessage) ([]byte, error) {
+func (r *Result) Apply(m *Message) ([]byte, error) {
 	hs := append([]dkim.Header(nil), m.Headers...)
 	for _, mod := range r.Mods {
 		switch mod.Type {
@@ -142,9 +147,9 @@ func (r *ClientResult) Apply(m *ClientMessage) ([]byte, error) {
 		case gomilter.ActionAddHeader:
 			hs = append(hs, dkim.Header{Name: mod.HeaderName, Value: mod.HeaderValue})
 		case gomilter.ActionQuarantine:
-			// not a change of the message: the MTA holds it (ClientResult.Quarantine)
+			// not a change of the message: the MTA holds it (Result.Quarantine)
 		default:
-			return nil, fmt.Errorf("milter: unexpected modification %v", mod)
+			return nil, fmt.Errorf("miltertest: unexpected modification %v", mod)
 		}
 	}
 	var b bytes.Buffer

@@ -14,16 +14,17 @@ import (
 
 	"github.com/urfave/cli/v2"
 
-	"github.com/mailnode/mailnode/policy/loadgen"
 	"github.com/mailnode/mailnode/state/statetest"
+	"github.com/mailnode/mailnode/test/loadgen"
+	"github.com/mailnode/mailnode/test/procstat"
 )
 
-func benchGreylistCommand() *cli.Command {
+func greylistCommand() *cli.Command {
 	return &cli.Command{
 		Name:  "greylist",
 		Usage: "the same greylisting request stream against mailnode policyd (bbolt, Redis) and Debian's postgrey",
 		Description: `Starts, on loopback ports with private directories: postgrey (--delay 1), a
-redis-server, and two "mailnode policyd" processes (this binary) greylisting
+redis-server, and two "mailnode policyd" processes (--mailnode) greylisting
 with a 1 s delay, one on a bbolt file, one on that Redis. Then replays the
 same Postfix policy request stream against each over -c persistent
 connections (one request in flight per connection, as Postfix does):
@@ -41,6 +42,7 @@ machine; the servers run one after the other, so all see the same load).`,
 			&cli.IntFlag{Name: "n", Value: 20000, Usage: "requests per server and stream"},
 			&cli.IntFlag{Name: "pool", Value: 2000, Usage: "known triplets"},
 			&cli.StringSliceFlag{Name: "server", Value: cli.NewStringSlice("postgrey", "bbolt", "redis"), Usage: "servers to run: postgrey, bbolt, redis"},
+			mailnodeFlag(),
 		},
 		Action: runBenchGreylist,
 	}
@@ -72,6 +74,10 @@ func runBenchGreylist(cx *cli.Context) error {
 			s.stop()
 		}
 	}()
+	mailnode, err := mailnodeBinary(cx)
+	if err != nil {
+		return cli.Exit(fmt.Sprintf("bench greylist: %v", err), 2)
+	}
 	var redis *statetest.Process
 	for _, name := range cx.StringSlice("server") {
 		var s *benchServer
@@ -83,7 +89,7 @@ func runBenchGreylist(cx *cli.Context) error {
 			}
 			s = &benchServer{name: name, addr: p.Addr, pid: p.Pid(), stop: p.Stop}
 		case "bbolt":
-			s, err = startBenchPolicyd(dir, name, "{backend: bbolt, path: "+filepath.Join(dir, "state.db")+"}")
+			s, err = startBenchPolicyd(mailnode, dir, name, "{backend: bbolt, path: "+filepath.Join(dir, "state.db")+"}")
 		case "redis":
 			if redis == nil {
 				if redis, err = statetest.StartRedis(); err != nil {
@@ -91,7 +97,7 @@ func runBenchGreylist(cx *cli.Context) error {
 				}
 				defer redis.Stop()
 			}
-			s, err = startBenchPolicyd(dir, name, `{backend: redis, url: "`+redis.URL()+`"}`)
+			s, err = startBenchPolicyd(mailnode, dir, name, `{backend: redis, url: "`+redis.URL()+`"}`)
 		default:
 			return cli.Exit(fmt.Sprintf("bench greylist: unknown server %q (postgrey, bbolt, redis)", name), 2)
 		}
@@ -141,12 +147,12 @@ func runBenchGreylist(cx *cli.Context) error {
 			if kind == "known" {
 				mix = pool
 			}
-			cpu0, _ := loadgen.ProcCPU(s.pid)
+			cpu0, _ := procstat.CPU(s.pid)
 			res, err := run(s, mix, n)
 			if err != nil {
 				return cli.Exit(fmt.Sprintf("bench greylist: %s %s: %v", s.name, kind, err), 1)
 			}
-			cpu1, _ := loadgen.ProcCPU(s.pid)
+			cpu1, _ := procstat.CPU(s.pid)
 			want := res.Requests
 			if kind == "known" {
 				want = 0
@@ -180,14 +186,10 @@ func deferrals(r loadgen.Result) int {
 	return r.Replies["450"] + r.Replies["DEFER_IF_PERMIT"]
 }
 
-// startBenchPolicyd runs this binary as policyd on a loopback port with a
-// minimal inventory: one local domain, greylisting with a 1 s delay on the
-// given policy.state.
-func startBenchPolicyd(dir, name, stateYAML string) (*benchServer, error) {
-	self, err := os.Executable()
-	if err != nil {
-		return nil, err
-	}
+// startBenchPolicyd runs the mailnode binary as policyd on a loopback port
+// with a minimal inventory: one local domain, greylisting with a 1 s delay
+// on the given policy.state.
+func startBenchPolicyd(mailnode, dir, name, stateYAML string) (*benchServer, error) {
 	port, err := statetest.FreePort()
 	if err != nil {
 		return nil, err
@@ -213,7 +215,7 @@ domains:
 		return nil, err
 	}
 	defer logf.Close() // the child has its own descriptor
-	cmd := exec.Command(self, "policyd", "--inventory", inv, "--maillog", "off", "--log-level", "warn")
+	cmd := exec.Command(mailnode, "policyd", "--inventory", inv, "--maillog", "off", "--log-level", "warn")
 	cmd.Stdout, cmd.Stderr = io.Discard, logf
 	if err := cmd.Start(); err != nil {
 		return nil, err
@@ -250,13 +252,9 @@ domains:
 
 // loadAvg is /proc/loadavg's three load averages.
 func loadAvg() string {
-	b, err := os.ReadFile("/proc/loadavg")
+	l, err := procstat.LoadAvg()
 	if err != nil {
 		return "unknown"
 	}
-	f := strings.Fields(string(b))
-	if len(f) < 3 {
-		return "unknown"
-	}
-	return strings.Join(f[:3], " ") + " (1, 5, 15 min)"
+	return fmt.Sprintf("%.2f %.2f %.2f (1, 5, 15 min)", l[0], l[1], l[2])
 }

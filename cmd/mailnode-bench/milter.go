@@ -22,17 +22,20 @@ import (
 
 	gomilter "github.com/d--j/go-milter"
 	msgauth "github.com/emersion/go-msgauth/dkim"
-	"github.com/mailnode/mailnode/dkim"
-	"github.com/mailnode/mailnode/milter"
 	"github.com/urfave/cli/v2"
+
+	"github.com/mailnode/mailnode/dkim"
+	"github.com/mailnode/mailnode/milter/miltertest"
+	"github.com/mailnode/mailnode/test/opendkim"
+	"github.com/mailnode/mailnode/test/procstat"
 )
 
-// benchMilterCommand is `mailnode bench milter`, a subcommand of bench.
-func benchMilterCommand() *cli.Command {
+// milterCommand is `mailnode-bench milter`.
+func milterCommand() *cli.Command {
 	return &cli.Command{
 		Name:  "milter",
 		Usage: "mailnode milterd vs Debian OpenDKIM: signed messages/s, side by side",
-		Description: `Starts mailnode milterd and OpenDKIM (opendkim -f with a private config) on
+		Description: `Starts mailnode milterd (--mailnode) and OpenDKIM (opendkim -f with a private config) on
 unix sockets in a temporary directory, with the same RSA-2048 key and domain,
 and drives both with go-milter's client the way Postfix does (one milter
 session per message, {auth_authen} set, 127.0.0.1): the same messages with
@@ -46,6 +49,7 @@ then milterd's own CPU time per 2 KiB RSA-signed message (from
 			&cli.StringFlag{Name: "concurrency", Value: "1,8", Usage: "concurrent sessions, comma-separated"},
 			&cli.StringFlag{Name: "opendkim", Value: "/usr/sbin/opendkim", Usage: "OpenDKIM binary (\"\" to skip it)"},
 			&cli.IntFlag{Name: "cpu-messages", Value: 3000, Usage: "2 KiB messages for the CPU-per-message measurement"},
+			mailnodeFlag(),
 		},
 		Action: benchMilter,
 	}
@@ -86,11 +90,11 @@ dkim: {key_dir: %s}
 domains:
   - {name: %s, class: local, dkim: [{selector: %s, algorithm: rsa}]}
 `, msock, keyDir, domain, selector)), 0o644)
-	self, err := os.Executable()
+	mailnode, err := mailnodeBinary(c)
 	if err != nil {
 		return err
 	}
-	mcmd := exec.Command(self, "milterd", "--inventory", inv)
+	mcmd := exec.Command(mailnode, "milterd", "--inventory", inv)
 	mlog, _ := os.Create(filepath.Join(dir, "milterd.log"))
 	mcmd.Stdout, mcmd.Stderr = mlog, mlog
 	targets := []*benchTarget{{name: "milterd", sock: msock, cmd: mcmd}}
@@ -98,7 +102,7 @@ domains:
 	if bin := c.String("opendkim"); bin != "" {
 		osock := filepath.Join(dir, "opendkim.sock")
 		conf := filepath.Join(dir, "opendkim.conf")
-		os.WriteFile(conf, []byte(dkim.OpenDKIMConfig{
+		os.WriteFile(conf, []byte(opendkim.Config{
 			Domain: domain, Selector: selector, KeyFile: keyPath,
 			Socket: osock, PidFile: filepath.Join(dir, "opendkim.pid"),
 		}.String()), 0o644)
@@ -141,7 +145,7 @@ domains:
 		}
 		return nil, errors.New("no such key")
 	}
-	fmt.Fprintf(out, "mailnode bench milter: RSA-2048 %s/%s, relaxed/relaxed, unix sockets, %v per run, GOMAXPROCS-free client on this machine\n\n", domain, selector, c.Duration("duration"))
+	fmt.Fprintf(out, "mailnode-bench milter: RSA-2048 %s/%s, relaxed/relaxed, unix sockets, %v per run, GOMAXPROCS-free client on this machine\n\n", domain, selector, c.Duration("duration"))
 	fmt.Fprintf(out, "%8s %5s %14s %15s %7s\n", "body", "conc", "milterd msg/s", "opendkim msg/s", "ratio")
 	for _, size := range sizes {
 		msg := benchMessage(domain, size)
@@ -183,7 +187,7 @@ domains:
 	var signed int
 	bareSpent, bareSigned := make([]time.Duration, len(bareSigners)), make([]int, len(bareSigners))
 	for r := 0; r < rounds; r++ {
-		before, err := procCPU(mcmd.Process.Pid)
+		before, err := procstat.CPU(mcmd.Process.Pid)
 		if err != nil {
 			return err
 		}
@@ -191,7 +195,7 @@ domains:
 		if err != nil {
 			return err
 		}
-		after, err := procCPU(mcmd.Process.Pid)
+		after, err := procstat.CPU(mcmd.Process.Pid)
 		if err != nil {
 			return err
 		}
@@ -267,7 +271,7 @@ func sizeName(n int) string {
 
 // benchMessage is a plain-text message from an authenticated local user,
 // as Postfix would hand it over, with a body of size bytes of text lines.
-func benchMessage(domain string, size int) *milter.ClientMessage {
+func benchMessage(domain string, size int) *miltertest.Message {
 	lines := []string{
 		"Lorem ipsum dolor sit amet, consectetur adipiscing elit, sed do eiusmod",
 		"tempor incididunt ut labore et dolore magna aliqua. Ut enim ad minim",
@@ -282,7 +286,7 @@ func benchMessage(domain string, size int) *milter.ClientMessage {
 	}
 	body := append(b.Bytes()[:size-2], '\r', '\n')
 	h := func(n, v string) dkim.Header { return dkim.Header{Name: n, Value: " " + v} }
-	return &milter.ClientMessage{
+	return &miltertest.Message{
 		Host: "localhost", Port: 40000, Addr: "127.0.0.1", AuthUser: "alice@" + domain, QueueID: "4BENCH",
 		Sender: "alice@" + domain, Rcpts: []string{"carol@partner.example"},
 		Headers: []dkim.Header{
@@ -297,9 +301,9 @@ func benchMessage(domain string, size int) *milter.ClientMessage {
 
 // benchRun sends msg for d with conc sessions and returns signed messages/s.
 // The first message's signature is verified.
-func benchRun(sock string, msg *milter.ClientMessage, conc int, d time.Duration, lookup func(string) ([]string, error)) (float64, error) {
-	client := milter.NewClient("unix", sock, gomilter.WithDialer(postfixDialer{}))
-	r, err := milter.Submit(client, msg)
+func benchRun(sock string, msg *miltertest.Message, conc int, d time.Duration, lookup func(string) ([]string, error)) (float64, error) {
+	client := miltertest.NewClient("unix", sock, gomilter.WithDialer(postfixDialer{}))
+	r, err := miltertest.Submit(client, msg)
 	if err != nil {
 		return 0, err
 	}
@@ -318,7 +322,7 @@ func benchRun(sock string, msg *milter.ClientMessage, conc int, d time.Duration,
 		go func() {
 			defer wg.Done()
 			for ctx.Err() == nil {
-				r, err := milter.Submit(client, msg)
+				r, err := miltertest.Submit(client, msg)
 				if err == nil && !hasSignature(r) {
 					err = fmt.Errorf("message not signed: %v", r.Action)
 				}
@@ -343,11 +347,11 @@ func benchRun(sock string, msg *milter.ClientMessage, conc int, d time.Duration,
 }
 
 // benchCount sends n messages with conc sessions and returns how many were signed.
-func benchCount(sock string, msg *milter.ClientMessage, conc, n int) (int, error) {
-	client := milter.NewClient("unix", sock, gomilter.WithDialer(postfixDialer{}))
+func benchCount(sock string, msg *miltertest.Message, conc, n int) (int, error) {
+	client := miltertest.NewClient("unix", sock, gomilter.WithDialer(postfixDialer{}))
 	signed := 0
 	for i := 0; i < n; i++ {
-		r, err := milter.Submit(client, msg)
+		r, err := miltertest.Submit(client, msg)
 		if err != nil {
 			return signed, err
 		}
@@ -402,7 +406,7 @@ func (v *vstreamConn) Close() error {
 	return v.Conn.Close()
 }
 
-func hasSignature(r *milter.ClientResult) bool {
+func hasSignature(r *miltertest.Result) bool {
 	for _, m := range r.Mods {
 		if (m.Type == gomilter.ActionInsertHeader || m.Type == gomilter.ActionAddHeader) && strings.EqualFold(m.HeaderName, "DKIM-Signature") {
 			return true
@@ -411,7 +415,7 @@ func hasSignature(r *milter.ClientResult) bool {
 	return false
 }
 
-func checkSigned(r *milter.ClientResult, msg *milter.ClientMessage, lookup func(string) ([]string, error)) error {
+func checkSigned(r *miltertest.Result, msg *miltertest.Message, lookup func(string) ([]string, error)) error {
 	if !hasSignature(r) {
 		return fmt.Errorf("first message not signed (action %v, %d modifications)", r.Action, len(r.Mods))
 	}
@@ -429,21 +433,6 @@ func checkSigned(r *milter.ClientResult, msg *milter.ClientMessage, lookup func(
 		}
 	}
 	return nil
-}
-
-// procCPU is the user+system CPU time of a process from /proc/PID/stat.
-func procCPU(pid int) (time.Duration, error) {
-	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/stat", pid))
-	if err != nil {
-		return 0, err
-	}
-	// Fields after the command name (which may contain spaces) in parentheses.
-	s := string(b)
-	f := strings.Fields(s[strings.LastIndexByte(s, ')')+2:])
-	utime, _ := strconv.ParseInt(f[11], 10, 64)
-	stime, _ := strconv.ParseInt(f[12], 10, 64)
-	const ticks = 100 // USER_HZ on Linux
-	return time.Duration(utime+stime) * time.Second / ticks, nil
 }
 
 // bareRSASign signs with k for d of wall time on one thread and returns

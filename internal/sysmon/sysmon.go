@@ -1,4 +1,8 @@
-package main
+// Package sysmon keeps the Go runtime's monitor thread from sleeping deeply
+// in the long-running commands of mailnode (policyd, milterd) and of the
+// benchmark program mailnode-bench, by re-executing the binary once with
+// schedtrace in GODEBUG. Both mains call KeepAwake first thing.
+package sysmon
 
 import (
 	"os"
@@ -16,7 +20,7 @@ import (
 // microseconds (virtual machines), that was 10-15 % of policyd's and
 // milterd's CPU time, and took the same from the Postfix processes sharing
 // the cores (make bench-policy: 52-60,000 decisions/s without, a median of
-// 72,600 with). With GODEBUG schedtrace set, sysmon never sleeps deeply and stays
+// 72,600 with). The load tools of mailnode-bench drive them the same way. With GODEBUG schedtrace set, sysmon never sleeps deeply and stays
 // at one wake-up every 10 ms. The runtime reads schedtrace only when the
 // process starts, so the long-running commands re-execute themselves once
 // with it set. The period is the largest the runtime accepts (24.8 days):
@@ -24,16 +28,14 @@ import (
 //
 // MAILNODE_SYSMON=default, or a GODEBUG that sets schedtrace, leaves the
 // runtime as it is.
-const sysmonGodebug = "schedtrace=2147483647"
+const Godebug = "schedtrace=2147483647"
 
-// sysmonCommands are the commands that run long enough for it to matter.
-var sysmonCommands = map[string]bool{"policyd": true, "milterd": true, "bench": true}
-
-// keepSysmonAwake re-executes the binary with sysmonGodebug added to
-// GODEBUG when args name a long-running command. It returns only when it
-// does not (or cannot: then the command runs as it is).
-func keepSysmonAwake(args []string) {
-	if len(args) < 2 || !sysmonCommands[args[1]] || os.Getenv("MAILNODE_SYSMON") == "default" {
+// KeepAwake re-executes the binary with Godebug added to GODEBUG when
+// args (os.Args) name one of commands, the ones that run long enough for it
+// to matter. It returns only when it does not (or cannot: then the command
+// runs as it is).
+func KeepAwake(args []string, commands ...string) {
+	if len(args) < 2 || !slices.Contains(commands, args[1]) || os.Getenv("MAILNODE_SYSMON") == "default" {
 		return
 	}
 	godebug := os.Getenv("GODEBUG")
@@ -50,6 +52,6 @@ func keepSysmonAwake(args []string) {
 	if godebug != "" {
 		godebug += ","
 	}
-	env = append(env, "GODEBUG="+godebug+sysmonGodebug)
+	env = append(env, "GODEBUG="+godebug+Godebug)
 	syscall.Exec(exe, args, env) // returns only on failure
 }

@@ -18,6 +18,7 @@ import (
 	"github.com/mailnode/mailnode/dns/dnstest"
 	"github.com/mailnode/mailnode/inventory"
 	"github.com/mailnode/mailnode/milter"
+	"github.com/mailnode/mailnode/milter/miltertest"
 )
 
 // testNode copies the example inventory into a temporary directory with
@@ -80,7 +81,7 @@ func signWithMilterd(t *testing.T, invPath string) []byte {
 	done := make(chan error, 1)
 	go func() { done <- srv.Serve(ln) }()
 	defer func() { srv.Close(); ln.Close(); <-done }()
-	m := &milter.ClientMessage{
+	m := &miltertest.Message{
 		Host: "client.example.com", Port: 40000, Addr: "198.51.100.7",
 		AuthUser: "alice@example.com", QueueID: "4ABC",
 		Sender: "alice@example.com", Rcpts: []string{"x@elsewhere.test"},
@@ -90,7 +91,7 @@ func signWithMilterd(t *testing.T, invPath string) []byte {
 		{"Subject", "rotation"}, {"Date", "Sun, 01 Mar 2026 12:00:00 +0000"}, {"Message-ID", "<r1@example.com>"}} {
 		m.Headers = append(m.Headers, dkim.Header{Name: h[0], Value: " " + h[1]})
 	}
-	r, err := milter.Submit(milter.NewClient("unix", sock), m)
+	r, err := miltertest.Submit(miltertest.NewClient("unix", sock), m)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -290,25 +291,5 @@ func TestRotateRefusesLastOfItsKind(t *testing.T) {
 	_, errs, code := runApp(t, "dkim", "rotate", "--inventory", invPath, "--domain", "example.com", "--retire", "mx2026r")
 	if code != 1 || !strings.Contains(errs, "no other rsa selector") {
 		t.Fatalf("exit %d: %s", code, errs)
-	}
-}
-
-// TestEditSelectorsFallsBackOnFlowLists: a flow-style dkim list is edited
-// through the node tree, and the result still says the same thing.
-func TestEditSelectorsFallsBackOnFlowLists(t *testing.T) {
-	src := []byte("node: {hostname: mx1.example.com}\ndomains:\n  - name: example.com\n    class: local\n    dkim: [{selector: a, algorithm: rsa}]  # keep\n  - name: example.org\n    class: local\n")
-	out, err := editSelectors(src, "example.com", "b", "ed25519", true)
-	if err != nil {
-		t.Fatal(err)
-	}
-	if !strings.Contains(string(out), "selector: b") || !strings.Contains(string(out), "example.org") {
-		t.Errorf("edited:\n%s", out)
-	}
-	out, err = editSelectors(src, "example.org", "c", "rsa", true)
-	if err != nil || !strings.Contains(string(out), "selector: c") {
-		t.Fatalf("adding a first selector: %v\n%s", err, out)
-	}
-	if _, err := editSelectors(src, "example.net", "c", "rsa", true); err == nil {
-		t.Errorf("no error for a domain not in the file")
 	}
 }

@@ -1,7 +1,8 @@
 // Package loadgen replays a realistic mix of Postfix policy requests against
 // a policy server over persistent connections and measures decisions per
-// second and latency. `mailnode bench policy` and the policy package's
-// benchmarks use it.
+// second and latency. `mailnode-bench policy` and `greylist` and the policy
+// package's benchmarks use it: test and benchmark machinery, never imported
+// by the product.
 //
 // The mix imitates what a corporate MX sees at RCPT time: mostly inbound
 // mail from the world to local mailboxes (many sender domains and client
@@ -21,8 +22,6 @@ import (
 	"net/netip"
 	"os"
 	"sort"
-	"strconv"
-	"strings"
 	"sync"
 	"sync/atomic"
 	"syscall"
@@ -30,6 +29,7 @@ import (
 
 	"github.com/mailnode/mailnode/inventory"
 	"github.com/mailnode/mailnode/policy"
+	"github.com/mailnode/mailnode/test/procstat"
 )
 
 // Item is one request of the mix, encoded, with the reply policyd must give
@@ -50,7 +50,7 @@ type Share struct {
 	Weight int
 }
 
-// DefaultShares is the mix `mailnode bench policy` replays.
+// DefaultShares is the mix `mailnode-bench policy` replays.
 var DefaultShares = []Share{
 	{"inbound to a local mailbox", 52},
 	{"inbound to a local alias", 6},
@@ -375,7 +375,7 @@ func Run(cfg Config) (Result, error) {
 	}
 	results := make([]workerResult, cfg.Conns)
 	var wg sync.WaitGroup
-	cpu0 := selfCPU()
+	cpu0 := procstat.SelfCPU()
 	start := time.Now()
 	for w := range conns {
 		wg.Add(1)
@@ -429,7 +429,7 @@ func Run(cfg Config) (Result, error) {
 	}
 	wg.Wait()
 	elapsed := time.Since(start)
-	r := Result{Elapsed: elapsed, Replies: map[string]int{}, SelfCPU: selfCPU() - cpu0}
+	r := Result{Elapsed: elapsed, Replies: map[string]int{}, SelfCPU: procstat.SelfCPU() - cpu0}
 	var all []time.Duration
 	for _, w := range results {
 		if w.err != nil {
@@ -591,52 +591,7 @@ func OpenIdle(network, addr string, n int) (func(), error) {
 	return closeAll, nil
 }
 
-func selfCPU() time.Duration {
-	var ru syscall.Rusage
-	syscall.Getrusage(syscall.RUSAGE_SELF, &ru)
-	return time.Duration(ru.Utime.Nano() + ru.Stime.Nano())
-}
-
-// ProcCPU returns the user+system CPU time a process has used, from /proc.
-func ProcCPU(pid int) (time.Duration, error) {
-	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/stat", pid))
-	if err != nil {
-		return 0, err
-	}
-	// The command name may hold spaces; fields count from its closing parenthesis.
-	i := bytes.LastIndexByte(b, ')')
-	if i < 0 {
-		return 0, errors.New("loadgen: bad /proc stat")
-	}
-	f := strings.Fields(string(b[i+1:]))
-	if len(f) < 13 {
-		return 0, errors.New("loadgen: short /proc stat")
-	}
-	ut, err1 := strconv.ParseInt(f[11], 10, 64)
-	st, err2 := strconv.ParseInt(f[12], 10, 64)
-	if err1 != nil || err2 != nil {
-		return 0, errors.New("loadgen: bad /proc stat times")
-	}
-	const ticks = 100 // USER_HZ on Linux
-	return time.Duration(ut+st) * time.Second / ticks, nil
-}
-
-// RSS returns the resident set size of a process, in bytes, from /proc.
-func RSS(pid int) (int64, error) {
-	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/status", pid))
-	if err != nil {
-		return 0, err
-	}
-	for _, line := range strings.Split(string(b), "\n") {
-		if f := strings.Fields(line); len(f) >= 2 && f[0] == "VmRSS:" {
-			kb, err := strconv.ParseInt(f[1], 10, 64)
-			return kb * 1024, err
-		}
-	}
-	return 0, errors.New("loadgen: no VmRSS in /proc status")
-}
-
-// Report writes a result the way `mailnode bench policy` prints it.
+// Report writes a result the way `mailnode-bench policy` prints it.
 func (r Result) Report(w io.Writer) {
 	fmt.Fprintf(w, "decisions/s: %.0f  (%d requests in %v)\n", r.PerSecond, r.Requests, r.Elapsed.Round(time.Millisecond))
 	fmt.Fprintf(w, "latency:     p50 %v  p90 %v  p99 %v  p99.9 %v  max %v\n",
@@ -653,4 +608,20 @@ func (r Result) Report(w io.Writer) {
 		fmt.Fprintf(w, " %s %.1f%%", k, 100*float64(r.Replies[k])/float64(r.Requests))
 	}
 	fmt.Fprintln(w)
+}
+
+// RaiseNoFile lifts this process's soft open-file limit to the hard one,
+// for runs that hold many idle connections open, and returns the limit.
+func RaiseNoFile() (uint64, error) {
+	var l syscall.Rlimit
+	if err := syscall.Getrlimit(syscall.RLIMIT_NOFILE, &l); err != nil {
+		return 0, err
+	}
+	if l.Cur < l.Max {
+		l.Cur = l.Max
+		if err := syscall.Setrlimit(syscall.RLIMIT_NOFILE, &l); err != nil {
+			return 0, err
+		}
+	}
+	return l.Cur, nil
 }

@@ -2,74 +2,74 @@ package main
 
 import (
 	"bufio"
+	"errors"
 	"fmt"
 	"net"
 	"os"
-	"os/signal"
-	"syscall"
 	"time"
 
+	gomilter "github.com/d--j/go-milter"
 	"github.com/urfave/cli/v2"
 
 	"github.com/mailnode/mailnode/inventory"
 	"github.com/mailnode/mailnode/milter"
 	"github.com/mailnode/mailnode/policy"
-	"github.com/mailnode/mailnode/policy/loadgen"
+	"github.com/mailnode/mailnode/test/loadgen"
+	"github.com/mailnode/mailnode/test/procstat"
 )
 
-func benchCommand() *cli.Command {
+func policyCommand() *cli.Command {
 	return &cli.Command{
-		Name:  "bench",
-		Usage: "load generators for the sidecars",
-		Subcommands: []*cli.Command{
-			{
-				Name:  "policy",
-				Usage: "replay a realistic mix of Postfix policy requests against a running policyd",
-				Description: `Opens -c persistent connections to --addr and sends -n requests in total,
+		Name:  "policy",
+		Usage: "replay a realistic mix of Postfix policy requests against a running policyd",
+		Description: `Opens -c persistent connections to --addr and sends -n requests in total,
 each connection waiting for every reply before its next request, as Postfix
 does. The mix is mostly inbound mail to local mailboxes, with relay-domain
 traffic, relay attempts, forged local senders, authenticated submission and
-trusted hosts (see policy/loadgen). With --inventory (the server's) every
+trusted hosts (see test/loadgen). With --inventory (the server's) every
 reply is checked against policy.Decide; without it the names of
 examples/inventory.yaml are used and replies are only counted.
 
 --idle N opens N more connections that stay silent through the run, and
---pid PID prints that process's RSS (VmRSS) before and after.`,
-				Flags: []cli.Flag{
-					&cli.StringFlag{Name: "addr", Required: true, Usage: "`unix:PATH` or inet:HOST:PORT of policyd"},
-					&cli.IntFlag{Name: "c", Value: 8, Usage: "persistent connections"},
-					&cli.IntFlag{Name: "n", Value: 200000, Usage: "requests in total"},
-					&cli.StringFlag{Name: "inventory", Aliases: []string{"i"}, Usage: "the server's inventory `FILE`: check every reply"},
-					&cli.IntFlag{Name: "idle", Usage: "idle connections to hold open during the run"},
-					&cli.IntFlag{Name: "pid", Usage: "policyd's process id, to report its memory"},
-					&cli.DurationFlag{Name: "settle", Value: 6 * time.Second, Usage: "with --idle: wait this long before the run (policyd parks connections idle for 5s)"},
-					&cli.IntFlag{Name: "mix", Value: 4096, Usage: "distinct requests in the mix"},
-					&cli.Uint64Flag{Name: "seed", Value: 1, Usage: "seed of the mix"},
-				},
-				Action: runBenchPolicy,
-			},
-			{
-				Name:  "dunno-server",
-				Usage: "the baseline: a policy server that answers DUNNO to everything without looking",
-				Description: `Run it in place of policyd and point "bench policy" at it to see what the
-machine gives a do-nothing Go server at the same moment: the ceiling policyd's
-figures should be read against on a shared machine.`,
-				Flags:  []cli.Flag{&cli.StringFlag{Name: "listen", Required: true, Usage: "`unix:PATH` or inet:HOST:PORT"}},
-				Action: runDunnoServer,
-			},
-			{
-				Name:  "null-milter",
-				Usage: "the baseline: a milter that accepts everything without looking",
-				Description: `Negotiates with Postfix exactly what milterd negotiates (the same events,
-replies and macros) and accepts every message at its end. Run in milterd's
-place, it shows what the milter protocol alone costs Postfix (make bench-e2e's
-"floor" stack runs it beside dunno-server).`,
-				Flags:  []cli.Flag{&cli.StringFlag{Name: "listen", Required: true, Usage: "`unix:PATH` or inet:HOST:PORT"}},
-				Action: runNullMilter,
-			},
-			benchGreylistCommand(),
-			benchMilterCommand(),
+--pid PID prints that process's RSS (VmRSS) before and after, and its CPU
+time per decision.`,
+		Flags: []cli.Flag{
+			&cli.StringFlag{Name: "addr", Required: true, Usage: "`unix:PATH` or inet:HOST:PORT of policyd"},
+			&cli.IntFlag{Name: "c", Value: 8, Usage: "persistent connections"},
+			&cli.IntFlag{Name: "n", Value: 200000, Usage: "requests in total"},
+			&cli.StringFlag{Name: "inventory", Aliases: []string{"i"}, Usage: "the server's inventory `FILE`: check every reply"},
+			&cli.IntFlag{Name: "idle", Usage: "idle connections to hold open during the run"},
+			&cli.IntFlag{Name: "pid", Usage: "policyd's process id, to report its memory"},
+			&cli.DurationFlag{Name: "settle", Value: 6 * time.Second, Usage: "with --idle: wait this long before the run (policyd parks connections idle for 5s)"},
+			&cli.IntFlag{Name: "mix", Value: 4096, Usage: "distinct requests in the mix"},
+			&cli.Uint64Flag{Name: "seed", Value: 1, Usage: "seed of the mix"},
 		},
+		Action: runBenchPolicy,
+	}
+}
+
+func dunnoServerCommand() *cli.Command {
+	return &cli.Command{
+		Name:  "dunno-server",
+		Usage: "the baseline: a policy server that answers DUNNO to everything without looking",
+		Description: `Run it in place of policyd and point "mailnode-bench policy" at it to see
+what the machine gives a do-nothing Go server at the same moment: the ceiling
+policyd's figures should be read against on a shared machine.`,
+		Flags:  []cli.Flag{&cli.StringFlag{Name: "listen", Required: true, Usage: "`unix:PATH` or inet:HOST:PORT"}},
+		Action: runDunnoServer,
+	}
+}
+
+func nullMilterCommand() *cli.Command {
+	return &cli.Command{
+		Name:  "null-milter",
+		Usage: "the baseline: a milter that accepts everything without looking",
+		Description: `Negotiates with Postfix exactly what milterd negotiates (the same events,
+replies and macros: milter.ServerOptions) and accepts every message at its
+end. Run in milterd's place, it shows what the milter protocol alone costs
+Postfix (make bench-e2e's "floor" stack runs it beside dunno-server).`,
+		Flags:  []cli.Flag{&cli.StringFlag{Name: "listen", Required: true, Usage: "`unix:PATH` or inet:HOST:PORT"}},
+		Action: runNullMilter,
 	}
 }
 
@@ -106,23 +106,14 @@ func runNullMilter(cx *cli.Context) error {
 	if err != nil {
 		return err
 	}
-	return milter.ServeNull(ln)
-}
-
-// listenUntilSignal opens a baseline server's socket with listen and
-// closes it on SIGTERM or SIGINT, which ends the server's accept loop.
-func listenUntilSignal(listen func(string) (net.Listener, error), spec string) (net.Listener, error) {
-	ln, err := listen(spec)
-	if err != nil {
-		return nil, cli.Exit(fmt.Sprintf("bench: %v", err), 1)
+	// What any milter costs the MTA, whatever it does, for the end-to-end
+	// benchmark's floor: milterd's negotiation, no work. Returns when ln is
+	// closed.
+	srv := gomilter.NewServer(milter.ServerOptions(func() gomilter.Milter { return gomilter.NoOpMilter{} })...)
+	if err := srv.Serve(ln); err != nil && !errors.Is(err, gomilter.ErrServerClosed) && !errors.Is(err, net.ErrClosed) {
+		return err
 	}
-	go func() {
-		sigs := make(chan os.Signal, 1)
-		signal.Notify(sigs, syscall.SIGTERM, syscall.SIGINT)
-		<-sigs
-		ln.Close()
-	}()
-	return ln, nil
+	return nil
 }
 
 func runBenchPolicy(cx *cli.Context) error {
@@ -144,7 +135,7 @@ func runBenchPolicy(cx *cli.Context) error {
 	}
 	idle, pid := cx.Int("idle"), cx.Int("pid")
 	if idle > 0 {
-		if _, err := raiseNoFile(); err != nil {
+		if _, err := loadgen.RaiseNoFile(); err != nil {
 			fmt.Fprintf(os.Stderr, "bench: cannot raise the open file limit: %v\n", err)
 		}
 	}
@@ -152,7 +143,7 @@ func runBenchPolicy(cx *cli.Context) error {
 		if pid == 0 {
 			return
 		}
-		if b, err := loadgen.RSS(pid); err == nil {
+		if b, err := procstat.RSS(pid); err == nil {
 			fmt.Printf("server RSS %-22s %6.1f MiB\n", when+":", float64(b)/(1<<20))
 		} else {
 			fmt.Fprintf(os.Stderr, "bench: RSS of %d: %v\n", pid, err)
@@ -175,14 +166,14 @@ func runBenchPolicy(cx *cli.Context) error {
 			rss(fmt.Sprintf("%d idle after %v", idle, d))
 		}
 	}
-	cpu0, _ := loadgen.ProcCPU(pid)
+	cpu0, _ := procstat.CPU(pid)
 	res, err := loadgen.Run(loadgen.Config{Network: network, Addr: addr, Conns: cx.Int("c"), Requests: cx.Int("n"), Mix: mix})
 	if err != nil {
 		return cli.Exit(fmt.Sprintf("bench: %v", err), 1)
 	}
 	res.Report(os.Stdout)
 	if pid != 0 {
-		if cpu1, err := loadgen.ProcCPU(pid); err == nil {
+		if cpu1, err := procstat.CPU(pid); err == nil {
 			fmt.Printf("server CPU:  %.1f µs/decision\n", float64((cpu1-cpu0).Microseconds())/float64(res.Requests))
 		}
 	}
