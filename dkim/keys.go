@@ -15,10 +15,11 @@ import (
 	"encoding/pem"
 	"errors"
 	"fmt"
-	"io/fs"
+	"io"
 	"os"
 	"path/filepath"
 	"strings"
+	"syscall"
 )
 
 // RSABits is the size of generated RSA keys.
@@ -33,25 +34,56 @@ func KeyPath(keyDir, domain, selector string) string {
 // ErrNoKey is returned (wrapped) when a configured key file does not exist.
 var ErrNoKey = errors.New("dkim: key file missing")
 
-// LoadKey reads and checks a private key: it must exist, be readable, not be
-// readable by others (group or world), be PKCS#8 PEM, and match algorithm
-// ("rsa" or "ed25519"). Errors name the file.
+// maxKeyFile bounds what LoadKey reads: a PEM RSA-8192 key is under 7 KiB.
+const maxKeyFile = 64 << 10
+
+// LoadKey reads and checks a private key: it must exist, be a regular file
+// (a symbolic link is refused, not followed), not be readable by others
+// (group or world), be PKCS#8 PEM, and match algorithm ("rsa" or
+// "ed25519"). The file is opened once and every check is made on the open
+// file, so what is checked is what is read. Errors name the file.
 func LoadKey(path, algorithm string) (crypto.Signer, error) {
-	st, err := os.Stat(path)
-	if errors.Is(err, fs.ErrNotExist) {
-		return nil, fmt.Errorf("%w: %s (run: mailnode dkim keygen)", ErrNoKey, path)
+	data, err := ReadKeyFile(path)
+	if err != nil {
+		return nil, err
 	}
+	return ParseKey(path, data, algorithm)
+}
+
+// ReadKeyFile reads a private key file with LoadKey's checks (a regular
+// file, not a link, mode 0600 or stricter, of a key's size), made on the
+// open file. A missing file is ErrNoKey.
+func ReadKeyFile(path string) ([]byte, error) {
+	// O_NONBLOCK: a FIFO put where the key belongs must not hang the open.
+	fd, err := syscall.Open(path, syscall.O_RDONLY|syscall.O_NOFOLLOW|syscall.O_CLOEXEC|syscall.O_NONBLOCK, 0)
+	switch {
+	case errors.Is(err, syscall.ENOENT):
+		return nil, fmt.Errorf("%w: %s (run: mailnode dkim keygen)", ErrNoKey, path)
+	case errors.Is(err, syscall.ELOOP):
+		return nil, fmt.Errorf("dkim: %s is a symbolic link; keys are opened without following links: put the key file itself there", path)
+	case err != nil:
+		return nil, fmt.Errorf("dkim: %s: %w", path, err)
+	}
+	f := os.NewFile(uintptr(fd), path)
+	defer f.Close()
+	st, err := f.Stat()
 	if err != nil {
 		return nil, fmt.Errorf("dkim: %s: %w", path, err)
+	}
+	if !st.Mode().IsRegular() {
+		return nil, fmt.Errorf("dkim: %s is not a regular file (%s)", path, st.Mode().Type())
 	}
 	if st.Mode().Perm()&0o077 != 0 {
 		return nil, fmt.Errorf("dkim: %s: mode %04o lets other users read the private key; chmod 600 it", path, st.Mode().Perm())
 	}
-	data, err := os.ReadFile(path)
+	if st.Size() > maxKeyFile {
+		return nil, fmt.Errorf("dkim: %s: %d bytes is not a private key file (at most %d)", path, st.Size(), maxKeyFile)
+	}
+	data, err := io.ReadAll(io.LimitReader(f, maxKeyFile+1))
 	if err != nil {
 		return nil, fmt.Errorf("dkim: %s: %w", path, err)
 	}
-	return ParseKey(path, data, algorithm)
+	return data, nil
 }
 
 // ParseKey decodes a PKCS#8 PEM private key and checks its algorithm.

@@ -174,8 +174,8 @@ func (r Rotation) Retire(ctx context.Context, old string) (Step, error) {
 	if idx < 0 {
 		// Second run: the selector is out of the inventory; delete its key
 		// once DNS no longer publishes it.
-		data, err := os.ReadFile(keyPath)
-		if errors.Is(err, os.ErrNotExist) {
+		data, err := ReadKeyFile(keyPath)
+		if errors.Is(err, ErrNoKey) {
 			return Step{Report: fmt.Sprintf("%s is not a selector of %s and has no key in %s: nothing to do\n", old, d.Name, filepath.Dir(keyPath))}, nil
 		}
 		if err != nil {
