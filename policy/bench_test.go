@@ -136,7 +136,6 @@ func benchServerMain(sock string) int {
 	s := policy.NewServer(inv)
 	s.Metrics = policy.NewMetrics()
 	s.MailLog = policy.NewMailLog(io.Discard)
-	s.ParkAfter = time.Second // policyd's is 5s; the benchmark waits less
 	go func() {
 		io.Copy(io.Discard, os.Stdin) // the parent closes stdin to stop us
 		s.Shutdown(context.Background())
