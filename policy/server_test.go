@@ -514,58 +514,15 @@ func ExampleDecide() {
 	// action=550 5.7.1 Please authenticate for send mail from domain <example.com>
 }
 
-// TestParking: connections silent for ParkAfter leave their goroutine for
-// the shared epoll set, come back on their next request, are closed by
-// IdleTimeout while parked, and by Shutdown.
-func TestParking(t *testing.T) {
-	ts := startServer(t, "unix", func(s *Server) {
-		s.ParkAfter = 100 * time.Millisecond
-		s.IdleTimeout = 2 * time.Second
-	})
-	const n = 50
-	conns := make([]net.Conn, n)
-	readers := make([]*bufio.Reader, n)
-	for i := range conns {
-		conns[i] = ts.dial(t)
-		readers[i] = bufio.NewReader(conns[i])
-		if got, err := ask(conns[i], readers[i], relayRequest); err != nil || got != relayReply {
-			t.Fatalf("conn %d: %q, %v", i, got, err)
-		}
-	}
-	waitFor(t, func() bool { return ts.Parked() == n })
-	// Parked connections answer at once, and park again.
-	for round := 0; round < 3; round++ {
-		for i := 0; i < n; i += 7 {
-			if got, err := ask(conns[i], readers[i], inboundRequest); err != nil || got != "action=DUNNO\n\n" {
-				t.Fatalf("round %d, parked conn %d: %q, %v", round, i, got, err)
-			}
-		}
-		waitFor(t, func() bool { return ts.Parked() == n })
-	}
-	// A client closing a parked connection closes it on the server too.
-	conns[1].Close()
-	waitFor(t, func() bool { return ts.OpenConnections() == n-1 && ts.Parked() == n-1 })
-	// Parked connections reach the idle timeout and are closed.
-	c := conns[2]
-	c.SetReadDeadline(time.Now().Add(10 * time.Second))
-	start := time.Now()
-	if b, err := io.ReadAll(c); len(b) != 0 || err != nil {
-		t.Fatalf("parked connection: %q, %v; want a close", b, err)
-	}
-	if el := time.Since(start); el > 5*time.Second {
-		t.Errorf("idle timeout of a parked connection took %v", el)
-	}
-	waitFor(t, func() bool { return ts.OpenConnections() == 0 && ts.Parked() == 0 })
-}
-
-func TestShutdownClosesParked(t *testing.T) {
+// TestShutdownClosesAnswered: a connection waiting for its next request
+// after an answered one is closed by Shutdown at once.
+func TestShutdownClosesAnswered(t *testing.T) {
 	inv := loadInventory(t)
 	ln, err := Listen("unix:" + filepath.Join(t.TempDir(), "p"))
 	if err != nil {
 		t.Fatal(err)
 	}
 	s := NewServer(inv)
-	s.ParkAfter = 50 * time.Millisecond
 	done := make(chan error, 1)
 	go func() { done <- s.Serve(ln) }()
 	c, err := net.Dial("unix", ln.Addr().String())
@@ -576,7 +533,6 @@ func TestShutdownClosesParked(t *testing.T) {
 	if got, err := ask(c, bufio.NewReader(c), relayRequest); err != nil || got != relayReply {
 		t.Fatalf("%q, %v", got, err)
 	}
-	waitFor(t, func() bool { return s.Parked() == 1 })
 	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
 	defer cancel()
 	if err := s.Shutdown(ctx); err != nil {
@@ -585,25 +541,24 @@ func TestShutdownClosesParked(t *testing.T) {
 	<-done
 	c.SetReadDeadline(time.Now().Add(5 * time.Second))
 	if b, err := io.ReadAll(c); len(b) != 0 || err != nil {
-		t.Fatalf("parked connection after Shutdown: %q, %v", b, err)
+		t.Fatalf("answered connection after Shutdown: %q, %v", b, err)
 	}
-	if s.OpenConnections() != 0 || s.Parked() != 0 {
-		t.Errorf("%d open, %d parked after Shutdown", s.OpenConnections(), s.Parked())
+	if n := s.OpenConnections(); n != 0 {
+		t.Errorf("%d open after Shutdown", n)
 	}
 }
 
-// TestWaitingClientShortcut: after the first answers show a client that
-// waits for its replies, the server waits for the poller instead of reading
-// again after each reply (onReadable). Nothing a client may send must then
-// go unanswered: two requests in one write, a request in pieces, a request
-// larger than the read buffer, and a close right after a request.
-func TestWaitingClientShortcut(t *testing.T) {
+// TestFramingAfterExchanges: on a connection that has already been
+// answered like Postfix's (request, wait, reply), nothing a client may send
+// goes unanswered: two requests in one write, a request in pieces, a
+// request larger than the read buffer.
+func TestFramingAfterExchanges(t *testing.T) {
 	for _, network := range []string{"unix", "tcp"} {
 		t.Run(network, func(t *testing.T) {
 			ts := startServer(t, network, nil)
 			c := ts.dial(t)
 			r := bufio.NewReader(c)
-			for i := 0; i < 3; i++ { // Postfix-like: the server learns this client waits
+			for i := 0; i < 3; i++ { // Postfix-like: one request, then its reply
 				if got, err := ask(c, r, inboundRequest); err != nil || got != "action=DUNNO\n\n" {
 					t.Fatalf("warm-up %d: %q, %v", i, got, err)
 				}
@@ -656,7 +611,7 @@ func TestRequestThenClose(t *testing.T) {
 		t.Fatalf("got %q, %v", got, err)
 	}
 	if el := time.Since(start); el > 2*time.Second {
-		t.Errorf("the server closed %v after the request; want at once (ParkAfter is %v)", el, ts.ParkAfter)
+		t.Errorf("the server closed %v after the request; want at once", el)
 	}
 }
 
