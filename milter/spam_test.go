@@ -15,6 +15,7 @@ import (
 	"github.com/mailnode/mailnode/dkim"
 	"github.com/mailnode/mailnode/inventory"
 	"github.com/mailnode/mailnode/policy"
+	"github.com/mailnode/mailnode/resolver"
 	"github.com/mailnode/mailnode/spam"
 	"github.com/mailnode/mailnode/spam/spamtest"
 )
@@ -149,7 +150,7 @@ func spamFilter(t *testing.T, eng spam.Engine, edit func(*inventory.Spam)) *Filt
 	if edit != nil {
 		edit(&inv.Spam)
 	}
-	f.Checks = InboundChecks(inv, spam.NewResolver(d.Addr, time.Second), fakeDNS(t))
+	f.Checks = InboundChecks(inv, resolver.NewClient(d.Addr, time.Second), fakeDNS(t))
 	sc := f.Checks[len(f.Checks)-1].(*SpamCheck)
 	sc.Now = func() time.Time { return fixedNow }
 	if eng != nil {
@@ -470,7 +471,7 @@ func TestSpamDNSDown(t *testing.T) {
 	f, _ := testFilter(t)
 	inv := testInventory(t)
 	inv.Spam.DNSBL = []string{"bl.test"}
-	f.Checks = InboundChecks(inv, spam.NewResolver("127.0.0.1:1", 200*time.Millisecond), fakeDNS(t))
+	f.Checks = InboundChecks(inv, resolver.NewClient("127.0.0.1:1", 200*time.Millisecond), fakeDNS(t))
 	r := spamMsg{}.run(f)
 	ar := header(r, "Authentication-Results")
 	if !strings.Contains(ar, "spf=temperror") || !strings.Contains(ar, "dmarc=temperror") {

@@ -13,7 +13,7 @@ import (
 	"github.com/mailnode/mailnode/inventory"
 	"github.com/mailnode/mailnode/milter"
 	"github.com/mailnode/mailnode/policy"
-	"github.com/mailnode/mailnode/spam"
+	"github.com/mailnode/mailnode/resolver"
 	"github.com/urfave/cli/v2"
 )
 
@@ -73,7 +73,7 @@ error is logged); SIGTERM and SIGINT stop accepting and let open sessions end.`,
 			build := func(inv *inventory.Inventory, keys map[string][]dkim.Key) *milter.Filter {
 				// One caching resolver on node.resolver for every check,
 				// DKIM key lookups included.
-				res := spam.NewResolver(inv.Node.Resolver, c.Duration("dns-timeout"))
+				res := resolver.NewClient(inv.Node.Resolver, c.Duration("dns-timeout"))
 				lookup := milter.LookupTXT(res.LookupTXT)
 				f := milter.NewFilter(inv, keys, lookup)
 				// The inbound chain: SPF, DKIM, DMARC and the spam gate (spam.engine).

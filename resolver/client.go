@@ -1,4 +1,4 @@
-package spam
+package resolver
 
 import (
 	"context"
@@ -15,14 +15,13 @@ import (
 	"github.com/miekg/dns"
 )
 
-// DefaultDNSTimeout bounds one DNS question (UDP, and TCP after a truncated
-// answer) when a Resolver has no Timeout.
-const DefaultDNSTimeout = 5 * time.Second
+// DefaultTimeout bounds one DNS question (UDP, and TCP after a truncated
+// answer) when a Client has no Timeout.
+const DefaultTimeout = 5 * time.Second
 
-// Resolver asks exactly one DNS server, the inventory's node.resolver, and
+// Client asks exactly one DNS server, the inventory's node.resolver, and
 // nothing else: no /etc/hosts, no search list, no other server. It
-// implements the DNS seam of blitiri.com.ar/go/spf (spf.DNSResolver) and
-// what DNSBL and DMARC need.
+// implements Resolver.
 //
 // Errors are *net.DNSError, the form the SPF and DMARC libraries inspect: a
 // name that does not exist or has no record of the type asked is IsNotFound
@@ -34,9 +33,9 @@ const DefaultDNSTimeout = 5 * time.Second
 // and UDP sockets are reused, so that the same sender domain or client seen
 // again costs no round trip: node.resolver (unbound) caches too, but every
 // question to it is a few system calls on both sides.
-type Resolver struct {
+type Client struct {
 	Addr    string        // host:port
-	Timeout time.Duration // per question; DefaultDNSTimeout when 0
+	Timeout time.Duration // per question; DefaultTimeout when 0
 
 	mu    sync.Mutex
 	cache map[cacheKey]cacheEntry
@@ -62,19 +61,19 @@ type cacheEntry struct {
 	expires time.Time
 }
 
-// NewResolver returns a Resolver for addr (host:port).
-func NewResolver(addr string, timeout time.Duration) *Resolver {
-	return &Resolver{Addr: addr, Timeout: timeout}
+// NewClient returns a Client for addr (host:port).
+func NewClient(addr string, timeout time.Duration) *Client {
+	return &Client{Addr: addr, Timeout: timeout}
 }
 
-func (r *Resolver) clock() time.Time {
+func (r *Client) clock() time.Time {
 	if r.now != nil {
 		return r.now()
 	}
 	return time.Now()
 }
 
-func (r *Resolver) cached(k cacheKey) (cacheEntry, bool) {
+func (r *Client) cached(k cacheKey) (cacheEntry, bool) {
 	r.mu.Lock()
 	defer r.mu.Unlock()
 	e, ok := r.cache[k]
@@ -85,7 +84,7 @@ func (r *Resolver) cached(k cacheKey) (cacheEntry, bool) {
 	return e, ok
 }
 
-func (r *Resolver) store(k cacheKey, rrs []dns.RR, ttl time.Duration) {
+func (r *Client) store(k cacheKey, rrs []dns.RR, ttl time.Duration) {
 	if ttl <= 0 {
 		return
 	}
@@ -125,7 +124,7 @@ type udpConn struct {
 }
 
 // getConn returns an idle UDP socket to the server, or a new one.
-func (r *Resolver) getConn(ctx context.Context) (*udpConn, error) {
+func (r *Client) getConn(ctx context.Context) (*udpConn, error) {
 	r.mu.Lock()
 	if r.conns == nil {
 		r.conns = make(chan *udpConn, maxIdleConns)
@@ -152,7 +151,7 @@ func (r *Resolver) getConn(ctx context.Context) (*udpConn, error) {
 }
 
 // putConn keeps a socket that answered cleanly for the next question.
-func (r *Resolver) putConn(c *udpConn) {
+func (r *Client) putConn(c *udpConn) {
 	select {
 	case r.conns <- c:
 	default:
@@ -221,15 +220,15 @@ func (c *udpConn) step(fd uintptr) bool {
 	}
 }
 
-func (r *Resolver) timeout() time.Duration {
+func (r *Client) timeout() time.Duration {
 	if r.Timeout > 0 {
 		return r.Timeout
 	}
-	return DefaultDNSTimeout
+	return DefaultTimeout
 }
 
 // exchange asks one question and returns the answer records of type qtype.
-func (r *Resolver) exchange(ctx context.Context, name string, qtype uint16) ([]dns.RR, error) {
+func (r *Client) exchange(ctx context.Context, name string, qtype uint16) ([]dns.RR, error) {
 	name = dns.Fqdn(name)
 	if _, ok := dns.IsDomainName(name); !ok || len(name) > 254 {
 		return nil, &net.DNSError{Err: "invalid domain name", Name: name, IsNotFound: true}
@@ -302,7 +301,7 @@ func (r *Resolver) exchange(ctx context.Context, name string, qtype uint16) ([]d
 }
 
 // LookupTXT returns the TXT records of name, each record's strings joined.
-func (r *Resolver) LookupTXT(ctx context.Context, name string) ([]string, error) {
+func (r *Client) LookupTXT(ctx context.Context, name string) ([]string, error) {
 	rrs, err := r.exchange(ctx, name, dns.TypeTXT)
 	if err != nil {
 		return nil, err
@@ -315,7 +314,7 @@ func (r *Resolver) LookupTXT(ctx context.Context, name string) ([]string, error)
 }
 
 // LookupMX returns the MX records of name.
-func (r *Resolver) LookupMX(ctx context.Context, name string) ([]*net.MX, error) {
+func (r *Client) LookupMX(ctx context.Context, name string) ([]*net.MX, error) {
 	rrs, err := r.exchange(ctx, name, dns.TypeMX)
 	if err != nil {
 		return nil, err
@@ -330,7 +329,7 @@ func (r *Resolver) LookupMX(ctx context.Context, name string) ([]*net.MX, error)
 
 // LookupIPAddr returns the A and AAAA records of host. It fails only when
 // both questions fail; a temporary failure of either wins over not found.
-func (r *Resolver) LookupIPAddr(ctx context.Context, host string) ([]net.IPAddr, error) {
+func (r *Client) LookupIPAddr(ctx context.Context, host string) ([]net.IPAddr, error) {
 	type answer struct {
 		ips []net.IPAddr
 		err error
@@ -373,7 +372,7 @@ func (r *Resolver) LookupIPAddr(ctx context.Context, host string) ([]net.IPAddr,
 }
 
 // LookupA returns the IPv4 addresses of name (DNSBL answers).
-func (r *Resolver) LookupA(ctx context.Context, name string) ([]netip.Addr, error) {
+func (r *Client) LookupA(ctx context.Context, name string) ([]netip.Addr, error) {
 	rrs, err := r.exchange(ctx, name, dns.TypeA)
 	if err != nil {
 		return nil, err
@@ -388,7 +387,7 @@ func (r *Resolver) LookupA(ctx context.Context, name string) ([]netip.Addr, erro
 }
 
 // LookupAddr returns the PTR names of an IP address.
-func (r *Resolver) LookupAddr(ctx context.Context, addr string) ([]string, error) {
+func (r *Client) LookupAddr(ctx context.Context, addr string) ([]string, error) {
 	arpa, err := dns.ReverseAddr(addr)
 	if err != nil {
 		return nil, &net.DNSError{Err: "unrecognized address", Name: addr}
@@ -402,14 +401,4 @@ func (r *Resolver) LookupAddr(ctx context.Context, addr string) ([]string, error
 		out = append(out, rr.(*dns.PTR).Ptr)
 	}
 	return out, nil
-}
-
-// IsTemporary reports whether err is a DNS failure that may go away
-// (temperror), as opposed to a permanent answer.
-func IsTemporary(err error) bool {
-	var de *net.DNSError
-	if errors.As(err, &de) {
-		return de.IsTemporary || de.IsTimeout
-	}
-	return err != nil
 }
