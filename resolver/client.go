@@ -4,6 +4,7 @@ import (
 	"context"
 	"encoding/binary"
 	"errors"
+	"io"
 	"net"
 	"net/netip"
 	"os"
@@ -33,6 +34,9 @@ const DefaultTimeout = 5 * time.Second
 // and UDP sockets are reused, so that the same sender domain or client seen
 // again costs no round trip: node.resolver (unbound) caches too, but every
 // question to it is a few system calls on both sides.
+//
+// Only an answer that matches the question is taken (see Exchange); any
+// other datagram is dropped and the Client waits on until the timeout.
 type Client struct {
 	Addr    string        // host:port
 	Timeout time.Duration // per question; DefaultTimeout when 0
@@ -106,117 +110,29 @@ func (r *Client) store(k cacheKey, rrs []dns.RR, ttl time.Duration) {
 	r.cache[k] = cacheEntry{rrs: rrs, expires: r.clock().Add(ttl)}
 }
 
-// udpConn is a connected UDP socket to the server, reused from question to
-// question, with its buffers.
-type udpConn struct {
-	c   *net.UDPConn
-	raw syscall.RawConn
-	dl  time.Time // the read deadline last set
-	out []byte    // the packed question
-	in  []byte    // the answer
-
-	// the raw callback's state
-	q   []byte // still to send; nil once sent
-	id  uint16
-	n   int
-	err error
-	f   func(fd uintptr) bool
-}
-
 // getConn returns an idle UDP socket to the server, or a new one.
 func (r *Client) getConn(ctx context.Context) (*udpConn, error) {
 	r.mu.Lock()
 	if r.conns == nil {
 		r.conns = make(chan *udpConn, maxIdleConns)
 	}
-	conns := r.conns
-	r.mu.Unlock()
 	select {
-	case c := <-conns:
+	case c := <-r.conns:
+		r.mu.Unlock()
 		return c, nil
 	default:
 	}
-	var d net.Dialer
-	c, err := d.DialContext(ctx, "udp", r.Addr)
-	if err != nil {
-		return nil, err
-	}
-	uc := &udpConn{c: c.(*net.UDPConn), out: make([]byte, 0, 512), in: make([]byte, 4096)}
-	if uc.raw, err = uc.c.SyscallConn(); err != nil {
-		c.Close()
-		return nil, err
-	}
-	uc.f = uc.step
-	return uc, nil
+	r.mu.Unlock()
+	return dialUDP(ctx, r.Addr)
 }
 
-// putConn keeps a socket that answered cleanly for the next question.
+// putConn keeps a socket that answered cleanly for the next question, or
+// closes it when the Client has enough idle ones.
 func (r *Client) putConn(c *udpConn) {
 	select {
 	case r.conns <- c:
 	default:
 		c.c.Close()
-	}
-}
-
-// ask sends m and reads the answer with the same ID by deadline. The
-// question is written from inside the raw read callback, after the
-// runtime's poller is armed, so that the wait for the answer needs no read
-// that could only say EAGAIN; the read deadline is only moved when it is
-// more than a quarter of the timeout stale (a question then gets at least
-// three quarters of it).
-func (c *udpConn) ask(m *dns.Msg, deadline time.Time, timeout time.Duration) ([]byte, error) {
-	q, err := m.PackBuffer(c.out[:cap(c.out)])
-	if err != nil {
-		return nil, err
-	}
-	c.out = q[:0]
-	if c.dl.After(deadline) || c.dl.Before(deadline.Add(-timeout/4)) {
-		c.dl = deadline
-		c.c.SetReadDeadline(deadline)
-	}
-	c.q, c.id, c.n, c.err = q, m.Id, 0, nil
-	if err := c.raw.Read(c.f); err != nil {
-		return nil, err
-	}
-	if c.err != nil {
-		return nil, c.err
-	}
-	return c.in[:c.n], nil
-}
-
-// step is the raw read callback of ask.
-func (c *udpConn) step(fd uintptr) bool {
-	if c.q != nil {
-		_, err := syscall.Write(int(fd), c.q)
-		if err == syscall.EINTR {
-			_, err = syscall.Write(int(fd), c.q)
-		}
-		c.q = nil
-		if err != nil {
-			c.err = os.NewSyscallError("write", err)
-			return true
-		}
-		return false
-	}
-	for {
-		n, err := syscall.Read(int(fd), c.in)
-		switch {
-		case err == syscall.EINTR:
-			continue
-		case err == syscall.EAGAIN:
-			return false
-		case err != nil:
-			c.err = os.NewSyscallError("read", err) // e.g. ECONNREFUSED: nothing listens
-			return true
-		}
-		// An answer to an earlier question that timed out, or not an
-		// answer at all: wait on for ours.
-		if n < 12 || binary.BigEndian.Uint16(c.in) != c.id || c.in[2]&0x80 == 0 {
-			continue
-		}
-		c.n = n
-		return true
 	}
 }
 
@@ -256,25 +172,21 @@ func (r *Client) exchange(ctx context.Context, name string, qtype uint16) ([]dns
 		if b, err = conn.ask(m, deadline, timeout); err != nil {
 			conn.c.Close() // a late answer must not meet the next question
 		} else {
-			r.putConn(conn)
 			if b[3]&0xf == dns.RcodeNameError && b[2]&0x02 == 0 {
 				// The usual DNSBL answer, "not listed": the header says it all.
 				in.Rcode = dns.RcodeNameError
 			} else {
 				err = in.Unpack(b)
 			}
+			// Only now: b is the socket's buffer, the next question's.
+			r.putConn(conn)
 		}
 	}
 	if err == nil && in.Truncated {
-		ctx, cancel := context.WithDeadline(ctx, deadline)
-		defer cancel()
-		c := dns.Client{Net: "tcp", Timeout: timeout}
-		in, _, err = c.ExchangeContext(ctx, m, r.Addr)
+		in, err = exchangeTCP(ctx, r.Addr, m, deadline)
 	}
 	if err != nil {
-		var ne net.Error
-		timeout := errors.As(err, &ne) && ne.Timeout() || ctx.Err() != nil
-		return nil, &net.DNSError{Err: err.Error(), Name: name, Server: r.Addr, IsTimeout: timeout, IsTemporary: true}
+		return nil, dnsError(ctx, err, name, r.Addr)
 	}
 	switch in.Rcode {
 	case dns.RcodeSuccess:
@@ -298,6 +210,14 @@ func (r *Client) exchange(ctx context.Context, name string, qtype uint16) ([]dns
 	}
 	r.store(k, out, ttl)
 	return out, nil
+}
+
+// dnsError turns a failed exchange into the temporary *net.DNSError the
+// callers inspect.
+func dnsError(ctx context.Context, err error, name, server string) *net.DNSError {
+	var ne net.Error
+	timeout := errors.As(err, &ne) && ne.Timeout() || ctx.Err() != nil
+	return &net.DNSError{Err: err.Error(), Name: name, Server: server, IsTimeout: timeout, IsTemporary: true}
 }
 
 // LookupTXT returns the TXT records of name, each record's strings joined.
@@ -360,15 +280,21 @@ func (r *Client) LookupIPAddr(ctx context.Context, host string) ([]net.IPAddr, e
 			errs = append(errs, a.err)
 		}
 	}
+	return ips, ipErr(ips, errs)
+}
+
+// ipErr is LookupIPAddr's error: none when some address was found, else
+// a temporary failure over not found.
+func ipErr(ips []net.IPAddr, errs []error) error {
 	if len(ips) > 0 {
-		return ips, nil
+		return nil
 	}
 	for _, err := range errs {
-		if de := err.(*net.DNSError); de.IsTemporary {
-			return nil, err
+		if IsTemporary(err) {
+			return err
 		}
 	}
-	return nil, errs[0]
+	return errs[0]
 }
 
 // LookupA returns the IPv4 addresses of name (DNSBL answers).
@@ -401,4 +327,251 @@ func (r *Client) LookupAddr(ctx context.Context, addr string) ([]string, error) 
 		out = append(out, rr.(*dns.PTR).Ptr)
 	}
 	return out, nil
+}
+
+// udpConn is a connected UDP socket to one server, reused from question to
+// question, with its buffers. Being connected, it receives datagrams from
+// that server's address and port only: the kernel drops the others.
+type udpConn struct {
+	c   *net.UDPConn
+	raw syscall.RawConn
+	dl  time.Time // the read deadline last set
+	out []byte    // the packed question
+	in  []byte    // the answer
+
+	// the raw callback's state
+	q   []byte // still to send; nil once sent
+	qs  []byte // the question section of the packed question
+	id  uint16
+	n   int
+	err error
+	f   func(fd uintptr) bool
+}
+
+// dialUDP returns a new socket connected to addr.
+func dialUDP(ctx context.Context, addr string) (*udpConn, error) {
+	var d net.Dialer
+	c, err := d.DialContext(ctx, "udp", addr)
+	if err != nil {
+		return nil, err
+	}
+	uc := &udpConn{c: c.(*net.UDPConn), out: make([]byte, 0, 512), in: make([]byte, 4096)}
+	if uc.raw, err = uc.c.SyscallConn(); err != nil {
+		c.Close()
+		return nil, err
+	}
+	uc.f = uc.step
+	return uc, nil
+}
+
+// ask sends m and reads the answer to it by deadline. The question is
+// written from inside the raw read callback, after the runtime's poller is
+// armed, so that the wait for the answer needs no read that could only say
+// EAGAIN; the read deadline is only moved when it is more than a quarter of
+// the timeout stale (a question then gets at least three quarters of it).
+// The answer returned is the socket's buffer, good until the next ask.
+func (c *udpConn) ask(m *dns.Msg, deadline time.Time, timeout time.Duration) ([]byte, error) {
+	q, err := m.PackBuffer(c.out[:cap(c.out)])
+	if err != nil {
+		return nil, err
+	}
+	c.out = q[:0]
+	qs, ok := questionSection(q)
+	if !ok {
+		return nil, errors.New("resolver: a message with one question is needed")
+	}
+	if c.dl.After(deadline) || c.dl.Before(deadline.Add(-timeout/4)) {
+		c.dl = deadline
+		c.c.SetReadDeadline(deadline)
+	}
+	c.q, c.qs, c.id, c.n, c.err = q, qs, m.Id, 0, nil
+	if err := c.raw.Read(c.f); err != nil {
+		return nil, err
+	}
+	if c.err != nil {
+		return nil, c.err
+	}
+	return c.in[:c.n], nil
+}
+
+// step is the raw read callback of ask.
+func (c *udpConn) step(fd uintptr) bool {
+	if c.q != nil {
+		_, err := syscall.Write(int(fd), c.q)
+		if err == syscall.EINTR {
+			_, err = syscall.Write(int(fd), c.q)
+		}
+		c.q = nil
+		if err != nil {
+			c.err = os.NewSyscallError("write", err)
+			return true
+		}
+		return false
+	}
+	for {
+		n, err := syscall.Read(int(fd), c.in)
+		switch {
+		case err == syscall.EINTR:
+			continue
+		case err == syscall.EAGAIN:
+			return false
+		case err != nil:
+			c.err = os.NewSyscallError("read", err) // e.g. ECONNREFUSED: nothing listens
+			return true
+		}
+		// An answer to an earlier question that timed out, a forgery, or
+		// not an answer at all: wait on for ours.
+		if !answers(c.in[:n], c.id, c.qs) {
+			continue
+		}
+		c.n = n
+		return true
+	}
+}
+
+// questionSection returns the question of a packed message that has
+// exactly one: its name in wire form (never compressed, being the first
+// name of the message), type and class.
+func questionSection(m []byte) ([]byte, bool) {
+	if len(m) < 12 || binary.BigEndian.Uint16(m[4:]) != 1 {
+		return nil, false
+	}
+	i := 12
+	for i < len(m) && m[i] != 0 {
+		if m[i]&0xc0 != 0 { // a pointer or an unknown label type
+			return nil, false
+		}
+		i += 1 + int(m[i])
+	}
+	i += 1 + 4
+	if i > len(m) {
+		return nil, false
+	}
+	return m[12:i], true
+}
+
+// answers reports whether the packed message b is a response with the ID
+// id to the question qs (from questionSection): one question, the same
+// name (ASCII case aside), type and class.
+func answers(b []byte, id uint16, qs []byte) bool {
+	if len(b) < 12+len(qs) || binary.BigEndian.Uint16(b) != id || b[2]&0x80 == 0 || binary.BigEndian.Uint16(b[4:]) != 1 {
+		return false
+	}
+	a := b[12 : 12+len(qs)]
+	n := len(qs) - 4
+	for i := range n {
+		// Label lengths (0..63) are not letters, so folding every byte
+		// compares them exactly.
+		if x, y := a[i], qs[i]; x != y && lower(x) != lower(y) {
+			return false
+		}
+	}
+	return string(a[n:]) == string(qs[n:])
+}
+
+func lower(c byte) byte {
+	if 'A' <= c && c <= 'Z' {
+		return c + 'a' - 'A'
+	}
+	return c
+}
+
+// exchangeTCP asks m over TCP (after a truncated UDP answer), reading
+// answers until one matches m or the deadline passes.
+func exchangeTCP(ctx context.Context, server string, m *dns.Msg, deadline time.Time) (*dns.Msg, error) {
+	q, err := m.Pack()
+	if err != nil {
+		return nil, err
+	}
+	qs, ok := questionSection(q)
+	if !ok {
+		return nil, errors.New("resolver: a message with one question is needed")
+	}
+	ctx, cancel := context.WithDeadline(ctx, deadline)
+	defer cancel()
+	var d net.Dialer
+	c, err := d.DialContext(ctx, "tcp", server)
+	if err != nil {
+		return nil, err
+	}
+	defer c.Close()
+	stop := context.AfterFunc(ctx, func() { c.SetDeadline(time.Now()) })
+	defer stop()
+	c.SetDeadline(deadline)
+	if _, err := c.Write(append(binary.BigEndian.AppendUint16(nil, uint16(len(q))), q...)); err != nil {
+		return nil, err
+	}
+	for {
+		var l [2]byte
+		if _, err := io.ReadFull(c, l[:]); err != nil {
+			return nil, err
+		}
+		buf := make([]byte, binary.BigEndian.Uint16(l[:]))
+		if _, err := io.ReadFull(c, buf); err != nil {
+			return nil, err
+		}
+		if !answers(buf, m.Id, qs) {
+			continue
+		}
+		in := new(dns.Msg)
+		if err := in.Unpack(buf); err != nil {
+			return nil, err
+		}
+		return in, nil
+	}
+}
+
+// Exchange sends m, which must hold one question, to server (host:port)
+// and returns the answer as the server gave it, whatever its rcode: over
+// UDP, and over TCP when the UDP answer is truncated; timeout bounds the
+// whole. It is the lower level under Client for callers that choose the
+// server and the flags themselves (`mailnode dns check` asks parent zones'
+// servers without recursion, and reads rcodes and authority sections).
+//
+// An answer is accepted only when it comes from the address asked (the
+// UDP socket is connected to it) and carries m's ID, and its question has
+// the name (case aside), type and class of m's: anything else is dropped
+// and Exchange waits on. Errors are temporary *net.DNSError (IsTimeout
+// when no answer came).
+func Exchange(ctx context.Context, server string, m *dns.Msg, timeout time.Duration) (*dns.Msg, error) {
+	name := ""
+	if len(m.Question) > 0 {
+		name = m.Question[0].Name
+	}
+	if timeout <= 0 {
+		timeout = DefaultTimeout
+	}
+	deadline := time.Now().Add(timeout)
+	if d, ok := ctx.Deadline(); ok && d.Before(deadline) {
+		deadline = d
+	}
+	in, err := exchange(ctx, server, m, deadline, timeout)
+	if err != nil {
+		return nil, dnsError(ctx, err, name, server)
+	}
+	return in, nil
+}
+
+func exchange(ctx context.Context, server string, m *dns.Msg, deadline time.Time, timeout time.Duration) (*dns.Msg, error) {
+	conn, err := dialUDP(ctx, server)
+	if err != nil {
+		return nil, err
+	}
+	defer conn.c.Close()
+	conn.dl = deadline
+	conn.c.SetReadDeadline(deadline)
+	stop := context.AfterFunc(ctx, func() { conn.c.SetReadDeadline(time.Now()) })
+	defer stop()
+	b, err := conn.ask(m, deadline, timeout)
+	if err != nil {
+		return nil, err
+	}
+	in := new(dns.Msg)
+	if err := in.Unpack(b); err != nil {
+		return nil, err
+	}
+	if in.Truncated {
+		return exchangeTCP(ctx, server, m, deadline)
+	}
+	return in, nil
 }

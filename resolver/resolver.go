@@ -1,6 +1,12 @@
-// Package resolver is mailnode's DNS client. Client asks one server, the
-// inventory's node.resolver, caches answers for their TTL and reuses its
-// sockets: milterd's SPF, DKIM, DMARC and DNSBL lookups all go through it.
+// Package resolver is mailnode's one DNS client. Client asks one server,
+// the inventory's node.resolver, caches answers for their TTL and reuses
+// its sockets: milterd's SPF, DKIM, DMARC and DNSBL lookups all go through
+// it. Exchange is the lower level under it for `mailnode dns check`, which
+// picks the server (a parent zone's) and the flags itself and reads the
+// rcode and the authority section. Both accept an answer only when it comes
+// from the server asked and matches the question's ID, name, type and
+// class.
+//
 // Resolver is the seam the callers ask through.
 package resolver
 
