@@ -691,6 +691,7 @@ func (c *Checker) checkSPF(ctx context.Context, r Result, inv *inventory.Invento
 		return r
 	}
 	res := resolver.NewClient(c.Resolver, c.q.timeout)
+	defer res.Close()
 	var got []string
 	r.Status = StatusOK
 	for _, ip := range addrs {

@@ -41,10 +41,11 @@ type Client struct {
 	Addr    string        // host:port
 	Timeout time.Duration // per question; DefaultTimeout when 0
 
-	mu    sync.Mutex
-	cache map[cacheKey]cacheEntry
-	conns chan *udpConn
-	now   func() time.Time
+	mu     sync.Mutex
+	cache  map[cacheKey]cacheEntry
+	conns  chan *udpConn
+	closed bool
+	now    func() time.Time
 }
 
 // Cache bounds.
@@ -68,6 +69,28 @@ type cacheEntry struct {
 // NewClient returns a Client for addr (host:port).
 func NewClient(addr string, timeout time.Duration) *Client {
 	return &Client{Addr: addr, Timeout: timeout}
+}
+
+// Close closes the idle sockets and makes every later question use a
+// socket of its own that it closes when it ends; a question in flight
+// closes its socket when it ends. The cache stays, and questions are still
+// answered: a transaction that started before a reload and holds the old
+// Client finishes normally, and nothing is left open after it.
+func (r *Client) Close() error {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	r.closed = true
+	if r.conns == nil {
+		return nil
+	}
+	for {
+		select {
+		case c := <-r.conns:
+			c.c.Close()
+		default:
+			return nil
+		}
+	}
 }
 
 func (r *Client) clock() time.Time {
@@ -127,13 +150,18 @@ func (r *Client) getConn(ctx context.Context) (*udpConn, error) {
 }
 
 // putConn keeps a socket that answered cleanly for the next question, or
-// closes it when the Client has enough idle ones.
+// closes it when the Client is closed or has enough idle ones.
 func (r *Client) putConn(c *udpConn) {
-	select {
-	case r.conns <- c:
-	default:
-		c.c.Close()
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	if !r.closed {
+		select {
+		case r.conns <- c:
+			return
+		default:
+		}
 	}
+	c.c.Close()
 }
 
 func (r *Client) timeout() time.Duration {

@@ -140,6 +140,7 @@ func TestHostileAnswers(t *testing.T) {
 		addr := hostile(t, false, truncate)
 		ctx := context.Background()
 		r := NewClient(addr, 2*time.Second)
+		defer r.Close()
 		for range 3 { // the socket is reused: late forgeries must not confuse the next question
 			r.mu.Lock()
 			r.cache = nil
@@ -164,6 +165,7 @@ func TestHostileOnly(t *testing.T) {
 	addr := hostile(t, true, false)
 	ctx := context.Background()
 	r := NewClient(addr, 300*time.Millisecond)
+	defer r.Close()
 	start := time.Now()
 	txt, err := r.LookupTXT(ctx, "hostile.test")
 	var de *net.DNSError
