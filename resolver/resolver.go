@@ -7,7 +7,8 @@
 // from the server asked and matches the question's ID, name, type and
 // class.
 //
-// Resolver is the seam the callers ask through.
+// Resolver is the seam the callers ask through; Mock answers it from maps
+// in tests.
 package resolver
 
 import (
@@ -29,7 +30,10 @@ type Resolver interface {
 	LookupA(ctx context.Context, name string) ([]netip.Addr, error)
 }
 
-var _ Resolver = (*Client)(nil)
+var (
+	_ Resolver = (*Client)(nil)
+	_ Resolver = (*Mock)(nil)
+)
 
 // IsTemporary reports whether err is a DNS failure that may go away
 // (temperror), as opposed to a permanent answer. An error of unknown kind
