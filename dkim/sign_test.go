@@ -2,6 +2,7 @@ package dkim
 
 import (
 	"bytes"
+	"context"
 	"crypto"
 	"crypto/ed25519"
 	"encoding/base64"
@@ -14,6 +15,7 @@ import (
 	"time"
 
 	msgauth "github.com/emersion/go-msgauth/dkim"
+	"github.com/mailnode/mailnode/resolver"
 )
 
 var update = flag.Bool("update", false, "rewrite golden files")
@@ -99,26 +101,18 @@ func signMessage(t testing.TB, keys []Key, msg []byte) ([]byte, []string) {
 	return out.Bytes(), sigs
 }
 
+// lookupFor publishes keys (resolver.Mock) for go-msgauth's verifier.
 func lookupFor(t testing.TB, keys []Key) func(string) ([]string, error) {
-	return func(name string) ([]string, error) {
-		for _, k := range keys {
-			if name == k.Selector+"._domainkey."+k.Domain {
-				v, err := TXTValue(k.Signer)
-				if err != nil {
-					t.Fatal(err)
-				}
-				return []string{v}, nil
-			}
+	db := &resolver.Mock{TXT: map[string][]string{}}
+	for _, k := range keys {
+		v, err := TXTValue(k.Signer)
+		if err != nil {
+			t.Fatal(err)
 		}
-		return nil, &testDNSError{name}
+		db.TXT[k.Selector+"._domainkey."+k.Domain] = []string{v}
 	}
+	return func(name string) ([]string, error) { return db.LookupTXT(context.Background(), name) }
 }
-
-type testDNSError struct{ name string }
-
-func (e *testDNSError) Error() string   { return "no such host " + e.name }
-func (e *testDNSError) Timeout() bool   { return false }
-func (e *testDNSError) Temporary() bool { return false }
 
 func TestSignGolden(t *testing.T) {
 	keys := testKeys(t)

@@ -16,7 +16,8 @@ import (
 
 	"github.com/mailnode/mailnode/dkim"
 	"github.com/mailnode/mailnode/inventory"
-	"github.com/mailnode/mailnode/spam"
+	"github.com/mailnode/mailnode/mailauth"
+	"github.com/mailnode/mailnode/resolver"
 )
 
 // Status is the verdict of one check.
@@ -689,11 +690,12 @@ func (c *Checker) checkSPF(ctx context.Context, r Result, inv *inventory.Invento
 		r.Detail = "node.addresses is empty: nothing to evaluate"
 		return r
 	}
-	res := spam.NewResolver(c.Resolver, c.q.timeout)
+	res := resolver.NewClient(c.Resolver, c.q.timeout)
+	defer res.Close()
 	var got []string
 	r.Status = StatusOK
 	for _, ip := range addrs {
-		s := spam.CheckSPF(ctx, res, ip, inv.Node.Hostname, "postmaster@"+domain)
+		s := mailauth.CheckSPF(ctx, res, ip, inv.Node.Hostname, "postmaster@"+domain)
 		e := ip.String() + " " + string(s.Result)
 		if s.Result != spf.Pass {
 			r.Status = StatusFail

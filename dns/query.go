@@ -9,6 +9,7 @@ import (
 	"sync"
 	"time"
 
+	"github.com/mailnode/mailnode/resolver"
 	mdns "github.com/miekg/dns"
 )
 
@@ -66,8 +67,9 @@ type qkey struct {
 	rd           bool
 }
 
-// ask sends one question to server (host:port), over UDP and over TCP when
-// the answer is truncated, retrying a timeout attempts-1 times.
+// ask sends one question to server (host:port) through resolver.Exchange
+// (UDP, TCP when the answer is truncated; only an answer that matches the
+// question is taken), retrying a timeout attempts-1 times.
 func (q *querier) ask(ctx context.Context, server, name string, qtype uint16, rd bool) answer {
 	name = mdns.Fqdn(strings.ToLower(name))
 	k := qkey{server, name, qtype, rd}
@@ -97,12 +99,7 @@ func (q *querier) exchange(ctx context.Context, server, name string, qtype uint1
 		err error
 	)
 	for i := 0; i < max(q.attempts, 1); i++ {
-		c := mdns.Client{Net: "udp", UDPSize: 1232, Timeout: q.timeout}
-		in, _, err = c.ExchangeContext(ctx, m, server)
-		if err == nil && in.Truncated {
-			c.Net = "tcp"
-			in, _, err = c.ExchangeContext(ctx, m, server)
-		}
+		in, err = resolver.Exchange(ctx, server, m, q.timeout)
 		if err == nil || !isTimeout(err) || ctx.Err() != nil {
 			break
 		}

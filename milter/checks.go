@@ -2,8 +2,6 @@ package milter
 
 import (
 	"context"
-	"net"
-	"strings"
 	"time"
 
 	"github.com/emersion/go-msgauth/authres"
@@ -43,30 +41,10 @@ type CheckRun interface {
 	Abort()
 }
 
-// LookupTXT resolves TXT records. Errors that are net.Error with
-// Temporary() true count as temporary (temperror), others as permanent.
+// LookupTXT resolves TXT records: the LookupTXT method of a
+// resolver.Resolver (resolver.Client on node.resolver in milterd). Errors
+// for which resolver.IsTemporary holds are temperror, others permanent.
 type LookupTXT func(ctx context.Context, name string) ([]string, error)
-
-// ResolverLookup returns a LookupTXT that asks only the DNS server at
-// addr (the inventory's node.resolver, host:port) and gives up after timeout.
-// A timeout or SERVFAIL is a temporary error, NXDOMAIN a permanent one.
-func ResolverLookup(addr string, timeout time.Duration) LookupTXT {
-	r := &net.Resolver{
-		PreferGo: true,
-		Dial: func(ctx context.Context, network, _ string) (net.Conn, error) {
-			var d net.Dialer
-			return d.DialContext(ctx, network, addr)
-		},
-	}
-	return func(ctx context.Context, name string) ([]string, error) {
-		ctx, cancel := context.WithTimeout(ctx, timeout)
-		defer cancel()
-		if !strings.HasSuffix(name, ".") {
-			name += "." // never the search list
-		}
-		return r.LookupTXT(ctx, name)
-	}
-}
 
 // DKIMCheck verifies every DKIM signature (up to MaxSignatures) with
 // dkim.Verifier: the key lookups start as soon as the header is complete,

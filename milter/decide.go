@@ -23,8 +23,8 @@ import (
 	"strings"
 
 	"github.com/mailnode/mailnode/inventory"
+	"github.com/mailnode/mailnode/mailauth"
 	"github.com/mailnode/mailnode/policy"
-	"github.com/mailnode/mailnode/spam"
 )
 
 // Action is what milterd does with a message.
@@ -144,7 +144,7 @@ func Decide(p Policy, env Envelope, fromHeaders []string, hasSelectors func(doma
 		d.Origin = OriginTrust
 	}
 	if len(fromHeaders) == 1 {
-		if l, err := spam.ParseFrom(fromHeaders[0]); err == nil && len(l) == 1 {
+		if l, err := mailauth.ParseFrom(fromHeaders[0]); err == nil && len(l) == 1 {
 			d.From = l[0].Address
 			_, d.FromDomain = inventory.SplitAddress(d.From)
 		}

@@ -5,7 +5,6 @@ import (
 	"context"
 	"crypto/ed25519"
 	"log/slog"
-	"net"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -18,6 +17,7 @@ import (
 	"github.com/mailnode/mailnode/dkim"
 	"github.com/mailnode/mailnode/inventory"
 	"github.com/mailnode/mailnode/milter/miltertest"
+	"github.com/mailnode/mailnode/resolver"
 	"github.com/mailnode/mailnode/test/harness"
 )
 
@@ -57,28 +57,21 @@ func testKeys(t testing.TB) (local map[string][]dkim.Key, outside dkim.Key) {
 	return map[string][]dkim.Key{"example.com": {k1, k2}, "example.net": {k3}}, k4
 }
 
-// fakeDNS publishes the test keys; tempfail.org times out.
-func fakeDNS(t testing.TB) LookupTXT {
+// testDNS publishes the test keys; tempfail.org times out.
+func testDNS(t testing.TB) *resolver.Mock {
 	local, outside := testKeys(t)
 	all := append(append([]dkim.Key{}, local["example.com"]...), append(local["example.net"], outside)...)
-	return func(ctx context.Context, name string) ([]string, error) {
-		name = strings.TrimSuffix(name, ".")
-		if strings.HasSuffix(name, "tempfail.org") {
-			return nil, &net.DNSError{Err: "i/o timeout", Name: name, IsTimeout: true, IsTemporary: true}
-		}
-		for _, k := range all {
-			if name == k.Selector+"._domainkey."+k.Domain {
-				v, _ := dkim.TXTValue(k.Signer)
-				return []string{v}, nil
-			}
-		}
-		return nil, &net.DNSError{Err: "no such host", Name: name, IsNotFound: true}
+	m := &resolver.Mock{TXT: map[string][]string{}, Fail: []string{"tempfail.org"}}
+	for _, k := range all {
+		v, _ := dkim.TXTValue(k.Signer)
+		m.TXT[k.Selector+"._domainkey."+k.Domain] = []string{v}
 	}
+	return m
 }
 
 func testFilter(t testing.TB) (*Filter, *harness.SyncBuffer) {
 	local, _ := testKeys(t)
-	f := NewFilter(testInventory(t), local, fakeDNS(t))
+	f := NewFilter(testInventory(t), local, testDNS(t).LookupTXT)
 	f.Now = func() time.Time { return fixedNow }
 	buf := &harness.SyncBuffer{}
 	f.Log = slog.New(slog.NewTextHandler(buf, nil))
@@ -157,7 +150,7 @@ func pyVerify(t testing.TB, msg []byte) (bool, string) {
 
 func goVerify(t testing.TB, msg []byte) []*msgauth.Verification {
 	t.Helper()
-	lookup := fakeDNS(t)
+	lookup := testDNS(t).LookupTXT
 	vs, err := msgauth.VerifyWithOptions(bytes.NewReader(msg), &msgauth.VerifyOptions{
 		LookupTXT: func(n string) ([]string, error) { return lookup(context.Background(), n) },
 	})

@@ -13,6 +13,7 @@ import (
 	"github.com/mailnode/mailnode/inventory"
 	"github.com/mailnode/mailnode/milter/miltertest"
 	"github.com/mailnode/mailnode/policy"
+	"github.com/mailnode/mailnode/resolver"
 	"github.com/mailnode/mailnode/spam"
 	"github.com/mailnode/mailnode/spam/spamtest"
 )
@@ -147,7 +148,7 @@ func spamFilter(t *testing.T, eng spam.Engine, edit func(*inventory.Spam)) *Filt
 	if edit != nil {
 		edit(&inv.Spam)
 	}
-	f.Checks = InboundChecks(inv, spam.NewResolver(d.Addr, time.Second), fakeDNS(t))
+	f.Checks = InboundChecks(inv, resolver.NewClient(d.Addr, time.Second), testDNS(t).LookupTXT)
 	sc := f.Checks[len(f.Checks)-1].(*SpamCheck)
 	sc.Now = func() time.Time { return fixedNow }
 	if eng != nil {
@@ -468,7 +469,7 @@ func TestSpamDNSDown(t *testing.T) {
 	f, _ := testFilter(t)
 	inv := testInventory(t)
 	inv.Spam.DNSBL = []string{"bl.test"}
-	f.Checks = InboundChecks(inv, spam.NewResolver("127.0.0.1:1", 200*time.Millisecond), fakeDNS(t))
+	f.Checks = InboundChecks(inv, resolver.NewClient("127.0.0.1:1", 200*time.Millisecond), testDNS(t).LookupTXT)
 	r := spamMsg{}.run(f)
 	ar := header(r, "Authentication-Results")
 	if !strings.Contains(ar, "spf=temperror") || !strings.Contains(ar, "dmarc=temperror") {

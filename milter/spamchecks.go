@@ -11,6 +11,8 @@ import (
 	"github.com/emersion/go-msgauth/dmarc"
 	"github.com/mailnode/mailnode/dkim"
 	"github.com/mailnode/mailnode/inventory"
+	"github.com/mailnode/mailnode/mailauth"
+	"github.com/mailnode/mailnode/resolver"
 	"github.com/mailnode/mailnode/spam"
 )
 
@@ -33,7 +35,7 @@ import (
 //
 // Every DNS question goes to r (node.resolver) with its timeout; DKIM keys
 // through lookup.
-func InboundChecks(inv *inventory.Inventory, r *spam.Resolver, lookup LookupTXT) []Check {
+func InboundChecks(inv *inventory.Inventory, r resolver.Resolver, lookup LookupTXT) []Check {
 	s := inv.Spam
 	sc := &SpamCheck{
 		TagScore:    s.TagScore,
@@ -88,7 +90,7 @@ func (c *SPFCheck) Start(env Envelope, _ []dkim.Header) CheckRun {
 	ip, _ := netip.ParseAddr(strings.TrimPrefix(env.ClientAddr, "IPv6:"))
 	go func() {
 		defer close(r.done)
-		r.res = spam.CheckSPF(ctx, c.Resolver, ip, env.Helo, env.Sender)
+		r.res = mailauth.CheckSPF(ctx, c.Resolver, ip, env.Helo, env.Sender)
 	}()
 	return r
 }
@@ -96,7 +98,7 @@ func (c *SPFCheck) Start(env Envelope, _ []dkim.Header) CheckRun {
 type spfRun struct {
 	cancel context.CancelFunc
 	done   chan struct{}
-	res    spam.SPF
+	res    mailauth.SPF
 }
 
 func (r *spfRun) Body([]byte) error { return nil }
@@ -123,7 +125,7 @@ func (r *spfRun) End(ctx context.Context) []authres.Result {
 
 // DMARCCheck evaluates the From: domain's DMARC policy.
 type DMARCCheck struct {
-	LookupTXT  spam.TXTLookup
+	LookupTXT  mailauth.TXTLookup
 	Quarantine bool // hold failing p=reject mail instead of rejecting it
 }
 
@@ -141,7 +143,7 @@ func (c *DMARCCheck) Start(_ Envelope, headers []dkim.Header) CheckRun {
 		}
 	}
 	if len(from) == 1 {
-		if l, err := spam.ParseFrom(from[0]); err == nil && len(l) == 1 {
+		if l, err := mailauth.ParseFrom(from[0]); err == nil && len(l) == 1 {
 			_, r.domain = inventory.SplitAddress(l[0].Address)
 		}
 	}
@@ -152,7 +154,7 @@ func (c *DMARCCheck) Start(_ Envelope, headers []dkim.Header) CheckRun {
 	}
 	go func() {
 		defer close(r.done)
-		r.rec, r.sub, r.err = spam.LookupDMARC(ctx, c.LookupTXT, r.domain)
+		r.rec, r.sub, r.err = mailauth.LookupDMARC(ctx, c.LookupTXT, r.domain)
 	}()
 	return r
 }
@@ -177,7 +179,7 @@ func (r *dmarcRun) End(ctx context.Context) []authres.Result {
 
 func (r *dmarcRun) EndAfter(ctx context.Context, prior []authres.Result, v *Verdict) []authres.Result {
 	defer r.cancel()
-	in := spam.DMARCInput{FromDomain: r.domain}
+	in := mailauth.DMARCInput{FromDomain: r.domain}
 	for _, p := range prior {
 		switch x := p.(type) {
 		case *authres.SPFResult:
@@ -196,12 +198,12 @@ func (r *dmarcRun) EndAfter(ctx context.Context, prior []authres.Result, v *Verd
 			}
 		}
 	}
-	var d spam.DMARC
+	var d mailauth.DMARC
 	select {
 	case <-r.done:
-		d = spam.EvaluateDMARC(r.rec, r.sub, r.err, in)
+		d = mailauth.EvaluateDMARC(r.rec, r.sub, r.err, in)
 	case <-ctx.Done():
-		d = spam.DMARC{Result: "temperror", Domain: r.domain, Disposition: dmarc.PolicyNone, Reason: "DMARC lookup timed out"}
+		d = mailauth.DMARC{Result: "temperror", Domain: r.domain, Disposition: dmarc.PolicyNone, Reason: "DMARC lookup timed out"}
 	}
 	v.DMARC = d
 	res := &authres.DMARCResult{Value: authres.ResultValue(d.Result), From: d.Domain}

@@ -11,6 +11,7 @@ import (
 	"github.com/emersion/go-msgauth/authres"
 	"github.com/mailnode/mailnode/dkim"
 	"github.com/mailnode/mailnode/inventory"
+	"github.com/mailnode/mailnode/mailauth"
 	"github.com/mailnode/mailnode/spam"
 )
 
@@ -188,7 +189,7 @@ func (t *Transaction) Header(name, value string) error {
 // authServID returns the lower-cased authserv-id of an
 // Authentication-Results value (RFC 8601: the first token, before ";").
 func authServID(v string) string {
-	v, _, _ = strings.Cut(spam.Unfold(v), ";")
+	v, _, _ = strings.Cut(mailauth.Unfold(v), ";")
 	f := strings.Fields(v)
 	if len(f) == 0 {
 		return ""

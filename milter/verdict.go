@@ -3,6 +3,7 @@ package milter
 import (
 	"strings"
 
+	"github.com/mailnode/mailnode/mailauth"
 	"github.com/mailnode/mailnode/spam"
 )
 
@@ -38,7 +39,7 @@ const (
 // Authentication-Results: DMARC's disposition and the spam score. It is
 // part of the Decision record.
 type Verdict struct {
-	DMARC spam.DMARC // result, policy and disposition (Result "" when DMARC did not run)
+	DMARC mailauth.DMARC // result, policy and disposition (Result "" when DMARC did not run)
 
 	Scored       bool          // the spam checks ran: the X-Spam headers are added
 	Score        float64       // builtin + engine

@@ -9,6 +9,7 @@ import (
 
 	"blitiri.com.ar/go/spf"
 	"github.com/mailnode/mailnode/dkim"
+	"github.com/mailnode/mailnode/mailauth"
 )
 
 // The builtin checks and their weights. Each adds its weight to the score
@@ -119,7 +120,7 @@ func HeaderSymbols(headers []dkim.Header, now time.Time, isLocal func(domain str
 	case 0:
 		out = append(out, sym("MN_MISSING_FROM"))
 	case 1:
-		l, err := ParseFrom(from[0])
+		l, err := mailauth.ParseFrom(from[0])
 		if err != nil || len(l) == 0 {
 			out = append(out, sym("MN_BAD_FROM"))
 			break
@@ -137,7 +138,7 @@ func HeaderSymbols(headers []dkim.Header, now time.Time, isLocal func(domain str
 	}
 	if len(date) == 0 {
 		out = append(out, sym("MN_MISSING_DATE"))
-	} else if t, err := parseDate(strings.TrimSpace(Unfold(date[0]))); err != nil {
+	} else if t, err := parseDate(strings.TrimSpace(mailauth.Unfold(date[0]))); err != nil {
 		out = append(out, sym("MN_BAD_DATE"))
 	} else if t.After(now.Add(24 * time.Hour)) {
 		out = append(out, sym("MN_FUTURE_DATE"))

@@ -14,6 +14,7 @@ import (
 
 	"github.com/mailnode/mailnode/inventory"
 	"github.com/mailnode/mailnode/milter"
+	"github.com/mailnode/mailnode/resolver"
 	"github.com/mailnode/mailnode/spam"
 	"github.com/mailnode/mailnode/spam/spamtest"
 )
@@ -77,7 +78,7 @@ func runChain(f *milter.Filter, spread uint32, headers [][2]string, body []byte)
 
 // chainFilter is milterd's Filter with the inbound chain for inv, its DNS
 // through r, and eng as the engine (nil: builtin).
-func chainFilter(tb testing.TB, inv *inventory.Inventory, r *spam.Resolver, eng spam.Engine) *milter.Filter {
+func chainFilter(tb testing.TB, inv *inventory.Inventory, r *resolver.Client, eng spam.Engine) *milter.Filter {
 	f := milter.NewFilter(inv, nil, r.LookupTXT)
 	f.Checks = milter.InboundChecks(inv, r, r.LookupTXT)
 	if eng != nil {
@@ -88,14 +89,14 @@ func chainFilter(tb testing.TB, inv *inventory.Inventory, r *spam.Resolver, eng 
 	return f
 }
 
-func benchSetup(tb testing.TB) (*inventory.Inventory, *spam.Resolver, *spamtest.DNS) {
+func benchSetup(tb testing.TB) (*inventory.Inventory, *resolver.Client, *spamtest.DNS) {
 	d := spamtest.StartDNS(tb, benchZone)
 	inv, err := inventory.Load("../examples/inventory.yaml")
 	if err != nil {
 		tb.Fatal(err)
 	}
 	inv.Spam.DNSBL = []string{"bl.test", "bl2.test"}
-	return inv, spam.NewResolver(d.Addr, time.Second), d
+	return inv, resolver.NewClient(d.Addr, time.Second), d
 }
 
 // measureChain runs n messages through f, conc at a time, after one

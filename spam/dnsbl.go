@@ -5,9 +5,12 @@ import (
 	"net/netip"
 	"strconv"
 	"strings"
+
+	"github.com/mailnode/mailnode/resolver"
 )
 
-// ALookup resolves the A records of a name; *Resolver implements it.
+// ALookup resolves the A records of a name; every resolver.Resolver
+// (resolver.Client on node.resolver, resolver.Mock in tests) implements it.
 type ALookup interface {
 	LookupA(ctx context.Context, name string) ([]netip.Addr, error)
 }
@@ -98,7 +101,7 @@ func checkZone(ctx context.Context, r ALookup, ip netip.Addr, l *Listing) {
 	}
 	addrs, err := r.LookupA(ctx, name)
 	if err != nil {
-		if IsTemporary(err) {
+		if resolver.IsTemporary(err) {
 			l.Err = err
 		}
 		return

@@ -1,8 +1,9 @@
-// Package spam holds the pieces of mailnode's spam gate that do not depend
-// on the milter protocol: a resolver that asks only node.resolver, SPF and
-// DMARC evaluation, DNSBL lookups, the builtin checks with their weights,
-// and clients for the two real engines, rspamd (HTTP /checkv2) and
-// SpamAssassin's spamd (SPAMC/1.5).
+// Package spam is mailnode's spam gate without the milter protocol: the
+// builtin checks with their weights (GTUBE, header sanity, the SPF, DKIM and
+// DMARC results turned into symbols), DNSBL lookups of the client through a
+// resolver (package resolver), and clients for the two real engines, rspamd
+// (HTTP /checkv2) and SpamAssassin's spamd (SPAMC/1.5). SPF and DMARC
+// themselves are evaluated by package mailauth.
 //
 // milterd (package milter) runs these in its inbound chain on exactly the
 // mail the ACL matrix says is spam-checked; see milter/spamchecks.go for

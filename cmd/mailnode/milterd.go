@@ -13,7 +13,6 @@ import (
 	"github.com/mailnode/mailnode/inventory"
 	"github.com/mailnode/mailnode/milter"
 	"github.com/mailnode/mailnode/policy"
-	"github.com/mailnode/mailnode/spam"
 	"github.com/urfave/cli/v2"
 )
 
@@ -70,18 +69,12 @@ error is logged); SIGTERM and SIGINT stop accepting and let open sessions end.`,
 			logw := policy.NewMailLog(os.Stderr)
 			defer logw.Close()
 			log := slog.New(slog.NewTextHandler(logw, nil))
-			build := func(inv *inventory.Inventory, keys map[string][]dkim.Key) *milter.Filter {
-				// One caching resolver on node.resolver for every check,
-				// DKIM key lookups included.
-				res := spam.NewResolver(inv.Node.Resolver, c.Duration("dns-timeout"))
-				lookup := milter.LookupTXT(res.LookupTXT)
-				f := milter.NewFilter(inv, keys, lookup)
-				// The inbound chain: SPF, DKIM, DMARC and the spam gate (spam.engine).
-				f.Checks = milter.InboundChecks(inv, res, lookup)
-				f.Log = log
-				f.CheckTimeout = max(2*c.Duration("dns-timeout"), milter.EngineTimeout+5*time.Second)
-				return f
-			}
+			// One caching resolver on node.resolver for every check, DKIM
+			// key lookups included, kept across reloads while
+			// node.resolver stays the same.
+			b := &milter.Builder{DNSTimeout: c.Duration("dns-timeout"), Log: log}
+			defer b.Close()
+			build := b.Filter
 			srv := milter.NewServer(build(inv, keys))
 			// SIGHUP: reload the inventory and the keys; keep the running
 			// ones when either is broken (a missing key must not stop signing).

@@ -1,4 +1,14 @@
-package spam
+// Package mailauth evaluates who may send for a domain: SPF (RFC 7208)
+// for the MAIL FROM or HELO identity, DMARC (RFC 7489) for the From:
+// domain against the aligned SPF and DKIM results, the organizational
+// domain both align on, and the parsing of the From: header field that
+// names that domain. DNS goes through the caller's resolver (package
+// resolver); DKIM verification itself is package dkim.
+//
+// milterd's inbound chain (milter/spamchecks.go) runs SPF and DMARC on
+// mail the ACL matrix spam-checks; `mailnode dns check` evaluates a
+// domain's SPF policy for the node's own addresses.
+package mailauth
 
 import (
 	"context"

@@ -1,4 +1,4 @@
-package spam
+package mailauth
 
 import (
 	"fmt"

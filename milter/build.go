@@ -1,0 +1,62 @@
+package milter
+
+import (
+	"log/slog"
+	"sync"
+	"time"
+
+	"github.com/mailnode/mailnode/dkim"
+	"github.com/mailnode/mailnode/inventory"
+	"github.com/mailnode/mailnode/resolver"
+)
+
+// Builder makes milterd's Filter for an inventory and its keys, at start
+// and on every SIGHUP. Every Filter it makes asks DNS through one
+// resolver.Client on node.resolver. A reload keeps that Client, with its
+// cache and sockets, while node.resolver stays the same; when it changed,
+// the old Client is closed: sessions that started before the reload use it
+// to their end (Close leaves it working, see resolver.Client.Close) and
+// their sockets are closed as their questions end, so reloads leave
+// nothing open behind them.
+type Builder struct {
+	DNSTimeout time.Duration // one DNS question; resolver.DefaultTimeout when 0
+	Log        *slog.Logger
+
+	mu  sync.Mutex
+	res *resolver.Client
+}
+
+// Filter returns the Filter for inv and keys: the inbound chain (SPF, DKIM,
+// DMARC, the spam gate) with its DNS, DKIM key lookups included, through
+// the Builder's resolver.
+func (b *Builder) Filter(inv *inventory.Inventory, keys map[string][]dkim.Key) *Filter {
+	timeout := b.DNSTimeout
+	if timeout <= 0 {
+		timeout = resolver.DefaultTimeout
+	}
+	b.mu.Lock()
+	if b.res == nil || b.res.Addr != inv.Node.Resolver {
+		if b.res != nil {
+			b.res.Close()
+		}
+		b.res = resolver.NewClient(inv.Node.Resolver, timeout)
+	}
+	res := b.res
+	b.mu.Unlock()
+	lookup := LookupTXT(res.LookupTXT)
+	f := NewFilter(inv, keys, lookup)
+	f.Checks = InboundChecks(inv, res, lookup)
+	f.Log = b.Log
+	f.CheckTimeout = max(2*timeout, EngineTimeout+5*time.Second)
+	return f
+}
+
+// Close closes the resolver of the last Filter made.
+func (b *Builder) Close() error {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	if b.res == nil {
+		return nil
+	}
+	return b.res.Close()
+}
