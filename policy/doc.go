@@ -1,15 +1,17 @@
-// Package policy is policyd: the from/to/auth ACL matrix of DESIGN.md served
-// to Postfix over its SMTP access policy delegation protocol
+// Package policy is policyd: the from/to/auth ACL matrix of docs/design.md
+// served to Postfix over its SMTP access policy delegation protocol
 // (SMTPD_POLICY_README).
 //
 // The package has two halves, as everything in mailnode:
 //
 //   - Decide is a pure function of (request, inventory, options) that returns
 //     one Decision record: the matrix cell (sender class, recipient class,
-//     none/auth/trust), the action, a named Reason and the exact reply. It
-//     answers only DUNNO or a 550 — never OK, never an empty action — so a
-//     wrong answer cannot open the relay: Postfix's own permit_mynetworks,
-//     permit_sasl_authenticated, reject_unauth_destination still follow.
+//     none/auth/trust), the action, a named Reason and the exact reply. The
+//     matrix itself is package acl, which milterd shares; Decide adds the
+//     protocol state and the wire form. It answers only DUNNO or a 550 —
+//     never OK, never an empty action — so a wrong answer cannot open the
+//     relay: Postfix's own permit_mynetworks, permit_sasl_authenticated,
+//     reject_unauth_destination still follow.
 //   - Server does the I/O: framing, limits and timeouts, one goroutine per
 //     active Postfix connection, many requests per connection, hot
 //     inventory reload, metrics and the mail log. A connection holds a

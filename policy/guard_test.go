@@ -10,6 +10,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/mailnode/mailnode/acl"
 	"github.com/mailnode/mailnode/inventory"
 	"github.com/mailnode/mailnode/state"
 	"github.com/mailnode/mailnode/state/statetest"
@@ -195,7 +196,7 @@ func TestGuardApplyCells(t *testing.T) {
 						if d != before {
 							t.Errorf("%s: Apply changed a reject: %+v -> %+v", name, before, d)
 						}
-					case SpamCheck(before.Cell):
+					case acl.SpamCheck(before.Cell):
 						if d.Greylist == "" || d.RateLimit != "" {
 							t.Errorf("%s (%s): greylist %q ratelimit %q", name, before.Cell, d.Greylist, d.RateLimit)
 						}
