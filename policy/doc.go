@@ -14,12 +14,13 @@
 //     reject_unauth_destination still follow.
 //   - Server does the I/O: framing, limits and timeouts, one goroutine per
 //     active Postfix connection, many requests per connection, hot
-//     inventory reload, metrics and the mail log. A connection holds a
-//     buffer only while a request is in flight, and one silent for
-//     ParkAfter gives up its goroutine for a shared epoll set (park.go), so
-//     ten thousand idle smtpd connections cost about 30 MiB. On a malformed
-//     request or internal trouble it sends no reply, logs a warning and
-//     closes the connection; Postfix then applies default_action (451 4.3.5).
+//     inventory reload, metrics and the mail log (package maillog). A
+//     connection holds a buffer only while a request is in flight, and one
+//     silent for ParkAfter gives up its goroutine for a shared epoll set
+//     (park.go), so ten thousand idle smtpd connections cost about 30 MiB.
+//     On a malformed request or internal trouble it sends no reply, logs a
+//     warning and closes the connection; Postfix then applies
+//     default_action (451 4.3.5).
 //
 // Postfix frames every reject of a policy service as an access-table
 // result: the client sees "550 5.7.1 <rcpt>: Recipient address rejected:

@@ -12,6 +12,7 @@ import (
 
 	"github.com/mailnode/mailnode/acl"
 	"github.com/mailnode/mailnode/inventory"
+	"github.com/mailnode/mailnode/maillog"
 	"github.com/mailnode/mailnode/state"
 	"github.com/mailnode/mailnode/state/statetest"
 	"github.com/mailnode/mailnode/test/harness"
@@ -280,7 +281,7 @@ func TestStateFailureNoReply(t *testing.T) {
 // greylist and rate limit verdicts, and the counters count them.
 func TestStatefulMailLogAndMetrics(t *testing.T) {
 	var out harness.SyncBuffer
-	ml := NewMailLog(&out)
+	ml := maillog.New(&out)
 	m := NewMetrics()
 	ts, clk, _ := statefulServer(t, func(s *Server) { s.MailLog, s.Metrics = ml, m })
 	c := ts.dial(t)

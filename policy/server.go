@@ -15,6 +15,7 @@ import (
 	"time"
 
 	"github.com/mailnode/mailnode/inventory"
+	"github.com/mailnode/mailnode/maillog"
 	"github.com/mailnode/mailnode/state"
 )
 
@@ -38,7 +39,7 @@ type Server struct {
 	ParkAfter time.Duration
 
 	Log     *slog.Logger // debug and warnings
-	MailLog *MailLog     // one line per decision; nil: none
+	MailLog *maillog.Log // one line per decision; nil: none
 	Metrics *Metrics     // nil: none
 
 	state atomic.Pointer[snapshot]
@@ -751,7 +752,7 @@ func (c *conn) answer(req *Request) error {
 	c.buf.out = out
 	c.lastActive = start
 	if s.MailLog != nil {
-		s.MailLog.Decision(start, req, d, c.msg.rcpts)
+		logDecision(s.MailLog, start, req, d, c.msg.rcpts)
 	}
 	if s.Metrics != nil {
 		s.Metrics.observe(d, time.Since(start))
