@@ -161,3 +161,20 @@ func TestOptionsFrom(t *testing.T) {
 		t.Error("sender_login: strict not read")
 	}
 }
+
+// TestVerdictDecideInPlace: the in-place form gives what Decide gives, and
+// nothing of a previous verdict stays behind.
+func TestVerdictDecideInPlace(t *testing.T) {
+	inv := testInventory(t)
+	var v Verdict
+	for _, env := range []Envelope{
+		{ClientAddress: "198.51.100.7", Sender: "eve@example.org", Recipient: "frank@example.org"},
+		{ClientAddress: "198.51.100.7", Sender: "eve@example.org", Recipient: "bob@example.com"},
+		{ClientAddress: "10.20.1.1", Sender: "alice@example.com", Recipient: "frank@example.org"},
+	} {
+		v.Decide(&env, inv, Options{})
+		if want := Decide(env, inv, Options{}); v != want {
+			t.Errorf("%+v: in place %+v, Decide %+v", env, v, want)
+		}
+	}
+}

@@ -100,6 +100,15 @@ const (
 // "Please authenticate" is the normalized one the matrix matched.
 func Decide(env Envelope, inv *inventory.Inventory, opts Options) Verdict {
 	var v Verdict
+	v.Decide(&env, inv, opts)
+	return v
+}
+
+// Decide sets v to Decide(*env, inv, opts) in place. It is policyd's hot
+// path: a Verdict or Envelope passed by value is copied between registers
+// and the stack, which costs policy.Decide about 5% (BenchmarkDecide).
+func (v *Verdict) Decide(env *Envelope, inv *inventory.Inventory, opts Options) {
+	*v = Verdict{}
 	auth := inv.Authorized(env.ClientAddress, env.SASLUsername)
 	v.Cell.Auth = auth
 
@@ -117,23 +126,28 @@ func Decide(env Envelope, inv *inventory.Inventory, opts Options) Verdict {
 	switch {
 	case auth == inventory.AuthNone && v.Cell.Sender == inventory.Outside:
 		if rcpt.Class == inventory.Outside {
-			return v.reject(ReasonRelayDenied, replyRelayDenied+echo(env.Recipient)+replyRelayDeniedEnd)
+			v.reject(ReasonRelayDenied, replyRelayDenied+echo(env.Recipient)+replyRelayDeniedEnd)
+			return
 		}
 	case auth == inventory.AuthNone && v.Cell.Sender == inventory.Local:
-		return v.reject(ReasonAuthRequired, replyAuthRequired+echo(sender.Domain)+">")
+		v.reject(ReasonAuthRequired, replyAuthRequired+echo(sender.Domain)+">")
+		return
 	case v.Cell.Sender != inventory.Local:
 		// relay without authorization; outside or relay with it.
-		return v.reject(ReasonForeignSender, replyForeignSender+echo(env.Sender)+">")
+		v.reject(ReasonForeignSender, replyForeignSender+echo(env.Sender)+">")
+		return
 	default:
 		// local sender, authenticated or trusted
 		if opts.StrictSenderLogin && auth == inventory.AuthSASL && !nullSender &&
 			!inv.MayUseSender(env.SASLUsername, env.Sender) {
-			return v.reject(ReasonSenderLogin, replyForeignSender+echo(env.Sender)+">")
+			v.reject(ReasonSenderLogin, replyForeignSender+echo(env.Sender)+">")
+			return
 		}
 	}
 	// The matrix accepts. An internal list still wants an authorized local sender.
 	if rcpt.List && !(v.Cell.Sender == inventory.Local && auth != inventory.AuthNone) {
-		return v.reject(ReasonInternalList, replyListPrefix+echo(env.Recipient)+replyListEnd)
+		v.reject(ReasonInternalList, replyListPrefix+echo(env.Recipient)+replyListEnd)
+		return
 	}
 	v.Action = Accept
 	if auth == inventory.AuthNone {
@@ -142,15 +156,13 @@ func Decide(env Envelope, inv *inventory.Inventory, opts Options) Verdict {
 		v.Reason = ReasonAuthorized
 	}
 	v.SpamCheck = SpamCheck(v.Cell)
-	return v
 }
 
-func (v Verdict) reject(r Reason, reply string) Verdict {
+func (v *Verdict) reject(r Reason, reply string) {
 	v.Action = Reject
 	v.Reason = r
 	v.Reply = reply
 	v.SpamCheck = false
-	return v
 }
 
 // lookup classifies an envelope address; one without a domain is qualified
