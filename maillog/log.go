@@ -87,10 +87,9 @@ func (l *Log) Close() {
 // Dropped returns how many lines were dropped because the destination stalled.
 func (l *Log) Dropped() uint64 { return l.dropped.Load() }
 
-// Add logs one record. It never blocks on the destination.
-func (l *Log) Add(r Record) {
-	var a [512]byte
-	l.add(r.AppendTo(a[:0]))
+// Add ends a line and logs it. It never blocks on the destination.
+func (l *Log) Add(ln Line) {
+	l.add(append(ln.b, '\n'))
 }
 
 // Write takes whole lines (as a log/slog handler writes one record) into

@@ -31,9 +31,9 @@ func TestFlush(t *testing.T) {
 	var out syncBuffer
 	l := New(&out)
 	defer l.Close()
-	l.Add(Record{Time: at, Program: "policyd", Fields: []Field{Int("n", 1)}})
+	l.Add(NewLine(nil, at, "policyd").Int("n", 1))
 	l.Write([]byte("level=INFO msg=hello\n"))
-	l.Add(Record{Time: at, Program: "policyd", Fields: []Field{Int("n", 2)}})
+	l.Add(NewLine(nil, at, "policyd").Int("n", 2))
 	want := "2026-11-24T16:03:05.123Z policyd n=1\nlevel=INFO msg=hello\n2026-11-24T16:03:05.123Z policyd n=2\n"
 	deadline := time.Now().Add(20 * FlushInterval)
 	for out.String() != want {
@@ -49,13 +49,13 @@ func TestClose(t *testing.T) {
 	var out syncBuffer
 	l := New(&out)
 	for i := 0; i < 1000; i++ {
-		l.Add(Record{Time: at, Program: "milterd", Fields: []Field{Int("n", i)}})
+		l.Add(NewLine(nil, at, "milterd").Int("n", i))
 	}
 	l.Close()
 	if n := strings.Count(out.String(), "\n"); n != 1000 {
 		t.Errorf("%d lines after Close, want 1000", n)
 	}
-	l.Add(Record{Time: at, Program: "milterd"})
+	l.Add(NewLine(nil, at, "milterd"))
 	l.Close()
 	if l.Dropped() != 1 {
 		t.Errorf("Dropped() %d after one line past Close", l.Dropped())
@@ -73,10 +73,10 @@ func TestDropsWhenStalled(t *testing.T) {
 	l := New(writerFunc(func(p []byte) (int, error) { <-block; return len(p), nil }))
 	drops := 0
 	l.OnDrop = func() { drops++ }
-	r := Record{Time: at, Program: "policyd", Fields: []Field{Addr("from", strings.Repeat("x", 1000)), String("action", "DUNNO")}}
+	from := strings.Repeat("x", 1000)
 	start := time.Now()
 	for i := 0; i < 2*MaxPending/1000; i++ {
-		l.Add(r)
+		l.Add(NewLine(nil, at, "policyd").Addr("from", from).String("action", "DUNNO"))
 	}
 	if time.Since(start) > 5*time.Second {
 		t.Error("logging blocked on a stalled writer")

@@ -6,7 +6,7 @@ import (
 	"github.com/mailnode/mailnode/maillog"
 )
 
-// logDecision writes the mail log's record of one decision (package
+// logDecision writes the mail log's line for one decision (package
 // maillog). rcpt is the recipient's ordinal within the message. A line
 // reads, e.g.,
 //
@@ -18,33 +18,31 @@ import (
 //	... cell=outside/none->local rcpt=1 action="450 4.7.1 Greylisted, please try again in 300 seconds" reason=inbound greylist=new
 //	... cell=local/auth->outside rcpt=1 action=DUNNO reason=authorized ratelimit=within-limit
 //
-// The fields live in an array on the stack (indexed, not appended: the
-// compiler moves whatever append takes to the heap), so a line costs no
-// allocation beyond what the log itself buffers.
+// The line is built in an array on the stack, so it costs no allocation
+// beyond what the log itself buffers.
 func logDecision(l *maillog.Log, at time.Time, req *Request, d Decision, rcpt int) {
-	var fs [13]maillog.Field
-	fs[0] = maillog.String("queue_id", req.QueueID)
-	fs[1] = maillog.String("client", req.ClientName+"["+req.ClientAddress+"]")
-	fs[2] = maillog.String("sasl_user", req.SASLUsername)
-	fs[3] = maillog.Addr("from", req.Sender)
-	fs[4] = maillog.Addr("to", req.Recipient)
-	fs[5] = maillog.String("state", d.Stage)
-	n := 6
-	add := func(f maillog.Field) { fs[n] = f; n++ }
+	var buf [512]byte
+	ln := maillog.NewLine(buf[:0], at, "policyd")
+	ln = ln.String("queue_id", req.QueueID)
+	ln = ln.String("client", req.ClientName+"["+req.ClientAddress+"]")
+	ln = ln.String("sasl_user", req.SASLUsername)
+	ln = ln.Addr("from", req.Sender)
+	ln = ln.Addr("to", req.Recipient)
+	ln = ln.String("state", d.Stage)
 	if d.Reason != ReasonNotRcpt {
-		add(maillog.String("cell", d.Cell.String()))
-		add(maillog.Int("rcpt", rcpt))
+		ln = ln.String("cell", d.Cell.String())
+		ln = ln.Int("rcpt", rcpt)
 	}
-	add(maillog.String("action", d.Reply))
-	add(maillog.String("reason", string(d.Reason)))
+	ln = ln.String("action", d.Reply)
+	ln = ln.String("reason", string(d.Reason))
 	if d.SpamCheck {
-		add(maillog.String("spam_check", "on"))
+		ln = ln.String("spam_check", "on")
 	}
 	if d.Greylist != "" {
-		add(maillog.String("greylist", string(d.Greylist)))
+		ln = ln.String("greylist", string(d.Greylist))
 	}
 	if d.RateLimit != "" {
-		add(maillog.String("ratelimit", string(d.RateLimit)))
+		ln = ln.String("ratelimit", string(d.RateLimit))
 	}
-	l.Add(maillog.Record{Time: at, Program: "policyd", Fields: fs[:n]})
+	l.Add(ln)
 }
