@@ -22,9 +22,9 @@ package milter
 import (
 	"strings"
 
+	"github.com/mailnode/mailnode/acl"
 	"github.com/mailnode/mailnode/inventory"
 	"github.com/mailnode/mailnode/mailauth"
-	"github.com/mailnode/mailnode/policy"
 )
 
 // Action is what milterd does with a message.
@@ -118,7 +118,7 @@ type Decision struct {
 	RemovedAR  int      // forged Authentication-Results headers removed
 	Err        string   // trouble at the end of the message
 	// SpamCheck: the ACL matrix turns spam checking on for at least one
-	// recipient (policy.SpamCheck of the message's cells); then Action is
+	// recipient (acl.SpamCheck of the message's cells); then Action is
 	// Verify and Verdict holds what the inbound chain concluded.
 	SpamCheck bool
 	Verdict   Verdict
@@ -172,25 +172,25 @@ func Decide(p Policy, env Envelope, fromHeaders []string, hasSelectors func(doma
 	return d
 }
 
-// spamCheck applies policyd's rule to every cell of the ACL matrix the
-// message touches (policy.SpamCheckAny): its sender class and authorization
+// spamCheck applies the ACL matrix's rule to every cell the message
+// touches (acl.SpamCheckAny): its sender class and authorization
 // with each recipient class seen. The message is checked when any cell says
 // so: one copy goes to everyone, so a message from outside with both local
 // and relay (or outside) recipients is checked, and its verdict — headers,
 // tag, reject — applies to all recipients alike. Only the local cell turns it
 // on, so mail without a local recipient is never checked.
 //
-// The sender is classified as policyd does: the null sender is outside for
-// an unauthorized session and local for an authorized one
-// (policy.NullSenderClass); an address without a domain is qualified with
+// The sender is classified as policyd (acl.Decide) does: the null sender is
+// outside for an unauthorized session and local for an authorized one
+// (acl.NullSenderClass); an address without a domain is qualified with
 // the node's host name.
 func spamCheck(p Policy, env Envelope, origin Origin) bool {
 	auth := map[Origin]inventory.Auth{OriginNone: inventory.AuthNone, OriginSASL: inventory.AuthSASL,
 		OriginTrust: inventory.AuthTrust, OriginLocal: inventory.AuthTrust}[origin]
 	var sender inventory.Class
 	switch {
-	case policy.IsNullSender(env.Sender):
-		sender = policy.NullSenderClass(auth)
+	case acl.IsNullSender(env.Sender):
+		sender = acl.NullSenderClass(auth)
 	case !strings.Contains(env.Sender, "@"):
 		// Postfix qualifies it with myorigin before routing; policyd too.
 		if inv, ok := p.(*inventory.Inventory); ok && inv.Node.Hostname != "" {
@@ -205,5 +205,5 @@ func spamCheck(p Policy, env Envelope, origin Origin) bool {
 	if env.LocalRcpt {
 		classes |= 1 << inventory.Local
 	}
-	return policy.SpamCheckAny(sender, auth, classes)
+	return acl.SpamCheckAny(sender, auth, classes)
 }

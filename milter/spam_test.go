@@ -9,20 +9,21 @@ import (
 	"time"
 
 	gomilter "github.com/d--j/go-milter"
+	"github.com/mailnode/mailnode/acl"
 	"github.com/mailnode/mailnode/dkim"
 	"github.com/mailnode/mailnode/inventory"
 	"github.com/mailnode/mailnode/milter/miltertest"
-	"github.com/mailnode/mailnode/policy"
 	"github.com/mailnode/mailnode/resolver"
 	"github.com/mailnode/mailnode/spam"
 	"github.com/mailnode/mailnode/spam/spamtest"
 )
 
 // TestSpamCheckMatrix: milterd turns spam checking on exactly where
-// policyd's matrix does, cell by cell: every sender class (and the null
-// sender) times every authorization times every recipient class. Where
-// policyd accepts, its own decision says whether milterd must check; the
-// milter must agree with it, and with policy.SpamCheck everywhere.
+// the ACL matrix (package acl, as policyd applies it) does, cell by cell:
+// every sender class (and the null sender) times every authorization times
+// every recipient class. Where the matrix accepts, its verdict says whether
+// milterd must check; the milter must agree with it, and with acl.SpamCheck
+// everywhere.
 func TestSpamCheckMatrix(t *testing.T) {
 	inv := testInventory(t)
 	senders := map[string]string{"outside": "x@sender.test", "local": "alice@example.com", "relay": "carol@partner.org", "null": ""}
@@ -49,21 +50,21 @@ func TestSpamCheckMatrix(t *testing.T) {
 				d := tx.EndOfHeaders()
 				tx.Close()
 
-				pd := policy.Decide(policy.Request{ProtocolState: "RCPT", ClientAddress: a.client, SASLUsername: a.user,
-					Sender: sender, Recipient: rcpt}, inv, policy.Options{})
+				v := acl.Decide(acl.Envelope{ClientAddress: a.client, SASLUsername: a.user,
+					Sender: sender, Recipient: rcpt}, inv, acl.Options{})
 				cell := fmt.Sprintf("%s/%s->%s", sname, a.name, rc)
-				if d.SpamCheck != policy.SpamCheck(pd.Cell) {
-					t.Errorf("%s: milter spam check %v, policy.SpamCheck(%v) %v", cell, d.SpamCheck, pd.Cell, policy.SpamCheck(pd.Cell))
+				if d.SpamCheck != acl.SpamCheck(v.Cell) {
+					t.Errorf("%s: milter spam check %v, acl.SpamCheck(%v) %v", cell, d.SpamCheck, v.Cell, acl.SpamCheck(v.Cell))
 				}
-				if pd.Action == policy.Dunno && d.SpamCheck != pd.SpamCheck {
-					t.Errorf("%s: policyd accepts with spam check %v, milter says %v", cell, pd.SpamCheck, d.SpamCheck)
+				if v.Action == acl.Accept && d.SpamCheck != v.SpamCheck {
+					t.Errorf("%s: the matrix accepts with spam check %v, milter says %v", cell, v.SpamCheck, d.SpamCheck)
 				}
 				if d.SpamCheck != (d.Action == Verify) {
 					t.Errorf("%s: spam check %v but action %v", cell, d.SpamCheck, d.Action)
 				}
 				want := (sname == "outside" || sname == "null") && a.name == "none" && rc == inventory.Local
 				if d.SpamCheck != want {
-					t.Errorf("%s: spam check %v, DESIGN.md's matrix says %v", cell, d.SpamCheck, want)
+					t.Errorf("%s: spam check %v, docs/design.md's matrix says %v", cell, d.SpamCheck, want)
 				}
 				if d.SpamCheck {
 					on++

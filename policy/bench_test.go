@@ -13,6 +13,7 @@ import (
 	"time"
 
 	"github.com/mailnode/mailnode/inventory"
+	"github.com/mailnode/mailnode/maillog"
 	"github.com/mailnode/mailnode/policy"
 	"github.com/mailnode/mailnode/test/loadgen"
 	"github.com/mailnode/mailnode/test/procstat"
@@ -92,7 +93,7 @@ func BenchmarkServer(b *testing.B) {
 					b.Fatal(err)
 				}
 				defer f.Close()
-				s.MailLog = policy.NewMailLog(f)
+				s.MailLog = maillog.New(f)
 				defer s.MailLog.Close()
 			}
 			go s.Serve(ln)
@@ -136,7 +137,7 @@ func benchServerMain(sock string) int {
 	}
 	s := policy.NewServer(inv)
 	s.Metrics = policy.NewMetrics()
-	s.MailLog = policy.NewMailLog(io.Discard)
+	s.MailLog = maillog.New(io.Discard)
 	go func() {
 		io.Copy(io.Discard, os.Stdin) // the parent closes stdin to stop us
 		s.Shutdown(context.Background())

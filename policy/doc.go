@@ -1,22 +1,24 @@
-// Package policy is policyd: the from/to/auth ACL matrix of DESIGN.md served
-// to Postfix over its SMTP access policy delegation protocol
+// Package policy is policyd: the from/to/auth ACL matrix of docs/design.md
+// served to Postfix over its SMTP access policy delegation protocol
 // (SMTPD_POLICY_README).
 //
 // The package has two halves, as everything in mailnode:
 //
 //   - Decide is a pure function of (request, inventory, options) that returns
 //     one Decision record: the matrix cell (sender class, recipient class,
-//     none/auth/trust), the action, a named Reason and the exact reply. It
-//     answers only DUNNO or a 550 — never OK, never an empty action — so a
-//     wrong answer cannot open the relay: Postfix's own permit_mynetworks,
-//     permit_sasl_authenticated, reject_unauth_destination still follow.
+//     none/auth/trust), the action, a named Reason and the exact reply. The
+//     matrix itself is package acl, which milterd shares; Decide adds the
+//     protocol state and the wire form. It answers only DUNNO or a 550 —
+//     never OK, never an empty action — so a wrong answer cannot open the
+//     relay: Postfix's own permit_mynetworks, permit_sasl_authenticated,
+//     reject_unauth_destination still follow.
 //   - Server does the I/O: framing, limits and timeouts, one goroutine per
 //     Postfix connection, many requests per connection, hot inventory
-//     reload, metrics and the mail log. Postfix holds one policy connection
-//     per smtpd process, a few hundred per policyd at most; 1,000 idle ones
-//     add 6-7 MiB to policyd's memory. On a malformed request or internal
-//     trouble it sends no reply, logs a warning and closes the connection;
-//     Postfix then applies default_action (451 4.3.5).
+//     reload, metrics and the mail log (package maillog). Postfix holds one
+//     policy connection per smtpd process, a few hundred per policyd at
+//     most; 1,000 idle ones add 6-7 MiB to policyd's memory. On a malformed
+//     request or internal trouble it sends no reply, logs a warning and
+//     closes the connection; Postfix then applies default_action (451 4.3.5).
 //
 // Postfix frames every reject of a policy service as an access-table
 // result: the client sees "550 5.7.1 <rcpt>: Recipient address rejected:

@@ -11,6 +11,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/mailnode/mailnode/acl"
 	"github.com/mailnode/mailnode/inventory"
 )
 
@@ -104,7 +105,7 @@ func FuzzDecide(f *testing.F) {
 		if d.Action == Dunno && d.Cell.Auth == inventory.AuthNone && d.Cell.Sender != inventory.Outside {
 			t.Fatalf("unauthorized %s sender accepted: %+v", d.Cell.Sender, d)
 		}
-		if d.SpamCheck != (d.Action == Dunno && SpamCheck(d.Cell)) {
+		if d.SpamCheck != (d.Action == Dunno && acl.SpamCheck(d.Cell)) {
 			t.Fatalf("spam check %v for %+v", d.SpamCheck, d)
 		}
 	})

@@ -7,6 +7,7 @@ import (
 	"reflect"
 	"strings"
 
+	"github.com/mailnode/mailnode/acl"
 	"github.com/mailnode/mailnode/inventory"
 	"github.com/mailnode/mailnode/state"
 )
@@ -17,7 +18,7 @@ import (
 // of the matrix always wins and nothing here can turn a reject into a pass.
 //
 //   - outside sender → local recipient, neither authenticated nor trusted
-//     (exactly the cells SpamCheck marks): greylisting;
+//     (exactly the cells acl.SpamCheck marks): greylisting;
 //   - authenticated (per SASL login) or trusted (per client address), any
 //     accepted recipient: rate limits, the message counted once per Postfix
 //     instance attribute.
@@ -49,7 +50,7 @@ func (g *Guard) Apply(ctx context.Context, req *Request, d *Decision) error {
 		return nil
 	}
 	switch {
-	case SpamCheck(d.Cell):
+	case acl.SpamCheck(d.Cell):
 		if g.Greylist == nil {
 			return nil
 		}

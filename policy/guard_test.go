@@ -10,7 +10,9 @@ import (
 	"testing"
 	"time"
 
+	"github.com/mailnode/mailnode/acl"
 	"github.com/mailnode/mailnode/inventory"
+	"github.com/mailnode/mailnode/maillog"
 	"github.com/mailnode/mailnode/state"
 	"github.com/mailnode/mailnode/state/statetest"
 	"github.com/mailnode/mailnode/test/harness"
@@ -195,7 +197,7 @@ func TestGuardApplyCells(t *testing.T) {
 						if d != before {
 							t.Errorf("%s: Apply changed a reject: %+v -> %+v", name, before, d)
 						}
-					case SpamCheck(before.Cell):
+					case acl.SpamCheck(before.Cell):
 						if d.Greylist == "" || d.RateLimit != "" {
 							t.Errorf("%s (%s): greylist %q ratelimit %q", name, before.Cell, d.Greylist, d.RateLimit)
 						}
@@ -279,7 +281,7 @@ func TestStateFailureNoReply(t *testing.T) {
 // greylist and rate limit verdicts, and the counters count them.
 func TestStatefulMailLogAndMetrics(t *testing.T) {
 	var out harness.SyncBuffer
-	ml := NewMailLog(&out)
+	ml := maillog.New(&out)
 	m := NewMetrics()
 	ts, clk, _ := statefulServer(t, func(s *Server) { s.MailLog, s.Metrics = ml, m })
 	c := ts.dial(t)

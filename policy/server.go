@@ -14,6 +14,7 @@ import (
 	"time"
 
 	"github.com/mailnode/mailnode/inventory"
+	"github.com/mailnode/mailnode/maillog"
 	"github.com/mailnode/mailnode/state"
 )
 
@@ -31,7 +32,7 @@ type Server struct {
 	WriteTimeout   time.Duration
 
 	Log     *slog.Logger // debug and warnings
-	MailLog *MailLog     // one line per decision; nil: none
+	MailLog *maillog.Log // one line per decision; nil: none
 	Metrics *Metrics     // nil: none
 
 	state atomic.Pointer[snapshot]
@@ -585,7 +586,7 @@ func (c *conn) answer(req *Request) error {
 	out = append(out, "\n\n"...)
 	c.buf.out = out
 	if s.MailLog != nil {
-		s.MailLog.Decision(start, req, d, c.msg.rcpts)
+		logDecision(s.MailLog, start, req, d, c.msg.rcpts)
 	}
 	if s.Metrics != nil {
 		s.Metrics.observe(d, time.Since(start))

@@ -18,6 +18,7 @@ import (
 	"time"
 
 	"github.com/mailnode/mailnode/inventory"
+	"github.com/mailnode/mailnode/maillog"
 	"github.com/mailnode/mailnode/test/harness"
 )
 
@@ -376,7 +377,7 @@ func TestListenRefusesLiveSocketAndRemovesStale(t *testing.T) {
 // sender, recipient, cell and action.
 func TestMailLogLine(t *testing.T) {
 	var out harness.SyncBuffer
-	ml := NewMailLog(&out)
+	ml := maillog.New(&out)
 	ts := startServer(t, "unix", func(s *Server) { s.MailLog = ml })
 	c := ts.dial(t)
 	r := bufio.NewReader(c)
@@ -388,7 +389,7 @@ func TestMailLogLine(t *testing.T) {
 	if _, err := ask(c, r, strings.Replace(inboundRequest, "\n\n", "\ninstance=a.b.c\n\n", 1)); err != nil {
 		t.Fatal(err)
 	}
-	// The server logs a decision after writing its reply; the log flushes every FlushInterval.
+	// The server logs a decision after writing its reply; the log flushes every maillog.FlushInterval.
 	waitFor(t, func() bool { return strings.Count(out.String(), "\n") == 2 })
 	ml.Close()
 	lines := strings.Split(strings.TrimSpace(out.String()), "\n")
@@ -406,30 +407,6 @@ func TestMailLogLine(t *testing.T) {
 		t.Errorf("second line: %s", lines[1])
 	}
 }
-
-func TestMailLogDropsWhenStalled(t *testing.T) {
-	block := make(chan struct{})
-	ml := NewMailLog(writerFunc(func(p []byte) (int, error) { <-block; return len(p), nil }))
-	drops := 0
-	ml.OnDrop = func() { drops++ }
-	req := Request{Sender: strings.Repeat("x", 1000)}
-	start := time.Now()
-	for i := 0; i < 2*MaxPending/1000; i++ {
-		ml.Decision(time.Now(), &req, Decision{Reply: "DUNNO"}, 1)
-	}
-	if time.Since(start) > 5*time.Second {
-		t.Error("logging blocked on a stalled writer")
-	}
-	if drops == 0 || ml.Dropped() != uint64(drops) {
-		t.Errorf("drops %d, Dropped() %d", drops, ml.Dropped())
-	}
-	close(block)
-	ml.Close()
-}
-
-type writerFunc func([]byte) (int, error)
-
-func (f writerFunc) Write(p []byte) (int, error) { return f(p) }
 
 func counterValue(t testing.TB, m *Metrics, name string, labels map[string]string) float64 {
 	t.Helper()

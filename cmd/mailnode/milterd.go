@@ -11,8 +11,8 @@ import (
 
 	"github.com/mailnode/mailnode/dkim"
 	"github.com/mailnode/mailnode/inventory"
+	"github.com/mailnode/mailnode/maillog"
 	"github.com/mailnode/mailnode/milter"
-	"github.com/mailnode/mailnode/policy"
 	"github.com/urfave/cli/v2"
 )
 
@@ -65,8 +65,8 @@ error is logged); SIGTERM and SIGINT stop accepting and let open sessions end.`,
 				return cli.Exit(err.Error(), 1)
 			}
 			// The log (a decision line per message) is written every
-			// policy.FlushInterval rather than a system call per line.
-			logw := policy.NewMailLog(os.Stderr)
+			// maillog.FlushInterval rather than a system call per line.
+			logw := maillog.New(os.Stderr)
 			defer logw.Close()
 			log := slog.New(slog.NewTextHandler(logw, nil))
 			// One caching resolver on node.resolver for every check, DKIM

@@ -17,6 +17,7 @@ import (
 	"github.com/urfave/cli/v2"
 
 	"github.com/mailnode/mailnode/inventory"
+	"github.com/mailnode/mailnode/maillog"
 	"github.com/mailnode/mailnode/policy"
 	"github.com/mailnode/mailnode/state"
 )
@@ -104,14 +105,14 @@ func runPolicyd(cx *cli.Context) error {
 	switch ml := cx.String("maillog"); ml {
 	case "off", "":
 	case "-":
-		srv.MailLog = policy.NewMailLog(os.Stdout)
+		srv.MailLog = maillog.New(os.Stdout)
 	default:
 		f, err := os.OpenFile(ml, os.O_WRONLY|os.O_APPEND|os.O_CREATE, 0o640)
 		if err != nil {
 			return cli.Exit(fmt.Sprintf("policyd: --maillog: %v", err), 1)
 		}
 		defer f.Close()
-		srv.MailLog = policy.NewMailLog(f)
+		srv.MailLog = maillog.New(f)
 	}
 	if srv.MailLog != nil {
 		srv.MailLog.OnDrop = metrics.LogDropped

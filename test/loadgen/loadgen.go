@@ -27,6 +27,7 @@ import (
 	"syscall"
 	"time"
 
+	"github.com/mailnode/mailnode/acl"
 	"github.com/mailnode/mailnode/inventory"
 	"github.com/mailnode/mailnode/policy"
 	"github.com/mailnode/mailnode/test/procstat"
@@ -224,7 +225,7 @@ func BuildMix(names Names, inv *inventory.Inventory, shares []Share, size int, s
 			d := policy.Decide(req, inv, opts)
 			it.Reply = "action=" + d.Reply + "\n\n"
 			if d.Action == policy.Dunno && d.Reason != policy.ReasonNotRcpt {
-				if g := inv.Policy.Greylist; g != nil && g.Enabled && policy.SpamCheck(d.Cell) {
+				if g := inv.Policy.Greylist; g != nil && g.Enabled && acl.SpamCheck(d.Cell) {
 					it.Alt = AltGreylisted
 				} else if inv.Policy.Ratelimit != nil && d.Cell.Auth != inventory.AuthNone {
 					it.Alt = AltRateLimited
