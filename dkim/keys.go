@@ -1,8 +1,3 @@
-// Package dkim manages the node's DKIM keys: where they live, how they are
-// generated, the TXT record that publishes each public key, and their
-// rotation (rotate.go: adding a selector, retiring an old one once DNS
-// allows). It also signs and verifies messages (sign.go, canon.go,
-// verify.go) for package milter, which calls it for each message.
 package dkim
 
 import (

@@ -1,7 +1,7 @@
 // Package inventory loads, validates and classifies the mail node's domain
 // inventory: the one YAML file that render-config, policyd, milterd and the
 // DNS tools all read. The field names here are the contract documented in
-// DESIGN.md; add fields, never rename them.
+// docs/design.md; add fields, never rename them.
 package inventory
 
 import (
@@ -251,7 +251,7 @@ func ParseDuration(s string) (time.Duration, error) {
 // Class is the role a domain plays on this node.
 type Class int
 
-// The three domain classes of DESIGN.md.
+// The three domain classes of docs/design.md.
 const (
 	Outside Class = iota
 	Local

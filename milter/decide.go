@@ -1,22 +1,3 @@
-// Package milter is mailnode's Postfix milter (milterd): it DKIM-signs mail
-// that local senders submit and, on exactly the mail the ACL matrix
-// spam-checks, verifies SPF, DKIM and DMARC (one Authentication-Results
-// header) and runs the spam gate (X-Spam-* headers, tag, reject or hold;
-// see spamchecks.go and verdict.go).
-//
-// The package is three layers, outside in:
-//
-//   - Server (server.go, guard.go, listen.go): sockets, the go-milter
-//     protocol server, and a guard that checks every packet's framing before
-//     go-milter parses it, with limits and timeouts.
-//   - Transaction (transaction.go): one message as it streams: bounded
-//     header storage, the body hashed chunk by chunk (never buffered), and at
-//     the end a Result: the Decision and the header changes to make.
-//   - Decide (this file): the pure decision which message gets signed,
-//     verified or passed, made once the headers are known.
-//
-// The go-milter backend (backend.go) drives a Transaction; so do the
-// tests, directly or over a socket with package miltertest's client.
 package milter
 
 import (

@@ -15,7 +15,7 @@ import (
 	"github.com/mailnode/mailnode/test/harness"
 )
 
-// The ACL matrix of DESIGN.md through a real Postfix with policyd wired
+// The ACL matrix of docs/design.md through a real Postfix with policyd wired
 // first in smtpd_relay_restrictions, driven by a real SMTP client:
 // untrusted clients from harness.OutsideClient (127.0.0.1) on port 25,
 // trust hosts from harness.TrustedClient (127.0.0.2) on port 25, and SASL
@@ -58,7 +58,7 @@ type e2eCase struct {
 	authPwd string
 }
 
-// matrixE2E are the 27 cells, written out as DESIGN.md has them.
+// matrixE2E are the 27 cells, written out as docs/design.md has them.
 var matrixE2E = []e2eCase{
 	{name: "outside/none->local", via: viaNone, from: e2eOutsideSender, rcpt: e2eLocalRcpt, want: accepted},
 	{name: "outside/none->relay", via: viaNone, from: e2eOutsideSender, rcpt: e2eRelayRcpt, want: accepted},
