@@ -128,6 +128,9 @@ func checkReply(t *testing.T, d Decision) {
 	if strings.ContainsAny(d.Reply, "\x00\r\n") {
 		t.Fatalf("reply %q breaks the line", d.Reply)
 	}
+	if !acl.SafeReply(d.Reply) {
+		t.Fatalf("reply %q is refused by the reply allowlist", d.Reply)
+	}
 }
 
 // FuzzServerFraming feeds a byte stream, in arbitrary chunks, through the

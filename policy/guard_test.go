@@ -4,6 +4,7 @@ import (
 	"bufio"
 	"context"
 	"errors"
+	"fmt"
 	"net"
 	"path/filepath"
 	"strings"
@@ -387,5 +388,29 @@ func TestStatefulReload(t *testing.T) {
 	}
 	if ts.Inventory() != inv {
 		t.Fatal("a failed reload replaced the inventory")
+	}
+}
+
+// TestUnsafeReplyNotSent: a reply outside the allowlist never leaves the
+// server. A SASL login with a carriage return (Postfix would never send one)
+// ends up in the rate limit's 450 text; the server must close without a
+// reply rather than write it.
+func TestUnsafeReplyNotSent(t *testing.T) {
+	ts, _, _ := statefulServer(t, nil)
+	c := ts.dial(t)
+	r := bufio.NewReader(c)
+	login := "alice\r@example.com"
+	for i, want := range []string{action("DUNNO"), action("DUNNO")} {
+		got, err := ask(c, r, rcptReq(untrustedClient, login, "alice@example.com", "x@outside.test", fmt.Sprintf("u%d", i)))
+		if err != nil || got != want {
+			t.Fatalf("message %d: %q, %v; want %q", i+1, got, err, want)
+		}
+	}
+	got, err := ask(c, r, rcptReq(untrustedClient, login, "alice@example.com", "x@outside.test", "u3"))
+	if got != "" || err == nil {
+		t.Fatalf("over the limit with a CR in the login: reply %q, err %v; want no reply and a closed connection", got, err)
+	}
+	if log := ts.logs.String(); !strings.Contains(log, "is not DUNNO, a 4xx or a matrix 550") {
+		t.Errorf("no warning in the log:\n%s", log)
 	}
 }

@@ -13,6 +13,7 @@ import (
 	"syscall"
 	"time"
 
+	"github.com/mailnode/mailnode/acl"
 	"github.com/mailnode/mailnode/inventory"
 	"github.com/mailnode/mailnode/maillog"
 	"github.com/mailnode/mailnode/state"
@@ -562,10 +563,6 @@ func (c *conn) answer(req *Request) error {
 	start := time.Now()
 	st := s.state.Load()
 	d := Decide(*req, st.inv, st.opts)
-	if d.Reply == "" || d.Reply == "OK" {
-		// Decide never does this; if it ever did, Postfix must not see it.
-		return c.malformed(fmt.Errorf("policy: internal error: reply %q", d.Reply))
-	}
 	if st.guard != nil {
 		if err := st.guard.Apply(context.Background(), req, &d); err != nil {
 			// The store failed (or answered nonsense): no reply, so that
@@ -579,6 +576,11 @@ func (c *conn) answer(req *Request) error {
 			}
 			return err
 		}
+	}
+	if !acl.SafeReply(d.Reply) {
+		// Neither Decide nor Guard makes such a reply; if one ever did,
+		// Postfix must not see it: no reply, so default_action (451).
+		return c.malformed(fmt.Errorf("policy: internal error: reply %q is not DUNNO, a 4xx or a matrix 550", d.Reply))
 	}
 	c.msg.observe(req, d)
 	out := append(c.buf.out, "action="...)
