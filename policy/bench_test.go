@@ -8,7 +8,6 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
-	"syscall"
 	"testing"
 	"time"
 
@@ -124,7 +123,7 @@ func TestMain(m *testing.M) {
 }
 
 func benchServerMain(sock string) int {
-	raiseNoFile()
+	policy.RaiseNoFile()
 	inv, err := inventory.Load("testdata/inventory.yaml")
 	if err != nil {
 		fmt.Fprintln(os.Stderr, err)
@@ -146,15 +145,6 @@ func benchServerMain(sock string) int {
 	return 0
 }
 
-func raiseNoFile() uint64 {
-	var l syscall.Rlimit
-	syscall.Getrlimit(syscall.RLIMIT_NOFILE, &l)
-	l.Cur = l.Max
-	syscall.Setrlimit(syscall.RLIMIT_NOFILE, &l)
-	syscall.Getrlimit(syscall.RLIMIT_NOFILE, &l)
-	return l.Cur
-}
-
 // BenchmarkIdleConnections starts policyd's server in its own process, opens
 // 1,000 idle connections to it (a tier's policyd holds a few hundred: one
 // per smtpd process), runs the load over 8 more, and reports the server's
@@ -162,7 +152,7 @@ func raiseNoFile() uint64 {
 // load (target < 64 MiB).
 func BenchmarkIdleConnections(b *testing.B) {
 	const idle = 1000
-	if lim := raiseNoFile(); lim < idle+100 {
+	if lim, _ := policy.RaiseNoFile(); lim < idle+100 {
 		b.Skipf("open file limit %d < %d", lim, idle+100)
 	}
 	sock := filepath.Join(b.TempDir(), "policy")

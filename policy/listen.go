@@ -6,6 +6,7 @@ import (
 	"io/fs"
 	"net"
 	"os"
+	"syscall"
 	"time"
 
 	"github.com/mailnode/mailnode/inventory"
@@ -50,4 +51,21 @@ func Listen(spec string) (net.Listener, error) {
 		}
 	}
 	return ln, nil
+}
+
+// RaiseNoFile lifts this process's soft open-file limit to its hard one and
+// returns the limit: every smtpd process holds a policy connection, and the
+// load tools and tests open thousands.
+func RaiseNoFile() (uint64, error) {
+	var l syscall.Rlimit
+	if err := syscall.Getrlimit(syscall.RLIMIT_NOFILE, &l); err != nil {
+		return 0, err
+	}
+	if l.Cur < l.Max {
+		l.Cur = l.Max
+		if err := syscall.Setrlimit(syscall.RLIMIT_NOFILE, &l); err != nil {
+			return 0, err
+		}
+	}
+	return l.Cur, nil
 }

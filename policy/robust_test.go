@@ -8,23 +8,9 @@ import (
 	"strings"
 	"sync"
 	"sync/atomic"
-	"syscall"
 	"testing"
 	"time"
 )
-
-// raiseNoFile lifts the soft open-file limit to the hard limit.
-func raiseNoFile(t testing.TB) uint64 {
-	var l syscall.Rlimit
-	if err := syscall.Getrlimit(syscall.RLIMIT_NOFILE, &l); err != nil {
-		t.Fatal(err)
-	}
-	l.Cur = l.Max
-	if err := syscall.Setrlimit(syscall.RLIMIT_NOFILE, &l); err != nil {
-		t.Fatal(err)
-	}
-	return l.Cur
-}
 
 // TestAbuseDoesNotStallOthers opens 2,500 idle connections, 100 slowloris
 // connections trickling a request a byte at a time, and a stream of clients
@@ -36,7 +22,7 @@ func TestAbuseDoesNotStallOthers(t *testing.T) {
 		t.Skip("opens thousands of connections")
 	}
 	const idle, slow = 2500, 100
-	if lim := raiseNoFile(t); lim < 2*(idle+slow)+200 {
+	if lim := mustRaiseNoFile(t); lim < 2*(idle+slow)+200 {
 		t.Skipf("open file limit %d too low", lim)
 	}
 	ts := startServer(t, "unix", func(s *Server) {
@@ -164,4 +150,12 @@ func TestAbuseDoesNotStallOthers(t *testing.T) {
 			t.Errorf("idle connection %d: %q, %v", i, got, err)
 		}
 	}
+}
+
+func mustRaiseNoFile(t testing.TB) uint64 {
+	n, err := RaiseNoFile()
+	if err != nil {
+		t.Fatal(err)
+	}
+	return n
 }

@@ -135,7 +135,7 @@ func runBenchPolicy(cx *cli.Context) error {
 	}
 	idle, pid := cx.Int("idle"), cx.Int("pid")
 	if idle > 0 {
-		if _, err := loadgen.RaiseNoFile(); err != nil {
+		if _, err := policy.RaiseNoFile(); err != nil {
 			fmt.Fprintf(os.Stderr, "bench: cannot raise the open file limit: %v\n", err)
 		}
 	}

@@ -79,7 +79,7 @@ func runPolicyd(cx *cli.Context) error {
 	if !cx.IsSet("metrics") {
 		metricsAddr = inv.Policy.MetricsListen
 	}
-	if n, err := raiseNoFile(); err != nil {
+	if n, err := policy.RaiseNoFile(); err != nil {
 		log.Warn("policyd: cannot raise the open file limit", "err", err)
 	} else {
 		log.Debug("policyd: open file limit", "limit", n)
@@ -260,20 +260,4 @@ func greylistSummary(inv *inventory.Inventory) string {
 		return "off"
 	}
 	return fmt.Sprintf("delay %s", g.Delay.D())
-}
-
-// raiseNoFile lifts the soft open-file limit to the hard one: every smtpd
-// process holds a policy connection, and a benchmark opens thousands.
-func raiseNoFile() (uint64, error) {
-	var l syscall.Rlimit
-	if err := syscall.Getrlimit(syscall.RLIMIT_NOFILE, &l); err != nil {
-		return 0, err
-	}
-	if l.Cur < l.Max {
-		l.Cur = l.Max
-		if err := syscall.Setrlimit(syscall.RLIMIT_NOFILE, &l); err != nil {
-			return 0, err
-		}
-	}
-	return l.Cur, nil
 }

@@ -610,19 +610,3 @@ func (r Result) Report(w io.Writer) {
 	}
 	fmt.Fprintln(w)
 }
-
-// RaiseNoFile lifts this process's soft open-file limit to the hard one,
-// for runs that hold many idle connections open, and returns the limit.
-func RaiseNoFile() (uint64, error) {
-	var l syscall.Rlimit
-	if err := syscall.Getrlimit(syscall.RLIMIT_NOFILE, &l); err != nil {
-		return 0, err
-	}
-	if l.Cur < l.Max {
-		l.Cur = l.Max
-		if err := syscall.Setrlimit(syscall.RLIMIT_NOFILE, &l); err != nil {
-			return 0, err
-		}
-	}
-	return l.Cur, nil
-}
