@@ -66,3 +66,18 @@ func TestAdminListDelete(t *testing.T) {
 		}
 	})
 }
+
+func TestNameRedactsPassword(t *testing.T) {
+	for _, c := range []struct {
+		s    inventory.State
+		want string
+	}{
+		{inventory.State{Backend: "bbolt", Path: "/var/lib/mailnode/state.db"}, "bbolt /var/lib/mailnode/state.db"},
+		{inventory.State{Backend: "redis", URL: "redis://:secret@10.0.0.5:6379/0"}, "redis redis://:xxxxx@10.0.0.5:6379/0"},
+		{inventory.State{Backend: "redis", URL: "redis://10.0.0.5:6379/0"}, "redis redis://10.0.0.5:6379/0"},
+	} {
+		if got := Name(c.s); got != c.want {
+			t.Errorf("Name(%+v) = %q, want %q", c.s, got, c.want)
+		}
+	}
+}

@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"net/url"
 	"time"
 
 	"github.com/mailnode/mailnode/inventory"
@@ -148,6 +149,19 @@ var ErrBehind = errors.New("state: bbolt writes are behind (disk slow or failing
 
 // ErrClosed is returned after Close.
 var ErrClosed = errors.New("state: store is closed")
+
+// Name names the store of policy.state for logs and errors: the bbolt
+// file, or the Redis URL without its password.
+func Name(s inventory.State) string {
+	if s.Backend == "redis" {
+		u, err := url.Parse(s.URL)
+		if err != nil {
+			return "redis (unparsable url)"
+		}
+		return "redis " + u.Redacted()
+	}
+	return "bbolt " + s.Path
+}
 
 // Open opens the store an inventory selects (policy.state).
 func Open(ctx context.Context, s inventory.State, clock Clock) (Store, error) {

@@ -7,7 +7,6 @@ import (
 	"log/slog"
 	"net"
 	"net/http"
-	"net/url"
 	"os"
 	"os/signal"
 	"sync/atomic"
@@ -236,22 +235,10 @@ func openState(inv *inventory.Inventory) (state.Store, error) {
 }
 
 func stateSummary(inv *inventory.Inventory, st state.Store) string {
-	s := inv.Policy.State
 	if !policy.NeedsState(inv) && st == nil {
 		return "unused"
 	}
-	if s.Backend == "redis" {
-		return "redis " + redactURL(s.URL)
-	}
-	return "bbolt " + s.Path
-}
-
-// redactURL hides a Redis password in logs.
-func redactURL(u string) string {
-	if p, err := url.Parse(u); err == nil {
-		return p.Redacted()
-	}
-	return "(unparsable url)"
+	return state.Name(inv.Policy.State)
 }
 
 func greylistSummary(inv *inventory.Inventory) string {
