@@ -168,7 +168,9 @@ var reGoGoroutines = regexp.MustCompile(`(?m)^go_goroutines (\d+)`)
 // policydGoroutines reads go_goroutines from policyd's /metrics.
 func policydGoroutines(t *testing.T, addr string) int {
 	t.Helper()
-	c := &http.Client{Timeout: 5 * time.Second, Transport: &http.Transport{Proxy: nil}}
+	// No keep-alive: a connection kept open by each sample would show as
+	// one more descriptor and goroutine of policyd per sample.
+	c := &http.Client{Timeout: 5 * time.Second, Transport: &http.Transport{Proxy: nil, DisableKeepAlives: true}}
 	resp, err := c.Get("http://" + addr + "/metrics")
 	if err != nil {
 		t.Fatalf("policyd metrics: %v", err)
