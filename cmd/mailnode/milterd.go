@@ -40,7 +40,8 @@ and fewer collections keep their pauses off the messages.
 
 Signals: SIGHUP reloads the inventory and the keys (connections opened
 afterwards use them; when either is broken the running ones are kept and the
-error is logged); SIGTERM and SIGINT stop accepting and let open sessions end.`,
+error is logged); SIGTERM and SIGINT stop accepting and let open sessions end.
+SIGUSR1 logs one status line: goroutines, heap in use, open descriptors.`,
 		Flags: []cli.Flag{
 			inventoryFlag(),
 			&cli.StringFlag{Name: "listen", Usage: "`unix:PATH` or inet:HOST:PORT (default: milter.listen of the inventory)"},
@@ -107,6 +108,7 @@ error is logged); SIGTERM and SIGINT stop accepting and let open sessions end.`,
 				rsaSigner = "openssl"
 			}
 			log.Info("milterd listening", "listen", listen, "domains", len(keys), "keys", nkeys, "rsa_signer", rsaSigner)
+			defer statusOnSIGUSR1(log, "milterd", nil)()
 			ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGINT, syscall.SIGTERM)
 			defer stop()
 			go func() {

@@ -40,7 +40,8 @@ Signals: SIGHUP reloads the inventory (a broken one is logged and the running
 one kept; open connections stay open; greylisting and rate limit settings
 change, the store stays open: changing policy.state needs a restart);
 SIGTERM and SIGINT drain: stop accepting, finish the requests in flight,
-close the store, exit 0.
+close the store, exit 0. SIGUSR1 logs one status line: goroutines, heap in
+use, open descriptors, open connections.
 
 Logs: debug and warnings go to stderr (log/slog, logfmt); the mail log, one
 line per decision, goes to --maillog.`,
@@ -142,6 +143,7 @@ func runPolicyd(cx *cli.Context) error {
 		"local_domains", len(inv.LocalDomains()), "relay_domains", len(inv.RelayDomains()),
 		"sender_login", inv.Policy.SenderLogin, "greylist", greylistSummary(inv), "ratelimit", inv.Policy.Ratelimit != nil,
 		"state", stateSummary(inv, store))
+	defer statusOnSIGUSR1(log, "policyd", srv.OpenConnections)()
 
 	sigs := make(chan os.Signal, 4)
 	signal.Notify(sigs, syscall.SIGHUP, syscall.SIGTERM, syscall.SIGINT)
