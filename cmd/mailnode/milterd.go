@@ -106,7 +106,7 @@ error is logged); SIGTERM and SIGINT stop accepting and let open sessions end.`,
 			if dkim.OpenSSLRSA {
 				rsaSigner = "openssl"
 			}
-			log.Info("milterd listening", "listen", listen, "domains", len(keys), "keys", nkeys, "rsa_signer", rsaSigner)
+			log.Info("milterd listening", "listen", listen, "domains", len(keys), "keys", nkeys, "rsa_signer", rsaSigner, "mode", inv.Policy.Mode)
 			ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGINT, syscall.SIGTERM)
 			defer stop()
 			go func() {

@@ -140,7 +140,7 @@ func runPolicyd(cx *cli.Context) error {
 	go func() { done <- srv.Serve(ln) }()
 	log.Info("policyd: serving", "listen", listen, "inventory", path,
 		"local_domains", len(inv.LocalDomains()), "relay_domains", len(inv.RelayDomains()),
-		"sender_login", inv.Policy.SenderLogin, "greylist", greylistSummary(inv), "ratelimit", inv.Policy.Ratelimit != nil,
+		"sender_login", inv.Policy.SenderLogin, "mode", inv.Policy.Mode, "greylist", greylistSummary(inv), "ratelimit", inv.Policy.Ratelimit != nil,
 		"state", stateSummary(inv, store))
 
 	sigs := make(chan os.Signal, 4)
@@ -219,7 +219,7 @@ func reloadInventory(log *slog.Logger, srv *policy.Server, m *policy.Metrics, pa
 	m.Reloaded(true)
 	log.Info("policyd: inventory reloaded", "inventory", path,
 		"local_domains", len(inv.LocalDomains()), "relay_domains", len(inv.RelayDomains()),
-		"sender_login", inv.Policy.SenderLogin, "greylist", greylistSummary(inv), "ratelimit", inv.Policy.Ratelimit != nil)
+		"sender_login", inv.Policy.SenderLogin, "mode", inv.Policy.Mode, "greylist", greylistSummary(inv), "ratelimit", inv.Policy.Ratelimit != nil)
 	return opened
 }
 
