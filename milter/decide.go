@@ -113,6 +113,7 @@ type Decision struct {
 	// hold reason of a quarantine, while the message went on as accepted.
 	WouldReject string
 	WouldHold   string
+	WouldReason Reason // when WouldReject is Decide's refusal, not the spam gate's
 }
 
 // Policy is what Decide needs from the inventory.

@@ -103,7 +103,7 @@ func TestClientStrictHeaderFrom(t *testing.T) {
 			t.Errorf("shadow, colleague's From: %+v, %d signatures; want accepted and signed", r.Action, signs)
 		}
 		if !strings.Contains(logs.String(), `action=sign reason="authenticated sender, From domain local" user=alice@example.com`) ||
-			!strings.Contains(logs.String(), `mode=shadow cell=local/auth->relay+outside would_reject="`+want+`"`) {
+			!strings.Contains(logs.String(), `mode=shadow cell=local/auth->relay+outside would_reason="sender_login strict: a From address the login does not own" would_reject="`+want+`"`) {
 			t.Errorf("shadow decision log:\n%s", logs)
 		}
 	}

@@ -221,6 +221,7 @@ func (t *Transaction) EndOfHeaders() Decision {
 		opts.StrictSenderLogin = false
 		t.decision = Decide(t.f.Policy, t.env, t.from, t.f.hasSelectors, opts)
 		t.decision.WouldReject = would
+		t.decision.WouldReason = ReasonForeignFrom
 	}
 	switch t.decision.Action {
 	case Sign:
@@ -410,6 +411,9 @@ func (f *Filter) logDecision(res Result) {
 	}
 	if d.WouldReject != "" || d.WouldHold != "" {
 		attrs = append(attrs, slog.String("mode", "shadow"), slog.String("cell", cells(f.Policy, d)))
+		if d.WouldReason != "" {
+			attrs = append(attrs, slog.String("would_reason", string(d.WouldReason)))
+		}
 		if d.WouldReject != "" {
 			attrs = append(attrs, slog.String("would_reject", d.WouldReject))
 		}
