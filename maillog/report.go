@@ -106,7 +106,7 @@ func ParseRefusal(line string) (r Refusal, ok bool) {
 	var ctx []string
 	for _, k := range keys {
 		v, ok := fields[k]
-		if !ok || (v == "" && k != "sender") {
+		if !ok || (v == "" && k != "sender" && !(r.Daemon == "policyd" && k == "from")) {
 			continue
 		}
 		switch {

@@ -108,6 +108,13 @@ policyd outside/none->outside relay-denied (2):
 	}
 }
 
+func TestParseRefusalNullSender(t *testing.T) {
+	r, ok := ParseRefusal(`2026-11-24T16:03:05.123Z policyd queue_id="" client=x[192.0.2.1] sasl_user="" from=<> to=<f@y.test> state=RCPT cell=outside/none->outside rcpt=1 action=DUNNO reason=relay-denied would_reject="550 5.7.1 Sorry, relay for <f@y.test> not permitted"`)
+	if !ok || r.Context != "client=x[192.0.2.1] from=<> to=<f@y.test>" {
+		t.Errorf("%v %+v", ok, r)
+	}
+}
+
 func TestReportExamplesCapped(t *testing.T) {
 	rp := NewReport(time.Time{})
 	line := `2026-11-24T16:03:05.123Z policyd client=x[192.0.2.1] sasl_user="" from=<e@x.test> to=<f@y.test> state=RCPT cell=outside/none->outside rcpt=1 action=DUNNO reason=relay-denied would_reject="550 5.7.1 Sorry, relay for <f@y.test> not permitted"` + "\n"
