@@ -34,4 +34,11 @@ func SafeReply(r string) bool {
 	return false
 }
 
+// ForeignSenderReply is the matrix's "Please use own mail service" reply
+// for address, echoed as policyd echoes an envelope sender. milterd gives
+// it for a header From: the login does not own (policy.sender_login: strict).
+func ForeignSenderReply(address string) string {
+	return replyForeignSender + echo(address) + ">"
+}
+
 func digit(c byte) bool { return c >= '0' && c <= '9' }

@@ -216,6 +216,7 @@ func TestDefaults(t *testing.T) {
 		"policy.listen":            {inv.Policy.Listen, "unix:/var/spool/postfix/private/mailnode-policy"},
 		"milter.listen":            {inv.Milter.Listen, "unix:/var/spool/postfix/private/mailnode-milter"},
 		"policy.sender_login":      {inv.Policy.SenderLogin, "domain"},
+		"policy.mode":              {inv.Policy.Mode, "enforce"},
 		"dovecot.sasl_socket":      {inv.Dovecot.SASLSocket, "private/auth"},
 		"node.resolver":            {inv.Node.Resolver, "127.0.0.1:53"},
 		"node.hostname":            {inv.Node.Hostname, "mx1.example.com"},

@@ -77,14 +77,26 @@ type Policy struct {
 	// Enabled, when explicitly false, leaves check_policy_service out of
 	// main.cf. Postfix alone still refuses relaying; only the 550 texts of the
 	// matrix are lost. Default true.
-	Enabled       *bool      `yaml:"enabled"`
-	Listen        string     `yaml:"listen"`
-	SenderLogin   string     `yaml:"sender_login"`
+	Enabled     *bool  `yaml:"enabled"`
+	Listen      string `yaml:"listen"`
+	SenderLogin string `yaml:"sender_login"`
+	// Mode is enforce (default) or shadow: both daemons decide and log
+	// what they would refuse (would_reject=) but refuse nothing themselves.
+	Mode          string     `yaml:"mode"`
 	Greylist      *Greylist  `yaml:"greylist"`
 	Ratelimit     *Ratelimit `yaml:"ratelimit"`
 	State         State      `yaml:"state"`
 	MetricsListen string     `yaml:"metrics_listen"`
 }
+
+// The values of policy.mode.
+const (
+	ModeEnforce = "enforce" // the daemons refuse what the contract refuses
+	ModeShadow  = "shadow"  // they decide and log "would reject", and refuse nothing
+)
+
+// Shadow reports whether policy.mode is shadow.
+func (p *Policy) Shadow() bool { return p.Mode == ModeShadow }
 
 // Greylist holds postgrey-like greylisting settings; absent means off.
 type Greylist struct {

@@ -50,6 +50,7 @@ func (inv *Inventory) applyDefaults() {
 	}
 	def(&inv.Policy.Listen, "unix:"+strings.TrimRight(p.QueueDirectory, "/")+"/private/mailnode-policy")
 	def(&inv.Policy.SenderLogin, "domain")
+	def(&inv.Policy.Mode, ModeEnforce)
 	def(&inv.Policy.State.Backend, "bbolt")
 	if inv.Policy.State.Backend == "bbolt" {
 		def(&inv.Policy.State.Path, DefaultStatePath)
@@ -274,6 +275,11 @@ func (inv *Inventory) validate(v *validator) {
 	case "domain", "strict":
 	default:
 		v.add([]any{"policy", "sender_login"}, "%q is not one of: domain, strict", inv.Policy.SenderLogin)
+	}
+	switch inv.Policy.Mode {
+	case ModeEnforce, ModeShadow:
+	default:
+		v.add([]any{"policy", "mode"}, "%q is not one of: enforce, shadow", inv.Policy.Mode)
 	}
 	switch inv.Policy.State.Backend {
 	case "bbolt":

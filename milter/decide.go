@@ -16,6 +16,7 @@ const (
 	Pass   Action = iota // neither signed nor verified
 	Sign                 // DKIM-signed with every selector of the From domain
 	Verify               // inbound: the check chain runs, Authentication-Results added
+	Refuse               // refused at the end of the message with Decision.Reply, nothing signed
 )
 
 func (a Action) String() string {
@@ -24,6 +25,8 @@ func (a Action) String() string {
 		return "sign"
 	case Verify:
 		return "verify"
+	case Refuse:
+		return "refuse"
 	}
 	return "pass"
 }
@@ -39,6 +42,7 @@ const (
 	ReasonFromNotLocal  Reason = "authorized sender, From domain not local"
 	ReasonNoSelectors   Reason = "From domain local but without DKIM selectors"
 	ReasonBadFrom       Reason = "authorized sender, not exactly one From address"
+	ReasonForeignFrom   Reason = "sender_login strict: a From address the login does not own"
 	ReasonInbound       Reason = "outside sender to a local recipient: spam check on"
 	ReasonNotInbound    Reason = "unauthorized sender, no local recipient or sender not outside: spam check off"
 	ReasonTooManyHeader Reason = "header limit exceeded"
@@ -94,6 +98,7 @@ type Decision struct {
 	FromDomain string
 	Action     Action
 	Reason     Reason
+	Reply      string   // Refuse: the SMTP reply
 	Signed     []string // "domain/selector/algorithm" per signature made
 	Results    []string // Authentication-Results method results, e.g. "dkim=pass header.d=example.org"
 	RemovedAR  int      // forged Authentication-Results headers removed
@@ -103,18 +108,35 @@ type Decision struct {
 	// Verify and Verdict holds what the inbound chain concluded.
 	SpamCheck bool
 	Verdict   Verdict
+	// Shadow mode (policy.mode: shadow): the reply enforce mode would have
+	// given (a refusal of Decide or of the spam gate's verdict), or the
+	// hold reason of a quarantine, while the message went on as accepted.
+	WouldReject string
+	WouldHold   string
+	WouldReason Reason // when WouldReject is Decide's refusal, not the spam gate's
 }
 
 // Policy is what Decide needs from the inventory.
 type Policy interface {
 	Classify(address string) inventory.Class
 	Trusted(clientAddr string) bool
+	// MayUseSender is policy.sender_login strict's ownership rule, the one
+	// policyd applies to the envelope sender (acl.Decide).
+	MayUseSender(login, sender string) bool
 }
 
 // Decide chooses, once the headers are in, whether the message is signed,
-// verified or passed. fromHeaders are the raw values of every From: header;
-// hasSelectors tells whether a domain has signing keys.
-func Decide(p Policy, env Envelope, fromHeaders []string, hasSelectors func(domain string) bool) Decision {
+// verified, passed or refused. fromHeaders are the raw values of every
+// From: header; hasSelectors tells whether a domain has signing keys.
+//
+// With opts.StrictSenderLogin, an authenticated session's From: is held to
+// what its login may send as, like the envelope sender at RCPT: every
+// address of every From: header must be one MayUseSender allows, else the
+// message is refused with the matrix's "Please use own mail service" reply
+// naming the first foreign address (a From: that does not parse is named
+// as written). Trusted clients and local submissions have no login and
+// keep the domain rule; a message without a From: is left as before.
+func Decide(p Policy, env Envelope, fromHeaders []string, hasSelectors func(domain string) bool, opts acl.Options) Decision {
 	d := Decision{Envelope: env, Origin: OriginNone}
 	switch {
 	case strings.TrimSpace(env.AuthUser) != "":
@@ -128,6 +150,14 @@ func Decide(p Policy, env Envelope, fromHeaders []string, hasSelectors func(doma
 		if l, err := mailauth.ParseFrom(fromHeaders[0]); err == nil && len(l) == 1 {
 			d.From = l[0].Address
 			_, d.FromDomain = inventory.SplitAddress(d.From)
+		}
+	}
+	if d.Origin == OriginSASL && opts.StrictSenderLogin {
+		if foreign, ok := foreignFrom(p, env.AuthUser, fromHeaders); ok {
+			d.Action = Refuse
+			d.Reason = ReasonForeignFrom
+			d.Reply = acl.ForeignSenderReply(foreign)
+			return d
 		}
 	}
 	if d.Origin != OriginNone {
@@ -153,6 +183,25 @@ func Decide(p Policy, env Envelope, fromHeaders []string, hasSelectors func(doma
 	return d
 }
 
+// foreignFrom returns the first address of the From: headers that login
+// may not send as (ok true), or the unfolded value of a From: header that
+// holds no address it can read.
+func foreignFrom(p Policy, login string, fromHeaders []string) (string, bool) {
+	login = strings.TrimSpace(login)
+	for _, h := range fromHeaders {
+		l, err := mailauth.ParseFrom(h)
+		if err != nil || len(l) == 0 {
+			return strings.TrimSpace(mailauth.Unfold(h)), true
+		}
+		for _, a := range l {
+			if !p.MayUseSender(login, a.Address) {
+				return a.Address, true
+			}
+		}
+	}
+	return "", false
+}
+
 // spamCheck applies the ACL matrix's rule to every cell the message
 // touches (acl.SpamCheckAny): its sender class and authorization
 // with each recipient class seen. The message is checked when any cell says
@@ -166,25 +215,50 @@ func Decide(p Policy, env Envelope, fromHeaders []string, hasSelectors func(doma
 // (acl.NullSenderClass); an address without a domain is qualified with
 // the node's host name.
 func spamCheck(p Policy, env Envelope, origin Origin) bool {
+	sender, auth := senderCell(p, env, origin)
+	return acl.SpamCheckAny(sender, auth, rcptClasses(env))
+}
+
+// senderCell is the sender's row of the matrix: its class and the
+// session's authorization, classified as policyd (acl.Decide) does.
+func senderCell(p Policy, env Envelope, origin Origin) (inventory.Class, inventory.Auth) {
 	auth := map[Origin]inventory.Auth{OriginNone: inventory.AuthNone, OriginSASL: inventory.AuthSASL,
 		OriginTrust: inventory.AuthTrust, OriginLocal: inventory.AuthTrust}[origin]
-	var sender inventory.Class
 	switch {
 	case acl.IsNullSender(env.Sender):
-		sender = acl.NullSenderClass(auth)
+		return acl.NullSenderClass(auth), auth
 	case !strings.Contains(env.Sender, "@"):
 		// Postfix qualifies it with myorigin before routing; policyd too.
 		if inv, ok := p.(*inventory.Inventory); ok && inv.Node.Hostname != "" {
-			sender = p.Classify(env.Sender + "@" + inv.Node.Hostname)
-		} else {
-			sender = p.Classify(env.Sender)
+			return p.Classify(env.Sender + "@" + inv.Node.Hostname), auth
 		}
-	default:
-		sender = p.Classify(env.Sender)
 	}
+	return p.Classify(env.Sender), auth
+}
+
+func rcptClasses(env Envelope) uint8 {
 	classes := env.RcptClasses
 	if env.LocalRcpt {
 		classes |= 1 << inventory.Local
 	}
-	return acl.SpamCheckAny(sender, auth, classes)
+	return classes
+}
+
+// cells names the matrix cells of a decision for the mail log, as policyd
+// names one ("local/auth->outside"); recipients of several classes are
+// joined with "+" ("local/auth->local+outside"). A spam-checked message
+// names the one cell that turns checking on: its verdict is that cell's.
+func cells(p Policy, d Decision) string {
+	sender, auth := senderCell(p, d.Envelope, d.Origin)
+	if d.SpamCheck {
+		return acl.Cell{Sender: sender, Auth: auth, Recipient: inventory.Local}.String()
+	}
+	var rc []string
+	classes := rcptClasses(d.Envelope)
+	for _, c := range []inventory.Class{inventory.Local, inventory.Relay, inventory.Outside} {
+		if classes&(1<<c) != 0 {
+			rc = append(rc, c.String())
+		}
+	}
+	return sender.String() + "/" + auth.String() + "->" + strings.Join(rc, "+")
 }

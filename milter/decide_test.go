@@ -2,6 +2,8 @@ package milter
 
 import (
 	"testing"
+
+	"github.com/mailnode/mailnode/acl"
 )
 
 func TestDecide(t *testing.T) {
@@ -34,7 +36,7 @@ func TestDecide(t *testing.T) {
 		{"local sender unauthorized", Envelope{ClientAddr: "198.51.100.1", Sender: "alice@example.com", LocalRcpt: true}, from("alice@example.com"), Pass, ReasonNotInbound},
 	}
 	for _, tc := range cases {
-		d := Decide(inv, tc.env, tc.from, has)
+		d := Decide(inv, tc.env, tc.from, has, acl.Options{})
 		if d.Action != tc.action || d.Reason != tc.reason {
 			t.Errorf("%s: %v (%s), want %v (%s)", tc.name, d.Action, d.Reason, tc.action, tc.reason)
 		}

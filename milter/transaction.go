@@ -9,6 +9,7 @@ import (
 	"time"
 
 	"github.com/emersion/go-msgauth/authres"
+	"github.com/mailnode/mailnode/acl"
 	"github.com/mailnode/mailnode/dkim"
 	"github.com/mailnode/mailnode/inventory"
 	"github.com/mailnode/mailnode/mailauth"
@@ -33,7 +34,13 @@ var ErrProtocol = errors.New("milter: protocol violation")
 // Filter is milterd's configuration: the inventory, the signing keys and
 // the inbound check chain. One Filter serves every connection.
 type Filter struct {
-	Policy   Policy
+	Policy  Policy
+	Options acl.Options // policy.sender_login strict: From: held to the login (Decide)
+	// Shadow is policy.mode: shadow: every decision is made and logged, with
+	// what enforce mode would have answered (Decision.WouldReject), but no
+	// message is refused, deferred or held for a decision or a verdict; it
+	// is signed and gets its headers as in enforce mode.
+	Shadow   bool
 	Hostname string                // authserv-id of our Authentication-Results
 	Keys     map[string][]dkim.Key // per local domain, in inventory order
 	Checks   []Check               // the inbound chain, see checks.go
@@ -47,6 +54,8 @@ type Filter struct {
 func NewFilter(inv *inventory.Inventory, keys map[string][]dkim.Key, lookup LookupTXT) *Filter {
 	return &Filter{
 		Policy:   inv,
+		Options:  acl.OptionsFrom(inv),
+		Shadow:   inv.Policy.Shadow(),
 		Hostname: inv.Node.Hostname,
 		Keys:     keys,
 		Checks:   DefaultChecks(lookup),
@@ -204,7 +213,16 @@ func (t *Transaction) EndOfHeaders() Decision {
 		return t.decision
 	}
 	t.state = stBody
-	t.decision = Decide(t.f.Policy, t.env, t.from, t.f.hasSelectors)
+	t.decision = Decide(t.f.Policy, t.env, t.from, t.f.hasSelectors, t.f.Options)
+	if t.decision.Action == Refuse && t.f.Shadow {
+		// What the node did before strict sender login: the domain rule.
+		would := t.decision.Reply
+		opts := t.f.Options
+		opts.StrictSenderLogin = false
+		t.decision = Decide(t.f.Policy, t.env, t.from, t.f.hasSelectors, opts)
+		t.decision.WouldReject = would
+		t.decision.WouldReason = ReasonForeignFrom
+	}
 	switch t.decision.Action {
 	case Sign:
 		t.body = dkim.NewBodyHasher()
@@ -219,7 +237,7 @@ func (t *Transaction) EndOfHeaders() Decision {
 // NeedsBody reports whether the filter still has work for this message
 // (hashing, checking, or removing forged Authentication-Results).
 func (t *Transaction) NeedsBody() bool {
-	return t.decision.Action != Pass || len(t.forged) > 0
+	return (t.decision.Action != Pass && t.decision.Action != Refuse) || len(t.forged) > 0
 }
 
 // Body takes the next chunk of the body (CRLF line ends, as Postfix sends it).
@@ -253,6 +271,8 @@ func (t *Transaction) End(ctx context.Context) Result {
 	}
 	d.RemovedAR = len(t.forged)
 	switch d.Action {
+	case Refuse:
+		res.Reject, res.Reply = true, d.Reply
 	case Sign:
 		sum := t.body.Sum()
 		keys := t.f.Keys[d.FromDomain]
@@ -300,12 +320,16 @@ func (t *Transaction) End(ctx context.Context) Result {
 		}
 		res.Changes = append(res.Changes, t.verdictChanges(v)...)
 		res.Changes = append(res.Changes, HeaderChange{Index: 0, Name: "Authentication-Results", Value: " " + t.f.Hostname + ";\r\n\t" + strings.Join(d.Results, ";\r\n\t")})
-		switch v.Disposition {
-		case Reject:
+		switch {
+		case t.f.Shadow && (v.Disposition == Reject || v.Disposition == TempFail):
+			d.WouldReject = v.Reply
+		case t.f.Shadow && v.Disposition == Quarantine:
+			d.WouldHold = v.Hold
+		case v.Disposition == Reject:
 			res.Reject, res.Reply = true, v.Reply
-		case TempFail:
+		case v.Disposition == TempFail:
 			res.TempFail, res.Reply = true, v.Reply
-		case Quarantine:
+		case v.Disposition == Quarantine:
 			res.Quarantine = v.Hold
 		}
 	}
@@ -327,7 +351,9 @@ func (t *Transaction) verdictChanges(v *Verdict) []HeaderChange {
 	for i := len(t.xspam) - 1; i >= 0; i-- {
 		out = append(out, t.xspam[i])
 	}
-	if v.Disposition == Tag || v.Disposition == Quarantine {
+	// Shadow mode delivers what enforce mode would refuse: tagged, as
+	// spam over tag_score is.
+	if v.Disposition == Tag || v.Disposition == Quarantine || (t.f.Shadow && v.Disposition == Reject) {
 		if c, ok := subjectChange(v.SubjectTag, t.subject, t.hasSubj); ok {
 			out = append(out, c)
 		}
@@ -361,6 +387,9 @@ func (f *Filter) logDecision(res Result) {
 	if d.AuthUser != "" {
 		attrs = append(attrs, slog.String("user", d.AuthUser))
 	}
+	if d.Action == Refuse {
+		attrs = append(attrs, slog.String("cell", cells(f.Policy, d)), slog.String("reply", d.Reply))
+	}
 	if len(d.Signed) > 0 {
 		attrs = append(attrs, slog.String("signed", strings.Join(d.Signed, ",")))
 	}
@@ -378,6 +407,18 @@ func (f *Filter) logDecision(res Result) {
 		}
 		if v.EngineErr != "" {
 			attrs = append(attrs, slog.String("engine_error", v.EngineErr))
+		}
+	}
+	if d.WouldReject != "" || d.WouldHold != "" {
+		attrs = append(attrs, slog.String("mode", "shadow"), slog.String("cell", cells(f.Policy, d)))
+		if d.WouldReason != "" {
+			attrs = append(attrs, slog.String("would_reason", string(d.WouldReason)))
+		}
+		if d.WouldReject != "" {
+			attrs = append(attrs, slog.String("would_reject", d.WouldReject))
+		}
+		if d.WouldHold != "" {
+			attrs = append(attrs, slog.String("would_hold", d.WouldHold))
 		}
 	}
 	level := slog.LevelInfo

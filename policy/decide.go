@@ -62,6 +62,39 @@ type Decision struct {
 	// sender (state.ReasonWithinLimit, ReasonOverMessages, ...).
 	Greylist  state.Reason
 	RateLimit state.Reason
+
+	// WouldReject is, in shadow mode (policy.mode: shadow), the reply
+	// enforce mode would have given: a 550 of the matrix or a 450 of
+	// greylisting or a rate limit. The decision then answers DUNNO.
+	WouldReject string
+}
+
+// Shadow turns a refusal into DUNNO, keeping the refusal's reply in
+// WouldReject; Cell, Reason, Greylist and RateLimit stay as decided.
+// Postfix's own restrictions run after DUNNO as always, so shadow mode
+// loosens nothing Postfix enforces itself (reject_unauth_destination).
+func (d *Decision) Shadow() {
+	if d.Action == Dunno {
+		return
+	}
+	d.WouldReject = d.Reply
+	d.Action = Dunno
+	d.Reply = replyDunno
+}
+
+// WouldReason names what would have refused a shadowed decision: the
+// matrix's reason for its 550s, "greylist-<why>" or "ratelimit-<why>" for
+// a 450 of the stateful step.
+func (d *Decision) WouldReason() string {
+	switch {
+	case d.WouldReject == "":
+		return ""
+	case strings.HasPrefix(d.WouldReject, "450 ") && d.RateLimit != "":
+		return "ratelimit-" + string(d.RateLimit)
+	case strings.HasPrefix(d.WouldReject, "450 ") && d.Greylist != "":
+		return "greylist-" + string(d.Greylist)
+	}
+	return string(d.Reason)
 }
 
 const replyDunno = "DUNNO"

@@ -18,6 +18,12 @@ import (
 //	... cell=outside/none->local rcpt=1 action="450 4.7.1 Greylisted, please try again in 300 seconds" reason=inbound greylist=new
 //	... cell=local/auth->outside rcpt=1 action=DUNNO reason=authorized ratelimit=within-limit
 //
+// In shadow mode (policy.mode: shadow) a refusal is answered DUNNO and the
+// reply enforce mode would have given follows; nothing else changes, and
+// a line without a refusal reads as in enforce mode:
+//
+//	... cell=outside/none->outside rcpt=1 action=DUNNO reason=relay-denied would_reject="550 5.7.1 Sorry, relay for <x@elsewhere.test> not permitted"
+//
 // The line is built in an array on the stack, so it costs no allocation
 // beyond what the log itself buffers.
 func logDecision(l *maillog.Log, at time.Time, req *Request, d Decision, rcpt int) {
@@ -43,6 +49,9 @@ func logDecision(l *maillog.Log, at time.Time, req *Request, d Decision, rcpt in
 	}
 	if d.RateLimit != "" {
 		ln = ln.String("ratelimit", string(d.RateLimit))
+	}
+	if d.WouldReject != "" {
+		ln = ln.String("would_reject", d.WouldReject)
 	}
 	l.Add(ln)
 }

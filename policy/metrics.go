@@ -26,12 +26,15 @@ type Metrics struct {
 	greylist  *prometheus.CounterVec
 	rateRefus *prometheus.CounterVec
 	stateErrs *prometheus.CounterVec
+	wouldRej  *prometheus.CounterVec
 
 	// counters caches the decision counter of each label set: the vector's
 	// own lookup hashes the label values on every call.
 	counters sync.Map // counterKey -> prometheus.Counter
 	// stateCounters caches the greylist and rate limit counters: stateKey -> prometheus.Counter.
 	stateCounters sync.Map
+	// wouldCounters caches the shadow mode counters: wouldKey -> prometheus.Counter.
+	wouldCounters sync.Map
 }
 
 type stateKey struct {
@@ -80,8 +83,11 @@ func NewMetrics() *Metrics {
 	for _, c := range []string{"greylist", "ratelimit"} {
 		m.stateErrs.WithLabelValues(c)
 	}
+	m.wouldRej = newCounterVec("mailnode_policy_shadow_would_reject_total",
+		"Shadow mode (policy.mode: shadow): recipients answered DUNNO that enforce mode would have refused, by matrix cell and reason (the matrix's, or greylist-<why>, ratelimit-<why> for a 450).",
+		"cell", "reason")
 	m.Registry.MustRegister(m.decisions, m.latency, m.open, m.malformed, m.reloads, m.logDrops,
-		m.greylist, m.rateRefus, m.stateErrs,
+		m.greylist, m.rateRefus, m.stateErrs, m.wouldRej,
 		collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
 	return m
 }
@@ -111,6 +117,9 @@ func (m *Metrics) observe(d Decision, took time.Duration) {
 	if d.RateLimit != "" && d.Action == Defer {
 		m.stateCounter(stateKey{reason: d.RateLimit}).Inc()
 	}
+	if d.WouldReject != "" {
+		m.wouldReject(d)
+	}
 	m.latency.Observe(took.Seconds())
 }
 
@@ -126,6 +135,20 @@ func (m *Metrics) stateCounter(k stateKey) prometheus.Counter {
 	}
 	got, _ := m.stateCounters.LoadOrStore(k, c)
 	return got.(prometheus.Counter)
+}
+
+type wouldKey struct {
+	cell   Cell
+	reason string
+}
+
+func (m *Metrics) wouldReject(d Decision) {
+	k := wouldKey{cell: d.Cell, reason: d.WouldReason()}
+	c, ok := m.wouldCounters.Load(k)
+	if !ok {
+		c, _ = m.wouldCounters.LoadOrStore(k, m.wouldRej.WithLabelValues(d.Cell.String(), k.reason))
+	}
+	c.(prometheus.Counter).Inc()
 }
 
 // stateFailed counts a request left unanswered because the store failed.

@@ -54,6 +54,8 @@ type snapshot struct {
 	inv   *inventory.Inventory
 	opts  Options
 	guard *Guard // greylisting and rate limits on the server's store; nil: none
+	// shadow is policy.mode: shadow: refusals are logged and answered DUNNO.
+	shadow bool
 }
 
 // NewServer returns a server deciding with inv. Greylisting and rate limits
@@ -112,7 +114,7 @@ func (s *Server) UseState(st state.Store, clock state.Clock) error {
 // swap builds the snapshot for inv and stores it; reloadMu is held. keep:
 // reuse the running RateLimiter when the limits did not change.
 func (s *Server) swap(inv *inventory.Inventory, keep bool) error {
-	next := &snapshot{inv: inv, opts: OptionsFrom(inv)}
+	next := &snapshot{inv: inv, opts: OptionsFrom(inv), shadow: inv.Policy.Shadow()}
 	if s.store != nil {
 		g, err := NewGuard(inv, s.store, s.clock)
 		if err != nil {
@@ -576,6 +578,11 @@ func (c *conn) answer(req *Request) error {
 			}
 			return err
 		}
+	}
+	if st.shadow {
+		// Decided and stated in full, answered DUNNO; the guard below
+		// still sees the reply that is sent.
+		d.Shadow()
 	}
 	if !acl.SafeReply(d.Reply) {
 		// Neither Decide nor Guard makes such a reply; if one ever did,

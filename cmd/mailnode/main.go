@@ -1,7 +1,7 @@
 // Command mailnode turns stock Postfix + Dovecot into an independent mail
 // node driven by one domain inventory. Each subcommand lives in its own file
 // of this package: config.go, render.go, policyd.go, milterd.go, dkim.go, dns.go,
-// state.go. Each only wires flags to the package that does the work; the
+// state.go, report.go. Each only wires flags to the package that does the work; the
 // load generators of `make bench` are a program of their own,
 // cmd/mailnode-bench.
 package main
@@ -39,6 +39,7 @@ Start with:  mailnode config check --inventory examples/inventory.yaml`,
 			dkimCommand(),
 			dnsCommand(),
 			stateCommand(),
+			reportCommand(),
 		},
 	}
 }

@@ -107,7 +107,7 @@ SIGUSR1 logs one status line: goroutines, heap in use, open descriptors.`,
 			if dkim.OpenSSLRSA {
 				rsaSigner = "openssl"
 			}
-			log.Info("milterd listening", "listen", listen, "domains", len(keys), "keys", nkeys, "rsa_signer", rsaSigner)
+			log.Info("milterd listening", "listen", listen, "domains", len(keys), "keys", nkeys, "rsa_signer", rsaSigner, "mode", inv.Policy.Mode)
 			defer statusOnSIGUSR1(log, "milterd", nil)()
 			ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGINT, syscall.SIGTERM)
 			defer stop()

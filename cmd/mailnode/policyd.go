@@ -141,7 +141,7 @@ func runPolicyd(cx *cli.Context) error {
 	go func() { done <- srv.Serve(ln) }()
 	log.Info("policyd: serving", "listen", listen, "inventory", path,
 		"local_domains", len(inv.LocalDomains()), "relay_domains", len(inv.RelayDomains()),
-		"sender_login", inv.Policy.SenderLogin, "greylist", greylistSummary(inv), "ratelimit", inv.Policy.Ratelimit != nil,
+		"sender_login", inv.Policy.SenderLogin, "mode", inv.Policy.Mode, "greylist", greylistSummary(inv), "ratelimit", inv.Policy.Ratelimit != nil,
 		"state", stateSummary(inv, store))
 	defer statusOnSIGUSR1(log, "policyd", srv.OpenConnections)()
 
@@ -221,7 +221,7 @@ func reloadInventory(log *slog.Logger, srv *policy.Server, m *policy.Metrics, pa
 	m.Reloaded(true)
 	log.Info("policyd: inventory reloaded", "inventory", path,
 		"local_domains", len(inv.LocalDomains()), "relay_domains", len(inv.RelayDomains()),
-		"sender_login", inv.Policy.SenderLogin, "greylist", greylistSummary(inv), "ratelimit", inv.Policy.Ratelimit != nil)
+		"sender_login", inv.Policy.SenderLogin, "mode", inv.Policy.Mode, "greylist", greylistSummary(inv), "ratelimit", inv.Policy.Ratelimit != nil)
 	return opened
 }
 
