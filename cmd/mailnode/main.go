@@ -39,6 +39,7 @@ Start with:  mailnode config check --inventory examples/inventory.yaml`,
 			dkimCommand(),
 			dnsCommand(),
 			stateCommand(),
+			genManCommand(),
 		},
 	}
 }
