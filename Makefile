@@ -9,9 +9,10 @@ export GOFLAGS ?= -mod=mod
 DEB_PACKAGES := postfix swaks dovecot-core dovecot-imapd dovecot-pop3d dovecot-lmtpd \
 	unbound bind9-utils iproute2 python3-dkim python3-yaml opendkim opendkim-tools redis-server \
 	rspamd spamd spamc postgrey ansible ansible-lint ssl-cert openssl procps \
-	gcc libc6-dev libssl-dev
+	gcc libc6-dev libssl-dev \
+	debhelper fakeroot lintian systemd
 
-.PHONY: all build build-bench deps test test-unit test-e2e test-ansible fuzz bench bench-go bench-render bench-policy \
+.PHONY: all build build-bench deb test-deb deps test test-unit test-e2e test-ansible fuzz bench bench-go bench-render bench-policy \
 	bench-milter bench-greylist bench-e2e soak demo demo-stop vet fmt clean
 
 all: build
@@ -20,7 +21,9 @@ all: build
 # lays the binary out so that a daemon touches ~17 MiB of it and the libraries;
 # the external linker cgo picks by default, ~27 MiB (same code, more pages of
 # the file resident). test/harness and the Ansible test build the same way.
-BUILDFLAGS := -ldflags=-linkmode=internal
+# VERSION, when set (the Debian package sets it), is what --version prints.
+VERSION ?=
+BUILDFLAGS := -ldflags='-linkmode=internal$(if $(VERSION), -X main.version=$(VERSION))'
 
 build:
 	$(GO) build $(BUILDFLAGS) -o $(BIN) ./cmd/mailnode
@@ -30,6 +33,27 @@ build:
 # the product. `make test` builds it too, so that it never rots.
 build-bench:
 	$(GO) build $(BUILDFLAGS) -o $(BENCH_BIN) ./cmd/mailnode-bench
+
+# The Debian package, bin/mailnode_<version>_<arch>.deb, built by
+# dpkg-buildpackage from debian/ in a copy of the work tree under bin/deb/
+# (dpkg-buildpackage writes next to the source tree, and the tree must
+# stay clean). Go comes from PATH; the module and build caches are the
+# ones `go env` names, so the build needs no network when they are warm.
+DEB_BUILD := bin/deb
+deb:
+	@rm -rf $(DEB_BUILD) bin/mailnode_*.deb && mkdir -p $(DEB_BUILD)/mailnode
+	git ls-files -z -co --exclude-standard | \
+	  tar --null --ignore-failed-read -T - -cf - 2>/dev/null | tar -xf - -C $(DEB_BUILD)/mailnode
+	cd $(DEB_BUILD)/mailnode && PATH="$$(dirname "$$(command -v $(GO))"):$$PATH" \
+	  GOCACHE="$$($(GO) env GOCACHE)" GOMODCACHE="$$($(GO) env GOMODCACHE)" \
+	  dpkg-buildpackage -b -us -uc
+	cp $(DEB_BUILD)/mailnode_*.deb bin/
+	@ls bin/mailnode_*.deb
+
+# Builds the package, runs lintian, checks the units with systemd-analyze,
+# then installs, runs, removes and purges it on this machine (root).
+test-deb: deb
+	packaging/test-deb.sh bin/mailnode_*.deb
 
 # deps installs what is missing: Debian packages (as root), the vmail
 # system user that owns virtual mailboxes, and the Go modules.
@@ -55,7 +79,7 @@ vet:
 	$(GO) vet ./...
 	@out=$$(gofmt -l $$(git ls-files '*.go')); if [ -n "$$out" ]; then echo "gofmt needed: $$out"; exit 1; fi
 
-test: deps vet build build-bench test-unit fuzz test-e2e test-ansible
+test: deps vet build build-bench test-unit fuzz test-e2e test-ansible test-deb
 
 # Unit tests: every package but the end-to-end ones under test/ (the
 # tests, the harness, the e2e benchmark, the demo), which need root and a

@@ -10,6 +10,7 @@ import (
 	"time"
 
 	"github.com/mailnode/mailnode/dkim"
+	"github.com/mailnode/mailnode/internal/sdnotify"
 	"github.com/mailnode/mailnode/inventory"
 	"github.com/mailnode/mailnode/maillog"
 	"github.com/mailnode/mailnode/milter"
@@ -84,19 +85,23 @@ SIGUSR1 logs one status line: goroutines, heap in use, open descriptors.`,
 			defer signal.Stop(hup)
 			go func() {
 				for range hup {
+					notify(log, "milterd", sdnotify.Reloading)
 					path := c.String("inventory")
 					ninv, err := inventory.Load(path)
 					if err != nil {
 						log.Error("milterd: reload refused, keeping the running inventory", "inventory", path, "err", err)
+						notify(log, "milterd", sdnotify.Ready)
 						continue
 					}
 					newKeys, err := milter.LoadKeys(ninv)
 					if err != nil {
 						log.Error("milterd: reload refused, keeping the running keys", "inventory", path, "err", err)
+						notify(log, "milterd", sdnotify.Ready)
 						continue
 					}
 					srv.SetFilter(build(ninv, newKeys))
 					log.Info("milterd: inventory reloaded", "inventory", path, "domains", len(newKeys))
+					notify(log, "milterd", sdnotify.Ready)
 				}
 			}()
 			var nkeys int
@@ -109,10 +114,12 @@ SIGUSR1 logs one status line: goroutines, heap in use, open descriptors.`,
 			}
 			log.Info("milterd listening", "listen", listen, "domains", len(keys), "keys", nkeys, "rsa_signer", rsaSigner, "mode", inv.Policy.Mode)
 			defer statusOnSIGUSR1(log, "milterd", nil)()
+			notify(log, "milterd", sdnotify.Ready)
 			ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGINT, syscall.SIGTERM)
 			defer stop()
 			go func() {
 				<-ctx.Done()
+				notify(log, "milterd", sdnotify.Stopping)
 				sctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 				defer cancel()
 				srv.Shutdown(sctx)

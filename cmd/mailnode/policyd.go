@@ -15,6 +15,7 @@ import (
 
 	"github.com/urfave/cli/v2"
 
+	"github.com/mailnode/mailnode/internal/sdnotify"
 	"github.com/mailnode/mailnode/inventory"
 	"github.com/mailnode/mailnode/maillog"
 	"github.com/mailnode/mailnode/policy"
@@ -144,6 +145,7 @@ func runPolicyd(cx *cli.Context) error {
 		"sender_login", inv.Policy.SenderLogin, "mode", inv.Policy.Mode, "greylist", greylistSummary(inv), "ratelimit", inv.Policy.Ratelimit != nil,
 		"state", stateSummary(inv, store))
 	defer statusOnSIGUSR1(log, "policyd", srv.OpenConnections)()
+	notify(log, "policyd", sdnotify.Ready)
 
 	sigs := make(chan os.Signal, 4)
 	signal.Notify(sigs, syscall.SIGHUP, syscall.SIGTERM, syscall.SIGINT)
@@ -155,12 +157,15 @@ func runPolicyd(cx *cli.Context) error {
 			return cli.Exit(fmt.Sprintf("policyd: %v", err), 1)
 		case sig := <-sigs:
 			if sig == syscall.SIGHUP {
+				notify(log, "policyd", sdnotify.Reloading)
 				if st := reloadInventory(log, srv, metrics, path, store); st != nil {
 					store = st
 					defer st.Close()
 				}
+				notify(log, "policyd", sdnotify.Ready)
 				continue
 			}
+			notify(log, "policyd", sdnotify.Stopping)
 			log.Info("policyd: draining", "signal", sig.String(), "open_connections", srv.OpenConnections())
 			serving.Store(false)
 			ctx, cancel := context.WithTimeout(context.Background(), cx.Duration("drain-timeout"))
@@ -249,4 +254,12 @@ func greylistSummary(inv *inventory.Inventory) string {
 		return "off"
 	}
 	return fmt.Sprintf("delay %s", g.Delay.D())
+}
+
+// notify tells systemd (Type=notify units) the daemon's state; outside
+// systemd it does nothing. A failure is logged, never fatal.
+func notify(log *slog.Logger, daemon, state string) {
+	if _, err := sdnotify.Notify(state); err != nil {
+		log.Warn(daemon+": cannot notify systemd", "state", state, "err", err)
+	}
 }
