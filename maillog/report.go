@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"io"
 	"os"
+	"path/filepath"
 	"sort"
 	"strconv"
 	"strings"
@@ -299,4 +300,49 @@ func (c *countWriter) Write(p []byte) (int, error) {
 	c.n += int64(n)
 	c.err = err
 	return n, err
+}
+
+// Files expands log file patterns (shell globs; "-" is standard input) into files, oldest first,
+// leaving out files not written since since. A pattern that names nothing
+// is an error.
+func Files(patterns []string, since time.Time) ([]string, error) {
+	type file struct {
+		path string
+		mod  time.Time
+	}
+	var files []file
+	seen := map[string]bool{}
+	for _, p := range patterns {
+		if p == "-" {
+			files = append(files, file{path: "-", mod: time.Now()})
+			continue
+		}
+		matches, err := filepath.Glob(p)
+		if err != nil {
+			return nil, fmt.Errorf("maillog: %q: %w", p, err)
+		}
+		if len(matches) == 0 {
+			return nil, fmt.Errorf("maillog: %q: no such file", p)
+		}
+		for _, m := range matches {
+			st, err := os.Stat(m)
+			if err != nil {
+				return nil, err
+			}
+			if st.IsDir() || seen[m] {
+				continue
+			}
+			seen[m] = true
+			if st.ModTime().Before(since) {
+				continue
+			}
+			files = append(files, file{path: m, mod: st.ModTime()})
+		}
+	}
+	sort.SliceStable(files, func(i, j int) bool { return files[i].mod.Before(files[j].mod) })
+	out := make([]string, len(files))
+	for i, f := range files {
+		out[i] = f.path
+	}
+	return out, nil
 }

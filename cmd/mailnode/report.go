@@ -1,10 +1,7 @@
 package main
 
 import (
-	"fmt"
 	"os"
-	"path/filepath"
-	"sort"
 	"time"
 
 	"github.com/urfave/cli/v2"
@@ -41,7 +38,7 @@ Lines may carry a syslog prefix; every other line is ignored.`,
 			}
 			since := time.Now().Add(-c.Duration("since"))
 			rp := maillog.NewReport(since)
-			files, err := reportFiles(c.StringSlice("maillog"), since)
+			files, err := maillog.Files(c.StringSlice("maillog"), since)
 			if err != nil {
 				return cli.Exit("report: "+err.Error(), 2)
 			}
@@ -59,49 +56,4 @@ Lines may carry a syslog prefix; every other line is ignored.`,
 			return err
 		},
 	}
-}
-
-// reportFiles expands the --maillog patterns into files, oldest first,
-// leaving out files not written since since. A pattern that names nothing
-// is an error.
-func reportFiles(patterns []string, since time.Time) ([]string, error) {
-	type file struct {
-		path string
-		mod  time.Time
-	}
-	var files []file
-	seen := map[string]bool{}
-	for _, p := range patterns {
-		if p == "-" {
-			files = append(files, file{path: "-", mod: time.Now()})
-			continue
-		}
-		matches, err := filepath.Glob(p)
-		if err != nil {
-			return nil, fmt.Errorf("--maillog %q: %w", p, err)
-		}
-		if len(matches) == 0 {
-			return nil, fmt.Errorf("--maillog %q: no such file", p)
-		}
-		for _, m := range matches {
-			st, err := os.Stat(m)
-			if err != nil {
-				return nil, err
-			}
-			if st.IsDir() || seen[m] {
-				continue
-			}
-			seen[m] = true
-			if st.ModTime().Before(since) {
-				continue
-			}
-			files = append(files, file{path: m, mod: st.ModTime()})
-		}
-	}
-	sort.SliceStable(files, func(i, j int) bool { return files[i].mod.Before(files[j].mod) })
-	out := make([]string, len(files))
-	for i, f := range files {
-		out[i] = f.path
-	}
-	return out, nil
 }
