@@ -19,11 +19,19 @@ func TestSysmonWired(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	inv, err := filepath.Abs("../../examples/inventory.yaml")
+	// The example inventory, with the state file in the test's directory
+	// instead of /var/lib/mailnode.
+	dir := t.TempDir()
+	data, err := os.ReadFile("../../examples/inventory.yaml")
 	if err != nil {
 		t.Fatal(err)
 	}
-	sock := filepath.Join(t.TempDir(), "policy.sock")
+	data = bytes.Replace(data, []byte("path: /var/lib/mailnode/state.db"), []byte("path: "+filepath.Join(dir, "state.db")), 1)
+	inv := filepath.Join(dir, "inventory.yaml")
+	if err := os.WriteFile(inv, data, 0o644); err != nil {
+		t.Fatal(err)
+	}
+	sock := filepath.Join(dir, "policy.sock")
 	cmd := exec.Command(bin, "policyd", "-i", inv, "--listen", "unix:"+sock, "--maillog", "off")
 	cmd.Env = append(os.Environ(), "GODEBUG=", "MAILNODE_SYSMON=")
 	if err := cmd.Start(); err != nil {
