@@ -108,6 +108,14 @@ func Parse(data []byte, file string) (*Inventory, error) {
 
 // ParseWith is Parse with options.
 func ParseWith(data []byte, file string, o LoadOptions) (*Inventory, error) {
+	inv, err := parseWith(data, file, o)
+	if inv != nil {
+		inv.Digest = Digest(data)
+	}
+	return inv, err
+}
+
+func parseWith(data []byte, file string, o LoadOptions) (*Inventory, error) {
 	if head, items, ok := splitDomains(data); ok {
 		inv, err := parse(head, items, file, o)
 		if !errors.Is(err, errChunk) {

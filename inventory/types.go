@@ -27,6 +27,8 @@ type Inventory struct {
 
 	// File is the path the inventory was loaded from ("" when parsed from memory).
 	File string `yaml:"-"`
+	// Digest is "sha256:<hex>" of the bytes it was parsed from (see Digest).
+	Digest string `yaml:"-"`
 
 	idx *index // built by Load after validation; used by Classify and friends
 }

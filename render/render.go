@@ -8,6 +8,7 @@
 //	dovecot/dovecot.conf, dovecot/users          (passwd-file of the mailboxes)
 //	unbound/unbound.conf
 //	dns/<domain>.zone                            (one per local domain, package dns)
+//	postfix/mailnode-inventory.digest            (the inventory's digest, see DigestFile)
 //
 // Render is pure: the same inventory (and DKIM keys) gives the same bytes.
 // Files name the installed paths from the inventory (postfix.config_directory,
@@ -57,6 +58,12 @@ var PostfixMaps = []struct{ Name, Compiler string }{
 	{"aliases", "postalias"},
 }
 
+// DigestFile is the file under postfix/ (installed in
+// postfix.config_directory with the rest of the Postfix config) that holds
+// the digest of the inventory rendered (inventory.Digest) and a newline;
+// policyd and milterd compare it with the inventory they run.
+const DigestFile = "mailnode-inventory.digest"
+
 // Secret reports whether a rendered file holds secrets (password hashes)
 // and must not be world-readable.
 func Secret(name string) bool { return name == "dovecot/users" }
@@ -70,6 +77,12 @@ func Render(inv *inventory.Inventory) (Files, error) {
 	// (the maps and the zones of a large inventory are most of the work).
 	var jobs []func(Files) error
 	jobs = append(jobs, func(f Files) error { return renderPostfixConfig(inv, f) })
+	if inv.Digest != "" {
+		jobs = append(jobs, func(f Files) error {
+			f["postfix/"+DigestFile] = []byte(inv.Digest + "\n")
+			return nil
+		})
+	}
 	for _, m := range PostfixMaps {
 		jobs = append(jobs, func(f Files) error {
 			f["postfix/"+m.Name] = postfixMap(inv, m.Name)
