@@ -27,6 +27,13 @@ type Metrics struct {
 	rateRefus *prometheus.CounterVec
 	stateErrs *prometheus.CounterVec
 	wouldRej  *prometheus.CounterVec
+	invInfo   *prometheus.GaugeVec
+	instInfo  *prometheus.GaugeVec
+	drift     prometheus.Gauge
+
+	// warnings are the lines /healthz adds after "ok" (the inventory drift).
+	warnMu   sync.Mutex
+	warnings []string
 
 	// counters caches the decision counter of each label set: the vector's
 	// own lookup hashes the label values on every call.
@@ -86,8 +93,20 @@ func NewMetrics() *Metrics {
 	m.wouldRej = newCounterVec("mailnode_policy_shadow_would_reject_total",
 		"Shadow mode (policy.mode: shadow): recipients answered DUNNO that enforce mode would have refused, by matrix cell and reason (the matrix's, or greylist-<why>, ratelimit-<why> for a 450).",
 		"cell", "reason")
+	m.invInfo = prometheus.NewGaugeVec(prometheus.GaugeOpts{
+		Name: "mailnode_policy_inventory_info",
+		Help: "Always 1; digest is the sha256 of the inventory file policyd runs.",
+	}, []string{"digest"})
+	m.instInfo = prometheus.NewGaugeVec(prometheus.GaugeOpts{
+		Name: "mailnode_policy_inventory_installed_info",
+		Help: "Always 1; digest is the one render-config left in postfix.config_directory (\"\" when missing).",
+	}, []string{"digest"})
+	m.drift = prometheus.NewGauge(prometheus.GaugeOpts{
+		Name: "mailnode_policy_inventory_drift",
+		Help: "1 while the installed Postfix config was not rendered from the inventory policyd runs, else 0.",
+	})
 	m.Registry.MustRegister(m.decisions, m.latency, m.open, m.malformed, m.reloads, m.logDrops,
-		m.greylist, m.rateRefus, m.stateErrs, m.wouldRej,
+		m.greylist, m.rateRefus, m.stateErrs, m.wouldRej, m.invInfo, m.instInfo, m.drift,
 		collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
 	return m
 }
@@ -170,11 +189,31 @@ func (m *Metrics) Reloaded(ok bool) {
 	}
 }
 
+// Inventory records the digest of the running inventory and of the one the
+// installed Postfix config comes from; warning, when not "", is the drift
+// /healthz reports (still 200: policyd answers correctly by its inventory).
+func (m *Metrics) Inventory(running, installed, warning string) {
+	m.invInfo.Reset()
+	m.invInfo.WithLabelValues(running).Set(1)
+	m.instInfo.Reset()
+	m.instInfo.WithLabelValues(installed).Set(1)
+	m.warnMu.Lock()
+	m.warnings = nil
+	if warning != "" {
+		m.drift.Set(1)
+		m.warnings = append(m.warnings, warning)
+	} else {
+		m.drift.Set(0)
+	}
+	m.warnMu.Unlock()
+}
+
 // LogDropped counts a dropped mail log line.
 func (m *Metrics) LogDropped() { m.logDrops.Inc() }
 
 // Handler serves /metrics and /healthz. healthy says whether policyd is
-// serving; /healthz answers 200 "ok" or 503.
+// serving; /healthz answers 200 "ok" or 503. A 200 may add lines
+// "warning: ..." (see Inventory).
 func (m *Metrics) Handler(healthy func() bool) http.Handler {
 	mux := http.NewServeMux()
 	mux.Handle("/metrics", promhttp.HandlerFor(m.Registry, promhttp.HandlerOpts{}))
@@ -183,7 +222,13 @@ func (m *Metrics) Handler(healthy func() bool) http.Handler {
 			http.Error(w, "not serving", http.StatusServiceUnavailable)
 			return
 		}
-		w.Write([]byte("ok\n"))
+		m.warnMu.Lock()
+		body := "ok\n"
+		for _, w := range m.warnings {
+			body += "warning: " + w + "\n"
+		}
+		m.warnMu.Unlock()
+		w.Write([]byte(body))
 	})
 	return mux
 }

@@ -474,6 +474,27 @@ func TestMetrics(t *testing.T) {
 	if rec.Code != 503 {
 		t.Errorf("unhealthy /healthz: %d", rec.Code)
 	}
+
+	// An inventory drift: still 200, with the warning; the gauges follow.
+	m.Inventory("sha256:bb", "sha256:aa", "inventory drift: running sha256:bb")
+	get := func(path string) string {
+		rec := httptest.NewRecorder()
+		h.ServeHTTP(rec, httptest.NewRequest("GET", path, nil))
+		return rec.Body.String()
+	}
+	if got := get("/healthz"); got != "ok\nwarning: inventory drift: running sha256:bb\n" {
+		t.Errorf("/healthz in drift: %q", got)
+	}
+	for _, want := range []string{`mailnode_policy_inventory_info{digest="sha256:bb"} 1`,
+		`mailnode_policy_inventory_installed_info{digest="sha256:aa"} 1`, "mailnode_policy_inventory_drift 1"} {
+		if !strings.Contains(get("/metrics"), want) {
+			t.Errorf("/metrics lacks %s", want)
+		}
+	}
+	m.Inventory("sha256:bb", "sha256:bb", "")
+	if got, body := get("/healthz"), get("/metrics"); got != "ok\n" || !strings.Contains(body, "mailnode_policy_inventory_drift 0") || strings.Contains(body, `installed_info{digest="sha256:aa"}`) {
+		t.Errorf("after the drift: /healthz %q", got)
+	}
 }
 
 func ExampleDecide() {

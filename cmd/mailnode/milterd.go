@@ -10,6 +10,7 @@ import (
 	"time"
 
 	"github.com/mailnode/mailnode/dkim"
+	"github.com/mailnode/mailnode/internal/drift"
 	"github.com/mailnode/mailnode/internal/sdnotify"
 	"github.com/mailnode/mailnode/inventory"
 	"github.com/mailnode/mailnode/maillog"
@@ -39,6 +40,12 @@ The garbage collector runs at GOGC=400 with a soft limit of 256 MiB
 (GOMEMLIMIT) unless the environment sets either: milterd's live heap is small,
 and fewer collections keep their pauses off the messages.
 
+Drift guard: milterd logs the digest of its inventory at start and on reload
+and compares it, then every --drift-interval, with the one render-config left
+in postfix.config_directory (mailnode-inventory.digest); while they differ it
+logs a warning ("inventory drift") when the drift starts or changes and on
+every reload.
+
 Signals: SIGHUP reloads the inventory and the keys (connections opened
 afterwards use them; when either is broken the running ones are kept and the
 error is logged); SIGTERM and SIGINT stop accepting and let open sessions end.
@@ -47,6 +54,7 @@ SIGUSR1 logs one status line: goroutines, heap in use, open descriptors.`,
 			inventoryFlag(),
 			&cli.StringFlag{Name: "listen", Usage: "`unix:PATH` or inet:HOST:PORT (default: milter.listen of the inventory)"},
 			&cli.DurationFlag{Name: "dns-timeout", Value: 5 * time.Second, Usage: "timeout of one DNS lookup through node.resolver"},
+			driftIntervalFlag(),
 		},
 		Action: func(c *cli.Context) error {
 			milter.TuneRuntime()
@@ -78,6 +86,10 @@ SIGUSR1 logs one status line: goroutines, heap in use, open descriptors.`,
 			defer b.Close()
 			build := b.Filter
 			srv := milter.NewServer(build(inv, keys))
+			// The drift guard: milterd has no metrics endpoint; the log says it.
+			guard := &drift.Guard{Daemon: "milterd", Log: log}
+			guard.Set(inv.Digest, inv.Postfix.ConfigDirectory)
+			defer runGuard(guard, c.Duration("drift-interval"))()
 			// SIGHUP: reload the inventory and the keys; keep the running
 			// ones when either is broken (a missing key must not stop signing).
 			hup := make(chan os.Signal, 1)
@@ -101,6 +113,7 @@ SIGUSR1 logs one status line: goroutines, heap in use, open descriptors.`,
 					}
 					srv.SetFilter(build(ninv, newKeys))
 					log.Info("milterd: inventory reloaded", "inventory", path, "domains", len(newKeys))
+					guard.Set(ninv.Digest, ninv.Postfix.ConfigDirectory)
 					notify(log, "milterd", sdnotify.Ready)
 				}
 			}()

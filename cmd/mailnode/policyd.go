@@ -15,6 +15,7 @@ import (
 
 	"github.com/urfave/cli/v2"
 
+	"github.com/mailnode/mailnode/internal/drift"
 	"github.com/mailnode/mailnode/internal/sdnotify"
 	"github.com/mailnode/mailnode/inventory"
 	"github.com/mailnode/mailnode/maillog"
@@ -37,6 +38,12 @@ the same file fails at start, naming the file), or Redis shared by several
 nodes. When the store fails, the request gets no reply and Postfix answers
 451 4.3.5 (default_action): never a pass, never a 5xx.
 
+Drift guard: policyd logs the digest of its inventory at start and on reload
+and compares it, then every --drift-interval, with the one render-config left
+in postfix.config_directory (mailnode-inventory.digest). While they differ
+it warns in the log, sets mailnode_policy_inventory_drift to 1 and adds a
+"warning:" line to /healthz (still 200).
+
 Signals: SIGHUP reloads the inventory (a broken one is logged and the running
 one kept; open connections stay open; greylisting and rate limit settings
 change, the store stays open: changing policy.state needs a restart);
@@ -54,6 +61,7 @@ line per decision, goes to --maillog.`,
 			&cli.StringFlag{Name: "log-level", Value: "info", Usage: "debug, info, warn or error"},
 			&cli.DurationFlag{Name: "idle-timeout", Value: 330 * time.Second, Usage: "close a connection idle this long between requests (Postfix closes its own after 300s)"},
 			&cli.DurationFlag{Name: "request-timeout", Value: 10 * time.Second, Usage: "time a client has to send one whole request"},
+			driftIntervalFlag(),
 			&cli.DurationFlag{Name: "drain-timeout", Value: 10 * time.Second, Usage: "on SIGTERM, how long requests in flight may take before connections are cut"},
 		},
 		Action: runPolicyd,
@@ -138,6 +146,13 @@ func runPolicyd(cx *cli.Context) error {
 		log.Info("policyd: metrics", "addr", mln.Addr().String())
 	}
 
+	guard := &drift.Guard{Daemon: "policyd", Log: log, OnCheck: func(s drift.State) {
+		metrics.Inventory(s.Running, s.Installed, s.Warning())
+	}}
+	guard.Set(inv.Digest, inv.Postfix.ConfigDirectory)
+	stopGuard := runGuard(guard, cx.Duration("drift-interval"))
+	defer stopGuard()
+
 	done := make(chan error, 1)
 	go func() { done <- srv.Serve(ln) }()
 	log.Info("policyd: serving", "listen", listen, "inventory", path,
@@ -162,6 +177,8 @@ func runPolicyd(cx *cli.Context) error {
 					store = st
 					defer st.Close()
 				}
+				running := srv.Inventory()
+				guard.Set(running.Digest, running.Postfix.ConfigDirectory)
 				notify(log, "policyd", sdnotify.Ready)
 				continue
 			}
@@ -254,6 +271,21 @@ func greylistSummary(inv *inventory.Inventory) string {
 		return "off"
 	}
 	return fmt.Sprintf("delay %s", g.Delay.D())
+}
+
+func driftIntervalFlag() cli.Flag {
+	return &cli.DurationFlag{Name: "drift-interval", Value: drift.Interval, EnvVars: []string{"MAILNODE_DRIFT_INTERVAL"},
+		Usage: "how often to compare the inventory's digest with the installed Postfix config's (also at start and on reload)"}
+}
+
+// runGuard checks g every interval until the returned stop is called.
+func runGuard(g *drift.Guard, interval time.Duration) (stop func()) {
+	if interval <= 0 {
+		interval = drift.Interval
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	go g.Run(ctx, interval)
+	return cancel
 }
 
 // notify tells systemd (Type=notify units) the daemon's state; outside
