@@ -40,6 +40,16 @@ The garbage collector runs at GOGC=400 with a soft limit of 256 MiB
 (GOMEMLIMIT) unless the environment sets either: milterd's live heap is small,
 and fewer collections keep their pauses off the messages.
 
+Publish before sign: at start, on reload and every --dkim-check-interval,
+milterd asks node.resolver for each selector's TXT record. A selector whose
+record is missing or carries another key than the one on disk does not sign
+while another selector of its domain is published (a new selector waits for
+its record); when none of a domain's selectors is published, all sign, as
+before the check. Over a DNS failure a selector keeps its last answer. The
+log says each selector's state at start and reload, and every change
+("dkim selector held back until DNS publishes its key"); mailnode dkim status
+prints the same.
+
 Drift guard: milterd logs the digest of its inventory at start and on reload
 and compares it, then every --drift-interval, with the one render-config left
 in postfix.config_directory (mailnode-inventory.digest); while they differ it
@@ -55,6 +65,8 @@ SIGUSR1 logs one status line: goroutines, heap in use, open descriptors.`,
 			&cli.StringFlag{Name: "listen", Usage: "`unix:PATH` or inet:HOST:PORT (default: milter.listen of the inventory)"},
 			&cli.DurationFlag{Name: "dns-timeout", Value: 5 * time.Second, Usage: "timeout of one DNS lookup through node.resolver"},
 			driftIntervalFlag(),
+			&cli.DurationFlag{Name: "dkim-check-interval", Value: milter.PublishInterval, EnvVars: []string{"MAILNODE_DKIM_CHECK_INTERVAL"},
+				Usage: "how often to ask node.resolver whether each DKIM selector is published (also at start and on reload)"},
 		},
 		Action: func(c *cli.Context) error {
 			milter.TuneRuntime()
@@ -85,7 +97,14 @@ SIGUSR1 logs one status line: goroutines, heap in use, open descriptors.`,
 			b := &milter.Builder{DNSTimeout: c.Duration("dns-timeout"), Log: log}
 			defer b.Close()
 			build := b.Filter
-			srv := milter.NewServer(build(inv, keys))
+			// Publish before sign: a selector DNS does not show with its
+			// key waits while another of its domain is published.
+			pub := &milter.Publisher{Log: log, Timeout: c.Duration("dns-timeout")}
+			srv := milter.NewServer(build(inv, pub.Update(inv, keys)))
+			pub.Apply = func(inv *inventory.Inventory, keys map[string][]dkim.Key) { srv.SetFilter(build(inv, keys)) }
+			pubCtx, stopPub := context.WithCancel(context.Background())
+			defer stopPub()
+			go pub.Run(pubCtx, c.Duration("dkim-check-interval"))
 			// The drift guard: milterd has no metrics endpoint; the log says it.
 			guard := &drift.Guard{Daemon: "milterd", Log: log}
 			guard.Set(inv.Digest, inv.Postfix.ConfigDirectory)
@@ -111,7 +130,7 @@ SIGUSR1 logs one status line: goroutines, heap in use, open descriptors.`,
 						notify(log, "milterd", sdnotify.Ready)
 						continue
 					}
-					srv.SetFilter(build(ninv, newKeys))
+					srv.SetFilter(build(ninv, pub.Update(ninv, newKeys)))
 					log.Info("milterd: inventory reloaded", "inventory", path, "domains", len(newKeys))
 					guard.Set(ninv.Digest, ninv.Postfix.ConfigDirectory)
 					notify(log, "milterd", sdnotify.Ready)

@@ -1,0 +1,149 @@
+package dkim
+
+// Publish before sign: a selector signs once DNS shows its TXT record with
+// the public half of the key on disk. Signing with a key receivers cannot
+// fetch only makes dkim=fail; the rule below keeps a new selector out of
+// the signatures until it is published, without turning a node whose zone
+// is not published at all (a test network, a node being built) into one
+// that signs nothing.
+
+import (
+	"context"
+	"crypto"
+	"fmt"
+	"strings"
+
+	"github.com/mailnode/mailnode/inventory"
+)
+
+// Publication is what DNS shows for one selector.
+type Publication string
+
+const (
+	Published    Publication = "published"     // a DKIM record with this key's p=
+	NotPublished Publication = "not-published" // NXDOMAIN, NODATA, or no DKIM key record
+	Mismatch     Publication = "mismatch"      // DKIM records, none with this key (or revoked: empty p=)
+	Unknown      Publication = "unknown"       // DNS could not tell (SERVFAIL, timeout, unreachable)
+)
+
+// TXTLookup returns the TXT records of name, each one string. When there
+// are none, none says how DNS said so (NXDOMAIN, NODATA); err says that
+// DNS could not tell. It is RotationDNS.Published.
+type TXTLookup func(ctx context.Context, name string) (recs []string, none string, err error)
+
+// SelectorState is one selector of a local domain: its key, what DNS shows
+// and whether it signs.
+type SelectorState struct {
+	Domain, Selector, Algorithm string
+	Key                         crypto.Signer // nil: no usable key (KeyErr says why)
+	KeyErr                      error
+	DNS                         Publication
+	Detail                      string // what DNS said, when not Published
+	Signing                     bool
+	Why                         string // why it signs or not
+}
+
+// CheckPublication asks lookup for the selector's record and compares its
+// p= with the public half of key.
+func CheckPublication(ctx context.Context, lookup TXTLookup, domain, selector string, key crypto.Signer) (Publication, string) {
+	name := RecordName(selector, domain)
+	want, err := TXTValue(key)
+	if err != nil {
+		return Unknown, err.Error()
+	}
+	recs, none, err := lookup(ctx, name)
+	if err != nil {
+		return Unknown, fmt.Sprintf("%s: %v", name, err)
+	}
+	if len(recs) == 0 {
+		return NotPublished, fmt.Sprintf("%s: %s", name, orString(none, "no TXT record"))
+	}
+	p := publicKeyOf(want)
+	var others int
+	for _, r := range recs {
+		tags, err := ParseTags(r)
+		if err != nil {
+			continue
+		}
+		if v, ok := tags["v"]; ok && StripFWS(v) != "DKIM1" {
+			continue
+		}
+		pub, ok := tags["p"]
+		if !ok {
+			continue
+		}
+		if StripFWS(pub) == p {
+			return Published, ""
+		}
+		others++
+	}
+	if others == 0 {
+		return NotPublished, fmt.Sprintf("%s: no DKIM key record among %d TXT", name, len(recs))
+	}
+	return Mismatch, fmt.Sprintf("%s: p= is another key than the one on disk (or revoked)", name)
+}
+
+// DecideSigning sets Signing and Why of every state, domain by domain:
+//   - a selector without a usable key never signs;
+//   - a published selector signs;
+//   - one not (yet) published, or published with another key, signs only
+//     when no selector of its domain is published: then every selector
+//     with a key signs, as before publication was checked, since holding
+//     them all back would leave the domain's mail unsigned.
+//
+// Unknown counts as not published: the caller keeps the last answer over a
+// DNS failure (see milter.Publisher).
+func DecideSigning(states []SelectorState) {
+	published := map[string][]string{}
+	for _, s := range states {
+		if s.Key != nil && s.DNS == Published {
+			published[s.Domain] = append(published[s.Domain], s.Selector)
+		}
+	}
+	for i := range states {
+		s := &states[i]
+		pub := published[s.Domain]
+		switch {
+		case s.Key == nil:
+			s.Signing, s.Why = false, fmt.Sprintf("no usable key: %v", s.KeyErr)
+		case s.DNS == Published:
+			s.Signing, s.Why = true, "published with the key on disk"
+		case len(pub) > 0:
+			s.Signing, s.Why = false, fmt.Sprintf("waits for its record (%s: %s); %s signs with %s", s.DNS, s.Detail, s.Domain, strings.Join(pub, ", "))
+		default:
+			s.Signing, s.Why = true, fmt.Sprintf("no selector of %s is published (%s: %s): every selector signs", s.Domain, s.DNS, s.Detail)
+		}
+	}
+}
+
+// Selectors lists the selectors of inv's local domains (or of domain
+// only), in inventory order, with their keys loaded from dkim.key_dir.
+func Selectors(inv *inventory.Inventory, domain string) []SelectorState {
+	var out []SelectorState
+	for _, d := range inv.LocalDomains() {
+		if domain != "" && d.Name != domain {
+			continue
+		}
+		for _, s := range d.DKIM {
+			st := SelectorState{Domain: d.Name, Selector: s.Selector, Algorithm: s.Algorithm, DNS: Unknown}
+			st.Key, st.KeyErr = LoadKey(KeyPath(inv.DKIM.KeyDir, d.Name, s.Selector), s.Algorithm)
+			if st.KeyErr != nil {
+				st.Key = nil
+			}
+			out = append(out, st)
+		}
+	}
+	return out
+}
+
+// CheckAll asks DNS about every state with a key and decides signing.
+func CheckAll(ctx context.Context, lookup TXTLookup, states []SelectorState) {
+	for i := range states {
+		s := &states[i]
+		if s.Key == nil {
+			continue
+		}
+		s.DNS, s.Detail = CheckPublication(ctx, lookup, s.Domain, s.Selector, s.Key)
+	}
+	DecideSigning(states)
+}

@@ -1,0 +1,229 @@
+package milter
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net"
+	"slices"
+	"sync"
+	"time"
+
+	"github.com/mailnode/mailnode/dkim"
+	"github.com/mailnode/mailnode/inventory"
+	"github.com/mailnode/mailnode/resolver"
+)
+
+// PublishInterval is how often a Publisher asks DNS again between reloads.
+const PublishInterval = time.Minute
+
+// Publisher holds back DKIM selectors whose TXT record node.resolver does
+// not show with the key on disk (dkim.DecideSigning has the rule). It asks
+// at start and on reload (Update) and every PublishInterval (Run); when the
+// set of signing selectors changes between reloads it calls Apply with the
+// keys to sign with. Over a DNS failure a selector keeps its last answer.
+type Publisher struct {
+	Log     *slog.Logger
+	Timeout time.Duration // one DNS question; resolver.DefaultTimeout when 0
+	// Apply installs the keys to sign with (milterd: SetFilter of a new
+	// Filter); called by Check, never by Update.
+	Apply func(inv *inventory.Inventory, keys map[string][]dkim.Key)
+	// Lookup, when set, replaces a resolver.Client on node.resolver (tests).
+	Lookup dkim.TXTLookup
+
+	mu      sync.Mutex
+	inv     *inventory.Inventory
+	keys    map[string][]dkim.Key
+	last    map[string]dkim.Publication // domain/selector -> last definite answer
+	states  []dkim.SelectorState
+	signing map[string][]dkim.Key
+}
+
+// Update takes the inventory and keys now loaded, asks DNS about every
+// selector, logs each one's state and returns the keys to sign with.
+func (p *Publisher) Update(inv *inventory.Inventory, keys map[string][]dkim.Key) map[string][]dkim.Key {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	p.inv, p.keys = inv, keys
+	prev := p.states
+	p.states = p.check()
+	p.signing = signingKeys(p.keys, p.states)
+	p.logStates(prev, true)
+	return p.signing
+}
+
+// Check asks DNS again; when the signing selectors changed, Apply gets them.
+func (p *Publisher) Check() {
+	p.mu.Lock()
+	if p.inv == nil {
+		p.mu.Unlock()
+		return
+	}
+	prev := p.states
+	p.states = p.check()
+	keys := signingKeys(p.keys, p.states)
+	changed := !sameKeys(keys, p.signing)
+	p.signing = keys
+	p.logStates(prev, false)
+	// Under the lock: a reload's Update cannot slip in between and be
+	// overwritten with the inventory it replaced.
+	if changed && p.Apply != nil {
+		p.Apply(p.inv, keys)
+	}
+	p.mu.Unlock()
+}
+
+// States is the last answer for every selector with a key.
+func (p *Publisher) States() []dkim.SelectorState {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	return slices.Clone(p.states)
+}
+
+// Run checks every interval until ctx ends.
+func (p *Publisher) Run(ctx context.Context, interval time.Duration) {
+	if interval <= 0 {
+		interval = PublishInterval
+	}
+	t := time.NewTicker(interval)
+	defer t.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-t.C:
+			p.Check()
+		}
+	}
+}
+
+// check asks DNS about every loaded key; p.mu is held.
+func (p *Publisher) check() []dkim.SelectorState {
+	lookup := p.Lookup
+	if lookup == nil {
+		timeout := p.Timeout
+		if timeout <= 0 {
+			timeout = resolver.DefaultTimeout
+		}
+		// A Client of its own, closed after the round: the answer is what
+		// node.resolver shows now, not what milterd's cache remembers.
+		res := resolver.NewClient(p.inv.Node.Resolver, timeout)
+		defer res.Close()
+		lookup = LookupPublished(res)
+	}
+	if p.last == nil {
+		p.last = map[string]dkim.Publication{}
+	}
+	var states []dkim.SelectorState
+	for _, d := range p.inv.LocalDomains() {
+		for _, k := range p.keys[d.Name] {
+			states = append(states, dkim.SelectorState{Domain: d.Name, Selector: k.Selector, Algorithm: k.Algorithm, Key: k.Signer})
+		}
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	for i := range states {
+		s := &states[i]
+		s.DNS, s.Detail = dkim.CheckPublication(ctx, lookup, s.Domain, s.Selector, s.Key)
+		id := s.Domain + "/" + s.Selector
+		if s.DNS == dkim.Unknown {
+			if last, ok := p.last[id]; ok {
+				s.Detail = fmt.Sprintf("%s; keeping the last answer, %s", s.Detail, last)
+				s.DNS = last
+			}
+		} else {
+			p.last[id] = s.DNS
+		}
+	}
+	dkim.DecideSigning(states)
+	return states
+}
+
+// logStates logs every selector (all: at start and reload) or those whose
+// state changed.
+func (p *Publisher) logStates(prev []dkim.SelectorState, all bool) {
+	log := p.Log
+	if log == nil {
+		log = slog.Default()
+	}
+	was := map[string]dkim.SelectorState{}
+	for _, s := range prev {
+		was[s.Domain+"/"+s.Selector] = s
+	}
+	for _, s := range p.states {
+		w, ok := was[s.Domain+"/"+s.Selector]
+		if !all && ok && w.DNS == s.DNS && w.Signing == s.Signing {
+			continue
+		}
+		args := []any{"domain", s.Domain, "selector", s.Selector, "dns", string(s.DNS), "signing", yesNo(s.Signing), "why", s.Why}
+		if s.Signing {
+			log.Info("milterd: dkim selector", args...)
+		} else {
+			log.Warn("milterd: dkim selector held back until DNS publishes its key", args...)
+		}
+	}
+}
+
+// LookupPublished adapts a resolver to dkim.TXTLookup: NXDOMAIN and NODATA
+// (and any other permanent answer) are "none", a temporary failure an error.
+func LookupPublished(res resolver.Resolver) dkim.TXTLookup {
+	return func(ctx context.Context, name string) ([]string, string, error) {
+		recs, err := res.LookupTXT(ctx, name)
+		var de *net.DNSError
+		switch {
+		case err == nil && len(recs) == 0:
+			return nil, "NODATA", nil
+		case err == nil:
+			return recs, "", nil
+		case errors.As(err, &de) && de.IsNotFound:
+			return nil, "NXDOMAIN or NODATA", nil
+		case !resolver.IsTemporary(err):
+			return nil, err.Error(), nil
+		}
+		return nil, "", err
+	}
+}
+
+func signingKeys(keys map[string][]dkim.Key, states []dkim.SelectorState) map[string][]dkim.Key {
+	sign := map[string]bool{}
+	for _, s := range states {
+		if s.Signing {
+			sign[s.Domain+"/"+s.Selector] = true
+		}
+	}
+	out := map[string][]dkim.Key{}
+	for d, ks := range keys {
+		for _, k := range ks {
+			if sign[d+"/"+k.Selector] {
+				out[d] = append(out[d], k)
+			}
+		}
+	}
+	return out
+}
+
+func sameKeys(a, b map[string][]dkim.Key) bool {
+	if len(a) != len(b) {
+		return false
+	}
+	for d, ka := range a {
+		kb := b[d]
+		if len(ka) != len(kb) {
+			return false
+		}
+		for i := range ka {
+			if ka[i].Selector != kb[i].Selector {
+				return false
+			}
+		}
+	}
+	return true
+}
+
+func yesNo(b bool) string {
+	if b {
+		return "yes"
+	}
+	return "no"
+}

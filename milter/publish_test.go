@@ -1,0 +1,164 @@
+package milter
+
+import (
+	"crypto/ed25519"
+	"log/slog"
+	"slices"
+	"strings"
+	"testing"
+	"time"
+
+	gomilter "github.com/d--j/go-milter"
+	mdns "github.com/miekg/dns"
+
+	"github.com/mailnode/mailnode/dkim"
+	"github.com/mailnode/mailnode/dns/dnstest"
+	"github.com/mailnode/mailnode/inventory"
+	"github.com/mailnode/mailnode/milter/miltertest"
+	"github.com/mailnode/mailnode/test/harness"
+)
+
+func txtRecord(t *testing.T, k dkim.Key) string {
+	t.Helper()
+	v, err := dkim.TXTValue(k.Signer)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return dkim.RecordName(k.Selector, k.Domain) + " 60 IN TXT " + dkim.ZoneTXT(v)
+}
+
+// TestPublishBeforeSign: through a real milter socket, with node.resolver
+// on the test DNS server. example.com's RSA selector is published, its new
+// Ed25519 one not yet: mail carries one signature, the log says why; once
+// the record is there, the next check signs with both. A record with
+// another key holds a selector back too; a DNS failure keeps the last
+// answer. example.net publishes nothing: its only selector signs.
+func TestPublishBeforeSign(t *testing.T) {
+	local, _ := testKeys(t)
+	rsaCom, edCom := local["example.com"][0], local["example.com"][1]
+	srvDNS := dnstest.Start(t, "example.com. 60 IN SOA ns.example.com. h.example.com. 1 3600 600 86400 1\n"+
+		"example.net. 60 IN SOA ns.example.net. h.example.net. 1 3600 600 86400 1\n"+txtRecord(t, rsaCom))
+	inv := testInventory(t)
+	inv.Node.Resolver = srvDNS.Addr
+	logs := &harness.SyncBuffer{}
+	log := slog.New(slog.NewTextHandler(logs, nil))
+
+	f, _ := testFilter(t)
+	p := &Publisher{Log: log, Timeout: time.Second}
+	build := func(inv *inventory.Inventory, keys map[string][]dkim.Key) *Filter {
+		nf := *f
+		nf.Keys = keys
+		return &nf
+	}
+	srv := NewServer(build(inv, p.Update(inv, local)))
+	p.Apply = func(inv *inventory.Inventory, keys map[string][]dkim.Key) { srv.SetFilter(build(inv, keys)) }
+	path := serve(t, srv)
+
+	signatures := func(from string) []string {
+		t.Helper()
+		r, err := miltertest.Submit(miltertest.NewClient("unix", path), localMessage(from))
+		if err != nil || r.Action.Type != gomilter.ActionAccept {
+			t.Fatalf("submit: %v %v", err, r)
+		}
+		var sels []string
+		for _, m := range r.Mods {
+			if m.Type == gomilter.ActionInsertHeader && m.HeaderName == "DKIM-Signature" {
+				for _, tag := range strings.Split(m.HeaderValue, ";") {
+					if v, ok := strings.CutPrefix(strings.TrimSpace(tag), "s="); ok {
+						sels = append(sels, v)
+					}
+				}
+			}
+		}
+		slices.Sort(sels)
+		return sels
+	}
+	state := func(domain, sel string) dkim.SelectorState {
+		for _, s := range p.States() {
+			if s.Domain == domain && s.Selector == sel {
+				return s
+			}
+		}
+		t.Fatalf("no state for %s/%s", domain, sel)
+		return dkim.SelectorState{}
+	}
+
+	if got := signatures("alice@example.com"); strings.Join(got, ",") != "mx2026r" {
+		t.Errorf("before publication: signed with %q, want mx2026r only", got)
+	}
+	if s := state("example.com", "mx2026e"); s.Signing || s.DNS != dkim.NotPublished || !strings.Contains(s.Why, "example.com signs with mx2026r") {
+		t.Errorf("mx2026e before publication: %+v", s)
+	}
+	if !strings.Contains(logs.String(), `level=WARN msg="milterd: dkim selector held back until DNS publishes its key" domain=example.com selector=mx2026e dns=not-published signing=no`) {
+		t.Errorf("log:\n%s", logs)
+	}
+	if got := signatures("carol@example.net"); strings.Join(got, ",") != "mx2026r" {
+		t.Errorf("example.net, nothing published: signed with %q, want its only selector", got)
+	}
+
+	// Published with another key: a mismatch, still held back.
+	other := ed25519.NewKeyFromSeed(make([]byte, ed25519.SeedSize))
+	wrong, _ := dkim.NewKey("example.com", "mx2026e", "ed25519", other)
+	if err := srvDNS.Add(txtRecord(t, wrong)); err != nil {
+		t.Fatal(err)
+	}
+	p.Check()
+	if s := state("example.com", "mx2026e"); s.Signing || s.DNS != dkim.Mismatch {
+		t.Errorf("mx2026e with another key: %+v", s)
+	}
+
+	// The right record: the next check signs with both, without a reload.
+	if err := srvDNS.Replace(dkim.RecordName("mx2026e", "example.com"), txtRecord(t, edCom)); err != nil {
+		t.Fatal(err)
+	}
+	p.Check()
+	if got := signatures("alice@example.com"); strings.Join(got, ",") != "mx2026e,mx2026r" {
+		t.Errorf("after publication: signed with %q", got)
+	}
+	if !strings.Contains(logs.String(), "domain=example.com selector=mx2026e dns=published signing=yes") {
+		t.Errorf("log lacks the change:\n%s", logs)
+	}
+
+	// SERVFAIL: the last answer stands.
+	srvDNS.Fail(dkim.RecordName("mx2026e", "example.com"), mdns.TypeTXT, mdns.RcodeServerFailure)
+	p.Check()
+	if s := state("example.com", "mx2026e"); !s.Signing || s.DNS != dkim.Published || !strings.Contains(s.Detail, "keeping the last answer") {
+		t.Errorf("over a DNS failure: %+v", s)
+	}
+}
+
+func serve(t *testing.T, srv *Server) string {
+	t.Helper()
+	path := t.TempDir() + "/milter.sock"
+	ln, err := Listen("unix:" + path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	done := make(chan error, 1)
+	go func() { done <- srv.Serve(ln) }()
+	t.Cleanup(func() {
+		srv.Close()
+		ln.Close()
+		<-done
+	})
+	return path
+}
+
+func TestDecideSigning(t *testing.T) {
+	k := ed25519.NewKeyFromSeed(make([]byte, ed25519.SeedSize))
+	st := []dkim.SelectorState{
+		{Domain: "a.test", Selector: "old", Key: k, DNS: dkim.Published},
+		{Domain: "a.test", Selector: "new", Key: k, DNS: dkim.NotPublished, Detail: "NXDOMAIN"},
+		{Domain: "a.test", Selector: "gone", KeyErr: errFake},
+		{Domain: "b.test", Selector: "only", Key: k, DNS: dkim.Unknown, Detail: "timeout"},
+	}
+	dkim.DecideSigning(st)
+	want := []bool{true, false, false, true}
+	for i, s := range st {
+		if s.Signing != want[i] {
+			t.Errorf("%s/%s: signing %v (%s)", s.Domain, s.Selector, s.Signing, s.Why)
+		}
+	}
+}
+
+var errFake = &inventory.Problem{Msg: "missing"}
