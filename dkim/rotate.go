@@ -8,6 +8,7 @@ package dkim
 
 import (
 	"context"
+	"crypto"
 	"errors"
 	"fmt"
 	"os"
@@ -282,4 +283,83 @@ func orString(s, alt string) string {
 		return alt
 	}
 	return s
+}
+
+// Stage says where the rotations of domain d stand, one line per
+// algorithm, from the selectors' states (Selectors, then CheckAll) and the
+// retired keys still on disk. The five steps: 1 add (the new selector is
+// in the inventory, its record not visible yet), 2 published (visible, not
+// signing yet), 3 signing (it signs; after a grace period, retire the
+// old one), 4 retired (the old selector is out of the inventory, its
+// record still visible), 5 delete key (the record is gone: the next
+// --retire run deletes the key).
+func Stage(ctx context.Context, inv *inventory.Inventory, d *inventory.Domain, states []SelectorState, lookup TXTLookup) []string {
+	var lines []string
+	for _, alg := range []string{"rsa", "ed25519"} {
+		var sels []SelectorState
+		for _, s := range states {
+			if s.Domain == d.Name && s.Algorithm == alg {
+				sels = append(sels, s)
+			}
+		}
+		retired := retiredKeys(inv, d, alg)
+		switch {
+		case len(sels) >= 2:
+			n, olds := sels[len(sels)-1], sels[:len(sels)-1]
+			var oldNames []string
+			for _, o := range olds {
+				oldNames = append(oldNames, o.Selector)
+			}
+			old := strings.Join(oldNames, ", ")
+			switch {
+			case n.Key == nil:
+				lines = append(lines, fmt.Sprintf("%s: step 1/5 add: %s has no usable key (%v): mailnode dkim keygen --domain %s", alg, n.Selector, n.KeyErr, d.Name))
+			case n.DNS != Published:
+				lines = append(lines, fmt.Sprintf("%s: step 1/5 add: %s is in the inventory, its record is %s (%s): render-config and publish dns/%s.zone; %s signs meanwhile", alg, n.Selector, n.DNS, n.Detail, d.Name, old))
+			case !n.Signing:
+				lines = append(lines, fmt.Sprintf("%s: step 2/5 published: %s is visible with its key; it signs from milterd's next check (within a minute) or reload", alg, n.Selector))
+			default:
+				lines = append(lines, fmt.Sprintf("%s: step 3/5 signing: %s is published and signs; after a grace period (the record's TTL, and a few days for mail in flight and in queues), retire %s: mailnode dkim rotate --domain %s --retire %s --write", alg, n.Selector, old, d.Name, oldNames[0]))
+			}
+		case len(retired) > 0:
+			for _, r := range retired {
+				name := RecordName(r.selector, d.Name)
+				if pub, detail := CheckPublication(ctx, lookup, d.Name, r.selector, r.key); pub == Published || pub == Unknown {
+					lines = append(lines, fmt.Sprintf("%s: step 4/5 retired: %s is out of the inventory; %s is still %s %s: publish the rendered zone and wait for the TTL", alg, r.selector, name, pub, detail))
+				} else {
+					lines = append(lines, fmt.Sprintf("%s: step 5/5 delete key: %s is gone from DNS: mailnode dkim rotate --domain %s --retire %s --write deletes %s", alg, name, d.Name, r.selector, r.path))
+				}
+			}
+		case len(sels) == 1:
+			lines = append(lines, fmt.Sprintf("%s: no rotation in progress (%s)", alg, sels[0].Selector))
+		}
+	}
+	return lines
+}
+
+type retiredKey struct {
+	selector, path string
+	key            crypto.Signer
+}
+
+// retiredKeys are the key files of alg under d's key directory whose
+// selector is no longer in the inventory.
+func retiredKeys(inv *inventory.Inventory, d *inventory.Domain, alg string) []retiredKey {
+	dir := filepath.Dir(KeyPath(inv.DKIM.KeyDir, d.Name, "x"))
+	names, _ := filepath.Glob(filepath.Join(dir, "*.key"))
+	var out []retiredKey
+	for _, p := range names {
+		sel := strings.TrimSuffix(filepath.Base(p), ".key")
+		if slices.ContainsFunc(d.DKIM, func(s inventory.Selector) bool { return s.Selector == sel }) {
+			continue
+		}
+		data, err := ReadKeyFile(p)
+		if err != nil {
+			continue
+		}
+		if k, err := ParseKey(p, data, alg); err == nil {
+			out = append(out, retiredKey{selector: sel, path: p, key: k})
+		}
+	}
+	return out
 }

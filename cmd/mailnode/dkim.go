@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"os"
+	"text/tabwriter"
 	"time"
 
 	"github.com/urfave/cli/v2"
@@ -71,7 +72,7 @@ type, readable by others) is reported and makes the command exit 1.`,
 				}
 				return nil
 			},
-		}, dkimRotateCommand()},
+		}, dkimRotateCommand(), dkimStatusCommand()},
 	}
 }
 
@@ -179,5 +180,112 @@ func dkimRotate(c *cli.Context) error {
 		}
 	}
 	fmt.Fprint(out, step.Next)
+	// Where the rotation stands now, asked through the same resolver.
+	now := inv
+	if r.Write && step.Inventory != nil {
+		if ni, err := inventory.Parse(step.Inventory, path); err == nil {
+			now = ni
+		}
+	}
+	if nd := now.Domain(d.Name); nd != nil {
+		res := now.Node.Resolver
+		if c.String("resolver") != "" {
+			res = c.String("resolver")
+		}
+		lookup := (&dns.Checker{Resolver: res}).Published
+		ctx, cancel := context.WithTimeout(c.Context, 30*time.Second)
+		defer cancel()
+		states := dkim.Selectors(now, d.Name)
+		dkim.CheckAll(ctx, lookup, states)
+		fmt.Fprintf(out, "\nRotation of %s (DNS through %s):\n", d.Name, res)
+		for _, l := range dkim.Stage(ctx, now, nd, states, lookup) {
+			fmt.Fprintf(out, "  %s\n", l)
+		}
+	}
 	return nil
+}
+
+// dkimStatusCommand is `mailnode dkim status`.
+func dkimStatusCommand() *cli.Command {
+	return &cli.Command{
+		Name:      "status",
+		Usage:     "show each DKIM selector's key, its record in DNS and whether milterd signs with it",
+		UsageText: "mailnode dkim status --inventory FILE [--domain D] [--resolver HOST:PORT]",
+		Description: `For every selector of every local domain (or of --domain): whether its key is
+on disk and usable, what DNS shows for its TXT record through node.resolver (or
+--resolver): published (p= is the key on disk), not-published (NXDOMAIN, NODATA,
+no DKIM record), mismatch (another key, or revoked) or unknown (DNS could not
+tell), and whether milterd signs with it by the publish-before-sign rule: a
+selector that is not published waits while another selector of its domain is;
+when none is, all sign. Then where each domain's key rotation stands (the steps
+of mailnode dkim rotate).
+
+milterd asks the same at start, on reload and every minute; over a DNS failure
+it keeps its last answer, which this command, asking once, cannot know.
+
+Exit status: 0 every selector signs, 1 one does not (no key, or held back), 2 errors.`,
+		Flags: []cli.Flag{
+			inventoryFlag(),
+			&cli.StringFlag{Name: "domain", Aliases: []string{"d"}, Usage: "only this local `DOMAIN`"},
+			&cli.StringFlag{Name: "resolver", Usage: "ask this resolver (`HOST:PORT`) instead of node.resolver"},
+		},
+		Action: func(c *cli.Context) error {
+			inv, err := inventory.Load(c.String("inventory"))
+			if err != nil {
+				return cli.Exit(err.Error(), 2)
+			}
+			domain := c.String("domain")
+			if domain != "" {
+				if d := inv.Domain(domain); d == nil || d.Class != "local" {
+					return cli.Exit(fmt.Sprintf("dkim status: %s is not a local domain of the inventory", domain), 2)
+				}
+			}
+			res := inv.Node.Resolver
+			if c.String("resolver") != "" {
+				res = c.String("resolver")
+			}
+			lookup := (&dns.Checker{Resolver: res}).Published
+			ctx, cancel := context.WithTimeout(c.Context, 60*time.Second)
+			defer cancel()
+			states := dkim.Selectors(inv, domain)
+			dkim.CheckAll(ctx, lookup, states)
+			out := c.App.Writer
+			fmt.Fprintf(out, "DKIM selectors (DNS through %s):\n", res)
+			tw := tabwriter.NewWriter(out, 0, 0, 2, ' ', 0)
+			fmt.Fprintln(tw, "DOMAIN\tSELECTOR\tALGORITHM\tKEY\tDNS\tSIGNING\tWHY")
+			held := false
+			for _, s := range states {
+				key := "present"
+				if s.Key == nil {
+					key = "missing"
+					if !errors.Is(s.KeyErr, dkim.ErrNoKey) {
+						key = "unusable"
+					}
+				}
+				sign := "yes"
+				if !s.Signing {
+					sign, held = "no", true
+				}
+				fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%s\t%s\n", s.Domain, s.Selector, s.Algorithm, key, s.DNS, sign, s.Why)
+			}
+			tw.Flush()
+			for _, d := range inv.LocalDomains() {
+				if domain != "" && d.Name != domain {
+					continue
+				}
+				lines := dkim.Stage(ctx, inv, d, states, lookup)
+				if len(lines) == 0 {
+					continue
+				}
+				fmt.Fprintf(out, "\nRotation of %s:\n", d.Name)
+				for _, l := range lines {
+					fmt.Fprintf(out, "  %s\n", l)
+				}
+			}
+			if held {
+				return cli.Exit("", 1)
+			}
+			return nil
+		},
+	}
 }

@@ -293,3 +293,55 @@ func TestRotateRefusesLastOfItsKind(t *testing.T) {
 		t.Fatalf("exit %d: %s", code, errs)
 	}
 }
+
+// TestDKIMStatus: dkim status and rotate follow a rotation step by step:
+// a new selector is not signing until its record is published, then signs;
+// the old one retired is still visible, then gone.
+func TestDKIMStatus(t *testing.T) {
+	srv := dnstest.Start(t, "")
+	_, invPath := testNode(t, srv.Addr)
+	publish(t, srv, invPath)
+	row := func(out, sel string) string {
+		for _, l := range strings.Split(out, "\n") {
+			if f := strings.Fields(l); len(f) > 6 && f[0] == "example.com" && f[1] == sel {
+				return strings.Join(f[:6], " ")
+			}
+		}
+		t.Fatalf("no row for %s:\n%s", sel, out)
+		return ""
+	}
+	out, errs, code := runApp(t, "dkim", "status", "--inventory", invPath)
+	if code != 0 || row(out, "mx2026r") != "example.com mx2026r rsa present published yes" {
+		t.Fatalf("status, all published: exit %d %s\n%s", code, errs, out)
+	}
+	if !strings.Contains(out, "rsa: no rotation in progress (mx2026r)") {
+		t.Errorf("status: no rotation line:\n%s", out)
+	}
+
+	out, errs, code = runApp(t, "dkim", "rotate", "--inventory", invPath, "--domain", "example.com", "--selector", "mx2027r", "--write")
+	if code != 0 || !strings.Contains(out, "rsa: step 1/5 add: mx2027r is in the inventory, its record is not-published") {
+		t.Fatalf("rotate add: exit %d %s\n%s", code, errs, out)
+	}
+	out, _, code = runApp(t, "dkim", "status", "--inventory", invPath, "--domain", "example.com")
+	if code != 1 || row(out, "mx2027r") != "example.com mx2027r rsa present not-published no" ||
+		row(out, "mx2026r") != "example.com mx2026r rsa present published yes" {
+		t.Fatalf("status before publication: exit %d\n%s", code, out)
+	}
+
+	publish(t, srv, invPath)
+	out, _, code = runApp(t, "dkim", "status", "--inventory", invPath, "--domain", "example.com")
+	if code != 0 || row(out, "mx2027r") != "example.com mx2027r rsa present published yes" ||
+		!strings.Contains(out, "rsa: step 3/5 signing: mx2027r is published and signs") {
+		t.Fatalf("status after publication: exit %d\n%s", code, out)
+	}
+
+	out, errs, code = runApp(t, "dkim", "rotate", "--inventory", invPath, "--domain", "example.com", "--retire", "mx2026r", "--write")
+	if code != 0 || !strings.Contains(out, "rsa: step 4/5 retired: mx2026r is out of the inventory") {
+		t.Fatalf("rotate retire: exit %d %s\n%s", code, errs, out)
+	}
+	publish(t, srv, invPath)
+	out, _, _ = runApp(t, "dkim", "status", "--inventory", invPath, "--domain", "example.com")
+	if !strings.Contains(out, "rsa: step 5/5 delete key: mx2026r._domainkey.example.com. is gone from DNS") {
+		t.Fatalf("status after the old record is gone:\n%s", out)
+	}
+}
