@@ -91,9 +91,10 @@ mailnode dkim rotate --inventory FILE --domain D --retire OLD [--resolver HOST:P
    domain's dkim list in the inventory. Without --write the key is created and the
    inventory change is only printed, as a diff, with the TXT record to publish.
    Then run render-config, publish dns/D.zone (it now has both selectors' TXT
-   records) and reload milterd. milterd signs with every selector listed, so mail
-   carries the old and the new signature; receivers that cannot fetch the new key
-   yet still verify the old one.
+   records) and reload milterd. milterd signs with the new selector once
+   node.resolver shows its record with the key on disk (publish before sign:
+   checked every minute, no reload needed); until then mail carries the old
+   signature only. mailnode dkim status shows where each selector stands.
 
 2. Wait until mailnode dns check shows dkim:NEW ok (the record is live through
    the resolver), plus the longest TTL your name servers use.
@@ -112,6 +113,11 @@ mailnode dkim rotate --inventory FILE --domain D --retire OLD [--resolver HOST:P
 --write rewrites the inventory in place (same file mode, atomically): only the
 lines of the dkim list change, comments and layout elsewhere are kept; the result
 is parsed back and must describe the same inventory with only that change.
+
+Every run ends with the step the domain's rotation is on, asked through the
+same resolver: 1/5 add (the new record is not visible yet), 2/5 published,
+3/5 signing (retire the old selector after a grace period), 4/5 retired (the
+old record is still visible), 5/5 delete key.
 
 Exit status: 0 done (or printed), 1 refused (DNS not ready yet), 2 usage errors.`,
 		Flags: []cli.Flag{
