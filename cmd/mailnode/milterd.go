@@ -121,12 +121,14 @@ SIGUSR1 logs one status line: goroutines, heap in use, open descriptors.`,
 					ninv, err := inventory.Load(path)
 					if err != nil {
 						log.Error("milterd: reload refused, keeping the running inventory", "inventory", path, "err", err)
+						guard.Check()
 						notify(log, "milterd", sdnotify.Ready)
 						continue
 					}
 					newKeys, err := milter.LoadKeys(ninv)
 					if err != nil {
 						log.Error("milterd: reload refused, keeping the running keys", "inventory", path, "err", err)
+						guard.Check()
 						notify(log, "milterd", sdnotify.Ready)
 						continue
 					}
