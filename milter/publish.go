@@ -15,6 +15,11 @@ import (
 	"github.com/mailnode/mailnode/resolver"
 )
 
+const (
+	checkRound    = 20 * time.Second
+	checkParallel = 16
+)
+
 // PublishInterval is how often a Publisher asks DNS again between reloads.
 const PublishInterval = time.Minute
 
@@ -121,11 +126,24 @@ func (p *Publisher) check() []dkim.SelectorState {
 			states = append(states, dkim.SelectorState{Domain: d.Name, Selector: k.Selector, Algorithm: k.Algorithm, Key: k.Signer})
 		}
 	}
-	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	// One round takes at most checkRound, also when node.resolver drops
+	// every question: what is not answered by then is Unknown. Questions go
+	// out checkParallel at a time (a node may have thousands of domains).
+	ctx, cancel := context.WithTimeout(context.Background(), checkRound)
 	defer cancel()
+	var wg sync.WaitGroup
+	sem := make(chan struct{}, checkParallel)
+	for i := range states {
+		wg.Add(1)
+		sem <- struct{}{}
+		go func(s *dkim.SelectorState) {
+			defer func() { <-sem; wg.Done() }()
+			s.DNS, s.Detail = dkim.CheckPublication(ctx, lookup, s.Domain, s.Selector, s.Key)
+		}(&states[i])
+	}
+	wg.Wait()
 	for i := range states {
 		s := &states[i]
-		s.DNS, s.Detail = dkim.CheckPublication(ctx, lookup, s.Domain, s.Selector, s.Key)
 		id := s.Domain + "/" + s.Selector
 		if s.DNS == dkim.Unknown {
 			if last, ok := p.last[id]; ok {

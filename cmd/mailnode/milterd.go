@@ -105,7 +105,9 @@ SIGUSR1 logs one status line: goroutines, heap in use, open descriptors.`,
 			pubCtx, stopPub := context.WithCancel(context.Background())
 			defer stopPub()
 			go pub.Run(pubCtx, c.Duration("dkim-check-interval"))
-			// The drift guard: milterd has no metrics endpoint; the log says it.
+			// The drift guard: milterd has no metrics endpoint; the log says
+			// it. A metrics endpoint would take the guard's OnCheck, as
+			// policyd's does.
 			guard := &drift.Guard{Daemon: "milterd", Log: log}
 			guard.Set(inv.Digest, inv.Postfix.ConfigDirectory)
 			defer runGuard(guard, c.Duration("drift-interval"))()
