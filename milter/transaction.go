@@ -48,6 +48,8 @@ type Filter struct {
 	Log      *slog.Logger          // one line per decision; slog.Default when nil
 	// CheckTimeout bounds the wait for the checks at the end of a message.
 	CheckTimeout time.Duration
+	// Metrics counts every finished message (nil: none).
+	Metrics *Metrics
 }
 
 // NewFilter builds the Filter for an inventory whose keys are loaded.
@@ -335,6 +337,7 @@ func (t *Transaction) End(ctx context.Context) Result {
 	}
 	res.Decision = *d
 	t.f.logDecision(res)
+	t.f.Metrics.observe(t.f.Policy, res)
 	return res
 }
 

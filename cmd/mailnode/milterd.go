@@ -4,8 +4,11 @@ import (
 	"context"
 	"fmt"
 	"log/slog"
+	"net"
+	"net/http"
 	"os"
 	"os/signal"
+	"sync/atomic"
 	"syscall"
 	"time"
 
@@ -42,10 +45,16 @@ and fewer collections keep their pauses off the messages.
 Signals: SIGHUP reloads the inventory and the keys (connections opened
 afterwards use them; when either is broken the running ones are kept and the
 error is logged); SIGTERM and SIGINT stop accepting and let open sessions end.
-SIGUSR1 logs one status line: goroutines, heap in use, open descriptors.`,
+SIGUSR1 logs one status line: goroutines, heap in use, open descriptors.
+
+Metrics: with --metrics or milter.metrics_listen, Prometheus /metrics
+(mailnode_milter_*: messages by action, signatures by domain, selector and
+algorithm, SPF/DKIM/DMARC results, spam verdicts, engine and DNS latency,
+errors by kind, shadow mode's would-rejects) and /healthz.`,
 		Flags: []cli.Flag{
 			inventoryFlag(),
 			&cli.StringFlag{Name: "listen", Usage: "`unix:PATH` or inet:HOST:PORT (default: milter.listen of the inventory)"},
+			&cli.StringFlag{Name: "metrics", Usage: "`HOST:PORT` serving Prometheus /metrics and /healthz (default: milter.metrics_listen; off when empty)"},
 			&cli.DurationFlag{Name: "dns-timeout", Value: 5 * time.Second, Usage: "timeout of one DNS lookup through node.resolver"},
 		},
 		Action: func(c *cli.Context) error {
@@ -74,10 +83,19 @@ SIGUSR1 logs one status line: goroutines, heap in use, open descriptors.`,
 			// One caching resolver on node.resolver for every check, DKIM
 			// key lookups included, kept across reloads while
 			// node.resolver stays the same.
-			b := &milter.Builder{DNSTimeout: c.Duration("dns-timeout"), Log: log}
+			metrics := milter.NewMetrics()
+			b := &milter.Builder{DNSTimeout: c.Duration("dns-timeout"), Log: log, Metrics: metrics}
 			defer b.Close()
 			build := b.Filter
 			srv := milter.NewServer(build(inv, keys))
+			var serving atomic.Bool
+			serving.Store(true)
+			stopMetrics, err := serveMilterMetrics(c, inv, metrics, serving.Load, log)
+			if err != nil {
+				ln.Close()
+				return err
+			}
+			defer stopMetrics()
 			// SIGHUP: reload the inventory and the keys; keep the running
 			// ones when either is broken (a missing key must not stop signing).
 			hup := make(chan os.Signal, 1)
@@ -89,17 +107,20 @@ SIGUSR1 logs one status line: goroutines, heap in use, open descriptors.`,
 					path := c.String("inventory")
 					ninv, err := inventory.Load(path)
 					if err != nil {
+						metrics.Reloaded(false)
 						log.Error("milterd: reload refused, keeping the running inventory", "inventory", path, "err", err)
 						notify(log, "milterd", sdnotify.Ready)
 						continue
 					}
 					newKeys, err := milter.LoadKeys(ninv)
 					if err != nil {
+						metrics.Reloaded(false)
 						log.Error("milterd: reload refused, keeping the running keys", "inventory", path, "err", err)
 						notify(log, "milterd", sdnotify.Ready)
 						continue
 					}
 					srv.SetFilter(build(ninv, newKeys))
+					metrics.Reloaded(true)
 					log.Info("milterd: inventory reloaded", "inventory", path, "domains", len(newKeys))
 					notify(log, "milterd", sdnotify.Ready)
 				}
@@ -120,6 +141,7 @@ SIGUSR1 logs one status line: goroutines, heap in use, open descriptors.`,
 			go func() {
 				<-ctx.Done()
 				notify(log, "milterd", sdnotify.Stopping)
+				serving.Store(false)
 				sctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 				defer cancel()
 				srv.Shutdown(sctx)
@@ -128,4 +150,25 @@ SIGUSR1 logs one status line: goroutines, heap in use, open descriptors.`,
 			return srv.Serve(ln)
 		},
 	}
+}
+
+// serveMilterMetrics serves /metrics and /healthz on --metrics, else on
+// milter.metrics_listen; nothing when both are empty. It returns the stop
+// function.
+func serveMilterMetrics(c *cli.Context, inv *inventory.Inventory, m *milter.Metrics, healthy func() bool, log *slog.Logger) (func(), error) {
+	addr := c.String("metrics")
+	if !c.IsSet("metrics") {
+		addr = inv.Milter.MetricsListen
+	}
+	if addr == "" {
+		return func() {}, nil
+	}
+	ln, err := net.Listen("tcp", addr)
+	if err != nil {
+		return nil, cli.Exit(fmt.Sprintf("milterd: --metrics: %v", err), 1)
+	}
+	hs := &http.Server{Handler: m.Handler(healthy), ReadHeaderTimeout: 10 * time.Second}
+	go hs.Serve(ln)
+	log.Info("milterd: metrics", "addr", ln.Addr().String())
+	return func() { hs.Close() }, nil
 }
