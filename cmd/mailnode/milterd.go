@@ -8,12 +8,14 @@ import (
 	"net/http"
 	"os"
 	"os/signal"
+	"strings"
 	"sync/atomic"
 	"syscall"
 	"time"
 
 	"github.com/mailnode/mailnode/dkim"
 	"github.com/mailnode/mailnode/internal/sdnotify"
+	"github.com/mailnode/mailnode/internal/statuspage"
 	"github.com/mailnode/mailnode/inventory"
 	"github.com/mailnode/mailnode/maillog"
 	"github.com/mailnode/mailnode/milter"
@@ -50,11 +52,12 @@ SIGUSR1 logs one status line: goroutines, heap in use, open descriptors.
 Metrics: with --metrics or milter.metrics_listen, Prometheus /metrics
 (mailnode_milter_*: messages by action, signatures by domain, selector and
 algorithm, SPF/DKIM/DMARC results, spam verdicts, engine and DNS latency,
-errors by kind, shadow mode's would-rejects) and /healthz.`,
+errors by kind, shadow mode's would-rejects), /healthz, and at / a read-only
+status page (version, uptime, mode, keys, last reload, the metrics' values).`,
 		Flags: []cli.Flag{
 			inventoryFlag(),
 			&cli.StringFlag{Name: "listen", Usage: "`unix:PATH` or inet:HOST:PORT (default: milter.listen of the inventory)"},
-			&cli.StringFlag{Name: "metrics", Usage: "`HOST:PORT` serving Prometheus /metrics and /healthz (default: milter.metrics_listen; off when empty)"},
+			&cli.StringFlag{Name: "metrics", Usage: "`HOST:PORT` serving Prometheus /metrics, /healthz and a read-only status page at / (default: milter.metrics_listen; off when empty)"},
 			&cli.DurationFlag{Name: "dns-timeout", Value: 5 * time.Second, Usage: "timeout of one DNS lookup through node.resolver"},
 		},
 		Action: func(c *cli.Context) error {
@@ -90,7 +93,9 @@ errors by kind, shadow mode's would-rejects) and /healthz.`,
 			srv := milter.NewServer(build(inv, keys))
 			var serving atomic.Bool
 			serving.Store(true)
-			stopMetrics, err := serveMilterMetrics(c, inv, metrics, serving.Load, log)
+			page := statuspage.New("milterd", version, metrics.Registry, "mailnode_milter_")
+			milterdStatus(page, c.String("inventory"), listen, inv, keys)
+			stopMetrics, err := serveMilterMetrics(c, inv, metrics, page, serving.Load, log)
 			if err != nil {
 				ln.Close()
 				return err
@@ -108,6 +113,7 @@ errors by kind, shadow mode's would-rejects) and /healthz.`,
 					ninv, err := inventory.Load(path)
 					if err != nil {
 						metrics.Reloaded(false)
+						page.Set("last reload", time.Now().UTC().Format(time.RFC3339)+" refused: "+err.Error())
 						log.Error("milterd: reload refused, keeping the running inventory", "inventory", path, "err", err)
 						notify(log, "milterd", sdnotify.Ready)
 						continue
@@ -115,12 +121,15 @@ errors by kind, shadow mode's would-rejects) and /healthz.`,
 					newKeys, err := milter.LoadKeys(ninv)
 					if err != nil {
 						metrics.Reloaded(false)
+						page.Set("last reload", time.Now().UTC().Format(time.RFC3339)+" refused (keys): "+err.Error())
 						log.Error("milterd: reload refused, keeping the running keys", "inventory", path, "err", err)
 						notify(log, "milterd", sdnotify.Ready)
 						continue
 					}
 					srv.SetFilter(build(ninv, newKeys))
 					metrics.Reloaded(true)
+					milterdStatus(page, path, listen, ninv, newKeys)
+					page.Set("last reload", time.Now().UTC().Format(time.RFC3339)+" ok")
 					log.Info("milterd: inventory reloaded", "inventory", path, "domains", len(newKeys))
 					notify(log, "milterd", sdnotify.Ready)
 				}
@@ -155,7 +164,7 @@ errors by kind, shadow mode's would-rejects) and /healthz.`,
 // serveMilterMetrics serves /metrics and /healthz on --metrics, else on
 // milter.metrics_listen; nothing when both are empty. It returns the stop
 // function.
-func serveMilterMetrics(c *cli.Context, inv *inventory.Inventory, m *milter.Metrics, healthy func() bool, log *slog.Logger) (func(), error) {
+func serveMilterMetrics(c *cli.Context, inv *inventory.Inventory, m *milter.Metrics, page *statuspage.Page, healthy func() bool, log *slog.Logger) (func(), error) {
 	addr := c.String("metrics")
 	if !c.IsSet("metrics") {
 		addr = inv.Milter.MetricsListen
@@ -167,8 +176,29 @@ func serveMilterMetrics(c *cli.Context, inv *inventory.Inventory, m *milter.Metr
 	if err != nil {
 		return nil, cli.Exit(fmt.Sprintf("milterd: --metrics: %v", err), 1)
 	}
-	hs := &http.Server{Handler: m.Handler(healthy), ReadHeaderTimeout: 10 * time.Second}
+	hs := &http.Server{Handler: metricsMux(m.Handler(healthy), page), ReadHeaderTimeout: 10 * time.Second}
 	go hs.Serve(ln)
 	log.Info("milterd: metrics", "addr", ln.Addr().String())
 	return func() { hs.Close() }, nil
+}
+
+// milterdStatus fills in the status page's rows from the running inventory.
+func milterdStatus(page *statuspage.Page, path, listen string, inv *inventory.Inventory, keys map[string][]dkim.Key) {
+	var sel []string
+	for _, d := range inv.LocalDomains() {
+		for _, k := range keys[d.Name] {
+			sel = append(sel, k.Domain+"/"+k.Selector+"/"+k.Algorithm)
+		}
+	}
+	rsa := "crypto/rsa"
+	if dkim.OpenSSLRSA {
+		rsa = "openssl"
+	}
+	page.Set("inventory", path)
+	page.Set("listen", listen)
+	page.Set("mode", inv.Policy.Mode)
+	page.Set("node.resolver", inv.Node.Resolver)
+	page.Set("DKIM keys", strings.Join(sel, ", "))
+	page.Set("RSA signer", rsa)
+	page.Set("spam engine", inv.Spam.Engine)
 }

@@ -18,7 +18,7 @@ import (
 
 // TestMilterdMetricsProcess runs the real binary with --metrics: /healthz
 // answers ok, and /metrics counts a message it signed, with the Go runtime
-// and process collectors beside milterd's own.
+// and process collectors beside milterd's own; / is the status page.
 func TestMilterdMetricsProcess(t *testing.T) {
 	bin, err := buildMailnode()
 	if err != nil {
@@ -86,6 +86,20 @@ func TestMilterdMetricsProcess(t *testing.T) {
 		if !strings.Contains(body, want) {
 			t.Errorf("/metrics lacks %s:\n%s", want, body)
 		}
+	}
+	// The status page: read-only, what milterd runs with and its counters.
+	code, page := get("/")
+	for _, want := range []string{
+		"<h1>mailnode milterd</h1>", "<tr><td>mode</td><td>enforce</td></tr>",
+		"example.com/mx2026r/rsa, example.com/mx2026e/ed25519",
+		`mailnode_milter_messages_total{action=&#34;sign&#34;}</code></td><td>1</td>`,
+	} {
+		if code != 200 || !strings.Contains(page, want) {
+			t.Errorf("status page (%d) lacks %s:\n%s", code, want, page)
+		}
+	}
+	if resp, err := http.Post("http://"+metrics+"/", "text/plain", strings.NewReader("x")); err != nil || resp.StatusCode != http.StatusMethodNotAllowed {
+		t.Errorf("POST /: %v %v, want 405", resp, err)
 	}
 	cmd.Process.Signal(syscall.SIGTERM)
 	if err := <-exited; err != nil {
