@@ -232,14 +232,12 @@ func (w *Why) addPostfix(m []string) bool {
 		s.addRcpt(r[6])
 		ev.Text = "milter-" + r[1] + " at " + r[2] + ": " + r[4]
 		ev.rank = 5
-	case strings.HasPrefix(rest, "from=<"):
-		from := strings.TrimPrefix(rest, "from=<")
-		from, _, _ = strings.Cut(from, ">")
+	case strings.HasPrefix(rest, "from=<") && strings.Contains(rest, ">"):
+		from, _, _ := strings.Cut(strings.TrimPrefix(rest, "from=<"), ">")
 		s.Sender = from
 		ev.rank = 6
-	case strings.HasPrefix(rest, "to=<"):
-		to := strings.TrimPrefix(rest, "to=<")
-		to, _, _ = strings.Cut(to, ">")
+	case strings.HasPrefix(rest, "to=<") && strings.Contains(rest, ">"):
+		to, _, _ := strings.Cut(strings.TrimPrefix(rest, "to=<"), ">")
 		s.addRcpt(to)
 		ev.Text = dropDelays(rest)
 		ev.rank = 7
@@ -548,6 +546,7 @@ func (w *Why) Stories(query string) []*Story {
 			}
 		}
 	} else if s := w.msgs[query]; s != nil {
+		s.Earlier = nil
 		for _, r := range w.rejects {
 			if !r.Start.After(s.Start) && strings.EqualFold(r.Sender, s.Sender) && r.involvesRcpt(s.Rcpts) && strings.HasPrefix(r.reply, "4") {
 				s.Earlier = append(s.Earlier, r)

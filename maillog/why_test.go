@@ -158,3 +158,25 @@ func TestWhyJournalAndGzip(t *testing.T) {
 		t.Errorf("--since: %s", got)
 	}
 }
+
+// FuzzWhy: no line, however broken, makes Why panic or lose its stories.
+func FuzzWhy(f *testing.F) {
+	for _, l := range strings.Split(journalLog, "\n") {
+		f.Add(l)
+	}
+	f.Add(`Dec  6 03:55:52 mx1 postfix/smtpd[1]: NOQUEUE: reject: RCPT from x[1.2.3.4]: 550 5.7.1 <a@b>: no; from=<> to=<a@b> proto=ESMTP`)
+	f.Add(`2026-12-06T03:55:52.322Z policyd queue_id="" client=x[1.2.3.4] from=<a@b to=<c> state=RCPT action="550`)
+	f.Add(`time=2026-12-06T03:55:52.326Z level=INFO msg="milterd decision" queue_id=Q spam_score=1 spam_symbols="A(1),`)
+	f.Fuzz(func(t *testing.T, line string) {
+		w := newTestWhy()
+		w.Read("journal", strings.NewReader(journalLog))
+		w.Add(line)
+		var b bytes.Buffer
+		for _, s := range w.Stories("alice@example.com") {
+			s.WriteTo(&b)
+		}
+		if !strings.Contains(b.String(), "4QID2xyz from=<alice@example.com>") {
+			t.Fatalf("the message's story went missing after %q:\n%s", line, b.String())
+		}
+	})
+}
