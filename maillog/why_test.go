@@ -41,9 +41,12 @@ func wantLines(t *testing.T, got string, want ...string) {
 }
 
 // testdata/why.log is what the end-to-end test's node wrote (Postfix's
-// maillog file, policyd's and milterd's logs, concatenated): a trusted
+// maillog file, policyd's and milterd's logs, concatenated; the instance's
+// syslog name shortened to "postfix", and the GTUBE line given the
+// spam_builtin and spam_symbols fields milterd writes since): a trusted
 // client's message signed and delivered, an outside message greylisted and
 // then delivered, a relay attempt refused by the matrix, GTUBE refused.
+// The ham line keeps the older form without them, which why still reads.
 func TestWhyStories(t *testing.T) {
 	read := func() *Why {
 		w := newTestWhy()
