@@ -72,7 +72,7 @@ func (b *backend) MailFrom(from, _ string, m gomilter.Modifier) (*gomilter.Respo
 
 func (b *backend) RcptTo(rcpt, _ string, _ gomilter.Modifier) (*gomilter.Response, error) {
 	if b.tx == nil {
-		return nil, fmt.Errorf("%w: RCPT before MAIL", ErrProtocol)
+		return nil, b.failed(fmt.Errorf("%w: RCPT before MAIL", ErrProtocol))
 	}
 	b.tx.AddRcpt(rcpt)
 	return gomilter.RespContinue, nil
@@ -84,7 +84,7 @@ func (b *backend) Data(gomilter.Modifier) (*gomilter.Response, error) {
 
 func (b *backend) Header(name, value string, _ gomilter.Modifier) (*gomilter.Response, error) {
 	if b.tx == nil {
-		return nil, fmt.Errorf("%w: header before MAIL", ErrProtocol)
+		return nil, b.failed(fmt.Errorf("%w: header before MAIL", ErrProtocol))
 	}
 	if err := b.tx.Header(name, value); err != nil {
 		return nil, b.failed(err)
@@ -94,7 +94,7 @@ func (b *backend) Header(name, value string, _ gomilter.Modifier) (*gomilter.Res
 
 func (b *backend) Headers(m gomilter.Modifier) (*gomilter.Response, error) {
 	if b.tx == nil {
-		return nil, fmt.Errorf("%w: end of headers before MAIL", ErrProtocol)
+		return nil, b.failed(fmt.Errorf("%w: end of headers before MAIL", ErrProtocol))
 	}
 	b.tx.SetQueueID(m.Get(gomilter.MacroQueueId))
 	b.tx.EndOfHeaders()
@@ -108,7 +108,7 @@ func (b *backend) Headers(m gomilter.Modifier) (*gomilter.Response, error) {
 
 func (b *backend) BodyChunk(chunk []byte, _ gomilter.Modifier) (*gomilter.Response, error) {
 	if b.tx == nil {
-		return nil, fmt.Errorf("%w: body before MAIL", ErrProtocol)
+		return nil, b.failed(fmt.Errorf("%w: body before MAIL", ErrProtocol))
 	}
 	if err := b.tx.Body(chunk); err != nil {
 		return nil, b.failed(err)
@@ -118,7 +118,7 @@ func (b *backend) BodyChunk(chunk []byte, _ gomilter.Modifier) (*gomilter.Respon
 
 func (b *backend) EndOfMessage(m gomilter.Modifier) (*gomilter.Response, error) {
 	if b.tx == nil {
-		return nil, fmt.Errorf("%w: end of message before MAIL", ErrProtocol)
+		return nil, b.failed(fmt.Errorf("%w: end of message before MAIL", ErrProtocol))
 	}
 	b.tx.SetQueueID(m.Get(gomilter.MacroQueueId))
 	res := b.tx.End(context.Background())

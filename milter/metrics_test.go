@@ -170,3 +170,20 @@ func TestMetricsLimitError(t *testing.T) {
 		t.Errorf("limit errors %v, want 1", got)
 	}
 }
+
+// TestMetricsProtocolError: events out of order count as protocol errors.
+func TestMetricsProtocolError(t *testing.T) {
+	f, _ := testFilter(t)
+	m := NewMetrics()
+	f.Metrics = m
+	b := &backend{f: f}
+	if _, err := b.RcptTo("bob@example.com", "", nil); err == nil {
+		t.Fatal("RCPT before MAIL accepted")
+	}
+	if _, err := b.BodyChunk([]byte("x"), nil); err == nil {
+		t.Fatal("body before MAIL accepted")
+	}
+	if got := counter(t, m, "mailnode_milter_errors_total", "kind", "protocol"); got != 2 {
+		t.Errorf("protocol errors %v, want 2", got)
+	}
+}
