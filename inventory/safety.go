@@ -101,6 +101,9 @@ func (inv *Inventory) checkListenConflicts(v *validator) {
 	if inv.Policy.MetricsListen != "" {
 		addListen([]any{"policy", "metrics_listen"}, "inet:"+inv.Policy.MetricsListen)
 	}
+	if inv.Milter.MetricsListen != "" {
+		addListen([]any{"milter", "metrics_listen"}, "inet:"+inv.Milter.MetricsListen)
+	}
 	if e, ok := hostPortEndpoint(inv.Node.Resolver); ok {
 		e.what, e.path = "node.resolver", []any{"node", "resolver"}
 		eps = append(eps, e)

@@ -137,6 +137,9 @@ type Milter struct {
 	// non_smtpd_milters out of main.cf (no signing). Default true.
 	Enabled *bool  `yaml:"enabled"`
 	Listen  string `yaml:"listen"`
+	// MetricsListen is HOST:PORT serving milterd's Prometheus /metrics and
+	// /healthz; empty (the default) serves none.
+	MetricsListen string `yaml:"metrics_listen"`
 }
 
 // Dovecot holds the installed Dovecot paths.

@@ -271,6 +271,11 @@ func (inv *Inventory) validate(v *validator) {
 			v.add([]any{"policy", "metrics_listen"}, "%v", err)
 		}
 	}
+	if inv.Milter.MetricsListen != "" {
+		if err := checkHostPort(inv.Milter.MetricsListen); err != nil {
+			v.add([]any{"milter", "metrics_listen"}, "%v", err)
+		}
+	}
 	switch inv.Policy.SenderLogin {
 	case "domain", "strict":
 	default:

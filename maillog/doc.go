@@ -17,4 +17,8 @@
 // destination stalls and more than MaxPending bytes wait, further lines are
 // dropped and counted (Dropped, OnDrop). Log is also an io.Writer for whole
 // lines, so a daemon's log/slog output can share the same batching.
+//
+// The log is read back too: Report gathers what shadow mode would have
+// refused (`mailnode report`), Why ties Postfix's lines and both daemons'
+// decision lines into the story of a message (`mailnode why`).
 package maillog

@@ -40,30 +40,9 @@ func ParseRefusal(line string) (r Refusal, ok bool) {
 	if !strings.Contains(line, "would_") {
 		return r, false
 	}
-	var head []string // bare words before the fields
-	fields := map[string]string{}
-	var order []string
-	for s := line; s != ""; {
-		s = strings.TrimLeft(s, " \t")
-		if s == "" {
-			break
-		}
-		var tok, key, val string
-		var err error
-		if i := strings.IndexAny(s, "= \t"); i >= 0 && s[i] == '=' {
-			key = s[:i]
-			val, s, err = parseValue(s[i+1:])
-			if err != nil {
-				return r, false
-			}
-			if _, dup := fields[key]; !dup {
-				order = append(order, key)
-			}
-			fields[key] = val
-			continue
-		}
-		tok, s, _ = strings.Cut(s, " ")
-		head = append(head, tok)
+	head, fields, ok := splitFields(line)
+	if !ok {
+		return r, false
 	}
 	switch {
 	case fields["msg"] == "milterd decision":
@@ -122,6 +101,34 @@ func ParseRefusal(line string) (r Refusal, ok bool) {
 	}
 	r.Context = strings.Join(ctx, " ")
 	return r, true
+}
+
+// splitFields splits a decision line into the bare words before and
+// between its fields (a syslog prefix, policyd's time stamp and name) and
+// its name=value fields (a repeated name keeps its last value).
+// ok is false when a value cannot be read.
+func splitFields(line string) (head []string, fields map[string]string, ok bool) {
+	fields = map[string]string{}
+	for s := line; s != ""; {
+		s = strings.TrimLeft(s, " \t")
+		if s == "" {
+			break
+		}
+		if i := strings.IndexAny(s, "= \t"); i >= 0 && s[i] == '=' {
+			key := s[:i]
+			val, rest, err := parseValue(s[i+1:])
+			if err != nil {
+				return nil, nil, false
+			}
+			fields[key] = val
+			s = rest
+			continue
+		}
+		var tok string
+		tok, s, _ = strings.Cut(s, " ")
+		head = append(head, tok)
+	}
+	return head, fields, true
 }
 
 // parseValue reads a value after "=": bare up to the next blank, Go-quoted,

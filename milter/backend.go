@@ -2,6 +2,7 @@ package milter
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"strconv"
 	"strings"
@@ -71,7 +72,7 @@ func (b *backend) MailFrom(from, _ string, m gomilter.Modifier) (*gomilter.Respo
 
 func (b *backend) RcptTo(rcpt, _ string, _ gomilter.Modifier) (*gomilter.Response, error) {
 	if b.tx == nil {
-		return nil, fmt.Errorf("%w: RCPT before MAIL", ErrProtocol)
+		return nil, b.failed(fmt.Errorf("%w: RCPT before MAIL", ErrProtocol))
 	}
 	b.tx.AddRcpt(rcpt)
 	return gomilter.RespContinue, nil
@@ -83,17 +84,17 @@ func (b *backend) Data(gomilter.Modifier) (*gomilter.Response, error) {
 
 func (b *backend) Header(name, value string, _ gomilter.Modifier) (*gomilter.Response, error) {
 	if b.tx == nil {
-		return nil, fmt.Errorf("%w: header before MAIL", ErrProtocol)
+		return nil, b.failed(fmt.Errorf("%w: header before MAIL", ErrProtocol))
 	}
 	if err := b.tx.Header(name, value); err != nil {
-		return nil, err
+		return nil, b.failed(err)
 	}
 	return gomilter.RespContinue, nil
 }
 
 func (b *backend) Headers(m gomilter.Modifier) (*gomilter.Response, error) {
 	if b.tx == nil {
-		return nil, fmt.Errorf("%w: end of headers before MAIL", ErrProtocol)
+		return nil, b.failed(fmt.Errorf("%w: end of headers before MAIL", ErrProtocol))
 	}
 	b.tx.SetQueueID(m.Get(gomilter.MacroQueueId))
 	b.tx.EndOfHeaders()
@@ -107,17 +108,17 @@ func (b *backend) Headers(m gomilter.Modifier) (*gomilter.Response, error) {
 
 func (b *backend) BodyChunk(chunk []byte, _ gomilter.Modifier) (*gomilter.Response, error) {
 	if b.tx == nil {
-		return nil, fmt.Errorf("%w: body before MAIL", ErrProtocol)
+		return nil, b.failed(fmt.Errorf("%w: body before MAIL", ErrProtocol))
 	}
 	if err := b.tx.Body(chunk); err != nil {
-		return nil, err
+		return nil, b.failed(err)
 	}
 	return gomilter.RespContinue, nil
 }
 
 func (b *backend) EndOfMessage(m gomilter.Modifier) (*gomilter.Response, error) {
 	if b.tx == nil {
-		return nil, fmt.Errorf("%w: end of message before MAIL", ErrProtocol)
+		return nil, b.failed(fmt.Errorf("%w: end of message before MAIL", ErrProtocol))
 	}
 	b.tx.SetQueueID(m.Get(gomilter.MacroQueueId))
 	res := b.tx.End(context.Background())
@@ -133,14 +134,27 @@ func (b *backend) EndOfMessage(m gomilter.Modifier) (*gomilter.Response, error) 
 		return gomilter.RejectWithCodeAndReason(code, text)
 	}
 	if err := applyMilter(m, res.Changes); err != nil {
+		b.f.Metrics.Error(ErrKindMTA)
 		return nil, err
 	}
 	if res.Quarantine != "" {
 		if err := m.Quarantine(res.Quarantine); err != nil {
+			b.f.Metrics.Error(ErrKindMTA)
 			return nil, err
 		}
 	}
 	return gomilter.RespAccept, nil
+}
+
+// failed counts an error that closes the connection by its kind.
+func (b *backend) failed(err error) error {
+	switch {
+	case errors.Is(err, ErrLimit):
+		b.f.Metrics.Error(ErrKindLimit)
+	case errors.Is(err, ErrProtocol):
+		b.f.Metrics.Error(ErrKindProtocol)
+	}
+	return err
 }
 
 // splitReply splits "550 5.7.1 text" into 550 and "5.7.1 text".

@@ -21,6 +21,7 @@ import (
 type Builder struct {
 	DNSTimeout time.Duration // one DNS question; resolver.DefaultTimeout when 0
 	Log        *slog.Logger
+	Metrics    *Metrics // shared by every Filter made; nil: none
 
 	mu  sync.Mutex
 	res *resolver.Client
@@ -41,12 +42,20 @@ func (b *Builder) Filter(inv *inventory.Inventory, keys map[string][]dkim.Key) *
 		}
 		b.res = resolver.NewClient(inv.Node.Resolver, timeout)
 	}
-	res := b.res
+	res := b.Metrics.Resolver(b.res)
 	b.mu.Unlock()
 	lookup := LookupTXT(res.LookupTXT)
 	f := NewFilter(inv, keys, lookup)
 	f.Checks = InboundChecks(inv, res, lookup)
 	f.Log = b.Log
+	f.Metrics = b.Metrics
+	if b.Metrics != nil {
+		for _, c := range f.Checks {
+			if sc, ok := c.(*SpamCheck); ok {
+				sc.ObserveEngine = b.Metrics.ObserveEngine
+			}
+		}
+	}
 	f.CheckTimeout = max(2*timeout, EngineTimeout+5*time.Second)
 	return f
 }

@@ -249,6 +249,8 @@ type SpamCheck struct {
 	Now         func() time.Time
 	// MaxEngineBytes caps what is sent to the engine; spam.MaxEngineBytes when 0.
 	MaxEngineBytes int
+	// ObserveEngine, when set, is told how long each engine check took.
+	ObserveEngine func(engine string, took time.Duration, err error)
 }
 
 // Name implements Check.
@@ -356,12 +358,16 @@ func (r *spamRun) EndAfter(ctx context.Context, prior []authres.Result, v *Verdi
 	var softReject bool
 	if c.Engine != nil {
 		v.Engine = c.Engine.Name()
+		start := time.Now()
 		rep, err := c.Engine.Check(ctx, &spam.Message{
 			ClientAddr: r.env.ClientAddr, ClientName: r.env.ClientHost, Helo: r.env.Helo,
 			Sender: r.env.Sender, Rcpts: r.env.RcptList, QueueID: r.env.QueueID,
 			Hostname: c.Hostname, Data: r.data, Truncated: r.truncated,
 		})
 		r.data = nil
+		if c.ObserveEngine != nil {
+			c.ObserveEngine(v.Engine, time.Since(start), err)
+		}
 		if err != nil {
 			v.EngineErr = err.Error()
 		} else {

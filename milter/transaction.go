@@ -48,6 +48,8 @@ type Filter struct {
 	Log      *slog.Logger          // one line per decision; slog.Default when nil
 	// CheckTimeout bounds the wait for the checks at the end of a message.
 	CheckTimeout time.Duration
+	// Metrics counts every finished message (nil: none).
+	Metrics *Metrics
 }
 
 // NewFilter builds the Filter for an inventory whose keys are loaded.
@@ -335,6 +337,7 @@ func (t *Transaction) End(ctx context.Context) Result {
 	}
 	res.Decision = *d
 	t.f.logDecision(res)
+	t.f.Metrics.observe(t.f.Policy, res)
 	return res
 }
 
@@ -405,6 +408,17 @@ func (f *Filter) logDecision(res Result) {
 		if v.Reason != "" {
 			attrs = append(attrs, slog.String("disposition_reason", v.Reason))
 		}
+		// The score's parts, for mailnode why: what the builtin checks and
+		// the engine each gave, and the symbols that made them.
+		if v.Scored {
+			attrs = append(attrs, slog.String("spam_builtin", spam.FormatScore(v.BuiltinScore)))
+			if v.Engine != "builtin" {
+				attrs = append(attrs, slog.String("spam_engine_score", spam.FormatScore(v.EngineScore)))
+			}
+			if len(v.Symbols) > 0 {
+				attrs = append(attrs, slog.String("spam_symbols", logSymbols(v.Symbols, maxLogSymbols)))
+			}
+		}
 		if v.EngineErr != "" {
 			attrs = append(attrs, slog.String("engine_error", v.EngineErr))
 		}
@@ -427,4 +441,23 @@ func (f *Filter) logDecision(res Result) {
 		level = slog.LevelWarn
 	}
 	f.log().LogAttrs(context.Background(), level, "milterd decision", attrs...)
+}
+
+// maxLogSymbols bounds spam_symbols in the decision line.
+const maxLogSymbols = 50
+
+// logSymbols joins up to max symbols as "NAME(score)" with commas.
+func logSymbols(syms []spam.Symbol, max int) string {
+	var b strings.Builder
+	for i, x := range syms {
+		if i == max {
+			b.WriteString(",...")
+			break
+		}
+		if i > 0 {
+			b.WriteByte(',')
+		}
+		b.WriteString(x.String())
+	}
+	return b.String()
 }

@@ -40,6 +40,7 @@ Start with:  mailnode config check --inventory examples/inventory.yaml`,
 			dnsCommand(),
 			stateCommand(),
 			reportCommand(),
+			whyCommand(),
 			genManCommand(),
 		},
 	}

@@ -6,12 +6,14 @@ import (
 	"log/slog"
 	"os"
 	"os/signal"
+	"sync/atomic"
 	"syscall"
 	"time"
 
 	"github.com/mailnode/mailnode/dkim"
 	"github.com/mailnode/mailnode/internal/drift"
 	"github.com/mailnode/mailnode/internal/sdnotify"
+	"github.com/mailnode/mailnode/internal/statuspage"
 	"github.com/mailnode/mailnode/inventory"
 	"github.com/mailnode/mailnode/maillog"
 	"github.com/mailnode/mailnode/milter"
@@ -59,10 +61,17 @@ every reload.
 Signals: SIGHUP reloads the inventory and the keys (connections opened
 afterwards use them; when either is broken the running ones are kept and the
 error is logged); SIGTERM and SIGINT stop accepting and let open sessions end.
-SIGUSR1 logs one status line: goroutines, heap in use, open descriptors.`,
+SIGUSR1 logs one status line: goroutines, heap in use, open descriptors.
+
+Metrics: with --metrics or milter.metrics_listen, Prometheus /metrics
+(mailnode_milter_*: messages by action, signatures by domain, selector and
+algorithm, SPF/DKIM/DMARC results, spam verdicts, engine and DNS latency,
+errors by kind, shadow mode's would-rejects), /healthz, and at / a read-only
+status page (version, uptime, mode, keys, last reload, the metrics' values).`,
 		Flags: []cli.Flag{
 			inventoryFlag(),
 			&cli.StringFlag{Name: "listen", Usage: "`unix:PATH` or inet:HOST:PORT (default: milter.listen of the inventory)"},
+			&cli.StringFlag{Name: "metrics", Usage: "`HOST:PORT` serving Prometheus /metrics, /healthz and a read-only status page at / (default: milter.metrics_listen; off when empty)"},
 			&cli.DurationFlag{Name: "dns-timeout", Value: 5 * time.Second, Usage: "timeout of one DNS lookup through node.resolver"},
 			driftIntervalFlag(),
 			&cli.DurationFlag{Name: "dkim-check-interval", Value: milter.PublishInterval, EnvVars: []string{"MAILNODE_DKIM_CHECK_INTERVAL"},
@@ -94,7 +103,8 @@ SIGUSR1 logs one status line: goroutines, heap in use, open descriptors.`,
 			// One caching resolver on node.resolver for every check, DKIM
 			// key lookups included, kept across reloads while
 			// node.resolver stays the same.
-			b := &milter.Builder{DNSTimeout: c.Duration("dns-timeout"), Log: log}
+			metrics := milter.NewMetrics()
+			b := &milter.Builder{DNSTimeout: c.Duration("dns-timeout"), Log: log, Metrics: metrics}
 			defer b.Close()
 			build := b.Filter
 			// Publish before sign: a selector DNS does not show with its
@@ -105,12 +115,21 @@ SIGUSR1 logs one status line: goroutines, heap in use, open descriptors.`,
 			pubCtx, stopPub := context.WithCancel(context.Background())
 			defer stopPub()
 			go pub.Run(pubCtx, c.Duration("dkim-check-interval"))
-			// The drift guard: milterd has no metrics endpoint; the log says
-			// it. A metrics endpoint would take the guard's OnCheck, as
-			// policyd's does.
+			// The drift guard: in the log (milterd's metrics do not carry
+			// it yet; the guard's OnCheck is where they would).
 			guard := &drift.Guard{Daemon: "milterd", Log: log}
 			guard.Set(inv.Digest, inv.Postfix.ConfigDirectory)
 			defer runGuard(guard, c.Duration("drift-interval"))()
+			var serving atomic.Bool
+			serving.Store(true)
+			page := statuspage.New("milterd", version, metrics.Registry, "mailnode_milter_")
+			milterdStatus(page, c.String("inventory"), listen, inv, keys)
+			stopMetrics, err := serveMilterMetrics(c, inv, metrics, page, serving.Load, log)
+			if err != nil {
+				ln.Close()
+				return err
+			}
+			defer stopMetrics()
 			// SIGHUP: reload the inventory and the keys; keep the running
 			// ones when either is broken (a missing key must not stop signing).
 			hup := make(chan os.Signal, 1)
@@ -122,6 +141,8 @@ SIGUSR1 logs one status line: goroutines, heap in use, open descriptors.`,
 					path := c.String("inventory")
 					ninv, err := inventory.Load(path)
 					if err != nil {
+						metrics.Reloaded(false)
+						page.Set("last reload", time.Now().UTC().Format(time.RFC3339)+" refused: "+err.Error())
 						log.Error("milterd: reload refused, keeping the running inventory", "inventory", path, "err", err)
 						guard.Check()
 						notify(log, "milterd", sdnotify.Ready)
@@ -129,12 +150,17 @@ SIGUSR1 logs one status line: goroutines, heap in use, open descriptors.`,
 					}
 					newKeys, err := milter.LoadKeys(ninv)
 					if err != nil {
+						metrics.Reloaded(false)
+						page.Set("last reload", time.Now().UTC().Format(time.RFC3339)+" refused (keys): "+err.Error())
 						log.Error("milterd: reload refused, keeping the running keys", "inventory", path, "err", err)
 						guard.Check()
 						notify(log, "milterd", sdnotify.Ready)
 						continue
 					}
 					srv.SetFilter(build(ninv, pub.Update(ninv, newKeys)))
+					metrics.Reloaded(true)
+					milterdStatus(page, path, listen, ninv, newKeys)
+					page.Set("last reload", time.Now().UTC().Format(time.RFC3339)+" ok")
 					log.Info("milterd: inventory reloaded", "inventory", path, "domains", len(newKeys))
 					guard.Set(ninv.Digest, ninv.Postfix.ConfigDirectory)
 					notify(log, "milterd", sdnotify.Ready)
@@ -156,6 +182,7 @@ SIGUSR1 logs one status line: goroutines, heap in use, open descriptors.`,
 			go func() {
 				<-ctx.Done()
 				notify(log, "milterd", sdnotify.Stopping)
+				serving.Store(false)
 				sctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 				defer cancel()
 				srv.Shutdown(sctx)

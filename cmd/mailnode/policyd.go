@@ -17,6 +17,7 @@ import (
 
 	"github.com/mailnode/mailnode/internal/drift"
 	"github.com/mailnode/mailnode/internal/sdnotify"
+	"github.com/mailnode/mailnode/internal/statuspage"
 	"github.com/mailnode/mailnode/inventory"
 	"github.com/mailnode/mailnode/maillog"
 	"github.com/mailnode/mailnode/policy"
@@ -56,7 +57,7 @@ line per decision, goes to --maillog.`,
 		Flags: []cli.Flag{
 			inventoryFlag(),
 			&cli.StringFlag{Name: "listen", Usage: "`unix:PATH` or inet:HOST:PORT to listen on (default: policy.listen of the inventory)"},
-			&cli.StringFlag{Name: "metrics", Usage: "`HOST:PORT` serving Prometheus /metrics and /healthz (default: policy.metrics_listen; off when empty)"},
+			&cli.StringFlag{Name: "metrics", Usage: "`HOST:PORT` serving Prometheus /metrics, /healthz and a read-only status page at / (default: policy.metrics_listen; off when empty)"},
 			&cli.StringFlag{Name: "maillog", Value: "-", Usage: "`FILE` to append the mail log to; \"-\" is stdout, \"off\" disables it"},
 			&cli.StringFlag{Name: "log-level", Value: "info", Usage: "debug, info, warn or error"},
 			&cli.DurationFlag{Name: "idle-timeout", Value: 330 * time.Second, Usage: "close a connection idle this long between requests (Postfix closes its own after 300s)"},
@@ -134,13 +135,17 @@ func runPolicyd(cx *cli.Context) error {
 	}
 	var serving atomic.Bool
 	serving.Store(true)
+	page := statuspage.New("policyd", version, metrics.Registry, "mailnode_policy_")
+	page.Set("inventory", path)
+	page.Set("listen", listen)
+	policydStatus(page, inv, store)
 	if metricsAddr != "" {
 		mln, err := net.Listen("tcp", metricsAddr)
 		if err != nil {
 			ln.Close()
 			return cli.Exit(fmt.Sprintf("policyd: --metrics: %v", err), 1)
 		}
-		hs := &http.Server{Handler: metrics.Handler(serving.Load), ReadHeaderTimeout: 10 * time.Second}
+		hs := &http.Server{Handler: metricsMux(metrics.Handler(serving.Load), page), ReadHeaderTimeout: 10 * time.Second}
 		go hs.Serve(mln)
 		defer hs.Close()
 		log.Info("policyd: metrics", "addr", mln.Addr().String())
@@ -173,12 +178,19 @@ func runPolicyd(cx *cli.Context) error {
 		case sig := <-sigs:
 			if sig == syscall.SIGHUP {
 				notify(log, "policyd", sdnotify.Reloading)
+				before := srv.Inventory()
 				if st := reloadInventory(log, srv, metrics, path, store); st != nil {
 					store = st
 					defer st.Close()
 				}
 				running := srv.Inventory()
 				guard.Set(running.Digest, running.Postfix.ConfigDirectory)
+				result := " ok"
+				if srv.Inventory() == before {
+					result = " refused, the running inventory kept (see the log)"
+				}
+				policydStatus(page, srv.Inventory(), store)
+				page.Set("last reload", time.Now().UTC().Format(time.RFC3339)+result)
 				notify(log, "policyd", sdnotify.Ready)
 				continue
 			}
@@ -245,6 +257,16 @@ func reloadInventory(log *slog.Logger, srv *policy.Server, m *policy.Metrics, pa
 		"local_domains", len(inv.LocalDomains()), "relay_domains", len(inv.RelayDomains()),
 		"sender_login", inv.Policy.SenderLogin, "mode", inv.Policy.Mode, "greylist", greylistSummary(inv), "ratelimit", inv.Policy.Ratelimit != nil)
 	return opened
+}
+
+// policydStatus fills in the status page's rows from the running inventory.
+func policydStatus(page *statuspage.Page, inv *inventory.Inventory, store state.Store) {
+	page.Set("mode", inv.Policy.Mode)
+	page.Set("sender_login", inv.Policy.SenderLogin)
+	page.Set("domains", fmt.Sprintf("%d local, %d relay", len(inv.LocalDomains()), len(inv.RelayDomains())))
+	page.Set("greylist", greylistSummary(inv))
+	page.Set("ratelimit", fmt.Sprint(inv.Policy.Ratelimit != nil))
+	page.Set("state", stateSummary(inv, store))
 }
 
 // openState opens policy.state; the error names the file or URL.

@@ -179,6 +179,14 @@ func TestPolicydProcess(t *testing.T) {
 		!strings.Contains(body, `mailnode_policy_inventory_reloads_total{result="ok"} 1`) {
 		t.Errorf("/metrics lacks the reload counts")
 	}
+	// The status page shows the last reload and the decisions so far.
+	code, page := get("/")
+	for _, want := range []string{"<h1>mailnode policyd</h1>", "<td>last reload</td><td>", " ok</td>",
+		`mailnode_policy_decisions_total{action=&#34;reject&#34;,cell=&#34;outside/none-&gt;outside&#34;,reason=&#34;relay-denied&#34;}</code></td><td>2</td>`} {
+		if code != 200 || !strings.Contains(page, want) {
+			t.Errorf("status page (%d) lacks %s:\n%s", code, want, page)
+		}
+	}
 
 	cmd.Process.Signal(syscall.SIGTERM)
 	select {

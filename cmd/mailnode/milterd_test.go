@@ -1,0 +1,108 @@
+package main
+
+import (
+	"io"
+	"net/http"
+	"os/exec"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"syscall"
+	"testing"
+
+	"github.com/mailnode/mailnode/dkim"
+	"github.com/mailnode/mailnode/milter/miltertest"
+	"github.com/mailnode/mailnode/state/statetest"
+	"github.com/mailnode/mailnode/test/harness"
+)
+
+// TestMilterdMetricsProcess runs the real binary with --metrics: /healthz
+// answers ok, and /metrics counts a message it signed, with the Go runtime
+// and process collectors beside milterd's own; / is the status page.
+func TestMilterdMetricsProcess(t *testing.T) {
+	bin, err := buildMailnode()
+	if err != nil {
+		t.Fatal(err)
+	}
+	dir, inv := testNode(t, "127.0.0.1:1")
+	sock := filepath.Join(dir, "milter.sock")
+	port, err := statetest.FreePort()
+	if err != nil {
+		t.Fatal(err)
+	}
+	metrics := "127.0.0.1:" + strconv.Itoa(port)
+	cmd := exec.Command(bin, "milterd", "-i", inv, "--listen", "unix:"+sock, "--metrics", metrics)
+	var stderr harness.SyncBuffer
+	cmd.Stderr = &stderr
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	exited := make(chan error, 1)
+	go func() { exited <- cmd.Wait() }()
+	t.Cleanup(func() {
+		cmd.Process.Kill()
+		if t.Failed() {
+			t.Logf("milterd stderr:\n%s", stderr.String())
+		}
+	})
+	get := func(path string) (int, string) {
+		t.Helper()
+		resp, err := http.Get("http://" + metrics + path)
+		if err != nil {
+			return 0, err.Error()
+		}
+		defer resp.Body.Close()
+		b, _ := io.ReadAll(resp.Body)
+		return resp.StatusCode, string(b)
+	}
+	waitUntil(t, "/healthz", func() bool { code, _ := get("/healthz"); return code == 200 })
+	if code, body := get("/healthz"); code != 200 || body != "ok\n" {
+		t.Errorf("/healthz: %d %q", code, body)
+	}
+
+	m := &miltertest.Message{
+		Host: "client.example.com", Port: 40000, Addr: "198.51.100.7",
+		AuthUser: "alice@example.com", QueueID: "4ABC",
+		Sender: "alice@example.com", Rcpts: []string{"x@elsewhere.test"},
+		Body: []byte("Hi,\r\n\r\nmetrics.\r\n"),
+	}
+	for _, h := range [][2]string{{"From", "Alice <alice@example.com>"}, {"To", "x@elsewhere.test"},
+		{"Subject", "metrics"}, {"Date", "Sun, 01 Mar 2026 12:00:00 +0000"}, {"Message-ID", "<m1@example.com>"}} {
+		m.Headers = append(m.Headers, dkim.Header{Name: h[0], Value: " " + h[1]})
+	}
+	waitUntil(t, "the milter socket", func() bool {
+		_, err := miltertest.Submit(miltertest.NewClient("unix", sock), m)
+		return err == nil
+	})
+	_, body := get("/metrics")
+	for _, want := range []string{
+		`mailnode_milter_messages_total{action="sign"} 1`,
+		`mailnode_milter_signatures_total{algorithm="rsa",domain="example.com",selector="mx2026r"} 1`,
+		`mailnode_milter_signatures_total{algorithm="ed25519",domain="example.com",selector="mx2026e"} 1`,
+		`mailnode_milter_errors_total{kind="sign"} 0`,
+		"go_goroutines ",
+		"process_open_fds ",
+	} {
+		if !strings.Contains(body, want) {
+			t.Errorf("/metrics lacks %s:\n%s", want, body)
+		}
+	}
+	// The status page: read-only, what milterd runs with and its counters.
+	code, page := get("/")
+	for _, want := range []string{
+		"<h1>mailnode milterd</h1>", "<tr><td>mode</td><td>enforce</td></tr>",
+		"example.com/mx2026r/rsa, example.com/mx2026e/ed25519",
+		`mailnode_milter_messages_total{action=&#34;sign&#34;}</code></td><td>1</td>`,
+	} {
+		if code != 200 || !strings.Contains(page, want) {
+			t.Errorf("status page (%d) lacks %s:\n%s", code, want, page)
+		}
+	}
+	if resp, err := http.Post("http://"+metrics+"/", "text/plain", strings.NewReader("x")); err != nil || resp.StatusCode != http.StatusMethodNotAllowed {
+		t.Errorf("POST /: %v %v, want 405", resp, err)
+	}
+	cmd.Process.Signal(syscall.SIGTERM)
+	if err := <-exited; err != nil {
+		t.Errorf("milterd exit after SIGTERM: %v", err)
+	}
+}

@@ -1,0 +1,185 @@
+package maillog
+
+import (
+	"bytes"
+	"compress/gzip"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+)
+
+func newTestWhy() *Why {
+	w := NewWhy(time.Date(2026, 12, 6, 0, 0, 0, 0, time.UTC))
+	w.Now = time.Date(2026, 12, 6, 4, 0, 0, 0, time.UTC)
+	w.Location = time.UTC
+	return w
+}
+
+func stories(t *testing.T, w *Why, query string) string {
+	t.Helper()
+	var b bytes.Buffer
+	for _, s := range w.Stories(query) {
+		s.WriteTo(&b)
+	}
+	return b.String()
+}
+
+// wantLines checks that got holds every line of want, in that order.
+func wantLines(t *testing.T, got string, want ...string) {
+	t.Helper()
+	rest := got
+	for _, w := range want {
+		i := strings.Index(rest, w)
+		if i < 0 {
+			t.Errorf("story lacks (or has out of order) %q:\n%s", w, got)
+			return
+		}
+		rest = rest[i+len(w):]
+	}
+}
+
+// testdata/why.log is what the end-to-end test's node wrote (Postfix's
+// maillog file, policyd's and milterd's logs, concatenated; the instance's
+// syslog name shortened to "postfix", and the GTUBE line given the
+// spam_builtin and spam_symbols fields milterd writes since): a trusted
+// client's message signed and delivered, an outside message greylisted and
+// then delivered, a relay attempt refused by the matrix, GTUBE refused.
+// The ham line keeps the older form without them, which why still reads.
+func TestWhyStories(t *testing.T) {
+	read := func() *Why {
+		w := newTestWhy()
+		if err := w.ReadFile("testdata/why.log"); err != nil {
+			t.Fatal(err)
+		}
+		return w
+	}
+	t.Run("signed and delivered", func(t *testing.T) {
+		got := stories(t, read(), "4jhrxL1QGSz1SM6W")
+		wantLines(t, got,
+			"4jhrxL1QGSz1SM6W from=<bob@example.com> client=unknown[127.0.0.2] to=<alice@example.com>: <alice@example.com> sent\n",
+			"03:55:50.196 policyd  RCPT to=<alice@example.com> cell=local/trust->local reason=authorized: DUNNO; ratelimit=within-limit\n",
+			"smtpd    client=unknown[127.0.0.2]\n",
+			"milterd  sign (trusted client, From domain local), header From: bob@example.com\n",
+			"milterd  DKIM-signed: example.com/mx2026r/rsa, example.com/mx2026e/ed25519\n",
+			"lmtp     to=<alice@example.com>, relay=mx1.example.com[private/dovecot-lmtp], status=sent (250 2.0.0",
+			"qmgr     removed\n")
+	})
+	t.Run("greylisted then delivered", func(t *testing.T) {
+		got := stories(t, read(), "4jhrxN2Ffbz1SKkF")
+		wantLines(t, got,
+			"4jhrxN2Ffbz1SKkF from=<news@sender.test> client=localhost[127.0.0.1] to=<alice@example.com>: <alice@example.com> sent\n",
+			"  earlier: 2026-12-06 03:55:50 from=<news@sender.test> client=localhost[127.0.0.1] to=<alice@example.com>: 450 4.7.1 <alice@example.com>: Recipient address rejected: Greylisted, please try again in 2 seconds\n",
+			"policyd  RCPT to=<alice@example.com> cell=outside/none->local reason=inbound: 450 4.7.1 Greylisted, please try again in 2 seconds; greylist=new (first time seen: deferred)\n",
+			"03:55:52.317 policyd  RCPT to=<alice@example.com> cell=outside/none->local reason=inbound: DUNNO; spam_check=on; greylist=triplet-passed (retried after the delay: passed)\n",
+			"milterd  Authentication-Results: spf=pass smtp.mailfrom=news@sender.test; dkim=none; dmarc=pass header.from=sender.test\n",
+			"milterd  spam score -1.5 (builtin) -> deliver\n",
+			"status=sent")
+		if strings.Count(got, "policyd") != 2 {
+			t.Errorf("want the earlier refusal's and this message's policyd lines only:\n%s", got)
+		}
+	})
+	t.Run("spam", func(t *testing.T) {
+		got := stories(t, read(), "4jhrxN2Hywz1SKqt")
+		wantLines(t, got,
+			"4jhrxN2Hywz1SKqt from=<news@sender.test> client=localhost[127.0.0.1] to=<alice@example.com>: milter-reject at END-OF-MESSAGE: 5.7.1 Message rejected as spam\n",
+			"03:55:52.324 policyd  RCPT to=<alice@example.com>",
+			"milterd  spam score 998.5 (builtin 998.5) -> reject (spam)\n",
+			"milterd  symbols: MN_GTUBE(1000), MN_SPF_PASS(-0.5), MN_DMARC_PASS(-1)\n",
+			"cleanup  milter-reject at END-OF-MESSAGE: 5.7.1 Message rejected as spam\n")
+	})
+	t.Run("address", func(t *testing.T) {
+		got := stories(t, read(), "<NEWS@sender.test>")
+		wantLines(t, got,
+			"NOQUEUE from=<news@sender.test> client=localhost[127.0.0.1] to=<alice@example.com>: refused at RCPT: 450 4.7.1",
+			"4jhrxN2Ffbz1SKkF from=<news@sender.test>",
+			"NOQUEUE from=<news@sender.test> client=localhost[127.0.0.1] to=<x@elsewhere.test>: refused at RCPT: 550 5.7.1 <x@elsewhere.test>: Recipient address rejected: Sorry, relay for <x@elsewhere.test> not permitted\n",
+			"policyd  RCPT to=<x@elsewhere.test> cell=outside/none->outside reason=relay-denied: 550 5.7.1 Sorry, relay for <x@elsewhere.test> not permitted\n",
+			"4jhrxN2Hywz1SKqt from=<news@sender.test>")
+		if strings.Contains(got, "bob@example.com") {
+			t.Errorf("another sender's message in news@'s stories:\n%s", got)
+		}
+		if got := stories(t, read(), "alice@example.com"); strings.Count(got, "\n4jhr")+strings.Count(got, "\nNOQUEUE")+1 != 4 {
+			t.Errorf("alice@: want 4 stories (3 messages, the greylisted attempt):\n%s", got)
+		}
+	})
+	t.Run("unknown", func(t *testing.T) {
+		if got := read().Stories("4NOSUCHQUEUEID"); len(got) != 0 {
+			t.Errorf("%d stories for an unknown queue id", len(got))
+		}
+	})
+}
+
+// journalLog: Postfix with RFC 3339 stamps, the daemons' lines with a
+// syslog prefix (as journalctl or rsyslog write them), a message of an
+// authenticated user to two outside recipients, one deferred then bounced;
+// policyd's second line carries the queue id.
+const journalLog = `2026-12-06T10:00:01.100000+00:00 mx1 postfix/submission/smtpd[300]: connect from c.example.org[198.51.100.9]
+2026-12-06T10:00:01.200000+00:00 mx1 mailnode-policyd[10]: 2026-12-06T10:00:01.210Z policyd queue_id="" client=c.example.org[198.51.100.9] sasl_user=alice@example.com from=<alice@example.com> to=<a@far.test> state=RCPT cell=local/auth->outside rcpt=1 action=DUNNO reason=authorized ratelimit=within-limit
+2026-12-06T10:00:01.300000+00:00 mx1 postfix/submission/smtpd[300]: 4QID2xyz: client=c.example.org[198.51.100.9], sasl_method=PLAIN, sasl_username=alice@example.com
+2026-12-06T10:00:01.300000+00:00 mx1 mailnode-policyd[10]: 2026-12-06T10:00:01.310Z policyd queue_id=4QID2xyz client=c.example.org[198.51.100.9] sasl_user=alice@example.com from=<alice@example.com> to=<b@gone.test> state=RCPT cell=local/auth->outside rcpt=2 action=DUNNO reason=authorized ratelimit=within-limit
+2026-12-06T10:00:01.500000+00:00 mx1 mailnode-milterd[11]: time=2026-12-06T10:00:01.500Z level=INFO msg="milterd decision" queue_id=4QID2xyz client=198.51.100.9 origin=sasl sender=alice@example.com from=alice@example.com rcpts=2 action=sign reason="authenticated sender, From domain local" user=alice@example.com signed=example.com/s1/ed25519
+2026-12-06T10:00:01.600000+00:00 mx1 postfix/qmgr[200]: 4QID2xyz: from=<alice@example.com>, size=900, nrcpt=2 (queue active)
+2026-12-06T10:00:02.000000+00:00 mx1 postfix/smtp[400]: 4QID2xyz: to=<a@far.test>, relay=mx.far.test[203.0.113.5]:25, delay=0.9, delays=0.1/0/0.3/0.5, dsn=4.4.2, status=deferred (conversation with mx.far.test[203.0.113.5] timed out while receiving the initial server greeting)
+2026-12-06T10:00:02.100000+00:00 mx1 postfix/smtp[401]: 4QID2xyz: to=<b@gone.test>, relay=mx.gone.test[203.0.113.6]:25, delay=1, delays=0.1/0/0.3/0.6, dsn=5.1.1, status=bounced (host mx.gone.test[203.0.113.6] said: 550 5.1.1 <b@gone.test>: User unknown (in reply to RCPT TO command))
+2026-12-06T10:00:02.200000+00:00 mx1 postfix/bounce[402]: 4QID2xyz: sender non-delivery notification: 4QID3abc
+`
+
+func TestWhyJournalAndGzip(t *testing.T) {
+	dir := t.TempDir()
+	path := filepath.Join(dir, "mail.log.2.gz")
+	f, err := os.Create(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	zw := gzip.NewWriter(f)
+	zw.Write([]byte(journalLog))
+	zw.Close()
+	f.Close()
+	w := newTestWhy()
+	if err := w.ReadFile(path); err != nil {
+		t.Fatal(err)
+	}
+	got := stories(t, w, "4QID2xyz")
+	wantLines(t, got,
+		"4QID2xyz from=<alice@example.com> client=c.example.org[198.51.100.9] to=<a@far.test>,<b@gone.test>: <a@far.test> deferred, <b@gone.test> bounced\n",
+		"10:00:01.210 policyd  RCPT to=<a@far.test> sasl_user=alice@example.com cell=local/auth->outside reason=authorized: DUNNO; ratelimit=within-limit\n",
+		"smtpd    client=c.example.org[198.51.100.9], sasl_method=PLAIN, sasl_username=alice@example.com\n",
+		"10:00:01.310 policyd  RCPT to=<b@gone.test>",
+		"milterd  sign (authenticated sender, From domain local), header From: alice@example.com, login alice@example.com\n",
+		"milterd  DKIM-signed: example.com/s1/ed25519\n",
+		"smtp     to=<a@far.test>, relay=mx.far.test[203.0.113.5]:25, status=deferred (conversation with",
+		"smtp     to=<b@gone.test>, relay=mx.gone.test[203.0.113.6]:25, status=bounced (host mx.gone.test[203.0.113.6] said: 550 5.1.1",
+		"bounce   sender non-delivery notification: 4QID3abc\n")
+
+	// Lines before --since are left out.
+	w = NewWhy(time.Date(2026, 12, 6, 10, 0, 2, 0, time.UTC))
+	w.Location = time.UTC
+	w.Read("journal", strings.NewReader(journalLog))
+	if got := stories(t, w, "4QID2xyz"); strings.Contains(got, "policyd") || !strings.Contains(got, "status=bounced") {
+		t.Errorf("--since: %s", got)
+	}
+}
+
+// FuzzWhy: no line, however broken, makes Why panic or lose its stories.
+func FuzzWhy(f *testing.F) {
+	for _, l := range strings.Split(journalLog, "\n") {
+		f.Add(l)
+	}
+	f.Add(`Dec  6 03:55:52 mx1 postfix/smtpd[1]: NOQUEUE: reject: RCPT from x[1.2.3.4]: 550 5.7.1 <a@b>: no; from=<> to=<a@b> proto=ESMTP`)
+	f.Add(`2026-12-06T03:55:52.322Z policyd queue_id="" client=x[1.2.3.4] from=<a@b to=<c> state=RCPT action="550`)
+	f.Add(`time=2026-12-06T03:55:52.326Z level=INFO msg="milterd decision" queue_id=Q spam_score=1 spam_symbols="A(1),`)
+	f.Fuzz(func(t *testing.T, line string) {
+		w := newTestWhy()
+		w.Read("journal", strings.NewReader(journalLog))
+		w.Add(line)
+		var b bytes.Buffer
+		for _, s := range w.Stories("alice@example.com") {
+			s.WriteTo(&b)
+		}
+		if !strings.Contains(b.String(), "4QID2xyz from=<alice@example.com>") {
+			t.Fatalf("the message's story went missing after %q:\n%s", line, b.String())
+		}
+	})
+}
