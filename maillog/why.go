@@ -424,6 +424,9 @@ const rejectSlack = 3 * time.Second
 
 // correlate ties every policyd line to a story (see Why).
 func (w *Why) correlate() {
+	// In time order, whatever order the files were read in (findSession
+	// gives each line the earliest message still open for it).
+	sort.SliceStable(w.policy, func(i, j int) bool { return w.policy[i].t.Before(w.policy[j].t) })
 	for i := range w.policy {
 		p := &w.policy[i]
 		if p.attached {
@@ -503,11 +506,15 @@ func (s *Story) hasPolicy() bool {
 
 // findSession returns the message of p's client address and sender whose
 // session was open at p's time: from a little before its queue file (the
-// first recipient is decided before it exists) to its last line. The
-// nearest start wins.
+// first recipient is decided before it exists) to its last line, and not
+// after milterd's end-of-data line, which has milliseconds and comes after
+// every RCPT of the message. Of those, the session that ends first wins:
+// with policyd's lines taken in time order, each goes to the earliest
+// message still open for it, so two messages of one client and sender a
+// second apart (Postfix's time has whole seconds) get one line each.
 func (w *Why) findSession(p *policyLine) *Story {
 	var best *Story
-	var bestD time.Duration
+	var bestEnd time.Time
 	for _, s := range w.order {
 		if s.ClientAddr != p.addr || !strings.EqualFold(s.Sender, p.from) || s.hasPolicyFor(p.to) {
 			continue
@@ -515,15 +522,29 @@ func (w *Why) findSession(p *policyLine) *Story {
 		if p.t.Before(s.Start.Add(-rejectSlack)) || p.t.After(s.End.Add(rejectSlack)) {
 			continue
 		}
-		d := p.t.Sub(s.Start)
-		if d < 0 {
-			d = -d
+		end, precise := s.dataEnd()
+		if precise && p.t.After(end) {
+			continue
 		}
-		if best == nil || d < bestD {
-			best, bestD = s, d
+		if !precise {
+			end = s.End.Add(rejectSlack)
+		}
+		if best == nil || end.Before(bestEnd) {
+			best, bestEnd = s, end
 		}
 	}
 	return best
+}
+
+// dataEnd is the time of milterd's first line of the message, the end of
+// its DATA, when there is one.
+func (s *Story) dataEnd() (time.Time, bool) {
+	for _, ev := range s.Events {
+		if ev.Source == "milterd" && ev.Precise {
+			return ev.Time, true
+		}
+	}
+	return time.Time{}, false
 }
 
 // Stories returns the stories of query, oldest first: the message with

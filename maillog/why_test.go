@@ -183,3 +183,39 @@ func FuzzWhy(f *testing.F) {
 		}
 	})
 }
+
+// TestWhyTwoMessagesASecondApart: the same client, sender and recipient in
+// two sessions a second apart, as Postfix's whole-second time shows them.
+// The first decision belongs to the first message, whose DATA ended before
+// the second decision was made; the nearer start (the second message's)
+// must not take it.
+func TestWhyTwoMessagesASecondApart(t *testing.T) {
+	log := `Dec 06 04:09:48 mx1 postfix/smtpd[8167]: connect from localhost[127.0.0.1]
+2026-12-06T04:09:48.980Z policyd queue_id="" client=localhost[127.0.0.1] sasl_user="" from=<news@sender.test> to=<alice@example.com> state=RCPT cell=outside/none->local rcpt=1 action=DUNNO reason=inbound spam_check=on greylist=triplet-passed
+Dec 06 04:09:48 mx1 postfix/smtpd[8167]: 4jhsFS74rhz1SHDN: client=localhost[127.0.0.1]
+Dec 06 04:09:48 mx1 postfix/cleanup[8172]: 4jhsFS74rhz1SHDN: message-id=<a@client.test>
+Dec 06 04:09:48 mx1 postfix/qmgr[8165]: 4jhsFS74rhz1SHDN: from=<news@sender.test>, size=458, nrcpt=1 (queue active)
+time=2026-12-06T04:09:49.001Z level=INFO msg="milterd decision" queue_id=4jhsFS74rhz1SHDN client=127.0.0.1 origin=none sender=news@sender.test from=news@sender.test rcpts=1 action=verify reason="outside sender to a local recipient: spam check on" results="spf=pass smtp.mailfrom=news@sender.test; dkim=none; dmarc=pass header.from=sender.test" spam_score=-1.5 spam_engine=builtin disposition=deliver
+Dec 06 04:09:48 mx1 postfix/smtpd[8167]: disconnect from localhost[127.0.0.1] ehlo=1 mail=1 rcpt=1 data=1 quit=1 commands=5
+Dec 06 04:09:48 mx1 postfix/smtpd[8173]: connect from localhost[127.0.0.1]
+2026-12-06T04:09:49.006Z policyd queue_id="" client=localhost[127.0.0.1] sasl_user="" from=<news@sender.test> to=<alice@example.com> state=RCPT cell=outside/none->local rcpt=1 action=DUNNO reason=inbound spam_check=on greylist=triplet-passed
+Dec 06 04:09:49 mx1 postfix/smtpd[8173]: 4jhsFT02YVz1SHLY: client=localhost[127.0.0.1]
+Dec 06 04:09:49 mx1 postfix/cleanup[8172]: 4jhsFT02YVz1SHLY: message-id=<b@client.test>
+time=2026-12-06T04:09:49.020Z level=INFO msg="milterd decision" queue_id=4jhsFT02YVz1SHLY client=127.0.0.1 origin=none sender=news@sender.test from=news@sender.test rcpts=1 action=verify reason="outside sender to a local recipient: spam check on" results="spf=pass smtp.mailfrom=news@sender.test; dkim=none; dmarc=pass header.from=sender.test" spam_score=998.5 spam_engine=builtin disposition=reject disposition_reason=spam
+Dec 06 04:09:49 mx1 postfix/cleanup[8172]: 4jhsFT02YVz1SHLY: milter-reject: END-OF-MESSAGE from localhost[127.0.0.1]: 5.7.1 Message rejected as spam; from=<news@sender.test> to=<alice@example.com> proto=ESMTP helo=<mx.sender.test>
+Dec 06 04:09:49 mx1 postfix/lmtp[8174]: 4jhsFS74rhz1SHDN: to=<alice@example.com>, relay=mx1.example.com[private/dovecot-lmtp], delay=0.01, delays=0.01/0/0/0.01, dsn=2.0.0, status=sent (250 2.0.0 <alice@example.com> iEA3AA3gFGugHwAAg+zDdQ Saved)
+Dec 06 04:09:49 mx1 postfix/qmgr[8165]: 4jhsFS74rhz1SHDN: removed
+`
+	w := newTestWhy()
+	if err := w.Read("mail.log", strings.NewReader(log)); err != nil {
+		t.Fatal(err)
+	}
+	first := stories(t, w, "4jhsFS74rhz1SHDN")
+	if !strings.Contains(first, "04:09:48.980 policyd") || strings.Contains(first, "04:09:49.006 policyd") {
+		t.Errorf("the first message's story has the wrong policyd line:\n%s", first)
+	}
+	second := stories(t, w, "4jhsFT02YVz1SHLY")
+	if !strings.Contains(second, "04:09:49.006 policyd") || strings.Contains(second, "04:09:48.980 policyd") {
+		t.Errorf("the second message's story has the wrong policyd line:\n%s", second)
+	}
+}
