@@ -46,8 +46,12 @@ type Postfix struct {
 	DataDirectory    string   `yaml:"data_directory"`
 	SMTPListen       []string `yaml:"smtp_listen"`
 	SubmissionListen []string `yaml:"submission_listen"`
-	TLS              TLS      `yaml:"tls"`
-	Relayhost        string   `yaml:"relayhost"`
+	// SubmissionsListen are the implicit-TLS submission services (RFC
+	// 8314, port 465): default ["465"] when a certificate is configured,
+	// none without one.
+	SubmissionsListen []string `yaml:"submissions_listen"`
+	TLS               TLS      `yaml:"tls"`
+	Relayhost         string   `yaml:"relayhost"`
 	// InetInterfaces overrides Postfix's inet_interfaces (default "all");
 	// private test instances use "127.0.0.1".
 	InetInterfaces string `yaml:"inet_interfaces"`
@@ -309,4 +313,17 @@ type index struct {
 	lists   map[string][]string // list address -> expanded members
 	virtual map[string][]string // alias / list address -> targets (one level)
 	mailbox map[string]bool     // mailbox address
+}
+
+// listen returns the master.cf services of one postfix.*_listen field.
+func (p *Postfix) listen(key string) []string {
+	switch key {
+	case "smtp_listen":
+		return p.SMTPListen
+	case "submission_listen":
+		return p.SubmissionListen
+	case "submissions_listen":
+		return p.SubmissionsListen
+	}
+	return nil
 }

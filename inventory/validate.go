@@ -42,6 +42,9 @@ func (inv *Inventory) applyDefaults() {
 	if p.SubmissionListen == nil {
 		p.SubmissionListen = []string{"587"}
 	}
+	if p.SubmissionsListen == nil && p.TLS.CertFile != "" {
+		p.SubmissionsListen = []string{"465"}
+	}
 	def(&p.InetInterfaces, "all")
 	def(&p.InetProtocols, "all")
 	def(&p.MailSpoolDirectory, "/var/mail")
@@ -230,16 +233,15 @@ func (inv *Inventory) validate(v *validator) {
 		v.add([]any{"node", "resolver"}, "%v", err)
 	}
 	// postfix
-	for _, key := range []string{"smtp_listen", "submission_listen"} {
-		l := inv.Postfix.SMTPListen
-		if key == "submission_listen" {
-			l = inv.Postfix.SubmissionListen
-		}
-		for i, s := range l {
+	for _, key := range []string{"smtp_listen", "submission_listen", "submissions_listen"} {
+		for i, s := range inv.Postfix.listen(key) {
 			if !serviceRe.MatchString(s) {
 				v.add([]any{"postfix", key, i}, "%q is not a master.cf service name (\"25\", \"127.0.0.1:2525\", \"submission\")", s)
 			}
 		}
+	}
+	if len(inv.Postfix.SubmissionsListen) > 0 && inv.Postfix.TLS.CertFile == "" {
+		v.add([]any{"postfix", "submissions_listen"}, "implicit TLS needs a certificate: set postfix.tls.cert_file and key_file, or submissions_listen: []")
 	}
 	for _, f := range []struct {
 		key, val string

@@ -148,7 +148,7 @@ type postfixData struct {
 	InetInterfaces, InetProtocols, Relayhost, Mynetworks     string
 	MailSpoolDirectory, LMTPSocket, SASLPath                 string
 	Policy, Milter, TLSCert, TLSKey                          string
-	SMTPListen, SubmissionListen                             []string
+	SMTPListen, SubmissionListen, SubmissionsListen          []string
 	MessageSizeLimit, MailboxSizeLimit                       int64
 }
 
@@ -177,6 +177,11 @@ func renderPostfixConfig(inv *inventory.Inventory, files Files) error {
 		MessageSizeLimit:   p.MessageSizeLimit,
 		// local(8) refuses to start when its limit is below the message limit.
 		MailboxSizeLimit: max(51200000, p.MessageSizeLimit),
+	}
+	if p.TLS.CertFile != "" {
+		// Implicit TLS cannot run without a certificate (config check
+		// refuses an explicit list without one).
+		d.SubmissionsListen = p.SubmissionsListen
 	}
 	if d.MaillogFile != "" {
 		d.MaillogPrefix = path.Dir(d.MaillogFile)
