@@ -68,6 +68,9 @@ type Postfix struct {
 	// MessageSizeLimit is Postfix's message_size_limit in bytes (default
 	// 10240000, Postfix's own); local(8)'s mailbox_size_limit follows it.
 	MessageSizeLimit int64 `yaml:"message_size_limit"`
+	// RecipientDelimiter is Postfix's recipient_delimiter: bob+news@
+	// reaches bob@ ("" off). Every character is a delimiter.
+	RecipientDelimiter string `yaml:"recipient_delimiter"`
 }
 
 // TLS names the certificate Postfix and Dovecot present.
@@ -313,6 +316,7 @@ type index struct {
 	lists   map[string][]string // list address -> expanded members
 	virtual map[string][]string // alias / list address -> targets (one level)
 	mailbox map[string]bool     // mailbox address
+	delim   string              // postfix.recipient_delimiter
 }
 
 // listen returns the master.cf services of one postfix.*_listen field.

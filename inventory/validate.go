@@ -240,6 +240,14 @@ func (inv *Inventory) validate(v *validator) {
 			}
 		}
 	}
+	if d := inv.Postfix.RecipientDelimiter; d != "" {
+		for i := 0; i < len(d); i++ {
+			if strings.IndexByte(RecipientDelimiterChars, d[i]) < 0 || strings.IndexByte(d[:i], d[i]) >= 0 {
+				v.add([]any{"postfix", "recipient_delimiter"}, "%q: each character must be one of %s, once", d, strings.Join(strings.Split(RecipientDelimiterChars, ""), " "))
+				break
+			}
+		}
+	}
 	if len(inv.Postfix.SubmissionsListen) > 0 && inv.Postfix.TLS.CertFile == "" {
 		v.add([]any{"postfix", "submissions_listen"}, "implicit TLS needs a certificate: set postfix.tls.cert_file and key_file, or submissions_listen: []")
 	}

@@ -148,6 +148,7 @@ type postfixData struct {
 	InetInterfaces, InetProtocols, Relayhost, Mynetworks     string
 	MailSpoolDirectory, LMTPSocket, SASLPath                 string
 	Policy, Milter, TLSCert, TLSKey                          string
+	RecipientDelimiter                                       string
 	SMTPListen, SubmissionListen, SubmissionsListen          []string
 	MessageSizeLimit, MailboxSizeLimit                       int64
 }
@@ -174,6 +175,7 @@ func renderPostfixConfig(inv *inventory.Inventory, files Files) error {
 		TLSKey:             p.TLS.KeyFile,
 		SMTPListen:         p.SMTPListen,
 		SubmissionListen:   p.SubmissionListen,
+		RecipientDelimiter: p.RecipientDelimiter,
 		MessageSizeLimit:   p.MessageSizeLimit,
 		// local(8) refuses to start when its limit is below the message limit.
 		MailboxSizeLimit: max(51200000, p.MessageSizeLimit),
@@ -357,23 +359,25 @@ type listener struct {
 type dovecotData struct {
 	Hostname, BaseDir, LogPath, MailLocation, MailUser, Home string
 	UsersFile, SASLSocket, LMTPSocket, TLSCert, TLSKey       string
+	RecipientDelimiter                                       string
 	IMAP, POP3                                               []listener
 }
 
 func renderDovecot(inv *inventory.Inventory, files Files) error {
 	dv := inv.Dovecot
 	d := dovecotData{
-		Hostname:     inv.Node.Hostname,
-		BaseDir:      dv.BaseDir,
-		LogPath:      dv.LogPath,
-		MailLocation: dv.MailLocation,
-		MailUser:     dv.MailUser,
-		Home:         mailHome(dv.MailLocation),
-		UsersFile:    path.Join(dv.ConfigDirectory, "users"),
-		SASLSocket:   queuePath(inv, dv.SASLSocket),
-		LMTPSocket:   queuePath(inv, dv.LMTPSocket),
-		TLSCert:      inv.Postfix.TLS.CertFile,
-		TLSKey:       inv.Postfix.TLS.KeyFile,
+		Hostname:           inv.Node.Hostname,
+		BaseDir:            dv.BaseDir,
+		LogPath:            dv.LogPath,
+		MailLocation:       dv.MailLocation,
+		MailUser:           dv.MailUser,
+		Home:               mailHome(dv.MailLocation),
+		UsersFile:          path.Join(dv.ConfigDirectory, "users"),
+		RecipientDelimiter: inv.Postfix.RecipientDelimiter,
+		SASLSocket:         queuePath(inv, dv.SASLSocket),
+		LMTPSocket:         queuePath(inv, dv.LMTPSocket),
+		TLSCert:            inv.Postfix.TLS.CertFile,
+		TLSKey:             inv.Postfix.TLS.KeyFile,
 	}
 	var err error
 	if d.IMAP, err = listeners("imap", dv.IMAPListen, "143", "993", d.TLSCert != ""); err != nil {

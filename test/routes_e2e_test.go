@@ -56,3 +56,71 @@ func TestSubmissionsImplicitTLS(t *testing.T) {
 		}
 	})
 }
+
+// TestRecipientDelimiter: with postfix.recipient_delimiter "+" (the example
+// inventory's), bob+news@ from outside lands in bob's Maildir, an unknown
+// user with an extension is still 550 5.1.1, and a list with an extension
+// behaves as the list: refused from outside, expanded to its members
+// (without the extension) for an internal sender.
+func TestRecipientDelimiter(t *testing.T) {
+	n := harness.StartNode(t, harness.Options{Policy: true, Milter: true, DKIMKeys: true, Edit: func(doc map[string]any) {
+		harness.Set(doc, "postfix.recipient_delimiter", "+")
+		harness.Set(doc, "policy.greylist.enabled", false)
+	}})
+	const outsider = "eve@example.org"
+
+	t.Run("outside to bob+news@ reaches bob", func(t *testing.T) {
+		before, _ := n.ReadMaildir("bob@example.com")
+		msg := harness.NewMessage(outsider, "bob+news@example.com", "newsletter", "to an extension")
+		tr := send(t, n.SMTP, harness.Envelope{From: outsider, To: []string{"bob+news@example.com"}, Data: msg})
+		wantFinal(t, tr)
+		t.Logf("RCPT bob+news@: %s", tr.Rcpt[0].Text())
+		got := n.WaitMaildir(t, "bob@example.com", len(before)+1)
+		if !containsMsg(got, msg) {
+			t.Fatalf("bob's Maildir lacks the message to bob+news@")
+		}
+	})
+
+	t.Run("unknown user with an extension: 550 5.1.1", func(t *testing.T) {
+		tr := send(t, n.SMTP, harness.Envelope{From: outsider, To: []string{"nobody+news@example.com"}})
+		if got := tr.Rcpt[0].Text(); !strings.HasPrefix(got, "550 5.1.1 <nobody+news@example.com>") {
+			t.Errorf("RCPT nobody+news@: %q", got)
+		}
+		t.Logf("RCPT nobody+news@: %s", tr.Rcpt[0].Text())
+	})
+
+	t.Run("a list with an extension from outside: the list's refusal", func(t *testing.T) {
+		tr := send(t, n.SMTP, harness.Envelope{From: outsider, To: []string{"all-staff+weekly@example.com"}})
+		want := "550 5.7.1 <all-staff+weekly@example.com>: Recipient address rejected: Sorry, <all-staff+weekly@example.com> accepts mail from internal senders only"
+		if got := tr.Rcpt[0].Text(); got != want {
+			t.Errorf("RCPT all-staff+weekly@ from outside:\n got %q\nwant %q", got, want)
+		}
+		t.Logf("RCPT all-staff+weekly@ from outside: %s", tr.Rcpt[0].Text())
+	})
+
+	t.Run("a list with an extension from an internal sender: its members", func(t *testing.T) {
+		members := []string{"alice@example.com", "bob@example.com", "carol@example.net"}
+		before := map[string]int{}
+		for _, m := range members {
+			l, _ := n.ReadMaildir(m)
+			before[m] = len(l)
+		}
+		msg := harness.NewMessage("alice@example.com", "all-staff+weekly@example.com", "weekly", "to the list")
+		tr := send(t, n.Submission, harness.Envelope{StartTLS: true, AuthUser: "alice@example.com", AuthPass: "alicepass",
+			From: "alice@example.com", To: []string{"all-staff+weekly@example.com"}, Data: msg})
+		wantFinal(t, tr)
+		for _, m := range members {
+			got := n.WaitMaildir(t, m, before[m]+1)
+			if !containsMsg(got, msg) {
+				t.Errorf("%s did not get the list's message", m)
+			}
+			// propagate_unmatched_extensions = canonical: the members get
+			// the list's mail at their own addresses.
+			if ext := strings.Replace(m, "@", "+weekly@", 1); strings.Contains(n.MailLog(), "to=<"+ext+">") {
+				t.Errorf("the list passed its extension on: delivered to %s", ext)
+			} else if !strings.Contains(n.MailLog(), "to=<"+m+">, orig_to=<all-staff+weekly@example.com>") {
+				t.Errorf("no delivery to %s from all-staff+weekly@ in the mail log", m)
+			}
+		}
+	})
+}
