@@ -191,6 +191,9 @@ type Domain struct {
 	Mailboxes []Mailbox             `yaml:"mailboxes"`
 	Aliases   map[string]StringList `yaml:"aliases"`
 	Lists     map[string]StringList `yaml:"lists"`
+	// Recipients are, for a relay domain, the only local parts accepted
+	// for it (relay_recipient_maps); none: every recipient.
+	Recipients []string `yaml:"recipients"`
 }
 
 // Selector is one DKIM signing key of a domain.

@@ -171,6 +171,9 @@ func normalizeDomain(v *validator, d *Domain, p func(...any) []any) {
 	}
 	d.Aliases = lowerKeys(d.Aliases)
 	d.Lists = lowerKeys(d.Lists)
+	for j := range d.Recipients {
+		d.Recipients[j] = strings.ToLower(strings.TrimSpace(d.Recipients[j]))
+	}
 	for j := range d.DKIM {
 		d.DKIM[j].Selector = strings.ToLower(strings.TrimSpace(d.DKIM[j].Selector))
 		d.DKIM[j].Algorithm = strings.ToLower(strings.TrimSpace(d.DKIM[j].Algorithm))
@@ -446,6 +449,9 @@ func validateDomain(v *validator, d *Domain, p func(...any) []any) {
 		if d.Nexthop != "" {
 			v.add(p("nexthop"), "a local domain is delivered here; nexthop applies to relay domains only")
 		}
+		if d.Recipients != nil {
+			v.add(p("recipients"), "a local domain's recipients are its mailboxes, aliases and lists; recipients applies to relay domains only")
+		}
 		validateLocal(v, d, p)
 	case "relay":
 		if len(d.Mailboxes)+len(d.Aliases)+len(d.Lists) > 0 {
@@ -458,6 +464,18 @@ func validateDomain(v *validator, d *Domain, p func(...any) []any) {
 			if err := checkNexthop(d.Nexthop); err != nil {
 				v.add(p("nexthop"), "%v", err)
 			}
+		}
+		seen := make(map[string]bool, len(d.Recipients))
+		for j, r := range d.Recipients {
+			switch {
+			case strings.HasPrefix(r, "#"):
+				v.add(p("recipients", j), "%q starts with '#', which Postfix's map files read as a comment line", r)
+			case !validLocalPart(r):
+				v.add(p("recipients", j), "%q is not a valid local part (write the part before @%s)", r, d.Name)
+			case seen[r]:
+				v.add(p("recipients", j), "%s@%s listed twice", r, d.Name)
+			}
+			seen[r] = true
 		}
 	default:
 		v.add(p("class"), "%q is not one of: local, relay", d.Class)

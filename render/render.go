@@ -2,7 +2,7 @@
 // files: the staging tree that `mailnode render-config --out DIR` writes.
 //
 //	postfix/main.cf, postfix/master.cf          (templates/*.tmpl)
-//	postfix/transport, relay_domains, virtual_mailbox_domains,
+//	postfix/transport, relay_domains, relay_recipient_maps, virtual_mailbox_domains,
 //	        virtual_mailbox_maps, virtual_alias_maps, sender_login_maps,
 //	        aliases                              (map sources, for postmap/postalias)
 //	dovecot/dovecot.conf, dovecot/users          (passwd-file of the mailboxes)
@@ -50,6 +50,7 @@ func (f Files) Names() []string {
 var PostfixMaps = []struct{ Name, Compiler string }{
 	{"transport", "postmap"},
 	{"relay_domains", "postmap"},
+	{"relay_recipient_maps", "postmap"},
 	{"virtual_mailbox_domains", "postmap"},
 	{"virtual_mailbox_maps", "postmap"},
 	{"virtual_alias_maps", "postmap"},
@@ -256,6 +257,20 @@ func postfixMap(inv *inventory.Inventory, name string) []byte {
 		b.WriteString("# Domains this node is a backup MX for.\n")
 		for _, d := range sortedDomains(inv.RelayDomains()) {
 			line(d.Name, "OK")
+		}
+	case "relay_recipient_maps":
+		b.WriteString("# Recipients accepted for the relay domains: the ones listed\n")
+		b.WriteString("# (domains[].recipients), else the whole domain; others get 550 5.1.1.\n")
+		for _, d := range sortedDomains(inv.RelayDomains()) {
+			if len(d.Recipients) == 0 {
+				line("@"+d.Name, "OK")
+				continue
+			}
+			rs := append([]string(nil), d.Recipients...)
+			sort.Strings(rs)
+			for _, r := range rs {
+				line(r+"@"+d.Name, "OK")
+			}
 		}
 	case "virtual_mailbox_domains":
 		b.WriteString("# Local domains: mailboxes in Dovecot, delivered over LMTP.\n")

@@ -357,6 +357,7 @@ func TestConsumers(t *testing.T) {
 					{"virtual_alias_maps", "all-staff@example.com", "alice@example.com, bob@example.com, carol@example.net"},
 					{"transport", "partner.org", "relay:[mx.partner.org]:25"},
 					{"relay_domains", "partner.org", "OK"},
+					{"relay_recipient_maps", "@partner.org", "OK"},
 					{"sender_login_maps", "a.smith@example.com", "alice@example.com"},
 				} {
 					got := strings.TrimSpace(run("postmap", "-c", pdir, "-q", q.key, "hash:"+filepath.Join(pdir, q.m)))

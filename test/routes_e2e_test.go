@@ -124,3 +124,39 @@ func TestRecipientDelimiter(t *testing.T) {
 		}
 	})
 }
+
+// TestRelayRecipients: domains[].recipients of a relay domain are the only
+// recipients Postfix accepts for it (relay_recipient_maps): a listed one is
+// relayed to the domain's next hop, another gets 550 5.1.1 at RCPT, after
+// policyd classified both as relay.
+func TestRelayRecipients(t *testing.T) {
+	n := harness.StartNode(t, harness.Options{Policy: true, Milter: true, DKIMKeys: true, Edit: func(doc map[string]any) {
+		harness.Set(doc, "policy.greylist.enabled", false)
+		for _, d := range doc["domains"].([]any) {
+			if m := d.(map[string]any); m["name"] == "partner.org" {
+				m["recipients"] = []any{"carol", "Dave"}
+			}
+		}
+	}})
+	const outsider = "eve@example.org"
+
+	t.Run("a listed recipient is relayed", func(t *testing.T) {
+		msg, id := dkimTestMessage(outsider, "dave@partner.org", "backup mx", testBody)
+		tr := send(t, n.SMTP, harness.Envelope{From: outsider, To: []string{"dave@partner.org"}, Data: msg})
+		wantFinal(t, tr)
+		t.Logf("RCPT dave@partner.org: %s", tr.Rcpt[0].Text())
+		m := waitSinkID(t, n, id, harness.DeliveryTimeout)
+		if len(m.To) != 1 || m.To[0] != "dave@partner.org" {
+			t.Errorf("the next hop got RCPT %v", m.To)
+		}
+	})
+
+	t.Run("another recipient: 550 5.1.1 at RCPT", func(t *testing.T) {
+		tr := send(t, n.SMTP, harness.Envelope{From: outsider, To: []string{"zed@partner.org"}})
+		want := "550 5.1.1 <zed@partner.org>: Recipient address rejected: User unknown"
+		if got := tr.Rcpt[0].Text(); got != want {
+			t.Errorf("RCPT zed@partner.org:\n got %q\nwant %q", got, want)
+		}
+		t.Logf("RCPT zed@partner.org: %s", tr.Rcpt[0].Text())
+	})
+}

@@ -19,7 +19,7 @@ func renderCommand() *cli.Command {
 		Description: `Renders the whole configuration of the node from the inventory into the
 staging tree DIR:
 
-   DIR/postfix/   main.cf, master.cf and the map sources transport, relay_domains,
+   DIR/postfix/   main.cf, master.cf and the map sources transport, relay_domains, relay_recipient_maps,
                   virtual_mailbox_domains, virtual_mailbox_maps, virtual_alias_maps,
                   sender_login_maps, aliases        -> install as postfix.config_directory
    DIR/dovecot/   dovecot.conf, users (passwd-file) -> install as dovecot.config_directory
