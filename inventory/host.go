@@ -3,8 +3,10 @@ package inventory
 import (
 	"errors"
 	"fmt"
+	"os"
 	"os/user"
 	"strconv"
+	"strings"
 )
 
 // Host is what the inventory is checked against on the machine that will
@@ -15,6 +17,9 @@ type Host struct {
 	// LookupUser returns a system user's uid; an error wrapping
 	// ErrNoSuchUser when there is none.
 	LookupUser func(name string) (uid int, err error)
+	// ReadFile reads a file the inventory names for render-config (the
+	// relayhost password); nil: os.ReadFile.
+	ReadFile func(name string) ([]byte, error)
 }
 
 // ErrNoSuchUser is what Host.LookupUser returns for a missing user.
@@ -53,6 +58,18 @@ func (inv *Inventory) checkHost(v *validator, h *Host) {
 			v.add([]any{"dovecot", "mail_user"}, "%q is root: Dovecot never delivers mail as root; use a dedicated system user such as vmail", mu)
 		case uid < dovecotFirstValidUID:
 			v.add([]any{"dovecot", "mail_user"}, "%q has uid %d, below Dovecot's first_valid_uid (%d): Dovecot would answer every delivery 451 4.3.0 and mail would wait in the queue for days; use a dedicated system user such as vmail (useradd --system gives a uid of 100 or more)", mu, uid, dovecotFirstValidUID)
+		}
+	}
+	if a := inv.Postfix.RelayhostAuth; a != nil && strings.HasPrefix(a.PasswordFile, "/") {
+		read := h.ReadFile
+		if read == nil {
+			read = os.ReadFile
+		}
+		path := []any{"postfix", "relayhost_auth", "password_file"}
+		if b, err := read(a.PasswordFile); err != nil {
+			v.add(path, "cannot read the relayhost password file: %v", err)
+		} else if _, err := parseRelayhostPassword(a.PasswordFile, b); err != nil {
+			v.add(path, "%v", err)
 		}
 	}
 	for i, u := range inv.UnixUsers {

@@ -71,6 +71,20 @@ type Postfix struct {
 	// RecipientDelimiter is Postfix's recipient_delimiter: bob+news@
 	// reaches bob@ ("" off). Every character is a delimiter.
 	RecipientDelimiter string `yaml:"recipient_delimiter"`
+	// RelayhostAuth is the SASL login at the smarthost (nil: none).
+	RelayhostAuth *RelayhostAuth `yaml:"relayhost_auth"`
+	// RelayhostTLS is the TLS level towards the smarthost: may, encrypt,
+	// verify or secure (default encrypt with RelayhostAuth, else Postfix's
+	// smtp_tls_security_level).
+	RelayhostTLS string `yaml:"relayhost_tls"`
+}
+
+// RelayhostAuth is the smarthost login. The password lives in its own file
+// (root-only), read by render-config into a 0600 map; the inventory, which
+// the daemons read too, never holds it.
+type RelayhostAuth struct {
+	Username     string `yaml:"username"`
+	PasswordFile string `yaml:"password_file"`
 }
 
 // TLS names the certificate Postfix and Dovecot present.

@@ -48,6 +48,9 @@ func (inv *Inventory) applyDefaults() {
 	def(&p.InetInterfaces, "all")
 	def(&p.InetProtocols, "all")
 	def(&p.MailSpoolDirectory, "/var/mail")
+	if p.RelayhostAuth != nil {
+		def(&p.RelayhostTLS, "encrypt")
+	}
 	if p.MessageSizeLimit == 0 {
 		p.MessageSizeLimit = DefaultMessageSizeLimit
 	}
@@ -272,6 +275,7 @@ func (inv *Inventory) validate(v *validator) {
 			v.add([]any{"postfix", "relayhost"}, "%v", err)
 		}
 	}
+	inv.checkRelayhostAuth(v)
 	// policy
 	if _, _, err := ParseListen(inv.Policy.Listen); err != nil {
 		v.add([]any{"policy", "listen"}, "%v", err)

@@ -2,9 +2,10 @@
 // files: the staging tree that `mailnode render-config --out DIR` writes.
 //
 //	postfix/main.cf, postfix/master.cf          (templates/*.tmpl)
-//	postfix/transport, relay_domains, relay_recipient_maps, virtual_mailbox_domains,
-//	        virtual_mailbox_maps, virtual_alias_maps, sender_login_maps,
-//	        aliases                              (map sources, for postmap/postalias)
+//	postfix/transport, relay_domains, relay_recipient_maps, tls_policy,
+//	        virtual_mailbox_domains, virtual_mailbox_maps, virtual_alias_maps,
+//	        sender_login_maps, aliases           (map sources, for postmap/postalias)
+//	postfix/sasl_passwd                          (smarthost login, texthash, 0600)
 //	dovecot/dovecot.conf, dovecot/users          (passwd-file of the mailboxes)
 //	unbound/unbound.conf
 //	dns/<domain>.zone                            (one per local domain, package dns)
@@ -51,6 +52,7 @@ var PostfixMaps = []struct{ Name, Compiler string }{
 	{"transport", "postmap"},
 	{"relay_domains", "postmap"},
 	{"relay_recipient_maps", "postmap"},
+	{"tls_policy", "postmap"},
 	{"virtual_mailbox_domains", "postmap"},
 	{"virtual_mailbox_maps", "postmap"},
 	{"virtual_alias_maps", "postmap"},
@@ -58,9 +60,14 @@ var PostfixMaps = []struct{ Name, Compiler string }{
 	{"aliases", "postalias"},
 }
 
-// Secret reports whether a rendered file holds secrets (password hashes)
-// and must not be world-readable.
-func Secret(name string) bool { return name == "dovecot/users" }
+// Secret reports whether a rendered file holds secrets (password hashes,
+// the smarthost password) and must not be world-readable.
+func Secret(name string) bool { return name == "dovecot/users" || name == SASLPasswd }
+
+// SASLPasswd is the smarthost password map (postfix.relayhost_auth): a
+// texthash table, so that no compiled copy exists with other permissions;
+// mode 0600, read by smtp(8) as root before it drops privileges.
+const SASLPasswd = "postfix/sasl_passwd"
 
 var tmpl = template.Must(template.New("").Option("missingkey=error").ParseFS(templates.FS, "*.tmpl"))
 
@@ -78,6 +85,7 @@ func Render(inv *inventory.Inventory) (Files, error) {
 		})
 	}
 	jobs = append(jobs,
+		func(f Files) error { return renderSASLPasswd(inv, f) },
 		func(f Files) error { return renderDovecot(inv, f) },
 		func(f Files) error { return renderUnbound(inv, f) })
 	local := inv.LocalDomains()
@@ -149,7 +157,8 @@ type postfixData struct {
 	InetInterfaces, InetProtocols, Relayhost, Mynetworks     string
 	MailSpoolDirectory, LMTPSocket, SASLPath                 string
 	Policy, Milter, TLSCert, TLSKey                          string
-	RecipientDelimiter                                       string
+	RecipientDelimiter, RelayhostTLS                         string
+	RelayhostAuth                                            bool
 	SMTPListen, SubmissionListen, SubmissionsListen          []string
 	MessageSizeLimit, MailboxSizeLimit                       int64
 }
@@ -177,6 +186,8 @@ func renderPostfixConfig(inv *inventory.Inventory, files Files) error {
 		SMTPListen:         p.SMTPListen,
 		SubmissionListen:   p.SubmissionListen,
 		RecipientDelimiter: p.RecipientDelimiter,
+		RelayhostTLS:       p.RelayhostTLS,
+		RelayhostAuth:      p.RelayhostAuth != nil,
 		MessageSizeLimit:   p.MessageSizeLimit,
 		// local(8) refuses to start when its limit is below the message limit.
 		MailboxSizeLimit: max(51200000, p.MessageSizeLimit),
@@ -257,6 +268,11 @@ func postfixMap(inv *inventory.Inventory, name string) []byte {
 		b.WriteString("# Domains this node is a backup MX for.\n")
 		for _, d := range sortedDomains(inv.RelayDomains()) {
 			line(d.Name, "OK")
+		}
+	case "tls_policy":
+		b.WriteString("# TLS towards the smarthost (postfix.relayhost_tls).\n")
+		if lv := inv.Postfix.RelayhostTLS; lv != "" {
+			line(inv.Postfix.Relayhost, lv)
 		}
 	case "relay_recipient_maps":
 		b.WriteString("# Recipients accepted for the relay domains: the ones listed\n")
@@ -486,5 +502,23 @@ func renderUnbound(inv *inventory.Inventory, files Files) error {
 		return err
 	}
 	files["unbound/unbound.conf"] = b
+	return nil
+}
+
+// renderSASLPasswd writes the smarthost password map from
+// postfix.relayhost_auth, reading the password file now: the password is in
+// this file only, never in main.cf, a log line or an error.
+func renderSASLPasswd(inv *inventory.Inventory, files Files) error {
+	var b bytes.Buffer
+	b.WriteString(mapHeader)
+	b.WriteString("# The login at the smarthost (postfix.relayhost_auth). Mode 0600.\n")
+	if a := inv.Postfix.RelayhostAuth; a != nil {
+		pw, err := inventory.ReadRelayhostPassword(a.PasswordFile)
+		if err != nil {
+			return fmt.Errorf("render: postfix.relayhost_auth.password_file: %w", err)
+		}
+		b.WriteString(inv.Postfix.Relayhost + " " + a.Username + ":" + pw + "\n")
+	}
+	files[SASLPasswd] = b.Bytes()
 	return nil
 }

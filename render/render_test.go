@@ -51,6 +51,13 @@ func load(t testing.TB, file string) *inventory.Inventory {
 		t.Fatal(err)
 	}
 	inv.DKIM.KeyDir = dir
+	// The smarthost password file, likewise outside every rendered path.
+	if a := inv.Postfix.RelayhostAuth; a != nil {
+		a.PasswordFile = filepath.Join(dir, "relayhost.secret")
+		if err := os.WriteFile(a.PasswordFile, []byte("golden-not-a-secret\n"), 0o600); err != nil {
+			t.Fatal(err)
+		}
+	}
 	return inv
 }
 
