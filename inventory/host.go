@@ -4,6 +4,7 @@ import (
 	"errors"
 	"fmt"
 	"os"
+	"os/exec"
 	"os/user"
 	"strconv"
 	"strings"
@@ -20,6 +21,10 @@ type Host struct {
 	// ReadFile reads a file the inventory names for render-config (the
 	// relayhost password); nil: os.ReadFile.
 	ReadFile func(name string) ([]byte, error)
+	// PostfixParameters returns the names Postfix knows (postconf -d), to
+	// catch a misspelt postfix.main_cf name, which Postfix would ignore;
+	// nil or an error: not checked.
+	PostfixParameters func() (map[string]bool, error)
 }
 
 // ErrNoSuchUser is what Host.LookupUser returns for a missing user.
@@ -27,7 +32,7 @@ var ErrNoSuchUser = errors.New("no such user")
 
 // ThisHost checks against the machine's own user database.
 func ThisHost() *Host {
-	return &Host{LookupUser: func(name string) (int, error) {
+	return &Host{PostfixParameters: postconfDefaults, LookupUser: func(name string) (int, error) {
 		u, err := user.Lookup(name)
 		if err != nil {
 			var unknown user.UnknownUserError
@@ -72,6 +77,15 @@ func (inv *Inventory) checkHost(v *validator, h *Host) {
 			v.add(path, "%v", err)
 		}
 	}
+	if len(inv.Postfix.MainCF) > 0 && h.PostfixParameters != nil {
+		if known, err := h.PostfixParameters(); err == nil {
+			for _, k := range inv.Postfix.MainCFKeys() {
+				if mainCFNameRe.MatchString(k) && ownedMainCF(k) == "" && !known[k] {
+					v.add([]any{"postfix", "main_cf", k}, "%s is not a parameter this host's Postfix knows (postconf -d): misspelt, Postfix would ignore it", k)
+				}
+			}
+		}
+	}
 	for i, u := range inv.UnixUsers {
 		if !unixUserRe.MatchString(u) {
 			continue
@@ -82,4 +96,22 @@ func (inv *Inventory) checkHost(v *validator, h *Host) {
 			v.add([]any{"unix_users", i}, "cannot look up system user %q: %v", u, err)
 		}
 	}
+}
+
+// postconfDefaults reads the parameter names of `postconf -d`; without
+// postconf on the machine there is nothing to check against.
+func postconfDefaults() (map[string]bool, error) {
+	out, err := exec.Command("postconf", "-d").Output()
+	if err != nil {
+		return nil, err
+	}
+	known := map[string]bool{}
+	for _, l := range strings.Split(string(out), "\n") {
+		if name, _, ok := strings.Cut(l, " = "); ok {
+			known[name] = true
+		} else if name, ok := strings.CutSuffix(l, " ="); ok {
+			known[name] = true
+		}
+	}
+	return known, nil
 }

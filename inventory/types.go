@@ -77,6 +77,9 @@ type Postfix struct {
 	// verify or secure (default encrypt with RelayhostAuth, else Postfix's
 	// smtp_tls_security_level).
 	RelayhostTLS string `yaml:"relayhost_tls"`
+	// MainCF are extra main.cf settings, applied last; the parameters
+	// mailnode owns (OwnedMainCF) are refused.
+	MainCF map[string]string `yaml:"main_cf"`
 }
 
 // RelayhostAuth is the smarthost login. The password lives in its own file

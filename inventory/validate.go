@@ -276,6 +276,7 @@ func (inv *Inventory) validate(v *validator) {
 		}
 	}
 	inv.checkRelayhostAuth(v)
+	inv.checkMainCF(v)
 	// policy
 	if _, _, err := ParseListen(inv.Policy.Listen); err != nil {
 		v.add([]any{"policy", "listen"}, "%v", err)

@@ -212,9 +212,38 @@ func renderPostfixConfig(inv *inventory.Inventory, files Files) error {
 		if err != nil {
 			return err
 		}
+		if f == "main.cf" && len(p.MainCF) > 0 {
+			b = applyMainCF(b, p)
+		}
 		files["postfix/"+f] = b
 	}
 	return nil
+}
+
+// applyMainCF appends postfix.main_cf to main.cf, last. A parameter the
+// template also sets is taken out of its place (with its continuation
+// lines) and a comment says where it went, so main.cf sets each name once.
+func applyMainCF(b []byte, p inventory.Postfix) []byte {
+	var out bytes.Buffer
+	skipping := false
+	for _, line := range strings.SplitAfter(string(b), "\n") {
+		if skipping && (strings.HasPrefix(line, " ") || strings.HasPrefix(line, "\t")) {
+			continue
+		}
+		skipping = false
+		name, _, ok := strings.Cut(line, " =")
+		if _, mine := p.MainCF[name]; ok && mine {
+			out.WriteString("# " + name + ": set by postfix.main_cf, at the end of this file\n")
+			skipping = true
+			continue
+		}
+		out.WriteString(line)
+	}
+	out.WriteString("\n# postfix.main_cf: the inventory's own settings, applied last.\n")
+	for _, k := range p.MainCFKeys() {
+		out.WriteString(k + " = " + p.MainCF[k] + "\n")
+	}
+	return out.Bytes()
 }
 
 // mynetworks writes the trusted networks in Postfix's syntax: IPv6 in

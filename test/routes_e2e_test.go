@@ -1,6 +1,10 @@
 package test
 
 import (
+	"errors"
+	"os"
+	"os/exec"
+	"path/filepath"
 	"strings"
 	"testing"
 
@@ -159,4 +163,46 @@ func TestRelayRecipients(t *testing.T) {
 		}
 		t.Logf("RCPT zed@partner.org: %s", tr.Rcpt[0].Text())
 	})
+}
+
+// TestMainCFEscapeHatch: postfix.main_cf settings reach the running Postfix
+// (applied last, over mailnode's own value), and render-config --check
+// shows a change of them before it is installed.
+func TestMainCFEscapeHatch(t *testing.T) {
+	n := harness.StartNode(t, harness.Options{Policy: true, Milter: true, DKIMKeys: true, Edit: func(doc map[string]any) {
+		harness.Set(doc, "postfix.main_cf", map[string]any{"smtpd_banner": "$myhostname ESMTP e2e-hatch", "smtpd_data_restrictions": "reject_unauth_pipelining"})
+	}})
+	tr := send(t, n.SMTP, harness.Envelope{From: "eve@example.org", To: []string{"bob@example.com"}})
+	if got, want := tr.Banner.Text(), "220 mx1.example.com ESMTP e2e-hatch"; got != want {
+		t.Errorf("banner %q, want %q", got, want)
+	}
+	t.Logf("banner: %s", tr.Banner.Text())
+	out, err := exec.Command("postconf", "-c", n.PostfixConfig, "-n", "smtpd_banner", "smtpd_data_restrictions").CombinedOutput()
+	if err != nil || string(out) != "smtpd_banner = $myhostname ESMTP e2e-hatch\nsmtpd_data_restrictions = reject_unauth_pipelining\n" {
+		t.Errorf("postconf -n: %v\n%s", err, out)
+	}
+	check := func(inv string) (string, int) {
+		cmd := exec.Command(n.Bin, "render-config", "--inventory", inv, "--out", n.Dir, "--check")
+		b, err := cmd.CombinedOutput()
+		var ee *exec.ExitError
+		if errors.As(err, &ee) {
+			return string(b), ee.ExitCode()
+		} else if err != nil {
+			t.Fatal(err)
+		}
+		return string(b), 0
+	}
+	if out, code := check(n.InventoryPath); code != 0 {
+		t.Errorf("render-config --check of the running inventory: exit %d\n%s", code, out)
+	}
+	raw, err := os.ReadFile(n.InventoryPath)
+	if err != nil {
+		t.Fatal(err)
+	}
+	changed := filepath.Join(t.TempDir(), "inventory.yaml")
+	os.WriteFile(changed, []byte(strings.Replace(string(raw), "ESMTP e2e-hatch", "ESMTP e2e-hatch-2", 1)), 0o644)
+	out2, code := check(changed)
+	if code != 1 || !strings.Contains(out2, "\n-smtpd_banner = $myhostname ESMTP e2e-hatch\n+smtpd_banner = $myhostname ESMTP e2e-hatch-2\n") {
+		t.Errorf("render-config --check of a changed main_cf: exit %d\n%s", code, out2)
+	}
 }
