@@ -28,6 +28,7 @@ func (inv *Inventory) newIndex() *index {
 		lists:   make(map[string][]string, nLists),
 		virtual: make(map[string][]string, nVirtual),
 		mailbox: make(map[string]bool, nMailbox),
+		routed:  map[string]bool{},
 		delim:   inv.Postfix.RecipientDelimiter,
 	}
 	for _, n := range inv.Node.TrustedNetworks {
@@ -68,6 +69,9 @@ func (inv *Inventory) newIndex() *index {
 		}
 		for name, l := range d.Aliases {
 			x.virtual[name+at] = qualify(l)
+		}
+		for name := range d.Transports {
+			x.routed[name+at] = true
 		}
 		for name, l := range d.Lists {
 			ts := qualify(l)

@@ -417,6 +417,8 @@ func decodeFast(m *fnode) (Domain, domainLines, bool) {
 		case "recipients":
 			d.Recipients, ok = scalars(val)
 			return 128, ok
+		case "transports":
+			return 256, false // rare: yaml.v3 decodes it
 		}
 		return 0, false
 	})

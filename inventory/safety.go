@@ -218,6 +218,9 @@ func (inv *Inventory) checkLocalTargets(v *validator) {
 		for n := range d.Lists {
 			set[n] = true
 		}
+		for n := range d.Transports {
+			set[n] = true
+		}
 	}
 	unix := map[string]bool{}
 	for _, u := range inv.UnixUsers {

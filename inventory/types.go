@@ -211,6 +211,10 @@ type Domain struct {
 	// Recipients are, for a relay domain, the only local parts accepted
 	// for it (relay_recipient_maps); none: every recipient.
 	Recipients []string `yaml:"recipients"`
+	// Transports are, for a local domain, addresses delivered to a next
+	// hop of their own instead of a mailbox: local part -> "lmtp:[host]:port",
+	// "smtp:[host]:port", "relay:...", "lmtp:unix:/path".
+	Transports map[string]string `yaml:"transports"`
 }
 
 // Selector is one DKIM signing key of a domain.
@@ -336,6 +340,7 @@ type index struct {
 	lists   map[string][]string // list address -> expanded members
 	virtual map[string][]string // alias / list address -> targets (one level)
 	mailbox map[string]bool     // mailbox address
+	routed  map[string]bool     // address with a next hop of its own (domains[].transports)
 	delim   string              // postfix.recipient_delimiter
 }
 

@@ -174,6 +174,13 @@ func normalizeDomain(v *validator, d *Domain, p func(...any) []any) {
 	}
 	d.Aliases = lowerKeys(d.Aliases)
 	d.Lists = lowerKeys(d.Lists)
+	if d.Transports != nil {
+		t := make(map[string]string, len(d.Transports))
+		for k, val := range d.Transports {
+			t[strings.ToLower(strings.TrimSpace(k))] = strings.TrimSpace(val)
+		}
+		d.Transports = t
+	}
 	for j := range d.Recipients {
 		d.Recipients[j] = strings.ToLower(strings.TrimSpace(d.Recipients[j]))
 	}
@@ -459,8 +466,8 @@ func validateDomain(v *validator, d *Domain, p func(...any) []any) {
 		}
 		validateLocal(v, d, p)
 	case "relay":
-		if len(d.Mailboxes)+len(d.Aliases)+len(d.Lists) > 0 {
-			v.add(p("class"), "relay domain %s has mailboxes, aliases or lists: make it local, or remove them", d.Name)
+		if len(d.Mailboxes)+len(d.Aliases)+len(d.Lists)+len(d.Transports) > 0 {
+			v.add(p("class"), "relay domain %s has mailboxes, aliases, lists or transports: make it local, or remove them", d.Name)
 		}
 		if len(d.DKIM) > 0 {
 			v.add(p("dkim"), "relay domain %s is not signed here; DKIM selectors belong to local domains", d.Name)
@@ -525,6 +532,18 @@ func validateLocal(v *validator, d *Domain, p func(...any) []any) {
 	}
 	for _, name := range sortedKeys(d.Lists) {
 		claim(name, "a list", p("lists", name))
+	}
+	tnames := make([]string, 0, len(d.Transports))
+	for name := range d.Transports {
+		tnames = append(tnames, name)
+	}
+	sort.Strings(tnames)
+	for _, name := range tnames {
+		if claim(name, "an address with a transport", p("transports", name)) {
+			if err := checkTransport(d.Transports[name]); err != nil {
+				v.add(p("transports", name), "%v", err)
+			}
+		}
 	}
 	for j, s := range d.DKIM {
 		if !selectorRe.MatchString(s.Selector) {
@@ -800,4 +819,20 @@ func checkNexthop(s string) error {
 		}
 	}
 	return nil
+}
+
+// checkTransport checks a per-address next hop (domains[].transports):
+// "lmtp:" or "smtp:" or "relay:" and a next hop, or "lmtp:unix:/path".
+func checkTransport(s string) error {
+	t, rest, ok := strings.Cut(s, ":")
+	if !ok || (t != "lmtp" && t != "smtp" && t != "relay") || rest == "" {
+		return fmt.Errorf("%q: write TRANSPORT:NEXTHOP with lmtp, smtp or relay (\"lmtp:[127.0.0.1]:8024\")", s)
+	}
+	if p, ok := strings.CutPrefix(rest, "unix:"); ok && t == "lmtp" {
+		if !pathRe.MatchString(p) {
+			return fmt.Errorf("%q: the socket must be an absolute path of letters, digits and . _ / + @ -", s)
+		}
+		return nil
+	}
+	return checkNexthop(s)
 }

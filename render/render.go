@@ -293,6 +293,16 @@ func postfixMap(inv *inventory.Inventory, name string) []byte {
 		for _, d := range sortedDomains(inv.RelayDomains()) {
 			line(d.Name, relayTransport(d.Nexthop))
 		}
+		routed := false
+		for _, d := range sortedDomains(inv.LocalDomains()) {
+			if len(d.Transports) > 0 && !routed {
+				b.WriteString("# Addresses of local domains with a next hop of their own (domains[].transports).\n")
+				routed = true
+			}
+			for _, name := range sortedKeys(d.Transports) {
+				line(name+"@"+d.Name, d.Transports[name])
+			}
+		}
 	case "relay_domains":
 		b.WriteString("# Domains this node is a backup MX for.\n")
 		for _, d := range sortedDomains(inv.RelayDomains()) {
@@ -331,6 +341,10 @@ func postfixMap(inv *inventory.Inventory, name string) []byte {
 				b.WriteByte('@')
 				b.WriteString(d.Name)
 				b.WriteString(" OK\n")
+			}
+			// Valid recipients too; transport_maps sends them elsewhere.
+			for _, name := range sortedKeys(d.Transports) {
+				line(name+"@"+d.Name, "OK")
 			}
 		}
 	case "virtual_alias_maps":
@@ -550,4 +564,13 @@ func renderSASLPasswd(inv *inventory.Inventory, files Files) error {
 	}
 	files[SASLPasswd] = b.Bytes()
 	return nil
+}
+
+func sortedKeys(m map[string]string) []string {
+	keys := make([]string, 0, len(m))
+	for k := range m {
+		keys = append(keys, k)
+	}
+	sort.Strings(keys)
+	return keys
 }

@@ -365,6 +365,8 @@ func TestConsumers(t *testing.T) {
 					{"transport", "partner.org", "relay:[mx.partner.org]:25"},
 					{"relay_domains", "partner.org", "OK"},
 					{"relay_recipient_maps", "@partner.org", "OK"},
+					{"transport", "tickets@example.com", "lmtp:[127.0.0.1]:8024"},
+					{"virtual_mailbox_maps", "tickets@example.com", "OK"},
 					{"sender_login_maps", "a.smith@example.com", "alice@example.com"},
 				} {
 					got := strings.TrimSpace(run("postmap", "-c", pdir, "-q", q.key, "hash:"+filepath.Join(pdir, q.m)))

@@ -206,3 +206,47 @@ func TestMainCFEscapeHatch(t *testing.T) {
 		t.Errorf("render-config --check of a changed main_cf: exit %d\n%s", code, out2)
 	}
 }
+
+// TestAddressTransports: domains[].transports gives an address of a local
+// domain its own next hop: tickets@ (no mailbox) is a valid recipient,
+// passes the matrix as local, and is delivered to its next hop (here an
+// SMTP sink), with or without an extension; other addresses are unchanged.
+func TestAddressTransports(t *testing.T) {
+	sink, err := harness.StartSink("127.0.0.1:0", "")
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { sink.Close() })
+	n := harness.StartNode(t, harness.Options{Policy: true, Milter: true, DKIMKeys: true, Edit: func(doc map[string]any) {
+		harness.Set(doc, "policy.greylist.enabled", false)
+		harness.Set(doc, "postfix.recipient_delimiter", "+")
+		for _, d := range doc["domains"].([]any) {
+			if m := d.(map[string]any); m["name"] == "example.com" {
+				m["transports"] = map[string]any{"tickets": "smtp:[127.0.0.1]:" + sink.Port()}
+			}
+		}
+	}})
+	const outsider = "eve@example.org"
+	for i, rcpt := range []string{"tickets@example.com", "tickets+urgent@example.com"} {
+		msg := harness.NewMessage(outsider, rcpt, "help", "a ticket")
+		tr := send(t, n.SMTP, harness.Envelope{From: outsider, To: []string{rcpt}, Data: msg})
+		wantFinal(t, tr)
+		t.Logf("RCPT %s: %s", rcpt, tr.Rcpt[0].Text())
+		got, err := sink.Wait(i+1, harness.DeliveryTimeout)
+		if err != nil {
+			t.Fatalf("%s: %v; mail log:\n%s", rcpt, err, n.MailLog())
+		}
+		if m := got[i]; len(m.To) != 1 || m.To[0] != rcpt {
+			t.Errorf("the ticket system got RCPT %v, want %s", m.To, rcpt)
+		}
+	}
+	before, _ := n.ReadMaildir("bob@example.com")
+	msg := harness.NewMessage(outsider, "bob@example.com", "still a mailbox", "for bob")
+	wantFinal(t, send(t, n.SMTP, harness.Envelope{From: outsider, To: []string{"bob@example.com"}, Data: msg}))
+	if !containsMsg(n.WaitMaildir(t, "bob@example.com", len(before)+1), msg) {
+		t.Error("bob's mail went astray")
+	}
+	if got := len(sink.Messages()); got != 2 {
+		t.Errorf("the ticket system got %d messages, want 2", got)
+	}
+}
