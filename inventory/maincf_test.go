@@ -21,7 +21,7 @@ func TestMainCFNames(t *testing.T) {
 	if _, err := Parse([]byte(src), "t.yaml"); err != nil {
 		t.Errorf("without host checks: %v", err)
 	}
-	for name, owned := range map[string]bool{"virtual_transport": true, "smtp_sasl_mechanism_filter": true, "smtpd_sasl_path": true,
+	for name, owned := range map[string]bool{"virtual_transport": true, "smtp_sasl_mechanism_filter": true, "smtpd_sasl_path": true, "smtpd_authorized_xclient_hosts": true,
 		"smtpd_helo_required": false, "smtp_tls_security_level": false, "header_checks": false} {
 		if got := ownedMainCF(name) != ""; got != owned {
 			t.Errorf("owned(%s) = %v", name, got)
