@@ -60,6 +60,10 @@ type Verdict struct {
 	Reason    Reason
 	Reply     string // a rejection's reply, "550 5.7.1 ..."; "" when accepted
 	SpamCheck bool   // accepted mail that milterd must spam-check
+	// RecipientBase is the recipient without its extension when
+	// postfix.recipient_delimiter split one off (inventory.Address.Base),
+	// "" otherwise: the address greylisting keys on.
+	RecipientBase string
 }
 
 // Options are the inventory's policy settings that change verdicts.
@@ -122,6 +126,7 @@ func (v *Verdict) Decide(env *Envelope, inv *inventory.Inventory, opts Options) 
 	}
 	rcpt := lookup(inv, env.Recipient)
 	v.Cell.Recipient = rcpt.Class
+	v.RecipientBase = rcpt.Base
 
 	switch {
 	case auth == inventory.AuthNone && v.Cell.Sender == inventory.Outside:

@@ -28,6 +28,8 @@ func (inv *Inventory) newIndex() *index {
 		lists:   make(map[string][]string, nLists),
 		virtual: make(map[string][]string, nVirtual),
 		mailbox: make(map[string]bool, nMailbox),
+		routed:  map[string]bool{},
+		delim:   inv.Postfix.RecipientDelimiter,
 	}
 	for _, n := range inv.Node.TrustedNetworks {
 		if p, err := ParsePrefix(n); err == nil {
@@ -67,6 +69,9 @@ func (inv *Inventory) newIndex() *index {
 		}
 		for name, l := range d.Aliases {
 			x.virtual[name+at] = qualify(l)
+		}
+		for name := range d.Transports {
+			x.routed[name+at] = true
 		}
 		for name, l := range d.Lists {
 			ts := qualify(l)
@@ -204,15 +209,16 @@ func (inv *Inventory) Trusted(clientAddr string) bool {
 	return false
 }
 
-// IsList reports whether address is an internal list of a local domain.
+// IsList reports whether address is an internal list of a local domain,
+// with or without an extension (postfix.recipient_delimiter).
 func (inv *Inventory) IsList(address string) bool {
-	_, ok := inv.idx.lists[NormalizeAddress(address)]
+	_, ok := inv.idx.lists[inv.BaseAddress(address)]
 	return ok
 }
 
 // ListMembers returns the qualified members of an internal list.
 func (inv *Inventory) ListMembers(address string) []string {
-	return inv.idx.lists[NormalizeAddress(address)]
+	return inv.idx.lists[inv.BaseAddress(address)]
 }
 
 // IsMailbox reports whether address is a mailbox on this node.
@@ -223,9 +229,23 @@ func (inv *Inventory) IsMailbox(address string) bool {
 // MayUseSender implements sender_login strict: login (a mailbox address)
 // may send as its own address, its aliases, and domain aliases that reach
 // only its mailbox.
+//
+// With postfix.recipient_delimiter, the extension forms of those addresses
+// are the login's too (bob+news@ when bob@ is).
 func (inv *Inventory) MayUseSender(login, sender string) bool {
 	own := inv.idx.owners[NormalizeAddress(login)]
-	return contains(own, NormalizeAddress(sender))
+	l, d := SplitAddress(sender)
+	a := l
+	if d != "" {
+		a = l + "@" + d
+	}
+	if contains(own, a) {
+		return true
+	}
+	if b := inv.idx.base(l, d); b != "" {
+		return contains(own, b)
+	}
+	return false
 }
 
 // Owners returns, per sender address, the SASL logins allowed to use it

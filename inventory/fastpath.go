@@ -414,6 +414,11 @@ func decodeFast(m *fnode) (Domain, domainLines, bool) {
 		case "lists":
 			d.Lists, ok = fastTargets(val, "lists/", &lines)
 			return 64, ok
+		case "recipients":
+			d.Recipients, ok = scalars(val)
+			return 128, ok
+		case "transports":
+			return 256, false // rare: yaml.v3 decodes it
 		}
 		return 0, false
 	})

@@ -69,6 +69,9 @@ var fastCases = []struct {
 	{"  - name: a.test\n  - name: b.test\n", false},
 	{"  - name: 'it''s'\n", false},
 	{"  - name: a.test\n    lists: {staff: [u0, [u1]]}\n", false},
+	{"  - name: a.test\n    class: relay\n    recipients: [dave, Erin]\n", true},
+	{"  - name: a.test\n    class: relay\n    recipients: dave\n", false},
+	{"  - name: a.test\n    class: relay\n    recipients: [dave, [erin]]\n", false},
 }
 
 func TestFastDomain(t *testing.T) {

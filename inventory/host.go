@@ -3,8 +3,11 @@ package inventory
 import (
 	"errors"
 	"fmt"
+	"os"
+	"os/exec"
 	"os/user"
 	"strconv"
+	"strings"
 )
 
 // Host is what the inventory is checked against on the machine that will
@@ -15,6 +18,13 @@ type Host struct {
 	// LookupUser returns a system user's uid; an error wrapping
 	// ErrNoSuchUser when there is none.
 	LookupUser func(name string) (uid int, err error)
+	// ReadFile reads a file the inventory names for render-config (the
+	// relayhost password); nil: os.ReadFile.
+	ReadFile func(name string) ([]byte, error)
+	// PostfixParameters returns the names Postfix knows (postconf -d), to
+	// catch a misspelt postfix.main_cf name, which Postfix would ignore;
+	// nil or an error: not checked.
+	PostfixParameters func() (map[string]bool, error)
 }
 
 // ErrNoSuchUser is what Host.LookupUser returns for a missing user.
@@ -22,7 +32,7 @@ var ErrNoSuchUser = errors.New("no such user")
 
 // ThisHost checks against the machine's own user database.
 func ThisHost() *Host {
-	return &Host{LookupUser: func(name string) (int, error) {
+	return &Host{PostfixParameters: postconfDefaults, LookupUser: func(name string) (int, error) {
 		u, err := user.Lookup(name)
 		if err != nil {
 			var unknown user.UnknownUserError
@@ -55,6 +65,27 @@ func (inv *Inventory) checkHost(v *validator, h *Host) {
 			v.add([]any{"dovecot", "mail_user"}, "%q has uid %d, below Dovecot's first_valid_uid (%d): Dovecot would answer every delivery 451 4.3.0 and mail would wait in the queue for days; use a dedicated system user such as vmail (useradd --system gives a uid of 100 or more)", mu, uid, dovecotFirstValidUID)
 		}
 	}
+	if a := inv.Postfix.RelayhostAuth; a != nil && strings.HasPrefix(a.PasswordFile, "/") {
+		read := h.ReadFile
+		if read == nil {
+			read = os.ReadFile
+		}
+		path := []any{"postfix", "relayhost_auth", "password_file"}
+		if b, err := read(a.PasswordFile); err != nil {
+			v.add(path, "cannot read the relayhost password file: %v", err)
+		} else if _, err := parseRelayhostPassword(a.PasswordFile, b); err != nil {
+			v.add(path, "%v", err)
+		}
+	}
+	if len(inv.Postfix.MainCF) > 0 && h.PostfixParameters != nil {
+		if known, err := h.PostfixParameters(); err == nil {
+			for _, k := range inv.Postfix.MainCFKeys() {
+				if mainCFNameRe.MatchString(k) && ownedMainCF(k) == "" && !known[k] {
+					v.add([]any{"postfix", "main_cf", k}, "%s is not a parameter this host's Postfix knows (postconf -d): misspelt, Postfix would ignore it", k)
+				}
+			}
+		}
+	}
 	for i, u := range inv.UnixUsers {
 		if !unixUserRe.MatchString(u) {
 			continue
@@ -65,4 +96,22 @@ func (inv *Inventory) checkHost(v *validator, h *Host) {
 			v.add([]any{"unix_users", i}, "cannot look up system user %q: %v", u, err)
 		}
 	}
+}
+
+// postconfDefaults reads the parameter names of `postconf -d`; without
+// postconf on the machine there is nothing to check against.
+func postconfDefaults() (map[string]bool, error) {
+	out, err := exec.Command("postconf", "-d").Output()
+	if err != nil {
+		return nil, err
+	}
+	known := map[string]bool{}
+	for _, l := range strings.Split(string(out), "\n") {
+		if name, _, ok := strings.Cut(l, " = "); ok {
+			known[name] = true
+		} else if name, ok := strings.CutSuffix(l, " ="); ok {
+			known[name] = true
+		}
+	}
+	return known, nil
 }

@@ -15,6 +15,10 @@ type Address struct {
 	Domain string // normalized domain ("" when the address has none, "invalid:..." when it is not a host name)
 	Class  Class  // Outside for no or invalid domain
 	List   bool   // an internal list of a local domain
+	// Base is the address without its extension when
+	// postfix.recipient_delimiter split one off ("" otherwise): the
+	// address Postfix delivers to, and the one lists and greylisting see.
+	Base string
 }
 
 // Normalized returns local@domain as NormalizeAddress would.
@@ -26,7 +30,8 @@ func (a Address) Normalized() string {
 }
 
 // LookupAddress normalizes and classifies addr in one pass: Class equals
-// Classify(addr), List equals IsList(addr), Normalized() equals NormalizeAddress(addr).
+// Classify(addr), List equals IsList(addr), Normalized() equals
+// NormalizeAddress(addr), Base is BaseAddress(addr) when that differs.
 func (inv *Inventory) LookupAddress(addr string) Address {
 	var a Address
 	l, d, ok, special := quickSplit(addr)
@@ -44,6 +49,11 @@ func (inv *Inventory) LookupAddress(addr string) Address {
 		a.Class = inv.idx.classes[a.Domain]
 		if a.Class == Local {
 			_, a.List = inv.idx.lists[a.Normalized()]
+			if !a.List && inv.idx.delim != "" {
+				if a.Base = inv.idx.base(a.Local, a.Domain); a.Base != "" {
+					_, a.List = inv.idx.lists[a.Base]
+				}
+			}
 		}
 	}
 	return a

@@ -108,12 +108,8 @@ func (inv *Inventory) checkListenConflicts(v *validator) {
 		e.what, e.path = "node.resolver", []any{"node", "resolver"}
 		eps = append(eps, e)
 	}
-	for _, key := range []string{"smtp_listen", "submission_listen"} {
-		l := inv.Postfix.SMTPListen
-		if key == "submission_listen" {
-			l = inv.Postfix.SubmissionListen
-		}
-		for i, s := range l {
+	for _, key := range []string{"smtp_listen", "submission_listen", "submissions_listen"} {
+		for i, s := range inv.Postfix.listen(key) {
 			e, ok := masterEndpoint(s)
 			if !ok {
 				continue
@@ -223,6 +219,9 @@ func (inv *Inventory) checkLocalTargets(v *validator) {
 			set[n] = true
 		}
 		for n := range d.Lists {
+			set[n] = true
+		}
+		for n := range d.Transports {
 			set[n] = true
 		}
 	}

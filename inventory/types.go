@@ -48,8 +48,12 @@ type Postfix struct {
 	DataDirectory    string   `yaml:"data_directory"`
 	SMTPListen       []string `yaml:"smtp_listen"`
 	SubmissionListen []string `yaml:"submission_listen"`
-	TLS              TLS      `yaml:"tls"`
-	Relayhost        string   `yaml:"relayhost"`
+	// SubmissionsListen are the implicit-TLS submission services (RFC
+	// 8314, port 465): default ["465"] when a certificate is configured,
+	// none without one.
+	SubmissionsListen []string `yaml:"submissions_listen"`
+	TLS               TLS      `yaml:"tls"`
+	Relayhost         string   `yaml:"relayhost"`
 	// InetInterfaces overrides Postfix's inet_interfaces (default "all");
 	// private test instances use "127.0.0.1".
 	InetInterfaces string `yaml:"inet_interfaces"`
@@ -66,6 +70,26 @@ type Postfix struct {
 	// MessageSizeLimit is Postfix's message_size_limit in bytes (default
 	// 10240000, Postfix's own); local(8)'s mailbox_size_limit follows it.
 	MessageSizeLimit int64 `yaml:"message_size_limit"`
+	// RecipientDelimiter is Postfix's recipient_delimiter: bob+news@
+	// reaches bob@ ("" off). Every character is a delimiter.
+	RecipientDelimiter string `yaml:"recipient_delimiter"`
+	// RelayhostAuth is the SASL login at the smarthost (nil: none).
+	RelayhostAuth *RelayhostAuth `yaml:"relayhost_auth"`
+	// RelayhostTLS is the TLS level towards the smarthost: may, encrypt,
+	// verify or secure (default encrypt with RelayhostAuth, else Postfix's
+	// smtp_tls_security_level).
+	RelayhostTLS string `yaml:"relayhost_tls"`
+	// MainCF are extra main.cf settings, applied last; the parameters
+	// mailnode owns (OwnedMainCF) are refused.
+	MainCF map[string]string `yaml:"main_cf"`
+}
+
+// RelayhostAuth is the smarthost login. The password lives in its own file
+// (root-only), read by render-config into a 0600 map; the inventory, which
+// the daemons read too, never holds it.
+type RelayhostAuth struct {
+	Username     string `yaml:"username"`
+	PasswordFile string `yaml:"password_file"`
 }
 
 // TLS names the certificate Postfix and Dovecot present.
@@ -189,6 +213,13 @@ type Domain struct {
 	Mailboxes []Mailbox             `yaml:"mailboxes"`
 	Aliases   map[string]StringList `yaml:"aliases"`
 	Lists     map[string]StringList `yaml:"lists"`
+	// Recipients are, for a relay domain, the only local parts accepted
+	// for it (relay_recipient_maps); none: every recipient.
+	Recipients []string `yaml:"recipients"`
+	// Transports are, for a local domain, addresses delivered to a next
+	// hop of their own instead of a mailbox: local part -> "lmtp:[host]:port",
+	// "smtp:[host]:port", "relay:...", "lmtp:unix:/path".
+	Transports map[string]string `yaml:"transports"`
 }
 
 // Selector is one DKIM signing key of a domain.
@@ -314,4 +345,19 @@ type index struct {
 	lists   map[string][]string // list address -> expanded members
 	virtual map[string][]string // alias / list address -> targets (one level)
 	mailbox map[string]bool     // mailbox address
+	routed  map[string]bool     // address with a next hop of its own (domains[].transports)
+	delim   string              // postfix.recipient_delimiter
+}
+
+// listen returns the master.cf services of one postfix.*_listen field.
+func (p *Postfix) listen(key string) []string {
+	switch key {
+	case "smtp_listen":
+		return p.SMTPListen
+	case "submission_listen":
+		return p.SubmissionListen
+	case "submissions_listen":
+		return p.SubmissionsListen
+	}
+	return nil
 }

@@ -42,9 +42,15 @@ func (inv *Inventory) applyDefaults() {
 	if p.SubmissionListen == nil {
 		p.SubmissionListen = []string{"587"}
 	}
+	if p.SubmissionsListen == nil && p.TLS.CertFile != "" {
+		p.SubmissionsListen = []string{"465"}
+	}
 	def(&p.InetInterfaces, "all")
 	def(&p.InetProtocols, "all")
 	def(&p.MailSpoolDirectory, "/var/mail")
+	if p.RelayhostAuth != nil {
+		def(&p.RelayhostTLS, "encrypt")
+	}
 	if p.MessageSizeLimit == 0 {
 		p.MessageSizeLimit = DefaultMessageSizeLimit
 	}
@@ -168,6 +174,16 @@ func normalizeDomain(v *validator, d *Domain, p func(...any) []any) {
 	}
 	d.Aliases = lowerKeys(d.Aliases)
 	d.Lists = lowerKeys(d.Lists)
+	if d.Transports != nil {
+		t := make(map[string]string, len(d.Transports))
+		for k, val := range d.Transports {
+			t[strings.ToLower(strings.TrimSpace(k))] = strings.TrimSpace(val)
+		}
+		d.Transports = t
+	}
+	for j := range d.Recipients {
+		d.Recipients[j] = strings.ToLower(strings.TrimSpace(d.Recipients[j]))
+	}
 	for j := range d.DKIM {
 		d.DKIM[j].Selector = strings.ToLower(strings.TrimSpace(d.DKIM[j].Selector))
 		d.DKIM[j].Algorithm = strings.ToLower(strings.TrimSpace(d.DKIM[j].Algorithm))
@@ -230,16 +246,23 @@ func (inv *Inventory) validate(v *validator) {
 		v.add([]any{"node", "resolver"}, "%v", err)
 	}
 	// postfix
-	for _, key := range []string{"smtp_listen", "submission_listen"} {
-		l := inv.Postfix.SMTPListen
-		if key == "submission_listen" {
-			l = inv.Postfix.SubmissionListen
-		}
-		for i, s := range l {
+	for _, key := range []string{"smtp_listen", "submission_listen", "submissions_listen"} {
+		for i, s := range inv.Postfix.listen(key) {
 			if !serviceRe.MatchString(s) {
 				v.add([]any{"postfix", key, i}, "%q is not a master.cf service name (\"25\", \"127.0.0.1:2525\", \"submission\")", s)
 			}
 		}
+	}
+	if d := inv.Postfix.RecipientDelimiter; d != "" {
+		for i := 0; i < len(d); i++ {
+			if strings.IndexByte(RecipientDelimiterChars, d[i]) < 0 || strings.IndexByte(d[:i], d[i]) >= 0 {
+				v.add([]any{"postfix", "recipient_delimiter"}, "%q: each character must be one of %s, once", d, strings.Join(strings.Split(RecipientDelimiterChars, ""), " "))
+				break
+			}
+		}
+	}
+	if len(inv.Postfix.SubmissionsListen) > 0 && inv.Postfix.TLS.CertFile == "" {
+		v.add([]any{"postfix", "submissions_listen"}, "implicit TLS needs a certificate: set postfix.tls.cert_file and key_file, or submissions_listen: []")
 	}
 	for _, f := range []struct {
 		key, val string
@@ -259,6 +282,8 @@ func (inv *Inventory) validate(v *validator) {
 			v.add([]any{"postfix", "relayhost"}, "%v", err)
 		}
 	}
+	inv.checkRelayhostAuth(v)
+	inv.checkMainCF(v)
 	// policy
 	if _, _, err := ParseListen(inv.Policy.Listen); err != nil {
 		v.add([]any{"policy", "listen"}, "%v", err)
@@ -441,10 +466,13 @@ func validateDomain(v *validator, d *Domain, p func(...any) []any) {
 		if d.Nexthop != "" {
 			v.add(p("nexthop"), "a local domain is delivered here; nexthop applies to relay domains only")
 		}
+		if d.Recipients != nil {
+			v.add(p("recipients"), "a local domain's recipients are its mailboxes, aliases and lists; recipients applies to relay domains only")
+		}
 		validateLocal(v, d, p)
 	case "relay":
-		if len(d.Mailboxes)+len(d.Aliases)+len(d.Lists) > 0 {
-			v.add(p("class"), "relay domain %s has mailboxes, aliases or lists: make it local, or remove them", d.Name)
+		if len(d.Mailboxes)+len(d.Aliases)+len(d.Lists)+len(d.Transports) > 0 {
+			v.add(p("class"), "relay domain %s has mailboxes, aliases, lists or transports: make it local, or remove them", d.Name)
 		}
 		if len(d.DKIM) > 0 {
 			v.add(p("dkim"), "relay domain %s is not signed here; DKIM selectors belong to local domains", d.Name)
@@ -453,6 +481,18 @@ func validateDomain(v *validator, d *Domain, p func(...any) []any) {
 			if err := checkNexthop(d.Nexthop); err != nil {
 				v.add(p("nexthop"), "%v", err)
 			}
+		}
+		seen := make(map[string]bool, len(d.Recipients))
+		for j, r := range d.Recipients {
+			switch {
+			case strings.HasPrefix(r, "#"):
+				v.add(p("recipients", j), "%q starts with '#', which Postfix's map files read as a comment line", r)
+			case !validLocalPart(r):
+				v.add(p("recipients", j), "%q is not a valid local part (write the part before @%s)", r, d.Name)
+			case seen[r]:
+				v.add(p("recipients", j), "%s@%s listed twice", r, d.Name)
+			}
+			seen[r] = true
 		}
 	default:
 		v.add(p("class"), "%q is not one of: local, relay", d.Class)
@@ -497,6 +537,18 @@ func validateLocal(v *validator, d *Domain, p func(...any) []any) {
 	}
 	for _, name := range sortedKeys(d.Lists) {
 		claim(name, "a list", p("lists", name))
+	}
+	tnames := make([]string, 0, len(d.Transports))
+	for name := range d.Transports {
+		tnames = append(tnames, name)
+	}
+	sort.Strings(tnames)
+	for _, name := range tnames {
+		if claim(name, "an address with a transport", p("transports", name)) {
+			if err := checkTransport(d.Transports[name]); err != nil {
+				v.add(p("transports", name), "%v", err)
+			}
+		}
 	}
 	for j, s := range d.DKIM {
 		if !selectorRe.MatchString(s.Selector) {
@@ -772,4 +824,20 @@ func checkNexthop(s string) error {
 		}
 	}
 	return nil
+}
+
+// checkTransport checks a per-address next hop (domains[].transports):
+// "lmtp:" or "smtp:" or "relay:" and a next hop, or "lmtp:unix:/path".
+func checkTransport(s string) error {
+	t, rest, ok := strings.Cut(s, ":")
+	if !ok || (t != "lmtp" && t != "smtp" && t != "relay") || rest == "" {
+		return fmt.Errorf("%q: write TRANSPORT:NEXTHOP with lmtp, smtp or relay (\"lmtp:[127.0.0.1]:8024\")", s)
+	}
+	if p, ok := strings.CutPrefix(rest, "unix:"); ok && t == "lmtp" {
+		if !pathRe.MatchString(p) {
+			return fmt.Errorf("%q: the socket must be an absolute path of letters, digits and . _ / + @ -", s)
+		}
+		return nil
+	}
+	return checkNexthop(s)
 }

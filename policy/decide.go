@@ -55,6 +55,9 @@ type Decision struct {
 	Reason    Reason
 	Reply     string // the action= value: "DUNNO" or "550 5.7.1 ..."
 	SpamCheck bool   // accepted mail that milterd must spam-check
+	// RecipientBase: the recipient without its extension
+	// (acl.Verdict.RecipientBase), "" when it has none.
+	RecipientBase string
 
 	// The stateful step (Guard.Apply), "" when it did not run: why
 	// greylisting passed or deferred the recipient (state.ReasonNew,
@@ -128,6 +131,7 @@ func Decide(req Request, inv *inventory.Inventory, opts Options) (d Decision) {
 	d.Cell = v.Cell
 	d.Reason = v.Reason
 	d.SpamCheck = v.SpamCheck
+	d.RecipientBase = v.RecipientBase
 	if v.Action == acl.Reject {
 		d.Action = Reject
 		d.Reply = v.Reply

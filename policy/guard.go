@@ -54,7 +54,12 @@ func (g *Guard) Apply(ctx context.Context, req *Request, d *Decision) error {
 		if g.Greylist == nil {
 			return nil
 		}
-		res, err := g.Greylist.Check(ctx, state.Triplet{Client: req.ClientAddress, Sender: req.Sender, Recipient: req.Recipient})
+		// bob+a@ and bob+b@ are one recipient, as Postfix delivers them.
+		rcpt := req.Recipient
+		if d.RecipientBase != "" {
+			rcpt = d.RecipientBase
+		}
+		res, err := g.Greylist.Check(ctx, state.Triplet{Client: req.ClientAddress, Sender: req.Sender, Recipient: rcpt})
 		if err != nil {
 			return &StateError{Check: "greylist", Err: err}
 		}

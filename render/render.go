@@ -2,9 +2,10 @@
 // files: the staging tree that `mailnode render-config --out DIR` writes.
 //
 //	postfix/main.cf, postfix/master.cf          (templates/*.tmpl)
-//	postfix/transport, relay_domains, virtual_mailbox_domains,
-//	        virtual_mailbox_maps, virtual_alias_maps, sender_login_maps,
-//	        aliases                              (map sources, for postmap/postalias)
+//	postfix/transport, relay_domains, relay_recipient_maps, tls_policy,
+//	        virtual_mailbox_domains, virtual_mailbox_maps, virtual_alias_maps,
+//	        sender_login_maps, aliases           (map sources, for postmap/postalias)
+//	postfix/sasl_passwd                          (smarthost login, texthash, 0600)
 //	dovecot/dovecot.conf, dovecot/users          (passwd-file of the mailboxes)
 //	unbound/unbound.conf
 //	dns/<domain>.zone                            (one per local domain, package dns)
@@ -51,6 +52,8 @@ func (f Files) Names() []string {
 var PostfixMaps = []struct{ Name, Compiler string }{
 	{"transport", "postmap"},
 	{"relay_domains", "postmap"},
+	{"relay_recipient_maps", "postmap"},
+	{"tls_policy", "postmap"},
 	{"virtual_mailbox_domains", "postmap"},
 	{"virtual_mailbox_maps", "postmap"},
 	{"virtual_alias_maps", "postmap"},
@@ -64,9 +67,14 @@ var PostfixMaps = []struct{ Name, Compiler string }{
 // policyd and milterd compare it with the inventory they run.
 const DigestFile = "mailnode-inventory.digest"
 
-// Secret reports whether a rendered file holds secrets (password hashes)
-// and must not be world-readable.
-func Secret(name string) bool { return name == "dovecot/users" }
+// Secret reports whether a rendered file holds secrets (password hashes,
+// the smarthost password) and must not be world-readable.
+func Secret(name string) bool { return name == "dovecot/users" || name == SASLPasswd }
+
+// SASLPasswd is the smarthost password map (postfix.relayhost_auth): a
+// texthash table, so that no compiled copy exists with other permissions;
+// mode 0600, read by smtp(8) as root before it drops privileges.
+const SASLPasswd = "postfix/sasl_passwd"
 
 var tmpl = template.Must(template.New("").Option("missingkey=error").ParseFS(templates.FS, "*.tmpl"))
 
@@ -90,6 +98,7 @@ func Render(inv *inventory.Inventory) (Files, error) {
 		})
 	}
 	jobs = append(jobs,
+		func(f Files) error { return renderSASLPasswd(inv, f) },
 		func(f Files) error { return renderDovecot(inv, f) },
 		func(f Files) error { return renderUnbound(inv, f) })
 	local := inv.LocalDomains()
@@ -161,7 +170,9 @@ type postfixData struct {
 	InetInterfaces, InetProtocols, Relayhost, Mynetworks     string
 	MailSpoolDirectory, LMTPSocket, SASLPath                 string
 	Policy, Milter, TLSCert, TLSKey                          string
-	SMTPListen, SubmissionListen                             []string
+	RecipientDelimiter, RelayhostTLS                         string
+	RelayhostAuth                                            bool
+	SMTPListen, SubmissionListen, SubmissionsListen          []string
 	MessageSizeLimit, MailboxSizeLimit                       int64
 }
 
@@ -187,9 +198,17 @@ func renderPostfixConfig(inv *inventory.Inventory, files Files) error {
 		TLSKey:             p.TLS.KeyFile,
 		SMTPListen:         p.SMTPListen,
 		SubmissionListen:   p.SubmissionListen,
+		RecipientDelimiter: p.RecipientDelimiter,
+		RelayhostTLS:       p.RelayhostTLS,
+		RelayhostAuth:      p.RelayhostAuth != nil,
 		MessageSizeLimit:   p.MessageSizeLimit,
 		// local(8) refuses to start when its limit is below the message limit.
 		MailboxSizeLimit: max(51200000, p.MessageSizeLimit),
+	}
+	if p.TLS.CertFile != "" {
+		// Implicit TLS cannot run without a certificate (config check
+		// refuses an explicit list without one).
+		d.SubmissionsListen = p.SubmissionsListen
 	}
 	if d.MaillogFile != "" {
 		d.MaillogPrefix = path.Dir(d.MaillogFile)
@@ -206,9 +225,38 @@ func renderPostfixConfig(inv *inventory.Inventory, files Files) error {
 		if err != nil {
 			return err
 		}
+		if f == "main.cf" && len(p.MainCF) > 0 {
+			b = applyMainCF(b, p)
+		}
 		files["postfix/"+f] = b
 	}
 	return nil
+}
+
+// applyMainCF appends postfix.main_cf to main.cf, last. A parameter the
+// template also sets is taken out of its place (with its continuation
+// lines) and a comment says where it went, so main.cf sets each name once.
+func applyMainCF(b []byte, p inventory.Postfix) []byte {
+	var out bytes.Buffer
+	skipping := false
+	for _, line := range strings.SplitAfter(string(b), "\n") {
+		if skipping && (strings.HasPrefix(line, " ") || strings.HasPrefix(line, "\t")) {
+			continue
+		}
+		skipping = false
+		name, _, ok := strings.Cut(line, " =")
+		if _, mine := p.MainCF[name]; ok && mine {
+			out.WriteString("# " + name + ": set by postfix.main_cf, at the end of this file\n")
+			skipping = true
+			continue
+		}
+		out.WriteString(line)
+	}
+	out.WriteString("\n# postfix.main_cf: the inventory's own settings, applied last.\n")
+	for _, k := range p.MainCFKeys() {
+		out.WriteString(k + " = " + p.MainCF[k] + "\n")
+	}
+	return out.Bytes()
 }
 
 // mynetworks writes the trusted networks in Postfix's syntax: IPv6 in
@@ -258,10 +306,39 @@ func postfixMap(inv *inventory.Inventory, name string) []byte {
 		for _, d := range sortedDomains(inv.RelayDomains()) {
 			line(d.Name, relayTransport(d.Nexthop))
 		}
+		routed := false
+		for _, d := range sortedDomains(inv.LocalDomains()) {
+			if len(d.Transports) > 0 && !routed {
+				b.WriteString("# Addresses of local domains with a next hop of their own (domains[].transports).\n")
+				routed = true
+			}
+			for _, name := range sortedKeys(d.Transports) {
+				line(name+"@"+d.Name, d.Transports[name])
+			}
+		}
 	case "relay_domains":
 		b.WriteString("# Domains this node is a backup MX for.\n")
 		for _, d := range sortedDomains(inv.RelayDomains()) {
 			line(d.Name, "OK")
+		}
+	case "tls_policy":
+		b.WriteString("# TLS towards the smarthost (postfix.relayhost_tls).\n")
+		if lv := inv.Postfix.RelayhostTLS; lv != "" {
+			line(inv.Postfix.Relayhost, lv)
+		}
+	case "relay_recipient_maps":
+		b.WriteString("# Recipients accepted for the relay domains: the ones listed\n")
+		b.WriteString("# (domains[].recipients), else the whole domain; others get 550 5.1.1.\n")
+		for _, d := range sortedDomains(inv.RelayDomains()) {
+			if len(d.Recipients) == 0 {
+				line("@"+d.Name, "OK")
+				continue
+			}
+			rs := append([]string(nil), d.Recipients...)
+			sort.Strings(rs)
+			for _, r := range rs {
+				line(r+"@"+d.Name, "OK")
+			}
 		}
 	case "virtual_mailbox_domains":
 		b.WriteString("# Local domains: mailboxes in Dovecot, delivered over LMTP.\n")
@@ -277,6 +354,10 @@ func postfixMap(inv *inventory.Inventory, name string) []byte {
 				b.WriteByte('@')
 				b.WriteString(d.Name)
 				b.WriteString(" OK\n")
+			}
+			// Valid recipients too; transport_maps sends them elsewhere.
+			for _, name := range sortedKeys(d.Transports) {
+				line(name+"@"+d.Name, "OK")
 			}
 		}
 	case "virtual_alias_maps":
@@ -365,23 +446,25 @@ type listener struct {
 type dovecotData struct {
 	Hostname, BaseDir, LogPath, MailLocation, MailUser, Home string
 	UsersFile, SASLSocket, LMTPSocket, TLSCert, TLSKey       string
+	RecipientDelimiter                                       string
 	IMAP, POP3                                               []listener
 }
 
 func renderDovecot(inv *inventory.Inventory, files Files) error {
 	dv := inv.Dovecot
 	d := dovecotData{
-		Hostname:     inv.Node.Hostname,
-		BaseDir:      dv.BaseDir,
-		LogPath:      dv.LogPath,
-		MailLocation: dv.MailLocation,
-		MailUser:     dv.MailUser,
-		Home:         mailHome(dv.MailLocation),
-		UsersFile:    path.Join(dv.ConfigDirectory, "users"),
-		SASLSocket:   queuePath(inv, dv.SASLSocket),
-		LMTPSocket:   queuePath(inv, dv.LMTPSocket),
-		TLSCert:      inv.Postfix.TLS.CertFile,
-		TLSKey:       inv.Postfix.TLS.KeyFile,
+		Hostname:           inv.Node.Hostname,
+		BaseDir:            dv.BaseDir,
+		LogPath:            dv.LogPath,
+		MailLocation:       dv.MailLocation,
+		MailUser:           dv.MailUser,
+		Home:               mailHome(dv.MailLocation),
+		UsersFile:          path.Join(dv.ConfigDirectory, "users"),
+		RecipientDelimiter: inv.Postfix.RecipientDelimiter,
+		SASLSocket:         queuePath(inv, dv.SASLSocket),
+		LMTPSocket:         queuePath(inv, dv.LMTPSocket),
+		TLSCert:            inv.Postfix.TLS.CertFile,
+		TLSKey:             inv.Postfix.TLS.KeyFile,
 	}
 	var err error
 	if d.IMAP, err = listeners("imap", dv.IMAPListen, "143", "993", d.TLSCert != ""); err != nil {
@@ -476,4 +559,31 @@ func renderUnbound(inv *inventory.Inventory, files Files) error {
 	}
 	files["unbound/unbound.conf"] = b
 	return nil
+}
+
+// renderSASLPasswd writes the smarthost password map from
+// postfix.relayhost_auth, reading the password file now: the password is in
+// this file only, never in main.cf, a log line or an error.
+func renderSASLPasswd(inv *inventory.Inventory, files Files) error {
+	var b bytes.Buffer
+	b.WriteString(mapHeader)
+	b.WriteString("# The login at the smarthost (postfix.relayhost_auth). Mode 0600.\n")
+	if a := inv.Postfix.RelayhostAuth; a != nil {
+		pw, err := inventory.ReadRelayhostPassword(a.PasswordFile)
+		if err != nil {
+			return fmt.Errorf("render: postfix.relayhost_auth.password_file: %w", err)
+		}
+		b.WriteString(inv.Postfix.Relayhost + " " + a.Username + ":" + pw + "\n")
+	}
+	files[SASLPasswd] = b.Bytes()
+	return nil
+}
+
+func sortedKeys(m map[string]string) []string {
+	keys := make([]string, 0, len(m))
+	for k := range m {
+		keys = append(keys, k)
+	}
+	sort.Strings(keys)
+	return keys
 }

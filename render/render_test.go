@@ -51,6 +51,13 @@ func load(t testing.TB, file string) *inventory.Inventory {
 		t.Fatal(err)
 	}
 	inv.DKIM.KeyDir = dir
+	// The smarthost password file, likewise outside every rendered path.
+	if a := inv.Postfix.RelayhostAuth; a != nil {
+		a.PasswordFile = filepath.Join(dir, "relayhost.secret")
+		if err := os.WriteFile(a.PasswordFile, []byte("golden-not-a-secret\n"), 0o600); err != nil {
+			t.Fatal(err)
+		}
+	}
 	return inv
 }
 
@@ -357,6 +364,9 @@ func TestConsumers(t *testing.T) {
 					{"virtual_alias_maps", "all-staff@example.com", "alice@example.com, bob@example.com, carol@example.net"},
 					{"transport", "partner.org", "relay:[mx.partner.org]:25"},
 					{"relay_domains", "partner.org", "OK"},
+					{"relay_recipient_maps", "@partner.org", "OK"},
+					{"transport", "tickets@example.com", "lmtp:[127.0.0.1]:8024"},
+					{"virtual_mailbox_maps", "tickets@example.com", "OK"},
 					{"sender_login_maps", "a.smith@example.com", "alice@example.com"},
 				} {
 					got := strings.TrimSpace(run("postmap", "-c", pdir, "-q", q.key, "hash:"+filepath.Join(pdir, q.m)))

@@ -86,8 +86,12 @@ var (
 func writeAtomic(dst string, data []byte, secret bool) error {
 	tmp := fmt.Sprintf("%s/.%s.tmp%d.%d", filepath.Dir(dst), filepath.Base(dst), pid, tmpSeq.Add(1))
 	mode := uint32(0o644)
+	plain := strings.HasSuffix(filepath.ToSlash(dst), "/"+SASLPasswd)
 	if secret {
 		mode = 0o640 // password hashes: readable by root and Dovecot's group only
+	}
+	if plain {
+		mode = 0o600 // a password in clear: root only
 	}
 	fd, err := syscall.Open(tmp, syscall.O_WRONLY|syscall.O_CREAT|syscall.O_EXCL|syscall.O_CLOEXEC, mode)
 	if err != nil {
@@ -98,7 +102,7 @@ func writeAtomic(dst string, data []byte, secret bool) error {
 		os.Remove(tmp)
 		return fmt.Errorf("render: %s: %w", dst, err)
 	}
-	if secret {
+	if secret && !plain {
 		if g, err := user.LookupGroup("dovecot"); err == nil {
 			if gid, err := strconv.Atoi(g.Gid); err == nil {
 				_ = syscall.Fchown(fd, -1, gid) // best effort: needs root, as Dovecot's auth does
@@ -166,6 +170,11 @@ func Check(dir string, files Files) ([]byte, error) {
 			return nil, fmt.Errorf("render: %w", err)
 		}
 		if bytes.Equal(old, files[name]) {
+			continue
+		}
+		if name == SASLPasswd {
+			// Never print the password, old or new.
+			fmt.Fprintf(&out, "--- %s\n+++ b/%s\n(differs; the smarthost password map is not shown)\n", oldName, name)
 			continue
 		}
 		out.Write(UnifiedDiff(oldName, "b/"+name, old, files[name]))

@@ -68,7 +68,7 @@ inv['node']['resolver'] = '127.0.0.1:53'
 inv['node']['trusted_networks'] = ['127.0.0.2/32']
 inv['postfix'].update({
     'config_directory': f'{T}/postfix', 'queue_directory': f'{T}/queue', 'data_directory': f'{T}/data',
-    'smtp_listen': ['127.0.0.1:2525'], 'submission_listen': ['127.0.0.1:2587'],
+    'smtp_listen': ['127.0.0.1:2525'], 'submission_listen': ['127.0.0.1:2587'], 'submissions_listen': ['127.0.0.1:2465'],
     'tls': {'cert_file': f'{T}/tls.crt', 'key_file': f'{T}/tls.key'},
     'inet_interfaces': '127.0.0.1', 'inet_protocols': 'ipv4',
     'maillog_file': f'{T}/maillog', 'instance_name': 'postfix-ansible',

@@ -20,8 +20,10 @@ func renderCommand() *cli.Command {
 staging tree DIR:
 
    DIR/postfix/   main.cf, master.cf and the map sources transport, relay_domains,
-                  virtual_mailbox_domains, virtual_mailbox_maps, virtual_alias_maps,
-                  sender_login_maps, aliases        -> install as postfix.config_directory
+                  relay_recipient_maps, tls_policy, virtual_mailbox_domains,
+                  virtual_mailbox_maps, virtual_alias_maps, sender_login_maps,
+                  aliases; sasl_passwd (the smarthost login, mode 0600)
+                                                    -> install as postfix.config_directory
    DIR/dovecot/   dovecot.conf, users (passwd-file) -> install as dovecot.config_directory
    DIR/unbound/   unbound.conf                      -> the node's own resolver
    DIR/dns/       <domain>.zone for each local domain, to publish

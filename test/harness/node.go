@@ -71,6 +71,7 @@ type Options struct {
 // Ports are the loopback TCP ports of one node.
 type Ports struct {
 	SMTP, Submission, IMAP, POP3 int
+	Submissions                  int // implicit TLS (postfix.submissions_listen)
 }
 
 // Node is a running private mail node: Postfix, Dovecot and (when enabled)
@@ -85,7 +86,10 @@ type Node struct {
 
 	SMTP       string // port-25 service, "127.0.0.1:PORT"
 	Submission string // submission service (STARTTLS, then AUTH)
-	IMAP, POP3 string // Dovecot, plain (STARTTLS available)
+	// Submissions is the implicit-TLS submission service (TLS from the
+	// first byte, then AUTH): dial it with DialOptions.ImplicitTLS.
+	Submissions string
+	IMAP, POP3  string // Dovecot, plain (STARTTLS available)
 
 	Sink *Sink // next hop of every relay domain (nil with Options.RelayNexthop)
 
@@ -202,7 +206,7 @@ func (n *Node) prepare(src string, opt Options) error {
 		return fmt.Errorf("%s: %w", src, err)
 	}
 	ports := opt.Ports
-	for _, p := range []*int{&ports.SMTP, &ports.Submission, &ports.IMAP, &ports.POP3} {
+	for _, p := range []*int{&ports.SMTP, &ports.Submission, &ports.IMAP, &ports.POP3, &ports.Submissions} {
 		if *p == 0 {
 			if *p, err = FreePort(); err != nil {
 				return err
@@ -211,6 +215,7 @@ func (n *Node) prepare(src string, opt Options) error {
 	}
 	lo := func(p int) string { return "127.0.0.1:" + strconv.Itoa(p) }
 	n.SMTP, n.Submission, n.IMAP, n.POP3 = lo(ports.SMTP), lo(ports.Submission), lo(ports.IMAP), lo(ports.POP3)
+	n.Submissions = lo(ports.Submissions)
 	q := n.path("queue")
 	trusted := opt.TrustedNetworks
 	if trusted == nil {
@@ -234,6 +239,7 @@ func (n *Node) prepare(src string, opt Options) error {
 	Set(doc, "postfix.data_directory", n.path("data"))
 	Set(doc, "postfix.smtp_listen", []any{n.SMTP})
 	Set(doc, "postfix.submission_listen", []any{n.Submission})
+	Set(doc, "postfix.submissions_listen", []any{n.Submissions})
 	Set(doc, "postfix.tls", map[string]any{"cert_file": n.CertFile, "key_file": keyFile})
 	Set(doc, "postfix.inet_interfaces", "127.0.0.1")
 	Set(doc, "postfix.inet_protocols", "ipv4")
@@ -346,7 +352,12 @@ func (n *Node) start(opt Options) error {
 			return fmt.Errorf("postfix: %w", err)
 		}
 	}
-	n.logf("node %s up in %s: smtp %s, submission %s, imap %s, pop3 %s", n.Hostname, n.Dir, n.SMTP, n.Submission, n.IMAP, n.POP3)
+	// Implicit TLS: no banner before a handshake; master(8) listening is
+	// enough (smtpd starts per connection).
+	if err := WaitListening("inet:"+n.Submissions, 20*time.Second); err != nil {
+		return fmt.Errorf("postfix: %w", err)
+	}
+	n.logf("node %s up in %s: smtp %s, submission %s, submissions %s, imap %s, pop3 %s", n.Hostname, n.Dir, n.SMTP, n.Submission, n.Submissions, n.IMAP, n.POP3)
 	return nil
 }
 

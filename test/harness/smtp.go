@@ -58,6 +58,9 @@ type DialOptions struct {
 	LocalAddr string
 	// Timeout bounds each command; default 30s.
 	Timeout time.Duration
+	// ImplicitTLS starts TLS on connect, before the banner (port 465, RFC
+	// 8314), without verifying the certificate.
+	ImplicitTLS bool
 }
 
 // Dial connects to addr (host:port) and reads the banner.
@@ -73,6 +76,15 @@ func Dial(addr string, opt DialOptions) (*Client, Reply, error) {
 	c := &Client{conn: conn, r: bufio.NewReader(conn), Timeout: opt.Timeout}
 	if c.Timeout == 0 {
 		c.Timeout = 30 * time.Second
+	}
+	if opt.ImplicitTLS {
+		tc := tls.Client(conn, &tls.Config{InsecureSkipVerify: true})
+		tc.SetDeadline(time.Now().Add(c.Timeout))
+		if err := tc.Handshake(); err != nil {
+			conn.Close()
+			return nil, Reply{}, fmt.Errorf("smtp: TLS handshake: %w", err)
+		}
+		c.conn, c.r = tc, bufio.NewReader(tc)
 	}
 	banner, err := c.read()
 	if err != nil {
@@ -204,6 +216,8 @@ type Envelope struct {
 	LocalAddr string // source address, e.g. "127.0.0.2" (trusted host)
 	Helo      string // default "client.test"
 	StartTLS  bool   // issue STARTTLS (then EHLO again)
+	// ImplicitTLS: TLS from the first byte (port 465), see DialOptions.
+	ImplicitTLS bool
 	// AuthUser/AuthPass: AUTH PLAIN after EHLO (after STARTTLS when set).
 	AuthUser, AuthPass string
 	From               string   // MAIL FROM:<From>; "" is the null sender
@@ -227,7 +241,7 @@ type Transcript struct {
 // rejection (those are in the transcript).
 func Send(addr string, e Envelope) (Transcript, error) {
 	var t Transcript
-	c, banner, err := Dial(addr, DialOptions{LocalAddr: e.LocalAddr})
+	c, banner, err := Dial(addr, DialOptions{LocalAddr: e.LocalAddr, ImplicitTLS: e.ImplicitTLS})
 	t.Banner = banner
 	if err != nil {
 		return t, err
