@@ -210,6 +210,20 @@ func (rp *Report) Add(r Refusal) {
 // Read adds every shadow-mode line of r; a file name ending in .gz is read
 // through gzip.
 func (rp *Report) Read(name string, r io.Reader) error {
+	return eachLine(name, r, func(line string) {
+		rp.Lines++
+		if ref, ok := ParseRefusal(line); ok {
+			rp.Add(ref)
+		}
+	})
+}
+
+// ReadFile reads a log file, plain or .gz.
+func (rp *Report) ReadFile(path string) error { return eachLineOfFile(path, rp.Read) }
+
+// eachLine calls fn with every line of r, through gzip when name ends in
+// .gz; lines up to 1 MiB.
+func eachLine(name string, r io.Reader, fn func(string)) error {
 	if strings.HasSuffix(name, ".gz") {
 		zr, err := gzip.NewReader(r)
 		if err != nil {
@@ -221,10 +235,7 @@ func (rp *Report) Read(name string, r io.Reader) error {
 	sc := bufio.NewScanner(r)
 	sc.Buffer(make([]byte, 64<<10), 1<<20)
 	for sc.Scan() {
-		rp.Lines++
-		if ref, ok := ParseRefusal(sc.Text()); ok {
-			rp.Add(ref)
-		}
+		fn(sc.Text())
 	}
 	if err := sc.Err(); err != nil {
 		return fmt.Errorf("%s: %w", name, err)
@@ -232,14 +243,14 @@ func (rp *Report) Read(name string, r io.Reader) error {
 	return nil
 }
 
-// ReadFile reads a log file, plain or .gz.
-func (rp *Report) ReadFile(path string) error {
+// eachLineOfFile opens path and hands it to read.
+func eachLineOfFile(path string, read func(string, io.Reader) error) error {
 	f, err := os.Open(path)
 	if err != nil {
 		return err
 	}
 	defer f.Close()
-	return rp.Read(path, f)
+	return read(path, f)
 }
 
 // Total is the number of refusals counted.

@@ -1,11 +1,8 @@
 package maillog
 
 import (
-	"bufio"
-	"compress/gzip"
 	"fmt"
 	"io"
-	"os"
 	"regexp"
 	"sort"
 	"strings"
@@ -104,35 +101,14 @@ var milterReject = regexp.MustCompile(`^milter-(reject|hold|discard): (\S+) from
 // Read adds every line of r it understands; a name ending in .gz is read
 // through gzip.
 func (w *Why) Read(name string, r io.Reader) error {
-	if strings.HasSuffix(name, ".gz") {
-		zr, err := gzip.NewReader(r)
-		if err != nil {
-			return fmt.Errorf("%s: %w", name, err)
-		}
-		defer zr.Close()
-		r = zr
-	}
-	sc := bufio.NewScanner(r)
-	sc.Buffer(make([]byte, 64<<10), 1<<20)
-	for sc.Scan() {
+	return eachLine(name, r, func(line string) {
 		w.Lines++
-		w.Add(sc.Text())
-	}
-	if err := sc.Err(); err != nil {
-		return fmt.Errorf("%s: %w", name, err)
-	}
-	return nil
+		w.Add(line)
+	})
 }
 
 // ReadFile reads a log file, plain or .gz.
-func (w *Why) ReadFile(path string) error {
-	f, err := os.Open(path)
-	if err != nil {
-		return err
-	}
-	defer f.Close()
-	return w.Read(path, f)
-}
+func (w *Why) ReadFile(path string) error { return eachLineOfFile(path, w.Read) }
 
 // Add takes one line of the log; lines it does not know are ignored.
 func (w *Why) Add(line string) {
