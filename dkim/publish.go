@@ -10,8 +10,11 @@ package dkim
 import (
 	"context"
 	"crypto"
+	"errors"
 	"fmt"
+	"io"
 	"strings"
+	"text/tabwriter"
 
 	"github.com/mailnode/mailnode/inventory"
 )
@@ -146,4 +149,40 @@ func CheckAll(ctx context.Context, lookup TXTLookup, states []SelectorState) {
 		s.DNS, s.Detail = CheckPublication(ctx, lookup, s.Domain, s.Selector, s.Key)
 	}
 	DecideSigning(states)
+}
+
+// WriteStatus writes states as the table of `mailnode dkim status` (one
+// selector a line: domain, selector, algorithm, key, DNS, signing, why) and
+// reports whether any selector does not sign.
+func WriteStatus(w io.Writer, states []SelectorState) (held bool) {
+	tw := tabwriter.NewWriter(w, 0, 0, 2, ' ', 0)
+	fmt.Fprintln(tw, "DOMAIN\tSELECTOR\tALGORITHM\tKEY\tDNS\tSIGNING\tWHY")
+	for _, s := range states {
+		key := "present"
+		if s.Key == nil {
+			key = "missing"
+			if !errors.Is(s.KeyErr, ErrNoKey) {
+				key = "unusable"
+			}
+		}
+		sign := "yes"
+		if !s.Signing {
+			sign, held = "no", true
+		}
+		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%s\t%s\n", s.Domain, s.Selector, s.Algorithm, key, s.DNS, sign, s.Why)
+	}
+	tw.Flush()
+	return held
+}
+
+// WriteStage writes a rotation's stage lines (Stage) under a title; nothing
+// when there are none.
+func WriteStage(w io.Writer, title string, lines []string) {
+	if len(lines) == 0 {
+		return
+	}
+	fmt.Fprintf(w, "\n%s\n", title)
+	for _, l := range lines {
+		fmt.Fprintf(w, "  %s\n", l)
+	}
 }

@@ -5,7 +5,6 @@ import (
 	"errors"
 	"fmt"
 	"os"
-	"text/tabwriter"
 	"time"
 
 	"github.com/urfave/cli/v2"
@@ -203,10 +202,7 @@ func dkimRotate(c *cli.Context) error {
 		defer cancel()
 		states := dkim.Selectors(now, d.Name)
 		dkim.CheckAll(ctx, lookup, states)
-		fmt.Fprintf(out, "\nRotation of %s (DNS through %s):\n", d.Name, res)
-		for _, l := range dkim.Stage(ctx, now, nd, states, lookup) {
-			fmt.Fprintf(out, "  %s\n", l)
-		}
+		dkim.WriteStage(out, fmt.Sprintf("Rotation of %s (DNS through %s):", d.Name, res), dkim.Stage(ctx, now, nd, states, lookup))
 	}
 	return nil
 }
@@ -257,35 +253,10 @@ Exit status: 0 every selector signs, 1 one does not (no key, or held back), 2 er
 			dkim.CheckAll(ctx, lookup, states)
 			out := c.App.Writer
 			fmt.Fprintf(out, "DKIM selectors (DNS through %s):\n", res)
-			tw := tabwriter.NewWriter(out, 0, 0, 2, ' ', 0)
-			fmt.Fprintln(tw, "DOMAIN\tSELECTOR\tALGORITHM\tKEY\tDNS\tSIGNING\tWHY")
-			held := false
-			for _, s := range states {
-				key := "present"
-				if s.Key == nil {
-					key = "missing"
-					if !errors.Is(s.KeyErr, dkim.ErrNoKey) {
-						key = "unusable"
-					}
-				}
-				sign := "yes"
-				if !s.Signing {
-					sign, held = "no", true
-				}
-				fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%s\t%s\n", s.Domain, s.Selector, s.Algorithm, key, s.DNS, sign, s.Why)
-			}
-			tw.Flush()
+			held := dkim.WriteStatus(out, states)
 			for _, d := range inv.LocalDomains() {
-				if domain != "" && d.Name != domain {
-					continue
-				}
-				lines := dkim.Stage(ctx, inv, d, states, lookup)
-				if len(lines) == 0 {
-					continue
-				}
-				fmt.Fprintf(out, "\nRotation of %s:\n", d.Name)
-				for _, l := range lines {
-					fmt.Fprintf(out, "  %s\n", l)
+				if domain == "" || d.Name == domain {
+					dkim.WriteStage(out, "Rotation of "+d.Name+":", dkim.Stage(ctx, inv, d, states, lookup))
 				}
 			}
 			if held {

@@ -3,11 +3,13 @@ package main
 import (
 	"strings"
 	"testing"
+
+	"github.com/mailnode/mailnode/internal/manpage"
 )
 
 func TestManPages(t *testing.T) {
 	app := newApp()
-	pages, err := manPages(app)
+	pages, err := manpage.Pages(app)
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -11,6 +11,7 @@ import (
 	"time"
 
 	"github.com/mailnode/mailnode/dkim"
+	"github.com/mailnode/mailnode/internal/daemon"
 	"github.com/mailnode/mailnode/internal/drift"
 	"github.com/mailnode/mailnode/internal/sdnotify"
 	"github.com/mailnode/mailnode/internal/statuspage"
@@ -119,7 +120,7 @@ status page (version, uptime, mode, keys, last reload, the metrics' values).`,
 			// it yet; the guard's OnCheck is where they would).
 			guard := &drift.Guard{Daemon: "milterd", Log: log}
 			guard.Set(inv.Digest, inv.Postfix.ConfigDirectory)
-			defer runGuard(guard, c.Duration("drift-interval"))()
+			defer guard.Start(c.Duration("drift-interval"))()
 			var serving atomic.Bool
 			serving.Store(true)
 			page := statuspage.New("milterd", version, metrics.Registry, "mailnode_milter_")
@@ -137,7 +138,7 @@ status page (version, uptime, mode, keys, last reload, the metrics' values).`,
 			defer signal.Stop(hup)
 			go func() {
 				for range hup {
-					notify(log, "milterd", sdnotify.Reloading)
+					daemon.Notify(log, "milterd", sdnotify.Reloading)
 					path := c.String("inventory")
 					ninv, err := inventory.Load(path)
 					if err != nil {
@@ -145,7 +146,7 @@ status page (version, uptime, mode, keys, last reload, the metrics' values).`,
 						page.Set("last reload", time.Now().UTC().Format(time.RFC3339)+" refused: "+err.Error())
 						log.Error("milterd: reload refused, keeping the running inventory", "inventory", path, "err", err)
 						guard.Check()
-						notify(log, "milterd", sdnotify.Ready)
+						daemon.Notify(log, "milterd", sdnotify.Ready)
 						continue
 					}
 					newKeys, err := milter.LoadKeys(ninv)
@@ -154,7 +155,7 @@ status page (version, uptime, mode, keys, last reload, the metrics' values).`,
 						page.Set("last reload", time.Now().UTC().Format(time.RFC3339)+" refused (keys): "+err.Error())
 						log.Error("milterd: reload refused, keeping the running keys", "inventory", path, "err", err)
 						guard.Check()
-						notify(log, "milterd", sdnotify.Ready)
+						daemon.Notify(log, "milterd", sdnotify.Ready)
 						continue
 					}
 					srv.SetFilter(build(ninv, pub.Update(ninv, newKeys)))
@@ -163,7 +164,7 @@ status page (version, uptime, mode, keys, last reload, the metrics' values).`,
 					page.Set("last reload", time.Now().UTC().Format(time.RFC3339)+" ok")
 					log.Info("milterd: inventory reloaded", "inventory", path, "domains", len(newKeys))
 					guard.Set(ninv.Digest, ninv.Postfix.ConfigDirectory)
-					notify(log, "milterd", sdnotify.Ready)
+					daemon.Notify(log, "milterd", sdnotify.Ready)
 				}
 			}()
 			var nkeys int
@@ -175,13 +176,13 @@ status page (version, uptime, mode, keys, last reload, the metrics' values).`,
 				rsaSigner = "openssl"
 			}
 			log.Info("milterd listening", "listen", listen, "domains", len(keys), "keys", nkeys, "rsa_signer", rsaSigner, "mode", inv.Policy.Mode)
-			defer statusOnSIGUSR1(log, "milterd", nil)()
-			notify(log, "milterd", sdnotify.Ready)
+			defer daemon.StatusOnSIGUSR1(log, "milterd", nil)()
+			daemon.Notify(log, "milterd", sdnotify.Ready)
 			ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGINT, syscall.SIGTERM)
 			defer stop()
 			go func() {
 				<-ctx.Done()
-				notify(log, "milterd", sdnotify.Stopping)
+				daemon.Notify(log, "milterd", sdnotify.Stopping)
 				serving.Store(false)
 				sctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 				defer cancel()

@@ -3,14 +3,12 @@ package main
 import (
 	"fmt"
 	"log/slog"
-	"net"
-	"net/http"
 	"strings"
-	"time"
 
 	"github.com/urfave/cli/v2"
 
 	"github.com/mailnode/mailnode/dkim"
+	"github.com/mailnode/mailnode/internal/daemon"
 	"github.com/mailnode/mailnode/internal/statuspage"
 	"github.com/mailnode/mailnode/inventory"
 	"github.com/mailnode/mailnode/milter"
@@ -27,14 +25,11 @@ func serveMilterMetrics(c *cli.Context, inv *inventory.Inventory, m *milter.Metr
 	if addr == "" {
 		return func() {}, nil
 	}
-	ln, err := net.Listen("tcp", addr)
+	stop, err := daemon.ServeMetrics(log, "milterd", addr, m.Handler(healthy), page)
 	if err != nil {
 		return nil, cli.Exit(fmt.Sprintf("milterd: --metrics: %v", err), 1)
 	}
-	hs := &http.Server{Handler: metricsMux(m.Handler(healthy), page), ReadHeaderTimeout: 10 * time.Second}
-	go hs.Serve(ln)
-	log.Info("milterd: metrics", "addr", ln.Addr().String())
-	return func() { hs.Close() }, nil
+	return stop, nil
 }
 
 // milterdStatus fills in the status page's rows from the running inventory.

@@ -5,8 +5,6 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
-	"net"
-	"net/http"
 	"os"
 	"os/signal"
 	"sync/atomic"
@@ -15,6 +13,7 @@ import (
 
 	"github.com/urfave/cli/v2"
 
+	"github.com/mailnode/mailnode/internal/daemon"
 	"github.com/mailnode/mailnode/internal/drift"
 	"github.com/mailnode/mailnode/internal/sdnotify"
 	"github.com/mailnode/mailnode/internal/statuspage"
@@ -140,23 +139,19 @@ func runPolicyd(cx *cli.Context) error {
 	page.Set("listen", listen)
 	policydStatus(page, inv, store)
 	if metricsAddr != "" {
-		mln, err := net.Listen("tcp", metricsAddr)
+		stop, err := daemon.ServeMetrics(log, "policyd", metricsAddr, metrics.Handler(serving.Load), page)
 		if err != nil {
 			ln.Close()
 			return cli.Exit(fmt.Sprintf("policyd: --metrics: %v", err), 1)
 		}
-		hs := &http.Server{Handler: metricsMux(metrics.Handler(serving.Load), page), ReadHeaderTimeout: 10 * time.Second}
-		go hs.Serve(mln)
-		defer hs.Close()
-		log.Info("policyd: metrics", "addr", mln.Addr().String())
+		defer stop()
 	}
 
 	guard := &drift.Guard{Daemon: "policyd", Log: log, OnCheck: func(s drift.State) {
 		metrics.Inventory(s.Running, s.Installed, s.Warning())
 	}}
 	guard.Set(inv.Digest, inv.Postfix.ConfigDirectory)
-	stopGuard := runGuard(guard, cx.Duration("drift-interval"))
-	defer stopGuard()
+	defer guard.Start(cx.Duration("drift-interval"))()
 
 	done := make(chan error, 1)
 	go func() { done <- srv.Serve(ln) }()
@@ -164,8 +159,8 @@ func runPolicyd(cx *cli.Context) error {
 		"local_domains", len(inv.LocalDomains()), "relay_domains", len(inv.RelayDomains()),
 		"sender_login", inv.Policy.SenderLogin, "mode", inv.Policy.Mode, "greylist", greylistSummary(inv), "ratelimit", inv.Policy.Ratelimit != nil,
 		"state", stateSummary(inv, store))
-	defer statusOnSIGUSR1(log, "policyd", srv.OpenConnections)()
-	notify(log, "policyd", sdnotify.Ready)
+	defer daemon.StatusOnSIGUSR1(log, "policyd", srv.OpenConnections)()
+	daemon.Notify(log, "policyd", sdnotify.Ready)
 
 	sigs := make(chan os.Signal, 4)
 	signal.Notify(sigs, syscall.SIGHUP, syscall.SIGTERM, syscall.SIGINT)
@@ -177,7 +172,7 @@ func runPolicyd(cx *cli.Context) error {
 			return cli.Exit(fmt.Sprintf("policyd: %v", err), 1)
 		case sig := <-sigs:
 			if sig == syscall.SIGHUP {
-				notify(log, "policyd", sdnotify.Reloading)
+				daemon.Notify(log, "policyd", sdnotify.Reloading)
 				before := srv.Inventory()
 				if st := reloadInventory(log, srv, metrics, path, store); st != nil {
 					store = st
@@ -191,10 +186,10 @@ func runPolicyd(cx *cli.Context) error {
 				}
 				policydStatus(page, srv.Inventory(), store)
 				page.Set("last reload", time.Now().UTC().Format(time.RFC3339)+result)
-				notify(log, "policyd", sdnotify.Ready)
+				daemon.Notify(log, "policyd", sdnotify.Ready)
 				continue
 			}
-			notify(log, "policyd", sdnotify.Stopping)
+			daemon.Notify(log, "policyd", sdnotify.Stopping)
 			log.Info("policyd: draining", "signal", sig.String(), "open_connections", srv.OpenConnections())
 			serving.Store(false)
 			ctx, cancel := context.WithTimeout(context.Background(), cx.Duration("drain-timeout"))
@@ -298,22 +293,4 @@ func greylistSummary(inv *inventory.Inventory) string {
 func driftIntervalFlag() cli.Flag {
 	return &cli.DurationFlag{Name: "drift-interval", Value: drift.Interval, EnvVars: []string{"MAILNODE_DRIFT_INTERVAL"},
 		Usage: "how often to compare the inventory's digest with the installed Postfix config's (also at start and on reload)"}
-}
-
-// runGuard checks g every interval until the returned stop is called.
-func runGuard(g *drift.Guard, interval time.Duration) (stop func()) {
-	if interval <= 0 {
-		interval = drift.Interval
-	}
-	ctx, cancel := context.WithCancel(context.Background())
-	go g.Run(ctx, interval)
-	return cancel
-}
-
-// notify tells systemd (Type=notify units) the daemon's state; outside
-// systemd it does nothing. A failure is logged, never fatal.
-func notify(log *slog.Logger, daemon, state string) {
-	if _, err := sdnotify.Notify(state); err != nil {
-		log.Warn(daemon+": cannot notify systemd", "state", state, "err", err)
-	}
 }

@@ -131,6 +131,17 @@ func (g *Guard) State() State {
 	return g.last
 }
 
+// Start runs Run in a goroutine (interval 0: Interval) and returns the
+// function that stops it.
+func (g *Guard) Start(interval time.Duration) (stop func()) {
+	if interval <= 0 {
+		interval = Interval
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	go g.Run(ctx, interval)
+	return cancel
+}
+
 // Run compares every interval until ctx ends.
 func (g *Guard) Run(ctx context.Context, interval time.Duration) {
 	t := time.NewTicker(interval)

@@ -1,4 +1,4 @@
-package main
+package daemon
 
 import (
 	"bytes"
@@ -14,7 +14,7 @@ import (
 func TestStatusOnSIGUSR1(t *testing.T) {
 	var mu syncBuf
 	log := slog.New(slog.NewTextHandler(&mu, nil))
-	stop := statusOnSIGUSR1(log, "testd", func() int { return 3 })
+	stop := StatusOnSIGUSR1(log, "testd", func() int { return 3 })
 	defer stop()
 	syscall.Kill(syscall.Getpid(), syscall.SIGUSR1)
 	for deadline := time.Now().Add(5 * time.Second); time.Now().Before(deadline); time.Sleep(10 * time.Millisecond) {
