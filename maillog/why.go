@@ -58,8 +58,9 @@ type Story struct {
 	// sender and recipient (greylisting, rate limits): filled in by Stories.
 	Earlier []*Story
 
-	reply string         // NOQUEUE: the reply Postfix sent
-	loc   *time.Location // for printing times
+	reply    string         // NOQUEUE: the reply Postfix sent
+	qmgrFrom bool           // Sender came from qmgr's from= line
+	loc      *time.Location // for printing times
 }
 
 // An Event is one line of a story.
@@ -209,8 +210,13 @@ func (w *Why) addPostfix(m []string) bool {
 		ev.Text = "milter-" + r[1] + " at " + r[2] + ": " + r[4]
 		ev.rank = 5
 	case strings.HasPrefix(rest, "from=<") && strings.Contains(rest, ">"):
+		// qmgr logs a queue file's sender once; a second from= under the
+		// same queue id (an id reused later, a copied line) does not
+		// rewrite the story's sender, the null sender included.
 		from, _, _ := strings.Cut(strings.TrimPrefix(rest, "from=<"), ">")
-		s.Sender = from
+		if !s.qmgrFrom {
+			s.Sender, s.qmgrFrom = from, true
+		}
 		ev.rank = 6
 	case strings.HasPrefix(rest, "to=<") && strings.Contains(rest, ">"):
 		to, _, _ := strings.Cut(strings.TrimPrefix(rest, "to=<"), ">")
