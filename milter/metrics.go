@@ -12,6 +12,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus/collectors"
 	"github.com/prometheus/client_golang/prometheus/promhttp"
 
+	"github.com/mailnode/mailnode/internal/drift"
 	"github.com/mailnode/mailnode/resolver"
 )
 
@@ -32,6 +33,9 @@ type Metrics struct {
 	wouldRej  *prometheus.CounterVec
 	reloads   *prometheus.CounterVec
 	removedAR prometheus.Counter
+	// drift is the inventory drift (package internal/drift); its warning
+	// is the line /healthz adds after "ok".
+	drift *drift.Gauges
 }
 
 // The kinds of mailnode_milter_errors_total.
@@ -82,6 +86,8 @@ func NewMetrics() *Metrics {
 		"Inventory reloads (SIGHUP) by result: ok, or failed (the running inventory and keys stay).", "result")
 	m.removedAR = prometheus.NewCounter(prometheus.CounterOpts{Name: "mailnode_milter_forged_ar_removed_total",
 		Help: "Authentication-Results headers with the node's authserv-id that came with a message and were removed."})
+	m.drift = drift.NewGauges("mailnode_milter", "milterd")
+	m.Registry.MustRegister(m.drift.Collectors()...)
 	m.Registry.MustRegister(m.messages, m.signed, m.results, m.verdicts, m.engine, m.dns, m.errors,
 		m.wouldRej, m.reloads, m.removedAR,
 		collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
@@ -236,8 +242,16 @@ func (t timedResolver) LookupA(ctx context.Context, name string) ([]netip.Addr, 
 	return v, err
 }
 
+// Inventory records the digest of the running inventory and of the one the
+// installed Postfix config comes from; warning, when not "", is the drift
+// /healthz reports (still 200: milterd works by the inventory it runs).
+func (m *Metrics) Inventory(running, installed, warning string) {
+	m.drift.Set(running, installed, warning)
+}
+
 // Handler serves /metrics and /healthz. healthy says whether milterd is
-// serving; /healthz answers 200 "ok" or 503.
+// serving; /healthz answers 200 "ok" (with a "warning: " line while the
+// inventory drifts) or 503.
 func (m *Metrics) Handler(healthy func() bool) http.Handler {
 	mux := http.NewServeMux()
 	mux.Handle("/metrics", promhttp.HandlerFor(m.Registry, promhttp.HandlerOpts{}))
@@ -246,7 +260,11 @@ func (m *Metrics) Handler(healthy func() bool) http.Handler {
 			http.Error(w, "not serving", http.StatusServiceUnavailable)
 			return
 		}
-		w.Write([]byte("ok\n"))
+		body := "ok\n"
+		if warning := m.drift.Warning(); warning != "" {
+			body += "warning: " + warning + "\n"
+		}
+		w.Write([]byte(body))
 	})
 	return mux
 }

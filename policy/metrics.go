@@ -10,6 +10,8 @@ import (
 	"github.com/prometheus/client_golang/prometheus/collectors"
 	"github.com/prometheus/client_golang/prometheus/promhttp"
 
+	"github.com/mailnode/mailnode/internal/drift"
+
 	"github.com/mailnode/mailnode/state"
 )
 
@@ -27,13 +29,9 @@ type Metrics struct {
 	rateRefus *prometheus.CounterVec
 	stateErrs *prometheus.CounterVec
 	wouldRej  *prometheus.CounterVec
-	invInfo   *prometheus.GaugeVec
-	instInfo  *prometheus.GaugeVec
-	drift     prometheus.Gauge
-
-	// warnings are the lines /healthz adds after "ok" (the inventory drift).
-	warnMu   sync.Mutex
-	warnings []string
+	// drift is the inventory drift (package internal/drift); its warning
+	// is the line /healthz adds after "ok".
+	drift *drift.Gauges
 
 	// counters caches the decision counter of each label set: the vector's
 	// own lookup hashes the label values on every call.
@@ -93,20 +91,10 @@ func NewMetrics() *Metrics {
 	m.wouldRej = newCounterVec("mailnode_policy_shadow_would_reject_total",
 		"Shadow mode (policy.mode: shadow): recipients answered DUNNO that enforce mode would have refused, by matrix cell and reason (the matrix's, or greylist-<why>, ratelimit-<why> for a 450).",
 		"cell", "reason")
-	m.invInfo = prometheus.NewGaugeVec(prometheus.GaugeOpts{
-		Name: "mailnode_policy_inventory_info",
-		Help: "Always 1; digest is the sha256 of the inventory file policyd runs.",
-	}, []string{"digest"})
-	m.instInfo = prometheus.NewGaugeVec(prometheus.GaugeOpts{
-		Name: "mailnode_policy_inventory_installed_info",
-		Help: "Always 1; digest is the one render-config left in postfix.config_directory (\"\" when missing).",
-	}, []string{"digest"})
-	m.drift = prometheus.NewGauge(prometheus.GaugeOpts{
-		Name: "mailnode_policy_inventory_drift",
-		Help: "1 while the installed Postfix config was not rendered from the inventory policyd runs, else 0.",
-	})
+	m.drift = drift.NewGauges("mailnode_policy", "policyd")
+	m.Registry.MustRegister(m.drift.Collectors()...)
 	m.Registry.MustRegister(m.decisions, m.latency, m.open, m.malformed, m.reloads, m.logDrops,
-		m.greylist, m.rateRefus, m.stateErrs, m.wouldRej, m.invInfo, m.instInfo, m.drift,
+		m.greylist, m.rateRefus, m.stateErrs, m.wouldRej,
 		collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
 	return m
 }
@@ -193,19 +181,7 @@ func (m *Metrics) Reloaded(ok bool) {
 // installed Postfix config comes from; warning, when not "", is the drift
 // /healthz reports (still 200: policyd answers correctly by its inventory).
 func (m *Metrics) Inventory(running, installed, warning string) {
-	m.invInfo.Reset()
-	m.invInfo.WithLabelValues(running).Set(1)
-	m.instInfo.Reset()
-	m.instInfo.WithLabelValues(installed).Set(1)
-	m.warnMu.Lock()
-	m.warnings = nil
-	if warning != "" {
-		m.drift.Set(1)
-		m.warnings = append(m.warnings, warning)
-	} else {
-		m.drift.Set(0)
-	}
-	m.warnMu.Unlock()
+	m.drift.Set(running, installed, warning)
 }
 
 // LogDropped counts a dropped mail log line.
@@ -222,12 +198,10 @@ func (m *Metrics) Handler(healthy func() bool) http.Handler {
 			http.Error(w, "not serving", http.StatusServiceUnavailable)
 			return
 		}
-		m.warnMu.Lock()
 		body := "ok\n"
-		for _, w := range m.warnings {
-			body += "warning: " + w + "\n"
+		if warning := m.drift.Warning(); warning != "" {
+			body += "warning: " + warning + "\n"
 		}
-		m.warnMu.Unlock()
 		w.Write([]byte(body))
 	})
 	return mux

@@ -29,6 +29,7 @@ import (
 	"text/template"
 
 	"github.com/mailnode/mailnode/dns"
+	"github.com/mailnode/mailnode/internal/drift"
 	"github.com/mailnode/mailnode/inventory"
 	"github.com/mailnode/mailnode/templates"
 )
@@ -61,11 +62,10 @@ var PostfixMaps = []struct{ Name, Compiler string }{
 	{"aliases", "postalias"},
 }
 
-// DigestFile is the file under postfix/ (installed in
-// postfix.config_directory with the rest of the Postfix config) that holds
-// the digest of the inventory rendered (inventory.Digest) and a newline;
-// policyd and milterd compare it with the inventory they run.
-const DigestFile = "mailnode-inventory.digest"
+// DigestFile is the file under postfix/ that holds the digest of the
+// inventory rendered; policyd and milterd compare it with the inventory
+// they run (package internal/drift).
+const DigestFile = drift.DigestFile
 
 // Secret reports whether a rendered file holds secrets (password hashes,
 // the smarthost password) and must not be world-readable.

@@ -116,9 +116,10 @@ status page (version, uptime, mode, keys, last reload, the metrics' values).`,
 			pubCtx, stopPub := context.WithCancel(context.Background())
 			defer stopPub()
 			go pub.Run(pubCtx, c.Duration("dkim-check-interval"))
-			// The drift guard: in the log (milterd's metrics do not carry
-			// it yet; the guard's OnCheck is where they would).
-			guard := &drift.Guard{Daemon: "milterd", Log: log}
+			// The drift guard: in the log, the metrics and /healthz.
+			guard := &drift.Guard{Daemon: "milterd", Log: log, OnCheck: func(s drift.State) {
+				metrics.Inventory(s.Running, s.Installed, s.Warning())
+			}}
 			guard.Set(inv.Digest, inv.Postfix.ConfigDirectory)
 			defer guard.Start(c.Duration("drift-interval"))()
 			var serving atomic.Bool

@@ -22,8 +22,13 @@ import (
 	"sync"
 	"time"
 
-	"github.com/mailnode/mailnode/render"
+	"github.com/prometheus/client_golang/prometheus"
 )
+
+// DigestFile is the file under render-config's postfix/ (installed in
+// postfix.config_directory with the rest of the Postfix config) that holds
+// the digest of the inventory rendered (inventory.Digest) and a newline.
+const DigestFile = "mailnode-inventory.digest"
 
 // Interval is how often a Guard looks at the installed digest between
 // reloads.
@@ -56,7 +61,7 @@ func (s State) Warning() string {
 // ReadInstalled reads the digest render-config left in configDir
 // (postfix.config_directory).
 func ReadInstalled(configDir string) (digest, file string, err error) {
-	file = filepath.Join(configDir, render.DigestFile)
+	file = filepath.Join(configDir, DigestFile)
 	b, err := os.ReadFile(file)
 	if errors.Is(err, fs.ErrNotExist) {
 		return "", file, fmt.Errorf("%s is missing", file)
@@ -161,4 +166,63 @@ func (g *Guard) log() *slog.Logger {
 		return g.Log
 	}
 	return slog.Default()
+}
+
+// Gauges export a daemon's last comparison as metrics, under the daemon's
+// prefix (mailnode_policy, mailnode_milter): PREFIX_inventory_info{digest}
+// and PREFIX_inventory_installed_info{digest} (always 1), and
+// PREFIX_inventory_drift (1 while they differ). Warning gives the
+// explanation for /healthz.
+type Gauges struct {
+	info, installed *prometheus.GaugeVec
+	drift           prometheus.Gauge
+
+	mu      sync.Mutex
+	warning string
+}
+
+// NewGauges makes the gauges; daemon names the process in their help.
+func NewGauges(prefix, daemon string) *Gauges {
+	return &Gauges{
+		info: prometheus.NewGaugeVec(prometheus.GaugeOpts{
+			Name: prefix + "_inventory_info",
+			Help: "Always 1; digest is the sha256 of the inventory file " + daemon + " runs.",
+		}, []string{"digest"}),
+		installed: prometheus.NewGaugeVec(prometheus.GaugeOpts{
+			Name: prefix + "_inventory_installed_info",
+			Help: "Always 1; digest is the one render-config left in postfix.config_directory (\"\" when missing).",
+		}, []string{"digest"}),
+		drift: prometheus.NewGauge(prometheus.GaugeOpts{
+			Name: prefix + "_inventory_drift",
+			Help: "1 while the installed Postfix config was not rendered from the inventory " + daemon + " runs, else 0.",
+		}),
+	}
+}
+
+// Collectors are the gauges, for a registry.
+func (g *Gauges) Collectors() []prometheus.Collector {
+	return []prometheus.Collector{g.info, g.installed, g.drift}
+}
+
+// Set records a comparison (a Guard's OnCheck).
+func (g *Gauges) Set(running, installed, warning string) {
+	g.info.Reset()
+	g.info.WithLabelValues(running).Set(1)
+	g.installed.Reset()
+	g.installed.WithLabelValues(installed).Set(1)
+	if warning != "" {
+		g.drift.Set(1)
+	} else {
+		g.drift.Set(0)
+	}
+	g.mu.Lock()
+	g.warning = warning
+	g.mu.Unlock()
+}
+
+// Warning is the last comparison's warning, "" when there is none.
+func (g *Gauges) Warning() string {
+	g.mu.Lock()
+	defer g.mu.Unlock()
+	return g.warning
 }

@@ -7,8 +7,6 @@ import (
 	"path/filepath"
 	"strings"
 	"testing"
-
-	"github.com/mailnode/mailnode/render"
 )
 
 func TestGuard(t *testing.T) {
@@ -18,7 +16,7 @@ func TestGuard(t *testing.T) {
 	g := &Guard{Daemon: "policyd", Log: slog.New(slog.NewTextHandler(&logs, nil)), OnCheck: func(s State) { seen = append(seen, s) }}
 	install := func(d string) {
 		t.Helper()
-		if err := os.WriteFile(filepath.Join(dir, render.DigestFile), []byte(d+"\n"), 0o644); err != nil {
+		if err := os.WriteFile(filepath.Join(dir, DigestFile), []byte(d+"\n"), 0o644); err != nil {
 			t.Fatal(err)
 		}
 	}
