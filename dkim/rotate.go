@@ -45,6 +45,53 @@ type Rotation struct {
 	// Retiring only: DNS is asked through Resolver (named in messages).
 	DNS      RotationDNS
 	Resolver string
+	// Grace is how long another selector must have been live before the
+	// old one is retired: mail it signed is still in flight and in queues,
+	// and receivers' caches may still miss the new record. Its start is the
+	// first time a rotation run saw that selector live (NoteLive). Now is
+	// the clock (zero: time.Now).
+	Grace time.Duration
+	Now   time.Time
+}
+
+// DefaultGrace is dkim rotate's --grace: two days.
+const DefaultGrace = 48 * time.Hour
+
+// LiveSincePath is the file next to a selector's key where rotation runs
+// record when they first saw its record live in DNS (RFC 3339, UTC).
+func LiveSincePath(keyDir, domain, selector string) string {
+	return KeyPath(keyDir, domain, selector) + ".live-since"
+}
+
+// LiveSince reads when a selector was first seen live; ok is false when
+// it has not been (or the file is unreadable).
+func LiveSince(keyDir, domain, selector string) (t time.Time, ok bool) {
+	b, err := os.ReadFile(LiveSincePath(keyDir, domain, selector))
+	if err != nil {
+		return time.Time{}, false
+	}
+	t, err = time.Parse(time.RFC3339, strings.TrimSpace(string(b)))
+	return t, err == nil
+}
+
+// NoteLive records now as the time a selector was first seen live, unless
+// a time is recorded already; it returns the recorded time.
+func NoteLive(keyDir, domain, selector string, now time.Time) (time.Time, error) {
+	if t, ok := LiveSince(keyDir, domain, selector); ok {
+		return t, nil
+	}
+	now = now.UTC().Truncate(time.Second)
+	if err := os.WriteFile(LiveSincePath(keyDir, domain, selector), []byte(now.Format(time.RFC3339)+"\n"), 0o600); err != nil {
+		return time.Time{}, fmt.Errorf("dkim: %w", err)
+	}
+	return now, nil
+}
+
+func (r Rotation) now() time.Time {
+	if r.Now.IsZero() {
+		return time.Now()
+	}
+	return r.Now
 }
 
 // Step is what one run does: what it reports, the inventory text it leads
@@ -66,6 +113,7 @@ func (s Step) Apply(path string) error {
 		}
 	}
 	if s.DeleteKey != "" {
+		os.Remove(s.DeleteKey + ".live-since") // the record of when it went live, if any
 		return os.Remove(s.DeleteKey)
 	}
 	return nil
@@ -218,6 +266,27 @@ func (r Rotation) Retire(ctx context.Context, old string) (Step, error) {
 			notLive = append(notLive, s.Selector+": found "+found)
 		}
 	}
+	// The grace period runs from the first time a run saw a selector live.
+	var ripe []string
+	var wait []string
+	now := r.now()
+	for _, s := range live {
+		since, err := NoteLive(r.Inv.DKIM.KeyDir, d.Name, s, now)
+		if err != nil {
+			return Step{}, err
+		}
+		if now.Sub(since) >= r.Grace {
+			ripe = append(ripe, s)
+		} else {
+			wait = append(wait, fmt.Sprintf("%s is live since %s, so the grace period of %s ends at %s",
+				s, since.Format(time.RFC3339), r.Grace, since.Add(r.Grace).Format(time.RFC3339)))
+		}
+	}
+	if len(live) > 0 && len(ripe) == 0 {
+		return Step{}, notReady("dkim rotate: will not retire %s yet: %s (mail signed with %s is still in flight and receivers' caches may miss the new record); run this again then, or pass --grace 0",
+			old, strings.Join(wait, "; "), old)
+	}
+	live = ripe
 	if len(live) == 0 {
 		msg := fmt.Sprintf("dkim rotate: will not retire %s: no other %s selector of %s is live in DNS through %s", old, alg, d.Name, r.Resolver)
 		if len(notLive) == 0 {
@@ -319,7 +388,11 @@ func Stage(ctx context.Context, inv *inventory.Inventory, d *inventory.Domain, s
 			case !n.Signing:
 				lines = append(lines, fmt.Sprintf("%s: step 2/5 published: %s is visible with its key; it signs from milterd's next check (within a minute) or reload", alg, n.Selector))
 			default:
-				lines = append(lines, fmt.Sprintf("%s: step 3/5 signing: %s is published and signs; after a grace period (the record's TTL, and a few days for mail in flight and in queues), retire %s: mailnode dkim rotate --domain %s --retire %s --write", alg, n.Selector, old, d.Name, oldNames[0]))
+				since := ""
+				if t, ok := LiveSince(inv.DKIM.KeyDir, d.Name, n.Selector); ok {
+					since = " (live since " + t.Format(time.RFC3339) + ")"
+				}
+				lines = append(lines, fmt.Sprintf("%s: step 3/5 signing: %s is published and signs%s; after the grace period (--grace, default %s: mail in flight and in queues, receivers' caches), retire %s: mailnode dkim rotate --domain %s --retire %s --write", alg, n.Selector, since, DefaultGrace, old, d.Name, oldNames[0]))
 			}
 		case len(retired) > 0:
 			for _, r := range retired {

@@ -114,8 +114,22 @@ func TestRotationRetire(t *testing.T) {
 	if _, err := r.Retire(ctx, "mx2026e"); !errors.As(err, &nr) || !strings.Contains(err.Error(), "mx2027e: found nothing (NXDOMAIN)") {
 		t.Fatalf("retire before publication: %v", err)
 	}
-	// Live: the selector's lines go.
+	// Live, but within the grace period from the first run that saw it
+	// live: refused, and that time is recorded.
 	r.DNS = fakeDNS{live: map[string]bool{"mx2027e": true}}
+	r.Grace, r.Now = 48*time.Hour, time.Date(2026, 12, 1, 12, 0, 0, 0, time.UTC)
+	if _, err := r.Retire(ctx, "mx2026e"); !errors.As(err, &nr) || !strings.Contains(err.Error(), "mx2027e is live since 2026-12-01T12:00:00Z, so the grace period of 48h0m0s ends at 2026-12-03T12:00:00Z") {
+		t.Fatalf("retire within the grace period: %v", err)
+	}
+	r.Now = r.Now.Add(47 * time.Hour)
+	if _, err := r.Retire(ctx, "mx2026e"); !errors.As(err, &nr) || !strings.Contains(err.Error(), "live since 2026-12-01T12:00:00Z") {
+		t.Fatalf("retire 47h later: %v", err)
+	}
+	if got, ok := LiveSince(r.Inv.DKIM.KeyDir, "example.com", "mx2027e"); !ok || !got.Equal(time.Date(2026, 12, 1, 12, 0, 0, 0, time.UTC)) {
+		t.Fatalf("recorded live since %v %v", got, ok)
+	}
+	// Once it is over: the selector's lines go.
+	r.Now = r.Now.Add(time.Hour)
 	st, err = r.Retire(ctx, "MX2026E")
 	if err != nil || !strings.HasPrefix(st.Report, "mx2027e is live in DNS") ||
 		bytes.Contains(st.Inventory, []byte("mx2026e")) || !bytes.Contains(st.Inventory, []byte("mx2027e")) {

@@ -101,7 +101,10 @@ mailnode dkim rotate --inventory FILE --domain D --retire OLD [--resolver HOST:P
 3. mailnode dkim rotate --domain D --retire OLD --write
    Refuses unless another selector of OLD's algorithm is live in DNS with the key
    on disk (asked through node.resolver or --resolver; a SERVFAIL or timeout also
-   refuses). Then drops OLD from the inventory: after render-config and a reload,
+   refuses), and has been for the grace period (--grace, default 48h), counted
+   from the first run of this command that saw it live (recorded next to its
+   key as SELECTOR.key.live-since): mail signed with OLD is still in flight and
+   in queues, and receivers' caches may not have the new record yet. Then drops OLD from the inventory: after render-config and a reload,
    milterd stops signing with it and the zone no longer publishes it. The key file
    stays, because mail signed with OLD may still be verified for a while.
 
@@ -127,6 +130,7 @@ Exit status: 0 done (or printed), 1 refused (DNS not ready yet), 2 usage errors.
 			&cli.StringFlag{Name: "retire", Usage: "retire the `OLD` selector instead (see above)"},
 			&cli.StringFlag{Name: "resolver", Usage: "with --retire: ask this resolver (`HOST:PORT`) instead of node.resolver"},
 			&cli.BoolFlag{Name: "write", Usage: "rewrite the inventory file (and, retiring, delete a key no longer published)"},
+			&cli.DurationFlag{Name: "grace", Value: dkim.DefaultGrace, Usage: "with --retire: how long the new selector must have been live (since a run of this command first saw it) before the old one goes"},
 		},
 		Action: dkimRotate,
 	}
@@ -146,7 +150,7 @@ func dkimRotate(c *cli.Context) error {
 	if d == nil || d.Class != "local" {
 		return cli.Exit(fmt.Sprintf("dkim rotate: %s is not a local domain of the inventory", c.String("domain")), 2)
 	}
-	r := dkim.Rotation{Inv: inv, Domain: d, Path: path, Src: src, Write: c.Bool("write")}
+	r := dkim.Rotation{Inv: inv, Domain: d, Path: path, Src: src, Write: c.Bool("write"), Grace: c.Duration("grace")}
 	var step dkim.Step
 	if old := c.String("retire"); old != "" {
 		r.Resolver = inv.Node.Resolver
@@ -202,6 +206,15 @@ func dkimRotate(c *cli.Context) error {
 		defer cancel()
 		states := dkim.Selectors(now, d.Name)
 		dkim.CheckAll(ctx, lookup, states)
+		// The grace period before retiring runs from the first run that
+		// saw a selector live.
+		for _, s := range states {
+			if s.DNS == dkim.Published {
+				if _, err := dkim.NoteLive(now.DKIM.KeyDir, s.Domain, s.Selector, time.Now()); err != nil {
+					return cli.Exit(err.Error(), 2)
+				}
+			}
+		}
 		dkim.WriteStage(out, fmt.Sprintf("Rotation of %s (DNS through %s):", d.Name, res), dkim.Stage(ctx, now, nd, states, lookup))
 	}
 	return nil

@@ -10,6 +10,7 @@ import (
 	"slices"
 	"strings"
 	"testing"
+	"time"
 
 	msgauth "github.com/emersion/go-msgauth/dkim"
 
@@ -247,7 +248,24 @@ func TestDKIMRotation(t *testing.T) {
 		t.Fatalf("signatures %q, verified %q", all, ok)
 	}
 
-	// Now the new key is live: retire the old one.
+	// Now the new key is live, but only just: the grace period holds the
+	// old one, counted from this first run that sees mx2027e live.
+	_, errs, code = runApp(t, "dkim", "rotate", "--inventory", invPath, "--domain", "example.com", "--retire", "mx2026e", "--write")
+	if code != 1 || !strings.Contains(errs, "will not retire mx2026e yet: mx2027e is live since") || !strings.Contains(errs, "grace period of 48h0m0s ends at") {
+		t.Fatalf("retire within the grace period: exit %d: %s", code, errs)
+	}
+	if got := selectorsOf(t, invPath, "example.com"); !slices.Contains(got, "mx2026e/ed25519") {
+		t.Fatalf("retired within the grace period: %q", got)
+	}
+	// Three days later (the recorded time moved back), it goes.
+	inv, err := inventory.Load(invPath)
+	if err != nil {
+		t.Fatal(err)
+	}
+	livePath := dkim.LiveSincePath(inv.DKIM.KeyDir, "example.com", "mx2027e")
+	if err := os.WriteFile(livePath, []byte(time.Now().Add(-72*time.Hour).UTC().Format(time.RFC3339)+"\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
 	out, errs, code = runApp(t, "dkim", "rotate", "--inventory", invPath, "--domain", "example.com", "--retire", "mx2026e", "--write")
 	if code != 0 || !strings.Contains(out, "mx2027e is live in DNS") {
 		t.Fatalf("retire: exit %d: %s%s", code, out, errs)
@@ -335,7 +353,7 @@ func TestDKIMStatus(t *testing.T) {
 		t.Fatalf("status after publication: exit %d\n%s", code, out)
 	}
 
-	out, errs, code = runApp(t, "dkim", "rotate", "--inventory", invPath, "--domain", "example.com", "--retire", "mx2026r", "--write")
+	out, errs, code = runApp(t, "dkim", "rotate", "--inventory", invPath, "--domain", "example.com", "--retire", "mx2026r", "--grace", "0", "--write")
 	if code != 0 || !strings.Contains(out, "rsa: step 4/5 retired: mx2026r is out of the inventory") {
 		t.Fatalf("rotate retire: exit %d %s\n%s", code, errs, out)
 	}
