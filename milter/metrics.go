@@ -10,8 +10,8 @@ import (
 
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/collectors"
-	"github.com/prometheus/client_golang/prometheus/promhttp"
 
+	"github.com/mailnode/mailnode/internal/daemon"
 	"github.com/mailnode/mailnode/internal/drift"
 	"github.com/mailnode/mailnode/resolver"
 )
@@ -253,18 +253,5 @@ func (m *Metrics) Inventory(running, installed, warning string) {
 // serving; /healthz answers 200 "ok" (with a "warning: " line while the
 // inventory drifts) or 503.
 func (m *Metrics) Handler(healthy func() bool) http.Handler {
-	mux := http.NewServeMux()
-	mux.Handle("/metrics", promhttp.HandlerFor(m.Registry, promhttp.HandlerOpts{}))
-	mux.HandleFunc("/healthz", func(w http.ResponseWriter, r *http.Request) {
-		if healthy != nil && !healthy() {
-			http.Error(w, "not serving", http.StatusServiceUnavailable)
-			return
-		}
-		body := "ok\n"
-		if warning := m.drift.Warning(); warning != "" {
-			body += "warning: " + warning + "\n"
-		}
-		w.Write([]byte(body))
-	})
-	return mux
+	return daemon.MetricsHandler(m.Registry, healthy, m.drift.Warning)
 }

@@ -16,6 +16,9 @@ import (
 	"syscall"
 	"time"
 
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/promhttp"
+
 	"github.com/mailnode/mailnode/internal/sdnotify"
 )
 
@@ -92,4 +95,28 @@ func ServeMetrics(log *slog.Logger, daemon, addr string, metrics http.Handler, p
 	go hs.Serve(ln)
 	log.Info(daemon+": metrics", "addr", ln.Addr().String())
 	return func() { hs.Close() }, nil
+}
+
+// MetricsHandler serves a daemon's registry at /metrics and its health at
+// /healthz: 503 "not serving" when healthy says so (draining), else 200
+// "ok", with a line "warning: ..." while warning has one (the inventory
+// drift: the daemon still works, so this is for the operator, not a load
+// balancer). A nil healthy or warning is left out.
+func MetricsHandler(reg *prometheus.Registry, healthy func() bool, warning func() string) http.Handler {
+	mux := http.NewServeMux()
+	mux.Handle("/metrics", promhttp.HandlerFor(reg, promhttp.HandlerOpts{}))
+	mux.HandleFunc("/healthz", func(w http.ResponseWriter, r *http.Request) {
+		if healthy != nil && !healthy() {
+			http.Error(w, "not serving", http.StatusServiceUnavailable)
+			return
+		}
+		body := "ok\n"
+		if warning != nil {
+			if msg := warning(); msg != "" {
+				body += "warning: " + msg + "\n"
+			}
+		}
+		w.Write([]byte(body))
+	})
+	return mux
 }

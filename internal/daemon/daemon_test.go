@@ -3,11 +3,14 @@ package daemon
 import (
 	"bytes"
 	"log/slog"
+	"net/http/httptest"
 	"strings"
 	"sync"
 	"syscall"
 	"testing"
 	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
 )
 
 // SIGUSR1 makes a daemon log one status line with its figures.
@@ -46,4 +49,25 @@ func (s *syncBuf) String() string {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	return s.b.String()
+}
+
+func TestMetricsHandlerHealthz(t *testing.T) {
+	serving, warning := true, ""
+	h := MetricsHandler(prometheus.NewRegistry(), func() bool { return serving }, func() string { return warning })
+	get := func() (int, string) {
+		rec := httptest.NewRecorder()
+		h.ServeHTTP(rec, httptest.NewRequest("GET", "/healthz", nil))
+		return rec.Code, rec.Body.String()
+	}
+	if code, body := get(); code != 200 || body != "ok\n" {
+		t.Errorf("serving: %d %q", code, body)
+	}
+	warning = "inventory drift: running sha256:a, installed Postfix config rendered from sha256:b"
+	if code, body := get(); code != 200 || body != "ok\nwarning: "+warning+"\n" {
+		t.Errorf("drifting: %d %q", code, body)
+	}
+	serving = false
+	if code, _ := get(); code != 503 {
+		t.Errorf("draining: %d", code)
+	}
 }
