@@ -1,29 +1,21 @@
 package main
 
 import (
-	"io"
 	"net/http"
-	"os/exec"
 	"path/filepath"
 	"strconv"
 	"strings"
-	"syscall"
 	"testing"
 
 	"github.com/mailnode/mailnode/dkim"
 	"github.com/mailnode/mailnode/milter/miltertest"
 	"github.com/mailnode/mailnode/state/statetest"
-	"github.com/mailnode/mailnode/test/harness"
 )
 
 // TestMilterdMetricsProcess runs the real binary with --metrics: /healthz
 // answers ok, and /metrics counts a message it signed, with the Go runtime
 // and process collectors beside milterd's own; / is the status page.
 func TestMilterdMetricsProcess(t *testing.T) {
-	bin, err := buildMailnode()
-	if err != nil {
-		t.Fatal(err)
-	}
 	dir, inv := testNode(t, "127.0.0.1:1")
 	sock := filepath.Join(dir, "milter.sock")
 	port, err := statetest.FreePort()
@@ -31,30 +23,8 @@ func TestMilterdMetricsProcess(t *testing.T) {
 		t.Fatal(err)
 	}
 	metrics := "127.0.0.1:" + strconv.Itoa(port)
-	cmd := exec.Command(bin, "milterd", "-i", inv, "--listen", "unix:"+sock, "--metrics", metrics)
-	var stderr harness.SyncBuffer
-	cmd.Stderr = &stderr
-	if err := cmd.Start(); err != nil {
-		t.Fatal(err)
-	}
-	exited := make(chan error, 1)
-	go func() { exited <- cmd.Wait() }()
-	t.Cleanup(func() {
-		cmd.Process.Kill()
-		if t.Failed() {
-			t.Logf("milterd stderr:\n%s", stderr.String())
-		}
-	})
-	get := func(path string) (int, string) {
-		t.Helper()
-		resp, err := http.Get("http://" + metrics + path)
-		if err != nil {
-			return 0, err.Error()
-		}
-		defer resp.Body.Close()
-		b, _ := io.ReadAll(resp.Body)
-		return resp.StatusCode, string(b)
-	}
+	p := startDaemon(t, sock, "milterd", "-i", inv, "--listen", "unix:"+sock, "--metrics", metrics)
+	get := func(path string) (int, string) { return httpGet(metrics, path) }
 	waitUntil(t, "/healthz", func() bool { code, _ := get("/healthz"); return code == 200 })
 	// The test's postfix.config_directory holds no rendered digest: a
 	// drift, which /healthz reports without failing.
@@ -72,10 +42,9 @@ func TestMilterdMetricsProcess(t *testing.T) {
 		{"Subject", "metrics"}, {"Date", "Sun, 01 Mar 2026 12:00:00 +0000"}, {"Message-ID", "<m1@example.com>"}} {
 		m.Headers = append(m.Headers, dkim.Header{Name: h[0], Value: " " + h[1]})
 	}
-	waitUntil(t, "the milter socket", func() bool {
-		_, err := miltertest.Submit(miltertest.NewClient("unix", sock), m)
-		return err == nil
-	})
+	if _, err := miltertest.Submit(miltertest.NewClient("unix", sock), m); err != nil {
+		t.Fatal(err)
+	}
 	_, body := get("/metrics")
 	for _, want := range []string{
 		`mailnode_milter_messages_total{action="sign"} 1`,
@@ -105,8 +74,5 @@ func TestMilterdMetricsProcess(t *testing.T) {
 	if resp, err := http.Post("http://"+metrics+"/", "text/plain", strings.NewReader("x")); err != nil || resp.StatusCode != http.StatusMethodNotAllowed {
 		t.Errorf("POST /: %v %v, want 405", resp, err)
 	}
-	cmd.Process.Signal(syscall.SIGTERM)
-	if err := <-exited; err != nil {
-		t.Errorf("milterd exit after SIGTERM: %v", err)
-	}
+	p.stop(t)
 }

@@ -4,6 +4,7 @@ import (
 	"bufio"
 	"io"
 	"net"
+	"net/http"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -48,22 +49,25 @@ func statefulInventory(t *testing.T, dir, name string, set map[string]any) strin
 	return p
 }
 
-// policydProc is one running `mailnode policyd`.
-type policydProc struct {
+// daemonProc is one running daemon of the built binary.
+type daemonProc struct {
+	name   string
 	cmd    *exec.Cmd
 	sock   string
 	stderr *harness.SyncBuffer
 	exited chan error
 }
 
-func startPolicyd(t *testing.T, invPath, sock string, extra ...string) *policydProc {
+// startDaemon runs the built mailnode with args (args[0] names the daemon),
+// kills it at the end of the test (logging its stderr if the test failed),
+// and waits until it accepts on the unix socket sock.
+func startDaemon(t *testing.T, sock string, args ...string) *daemonProc {
 	t.Helper()
 	bin, err := buildMailnode()
 	if err != nil {
 		t.Fatal(err)
 	}
-	args := append([]string{"policyd", "-i", invPath, "--listen", "unix:" + sock, "--maillog", "off", "--log-level", "debug"}, extra...)
-	p := &policydProc{cmd: exec.Command(bin, args...), sock: sock, stderr: &harness.SyncBuffer{}, exited: make(chan error, 1)}
+	p := &daemonProc{name: args[0], cmd: exec.Command(bin, args...), sock: sock, stderr: &harness.SyncBuffer{}, exited: make(chan error, 1)}
 	p.cmd.Stderr = p.stderr
 	if err := p.cmd.Start(); err != nil {
 		t.Fatal(err)
@@ -72,10 +76,10 @@ func startPolicyd(t *testing.T, invPath, sock string, extra ...string) *policydP
 	t.Cleanup(func() {
 		p.cmd.Process.Kill()
 		if t.Failed() {
-			t.Logf("policyd %s stderr:\n%s", sock, p.stderr.String())
+			t.Logf("%s %s stderr:\n%s", p.name, sock, p.stderr.String())
 		}
 	})
-	waitUntil(t, "the policy socket "+sock, func() bool {
+	waitUntil(t, p.name+"'s socket "+sock, func() bool {
 		c, err := net.Dial("unix", sock)
 		if err == nil {
 			c.Close()
@@ -85,16 +89,34 @@ func startPolicyd(t *testing.T, invPath, sock string, extra ...string) *policydP
 	return p
 }
 
-func (p *policydProc) stop(t *testing.T) {
+func startPolicyd(t *testing.T, invPath, sock string, extra ...string) *daemonProc {
+	t.Helper()
+	return startDaemon(t, sock, append([]string{"policyd", "-i", invPath, "--listen", "unix:" + sock, "--maillog", "off", "--log-level", "debug"}, extra...)...)
+}
+
+// httpGet fetches http://addr/path: the status and the body (0 and the
+// error's text when the request fails).
+func httpGet(addr, path string) (int, string) {
+	resp, err := http.Get("http://" + addr + path)
+	if err != nil {
+		return 0, err.Error()
+	}
+	defer resp.Body.Close()
+	b, _ := io.ReadAll(resp.Body)
+	return resp.StatusCode, string(b)
+}
+
+// stop sends SIGTERM and wants a clean exit within 15 s.
+func (p *daemonProc) stop(t *testing.T) {
 	t.Helper()
 	p.cmd.Process.Signal(syscall.SIGTERM)
 	select {
 	case err := <-p.exited:
 		if err != nil {
-			t.Fatalf("policyd exited with %v\n%s", err, p.stderr.String())
+			t.Fatalf("%s exited with %v\n%s", p.name, err, p.stderr.String())
 		}
 	case <-time.After(15 * time.Second):
-		t.Fatal("policyd did not stop on SIGTERM")
+		t.Fatalf("%s did not stop on SIGTERM", p.name)
 	}
 }
 

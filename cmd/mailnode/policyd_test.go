@@ -5,7 +5,6 @@ import (
 	"fmt"
 	"io"
 	"net"
-	"net/http"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -17,7 +16,6 @@ import (
 	"time"
 
 	"github.com/mailnode/mailnode/state/statetest"
-	"github.com/mailnode/mailnode/test/harness"
 )
 
 // buildMailnode compiles the binary once per test run.
@@ -65,10 +63,6 @@ func waitUntil(t *testing.T, what string, cond func() bool) {
 // broken one, takes a good one without dropping the open connection, and
 // drains on SIGTERM (exit 0, socket removed, mail log written).
 func TestPolicydProcess(t *testing.T) {
-	bin, err := buildMailnode()
-	if err != nil {
-		t.Fatal(err)
-	}
 	dir := t.TempDir()
 	good, err := os.ReadFile("../../policy/testdata/inventory.yaml")
 	if err != nil {
@@ -85,26 +79,12 @@ func TestPolicydProcess(t *testing.T) {
 		t.Fatal(err)
 	}
 	metrics := "127.0.0.1:" + strconv.Itoa(port)
-	cmd := exec.Command(bin, "policyd", "-i", invPath, "--listen", "unix:"+sock,
+	p := startDaemon(t, sock, "policyd", "-i", invPath, "--listen", "unix:"+sock,
 		"--metrics", metrics, "--maillog", maillog, "--log-level", "debug")
-	var stderr harness.SyncBuffer
-	cmd.Stderr = &stderr
-	if err := cmd.Start(); err != nil {
+	c, err := net.Dial("unix", sock)
+	if err != nil {
 		t.Fatal(err)
 	}
-	exited := make(chan error, 1)
-	go func() { exited <- cmd.Wait() }()
-	t.Cleanup(func() {
-		cmd.Process.Kill()
-		if t.Failed() {
-			t.Logf("policyd stderr:\n%s", stderr.String())
-		}
-	})
-	var c net.Conn
-	waitUntil(t, "the policy socket", func() bool {
-		c, err = net.Dial("unix", sock)
-		return err == nil
-	})
 	defer c.Close()
 	if fi, err := os.Stat(sock); err != nil || fi.Mode().Perm() != 0o666 {
 		t.Errorf("socket mode %v, %v; want 0666", fi.Mode(), err)
@@ -134,15 +114,7 @@ func TestPolicydProcess(t *testing.T) {
 		t.Fatalf("got %q, want %q", got, denied)
 	}
 
-	get := func(path string) (int, string) {
-		resp, err := http.Get("http://" + metrics + path)
-		if err != nil {
-			t.Fatal(err)
-		}
-		defer resp.Body.Close()
-		b, _ := io.ReadAll(resp.Body)
-		return resp.StatusCode, string(b)
-	}
+	get := func(path string) (int, string) { return httpGet(metrics, path) }
 	// The inventory's postfix.config_directory holds no rendered config:
 	// a drift, which /healthz reports without failing.
 	if code, body := get("/healthz"); code != 200 || !strings.HasPrefix(body, "ok\nwarning: inventory drift: ") {
@@ -157,9 +129,9 @@ func TestPolicydProcess(t *testing.T) {
 	if err := os.WriteFile(invPath, []byte("node: {hostname: \"\"}\ndomains: [\n"), 0o644); err != nil {
 		t.Fatal(err)
 	}
-	cmd.Process.Signal(syscall.SIGHUP)
+	p.cmd.Process.Signal(syscall.SIGHUP)
 	waitUntil(t, "the failed reload to be logged", func() bool {
-		return strings.Contains(stderr.String(), "reload failed; keeping the running inventory")
+		return strings.Contains(p.stderr.String(), "reload failed; keeping the running inventory")
 	})
 	if got := ask(relay); got != denied {
 		t.Fatalf("after a failed reload: %q", got)
@@ -169,8 +141,8 @@ func TestPolicydProcess(t *testing.T) {
 	if err := os.WriteFile(invPath, append(good, "  - name: example.org\n    class: relay\n"...), 0o644); err != nil {
 		t.Fatal(err)
 	}
-	cmd.Process.Signal(syscall.SIGHUP)
-	waitUntil(t, "the reload", func() bool { return strings.Contains(stderr.String(), "inventory reloaded") })
+	p.cmd.Process.Signal(syscall.SIGHUP)
+	waitUntil(t, "the reload", func() bool { return strings.Contains(p.stderr.String(), "inventory reloaded") })
 	want := "action=550 5.7.1 Please use own mail service for send mail from <eve@example.org>\n\n"
 	if got := ask(relay); got != want {
 		t.Fatalf("after reload: %q, want %q", got, want)
@@ -188,15 +160,7 @@ func TestPolicydProcess(t *testing.T) {
 		}
 	}
 
-	cmd.Process.Signal(syscall.SIGTERM)
-	select {
-	case err := <-exited:
-		if err != nil {
-			t.Fatalf("policyd exited with %v", err)
-		}
-	case <-time.After(15 * time.Second):
-		t.Fatal("policyd did not stop on SIGTERM")
-	}
+	p.stop(t)
 	if _, err := os.Stat(sock); !os.IsNotExist(err) {
 		t.Errorf("socket left behind: %v", err)
 	}
