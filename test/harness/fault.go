@@ -17,21 +17,7 @@ import (
 
 // KillDaemon kills a sidecar ("policyd", "milterd") and its process group
 // with SIGKILL and waits for it to be gone.
-func (n *Node) KillDaemon(name string) error {
-	cmd, ok := n.procs[name]
-	if !ok {
-		return fmt.Errorf("harness: %s is not running", name)
-	}
-	syscall.Kill(-cmd.Process.Pid, syscall.SIGKILL)
-	select {
-	case <-n.done[name]:
-	case <-time.After(20 * time.Second):
-		return fmt.Errorf("harness: %s (pid %d) still there 20s after SIGKILL", name, cmd.Process.Pid)
-	}
-	delete(n.procs, name)
-	os.Remove(n.path("pids", name+".pid"))
-	return nil
-}
+func (n *Node) KillDaemon(name string) error { return n.endDaemon(name, syscall.SIGKILL) }
 
 // RestartDaemon starts a sidecar that was killed or stopped again, with the
 // same inventory, and waits for its socket.

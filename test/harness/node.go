@@ -398,15 +398,23 @@ func (n *Node) startDaemon(name, listen string) error {
 
 // StopDaemon stops one sidecar ("policyd", "milterd") and waits for it
 // to exit, e.g. to show that Postfix then answers 4xx, never accepts.
-func (n *Node) StopDaemon(name string) error {
+func (n *Node) StopDaemon(name string) error { return n.endDaemon(name, syscall.SIGTERM) }
+
+// endDaemon sends sig to a sidecar's process group and waits for it to
+// exit: after 10s a SIGTERM is followed by SIGKILL, and a SIGKILL that
+// did not end it is an error.
+func (n *Node) endDaemon(name string, sig syscall.Signal) error {
 	cmd, ok := n.procs[name]
 	if !ok {
-		return fmt.Errorf("harness: %s was not started", name)
+		return fmt.Errorf("harness: %s is not running", name)
 	}
-	syscall.Kill(-cmd.Process.Pid, syscall.SIGTERM)
+	syscall.Kill(-cmd.Process.Pid, sig)
 	select {
 	case <-n.done[name]:
 	case <-time.After(10 * time.Second):
+		if sig == syscall.SIGKILL {
+			return fmt.Errorf("harness: %s (pid %d) still there 10s after SIGKILL", name, cmd.Process.Pid)
+		}
 		syscall.Kill(-cmd.Process.Pid, syscall.SIGKILL)
 		<-n.done[name]
 	}

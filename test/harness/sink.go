@@ -2,6 +2,8 @@ package harness
 
 import (
 	"bufio"
+	"crypto/tls"
+	"encoding/base64"
 	"fmt"
 	"net"
 	"os"
@@ -13,19 +15,26 @@ import (
 
 // Message is one message a Sink received.
 type Message struct {
-	Helo string
-	From string   // envelope sender, without brackets
-	To   []string // envelope recipients
-	Data []byte   // the message as transmitted, CRLF line ends, dot-unstuffed
+	Helo  string
+	Login string   // the AUTH PLAIN login, with SinkOptions.User
+	From  string   // envelope sender, without brackets
+	To    []string // envelope recipients
+	Data  []byte   // the message as transmitted, CRLF line ends, dot-unstuffed
 }
 
 // Sink is a minimal SMTP server on a loopback port that accepts every
 // message and records it: the next hop of relay domains in tests and the
-// demo. It speaks plain ESMTP (no STARTTLS, no AUTH).
+// demo. It speaks plain ESMTP (no STARTTLS, no AUTH) unless SinkOptions
+// make it a smarthost.
 type Sink struct {
 	Addr string // host:port it listens on
 	// Dir, when set, also receives each message as NNNN.eml (the demo).
 	Dir string
+
+	opt SinkOptions
+	// What a smarthost sink saw: logins that passed and failed, and AUTH
+	// or MAIL commands sent before STARTTLS (read with Counts).
+	authOK, authFail, clearAuth, clearMail int
 
 	ln       net.Listener
 	mu       sync.Mutex
@@ -36,8 +45,26 @@ type Sink struct {
 	hostname string
 }
 
+// SinkOptions make a Sink a stand-in for a provider's submission server.
+type SinkOptions struct {
+	// TLS, when set, offers STARTTLS with it.
+	TLS *tls.Config
+	// User and Pass, when set, require STARTTLS and then AUTH PLAIN with
+	// exactly this login before MAIL; AUTH is offered only after STARTTLS.
+	User, Pass string
+}
+
+// SinkCounts are what a smarthost sink saw besides the messages.
+type SinkCounts struct {
+	AuthOK, AuthFail     int // AUTH PLAIN with the right login, and with another
+	ClearAuth, ClearMail int // AUTH or MAIL before STARTTLS (refused)
+}
+
 // StartSink listens on addr ("127.0.0.1:0" for any free port).
-func StartSink(addr, dir string) (*Sink, error) {
+func StartSink(addr, dir string) (*Sink, error) { return StartSinkWith(addr, dir, SinkOptions{}) }
+
+// StartSinkWith is StartSink with options.
+func StartSinkWith(addr, dir string, opt SinkOptions) (*Sink, error) {
 	ln, err := net.Listen("tcp", addr)
 	if err != nil {
 		return nil, fmt.Errorf("sink: %w", err)
@@ -48,7 +75,7 @@ func StartSink(addr, dir string) (*Sink, error) {
 			return nil, err
 		}
 	}
-	s := &Sink{Addr: ln.Addr().String(), Dir: dir, ln: ln, notify: make(chan struct{}), hostname: "sink.test"}
+	s := &Sink{Addr: ln.Addr().String(), Dir: dir, opt: opt, ln: ln, notify: make(chan struct{}), hostname: "sink.test"}
 	s.wg.Add(1)
 	go s.serve()
 	return s, nil
@@ -75,6 +102,19 @@ func (s *Sink) Messages() []Message {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	return append([]Message(nil), s.msgs...)
+}
+
+// Counts returns what a smarthost sink saw so far.
+func (s *Sink) Counts() SinkCounts {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return SinkCounts{AuthOK: s.authOK, AuthFail: s.authFail, ClearAuth: s.clearAuth, ClearMail: s.clearMail}
+}
+
+func (s *Sink) count(n *int) {
+	s.mu.Lock()
+	*n++
+	s.mu.Unlock()
 }
 
 // Wait returns once at least n messages have arrived, or fails after timeout.
@@ -126,7 +166,8 @@ func (s *Sink) session(c net.Conn) {
 		return
 	}
 	var cur Message
-	helo := ""
+	helo, login, secure, mail := "", "", false, false
+	authRequired := s.opt.Pass != ""
 	for {
 		c.SetReadDeadline(time.Now().Add(5 * time.Minute))
 		line, err := r.ReadString('\n')
@@ -139,15 +180,72 @@ func (s *Sink) session(c net.Conn) {
 		case "EHLO":
 			helo = arg
 			reply("250-" + s.hostname)
+			if s.opt.TLS != nil && !secure {
+				reply("250-STARTTLS")
+			}
+			if authRequired && secure {
+				reply("250-AUTH PLAIN")
+			}
 			reply("250-8BITMIME")
 			reply("250 PIPELINING")
 		case "HELO":
 			helo = arg
 			reply("250 " + s.hostname)
+		case "STARTTLS":
+			if s.opt.TLS == nil || secure {
+				reply("503 5.5.1 Error: STARTTLS not available")
+				continue
+			}
+			reply("220 2.0.0 Ready to start TLS")
+			tc := tls.Server(c, s.opt.TLS)
+			if tc.Handshake() != nil {
+				return
+			}
+			c, secure, helo, login, cur, mail = tc, true, "", "", Message{}, false
+			r, w = bufio.NewReader(tc), bufio.NewWriter(tc)
+		case "AUTH":
+			if !authRequired || !secure {
+				s.count(&s.clearAuth)
+				reply("530 5.7.0 Must issue a STARTTLS command first")
+				continue
+			}
+			mech, resp, _ := strings.Cut(arg, " ")
+			if !strings.EqualFold(mech, "PLAIN") {
+				reply("504 5.5.4 Unrecognized authentication type")
+				continue
+			}
+			if resp == "" {
+				reply("334 ")
+				if resp, err = r.ReadString('\n'); err != nil {
+					return
+				}
+				resp = strings.TrimSpace(resp)
+			}
+			raw, _ := base64.StdEncoding.DecodeString(resp)
+			if parts := strings.Split(string(raw), "\x00"); len(parts) == 3 && parts[1] == s.opt.User && parts[2] == s.opt.Pass {
+				s.count(&s.authOK)
+				login = parts[1]
+				reply("235 2.7.0 Authentication successful")
+			} else {
+				s.count(&s.authFail)
+				reply("535 5.7.8 Authentication credentials invalid")
+			}
 		case "MAIL":
-			cur = Message{Helo: helo, From: addrArg(arg, "FROM:")}
-			reply("250 2.1.0 Ok")
+			switch {
+			case authRequired && !secure:
+				s.count(&s.clearMail)
+				reply("530 5.7.0 Must issue a STARTTLS command first")
+			case authRequired && login == "":
+				reply("530 5.7.0 Authentication required")
+			default:
+				cur, mail = Message{Helo: helo, Login: login, From: addrArg(arg, "FROM:")}, true
+				reply("250 2.1.0 Ok")
+			}
 		case "RCPT":
+			if !mail {
+				reply("503 5.5.1 MAIL first")
+				continue
+			}
 			cur.To = append(cur.To, addrArg(arg, "TO:"))
 			reply("250 2.1.5 Ok")
 		case "DATA":
@@ -172,10 +270,10 @@ func (s *Sink) session(c net.Conn) {
 			}
 			cur.Data = []byte(data.String())
 			s.store(cur)
-			cur = Message{}
+			cur, mail = Message{}, false
 			reply("250 2.0.0 Ok: queued")
 		case "RSET":
-			cur = Message{}
+			cur, mail = Message{}, false
 			reply("250 2.0.0 Ok")
 		case "NOOP":
 			reply("250 2.0.0 Ok")
