@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"net"
 	"os"
 	"time"
 
@@ -153,9 +154,8 @@ func dkimRotate(c *cli.Context) error {
 	r := dkim.Rotation{Inv: inv, Domain: d, Path: path, Src: src, Write: c.Bool("write"), Grace: c.Duration("grace")}
 	var step dkim.Step
 	if old := c.String("retire"); old != "" {
-		r.Resolver = inv.Node.Resolver
-		if res := c.String("resolver"); res != "" {
-			r.Resolver = res
+		if r.Resolver, err = resolverOf(c, inv, "dkim rotate"); err != nil {
+			return err
 		}
 		r.DNS = &dns.Checker{Resolver: r.Resolver}
 		ctx, cancel := context.WithTimeout(c.Context, 30*time.Second)
@@ -197,9 +197,9 @@ func dkimRotate(c *cli.Context) error {
 		}
 	}
 	if nd := now.Domain(d.Name); nd != nil {
-		res := now.Node.Resolver
-		if c.String("resolver") != "" {
-			res = c.String("resolver")
+		res, err := resolverOf(c, now, "dkim rotate")
+		if err != nil {
+			return err
 		}
 		lookup := (&dns.Checker{Resolver: res}).Published
 		ctx, cancel := context.WithTimeout(c.Context, 30*time.Second)
@@ -255,9 +255,9 @@ Exit status: 0 every selector signs, 1 one does not (no key, or held back), 2 er
 					return cli.Exit(fmt.Sprintf("dkim status: %s is not a local domain of the inventory", domain), 2)
 				}
 			}
-			res := inv.Node.Resolver
-			if c.String("resolver") != "" {
-				res = c.String("resolver")
+			res, err := resolverOf(c, inv, "dkim status")
+			if err != nil {
+				return err
 			}
 			lookup := (&dns.Checker{Resolver: res}).Published
 			ctx, cancel := context.WithTimeout(c.Context, 60*time.Second)
@@ -278,4 +278,17 @@ Exit status: 0 every selector signs, 1 one does not (no key, or held back), 2 er
 			return nil
 		},
 	}
+}
+
+// resolverOf is the resolver a command asks: --resolver (which must be
+// HOST:PORT), else node.resolver.
+func resolverOf(c *cli.Context, inv *inventory.Inventory, cmd string) (string, error) {
+	r := c.String("resolver")
+	if r == "" {
+		return inv.Node.Resolver, nil
+	}
+	if _, _, err := net.SplitHostPort(r); err != nil {
+		return "", cli.Exit(fmt.Sprintf("%s: --resolver %q is not HOST:PORT", cmd, r), 2)
+	}
+	return r, nil
 }

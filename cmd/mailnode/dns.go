@@ -2,7 +2,6 @@ package main
 
 import (
 	"fmt"
-	"net"
 	"time"
 
 	"github.com/mailnode/mailnode/dns"
@@ -115,12 +114,9 @@ func dnsCheck(c *cli.Context) error {
 		}
 		domains = []*inventory.Domain{dom}
 	}
-	resolver := inv.Node.Resolver
-	if r := c.String("resolver"); r != "" {
-		if _, _, err := net.SplitHostPort(r); err != nil {
-			return cli.Exit(fmt.Sprintf("dns check: --resolver %q is not HOST:PORT", r), 2)
-		}
-		resolver = r
+	resolver, err := resolverOf(c, inv, "dns check")
+	if err != nil {
+		return err
 	}
 	ck := &dns.Checker{Resolver: resolver, Timeout: c.Duration("timeout")}
 	rep := ck.Run(c.Context, inv, domains)

@@ -68,3 +68,19 @@ func TestDNSCheckCommand(t *testing.T) {
 		t.Errorf("unknown domain: exit %d, want 2", code)
 	}
 }
+
+// A --resolver that is not HOST:PORT is bad input (exit 2) for every
+// command that takes one, named in the message.
+func TestBadResolverFlag(t *testing.T) {
+	for _, args := range [][]string{
+		{"dns", "check"},
+		{"dkim", "status"},
+		{"dkim", "rotate", "--domain", "example.com", "--retire", "mx2026e"},
+	} {
+		name := strings.Join(args[:2], " ")
+		_, errs, code := runApp(t, append(args, "-i", "../../examples/inventory.yaml", "--resolver", "bad")...)
+		if code != 2 || !strings.Contains(errs, name+`: --resolver "bad" is not HOST:PORT`) {
+			t.Errorf("%s: exit %d: %s", name, code, errs)
+		}
+	}
+}
