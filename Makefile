@@ -10,7 +10,8 @@ DEB_PACKAGES := postfix swaks dovecot-core dovecot-imapd dovecot-pop3d dovecot-l
 	unbound bind9-utils iproute2 python3-dkim python3-yaml opendkim opendkim-tools redis-server \
 	rspamd spamd spamc postgrey ansible ansible-lint ssl-cert openssl procps \
 	gcc libc6-dev libssl-dev \
-	debhelper fakeroot lintian systemd
+	debhelper fakeroot lintian systemd \
+	chromium clamav-daemon dovecot-sieve dovecot-managesieved
 
 .PHONY: all build build-bench deb test-deb deps test test-unit test-e2e test-ansible fuzz bench bench-go bench-render bench-policy \
 	bench-milter bench-greylist bench-e2e soak demo demo-stop vet fmt clean
