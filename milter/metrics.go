@@ -253,5 +253,5 @@ func (m *Metrics) Inventory(running, installed, warning string) {
 // serving; /healthz answers 200 "ok" (with a "warning: " line while the
 // inventory drifts) or 503.
 func (m *Metrics) Handler(healthy func() bool) http.Handler {
-	return daemon.MetricsHandler(m.Registry, healthy, m.drift.Warning)
+	return daemon.MetricsHandler(m.Registry, healthy, m.drift)
 }

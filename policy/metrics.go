@@ -191,5 +191,5 @@ func (m *Metrics) LogDropped() { m.logDrops.Inc() }
 // serving; /healthz answers 200 "ok" or 503. A 200 may add lines
 // "warning: ..." (see Inventory).
 func (m *Metrics) Handler(healthy func() bool) http.Handler {
-	return daemon.MetricsHandler(m.Registry, healthy, m.drift.Warning)
+	return daemon.MetricsHandler(m.Registry, healthy, m.drift)
 }

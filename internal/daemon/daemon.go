@@ -6,6 +6,10 @@
 package daemon
 
 import (
+	"context"
+	"encoding/json"
+	"fmt"
+	"io"
 	"log/slog"
 	"net"
 	"net/http"
@@ -94,29 +98,93 @@ func ServeMetrics(log *slog.Logger, daemon, addr string, metrics http.Handler, p
 	hs := &http.Server{Handler: mux, ReadHeaderTimeout: 10 * time.Second}
 	go hs.Serve(ln)
 	log.Info(daemon+": metrics", "addr", ln.Addr().String())
+	if ta, ok := ln.Addr().(*net.TCPAddr); ok && !ta.IP.IsLoopback() {
+		log.Warn(daemon+": the metrics listener and its status page have no authentication and listen beyond loopback; keep them on a management network", "addr", ln.Addr().String())
+	}
 	return func() { hs.Close() }, nil
+}
+
+// Inventory is what /healthz says about the inventory a daemon runs
+// (drift.Gauges): its digest, the installed config's, and the drift
+// warning ("" when there is none).
+type Inventory interface {
+	Digests() (running, installed string)
+	Warning() string
+}
+
+// Health is /healthz?format=json.
+type Health struct {
+	Status    string `json:"status"`                     // "ok" or "not serving"
+	Digest    string `json:"digest,omitempty"`           // of the inventory the daemon runs
+	Installed string `json:"installed_digest,omitempty"` // in the installed Postfix config
+	Warning   string `json:"warning,omitempty"`          // the inventory drift
 }
 
 // MetricsHandler serves a daemon's registry at /metrics and its health at
 // /healthz: 503 "not serving" when healthy says so (draining), else 200
-// "ok", with a line "warning: ..." while warning has one (the inventory
+// "ok", with a line "warning: ..." while inv has one (the inventory
 // drift: the daemon still works, so this is for the operator, not a load
-// balancer). A nil healthy or warning is left out.
-func MetricsHandler(reg *prometheus.Registry, healthy func() bool, warning func() string) http.Handler {
+// balancer). /healthz?format=json answers the same as a Health, with the
+// digests (the status pages of the other daemon read it). A nil healthy
+// or inv is left out.
+func MetricsHandler(reg *prometheus.Registry, healthy func() bool, inv Inventory) http.Handler {
 	mux := http.NewServeMux()
 	mux.Handle("/metrics", promhttp.HandlerFor(reg, promhttp.HandlerOpts{}))
 	mux.HandleFunc("/healthz", func(w http.ResponseWriter, r *http.Request) {
+		h := Health{Status: "ok"}
+		code := http.StatusOK
 		if healthy != nil && !healthy() {
-			http.Error(w, "not serving", http.StatusServiceUnavailable)
+			h.Status, code = "not serving", http.StatusServiceUnavailable
+		}
+		if inv != nil {
+			h.Digest, h.Installed = inv.Digests()
+			h.Warning = inv.Warning()
+		}
+		switch f := r.URL.Query().Get("format"); f {
+		case "json":
+			w.Header().Set("Content-Type", "application/json")
+			w.Header().Set("Cache-Control", "no-store")
+			w.WriteHeader(code)
+			json.NewEncoder(w).Encode(h)
+			return
+		case "", "text":
+		default:
+			http.Error(w, fmt.Sprintf("format %q: json or text", f), http.StatusBadRequest)
+			return
+		}
+		if code != http.StatusOK {
+			http.Error(w, h.Status, code)
 			return
 		}
 		body := "ok\n"
-		if warning != nil {
-			if msg := warning(); msg != "" {
-				body += "warning: " + msg + "\n"
-			}
+		if h.Warning != "" {
+			body += "warning: " + h.Warning + "\n"
 		}
 		w.Write([]byte(body))
 	})
 	return mux
+}
+
+// ProbeHealth asks the daemon whose metrics listener is addr (HOST:PORT)
+// for /healthz?format=json. A daemon that answers 503 is reported with its
+// Health and no error; one that cannot be reached, or answers something
+// else, is an error.
+func ProbeHealth(ctx context.Context, client *http.Client, addr string) (Health, error) {
+	var h Health
+	req, err := http.NewRequestWithContext(ctx, http.MethodGet, "http://"+addr+"/healthz?format=json", nil)
+	if err != nil {
+		return h, err
+	}
+	resp, err := client.Do(req)
+	if err != nil {
+		return h, err
+	}
+	defer resp.Body.Close()
+	if resp.StatusCode != http.StatusOK && resp.StatusCode != http.StatusServiceUnavailable {
+		return h, fmt.Errorf("/healthz answered %s", resp.Status)
+	}
+	if err := json.NewDecoder(io.LimitReader(resp.Body, 64<<10)).Decode(&h); err != nil {
+		return h, fmt.Errorf("/healthz: %s, not its JSON: %w", resp.Status, err)
+	}
+	return h, nil
 }

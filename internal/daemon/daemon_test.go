@@ -2,7 +2,9 @@ package daemon
 
 import (
 	"bytes"
+	"context"
 	"log/slog"
+	"net/http"
 	"net/http/httptest"
 	"strings"
 	"sync"
@@ -51,23 +53,70 @@ func (s *syncBuf) String() string {
 	return s.b.String()
 }
 
+// fakeInventory stands in for drift.Gauges.
+type fakeInventory struct{ running, installed, warning string }
+
+func (f *fakeInventory) Digests() (string, string) { return f.running, f.installed }
+func (f *fakeInventory) Warning() string           { return f.warning }
+
 func TestMetricsHandlerHealthz(t *testing.T) {
-	serving, warning := true, ""
-	h := MetricsHandler(prometheus.NewRegistry(), func() bool { return serving }, func() string { return warning })
-	get := func() (int, string) {
+	serving := true
+	inv := &fakeInventory{running: "sha256:a", installed: "sha256:a"}
+	h := MetricsHandler(prometheus.NewRegistry(), func() bool { return serving }, inv)
+	get := func(path string) (int, string) {
 		rec := httptest.NewRecorder()
-		h.ServeHTTP(rec, httptest.NewRequest("GET", "/healthz", nil))
+		h.ServeHTTP(rec, httptest.NewRequest("GET", path, nil))
 		return rec.Code, rec.Body.String()
 	}
-	if code, body := get(); code != 200 || body != "ok\n" {
+	if code, body := get("/healthz"); code != 200 || body != "ok\n" {
 		t.Errorf("serving: %d %q", code, body)
 	}
-	warning = "inventory drift: running sha256:a, installed Postfix config rendered from sha256:b"
-	if code, body := get(); code != 200 || body != "ok\nwarning: "+warning+"\n" {
+	if code, body := get("/healthz?format=json"); code != 200 || body != `{"status":"ok","digest":"sha256:a","installed_digest":"sha256:a"}`+"\n" {
+		t.Errorf("serving, JSON: %d %q", code, body)
+	}
+	inv.installed = "sha256:b"
+	inv.warning = "inventory drift: running sha256:a, installed Postfix config rendered from sha256:b"
+	if code, body := get("/healthz"); code != 200 || body != "ok\nwarning: "+inv.warning+"\n" {
 		t.Errorf("drifting: %d %q", code, body)
 	}
+	if code, body := get("/healthz?format=json"); code != 200 || !strings.Contains(body, `"installed_digest":"sha256:b","warning":"inventory drift: `) {
+		t.Errorf("drifting, JSON: %d %q", code, body)
+	}
+	if code, body := get("/healthz?format=yaml"); code != 400 || !strings.Contains(body, "json or text") {
+		t.Errorf("unknown format: %d %q", code, body)
+	}
 	serving = false
-	if code, _ := get(); code != 503 {
-		t.Errorf("draining: %d", code)
+	if code, body := get("/healthz"); code != 503 || body != "not serving\n" {
+		t.Errorf("draining: %d %q", code, body)
+	}
+	if code, body := get("/healthz?format=json"); code != 503 || !strings.HasPrefix(body, `{"status":"not serving","digest":"sha256:a"`) {
+		t.Errorf("draining, JSON: %d %q", code, body)
+	}
+}
+
+// ProbeHealth reads a live /healthz over HTTP, draining included, and
+// says what is wrong with anything else.
+func TestProbeHealth(t *testing.T) {
+	serving := true
+	srv := httptest.NewServer(MetricsHandler(prometheus.NewRegistry(), func() bool { return serving }, &fakeInventory{running: "sha256:c"}))
+	defer srv.Close()
+	addr := strings.TrimPrefix(srv.URL, "http://")
+	ctx := context.Background()
+	h, err := ProbeHealth(ctx, srv.Client(), addr)
+	if err != nil || h != (Health{Status: "ok", Digest: "sha256:c"}) {
+		t.Errorf("up: %+v %v", h, err)
+	}
+	serving = false
+	if h, err = ProbeHealth(ctx, srv.Client(), addr); err != nil || h.Status != "not serving" {
+		t.Errorf("draining: %+v %v", h, err)
+	}
+	other := httptest.NewServer(http.NotFoundHandler())
+	defer other.Close()
+	if _, err := ProbeHealth(ctx, other.Client(), strings.TrimPrefix(other.URL, "http://")); err == nil || !strings.Contains(err.Error(), "404") {
+		t.Errorf("not a daemon: %v", err)
+	}
+	srv.Close()
+	if _, err := ProbeHealth(ctx, srv.Client(), addr); err == nil {
+		t.Error("down: no error")
 	}
 }

@@ -177,8 +177,9 @@ type Gauges struct {
 	info, installed *prometheus.GaugeVec
 	drift           prometheus.Gauge
 
-	mu      sync.Mutex
-	warning string
+	mu                             sync.Mutex
+	warning                        string
+	runningDigest, installedDigest string
 }
 
 // NewGauges makes the gauges; daemon names the process in their help.
@@ -216,8 +217,16 @@ func (g *Gauges) Set(running, installed, warning string) {
 		g.drift.Set(0)
 	}
 	g.mu.Lock()
-	g.warning = warning
+	g.warning, g.runningDigest, g.installedDigest = warning, running, installed
 	g.mu.Unlock()
+}
+
+// Digests are the last comparison's digests: the running inventory's and
+// the installed config's ("" when missing).
+func (g *Gauges) Digests() (running, installed string) {
+	g.mu.Lock()
+	defer g.mu.Unlock()
+	return g.runningDigest, g.installedDigest
 }
 
 // Warning is the last comparison's warning, "" when there is none.
