@@ -11,6 +11,8 @@ import (
 
 	"github.com/mailnode/mailnode/internal/daemon"
 	"github.com/mailnode/mailnode/internal/drift"
+	"github.com/mailnode/mailnode/internal/statuspage"
+	"github.com/mailnode/mailnode/inventory"
 
 	"github.com/mailnode/mailnode/state"
 )
@@ -40,7 +42,52 @@ type Metrics struct {
 	stateCounters sync.Map
 	// wouldCounters caches the shadow mode counters: wouldKey -> prometheus.Counter.
 	wouldCounters sync.Map
+
+	// recent counts the RCPT decisions per matrix cell over the last hour
+	// and rejections keeps the latest refusals: the status page's.
+	recent     *statuspage.Window
+	rejections *statuspage.Ring
 }
+
+// The matrix cells, numbered for the status page's window: sender class,
+// authorization and recipient class, three values each.
+const numCells = 27
+
+func cellIndex(c Cell) int {
+	if c.Sender < 0 || c.Sender > 2 || c.Auth < 0 || c.Auth > 2 || c.Recipient < 0 || c.Recipient > 2 {
+		return -1
+	}
+	return (int(c.Sender)*3+int(c.Auth))*3 + int(c.Recipient)
+}
+
+// cellNames are the cells' names by cellIndex, made once: the window and
+// the rejections ring store them without building a string per decision.
+var cellNames = func() []string {
+	names := make([]string, numCells)
+	for s := range 3 {
+		for a := range 3 {
+			for r := range 3 {
+				c := Cell{Sender: inventory.Class(s), Auth: inventory.Auth(a), Recipient: inventory.Class(r)}
+				names[cellIndex(c)] = c.String()
+			}
+		}
+	}
+	return names
+}()
+
+// CellNames names the series of Recent, the matrix cells.
+func CellNames() []string { return cellNames }
+
+// RingSize is how many refusals Rejections keeps.
+const RingSize = 50
+
+// Recent is the last hour's RCPT decisions per matrix cell (CellNames) by
+// outcome: accepted (DUNNO, shadow mode's too), rejected (550),
+// greylisted and deferred (a rate limit's 450).
+func (m *Metrics) Recent() *statuspage.Window { return m.recent }
+
+// Rejections are the latest recipients refused with a 550.
+func (m *Metrics) Rejections() *statuspage.Ring { return m.rejections }
 
 type stateKey struct {
 	grey   bool // greylist, else rate limit refusal
@@ -57,7 +104,7 @@ type counterKey struct {
 // NewMetrics creates the metrics and registers them, with the Go runtime
 // and process collectors, on a new registry.
 func NewMetrics() *Metrics {
-	m := &Metrics{Registry: prometheus.NewRegistry()}
+	m := &Metrics{Registry: prometheus.NewRegistry(), recent: statuspage.NewWindow(numCells), rejections: statuspage.NewRing(RingSize)}
 	m.decisions = newCounterVec("mailnode_policy_decisions_total",
 		"Policy decisions by matrix cell (sender/auth->recipient, \"-\" outside RCPT), action and reason.",
 		"cell", "action", "reason")
@@ -107,7 +154,11 @@ func newCounterVec(name, help string, labels ...string) *prometheus.CounterVec {
 	return prometheus.NewCounterVec(prometheus.CounterOpts{Name: name, Help: help}, labels)
 }
 
-func (m *Metrics) observe(d Decision, took time.Duration) {
+func (m *Metrics) observe(req *Request, d Decision, start time.Time) {
+	took := time.Since(start)
+	if d.Reason != ReasonNotRcpt {
+		m.recentDecision(req, d, start)
+	}
 	k := counterKey{cell: d.Cell, stage: d.Reason != ReasonNotRcpt, action: d.Action, reason: d.Reason}
 	c, ok := m.counters.Load(k)
 	if !ok {
@@ -128,6 +179,39 @@ func (m *Metrics) observe(d Decision, took time.Duration) {
 		m.wouldReject(d)
 	}
 	m.latency.Observe(took.Seconds())
+}
+
+// recentDecision counts a RCPT decision for the status page in fixed
+// memory: nothing is allocated but a rejection's client name[address]
+// (its other strings are the request's own).
+func (m *Metrics) recentDecision(req *Request, d Decision, at time.Time) {
+	cell := cellIndex(d.Cell)
+	if cell < 0 {
+		return
+	}
+	o := statuspage.Accepted
+	switch {
+	case d.Action == Reject:
+		o = statuspage.Rejected
+		m.rejections.Add(statuspage.Rejection{
+			Time: at, QueueID: req.QueueID, Client: clientName(req), Sender: req.Sender, Recipient: req.Recipient,
+			Cell: cellNames[cell], Reply: d.Reply,
+		})
+	case d.Action == Defer && (d.Greylist == state.ReasonNew || d.Greylist == state.ReasonEarly):
+		o = statuspage.Greylisted
+	case d.Action == Defer:
+		o = statuspage.Deferred
+	}
+	m.recent.Add(at, cell, o)
+}
+
+// clientName is name[address] as Postfix logs it; the address alone when
+// Postfix sent no name.
+func clientName(req *Request) string {
+	if req.ClientName == "" {
+		return req.ClientAddress
+	}
+	return req.ClientName + "[" + req.ClientAddress + "]"
 }
 
 func (m *Metrics) stateCounter(k stateKey) prometheus.Counter {

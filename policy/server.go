@@ -598,7 +598,7 @@ func (c *conn) answer(req *Request) error {
 		logDecision(s.MailLog, start, req, d, c.msg.rcpts)
 	}
 	if s.Metrics != nil {
-		s.Metrics.observe(d, time.Since(start))
+		s.Metrics.observe(req, d, start)
 	}
 	return nil
 }

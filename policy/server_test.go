@@ -12,13 +12,16 @@ import (
 	"net/http/httptest"
 	"os"
 	"path/filepath"
+	"reflect"
 	"strings"
 	"syscall"
 	"testing"
 	"time"
 
+	"github.com/mailnode/mailnode/internal/statuspage"
 	"github.com/mailnode/mailnode/inventory"
 	"github.com/mailnode/mailnode/maillog"
+	"github.com/mailnode/mailnode/state"
 	"github.com/mailnode/mailnode/test/harness"
 )
 
@@ -623,5 +626,76 @@ func readReply(c net.Conn, r *bufio.Reader) (string, error) {
 		if err != nil || line == "\n" {
 			return b.String(), err
 		}
+	}
+}
+
+// The status page's window and ring: what the server decided, per cell and
+// outcome; the refusals with their request's fields.
+func TestMetricsRecent(t *testing.T) {
+	m := NewMetrics()
+	ts := startServer(t, "unix", func(s *Server) { s.Metrics = m })
+	c := ts.dial(t)
+	r := bufio.NewReader(c)
+	for i := 0; i < 2; i++ {
+		ask(c, r, relayRequest)
+	}
+	ask(c, r, inboundRequest)
+	ask(c, r, "request=smtpd_access_policy\nprotocol_state=DATA\nsender=eve@example.org\nclient_address=198.51.100.7\n\n")
+	waitFor(t, func() bool { return counterValue(t, m, "mailnode_policy_decision_seconds", nil) == 4 })
+	v := m.Recent().View(time.Now())
+	names := CellNames()
+	got := map[string][statuspage.NumOutcomes]int{}
+	for i, s := range v.Series {
+		if s != [statuspage.NumOutcomes]int{} {
+			got[names[i]] = s
+		}
+	}
+	want := map[string][statuspage.NumOutcomes]int{
+		"outside/none->outside": {0, 2, 0, 0},
+		"outside/none->local":   {1, 0, 0, 0},
+	}
+	if !reflect.DeepEqual(got, want) {
+		t.Errorf("per cell %v, want %v (the DATA request is not a cell's)", got, want)
+	}
+	rej := m.Rejections().Latest()
+	if len(rej) != 2 || rej[0].Recipient != "frank@example.org" || rej[0].Sender != "eve@example.org" || rej[0].Client != "198.51.100.7" ||
+		rej[0].Cell != "outside/none->outside" || rej[0].Reply != "550 5.7.1 Sorry, relay for <frank@example.org> not permitted" || rej[0].Query() != "frank@example.org" {
+		t.Errorf("rejections %+v", rej)
+	}
+}
+
+// recentDecision sorts the 450s: greylisting's own, the rest (rate
+// limits); and it allocates nothing for a decision that is not a 550.
+func TestRecentDecision(t *testing.T) {
+	m := NewMetrics()
+	at := time.Now()
+	req := &Request{ClientName: "mx.example.org", ClientAddress: "192.0.2.1", Sender: "s@example.org", Recipient: "bob@example.com", QueueID: "4ABCDEF12"}
+	inbound := Cell{Sender: inventory.Outside, Auth: inventory.AuthNone, Recipient: inventory.Local}
+	m.recentDecision(req, Decision{Cell: inbound, Action: Defer, Greylist: state.ReasonNew}, at)
+	m.recentDecision(req, Decision{Cell: inbound, Action: Defer, Greylist: state.ReasonEarly}, at)
+	auth := Cell{Sender: inventory.Local, Auth: inventory.AuthSASL, Recipient: inventory.Outside}
+	m.recentDecision(req, Decision{Cell: auth, Action: Defer, RateLimit: state.ReasonOverMessages}, at)
+	m.recentDecision(req, Decision{Cell: auth, Action: Dunno, RateLimit: state.ReasonWithinLimit}, at)
+	m.recentDecision(req, Decision{Cell: inbound, Action: Reject, Reply: "550 5.7.1 no"}, at)
+	v := m.Recent().View(at)
+	if g := v.Series[cellIndex(inbound)]; g != [statuspage.NumOutcomes]int{0, 1, 2, 0} {
+		t.Errorf("inbound %v", g)
+	}
+	if g := v.Series[cellIndex(auth)]; g != [statuspage.NumOutcomes]int{1, 0, 0, 1} {
+		t.Errorf("authorized %v", g)
+	}
+	if r := m.Rejections().Latest(); len(r) != 1 || r[0].Client != "mx.example.org[192.0.2.1]" || r[0].Query() != "4ABCDEF12" || r[0].Cell != "outside/none->local" {
+		t.Errorf("rejection %+v", r)
+	}
+	if n := testing.AllocsPerRun(1000, func() { m.recentDecision(req, Decision{Cell: inbound, Action: Defer, Greylist: state.ReasonNew}, at) }); n != 0 {
+		t.Errorf("%v allocations per decision", n)
+	}
+	for i, name := range CellNames() {
+		if name == "" || strings.Count(name, "/") != 1 || !strings.Contains(name, "->") {
+			t.Errorf("cell %d named %q", i, name)
+		}
+	}
+	if cellIndex(Cell{Sender: 7}) != -1 {
+		t.Error("a cell out of range has an index")
 	}
 }
