@@ -32,6 +32,20 @@ func List(ctx context.Context, st Store, prefix string, now time.Time, w io.Writ
 	return len(es), tw.Flush()
 }
 
+// Count returns how many live entries start with prefix (the greylist's
+// size: PrefixTriplet). A store that can count without reading the values
+// does (Redis: SCAN alone, no GET per key); the others are scanned.
+func Count(ctx context.Context, st Store, prefix string) (int, error) {
+	if c, ok := st.(interface {
+		Count(context.Context, string) (int, error)
+	}); ok {
+		return c.Count(ctx, prefix)
+	}
+	n := 0
+	err := st.Scan(ctx, prefix, func(Entry) error { n++; return nil })
+	return n, err
+}
+
 // listPrefixes keeps List and DeleteMatching to mailnode's own keys.
 func listPrefixes(prefix string) []string {
 	if prefix == "" {

@@ -81,3 +81,35 @@ func TestNameRedactsPassword(t *testing.T) {
 		}
 	}
 }
+
+// Count is the status page's greylist size, in both stores.
+func TestCount(t *testing.T) {
+	eachStore(t, func(t *testing.T, st Store, clk *statetest.Clock) {
+		ctx := context.Background()
+		count := func(prefix string) int {
+			t.Helper()
+			n, err := Count(ctx, st, prefix)
+			if err != nil {
+				t.Fatal(err)
+			}
+			return n
+		}
+		if n := count(PrefixTriplet); n != 0 {
+			t.Errorf("empty store: %d triplets", n)
+		}
+		g := newGrey(t, greyCfg(), st, clk)
+		r := newRate(t, &inventory.Ratelimit{MessagesPerHour: 10}, st, clk)
+		expect(t, g, tr1, greyed300, ReasonNew)
+		expect(t, g, Triplet{"203.0.113.5", "x@y.test", "bob@example.com"}, greyed300, ReasonNew)
+		expect(t, g, Triplet{"203.0.113.5", "x*[y]@y.test", "bob@example.com"}, greyed300, ReasonNew)
+		rcpt(t, r, alice, "m1", "", ReasonWithinLimit)
+		if a, b, c := count(PrefixTriplet), count(PrefixGrey), count(PrefixRate); a != 3 || b != 3 || c != 1 {
+			t.Errorf("triplets %d, grey %d, rate %d; want 3, 3, 1", a, b, c)
+		}
+		clk.Add(300 * time.Second)
+		expect(t, g, tr1, "", ReasonPassed)
+		if a, c := count(PrefixTriplet), count(PrefixClient); a != 3 || c != 1 {
+			t.Errorf("after a pass: triplets %d, clients %d; want 3, 1", a, c)
+		}
+	})
+}
