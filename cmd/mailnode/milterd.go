@@ -67,14 +67,18 @@ SIGUSR1 logs one status line: goroutines, heap in use, open descriptors.
 Metrics: with --metrics or milter.metrics_listen, Prometheus /metrics
 (mailnode_milter_*: messages by action, signatures by domain, selector and
 algorithm, SPF/DKIM/DMARC results, spam verdicts, engine and DNS latency,
-errors by kind, shadow mode's would-rejects), /healthz, and at / a read-only
-status page (version, uptime, mode, keys, last reload, the metrics' values).`,
+errors by kind, shadow mode's would-rejects), /healthz (?format=json adds the
+inventory digest), and at / a read-only status page: version, uptime, mode,
+keys, last reload, milterd's and policyd's state with their inventory digests
+(policyd probed at --peer-metrics, default policy.metrics_listen), the DKIM
+selectors with what DNS shows of them, the metrics' values.`,
 		Flags: []cli.Flag{
 			inventoryFlag(),
 			&cli.StringFlag{Name: "listen", Usage: "`unix:PATH` or inet:HOST:PORT (default: milter.listen of the inventory)"},
 			&cli.StringFlag{Name: "metrics", Usage: "`HOST:PORT` serving Prometheus /metrics, /healthz and a read-only status page at / (default: milter.metrics_listen; off when empty)"},
 			&cli.DurationFlag{Name: "dns-timeout", Value: 5 * time.Second, Usage: "timeout of one DNS lookup through node.resolver"},
 			driftIntervalFlag(),
+			peerMetricsFlag("policyd", "policy.metrics_listen"),
 			&cli.DurationFlag{Name: "dkim-check-interval", Value: milter.PublishInterval, EnvVars: []string{"MAILNODE_DKIM_CHECK_INTERVAL"},
 				Usage: "how often to ask node.resolver whether each DKIM selector is published (also at start and on reload)"},
 		},
@@ -126,6 +130,9 @@ status page (version, uptime, mode, keys, last reload, the metrics' values).`,
 			serving.Store(true)
 			page := statuspage.New("milterd", version, metrics.Registry, "mailnode_milter_")
 			milterdStatus(page, c.String("inventory"), listen, inv, keys)
+			page.Digest = guardDigests(guard)
+			page.Peer = peerOf(c, "policyd", inv.PolicyEnabled(), "policy.enabled", inv.Policy.MetricsListen, "policy.metrics_listen")
+			page.Selectors = func() []statuspage.Selector { return selectorRows(pub.States()) }
 			stopMetrics, err := serveMilterMetrics(c, inv, metrics, page, serving.Load, log)
 			if err != nil {
 				ln.Close()

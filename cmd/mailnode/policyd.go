@@ -52,7 +52,15 @@ close the store, exit 0. SIGUSR1 logs one status line: goroutines, heap in
 use, open descriptors, open connections.
 
 Logs: debug and warnings go to stderr (log/slog, logfmt); the mail log, one
-line per decision, goes to --maillog.`,
+line per decision, goes to --maillog.
+
+Status page: with --metrics or policy.metrics_listen, / is a read-only page:
+policyd's and milterd's state with their inventory digests (milterd probed at
+--peer-metrics, default milter.metrics_listen), the decisions per matrix cell
+over the last hour (a table and a chart), the latest 50 rejections, each
+linking to /why?q=QUEUE-ID|ADDRESS (the story mailnode why tells, read from
+--why-maillog), the greylist's size, the metrics' values. /healthz?format=json
+adds the inventory digest.`,
 		Flags: []cli.Flag{
 			inventoryFlag(),
 			&cli.StringFlag{Name: "listen", Usage: "`unix:PATH` or inet:HOST:PORT to listen on (default: policy.listen of the inventory)"},
@@ -62,6 +70,8 @@ line per decision, goes to --maillog.`,
 			&cli.DurationFlag{Name: "idle-timeout", Value: 330 * time.Second, Usage: "close a connection idle this long between requests (Postfix closes its own after 300s)"},
 			&cli.DurationFlag{Name: "request-timeout", Value: 10 * time.Second, Usage: "time a client has to send one whole request"},
 			driftIntervalFlag(),
+			whyMaillogFlag(),
+			peerMetricsFlag("milterd", "milter.metrics_listen"),
 			&cli.DurationFlag{Name: "drain-timeout", Value: 10 * time.Second, Usage: "on SIGTERM, how long requests in flight may take before connections are cut"},
 		},
 		Action: runPolicyd,
@@ -134,10 +144,25 @@ func runPolicyd(cx *cli.Context) error {
 	}
 	var serving atomic.Bool
 	serving.Store(true)
+	guard := &drift.Guard{Daemon: "policyd", Log: log, OnCheck: func(s drift.State) {
+		metrics.Inventory(s.Running, s.Installed, s.Warning())
+	}}
+	guard.Set(inv.Digest, inv.Postfix.ConfigDirectory)
+	defer guard.Start(cx.Duration("drift-interval"))()
+
+	var curStore atomic.Pointer[storeRef] // the page reads it; SIGHUP may open one
+	curStore.Store(&storeRef{store})
 	page := statuspage.New("policyd", version, metrics.Registry, "mailnode_policy_")
 	page.Set("inventory", path)
 	page.Set("listen", listen)
 	policydStatus(page, inv, store)
+	page.Digest = guardDigests(guard)
+	page.Peer = peerOf(cx, "milterd", inv.MilterEnabled(), "milter.enabled", inv.Milter.MetricsListen, "milter.metrics_listen")
+	page.Decisions, page.Series, page.Rejections = metrics.Recent(), policy.CellNames(), metrics.Rejections()
+	page.Why = &statuspage.Why{Logs: cx.StringSlice("why-maillog")}
+	page.Greylist = func(ctx context.Context) ([]statuspage.Row, error) {
+		return greylistRows(ctx, srv.Inventory(), curStore.Load().Store)
+	}
 	if metricsAddr != "" {
 		stop, err := daemon.ServeMetrics(log, "policyd", metricsAddr, metrics.Handler(serving.Load), page)
 		if err != nil {
@@ -146,12 +171,6 @@ func runPolicyd(cx *cli.Context) error {
 		}
 		defer stop()
 	}
-
-	guard := &drift.Guard{Daemon: "policyd", Log: log, OnCheck: func(s drift.State) {
-		metrics.Inventory(s.Running, s.Installed, s.Warning())
-	}}
-	guard.Set(inv.Digest, inv.Postfix.ConfigDirectory)
-	defer guard.Start(cx.Duration("drift-interval"))()
 
 	done := make(chan error, 1)
 	go func() { done <- srv.Serve(ln) }()
@@ -176,6 +195,7 @@ func runPolicyd(cx *cli.Context) error {
 				before := srv.Inventory()
 				if st := reloadInventory(log, srv, metrics, path, store); st != nil {
 					store = st
+					curStore.Store(&storeRef{st})
 					defer st.Close()
 				}
 				running := srv.Inventory()
@@ -288,6 +308,26 @@ func greylistSummary(inv *inventory.Inventory) string {
 		return "off"
 	}
 	return fmt.Sprintf("delay %s", g.Delay.D())
+}
+
+// storeRef holds the store policyd uses (nil: none), for the status page.
+type storeRef struct{ state.Store }
+
+// greylistRows are the status page's greylist section: the triplets and
+// auto-whitelisted clients in the store (state.Count).
+func greylistRows(ctx context.Context, inv *inventory.Inventory, st state.Store) ([]statuspage.Row, error) {
+	if g := inv.Policy.Greylist; g == nil || !g.Enabled || st == nil {
+		return []statuspage.Row{{Name: "greylisting", Value: "off"}}, nil
+	}
+	rows := []statuspage.Row{{Name: "greylisting", Value: greylistSummary(inv) + ", " + stateSummary(inv, st)}}
+	for _, c := range []struct{ name, prefix string }{{"triplets", state.PrefixTriplet}, {"auto-whitelisted clients", state.PrefixClient}} {
+		n, err := state.Count(ctx, st, c.prefix)
+		if err != nil {
+			return rows, err
+		}
+		rows = append(rows, statuspage.Row{Name: c.name, Value: fmt.Sprint(n)})
+	}
+	return rows, nil
 }
 
 func driftIntervalFlag() cli.Flag {
