@@ -1,6 +1,8 @@
 package main
 
 import (
+	"strings"
+
 	"github.com/urfave/cli/v2"
 
 	"github.com/mailnode/mailnode/dkim"
@@ -51,7 +53,7 @@ func selectorRows(states []dkim.SelectorState) []statuspage.Selector {
 	out := make([]statuspage.Selector, 0, len(states))
 	for _, s := range states {
 		row := statuspage.Selector{Domain: s.Domain, Selector: s.Selector, Algorithm: s.Algorithm, DNS: string(s.DNS), Signing: s.Signing, Why: s.Why}
-		if s.Detail != "" {
+		if s.Detail != "" && !strings.Contains(row.Why, s.Detail) {
 			if row.Why != "" {
 				row.Why += "; "
 			}

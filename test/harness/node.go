@@ -64,6 +64,9 @@ type Options struct {
 	// Ports lets the caller fix the loopback ports (the demo); zero
 	// values get free ports.
 	Ports Ports
+	// DaemonArgs are extra arguments of a sidecar ("policyd", "milterd"),
+	// after --inventory, also when RestartDaemon starts it again.
+	DaemonArgs map[string][]string
 	// Log receives progress lines (StartNode passes t.Logf).
 	Log func(format string, args ...any)
 }
@@ -97,10 +100,11 @@ type Node struct {
 	DovecotConfig string // dovecot.conf path
 	CertFile      string // the self-signed certificate (also the CA to trust)
 
-	tempDir bool
-	procs   map[string]*exec.Cmd
-	done    map[string]chan struct{}
-	logf    func(string, ...any)
+	tempDir    bool
+	daemonArgs map[string][]string
+	procs      map[string]*exec.Cmd
+	done       map[string]chan struct{}
+	logf       func(string, ...any)
 }
 
 // StartNode starts a node for one test and stops it in t.Cleanup. It fails
@@ -153,7 +157,7 @@ func Start(opt Options) (*Node, error) {
 		}
 		src = filepath.Join(root, "examples", "inventory.yaml")
 	}
-	n := &Node{Bin: bin, Dir: opt.Dir, procs: map[string]*exec.Cmd{}, done: map[string]chan struct{}{}, logf: opt.Log}
+	n := &Node{Bin: bin, Dir: opt.Dir, daemonArgs: opt.DaemonArgs, procs: map[string]*exec.Cmd{}, done: map[string]chan struct{}{}, logf: opt.Log}
 	if n.Dir == "" {
 		d, err := os.MkdirTemp("/tmp", "mn")
 		if err != nil {
@@ -361,15 +365,16 @@ func (n *Node) start(opt Options) error {
 	return nil
 }
 
-// startDaemon runs `mailnode NAME --inventory INV` in its own process
-// group, logging to Dir/log/NAME.log, and waits for its socket.
+// startDaemon runs `mailnode NAME --inventory INV` (and its DaemonArgs) in
+// its own process group, logging to Dir/log/NAME.log, and waits for its
+// socket.
 func (n *Node) startDaemon(name, listen string) error {
 	logf, err := os.OpenFile(n.path("log", name+".log"), os.O_CREATE|os.O_WRONLY|os.O_APPEND, 0o644)
 	if err != nil {
 		return err
 	}
 	defer logf.Close()
-	cmd := exec.Command(n.Bin, name, "--inventory", n.InventoryPath)
+	cmd := exec.Command(n.Bin, append([]string{name, "--inventory", n.InventoryPath}, n.daemonArgs[name]...)...)
 	cmd.Stdout, cmd.Stderr = logf, logf
 	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true}
 	if err := cmd.Start(); err != nil {
