@@ -149,3 +149,26 @@ func TestRing(t *testing.T) {
 		}
 	}
 }
+
+// BenchmarkWindowAdd is policyd's cost per decision for the page's window,
+// alone and from every core at once.
+func BenchmarkWindowAdd(b *testing.B) {
+	w := NewWindow(27)
+	now := time.Now()
+	b.Run("serial", func(b *testing.B) {
+		b.ReportAllocs()
+		for i := 0; i < b.N; i++ {
+			w.Add(now, i%27, Outcome(i%int(NumOutcomes)))
+		}
+	})
+	b.Run("parallel", func(b *testing.B) {
+		b.ReportAllocs()
+		b.RunParallel(func(pb *testing.PB) {
+			i := 0
+			for pb.Next() {
+				w.Add(now, i%27, Outcome(i%int(NumOutcomes)))
+				i++
+			}
+		})
+	})
+}
