@@ -8,6 +8,7 @@ import (
 	"net"
 	"slices"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/mailnode/mailnode/dkim"
@@ -43,6 +44,10 @@ type Publisher struct {
 	last    map[string]dkim.Publication // domain/selector -> last definite answer
 	states  []dkim.SelectorState
 	signing map[string][]dkim.Key
+	// shown is a copy of states for States, kept apart from mu: a check
+	// round holds mu while it waits for DNS (up to checkRound), and the
+	// status page must not wait with it.
+	shown atomic.Pointer[[]dkim.SelectorState]
 }
 
 // Update takes the inventory and keys now loaded, asks DNS about every
@@ -53,6 +58,7 @@ func (p *Publisher) Update(inv *inventory.Inventory, keys map[string][]dkim.Key)
 	p.inv, p.keys = inv, keys
 	prev := p.states
 	p.states = p.check()
+	p.show()
 	p.signing = signingKeys(p.keys, p.states)
 	p.logStates(prev, true)
 	return p.signing
@@ -67,6 +73,7 @@ func (p *Publisher) Check() {
 	}
 	prev := p.states
 	p.states = p.check()
+	p.show()
 	keys := signingKeys(p.keys, p.states)
 	changed := !sameKeys(keys, p.signing)
 	p.signing = keys
@@ -79,11 +86,19 @@ func (p *Publisher) Check() {
 	p.mu.Unlock()
 }
 
-// States is the last answer for every selector with a key.
+// States is the last answer for every selector with a key. It does not
+// wait for a check in progress.
 func (p *Publisher) States() []dkim.SelectorState {
-	p.mu.Lock()
-	defer p.mu.Unlock()
-	return slices.Clone(p.states)
+	if s := p.shown.Load(); s != nil {
+		return slices.Clone(*s)
+	}
+	return nil
+}
+
+// show publishes the states for States; p.mu is held.
+func (p *Publisher) show() {
+	s := slices.Clone(p.states)
+	p.shown.Store(&s)
 }
 
 // Run checks every interval until ctx ends.

@@ -1,6 +1,7 @@
 package milter
 
 import (
+	"context"
 	"crypto/ed25519"
 	"log/slog"
 	"slices"
@@ -162,3 +163,41 @@ func TestDecideSigning(t *testing.T) {
 }
 
 var errFake = &inventory.Problem{Msg: "missing"}
+
+// States answers with the last round while a check waits for DNS: the
+// status page asks it and must not hang on a slow node.resolver.
+func TestPublisherStatesDuringCheck(t *testing.T) {
+	local, _ := testKeys(t)
+	inv := testInventory(t)
+	answer := func(context.Context, string) ([]string, string, error) { return nil, "NXDOMAIN", nil }
+	p := &Publisher{Log: slog.New(slog.DiscardHandler), Lookup: answer}
+	p.Update(inv, local)
+	before := p.States()
+	if len(before) == 0 {
+		t.Fatal("no states after Update")
+	}
+	release, entered := make(chan struct{}), make(chan struct{}, 64)
+	p.Lookup = func(ctx context.Context, name string) ([]string, string, error) {
+		entered <- struct{}{}
+		select {
+		case <-release:
+		case <-ctx.Done():
+		}
+		return nil, "NXDOMAIN", nil
+	}
+	done := make(chan struct{})
+	go func() { p.Check(); close(done) }()
+	<-entered // the check holds the publisher's lock and waits for DNS
+	got := make(chan []dkim.SelectorState, 1)
+	go func() { got <- p.States() }()
+	select {
+	case s := <-got:
+		if len(s) != len(before) || s[0].DNS != before[0].DNS {
+			t.Errorf("during a check: %+v, want the last round %+v", s, before)
+		}
+	case <-time.After(5 * time.Second):
+		t.Fatal("States waited for the check's DNS")
+	}
+	close(release)
+	<-done
+}
