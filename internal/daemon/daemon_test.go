@@ -120,3 +120,20 @@ func TestProbeHealth(t *testing.T) {
 		t.Error("down: no error")
 	}
 }
+
+// ServeMetrics warns when its listener is reachable beyond loopback: the
+// metrics and the status page have no authentication.
+func TestServeMetricsWarnsBeyondLoopback(t *testing.T) {
+	for addr, warn := range map[string]bool{"127.0.0.1:0": false, "0.0.0.0:0": true} {
+		var buf syncBuf
+		log := slog.New(slog.NewTextHandler(&buf, nil))
+		stop, err := ServeMetrics(log, "testd", addr, http.NotFoundHandler(), http.NotFoundHandler())
+		if err != nil {
+			t.Fatal(err)
+		}
+		stop()
+		if got := strings.Contains(buf.String(), "level=WARN") && strings.Contains(buf.String(), "no authentication"); got != warn {
+			t.Errorf("%s: warning %v, want %v:\n%s", addr, got, warn, buf.String())
+		}
+	}
+}
