@@ -41,7 +41,6 @@ type Window struct {
 	mu     sync.Mutex            // taken only to clear a bucket for a new minute
 	stamp  [Minutes]atomic.Int64 // the bucket's minute (unix minutes + 1); 0: never used
 	counts []atomic.Uint32       // [bucket][series][outcome]
-	_      [0]func()             // not comparable
 }
 
 // NewWindow makes a window of series series (each 0..series-1).
@@ -61,7 +60,10 @@ func (w *Window) index(slot int64, series int, o Outcome) int {
 
 // Add counts one outcome of series at t. Out-of-range series or outcomes,
 // and times before 1970, are ignored; so is a time more than an hour
-// older than the bucket's current minute (it left the window).
+// older than the bucket's current minute (it left the window). A count
+// whose goroutine stalled for an hour between reading the bucket's minute
+// and adding could land in the next hour's bucket: the page's figures are
+// for a person, not for billing.
 func (w *Window) Add(t time.Time, series int, o Outcome) {
 	if series < 0 || series >= w.series || o < 0 || o >= NumOutcomes {
 		return
