@@ -131,7 +131,12 @@ selectors with what DNS shows of them, the metrics' values.`,
 			page := statuspage.New("milterd", version, metrics.Registry, "mailnode_milter_")
 			milterdStatus(page, c.String("inventory"), listen, inv, keys)
 			page.Digest = guardDigests(guard)
-			page.Peer = peerOf(c, "policyd", inv.PolicyEnabled(), "policy.enabled", inv.Policy.MetricsListen, "policy.metrics_listen")
+			var running atomic.Pointer[inventory.Inventory] // the page reads it; SIGHUP replaces it
+			running.Store(inv)
+			page.Peer = func() *statuspage.Peer {
+				inv := running.Load()
+				return peerOf(c, "policyd", inv.PolicyEnabled(), "policy.enabled", inv.Policy.MetricsListen, "policy.metrics_listen")
+			}
 			page.Selectors = func() []statuspage.Selector { return selectorRows(pub.States()) }
 			stopMetrics, err := serveMilterMetrics(c, inv, metrics, page, serving.Load, log)
 			if err != nil {
@@ -167,6 +172,7 @@ selectors with what DNS shows of them, the metrics' values.`,
 						continue
 					}
 					srv.SetFilter(build(ninv, pub.Update(ninv, newKeys)))
+					running.Store(ninv)
 					metrics.Reloaded(true)
 					milterdStatus(page, path, listen, ninv, newKeys)
 					page.Set("last reload", time.Now().UTC().Format(time.RFC3339)+" ok")

@@ -157,7 +157,10 @@ func runPolicyd(cx *cli.Context) error {
 	page.Set("listen", listen)
 	policydStatus(page, inv, store)
 	page.Digest = guardDigests(guard)
-	page.Peer = peerOf(cx, "milterd", inv.MilterEnabled(), "milter.enabled", inv.Milter.MetricsListen, "milter.metrics_listen")
+	page.Peer = func() *statuspage.Peer {
+		inv := srv.Inventory()
+		return peerOf(cx, "milterd", inv.MilterEnabled(), "milter.enabled", inv.Milter.MetricsListen, "milter.metrics_listen")
+	}
 	page.Decisions, page.Series, page.Rejections = metrics.Recent(), policy.CellNames(), metrics.Rejections()
 	page.Why = &statuspage.Why{Logs: cx.StringSlice("why-maillog")}
 	page.Greylist = func(ctx context.Context) ([]statuspage.Row, error) {

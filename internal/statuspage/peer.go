@@ -48,21 +48,25 @@ func (p *Page) daemons(ctx context.Context) []DaemonState {
 		self.Mismatch = true
 	}
 	out := []DaemonState{self}
-	if p.Peer == nil {
+	var other *Peer
+	if p.Peer != nil {
+		other = p.Peer()
+	}
+	if other == nil {
 		return out
 	}
-	peer := DaemonState{Name: p.Peer.Name, State: "unknown", Note: p.Peer.Note}
-	if p.Peer.Addr != "" {
-		timeout := p.Peer.Timeout
+	peer := DaemonState{Name: other.Name, State: "unknown", Note: other.Note}
+	if other.Addr != "" {
+		timeout := other.Timeout
 		if timeout <= 0 {
 			timeout = time.Second
 		}
 		ctx, cancel := context.WithTimeout(ctx, timeout)
 		defer cancel()
-		h, err := daemon.ProbeHealth(ctx, probeClient, p.Peer.Addr)
+		h, err := daemon.ProbeHealth(ctx, probeClient, other.Addr)
 		switch {
 		case err != nil:
-			peer.State, peer.Note = "down", p.Peer.Addr+": "+err.Error()
+			peer.State, peer.Note = "down", other.Addr+": "+err.Error()
 		default:
 			peer.Up = h.Status == "ok"
 			peer.State, peer.Digest, peer.Note = h.Status, h.Digest, h.Warning

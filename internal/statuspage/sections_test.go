@@ -29,7 +29,7 @@ func TestPageSections(t *testing.T) {
 	now := time.Now()
 	p := New("policyd", "1", nil, "")
 	p.Digest = func() (string, string) { return "sha256:aaa", "sha256:aaa" }
-	p.Peer = &Peer{Name: "milterd", Addr: strings.TrimPrefix(peer.URL, "http://")}
+	p.Peer = func() *Peer { return &Peer{Name: "milterd", Addr: strings.TrimPrefix(peer.URL, "http://")} }
 	p.Decisions = NewWindow(2)
 	p.Series = []string{"outside/none->local", "outside/none->outside"}
 	p.Decisions.Add(now, 0, Accepted)
@@ -98,7 +98,7 @@ func TestPageSections(t *testing.T) {
 		}
 	}
 	// No peer address: not probed, the note says why.
-	p.Peer = &Peer{Name: "milterd", Note: "milter.metrics_listen is not set"}
+	p.Peer = func() *Peer { return &Peer{Name: "milterd", Note: "milter.metrics_listen is not set"} }
 	body, _ = get()
 	if !strings.Contains(body, `<td class="bad">unknown</td><td><code></code></td><td>milter.metrics_listen is not set</td>`) {
 		t.Errorf("unprobed peer:\n%s", body)

@@ -41,8 +41,9 @@ type Page struct {
 	// Digest, when set, is the digest of the inventory the daemon runs
 	// and the installed config's (drift.Gauges.Digests).
 	Digest func() (running, installed string)
-	// Peer, when set, is the other daemon, probed at each page load.
-	Peer *Peer
+	// Peer, when set, gives the other daemon, probed at each page load
+	// (asked each time: a reload may move it).
+	Peer func() *Peer
 
 	// Decisions, when set, are the last hour's decisions per series (the
 	// matrix cells, named by Series); Rejections the latest refusals.
