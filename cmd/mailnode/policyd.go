@@ -80,6 +80,9 @@ func runPolicyd(cx *cli.Context) error {
 	if err != nil {
 		return cli.Exit(fmt.Sprintf("policyd: %v", err), 1)
 	}
+	if inv.NullClient() {
+		return cli.Exit(fmt.Sprintf("policyd: %s: %s is a null client (node.role: nullclient): its Postfix asks no policy service; run only milterd there", path, inv.Node.Hostname), 2)
+	}
 	listen := cx.String("listen")
 	if listen == "" {
 		listen = inv.Policy.Listen
