@@ -223,6 +223,11 @@ func reloadInventory(log *slog.Logger, srv *policy.Server, m *policy.Metrics, pa
 		}
 		return nil
 	}
+	if inv.NullClient() {
+		m.Reloaded(false)
+		log.Error("policyd: reload failed; keeping the running inventory", "problem", path+": node.role is nullclient now, and a null client runs no policyd")
+		return nil
+	}
 	old := srv.Inventory()
 	if inv.Policy.Listen != old.Policy.Listen {
 		log.Warn("policyd: policy.listen changed; restart policyd to move the socket", "listen", inv.Policy.Listen)
