@@ -127,7 +127,9 @@ func StartNode(t testing.TB, opt Options) *Node {
 		t.Cleanup(func() {
 			if t.Failed() {
 				t.Logf("mail log of the failed test:\n%s", n.MailLog())
-				t.Logf("dovecot log:\n%s", readFile(filepath.Join(n.Dir, "log", "dovecot.log")))
+				if !n.NullClient {
+					t.Logf("dovecot log:\n%s", readFile(filepath.Join(n.Dir, "log", "dovecot.log")))
+				}
 			}
 			if err := n.Stop(); err != nil {
 				t.Errorf("stopping the node: %v", err)
