@@ -326,8 +326,11 @@ func (inv *Inventory) domainsOf(class string) []*Domain {
 	return out
 }
 
-// PolicyEnabled reports whether main.cf wires policyd (default true).
-func (inv *Inventory) PolicyEnabled() bool { return inv.Policy.Enabled == nil || *inv.Policy.Enabled }
+// PolicyEnabled reports whether main.cf wires policyd (default true; never
+// on a null client, which runs no policyd).
+func (inv *Inventory) PolicyEnabled() bool {
+	return !inv.NullClient() && (inv.Policy.Enabled == nil || *inv.Policy.Enabled)
+}
 
 // MilterEnabled reports whether main.cf wires milterd (default true).
 func (inv *Inventory) MilterEnabled() bool { return inv.Milter.Enabled == nil || *inv.Milter.Enabled }

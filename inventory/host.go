@@ -52,7 +52,7 @@ const dovecotFirstValidUID = 100
 // checkHost runs the checks that need the machine.
 func (inv *Inventory) checkHost(v *validator, h *Host) {
 	mu := inv.Dovecot.MailUser
-	if unixUserRe.MatchString(mu) {
+	if unixUserRe.MatchString(mu) && !inv.NullClient() { // a null client runs no Dovecot
 		uid, err := h.LookupUser(mu)
 		switch {
 		case errors.Is(err, ErrNoSuchUser):

@@ -221,6 +221,8 @@ func TestDefaults(t *testing.T) {
 		"node.resolver":            {inv.Node.Resolver, "127.0.0.1:53"},
 		"node.hostname":            {inv.Node.Hostname, "mx1.example.com"},
 		"spam.engine":              {inv.Spam.Engine, "builtin"},
+		"node.role":                {inv.Node.Role, "mailnode"},
+		"postfix.inet_interfaces":  {inv.Postfix.InetInterfaces, "all"},
 	} {
 		if c[0] != c[1] {
 			t.Errorf("%s = %q, want %q", name, c[0], c[1])
@@ -345,5 +347,42 @@ func TestUnreadable(t *testing.T) {
 	}
 	if _, err := Load("testdata/does-not-exist.yaml"); !Unreadable(err) {
 		t.Errorf("missing file: %v is not Unreadable", err)
+	}
+}
+
+// A null client keeps its local domains (what milterd signs for) and
+// defaults to loopback only, no submission and no policyd.
+func TestNullClientDefaults(t *testing.T) {
+	inv, err := Load("../examples/nullclient.yaml")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !inv.NullClient() || inv.Node.Role != RoleNullClient {
+		t.Fatalf("node.role = %q", inv.Node.Role)
+	}
+	if got := inv.Postfix.InetInterfaces; got != "loopback-only" {
+		t.Errorf("inet_interfaces = %q, want loopback-only", got)
+	}
+	if len(inv.Postfix.SubmissionListen)+len(inv.Postfix.SubmissionsListen) != 0 {
+		t.Errorf("submission services %v %v on a null client", inv.Postfix.SubmissionListen, inv.Postfix.SubmissionsListen)
+	}
+	if inv.PolicyEnabled() || !inv.MilterEnabled() {
+		t.Errorf("policy %v, milter %v: a null client runs milterd only", inv.PolicyEnabled(), inv.MilterEnabled())
+	}
+	if c := inv.Classify("alice@example.com"); c != Local {
+		t.Errorf("alice@example.com is %s, want local (the domain it signs for)", c)
+	}
+	// Loopback addresses are fine; the role is read case-insensitively.
+	doc := `
+node: {hostname: app2.example.com, role: NullClient}
+postfix:
+  relayhost: "[10.0.0.1]:25"
+  inet_interfaces: 127.0.0.1
+  smtp_listen: ["127.0.0.1:2525", "25"]
+domains:
+  - name: example.com
+`
+	if inv := mustParse(t, doc); !inv.NullClient() || inv.Postfix.InetInterfaces != "127.0.0.1" {
+		t.Errorf("role %q, inet_interfaces %q", inv.Node.Role, inv.Postfix.InetInterfaces)
 	}
 }

@@ -197,6 +197,7 @@ func parse(data []byte, items []chunk, file string, o LoadOptions) (*Inventory, 
 		v.problems = append(v.problems, results[i].semantic...)
 	}
 	results = nil
+	inv.checkRole(v)
 	inv.applyDefaults()
 	inv.normalize()
 	inv.validate(v)

@@ -34,6 +34,7 @@ var OwnedMainCF = []struct{ Name, Why string }{
 	{"virtual_*", "the local domains, mailboxes, aliases and lists of domains[]"},
 	{"mydestination", "node.hostname's unix users (unix_users) are the only local(8) domain"},
 	{"local_recipient_maps", "unknown unix users must be refused at RCPT"},
+	{"local_transport", "local(8) delivers unix_users on a mail node, and a null client delivers nothing (node.role)"},
 	{"alias_maps", "it is unix_users' aliases"},
 	{"alias_database", "it is unix_users' aliases"},
 	{"smtpd_reject_unlisted_recipient", "unknown users must be refused at RCPT, never accepted and bounced"},

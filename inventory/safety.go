@@ -120,35 +120,37 @@ func (inv *Inventory) checkListenConflicts(v *validator) {
 		}
 	}
 	q := strings.TrimRight(inv.Postfix.QueueDirectory, "/") + "/"
-	for _, f := range []struct{ key, val string }{{"sasl_socket", inv.Dovecot.SASLSocket}, {"lmtp_socket", inv.Dovecot.LMTPSocket}} {
-		if f.val != "" && !strings.HasPrefix(f.val, "/") {
-			eps = append(eps, endpoint{what: "dovecot." + f.key, path: []any{"dovecot", f.key}, unix: q + f.val})
-		}
-	}
-	for _, svc := range []struct {
-		key          string
-		specs        []string
-		plain, tls   int
-		defaultNames string
-	}{{"imap_listen", inv.Dovecot.IMAPListen, 143, 993, "imap"}, {"pop3_listen", inv.Dovecot.POP3Listen, 110, 995, "pop3"}} {
-		if len(svc.specs) == 0 {
-			for _, port := range []int{svc.plain, svc.tls} {
-				eps = append(eps, endpoint{what: "dovecot." + svc.key + " (default " + svc.defaultNames + ")", path: []any{"dovecot"}, port: port})
+	if !inv.NullClient() { // a null client runs no Dovecot
+		for _, f := range []struct{ key, val string }{{"sasl_socket", inv.Dovecot.SASLSocket}, {"lmtp_socket", inv.Dovecot.LMTPSocket}} {
+			if f.val != "" && !strings.HasPrefix(f.val, "/") {
+				eps = append(eps, endpoint{what: "dovecot." + f.key, path: []any{"dovecot", f.key}, unix: q + f.val})
 			}
-			continue
 		}
-		for i, s := range svc.specs {
-			var e endpoint
-			if port, err := parsePort(s); err == nil {
-				e = endpoint{port: port}
-			} else if ap, err := netip.ParseAddrPort(s); err == nil {
-				e = endpoint{host: ap.Addr().String(), port: int(ap.Port())}
-			} else {
+		for _, svc := range []struct {
+			key          string
+			specs        []string
+			plain, tls   int
+			defaultNames string
+		}{{"imap_listen", inv.Dovecot.IMAPListen, 143, 993, "imap"}, {"pop3_listen", inv.Dovecot.POP3Listen, 110, 995, "pop3"}} {
+			if len(svc.specs) == 0 {
+				for _, port := range []int{svc.plain, svc.tls} {
+					eps = append(eps, endpoint{what: "dovecot." + svc.key + " (default " + svc.defaultNames + ")", path: []any{"dovecot"}, port: port})
+				}
 				continue
 			}
-			e.path = []any{"dovecot", svc.key, i}
-			e.what = fieldName(e.path)
-			eps = append(eps, e)
+			for i, s := range svc.specs {
+				var e endpoint
+				if port, err := parsePort(s); err == nil {
+					e = endpoint{port: port}
+				} else if ap, err := netip.ParseAddrPort(s); err == nil {
+					e = endpoint{host: ap.Addr().String(), port: int(ap.Port())}
+				} else {
+					continue
+				}
+				e.path = []any{"dovecot", svc.key, i}
+				e.what = fieldName(e.path)
+				eps = append(eps, e)
+			}
 		}
 	}
 	for i := range eps {

@@ -39,7 +39,24 @@ type Node struct {
 	Addresses       []string `yaml:"addresses"`
 	TrustedNetworks []string `yaml:"trusted_networks"`
 	Resolver        string   `yaml:"resolver"`
+	// Role is what the node is: RoleMailnode (default), the MX and
+	// mailbox server of its local domains, or RoleNullClient, a host that
+	// takes no mail from the network, delivers nothing itself and hands
+	// every message to postfix.relayhost, signed by milterd.
+	Role string `yaml:"role"`
 }
+
+// The values of node.role.
+const (
+	RoleMailnode   = "mailnode"
+	RoleNullClient = "nullclient"
+)
+
+// Roles are the values node.role accepts.
+var Roles = []string{RoleMailnode, RoleNullClient}
+
+// NullClient reports whether node.role is nullclient.
+func (inv *Inventory) NullClient() bool { return inv.Node.Role == RoleNullClient }
 
 // Postfix holds the installed Postfix paths and listeners.
 type Postfix struct {

@@ -39,6 +39,11 @@ func (inv *Inventory) applyDefaults() {
 	if p.SMTPListen == nil {
 		p.SMTPListen = []string{"25"}
 	}
+	if inv.NullClient() {
+		// No submission (checkRole refuses it), and smtpd on loopback only.
+		p.SubmissionListen, p.SubmissionsListen = []string{}, []string{}
+		def(&p.InetInterfaces, "loopback-only")
+	}
 	if p.SubmissionListen == nil {
 		p.SubmissionListen = []string{"587"}
 	}

@@ -11,6 +11,10 @@
 //	dns/<domain>.zone                            (one per local domain, package dns)
 //	postfix/mailnode-inventory.digest            (the inventory's digest, see DigestFile)
 //
+// A null client (node.role: nullclient) gets main.cf, master.cf,
+// tls_policy, sasl_passwd, unbound.conf and the digest: no Dovecot, no
+// domain maps, no zones.
+//
 // Render is pure: the same inventory (and DKIM keys) gives the same bytes.
 // Files name the installed paths from the inventory (postfix.config_directory,
 // dovecot.config_directory, ...), never the staging directory. Write installs
@@ -62,6 +66,22 @@ var PostfixMaps = []struct{ Name, Compiler string }{
 	{"aliases", "postalias"},
 }
 
+// PostfixMapsFor lists the map sources rendered for inv, in PostfixMaps'
+// order: all of them for a mail node; for a null client only tls_policy,
+// the one map its main.cf names (it has no domains to route or deliver).
+func PostfixMapsFor(inv *inventory.Inventory) []struct{ Name, Compiler string } {
+	if !inv.NullClient() {
+		return PostfixMaps
+	}
+	var out []struct{ Name, Compiler string }
+	for _, m := range PostfixMaps {
+		if m.Name == "tls_policy" {
+			out = append(out, m)
+		}
+	}
+	return out
+}
+
 // DigestFile is the file under postfix/ that holds the digest of the
 // inventory rendered; policyd and milterd compare it with the inventory
 // they run (package internal/drift).
@@ -91,7 +111,7 @@ func Render(inv *inventory.Inventory) (Files, error) {
 			return nil
 		})
 	}
-	for _, m := range PostfixMaps {
+	for _, m := range PostfixMapsFor(inv) {
 		jobs = append(jobs, func(f Files) error {
 			f["postfix/"+m.Name] = postfixMap(inv, m.Name)
 			return nil
@@ -99,9 +119,16 @@ func Render(inv *inventory.Inventory) (Files, error) {
 	}
 	jobs = append(jobs,
 		func(f Files) error { return renderSASLPasswd(inv, f) },
-		func(f Files) error { return renderDovecot(inv, f) },
 		func(f Files) error { return renderUnbound(inv, f) })
 	local := inv.LocalDomains()
+	if inv.NullClient() {
+		// No Dovecot, and no zones: a null client's domains receive their
+		// mail elsewhere, and their zones are the mail node's to render.
+		// The DKIM records of its selectors are what `dkim keygen` prints.
+		local = nil
+	} else {
+		jobs = append(jobs, func(f Files) error { return renderDovecot(inv, f) })
+	}
 	const zonesPerJob = 256
 	for start := 0; start < len(local); start += zonesPerJob {
 		batch := local[start:min(start+zonesPerJob, len(local))]
@@ -171,7 +198,7 @@ type postfixData struct {
 	MailSpoolDirectory, LMTPSocket, SASLPath                 string
 	Policy, Milter, TLSCert, TLSKey                          string
 	RecipientDelimiter, RelayhostTLS                         string
-	RelayhostAuth                                            bool
+	RelayhostAuth, NullClient                                bool
 	SMTPListen, SubmissionListen, SubmissionsListen          []string
 	MessageSizeLimit, MailboxSizeLimit                       int64
 }
@@ -201,6 +228,7 @@ func renderPostfixConfig(inv *inventory.Inventory, files Files) error {
 		RecipientDelimiter: p.RecipientDelimiter,
 		RelayhostTLS:       p.RelayhostTLS,
 		RelayhostAuth:      p.RelayhostAuth != nil,
+		NullClient:         inv.NullClient(),
 		MessageSizeLimit:   p.MessageSizeLimit,
 		// local(8) refuses to start when its limit is below the message limit.
 		MailboxSizeLimit: max(51200000, p.MessageSizeLimit),
@@ -221,7 +249,11 @@ func renderPostfixConfig(inv *inventory.Inventory, files Files) error {
 		d.Milter = inv.Milter.Listen
 	}
 	for _, f := range []string{"main.cf", "master.cf"} {
-		b, err := execute(f+".tmpl", d)
+		t := f + ".tmpl"
+		if f == "main.cf" && d.NullClient {
+			t = "nullclient-main.cf.tmpl"
+		}
+		b, err := execute(t, d)
 		if err != nil {
 			return err
 		}

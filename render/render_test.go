@@ -23,6 +23,7 @@ var update = flag.Bool("update", false, "rewrite the golden files under testdata
 var goldenCases = []struct{ name, file string }{
 	{"example", "../examples/inventory.yaml"},
 	{"private", "testdata/private.yaml"},
+	{"nullclient", "../examples/nullclient.yaml"},
 }
 
 // load reads an inventory and points dkim.key_dir at a private copy of
@@ -351,7 +352,7 @@ func TestConsumers(t *testing.T) {
 				t.Errorf("postconf -n does not show smtpd_relay_restrictions:\n%s", out)
 			}
 			run("postconf", "-c", pdir, "-M")
-			for _, m := range PostfixMaps {
+			for _, m := range PostfixMapsFor(inv) {
 				run(m.Compiler, "-c", pdir, "hash:"+filepath.Join(pdir, m.Name))
 				if _, err := os.Stat(filepath.Join(pdir, m.Name+".db")); err != nil {
 					t.Errorf("%s did not build %s.db: %v", m.Compiler, m.Name, err)
@@ -379,6 +380,9 @@ func TestConsumers(t *testing.T) {
 				}
 			}
 			for _, d := range inv.LocalDomains() {
+				if inv.NullClient() {
+					break // no zones (TestNullClient)
+				}
 				out := run("named-checkzone", "-i", "local", "-k", "fail", "-m", "fail", "-M", "fail", "-n", "fail", "-S", "fail",
 					d.Name, filepath.Join(dir, "dns", d.Name+".zone"))
 				if lines := strings.Split(strings.TrimSpace(out), "\n"); len(lines) != 2 || lines[1] != "OK" {
@@ -386,6 +390,9 @@ func TestConsumers(t *testing.T) {
 				}
 			}
 			run("unbound-checkconf", filepath.Join(dir, "unbound", "unbound.conf"))
+			if inv.NullClient() {
+				return // no Dovecot (TestNullClient)
+			}
 			out = run("doveconf", "-c", filepath.Join(dir, "dovecot", "dovecot.conf"), "-n")
 			if !strings.Contains(out, "passwd-file") {
 				t.Errorf("doveconf -n lost the passdb:\n%s", out)
@@ -445,4 +452,80 @@ func listenerPorts(conf, service string) []string {
 		}
 	}
 	return ports
+}
+
+// A null client's Postfix, as Postfix itself reads it: loopback only, no
+// destination, no relaying for others, local delivery refused, everything
+// to the relayhost, milterd on both paths; and no Dovecot, zones or domain
+// maps at all.
+func TestNullClient(t *testing.T) {
+	if _, err := exec.LookPath("postconf"); err != nil {
+		if testing.Short() {
+			t.Skip("postconf not installed")
+		}
+		t.Fatal("this test needs postconf (Debian package postfix)")
+	}
+	inv := load(t, "../examples/nullclient.yaml")
+	files, err := Render(inv)
+	if err != nil {
+		t.Fatal(err)
+	}
+	want := []string{"postfix/main.cf", "postfix/master.cf", "postfix/tls_policy", SASLPasswd, "postfix/" + DigestFile, "unbound/unbound.conf"}
+	slices.Sort(want)
+	if got := files.Names(); !slices.Equal(got, want) {
+		t.Errorf("a null client renders %v, want %v", got, want)
+	}
+	dir := t.TempDir()
+	if _, err := Write(dir, files); err != nil {
+		t.Fatal(err)
+	}
+	pdir := filepath.Join(dir, "postfix")
+	out, err := exec.Command("postconf", "-c", pdir, "-n").CombinedOutput()
+	if err != nil {
+		t.Fatalf("postconf -n: %v\n%s", err, out)
+	}
+	got := map[string]string{}
+	for _, l := range strings.Split(string(out), "\n") {
+		if k, v, ok := strings.Cut(l, " = "); ok {
+			got[k] = v
+		} else if k, ok := strings.CutSuffix(l, " ="); ok {
+			got[k] = ""
+		}
+	}
+	for k, v := range map[string]string{
+		"inet_interfaces":          "loopback-only",
+		"mydestination":            "",
+		"relay_domains":            "",
+		"local_transport":          "error:5.1.1 local delivery disabled",
+		"relayhost":                "[mx1.example.com]:25",
+		"mynetworks":               "127.0.0.0/8",
+		"smtpd_relay_restrictions": "permit_mynetworks, reject",
+		"smtpd_milters":            "unix:/var/spool/postfix/private/mailnode-milter",
+		"non_smtpd_milters":        "unix:/var/spool/postfix/private/mailnode-milter",
+		"milter_default_action":    "tempfail",
+		"alias_maps":               "",
+	} {
+		if g, ok := got[k]; !ok || g != v {
+			t.Errorf("postconf -n: %s = %q (set: %v), want %q", k, g, ok, v)
+		}
+	}
+	for k := range got {
+		if strings.HasPrefix(k, "virtual_") || strings.HasPrefix(k, "smtpd_sasl") || k == "transport_maps" || strings.Contains(got[k], "check_policy_service") {
+			t.Errorf("a null client's main.cf sets %s = %s", k, got[k])
+		}
+	}
+	// master.cf: the loopback smtpd only, no submission service.
+	out, err = exec.Command("postconf", "-c", pdir, "-M").CombinedOutput()
+	if err != nil {
+		t.Fatalf("postconf -M: %v\n%s", err, out)
+	}
+	var inet []string
+	for _, l := range strings.Split(string(out), "\n") {
+		if f := strings.Fields(l); len(f) > 1 && f[1] == "inet" {
+			inet = append(inet, f[0])
+		}
+	}
+	if !slices.Equal(inet, []string{"25"}) {
+		t.Errorf("inet services %v, want [25] (bound by inet_interfaces = loopback-only)", inet)
+	}
 }

@@ -25,8 +25,9 @@ in_ns() { ip netns exec "$NS" "$@"; }
 cleanup() {
   set +e
   if [[ -d $T/postfix ]]; then in_ns postfix -c "$T/postfix" stop >/dev/null 2>&1; fi
+  if [[ -d $T/nc/postfix ]]; then in_ns postfix -c "$T/nc/postfix" stop >/dev/null 2>&1; fi
   if [[ -f $T/dovecot/dovecot.conf ]]; then in_ns doveadm -c "$T/dovecot/dovecot.conf" stop >/dev/null 2>&1; fi
-  for p in "$T"/state/*.pid "$T"/sink.pid; do [[ -f $p ]] && kill "$(cat "$p")" 2>/dev/null; done
+  for p in "$T"/state/*.pid "$T"/nc/state/*.pid "$T"/sink.pid; do [[ -f $p ]] && kill "$(cat "$p")" 2>/dev/null; done
   ip netns pids "$NS" 2>/dev/null | xargs -r kill 2>/dev/null
   sleep 0.5
   ip netns pids "$NS" 2>/dev/null | xargs -r kill -9 2>/dev/null
@@ -109,9 +110,38 @@ cat >"$T/play.yml" <<PLAY
     - role: $top/ansible/roles/mailnode
 PLAY
 
+# run_play [VARS] [ansible-playbook args]: VARS defaults to the mail node's.
 run_play() {
+  local vars=$T/vars.yml
+  if [[ ${1:-} == *.yml ]]; then vars=$1; shift; fi
   in_ns env ANSIBLE_CONFIG="$top/ansible/ansible.cfg" ANSIBLE_NOCOLOR=1 ANSIBLE_FORCE_COLOR=0 \
-    ansible-playbook -i localhost, -c local -e "@$T/vars.yml" "$T/play.yml" "$@"
+    ansible-playbook -i localhost, -c local -e "@$vars" "$T/play.yml" "$@"
+}
+
+# verify_dkim MSG KEYFILE...: every DKIM signature of MSG verifies with the
+# TXT records of the KEYFILEs (zone files, or mailnode dkim keygen's output);
+# prints "d/s" of each.
+verify_dkim() {
+  /usr/bin/python3 -I - "$@" <<'PY'
+import sys, re, dkim
+msg = open(sys.argv[1], 'rb').read()
+# smtp-sink -d adds X-Client-*/X-*-Args lines on top; no signature covers them.
+keys = {}
+for z in sys.argv[2:]:
+    text = open(z).read()
+    for m in re.finditer(r'^(\S+)\s+(?:\d+\s+)?IN\s+TXT\s+\(?\s*((?:"[^"]*"\s*)+)', text, re.M):
+        keys[m.group(1).rstrip('.')] = ''.join(re.findall(r'"([^"]*)"', m.group(2))).encode()
+def dnsfunc(name, timeout=5):
+    return keys.get(name.decode().rstrip('.'), b'')
+d = dkim.DKIM(msg)
+n = len([l for l in msg.split(b'\n') if l.startswith(b'DKIM-Signature:')])
+for i in range(n):
+    if not d.verify(idx=i, dnsfunc=dnsfunc):
+        sys.exit(f"signature {i} failed")
+    print(f"{d.domain.decode()}/{d.selector.decode()}")
+if n == 0:
+    sys.exit("no DKIM signature")
+PY
 }
 
 log "first run"
@@ -139,29 +169,72 @@ for i in $(seq 1 100); do ls "$T"/sink/* >/dev/null 2>&1 && break; sleep 0.1; do
 msg=$(ls "$T"/sink/* 2>/dev/null | head -1)
 [[ -n $msg ]] || { tail -20 "$T/maillog"; fail "nothing reached the relay domain's next hop"; }
 grep -q '^DKIM-Signature:' "$msg" || fail "message at next hop is not DKIM-signed"
-/usr/bin/python3 -I - "$msg" "$T/staging/dns" <<'PY' || fail "DKIM signature does not verify with the zone's keys"
-import sys, glob, re, dkim
-msg = open(sys.argv[1], 'rb').read()
-# smtp-sink -d adds X-Client-*/X-*-Args lines on top; no signature covers them.
-keys = {}
-for z in glob.glob(sys.argv[2] + '/*.zone'):
-    text = open(z).read()
-    for m in re.finditer(r'^(\S+)\s+(?:\d+\s+)?IN\s+TXT\s+((?:"[^"]*"\s*)+)', text, re.M):
-        keys[m.group(1).rstrip('.')] = ''.join(re.findall(r'"([^"]*)"', m.group(2))).encode()
-def dnsfunc(name, timeout=5):
-    return keys.get(name.decode().rstrip('.'), b'')
-d = dkim.DKIM(msg)
-n = 0
-for i in range(len([l for l in msg.split(b'\n') if l.startswith(b'DKIM-Signature:')])):
-    if not d.verify(idx=i, dnsfunc=dnsfunc):
-        sys.exit(f"signature {i} failed")
-    n += 1
-print(f"{n} DKIM signature(s) verified")
-PY
+sigs=$(verify_dkim "$msg" "$T"/staging/dns/*.zone) || fail "DKIM signature does not verify with the zone's keys"
+echo "DKIM signatures verified: $sigs"
 
 log "smoke: outside -> local mailbox lands in Maildir"
 in_ns swaks --server 127.0.0.1:2525 --from sender@outside.test --to bob@example.com --header "Subject: to bob" >/dev/null 2>&1 || fail "delivery to bob refused"
 for i in $(seq 1 100); do ls "$T"/vmail/example.com/bob/new/* >/dev/null 2>&1 && break; sleep 0.1; done
 ls "$T"/vmail/example.com/bob/new/* >/dev/null 2>&1 || { tail -20 "$T/maillog"; fail "message did not reach bob's Maildir"; }
 
-echo "ansible: 3 runs (apply, idempotent, check mode) and 3 smoke checks passed"
+# A null client beside the node: the role applied to examples/nullclient.yaml,
+# relaying through the node's submission service with alice's login.
+N=$T/nc
+mkdir -p "$N"
+printf 'alicepass\n' >"$N/relayhost.secret"
+chmod 600 "$N/relayhost.secret"
+/usr/bin/python3 -I - "$top/examples/nullclient.yaml" "$T" "$N" >"$N/vars.yml" <<'PY'
+import sys, yaml
+inv = yaml.safe_load(open(sys.argv[1]))
+T, N = sys.argv[2], sys.argv[3]
+inv['node']['trusted_networks'] = ['127.0.0.1/32']
+inv['postfix'] = {
+    'config_directory': f'{N}/postfix', 'queue_directory': f'{N}/queue', 'data_directory': f'{N}/data',
+    'smtp_listen': ['2725'], 'inet_protocols': 'ipv4',
+    'maillog_file': f'{N}/maillog', 'instance_name': 'postfix-ansible-nc',
+    'relayhost': '[127.0.0.1]:2587',
+    'relayhost_auth': {'username': 'alice@example.com', 'password_file': f'{N}/relayhost.secret'},
+}
+inv['milter'] = {'listen': f'unix:{N}/queue/mailnode/milter.sock'}
+inv['dkim'] = {'key_dir': f'{N}/dkim'}
+out = {
+    'mailnode_inventory': inv,
+    'mailnode_binary_src': f'{T}/mailnode.build',
+    'mailnode_binary_path': f'{T}/bin/mailnode',
+    'mailnode_etc_dir': f'{N}/etc',
+    'mailnode_staging_dir': f'{N}/staging',
+    'mailnode_state_dir': f'{N}/state',
+    'mailnode_log_dir': f'{N}/log',
+    'mailnode_unbound_conf': f'{N}/unbound.conf',
+    'mailnode_manage_unbound': False,
+    # A user of its own: the node's sidecars run as mailnode, whose home is
+    # the node's state directory (one host, two deployments).
+    'mailnode_user': 'mailnode-nc', 'mailnode_group': 'mailnode-nc',
+    'mailnode_service_manager': 'direct',
+}
+yaml.safe_dump(out, sys.stdout, sort_keys=False)
+PY
+
+log "null client: first run"
+run_play "$N/vars.yml" >"$N/run1.log" 2>&1 || { tail -60 "$N/run1.log"; fail "null client: first run failed"; }
+grep -E '^localhost' "$N/run1.log"
+log "null client: second run (must change nothing)"
+run_play "$N/vars.yml" >"$N/run2.log" 2>&1 || { tail -60 "$N/run2.log"; fail "null client: second run failed"; }
+recap=$(grep -E '^localhost' "$N/run2.log")
+echo "$recap"
+[[ $recap =~ changed=0 ]] || { grep -B2 -E '^changed:' "$N/run2.log" | head -40; fail "null client: second run changed something"; }
+[[ ! -e $N/staging/dovecot && ! -e $N/state/policyd.pid ]] || fail "null client: Dovecot configuration or policyd deployed"
+
+log "smoke: sendmail on the null client -> bob's Maildir on the node, signed by both"
+before=$(ls "$T"/vmail/example.com/bob/new/ | wc -l)
+printf 'From: alice@example.com\nTo: bob@example.com\nSubject: via the null client\n\nsent with sendmail on app1\n' |
+  in_ns /usr/sbin/sendmail -C "$N/postfix" -i -f alice@example.com bob@example.com || fail "null client: sendmail failed"
+for i in $(seq 1 200); do (( $(ls "$T"/vmail/example.com/bob/new/ | wc -l) > before )) && break; sleep 0.1; done
+msg=$(grep -l '^Subject: via the null client' "$T"/vmail/example.com/bob/new/* 2>/dev/null | head -1)
+[[ -n $msg ]] || { tail -20 "$N/maillog"; tail -20 "$T/maillog"; fail "null client: nothing reached bob's Maildir"; }
+"$T/bin/mailnode" dkim keygen --inventory "$N/etc/inventory.yaml" >"$N/dkim.txt"
+sigs=$(verify_dkim "$msg" "$N/dkim.txt" "$T"/staging/dns/*.zone) || fail "null client: a DKIM signature does not verify"
+echo "DKIM signatures verified: $sigs"
+grep -qx 'example.com/app1e' <<<"$sigs" && grep -qx 'example.com/app1r' <<<"$sigs" || fail "null client: not signed with its own selectors"
+
+echo "ansible: mail node (apply, idempotent, check mode, 3 smoke checks) and null client (apply, idempotent, 1 smoke check) passed"

@@ -30,6 +30,9 @@ writes to dns/<domain>.zone.`,
 				if err != nil {
 					return err
 				}
+				if err := noZoneOnNullClient(inv); err != nil {
+					return err
+				}
 				domains := inv.LocalDomains()
 				if d := c.String("domain"); d != "" {
 					dom := inv.Domain(d)
@@ -88,6 +91,16 @@ func domainFlag() *cli.StringFlag {
 }
 
 // loadAndReport loads --inventory and prints every problem when it is invalid.
+// noZoneOnNullClient refuses the zone commands for a null client: its
+// domains receive their mail on the mail node behind postfix.relayhost, whose
+// inventory describes their zones; the null client only adds DKIM records.
+func noZoneOnNullClient(inv *inventory.Inventory) error {
+	if !inv.NullClient() {
+		return nil
+	}
+	return cli.Exit(fmt.Sprintf("%s is a null client (node.role: nullclient): its domains' zones are the mail node's (render them from that inventory); publish this host's DKIM records, which mailnode dkim keygen prints and mailnode dkim status checks", inv.Node.Hostname), 2)
+}
+
 func loadAndReport(c *cli.Context) (*inventory.Inventory, error) {
 	path := c.String("inventory")
 	inv, err := inventory.Load(path)
@@ -104,6 +117,9 @@ func loadAndReport(c *cli.Context) (*inventory.Inventory, error) {
 func dnsCheck(c *cli.Context) error {
 	inv, err := loadAndReport(c)
 	if err != nil {
+		return err
+	}
+	if err := noZoneOnNullClient(inv); err != nil {
 		return err
 	}
 	domains := append(inv.LocalDomains(), inv.RelayDomains()...)

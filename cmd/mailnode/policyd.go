@@ -90,6 +90,9 @@ func runPolicyd(cx *cli.Context) error {
 	if err != nil {
 		return cli.Exit(fmt.Sprintf("policyd: %v", err), 1)
 	}
+	if inv.NullClient() {
+		return cli.Exit(fmt.Sprintf("policyd: %s: %s is a null client (node.role: nullclient): its Postfix asks no policy service; run only milterd there", path, inv.Node.Hostname), 2)
+	}
 	listen := cx.String("listen")
 	if listen == "" {
 		listen = inv.Policy.Listen
@@ -241,6 +244,11 @@ func reloadInventory(log *slog.Logger, srv *policy.Server, m *policy.Metrics, pa
 		for _, p := range inventory.AsProblems(err) {
 			log.Error("policyd: reload failed; keeping the running inventory", "problem", p.Error())
 		}
+		return nil
+	}
+	if inv.NullClient() {
+		m.Reloaded(false)
+		log.Error("policyd: reload failed; keeping the running inventory", "problem", path+": node.role is nullclient now, and a null client runs no policyd")
 		return nil
 	}
 	old := srv.Inventory()

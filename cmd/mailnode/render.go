@@ -28,6 +28,10 @@ staging tree DIR:
    DIR/unbound/   unbound.conf                      -> the node's own resolver
    DIR/dns/       <domain>.zone for each local domain, to publish
 
+A null client (node.role: nullclient) gets DIR/postfix/ with main.cf, master.cf,
+tls_policy and sasl_passwd, and DIR/unbound/: no Dovecot, no domain maps and no
+zones (its domains' zones are the mail node's).
+
 Files name the installed paths from the inventory, never DIR, so the same
 inventory always gives the same bytes. When postfix.config_directory is
 DIR/postfix (a private instance), Postfix runs straight from the tree.
@@ -91,7 +95,7 @@ Exit status: 0 ok, 1 differences (--check), 2 invalid inventory or error.`,
 				fmt.Fprintf(c.App.Writer, "wrote %s\n", filepath.Join(out, n))
 			}
 			if c.Bool("postmap") {
-				if err := postmap(filepath.Join(out, "postfix")); err != nil {
+				if err := postmap(filepath.Join(out, "postfix"), render.PostfixMapsFor(inv)); err != nil {
 					return cli.Exit(err.Error(), 2)
 				}
 			}
@@ -102,8 +106,8 @@ Exit status: 0 ok, 1 differences (--check), 2 invalid inventory or error.`,
 
 // postmap compiles every map source in dir (the rendered postfix/ tree,
 // which holds the main.cf postmap reads with -c).
-func postmap(dir string) error {
-	for _, m := range render.PostfixMaps {
+func postmap(dir string, maps []struct{ Name, Compiler string }) error {
+	for _, m := range maps {
 		cmd := exec.Command(m.Compiler, "-c", dir, "hash:"+filepath.Join(dir, m.Name))
 		cmd.Stdout, cmd.Stderr = os.Stdout, os.Stderr
 		if err := cmd.Run(); err != nil {

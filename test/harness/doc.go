@@ -46,6 +46,13 @@
 // stops in t.Cleanup; when the test failed, the mail log and Dovecot's log
 // are printed. MAILNODE_KEEP=1 keeps the tree for a post-mortem.
 //
+// A null client (an inventory with node.role: nullclient, such as
+// examples/nullclient.yaml; n.NullClient) starts Postfix and, with
+// Options.Milter, milterd only: its smtpd on a bare port that its
+// inet_interfaces (loopback-only) keeps on 127.0.0.1, no submission,
+// Dovecot or policyd (Options.Policy is an error), and its relayhost the
+// in-process Sink or Options.RelayNexthop unless Edit names another.
+//
 // Trust: node.trusted_networks becomes TrustedClient/32 (127.0.0.2) plus
 // the inventory's non-loopback networks, so a client from OutsideClient
 // (127.0.0.1, the default source) is neither trusted nor authenticated and

@@ -94,7 +94,12 @@ type Node struct {
 	Submissions string
 	IMAP, POP3  string // Dovecot, plain (STARTTLS available)
 
-	Sink *Sink // next hop of every relay domain (nil with Options.RelayNexthop)
+	Sink *Sink // next hop of every relay domain (nil with Options.RelayNexthop); a null client's relayhost
+	// NullClient: the inventory's node.role is nullclient. Such a node has
+	// Postfix (SMTP is its loopback smtpd) and milterd only: no Dovecot,
+	// no policyd, no submission; its relayhost is Sink (or
+	// Options.RelayNexthop) unless Edit names another.
+	NullClient bool
 
 	PostfixConfig string // postfix.config_directory (Dir/postfix)
 	DovecotConfig string // dovecot.conf path
@@ -126,7 +131,9 @@ func StartNode(t testing.TB, opt Options) *Node {
 		t.Cleanup(func() {
 			if t.Failed() {
 				t.Logf("mail log of the failed test:\n%s", n.MailLog())
-				t.Logf("dovecot log:\n%s", readFile(filepath.Join(n.Dir, "log", "dovecot.log")))
+				if !n.NullClient {
+					t.Logf("dovecot log:\n%s", readFile(filepath.Join(n.Dir, "log", "dovecot.log")))
+				}
 			}
 			if err := n.Stop(); err != nil {
 				t.Errorf("stopping the node: %v", err)
@@ -221,6 +228,7 @@ func (n *Node) prepare(src string, opt Options) error {
 	n.SMTP, n.Submission, n.IMAP, n.POP3 = lo(ports.SMTP), lo(ports.Submission), lo(ports.IMAP), lo(ports.POP3)
 	n.Submissions = lo(ports.Submissions)
 	q := n.path("queue")
+	n.NullClient = Get(doc, "node.role") == inventory.RoleNullClient
 	trusted := opt.TrustedNetworks
 	if trusted == nil {
 		trusted = []string{TrustedClient + "/32"}
@@ -241,29 +249,40 @@ func (n *Node) prepare(src string, opt Options) error {
 	Set(doc, "postfix.config_directory", n.path("postfix"))
 	Set(doc, "postfix.queue_directory", q)
 	Set(doc, "postfix.data_directory", n.path("data"))
-	Set(doc, "postfix.smtp_listen", []any{n.SMTP})
-	Set(doc, "postfix.submission_listen", []any{n.Submission})
-	Set(doc, "postfix.submissions_listen", []any{n.Submissions})
 	Set(doc, "postfix.tls", map[string]any{"cert_file": n.CertFile, "key_file": keyFile})
-	Set(doc, "postfix.inet_interfaces", "127.0.0.1")
 	Set(doc, "postfix.inet_protocols", "ipv4")
+	if n.NullClient {
+		// A port alone: the role's inet_interfaces (loopback-only) is what
+		// keeps the null client's smtpd off every other address.
+		Set(doc, "postfix.smtp_listen", []any{strconv.Itoa(ports.SMTP)})
+		n.Submission, n.Submissions, n.IMAP, n.POP3 = "", "", "", ""
+	} else {
+		Set(doc, "postfix.smtp_listen", []any{n.SMTP})
+		Set(doc, "postfix.submission_listen", []any{n.Submission})
+		Set(doc, "postfix.submissions_listen", []any{n.Submissions})
+		Set(doc, "postfix.inet_interfaces", "127.0.0.1")
+	}
 	Set(doc, "postfix.maillog_file", n.path("log", "maillog"))
 	Set(doc, "postfix.instance_name", "mailnode-"+filepath.Base(n.Dir))
 	Set(doc, "postfix.mail_spool_directory", n.path("spool"))
 	Set(doc, "postfix.relayhost", "")
-	Set(doc, "policy.enabled", opt.Policy)
-	Set(doc, "policy.listen", "unix:"+q+"/private/mailnode-policy")
-	if b, _ := Get(doc, "policy.state.backend").(string); b == "" || b == "bbolt" {
-		Set(doc, "policy.state.path", n.path("state", "state.db"))
+	if !n.NullClient { // a null client runs no policyd and no Dovecot
+		Set(doc, "policy.enabled", opt.Policy)
+		Set(doc, "policy.listen", "unix:"+q+"/private/mailnode-policy")
+		if b, _ := Get(doc, "policy.state.backend").(string); b == "" || b == "bbolt" {
+			Set(doc, "policy.state.path", n.path("state", "state.db"))
+		}
+		Set(doc, "dovecot.config_directory", n.path("dovecot"))
+		Set(doc, "dovecot.base_dir", n.path("run"))
+		Set(doc, "dovecot.mail_location", "maildir:"+n.path("vmail")+"/%d/%n")
+		Set(doc, "dovecot.imap_listen", []any{n.IMAP})
+		Set(doc, "dovecot.pop3_listen", []any{n.POP3})
+		Set(doc, "dovecot.log_path", n.path("log", "dovecot.log"))
+	} else if opt.Policy {
+		return fmt.Errorf("harness: a null client runs no policyd (Options.Policy)")
 	}
 	Set(doc, "milter.enabled", opt.Milter)
 	Set(doc, "milter.listen", "unix:"+q+"/private/mailnode-milter")
-	Set(doc, "dovecot.config_directory", n.path("dovecot"))
-	Set(doc, "dovecot.base_dir", n.path("run"))
-	Set(doc, "dovecot.mail_location", "maildir:"+n.path("vmail")+"/%d/%n")
-	Set(doc, "dovecot.imap_listen", []any{n.IMAP})
-	Set(doc, "dovecot.pop3_listen", []any{n.POP3})
-	Set(doc, "dovecot.log_path", n.path("log", "dovecot.log"))
 	Set(doc, "dkim.key_dir", n.path("dkim"))
 	nexthop := opt.RelayNexthop
 	if nexthop == "" {
@@ -271,6 +290,9 @@ func (n *Node) prepare(src string, opt Options) error {
 			return err
 		}
 		nexthop = "[127.0.0.1]:" + n.Sink.Port()
+	}
+	if n.NullClient {
+		Set(doc, "postfix.relayhost", nexthop)
 	}
 	if ds, ok := doc["domains"].([]any); ok {
 		for _, d := range ds {
@@ -315,7 +337,9 @@ func (n *Node) prepare(src string, opt Options) error {
 		}
 	}
 	n.PostfixConfig = n.Inv.Postfix.ConfigDirectory
-	n.DovecotConfig = filepath.Join(n.Inv.Dovecot.ConfigDirectory, "dovecot.conf")
+	if !n.NullClient {
+		n.DovecotConfig = filepath.Join(n.Inv.Dovecot.ConfigDirectory, "dovecot.conf")
+	}
 	if _, err := n.run(n.Bin, "render-config", "--inventory", n.InventoryPath, "--out", n.Dir, "--postmap"); err != nil {
 		return err
 	}
@@ -338,6 +362,16 @@ func (n *Node) start(opt Options) error {
 		if err := n.startDaemon("milterd", n.Inv.Milter.Listen); err != nil {
 			return err
 		}
+	}
+	if n.NullClient {
+		if err := n.runDaemonizing("postfix", "-c", n.PostfixConfig, "start"); err != nil {
+			return err
+		}
+		if err := WaitBanner(n.SMTP, 20*time.Second); err != nil {
+			return fmt.Errorf("postfix: %w", err)
+		}
+		n.logf("null client %s up in %s: loopback smtp %s, relayhost %s", n.Hostname, n.Dir, n.SMTP, n.Inv.Postfix.Relayhost)
+		return nil
 	}
 	if err := n.runDaemonizing("dovecot", "-c", n.DovecotConfig); err != nil {
 		return err

@@ -8,15 +8,20 @@
 // policyd and milterd from it on fixed loopback ports inside the network
 // namespace mailnode-demo (only loopback: nothing reaches off the
 // machine), with an SMTP sink standing in for the relay domain's next hop.
-// It sends one welcome message through the node to check it works, then
-// prints ready-to-paste swaks lines and where mail lands. down stops
-// everything and deletes the namespace; the mail in DIR stays (make clean
+// It sends one welcome message through the node to check it works. Beside
+// it runs a null client (examples/nullclient.yaml, in DIR/nullclient):
+// Postfix and milterd only, relaying through the node's submission service
+// with alice's login; one message submitted with its sendmail checks that
+// path, signed by both. up then prints ready-to-paste swaks and sendmail
+// lines and where mail lands. down stops everything and deletes the
+// namespace; the mail in DIR stays (make clean
 // removes it). Both need root. The building blocks are package
 // test/harness, the same ones the end-to-end tests use.
 package main
 
 import (
 	"bytes"
+	"errors"
 	"flag"
 	"fmt"
 	"io"
@@ -38,11 +43,18 @@ var ports = harness.Ports{SMTP: 2525, Submission: 2587, IMAP: 2143, POP3: 2110}
 
 const sinkPort = 2526
 
+// nullClientPort is the null client's loopback smtpd.
+const nullClientPort = 2725
+
+// nullClientDir is the null client's tree inside the demo's DIR.
+func nullClientDir(dir string) string { return filepath.Join(dir, "nullclient") }
+
 func usage() {
 	fmt.Fprintf(os.Stderr, `usage: demo up|down [--dir DIR]
 
   up    render examples/inventory.yaml into DIR and start a private node
-        (Postfix, Dovecot, policyd, milterd) in network namespace %s
+        (Postfix, Dovecot, policyd, milterd) in network namespace %s,
+        and beside it the null client of examples/nullclient.yaml
   down  stop it and delete the namespace (DIR keeps the mail)
 `, Namespace)
 	os.Exit(2)
@@ -181,8 +193,69 @@ func upInside(dir string) error {
 		}
 		time.Sleep(50 * time.Millisecond)
 	}
+	if err := upNullClient(dir, n); err != nil {
+		return err
+	}
 	printHelp(dir)
 	return nil
+}
+
+// upNullClient starts the null client of examples/nullclient.yaml, whose
+// relayhost is the node's submission service (STARTTLS, then alice's
+// login), and checks it: a message submitted with its sendmail reaches
+// bob's Maildir signed by the null client's selectors and the node's.
+func upNullClient(dir string, node *harness.Node) error {
+	root, err := harness.RepoRoot()
+	if err != nil {
+		return err
+	}
+	ncDir := nullClientDir(dir)
+	if err := os.MkdirAll(ncDir, 0o755); err != nil {
+		return err
+	}
+	secret := filepath.Join(ncDir, "relayhost.secret")
+	if err := os.WriteFile(secret, []byte("alicepass\n"), 0o600); err != nil {
+		return err
+	}
+	nc, err := harness.Start(harness.Options{
+		Dir:          ncDir,
+		Inventory:    filepath.Join(root, "examples", "nullclient.yaml"),
+		Milter:       true,
+		DKIMKeys:     true,
+		Ports:        harness.Ports{SMTP: nullClientPort},
+		RelayNexthop: "[127.0.0.1]:" + strconv.Itoa(ports.Submission),
+		Log:          func(f string, a ...any) { fmt.Printf(f+"\n", a...) },
+		Edit: func(doc map[string]any) {
+			harness.Set(doc, "postfix.relayhost_auth", map[string]any{"username": "alice@example.com", "password_file": secret})
+		},
+	})
+	if err != nil {
+		return fmt.Errorf("null client: %w", err)
+	}
+	before, _ := node.ReadMaildir("bob@example.com")
+	msg := harness.NewMessage("alice@example.com", "bob@example.com", "Sent with the null client's sendmail",
+		"This message left the null client signed by its milterd and went to the node's submission service.")
+	cmd := exec.Command("/usr/sbin/sendmail", "-C", nc.PostfixConfig, "-i", "-f", "alice@example.com", "--", "bob@example.com")
+	cmd.Stdin = bytes.NewReader(harness.LF(msg))
+	if out, err := cmd.CombinedOutput(); err != nil {
+		return fmt.Errorf("self-check: the null client's sendmail: %v\n%s", err, out)
+	}
+	for deadline := time.Now().Add(30 * time.Second); ; time.Sleep(50 * time.Millisecond) {
+		got, _ := node.ReadMaildir("bob@example.com")
+		if len(got) > len(before) {
+			m := got[len(got)-1]
+			for _, sel := range []string{"s=app1e;", "s=app1r;", "s=mx2026r;", "s=mx2026e;"} {
+				if !bytes.Contains(m.Data, []byte(sel)) {
+					return fmt.Errorf("self-check: the null client's message in bob's Maildir has no DKIM-Signature with %s\n%s", sel, m.Data)
+				}
+			}
+			fmt.Printf("Self-check: the null client's message delivered to %s, signed by the null client and the node\n\n", m.Path)
+			return nil
+		}
+		if time.Now().After(deadline) {
+			return errors.New("self-check: the null client's message did not reach bob's Maildir in 30s\n--- null client:\n" + nc.MailLog() + "\n--- node:\n" + node.MailLog())
+		}
+	}
 }
 
 func printHelp(dir string) {
@@ -213,14 +286,22 @@ Submit as alice (signed by milterd), to a mailbox and to the relay domain:
 See policyd refuse relaying:
   %sswaks --server 127.0.0.1:%d --from someone@outside.test --to x@elsewhere.test --quit-after RCPT
 
+Null client app1.example.com (examples/nullclient.yaml; Postfix and milterd only, state in
+%s): sends only, to the node's submission service as alice; nothing listens off loopback,
+its loopback smtpd 127.0.0.1:%d takes mail from 127.0.0.2 only. Send with its sendmail, then
+look in bob's Maildir for the DKIM-Signatures of app1e/app1r (null client) and mx2026r/mx2026e (node):
+  printf 'From: alice@example.com\nSubject: from app1\n\nhello\n' | %s/usr/sbin/sendmail -C %s -i -f alice@example.com bob@example.com
+
 Where mail lands:
   %s/vmail/<domain>/<user>/new/   local mailboxes (Dovecot LMTP, Maildir)
   %s/spool/root                   unix users (local(8), mbox): root@mx1.example.com
   %s/sink/*.eml                   relay domain partner.org (the next hop)
-Logs: %s/log/maillog, dovecot.log, policyd.log, milterd.log
+Logs: %s/log/maillog, dovecot.log, policyd.log, milterd.log; the null client's in %s/log/
 Stop: make demo-stop
 `, Namespace, d, ports.SMTP, ports.Submission, ports.IMAP, ports.POP3, sinkPort,
-		greylistDelay, x, ports.SMTP, x, ports.Submission, x, ports.SMTP, d, d, d, d)
+		greylistDelay, x, ports.SMTP, x, ports.Submission, x, ports.SMTP,
+		rel(nullClientDir(dir)), nullClientPort, x, filepath.Join(nullClientDir(dir), "postfix"),
+		d, d, d, d, rel(nullClientDir(dir)))
 }
 
 // running reports whether the demo's Postfix master is alive.
@@ -234,7 +315,7 @@ func running(dir string) bool {
 }
 
 func down(dir string) error {
-	err := harness.StopDir(dir)
+	err := errors.Join(harness.StopDir(nullClientDir(dir)), harness.StopDir(dir))
 	if e := harness.DeleteNetns(Namespace); e != nil && err == nil {
 		err = e
 	}
