@@ -1,0 +1,210 @@
+package antivirus_test
+
+import (
+	"bufio"
+	"context"
+	"encoding/base64"
+	"encoding/binary"
+	"io"
+	"net"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/mailnode/mailnode/antivirus"
+	"github.com/mailnode/mailnode/antivirus/clamdtest"
+)
+
+func TestParseReply(t *testing.T) {
+	for _, c := range []struct {
+		reply, virus string
+		err          bool
+	}{
+		{"stream: OK", "", false},
+		{"stream: Win.Test.EICAR_HDB-1 FOUND", "Win.Test.EICAR_HDB-1", false},
+		{"stream: Some Name With Spaces FOUND", "Some Name With Spaces", false},
+		{"INSTREAM size limit exceeded. ERROR", "", true},
+		{"stream:  FOUND", "", true},
+		{"stream: OKAY", "", true},
+		{"", "", true},
+	} {
+		v, err := antivirus.ParseReply(c.reply)
+		if v != c.virus || (err != nil) != c.err {
+			t.Errorf("ParseReply(%q) = %q, %v; want %q, error %v", c.reply, v, err, c.virus, c.err)
+		}
+	}
+}
+
+func TestReplyName(t *testing.T) {
+	for in, want := range map[string]string{
+		"Win.Test.EICAR_HDB-1":   "Win.Test.EICAR_HDB-1",
+		"bad\r\n550 injected":    "bad??550 injected",
+		"caf\xc3\xa9":            "caf??",
+		"":                       "unnamed",
+		strings.Repeat("A", 300): strings.Repeat("A", 97) + "...",
+		"  spaced  ":             "spaced",
+	} {
+		if got := antivirus.ReplyName(in); got != want {
+			t.Errorf("ReplyName(%q) = %q, want %q", in, got, want)
+		}
+	}
+}
+
+func TestSplitAddress(t *testing.T) {
+	for in, want := range map[string]string{
+		"unix:/run/clamav/clamd.ctl": "unix /run/clamav/clamd.ctl",
+		"127.0.0.1:3310":             "tcp 127.0.0.1:3310",
+		"[::1]:3310":                 "tcp [::1]:3310",
+		"unix:relative":              "error",
+		"/run/clamav/clamd.ctl":      "error",
+		"localhost":                  "error",
+	} {
+		n, a, err := antivirus.SplitAddress(in)
+		got := n + " " + a
+		if err != nil {
+			got = "error"
+		}
+		if got != want {
+			t.Errorf("SplitAddress(%q) = %q, want %q", in, got, want)
+		}
+	}
+}
+
+// fakeClamd reads one INSTREAM (checking the chunk framing) and answers
+// reply; it hands the reassembled stream to got.
+func fakeClamd(t *testing.T, reply string, got chan<- []byte) string {
+	t.Helper()
+	sock := filepath.Join(t.TempDir(), "clamd.sock")
+	l, err := net.Listen("unix", sock)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { l.Close() })
+	go func() {
+		c, err := l.Accept()
+		if err != nil {
+			return
+		}
+		defer c.Close()
+		r := bufio.NewReader(c)
+		cmd, err := r.ReadString(0)
+		if err != nil || cmd != "zINSTREAM\x00" {
+			t.Errorf("command %q, %v", cmd, err)
+			return
+		}
+		var data []byte
+		for {
+			var size [4]byte
+			if _, err := io.ReadFull(r, size[:]); err != nil {
+				t.Errorf("chunk size: %v", err)
+				return
+			}
+			n := binary.BigEndian.Uint32(size[:])
+			if n == 0 {
+				break
+			}
+			chunk := make([]byte, n)
+			if _, err := io.ReadFull(r, chunk); err != nil {
+				t.Errorf("chunk: %v", err)
+				return
+			}
+			data = append(data, chunk...)
+		}
+		got <- data
+		if reply != "" {
+			c.Write([]byte(reply + "\x00"))
+		}
+	}()
+	return "unix:" + sock
+}
+
+func TestScanFraming(t *testing.T) {
+	got := make(chan []byte, 1)
+	c := &antivirus.Clamd{Address: fakeClamd(t, "stream: Fake.Sig FOUND", got), MaxBytes: 3 << 20}
+	s := c.Start(context.Background())
+	want := strings.Repeat("0123456789abcdef", 1<<18) // 4 MiB: chunks split at 1 MiB, cut at 3 MiB
+	for i := 0; i < len(want); i += 7000 {
+		if err := s.Write([]byte(want[i:min(i+7000, len(want))])); err != nil {
+			t.Fatal(err)
+		}
+	}
+	s.Finish()
+	res, err := s.Wait(context.Background())
+	if err != nil || res.Virus != "Fake.Sig" || !res.Truncated || res.Bytes != 3<<20 {
+		t.Fatalf("Wait = %+v, %v", res, err)
+	}
+	if d := <-got; string(d) != want[:3<<20] {
+		t.Errorf("clamd got %d bytes, not the first 3 MiB of the message", len(d))
+	}
+}
+
+func TestScanErrors(t *testing.T) {
+	// Nobody listening: the error comes at the end, from Wait.
+	c := &antivirus.Clamd{Address: "unix:" + filepath.Join(t.TempDir(), "none.sock")}
+	s := c.Start(context.Background())
+	s.Write([]byte("hello"))
+	s.Finish()
+	if _, err := s.Wait(context.Background()); err == nil || !strings.Contains(err.Error(), "clamd") {
+		t.Errorf("no clamd: %v", err)
+	}
+	// clamd closing without an answer.
+	got := make(chan []byte, 1)
+	c = &antivirus.Clamd{Address: fakeClamd(t, "", got)}
+	if _, err := c.ScanBytes(context.Background(), []byte("x")); err == nil {
+		t.Error("no answer: no error")
+	}
+	// A slow clamd: the context ends the wait.
+	sock := filepath.Join(t.TempDir(), "slow.sock")
+	l, err := net.Listen("unix", sock)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer l.Close()
+	go func() {
+		c, err := l.Accept()
+		if err == nil {
+			io.Copy(io.Discard, c)
+		}
+	}()
+	ctx, cancel := context.WithTimeout(context.Background(), 200*time.Millisecond)
+	defer cancel()
+	c = &antivirus.Clamd{Address: "unix:" + sock}
+	start := time.Now()
+	if _, err := c.ScanBytes(ctx, []byte("x")); err == nil || time.Since(start) > 5*time.Second {
+		t.Errorf("slow clamd: %v after %v", err, time.Since(start))
+	}
+}
+
+// TestRealClamd scans with Debian's clamd and the test database: a clean
+// message, the EICAR file as a base64 attachment, and a stream over
+// clamd's StreamMaxLength.
+func TestRealClamd(t *testing.T) {
+	if why := clamdtest.Available(); why != "" {
+		t.Skip(why)
+	}
+	d, err := clamdtest.Start(t.TempDir(), clamdtest.Options{StreamMaxLength: "1M"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer d.Proc.Stop()
+	c := &antivirus.Clamd{Address: d.Address}
+	ctx := context.Background()
+	if err := c.Ping(ctx); err != nil {
+		t.Fatal(err)
+	}
+	if res, err := c.ScanBytes(ctx, []byte("Subject: hi\r\n\r\nLunch on Thursday?\r\n")); err != nil || res.Virus != "" {
+		t.Errorf("clean: %+v, %v", res, err)
+	}
+	msg := "Subject: report\r\nMIME-Version: 1.0\r\nContent-Type: multipart/mixed; boundary=b1\r\n\r\n--b1\r\n" +
+		"Content-Type: text/plain\r\n\r\nsee attachment\r\n--b1\r\nContent-Type: application/octet-stream; name=x.com\r\n" +
+		"Content-Transfer-Encoding: base64\r\n\r\n" + base64.StdEncoding.EncodeToString([]byte(clamdtest.EICAR())) + "\r\n--b1--\r\n"
+	if res, err := c.ScanBytes(ctx, []byte(msg)); err != nil || res.Virus != clamdtest.VirusName {
+		t.Errorf("EICAR attachment: %+v, %v", res, err)
+	}
+	// Over StreamMaxLength: clamd's own error, not a clean result.
+	res, err := c.ScanBytes(ctx, []byte(strings.Repeat("a", 2<<20)))
+	if err == nil || !strings.Contains(err.Error(), "size limit") {
+		t.Errorf("over StreamMaxLength: %+v, %v", res, err)
+	}
+}
