@@ -18,9 +18,6 @@ import (
 	"time"
 )
 
-// DefaultAddress is Debian's clamd socket (clamav-daemon's LocalSocket).
-const DefaultAddress = "unix:/run/clamav/clamd.ctl"
-
 // DefaultTimeout bounds each step of a scan: the connection, every write,
 // and the wait for the answer after the end of the message.
 const DefaultTimeout = 15 * time.Second
