@@ -6,7 +6,6 @@
 package antivirus
 
 import (
-	"bufio"
 	"bytes"
 	"context"
 	"encoding/binary"
@@ -15,6 +14,7 @@ import (
 	"io"
 	"net"
 	"strings"
+	"sync"
 	"time"
 )
 
@@ -89,7 +89,7 @@ func (c *Clamd) Ping(ctx context.Context) error {
 	if _, err := conn.Write([]byte("zPING\x00")); err != nil {
 		return fmt.Errorf("clamd: %w", err)
 	}
-	reply, err := readReply(bufio.NewReader(conn))
+	reply, err := readReply(conn)
 	if err != nil {
 		return err
 	}
@@ -107,22 +107,31 @@ type Result struct {
 }
 
 // Scan is one INSTREAM in progress. It is not safe for concurrent use.
+//
+// Small writes (the command, the header block, short body chunks) gather
+// in a small buffer; a write that does not fit goes out with it in one
+// writev, without a copy. A small message costs one write for the whole
+// stream.
 type Scan struct {
 	c       *Clamd
 	conn    net.Conn
-	w       *bufio.Writer
+	pending *[]byte // bytes not yet sent, from bufPool
 	max     int
 	n       int
 	trunc   bool
 	err     error // the first failure; every later call returns it
-	started time.Time
 }
+
+// pendingSize is the small-write buffer of a Scan.
+const pendingSize = 8 << 10
+
+var bufPool = sync.Pool{New: func() any { b := make([]byte, 0, pendingSize); return &b }}
 
 // Start connects to clamd and opens an INSTREAM. A Scan whose Start
 // failed is returned anyway: its Write does nothing and its End returns
 // the error, so the caller handles clamd's trouble in one place.
 func (c *Clamd) Start(ctx context.Context) *Scan {
-	s := &Scan{c: c, max: c.MaxBytes, started: time.Now()}
+	s := &Scan{c: c, max: c.MaxBytes}
 	if s.max <= 0 {
 		s.max = DefaultMaxBytes
 	}
@@ -132,14 +141,17 @@ func (c *Clamd) Start(ctx context.Context) *Scan {
 		return s
 	}
 	s.conn = conn
-	// One buffer of a chunk's size: small writes (header fields, short
-	// body chunks) are sent together, large ones straight through.
-	s.w = bufio.NewWriterSize(conn, 64<<10)
-	s.deadline()
-	if _, err := s.w.WriteString("zINSTREAM\x00"); err != nil {
-		s.fail(err)
-	}
+	s.pending = bufPool.Get().(*[]byte)
+	*s.pending = append((*s.pending)[:0], "zINSTREAM\x00"...)
 	return s
+}
+
+// release returns the buffer to the pool.
+func (s *Scan) release() {
+	if s.pending != nil {
+		bufPool.Put(s.pending)
+		s.pending = nil
+	}
 }
 
 func (s *Scan) deadline() { s.conn.SetWriteDeadline(time.Now().Add(s.c.timeout())) }
@@ -152,12 +164,27 @@ func (s *Scan) fail(err error) {
 		return
 	}
 	s.conn.SetReadDeadline(time.Now().Add(100 * time.Millisecond))
-	if reply, rerr := readReply(bufio.NewReader(s.conn)); rerr == nil && reply != "" {
+	if reply, rerr := readReply(s.conn); rerr == nil && reply != "" {
 		s.err = fmt.Errorf("clamd: %s", reply)
 	} else {
 		s.err = fmt.Errorf("clamd: %w", err)
 	}
 	s.conn.Close()
+	s.release()
+}
+
+// send writes what is pending, then p (nil: nothing more), in one call.
+func (s *Scan) send(p []byte) error {
+	s.deadline()
+	var err error
+	if p == nil {
+		_, err = s.conn.Write(*s.pending)
+	} else {
+		bufs := net.Buffers{*s.pending, p}
+		_, err = bufs.WriteTo(s.conn)
+	}
+	*s.pending = (*s.pending)[:0]
+	return err
 }
 
 // Write streams the next bytes of the message as INSTREAM chunks. It never
@@ -172,15 +199,16 @@ func (s *Scan) Write(p []byte) error {
 	for len(p) > 0 {
 		chunk := p[:min(len(p), maxChunk)]
 		p = p[len(chunk):]
-		var size [4]byte
-		binary.BigEndian.PutUint32(size[:], uint32(len(chunk)))
-		s.deadline()
-		s.w.Write(size[:])
-		if _, err := s.w.Write(chunk); err != nil {
+		*s.pending = binary.BigEndian.AppendUint32(*s.pending, uint32(len(chunk)))
+		s.n += len(chunk)
+		if len(*s.pending)+len(chunk) <= pendingSize {
+			*s.pending = append(*s.pending, chunk...)
+			continue
+		}
+		if err := s.send(chunk); err != nil {
 			s.fail(err)
 			return s.err
 		}
-		s.n += len(chunk)
 	}
 	return nil
 }
@@ -198,9 +226,10 @@ func (s *Scan) Finish() {
 	if s.err != nil {
 		return
 	}
-	s.deadline()
-	s.w.Write([]byte{0, 0, 0, 0})
-	if err := s.w.Flush(); err != nil {
+	*s.pending = append(*s.pending, 0, 0, 0, 0)
+	err := s.send(nil)
+	s.release()
+	if err != nil {
 		s.fail(err)
 	}
 }
@@ -215,7 +244,7 @@ func (s *Scan) Wait(ctx context.Context) (Result, error) {
 	s.conn.SetReadDeadline(time.Now().Add(s.c.timeout()))
 	stop := context.AfterFunc(ctx, func() { s.conn.SetReadDeadline(time.Unix(1, 0)) })
 	defer stop()
-	reply, err := readReply(bufio.NewReader(s.conn))
+	reply, err := readReply(s.conn)
 	if err != nil {
 		if ctx.Err() != nil {
 			err = fmt.Errorf("clamd: %w", ctx.Err())
@@ -235,6 +264,7 @@ func (s *Scan) Close() {
 	if s.conn != nil {
 		s.conn.Close()
 	}
+	s.release()
 	if s.err == nil {
 		s.err = errors.New("clamd: scan closed")
 	}
@@ -252,20 +282,26 @@ func (c *Clamd) ScanBytes(ctx context.Context, data []byte) (Result, error) {
 const maxReply = 4096
 
 // readReply reads one answer of the z-commands: up to the NUL (or EOF).
-func readReply(r *bufio.Reader) (string, error) {
-	var b []byte
+// clamd closes the connection after it, so nothing behind it is lost.
+func readReply(r io.Reader) (string, error) {
+	var arr [256]byte
+	b := arr[:0]
 	for len(b) < maxReply {
-		c, err := r.ReadByte()
+		if len(b) == cap(b) {
+			b = append(b, 0)[:len(b)]
+		}
+		n, err := r.Read(b[len(b):cap(b)])
+		if i := bytes.IndexByte(b[len(b):len(b)+n], 0); i >= 0 {
+			b = b[:len(b)+i]
+			break
+		}
+		b = b[:len(b)+n]
 		if err != nil {
 			if len(b) > 0 && errors.Is(err, io.EOF) {
 				break
 			}
 			return "", fmt.Errorf("clamd: reading the answer: %w", err)
 		}
-		if c == 0 {
-			break
-		}
-		b = append(b, c)
 	}
 	return string(bytes.TrimRight(b, "\r\n")), nil
 }

@@ -91,34 +91,36 @@ func (t *Transaction) startScan() {
 	t.scan.Write(b)
 }
 
-// avDone is the answer of a scan, read in the background.
-type avDone chan AVResult
-
-// finishScan ends the stream, so that clamd scans while the rest of End
-// runs, and reads the answer in the background.
-func (t *Transaction) finishScan(ctx context.Context) avDone {
-	s := t.scan
-	t.scan = nil
-	s.Finish()
-	done := make(avDone, 1)
-	start := time.Now()
-	go func() {
-		r, err := s.Wait(ctx)
-		out := AVResult{Result: AVClean, Truncated: r.Truncated, Took: time.Since(start)}
-		switch {
-		case err != nil:
-			out.Result, out.Err = AVError, err.Error()
-		case r.Virus != "":
-			out.Result, out.Virus = AVVirus, r.Virus
-		}
-		done <- out
-	}()
-	return done
+// finishedScan is a scan whose stream has ended: clamd is scanning.
+type finishedScan struct {
+	s     *antivirus.Scan
+	start time.Time
 }
 
-// applyScan waits for the answer and lets it decide over res.
-func (t *Transaction) applyScan(done avDone, res *Result) {
-	av := <-done
+// finishScan ends the stream, so that clamd scans while the rest of End
+// (the signature, the inbound chain) runs.
+func (t *Transaction) finishScan() *finishedScan {
+	f := &finishedScan{s: t.scan, start: time.Now()}
+	t.scan = nil
+	f.s.Finish()
+	return f
+}
+
+// applyScan reads clamd's answer and lets it decide over res. The answer
+// is read here, in the message's goroutine, rather than by one of its own
+// waiting from the end of the stream: clamd has often answered by now,
+// and a reader parked meanwhile costs milterd wake-ups (measured: a
+// quarter of its added time per message); so Took is the time from the
+// end of the stream until the answer was read, at least End's own work.
+func (t *Transaction) applyScan(ctx context.Context, f *finishedScan, res *Result) {
+	r, err := f.s.Wait(ctx)
+	av := AVResult{Result: AVClean, Truncated: r.Truncated, Took: time.Since(f.start)}
+	switch {
+	case err != nil:
+		av.Result, av.Err = AVError, err.Error()
+	case r.Virus != "":
+		av.Result, av.Virus = AVVirus, r.Virus
+	}
 	d := &t.decision
 	d.Antivirus = av
 	t.f.Metrics.observeAntivirus(av)

@@ -279,9 +279,9 @@ func (t *Transaction) End(ctx context.Context) Result {
 	t.state = stDone
 	res := Result{}
 	d := &t.decision
-	var scanned avDone
+	var scanned *finishedScan
 	if t.scan != nil {
-		scanned = t.finishScan(ctx)
+		scanned = t.finishScan()
 	}
 	for i := len(t.forged) - 1; i >= 0; i-- {
 		// Delete from the bottom so that earlier occurrence numbers stay valid.
@@ -352,7 +352,7 @@ func (t *Transaction) End(ctx context.Context) Result {
 		}
 	}
 	if scanned != nil {
-		t.applyScan(scanned, &res)
+		t.applyScan(ctx, scanned, &res)
 	}
 	res.Decision = *d
 	t.f.logDecision(res)
