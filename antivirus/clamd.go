@@ -40,6 +40,127 @@ type Clamd struct {
 	Timeout time.Duration
 	// MaxBytes is how much of a message is sent; DefaultMaxBytes when 0.
 	MaxBytes int
+	// MaxIdle is how many clamd sessions are kept open between scans
+	// (DefaultMaxIdle when 0; negative: a new connection per scan).
+	MaxIdle int
+
+	mu    sync.Mutex
+	idle  []*session // most recently used last
+	reap  *time.Timer
+	reaps int // sessions closed for their age (tests)
+}
+
+// DefaultMaxIdle is the default of Clamd.MaxIdle.
+const DefaultMaxIdle = 8
+
+// MaxIdleAge is how long an idle session is kept: well below clamd's
+// IdleTimeout (30 s by default), after which clamd closes it. A session
+// clamd has closed fails at the first write, before anything of the
+// message is lost, and the scan goes on over a new connection.
+const MaxIdleAge = 10 * time.Second
+
+// session is a connection in clamd's IDSESSION mode: it stays open across
+// commands, each answer prefixed with the command's number. Setting one up
+// and tearing it down is most of what a scan costs milterd beside clamd's
+// own work (socket, connect, the poller, close), so sessions are reused,
+// one scan at a time each.
+type session struct {
+	conn   net.Conn
+	used   time.Time
+	reused bool
+}
+
+// get returns an idle session or opens a new one.
+func (c *Clamd) get(ctx context.Context) (*session, []byte, error) {
+	if c.MaxIdle >= 0 {
+		c.mu.Lock()
+		for len(c.idle) > 0 {
+			s := c.idle[len(c.idle)-1]
+			c.idle = c.idle[:len(c.idle)-1]
+			if time.Since(s.used) < MaxIdleAge {
+				c.mu.Unlock()
+				s.reused = true
+				return s, nil, nil
+			}
+			s.conn.Close()
+		}
+		c.mu.Unlock()
+	}
+	conn, err := c.dial(ctx)
+	if err != nil {
+		return nil, nil, err
+	}
+	var hello []byte
+	if c.MaxIdle >= 0 {
+		hello = []byte("zIDSESSION\x00")
+	}
+	return &session{conn: conn}, hello, nil
+}
+
+// put keeps a session whose scan went well for the next one.
+func (c *Clamd) put(s *session) {
+	if c.MaxIdle < 0 {
+		s.conn.Close()
+		return
+	}
+	max := c.MaxIdle
+	if max == 0 {
+		max = DefaultMaxIdle
+	}
+	s.used = time.Now()
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if len(c.idle) >= max {
+		s.conn.Close()
+		return
+	}
+	c.idle = append(c.idle, s)
+	if c.reap == nil {
+		c.reap = time.AfterFunc(MaxIdleAge, c.reapIdle)
+	}
+}
+
+// reapIdle closes sessions idle for MaxIdleAge, also those of a Clamd no
+// longer used (an inventory reload made a new one).
+func (c *Clamd) reapIdle() {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	keep := c.idle[:0]
+	for _, s := range c.idle {
+		if time.Since(s.used) >= MaxIdleAge {
+			s.conn.Close()
+			c.reaps++
+		} else {
+			keep = append(keep, s)
+		}
+	}
+	clear(c.idle[len(keep):])
+	c.idle = keep
+	c.reap = nil
+	if len(c.idle) > 0 {
+		c.reap = time.AfterFunc(MaxIdleAge-time.Since(c.idle[0].used)+time.Millisecond, c.reapIdle)
+	}
+}
+
+// Close closes the idle sessions.
+func (c *Clamd) Close() {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	for _, s := range c.idle {
+		s.conn.Close()
+	}
+	c.idle = nil
+	if c.reap != nil {
+		c.reap.Stop()
+		c.reap = nil
+	}
+}
+
+// Idle is the number of open idle sessions.
+func (c *Clamd) Idle() int {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return len(c.idle)
 }
 
 // SplitAddress returns the network ("unix" or "tcp") and address of a
@@ -115,6 +236,8 @@ type Result struct {
 type Scan struct {
 	c       *Clamd
 	conn    net.Conn
+	sess    *session
+	sent    bool    // something went out on conn
 	pending *[]byte // bytes not yet sent, from bufPool
 	max     int
 	n       int
@@ -135,14 +258,14 @@ func (c *Clamd) Start(ctx context.Context) *Scan {
 	if s.max <= 0 {
 		s.max = DefaultMaxBytes
 	}
-	conn, err := c.dial(ctx)
+	sess, hello, err := c.get(ctx)
 	if err != nil {
 		s.err = err
 		return s
 	}
-	s.conn = conn
+	s.sess, s.conn = sess, sess.conn
 	s.pending = bufPool.Get().(*[]byte)
-	*s.pending = append((*s.pending)[:0], "zINSTREAM\x00"...)
+	*s.pending = append(append((*s.pending)[:0], hello...), "zINSTREAM\x00"...)
 	return s
 }
 
@@ -174,16 +297,35 @@ func (s *Scan) fail(err error) {
 }
 
 // send writes what is pending, then p (nil: nothing more), in one call.
+// The first write on a reused session that clamd has closed meanwhile
+// fails with nothing sent: everything so far is still pending (and p), so
+// it goes again over a new session.
 func (s *Scan) send(p []byte) error {
-	s.deadline()
-	var err error
-	if p == nil {
-		_, err = s.conn.Write(*s.pending)
-	} else {
-		bufs := net.Buffers{*s.pending, p}
-		_, err = bufs.WriteTo(s.conn)
+	err := s.write(p)
+	if err != nil && !s.sent && s.sess.reused {
+		s.conn.Close()
+		sess, hello, derr := s.c.get(context.Background())
+		if derr != nil {
+			return derr
+		}
+		sess.reused = false // never retry twice
+		s.sess, s.conn = sess, sess.conn
+		*s.pending = append(hello, *s.pending...)
+		err = s.write(p)
 	}
 	*s.pending = (*s.pending)[:0]
+	s.sent = true
+	return err
+}
+
+func (s *Scan) write(p []byte) error {
+	s.deadline()
+	if p == nil {
+		_, err := s.conn.Write(*s.pending)
+		return err
+	}
+	bufs := net.Buffers{*s.pending, p}
+	_, err := bufs.WriteTo(s.conn)
 	return err
 }
 
@@ -240,28 +382,46 @@ func (s *Scan) Wait(ctx context.Context) (Result, error) {
 	if s.err != nil {
 		return res, s.err
 	}
-	defer s.conn.Close()
 	s.conn.SetReadDeadline(time.Now().Add(s.c.timeout()))
 	stop := context.AfterFunc(ctx, func() { s.conn.SetReadDeadline(time.Unix(1, 0)) })
-	defer stop()
 	reply, err := readReply(s.conn)
+	stop()
 	if err != nil {
+		s.conn.Close()
 		if ctx.Err() != nil {
 			err = fmt.Errorf("clamd: %w", ctx.Err())
 		}
 		s.err = err
 		return res, err
 	}
+	if s.c.MaxIdle >= 0 {
+		// In a session every answer starts with its command's number.
+		n, rest, ok := strings.Cut(reply, ": ")
+		if !ok || n == "" || strings.Trim(n, "0123456789") != "" {
+			s.conn.Close()
+			s.err = fmt.Errorf("clamd: unexpected answer %q", reply)
+			return res, s.err
+		}
+		reply = rest
+	}
 	res.Virus, err = ParseReply(reply)
 	if err != nil {
+		s.conn.Close()
 		s.err = err
+		return res, err
 	}
-	return res, err
+	s.conn.SetDeadline(time.Time{})
+	s.c.put(s.sess)
+	s.err = errDone
+	return res, nil
 }
+
+// errDone marks a scan whose session went back to the pool.
+var errDone = errors.New("clamd: scan finished")
 
 // Close releases the connection of an unfinished scan.
 func (s *Scan) Close() {
-	if s.conn != nil {
+	if s.conn != nil && s.err != errDone {
 		s.conn.Close()
 	}
 	s.release()

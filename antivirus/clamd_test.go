@@ -8,7 +8,9 @@ import (
 	"io"
 	"net"
 	"path/filepath"
+	"strconv"
 	"strings"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -71,9 +73,12 @@ func TestSplitAddress(t *testing.T) {
 	}
 }
 
-// fakeClamd reads one INSTREAM (checking the chunk framing) and answers
-// reply; it hands the reassembled stream to got.
-func fakeClamd(t *testing.T, reply string, got chan<- []byte) string {
+// fakeClamd serves INSTREAM (checking the chunk framing), in IDSESSION
+// mode too, answering reply; it hands each reassembled stream to got. With
+// oneScan it closes every connection after its first answer, as clamd
+// does outside a session or after its IdleTimeout. It returns the address
+// and a counter of the connections accepted.
+func fakeClamd(t *testing.T, reply string, got chan<- []byte, oneScan bool) (string, *atomic.Int32) {
 	t.Helper()
 	sock := filepath.Join(t.TempDir(), "clamd.sock")
 	l, err := net.Listen("unix", sock)
@@ -81,18 +86,38 @@ func fakeClamd(t *testing.T, reply string, got chan<- []byte) string {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { l.Close() })
+	var conns atomic.Int32
 	go func() {
-		c, err := l.Accept()
+		for {
+			c, err := l.Accept()
+			if err != nil {
+				return
+			}
+			conns.Add(1)
+			go serveFake(t, c, reply, got, oneScan)
+		}
+	}()
+	return "unix:" + sock, &conns
+}
+
+func serveFake(t *testing.T, c net.Conn, reply string, got chan<- []byte, oneScan bool) {
+	defer c.Close()
+	r := bufio.NewReader(c)
+	session, id := false, 0
+	for {
+		cmd, err := r.ReadString(0)
 		if err != nil {
 			return
 		}
-		defer c.Close()
-		r := bufio.NewReader(c)
-		cmd, err := r.ReadString(0)
-		if err != nil || cmd != "zINSTREAM\x00" {
-			t.Errorf("command %q, %v", cmd, err)
+		if cmd == "zIDSESSION\x00" && !session {
+			session = true
+			continue
+		}
+		if cmd != "zINSTREAM\x00" {
+			t.Errorf("command %q", cmd)
 			return
 		}
+		id++
 		var data []byte
 		for {
 			var size [4]byte
@@ -112,16 +137,24 @@ func fakeClamd(t *testing.T, reply string, got chan<- []byte) string {
 			data = append(data, chunk...)
 		}
 		got <- data
-		if reply != "" {
-			c.Write([]byte(reply + "\x00"))
+		if reply == "" {
+			return
 		}
-	}()
-	return "unix:" + sock
+		prefix := ""
+		if session {
+			prefix = strconv.Itoa(id) + ": "
+		}
+		c.Write([]byte(prefix + reply + "\x00"))
+		if oneScan || !session {
+			return
+		}
+	}
 }
 
 func TestScanFraming(t *testing.T) {
 	got := make(chan []byte, 1)
-	c := &antivirus.Clamd{Address: fakeClamd(t, "stream: Fake.Sig FOUND", got), MaxBytes: 3 << 20}
+	addr, _ := fakeClamd(t, "stream: Fake.Sig FOUND", got, false)
+	c := &antivirus.Clamd{Address: addr, MaxBytes: 3 << 20}
 	s := c.Start(context.Background())
 	want := strings.Repeat("0123456789abcdef", 1<<18) // 4 MiB: chunks split at 1 MiB, cut at 3 MiB
 	for i := 0; i < len(want); i += 7000 {
@@ -150,7 +183,8 @@ func TestScanErrors(t *testing.T) {
 	}
 	// clamd closing without an answer.
 	got := make(chan []byte, 1)
-	c = &antivirus.Clamd{Address: fakeClamd(t, "", got)}
+	addr, _ := fakeClamd(t, "", got, false)
+	c = &antivirus.Clamd{Address: addr}
 	if _, err := c.ScanBytes(context.Background(), []byte("x")); err == nil {
 		t.Error("no answer: no error")
 	}
@@ -176,6 +210,44 @@ func TestScanErrors(t *testing.T) {
 	}
 }
 
+// TestSessions: scans reuse one clamd session; a session clamd closed
+// meanwhile costs a new connection, not the scan; without sessions
+// (MaxIdle < 0) every scan connects.
+func TestSessions(t *testing.T) {
+	for _, c := range []struct {
+		name      string
+		oneScan   bool
+		maxIdle   int
+		wantConns int32
+	}{
+		{"kept", false, 0, 1},
+		{"closed by clamd", true, 0, 5},
+		{"no sessions", false, -1, 5},
+	} {
+		t.Run(c.name, func(t *testing.T) {
+			got := make(chan []byte, 10)
+			addr, conns := fakeClamd(t, "stream: OK", got, c.oneScan)
+			cl := &antivirus.Clamd{Address: addr, MaxIdle: c.maxIdle}
+			defer cl.Close()
+			for i := range 5 {
+				msg := []byte(strings.Repeat("x", 100*i+1))
+				if res, err := cl.ScanBytes(context.Background(), msg); err != nil || res.Virus != "" {
+					t.Fatalf("scan %d: %+v, %v", i, res, err)
+				}
+				if d := <-got; string(d) != string(msg) {
+					t.Fatalf("scan %d: clamd got %q", i, d)
+				}
+				if c.oneScan {
+					time.Sleep(20 * time.Millisecond) // let the fake close it
+				}
+			}
+			if n := conns.Load(); n != c.wantConns {
+				t.Errorf("%d connections, want %d", n, c.wantConns)
+			}
+		})
+	}
+}
+
 // TestRealClamd scans with Debian's clamd and the test database: a clean
 // message, the EICAR file as a base64 attachment, and a stream over
 // clamd's StreamMaxLength.
@@ -183,7 +255,7 @@ func TestRealClamd(t *testing.T) {
 	if why := clamdtest.Available(); why != "" {
 		t.Skip(why)
 	}
-	d, err := clamdtest.Start(t.TempDir(), clamdtest.Options{StreamMaxLength: "1M"})
+	d, err := clamdtest.Start(t.TempDir(), clamdtest.Options{StreamMaxLength: "1M", IdleTimeout: 1})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -201,6 +273,17 @@ func TestRealClamd(t *testing.T) {
 		"Content-Transfer-Encoding: base64\r\n\r\n" + base64.StdEncoding.EncodeToString([]byte(clamdtest.EICAR())) + "\r\n--b1--\r\n"
 	if res, err := c.ScanBytes(ctx, []byte(msg)); err != nil || res.Virus != clamdtest.VirusName {
 		t.Errorf("EICAR attachment: %+v, %v", res, err)
+	}
+	// The session went back to the pool; one idle past clamd's
+	// IdleTimeout (1 s here) was closed by clamd, and the scan goes on over
+	// a new one.
+	defer c.Close()
+	if n := c.Idle(); n != 1 {
+		t.Errorf("%d idle sessions, want 1", n)
+	}
+	time.Sleep(1500 * time.Millisecond)
+	if res, err := c.ScanBytes(ctx, []byte(msg)); err != nil || res.Virus != clamdtest.VirusName {
+		t.Errorf("after clamd's IdleTimeout: %+v, %v", res, err)
 	}
 	// Over StreamMaxLength: clamd's own error, not a clean result.
 	res, err := c.ScanBytes(ctx, []byte(strings.Repeat("a", 2<<20)))

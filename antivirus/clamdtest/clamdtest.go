@@ -50,6 +50,9 @@ type Options struct {
 	StreamMaxLength string
 	// Threads is MaxThreads (clamd's default when 0).
 	Threads int
+	// IdleTimeout is clamd's IdleTimeout in seconds, after which it closes
+	// an idle session (clamd's default, 30, when 0).
+	IdleTimeout int
 }
 
 // Available reports why clamd cannot run here ("" when it can).
@@ -100,6 +103,9 @@ func Start(dir string, opt Options) (*Clamd, error) {
 		"StreamMaxLength " + max,
 		"Bytecode no",
 		"SelfCheck 0",
+	}
+	if opt.IdleTimeout > 0 {
+		conf = append(conf, fmt.Sprintf("IdleTimeout %d", opt.IdleTimeout))
 	}
 	if opt.Threads > 0 {
 		conf = append(conf, fmt.Sprintf("MaxThreads %d", opt.Threads))
