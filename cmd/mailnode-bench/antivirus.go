@@ -67,7 +67,7 @@ func benchAntivirus(out io.Writer, dir, mailnode, invPath, plainSock string, pla
 		return fmt.Errorf("bench: milterd with antivirus did not refuse EICAR: %+v", r.Action)
 	}
 
-	// What a pool of clamd connections could save at most: one connection
+	// What milterd's kept clamd sessions save per message: one connection
 	// set up and torn down.
 	network, addr, _ := antivirus.SplitAddress(c.Address)
 	// Paced, so that clamd's listen backlog never fills.
@@ -126,7 +126,7 @@ func benchAntivirus(out io.Writer, dir, mailnode, invPath, plainSock string, pla
 	}
 	fmt.Fprintf(out, "added wall: +antivirus's mean minus milterd's minus clamd alone's (negative: the scan overlaps the signature);\n")
 	fmt.Fprintf(out, "added CPU: milterd's own CPU per message with the scan minus without (/proc/PID/task/*/schedstat), against clamd's scan (target < 10 %%)\n")
-	fmt.Fprintf(out, "a clamd connection (dial + close, what a pool would save): %v per message\n", dial.Round(time.Microsecond))
+	fmt.Fprintf(out, "a clamd connection (dial + close), which milterd's kept sessions save per message: %v\n", dial.Round(time.Microsecond))
 	return nil
 }
 
