@@ -250,9 +250,10 @@ const pendingSize = 8 << 10
 
 var bufPool = sync.Pool{New: func() any { b := make([]byte, 0, pendingSize); return &b }}
 
-// Start connects to clamd and opens an INSTREAM. A Scan whose Start
-// failed is returned anyway: its Write does nothing and its End returns
-// the error, so the caller handles clamd's trouble in one place.
+// Start takes a clamd session (a kept one, or a new connection) and opens
+// an INSTREAM. A Scan whose Start failed is returned anyway: its Write does
+// nothing and its Wait returns the error, so the caller handles clamd's
+// trouble in one place.
 func (c *Clamd) Start(ctx context.Context) *Scan {
 	s := &Scan{c: c, max: c.MaxBytes}
 	if s.max <= 0 {
@@ -304,6 +305,7 @@ func (s *Scan) send(p []byte) error {
 	err := s.write(p)
 	if err != nil && !s.sent && s.sess.reused {
 		s.conn.Close()
+		s.c.Close() // the other kept sessions are likely gone too (clamd restarted)
 		sess, hello, derr := s.c.get(context.Background())
 		if derr != nil {
 			return derr

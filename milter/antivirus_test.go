@@ -116,10 +116,15 @@ func TestAntivirusFailure(t *testing.T) {
 		t.Errorf("shadow mode, EICAR: %+v", r)
 	}
 
+	// f keeps a clamd session from a first scan: after the kill it is
+	// dead, and so is clamd.
+	f, m := avFilter(t, c, "tempfail", true)
+	if r := (spamMsg{}).run(f); r.Decision.Antivirus.Result != AVClean || f.Antivirus.Clamd.Idle() != 1 {
+		t.Fatalf("before the kill: %+v, %d idle sessions", r.Decision.Antivirus, f.Antivirus.Clamd.Idle())
+	}
 	if err := c.Proc.Kill(); err != nil {
 		t.Fatal(err)
 	}
-	f, m := avFilter(t, c, "tempfail", true)
 	r := (spamMsg{headers: h, body: b}).run(f)
 	if !r.TempFail || r.Reject || r.Reply != ReplyAntivirus || r.Decision.Antivirus.Result != AVError || r.Decision.Antivirus.Err == "" {
 		t.Errorf("clamd down, tempfail: %+v", r)
@@ -128,6 +133,9 @@ func TestAntivirusFailure(t *testing.T) {
 	r = (spamMsg{headers: h, body: b}).run(f)
 	if r.TempFail || r.Reject || r.Decision.Antivirus.Result != AVError {
 		t.Errorf("clamd down, accept: %+v", r)
+	}
+	if counter(t, m, "mailnode_milter_antivirus_scans_total", "result", "clean") != 1 {
+		t.Error("the scan before the kill not counted")
 	}
 	for _, m := range []*Metrics{m, m2} {
 		if counter(t, m, "mailnode_milter_antivirus_scans_total", "result", "error") != 1 ||
@@ -140,7 +148,7 @@ func TestAntivirusFailure(t *testing.T) {
 	if err := c.Restart(); err != nil {
 		t.Fatal(err)
 	}
-	f, _ = avFilter(t, c, "tempfail", true)
+	f.Metrics = nil // counted above
 	if r := (spamMsg{}).run(f); r.TempFail || r.Decision.Antivirus.Result != AVClean {
 		t.Errorf("clamd back: %+v", r)
 	}

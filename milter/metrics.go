@@ -79,7 +79,7 @@ func NewMetrics() *Metrics {
 	}
 	m.avTime = prometheus.NewHistogramVec(prometheus.HistogramOpts{
 		Name:    "mailnode_milter_antivirus_seconds",
-		Help:    "Time from the end of a message to the virus scanner's answer, by engine (clamd) and result: ok (clean or virus) or error.",
+		Help:    "Time from the end of a message's stream to the virus scanner's answer, read once milterd's own end-of-message work (signature, checks), which the scan overlaps, is done; by engine (clamd) and result: ok (clean or virus) or error.",
 		Buckets: prometheus.ExponentialBuckets(0.0002, 2.5, 14), // 200µs .. ~30s
 	}, []string{"engine", "result"})
 	m.dns = prometheus.NewHistogramVec(prometheus.HistogramOpts{
