@@ -158,3 +158,41 @@ func TestAntivirusE2E(t *testing.T) {
 		t.Errorf("milterd logged no antivirus error:\n%s", log)
 	}
 }
+
+// TestAntivirusE2EAcceptInboundOnly: on_failure accept and scan_outbound
+// false. clamd down: mail from outside is delivered unscanned, and says so
+// in milterd's log and metrics; an authenticated user's EICAR is not
+// scanned at all.
+func TestAntivirusE2EAcceptInboundOnly(t *testing.T) {
+	c := startClamdE2E(t)
+	d := spamtest.StartDNS(t, spamE2EZone)
+	n := spamE2ENode(t, d.Addr, map[string]any{"antivirus": map[string]any{"address": c.Address, "on_failure": "accept", "scan_outbound": false}})
+
+	if r := spamSend(t, n, "", "mal@sender.test", "alice@example.com", eicarMessage("mal@sender.test", "alice@example.com")); r.Code != 550 {
+		t.Errorf("EICAR inbound: %v", r)
+	}
+	tr, err := harness.Send(n.Submission, harness.Envelope{StartTLS: true, AuthUser: "alice@example.com", AuthPass: "alicepass",
+		From: "alice@example.com", To: []string{"x@outside.test"}, Data: eicarMessage("alice@example.com", "x@outside.test")})
+	if err != nil || tr.Final.Code != 250 {
+		t.Fatalf("EICAR outbound, scan_outbound false: %v %v", err, tr.Final)
+	}
+	n.WaitSink(t, 1)
+
+	if err := c.Proc.Kill(); err != nil {
+		t.Fatal(err)
+	}
+	msg := harness.NewMessage("x@sender.test", "alice@example.com", "unscanned", "clamd is down")
+	if r := spamSend(t, n, "", "x@sender.test", "alice@example.com", msg); r.Code != 250 {
+		t.Fatalf("clamd down, on_failure accept: %v", r)
+	}
+	if s := spamHeaders(t, n.WaitMaildir(t, "alice@example.com", 1)[0].Data).Get("Subject"); s != "unscanned" {
+		t.Errorf("delivered: %q", s)
+	}
+	if log, ok := n.DaemonLogWith("milterd", "antivirus=error", "antivirus_error="); !ok {
+		t.Errorf("milterd logged no antivirus error:\n%s", log)
+	}
+	signed := grepLines(n.DaemonLog("milterd"), "action=sign", 5)
+	if signed == "" || strings.Contains(signed, "antivirus=") {
+		t.Errorf("scan_outbound false: want a signed message, not scanned:\n%s", signed)
+	}
+}
