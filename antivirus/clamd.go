@@ -448,7 +448,10 @@ const maxReply = 4096
 func readReply(r io.Reader) (string, error) {
 	var arr [256]byte
 	b := arr[:0]
-	for len(b) < maxReply {
+	for {
+		if len(b) >= maxReply {
+			return "", fmt.Errorf("clamd: an answer of more than %d bytes", maxReply)
+		}
 		if len(b) == cap(b) {
 			b = append(b, 0)[:len(b)]
 		}
@@ -489,14 +492,14 @@ func ParseReply(reply string) (virus string, err error) {
 }
 
 // ReplyName makes a signature name fit for an SMTP reply: printable ASCII
-// only (anything else becomes '?'), at most 100 characters ("..." marks a
-// cut), "unnamed" for nothing.
+// only (anything else, and '%', becomes '?'), at most 100 characters
+// ("..." marks a cut), "unnamed" for nothing.
 func ReplyName(name string) string {
 	const max = 100
 	var b strings.Builder
 	for i := 0; i < len(name); i++ {
 		c := name[i]
-		if c < 0x20 || c > 0x7e {
+		if c < 0x20 || c > 0x7e || c == '%' { // '%' is a format character to some MTAs' milter code
 			c = '?'
 		}
 		b.WriteByte(c)

@@ -46,6 +46,7 @@ func TestReplyName(t *testing.T) {
 		"":                       "unnamed",
 		strings.Repeat("A", 300): strings.Repeat("A", 97) + "...",
 		"  spaced  ":             "spaced",
+		"100%.Sig":               "100?.Sig",
 	} {
 		if got := antivirus.ReplyName(in); got != want {
 			t.Errorf("ReplyName(%q) = %q, want %q", in, got, want)
@@ -289,5 +290,36 @@ func TestRealClamd(t *testing.T) {
 	res, err := c.ScanBytes(ctx, []byte(strings.Repeat("a", 2<<20)))
 	if err == nil || !strings.Contains(err.Error(), "size limit") {
 		t.Errorf("over StreamMaxLength: %+v, %v", res, err)
+	}
+}
+
+// TestLongAnswer: an answer without its NUL within 4 KiB is an error, so
+// that a session is never kept with bytes of it unread.
+func TestLongAnswer(t *testing.T) {
+	sock := filepath.Join(t.TempDir(), "clamd.sock")
+	l, err := net.Listen("unix", sock)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer l.Close()
+	go func() {
+		c, err := l.Accept()
+		if err != nil {
+			return
+		}
+		defer c.Close()
+		r := bufio.NewReader(c)
+		r.ReadString(0) // IDSESSION
+		r.ReadString(0) // INSTREAM
+		var size [4]byte
+		io.ReadFull(r, size[:])
+		io.ReadFull(r, make([]byte, binary.BigEndian.Uint32(size[:])))
+		io.ReadFull(r, size[:])
+		c.Write([]byte("1: stream: " + strings.Repeat("A", 5000) + " FOUND\x00"))
+	}()
+	c := &antivirus.Clamd{Address: "unix:" + sock}
+	defer c.Close()
+	if res, err := c.ScanBytes(context.Background(), []byte("x")); err == nil || c.Idle() != 0 {
+		t.Errorf("long answer: %+v, %v, %d idle sessions", res, err, c.Idle())
 	}
 }
