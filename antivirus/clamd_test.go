@@ -10,6 +10,7 @@ import (
 	"path/filepath"
 	"strconv"
 	"strings"
+	"sync"
 	"sync/atomic"
 	"testing"
 	"time"
@@ -321,5 +322,42 @@ func TestLongAnswer(t *testing.T) {
 	defer c.Close()
 	if res, err := c.ScanBytes(context.Background(), []byte("x")); err == nil || c.Idle() != 0 {
 		t.Errorf("long answer: %+v, %v, %d idle sessions", res, err, c.Idle())
+	}
+}
+
+// TestRealClamdConcurrent: eight scans at a time share the kept sessions,
+// each gets its own answer (clean and EICAR alternate), and no more than
+// DefaultMaxIdle sessions stay open.
+func TestRealClamdConcurrent(t *testing.T) {
+	if why := clamdtest.Available(); why != "" {
+		t.Skip(why)
+	}
+	d, err := clamdtest.Start(t.TempDir(), clamdtest.Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer d.Proc.Stop()
+	c := &antivirus.Clamd{Address: d.Address}
+	defer c.Close()
+	var wg sync.WaitGroup
+	for g := range 8 {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			for i := range 20 {
+				want, data := "", "clean message "+strconv.Itoa(g*100+i)
+				if (g+i)%2 == 0 {
+					want, data = clamdtest.VirusName, clamdtest.EICAR()
+				}
+				if res, err := c.ScanBytes(context.Background(), []byte(data)); err != nil || res.Virus != want {
+					t.Errorf("goroutine %d scan %d: %+v, %v; want %q", g, i, res, err, want)
+					return
+				}
+			}
+		}()
+	}
+	wg.Wait()
+	if n := c.Idle(); n < 1 || n > antivirus.DefaultMaxIdle {
+		t.Errorf("%d idle sessions", n)
 	}
 }
