@@ -236,6 +236,20 @@ func TestDefaults(t *testing.T) {
 	}
 }
 
+func TestAntivirusDefaults(t *testing.T) {
+	if inv := mustParse(t, small); inv.Spam.Antivirus != nil {
+		t.Error("the virus scan must be off unless the inventory turns it on")
+	}
+	a := mustParse(t, small+"spam: {antivirus: {}}\n").Spam.Antivirus
+	if a == nil || a.Engine != "clamd" || a.Address != "unix:/run/clamav/clamd.ctl" || a.OnFailure != "tempfail" || !a.ScansOutbound() {
+		t.Errorf("spam.antivirus defaults: %+v", a)
+	}
+	a = mustParse(t, small+"spam: {antivirus: {address: \"[::1]:3310\", on_failure: accept, scan_outbound: false}}\n").Spam.Antivirus
+	if a.Address != "[::1]:3310" || a.OnFailure != "accept" || a.ScansOutbound() {
+		t.Errorf("spam.antivirus: %+v", a)
+	}
+}
+
 func TestParseDuration(t *testing.T) {
 	for in, want := range map[string]string{"300s": "5m0s", "48h": "48h0m0s", "35d": "840h0m0s", "0s": "0s"} {
 		d, err := ParseDuration(in)

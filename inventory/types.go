@@ -219,7 +219,32 @@ type Spam struct {
 	// into Postfix's hold queue (postsuper -r to release) rather than
 	// refused with 550. Default false.
 	Quarantine bool `yaml:"quarantine"`
+	// Antivirus, when present, has milterd scan mail with a virus scanner;
+	// absent: no scan.
+	Antivirus *Antivirus `yaml:"antivirus"`
 }
+
+// Antivirus configures milterd's virus scan (spam.antivirus).
+type Antivirus struct {
+	// Engine is the scanner: clamd (the only one, and the default).
+	Engine string `yaml:"engine"`
+	// Address is clamd's socket: "unix:/path" or "host:port"; default
+	// unix:/run/clamav/clamd.ctl (Debian's clamav-daemon).
+	Address string `yaml:"address"`
+	// OnFailure is what happens to a message when the scanner is down,
+	// slow or answers an error: tempfail (default, 451 4.7.1: the sender
+	// retries) or accept (the message goes on unscanned, logged and
+	// counted as antivirus=error).
+	OnFailure string `yaml:"on_failure"`
+	// ScanOutbound, default true, scans the mail milterd signs as well
+	// (authenticated, trusted and local submissions: outbound mail and
+	// mail between the node's own users) besides the spam-checked inbound
+	// mail; false scans inbound mail only.
+	ScanOutbound *bool `yaml:"scan_outbound"`
+}
+
+// ScansOutbound reports spam.antivirus.scan_outbound (default true).
+func (a *Antivirus) ScansOutbound() bool { return a.ScanOutbound == nil || *a.ScanOutbound }
 
 // Domain is one local or relay domain.
 type Domain struct {

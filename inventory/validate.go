@@ -99,7 +99,15 @@ func (inv *Inventory) applyDefaults() {
 	}
 	def(&s.SubjectTag, "[SPAM]")
 	def(&s.OnEngineFailure, "accept")
+	if a := s.Antivirus; a != nil {
+		def(&a.Engine, "clamd")
+		def(&a.Address, DefaultClamdAddress)
+		def(&a.OnFailure, "tempfail")
+	}
 }
+
+// DefaultClamdAddress is Debian's clamd socket (clamav-daemon).
+const DefaultClamdAddress = "unix:/run/clamav/clamd.ctl"
 
 // NormalizeDomain returns the ASCII (punycode), lower-case form of a domain
 // without a trailing dot. It fails for names that are not valid host names.
@@ -414,6 +422,19 @@ func (inv *Inventory) validate(v *validator) {
 	for i, z := range s.DNSBL {
 		if _, err := NormalizeDomain(z); err != nil {
 			v.add([]any{"spam", "dnsbl", i}, "%v", err)
+		}
+	}
+	if a := s.Antivirus; a != nil {
+		if a.Engine != "clamd" {
+			v.add([]any{"spam", "antivirus", "engine"}, "%q is not one of: clamd", a.Engine)
+		}
+		if err := checkClamdAddress(a.Address); err != nil {
+			v.add([]any{"spam", "antivirus", "address"}, "%v", err)
+		}
+		switch a.OnFailure {
+		case "tempfail", "accept":
+		default:
+			v.add([]any{"spam", "antivirus", "on_failure"}, "%q is not one of: tempfail, accept", a.OnFailure)
 		}
 	}
 	inv.checkConfigSyntax(v)
@@ -769,6 +790,21 @@ func ParseListen(s string) (network, addr string, err error) {
 		return "tcp", a, nil
 	}
 	return "", "", fmt.Errorf("%q must be unix:/path or inet:host:port", s)
+}
+
+// checkClamdAddress checks spam.antivirus.address: unix:/absolute/path or
+// host:port.
+func checkClamdAddress(s string) error {
+	if p, ok := strings.CutPrefix(s, "unix:"); ok {
+		if !strings.HasPrefix(p, "/") || strings.ContainsAny(p, "\x00\r\n") {
+			return fmt.Errorf("%q: the socket path after unix: must be absolute, e.g. %s", s, DefaultClamdAddress)
+		}
+		return nil
+	}
+	if err := checkHostPort(s); err != nil {
+		return fmt.Errorf("%v: want unix:/path or host:port, e.g. %s or 127.0.0.1:3310", err, DefaultClamdAddress)
+	}
+	return nil
 }
 
 func checkHostPort(s string) error {

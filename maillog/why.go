@@ -386,6 +386,19 @@ func (w *Why) addMilterd(line string) {
 			add("symbols: " + strings.ReplaceAll(sy, ",", ", "))
 		}
 	}
+	if v := f["antivirus"]; v != "" {
+		text := "virus scan: " + v
+		if n := f["virus"]; n != "" {
+			text += " (" + n + ")"
+		}
+		if e := f["antivirus_error"]; e != "" {
+			text += " (" + e + ")"
+		}
+		if f["antivirus_truncated"] == "true" {
+			text += ", only the first part scanned"
+		}
+		add(text)
+	}
 	if v := f["reply"]; v != "" {
 		add("refused: " + v)
 	}

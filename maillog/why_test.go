@@ -219,3 +219,23 @@ Dec 06 04:09:49 mx1 postfix/qmgr[8165]: 4jhsFS74rhz1SHDN: removed
 		t.Errorf("the second message's story has the wrong policyd line:\n%s", second)
 	}
 }
+
+// TestWhyVirus: milterd's virus verdict and its reply in the story.
+func TestWhyVirus(t *testing.T) {
+	log := `Dec 06 04:10:00 mx1 postfix/smtpd[8167]: 4jhsVIRUS1z1SHDN: client=localhost[127.0.0.1]
+time=2026-12-06T04:10:00.100Z level=INFO msg="milterd decision" queue_id=4jhsVIRUS1z1SHDN client=127.0.0.1 origin=none sender=x@sender.test from=x@sender.test rcpts=1 action=verify reason="outside sender to a local recipient: spam check on" results="spf=pass smtp.mailfrom=x@sender.test; dkim=none; dmarc=pass header.from=sender.test" spam_score=-1.5 spam_engine=builtin disposition=deliver spam_builtin=-1.5 antivirus=virus virus=Mailnode.Test.EICAR.UNOFFICIAL reply="550 5.7.1 Virus found: Mailnode.Test.EICAR.UNOFFICIAL"
+Dec 06 04:10:00 mx1 postfix/cleanup[8172]: 4jhsVIRUS1z1SHDN: milter-reject: END-OF-MESSAGE from localhost[127.0.0.1]: 5.7.1 Virus found: Mailnode.Test.EICAR.UNOFFICIAL; from=<x@sender.test> to=<alice@example.com> proto=ESMTP helo=<mx.sender.test>
+Dec 06 04:10:01 mx1 postfix/smtpd[8167]: 4jhsCLAMD1z1SHDN: client=localhost[127.0.0.1]
+time=2026-12-06T04:10:01.100Z level=INFO msg="milterd decision" queue_id=4jhsCLAMD1z1SHDN client=127.0.0.1 origin=none sender=x@sender.test from=x@sender.test rcpts=1 action=verify reason="outside sender to a local recipient: spam check on" spam_score=-1.5 spam_engine=builtin disposition=deliver antivirus=error antivirus_error="clamd: dial unix /run/clamav/clamd.ctl: connect: no such file or directory" reply="451 4.7.1 Virus scan temporarily unavailable, try again later"
+`
+	w := newTestWhy()
+	if err := w.Read("mail.log", strings.NewReader(log)); err != nil {
+		t.Fatal(err)
+	}
+	wantLines(t, stories(t, w, "4jhsVIRUS1z1SHDN"),
+		"milterd  virus scan: virus (Mailnode.Test.EICAR.UNOFFICIAL)\n",
+		"milterd  refused: 550 5.7.1 Virus found: Mailnode.Test.EICAR.UNOFFICIAL\n")
+	wantLines(t, stories(t, w, "4jhsCLAMD1z1SHDN"),
+		"milterd  virus scan: error (clamd: dial unix /run/clamav/clamd.ctl: connect: no such file or directory)\n",
+		"milterd  refused: 451 4.7.1 Virus scan temporarily unavailable, try again later\n")
+}

@@ -113,7 +113,9 @@ type Decision struct {
 	// hold reason of a quarantine, while the message went on as accepted.
 	WouldReject string
 	WouldHold   string
-	WouldReason Reason // when WouldReject is Decide's refusal, not the spam gate's
+	WouldReason Reason // when WouldReject is Decide's refusal or the virus scan's, not the spam gate's
+	// Antivirus is the virus scan's answer (spam.antivirus).
+	Antivirus AVResult
 }
 
 // Policy is what Decide needs from the inventory.

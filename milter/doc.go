@@ -17,6 +17,8 @@
 //
 // The inbound checks are listed once, in order, in spamchecks.go (checks.go
 // holds the DKIM one); verdict.go turns their results into the spam verdict.
+// antivirus.go streams checked (and, by default, signed) messages to clamd
+// as they arrive and refuses a virus at the end (spam.antivirus).
 // build.go makes the Filter from an inventory at start and on each reload,
 // keeping the DNS resolver when node.resolver did not change. runtime.go
 // tunes the Go runtime for milterd. Tests drive a Transaction directly, or a

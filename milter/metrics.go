@@ -28,6 +28,8 @@ type Metrics struct {
 	results   *prometheus.CounterVec
 	verdicts  *prometheus.CounterVec
 	engine    *prometheus.HistogramVec
+	avScans   *prometheus.CounterVec
+	avTime    *prometheus.HistogramVec
 	dns       *prometheus.HistogramVec
 	errors    *prometheus.CounterVec
 	wouldRej  *prometheus.CounterVec
@@ -40,11 +42,12 @@ type Metrics struct {
 
 // The kinds of mailnode_milter_errors_total.
 const (
-	ErrKindSign     = "sign"     // a signature could not be made: the message is tempfailed
-	ErrKindEngine   = "engine"   // the spam engine failed (unreachable, slow, bad answer)
-	ErrKindLimit    = "limit"    // a message over MaxHeaders/MaxHeaderBytes: connection closed
-	ErrKindProtocol = "protocol" // events out of order: connection closed
-	ErrKindMTA      = "mta"      // the header changes or the hold could not be sent to the MTA
+	ErrKindSign     = "sign"      // a signature could not be made: the message is tempfailed
+	ErrKindEngine   = "engine"    // the spam engine failed (unreachable, slow, bad answer)
+	ErrKindLimit    = "limit"     // a message over MaxHeaders/MaxHeaderBytes: connection closed
+	ErrKindProtocol = "protocol"  // events out of order: connection closed
+	ErrKindMTA      = "mta"       // the header changes or the hold could not be sent to the MTA
+	ErrKindAV       = "antivirus" // the virus scanner failed: on_failure decided
 )
 
 // NewMetrics creates the metrics and registers them, with the Go runtime
@@ -68,15 +71,26 @@ func NewMetrics() *Metrics {
 		Help:    "Time of one spam engine check (rspamd, spamd), by engine and result: ok or error.",
 		Buckets: prometheus.ExponentialBuckets(0.001, 2.5, 12), // 1ms .. ~24s
 	}, []string{"engine", "result"})
+	m.avScans = counterVec("mailnode_milter_antivirus_scans_total",
+		"Virus scans (spam.antivirus) by result: clean, virus (refused) or error (scanner down, slow or failing: on_failure tempfailed the message or let it pass unscanned).",
+		"result")
+	for _, r := range []string{AVClean, AVVirus, AVError} {
+		m.avScans.WithLabelValues(r)
+	}
+	m.avTime = prometheus.NewHistogramVec(prometheus.HistogramOpts{
+		Name:    "mailnode_milter_antivirus_seconds",
+		Help:    "Time from the end of a message's stream to the virus scanner's answer, read once milterd's own end-of-message work (signature, checks), which the scan overlaps, is done; by engine (clamd) and result: ok (clean or virus) or error.",
+		Buckets: prometheus.ExponentialBuckets(0.0002, 2.5, 14), // 200µs .. ~30s
+	}, []string{"engine", "result"})
 	m.dns = prometheus.NewHistogramVec(prometheus.HistogramOpts{
 		Name:    "mailnode_milter_dns_seconds",
 		Help:    "Time of one DNS lookup through node.resolver (SPF, DKIM keys, DMARC, DNSBL), by record type and result: ok, notfound (NXDOMAIN, no data) or error.",
 		Buckets: prometheus.ExponentialBuckets(5e-5, 3, 12), // 50µs .. ~8.9s
 	}, []string{"type", "result"})
 	m.errors = counterVec("mailnode_milter_errors_total",
-		"Trouble by kind: sign (message tempfailed), engine (spam engine failed), limit and protocol (connection closed), mta (changes not sent).",
+		"Trouble by kind: sign (message tempfailed), engine (spam engine failed), antivirus (virus scanner failed), limit and protocol (connection closed), mta (changes not sent).",
 		"kind")
-	for _, k := range []string{ErrKindSign, ErrKindEngine, ErrKindLimit, ErrKindProtocol, ErrKindMTA} {
+	for _, k := range []string{ErrKindSign, ErrKindEngine, ErrKindAV, ErrKindLimit, ErrKindProtocol, ErrKindMTA} {
 		m.errors.WithLabelValues(k)
 	}
 	m.wouldRej = counterVec("mailnode_milter_shadow_would_reject_total",
@@ -88,7 +102,7 @@ func NewMetrics() *Metrics {
 		Help: "Authentication-Results headers with the node's authserv-id that came with a message and were removed."})
 	m.drift = drift.NewGauges("mailnode_milter", "milterd")
 	m.Registry.MustRegister(m.drift.Collectors()...)
-	m.Registry.MustRegister(m.messages, m.signed, m.results, m.verdicts, m.engine, m.dns, m.errors,
+	m.Registry.MustRegister(m.messages, m.signed, m.results, m.verdicts, m.engine, m.avScans, m.avTime, m.dns, m.errors,
 		m.wouldRej, m.reloads, m.removedAR,
 		collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
 	return m
@@ -179,6 +193,20 @@ func (m *Metrics) ObserveEngine(engine string, took time.Duration, err error) {
 		result = "error"
 	}
 	m.engine.WithLabelValues(engine, result).Observe(took.Seconds())
+}
+
+// observeAntivirus counts one virus scan and times clamd's answer.
+func (m *Metrics) observeAntivirus(av AVResult) {
+	if m == nil {
+		return
+	}
+	m.avScans.WithLabelValues(av.Result).Inc()
+	result := "ok"
+	if av.Result == AVError {
+		result = "error"
+		m.errors.WithLabelValues(ErrKindAV).Inc()
+	}
+	m.avTime.WithLabelValues("clamd", result).Observe(av.Took.Seconds())
 }
 
 func (m *Metrics) observeDNS(typ string, start time.Time, err error) {

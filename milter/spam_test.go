@@ -149,7 +149,9 @@ func spamFilter(t *testing.T, eng spam.Engine, edit func(*inventory.Spam)) *Filt
 	if edit != nil {
 		edit(&inv.Spam)
 	}
-	f.Checks = InboundChecks(inv, resolver.NewClient(d.Addr, time.Second), testDNS(t).LookupTXT)
+	rc := resolver.NewClient(d.Addr, time.Second)
+	t.Cleanup(func() { rc.Close() }) // its sockets go with the test, not at some later test's count
+	f.Checks = InboundChecks(inv, rc, testDNS(t).LookupTXT)
 	sc := f.Checks[len(f.Checks)-1].(*SpamCheck)
 	sc.Now = func() time.Time { return fixedNow }
 	if eng != nil {

@@ -10,6 +10,7 @@ import (
 
 	"github.com/emersion/go-msgauth/authres"
 	"github.com/mailnode/mailnode/acl"
+	"github.com/mailnode/mailnode/antivirus"
 	"github.com/mailnode/mailnode/dkim"
 	"github.com/mailnode/mailnode/inventory"
 	"github.com/mailnode/mailnode/mailauth"
@@ -50,6 +51,8 @@ type Filter struct {
 	CheckTimeout time.Duration
 	// Metrics counts every finished message (nil: none).
 	Metrics *Metrics
+	// Antivirus is the virus scan (spam.antivirus); nil: none.
+	Antivirus *Antivirus
 }
 
 // NewFilter builds the Filter for an inventory whose keys are loaded.
@@ -61,6 +64,8 @@ func NewFilter(inv *inventory.Inventory, keys map[string][]dkim.Key, lookup Look
 		Hostname: inv.Node.Hostname,
 		Keys:     keys,
 		Checks:   DefaultChecks(lookup),
+
+		Antivirus: NewAntivirus(inv.Spam.Antivirus),
 	}
 }
 
@@ -132,6 +137,7 @@ type Transaction struct {
 	decision Decision
 	body     *dkim.BodyHasher
 	runs     []CheckRun
+	scan     *antivirus.Scan // the virus scan streaming, see antivirus.go
 }
 
 // NewTransaction starts a message.
@@ -233,6 +239,9 @@ func (t *Transaction) EndOfHeaders() Decision {
 			t.runs = append(t.runs, c.Start(t.env, t.headers))
 		}
 	}
+	if t.f.Antivirus.scans(t.decision.Action) {
+		t.startScan()
+	}
 	return t.decision
 }
 
@@ -255,6 +264,9 @@ func (t *Transaction) Body(chunk []byte) error {
 			return err
 		}
 	}
+	if t.scan != nil {
+		t.scan.Write(chunk) // a failure is kept in the scan and counted at the end
+	}
 	return nil
 }
 
@@ -267,6 +279,10 @@ func (t *Transaction) End(ctx context.Context) Result {
 	t.state = stDone
 	res := Result{}
 	d := &t.decision
+	var scanned *finishedScan
+	if t.scan != nil {
+		scanned = t.finishScan()
+	}
 	for i := len(t.forged) - 1; i >= 0; i-- {
 		// Delete from the bottom so that earlier occurrence numbers stay valid.
 		res.Changes = append(res.Changes, HeaderChange{Delete: true, Index: t.forged[i], Name: "Authentication-Results"})
@@ -335,6 +351,9 @@ func (t *Transaction) End(ctx context.Context) Result {
 			res.Quarantine = v.Hold
 		}
 	}
+	if scanned != nil {
+		t.applyScan(ctx, scanned, &res)
+	}
 	res.Decision = *d
 	t.f.logDecision(res)
 	t.f.Metrics.observe(t.f.Policy, res)
@@ -374,6 +393,10 @@ func (t *Transaction) Close() {
 		r.Abort()
 	}
 	t.runs = nil
+	if t.scan != nil {
+		t.scan.Close()
+		t.scan = nil
+	}
 	t.state = stDone
 }
 
@@ -421,6 +444,21 @@ func (f *Filter) logDecision(res Result) {
 		}
 		if v.EngineErr != "" {
 			attrs = append(attrs, slog.String("engine_error", v.EngineErr))
+		}
+	}
+	if av := d.Antivirus; av.Result != "" {
+		attrs = append(attrs, slog.String("antivirus", av.Result))
+		if av.Virus != "" {
+			attrs = append(attrs, slog.String("virus", av.Virus))
+		}
+		if av.Err != "" {
+			attrs = append(attrs, slog.String("antivirus_error", av.Err))
+		}
+		if av.Truncated {
+			attrs = append(attrs, slog.Bool("antivirus_truncated", true))
+		}
+		if res.Reply != "" && (strings.HasPrefix(res.Reply, ReplyVirus) || res.Reply == ReplyAntivirus) {
+			attrs = append(attrs, slog.String("reply", res.Reply))
 		}
 	}
 	if d.WouldReject != "" || d.WouldHold != "" {

@@ -36,7 +36,10 @@ func spamE2ENode(t *testing.T, dnsAddr string, settings map[string]any) *harness
 		harness.Set(doc, "policy.greylist.enabled", false) // policyd's business, tested there
 		harness.Set(doc, "node.resolver", dnsAddr)
 		for k, v := range settings {
-			harness.Set(doc, "spam."+k, v)
+			if !strings.Contains(k, ".") {
+				k = "spam." + k // a field of spam; a dotted key is a path of its own
+			}
+			harness.Set(doc, k, v)
 		}
 		// Mail to outside goes to the same sink as the relay domains.
 		if ds, ok := doc["domains"].([]any); ok {

@@ -35,6 +35,11 @@ spamd): X-Spam-Score/Status/Symbols, the subject tag over tag_score, 550 5.7.1
 over reject_score or for a failing DMARC p=reject (the hold queue instead with
 spam.quarantine). All DNS goes to node.resolver.
 
+With spam.antivirus, every spam-checked message and (scan_outbound, the
+default) every signed one is streamed to clamd as it arrives: a virus gets
+550 5.7.1 Virus found: <signature>; clamd down or failing gets 451 4.7.1
+(on_failure tempfail, the default) or passes unscanned (accept).
+
 milterd refuses to start, naming the file, when a configured key is missing,
 readable by others or of the wrong type (create keys with: mailnode dkim keygen).
 A unix socket is created mode 0660, group postfix; TCP only on loopback.
@@ -66,12 +71,13 @@ SIGUSR1 logs one status line: goroutines, heap in use, open descriptors.
 
 Metrics: with --metrics or milter.metrics_listen, Prometheus /metrics
 (mailnode_milter_*: messages by action, signatures by domain, selector and
-algorithm, SPF/DKIM/DMARC results, spam verdicts, engine and DNS latency,
-errors by kind, shadow mode's would-rejects), /healthz (?format=json adds the
-inventory digest), and at / a read-only status page: version, uptime, mode,
-keys, last reload, milterd's and policyd's state with their inventory digests
-(policyd probed at --peer-metrics, default policy.metrics_listen), the DKIM
-selectors with what DNS shows of them, the metrics' values.`,
+algorithm, SPF/DKIM/DMARC results, spam verdicts, virus scans, engine, clamd
+and DNS latency, errors by kind, shadow mode's would-rejects), /healthz
+(?format=json adds the inventory digest), and at / a read-only status page:
+version, uptime, mode, keys, last reload, milterd's and policyd's state with
+their inventory digests (policyd probed at --peer-metrics, default
+policy.metrics_listen), the DKIM selectors with what DNS shows of them, the
+metrics' values.`,
 		Flags: []cli.Flag{
 			inventoryFlag(),
 			&cli.StringFlag{Name: "listen", Usage: "`unix:PATH` or inet:HOST:PORT (default: milter.listen of the inventory)"},

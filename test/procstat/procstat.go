@@ -76,6 +76,36 @@ func CPU(pid int) (time.Duration, error) {
 	return s.CPU, err
 }
 
+// SchedCPU returns the time the live threads of a process have run on a
+// CPU, in nanoseconds (the first field of each /proc/PID/task/TID/schedstat):
+// /proc/PID/stat counts in USER_HZ ticks of 10 ms, too coarse to tell a
+// few dozen microseconds per message apart. Threads that have exited are
+// not counted.
+func SchedCPU(pid int) (time.Duration, error) {
+	dir := fmt.Sprintf("/proc/%d/task", pid)
+	tasks, err := os.ReadDir(dir)
+	if err != nil {
+		return 0, err
+	}
+	var sum time.Duration
+	for _, t := range tasks {
+		b, err := os.ReadFile(dir + "/" + t.Name() + "/schedstat")
+		if err != nil {
+			continue // the thread has just exited
+		}
+		f := strings.Fields(string(b))
+		if len(f) == 0 {
+			continue
+		}
+		ns, err := strconv.ParseInt(f[0], 10, 64)
+		if err != nil {
+			return 0, fmt.Errorf("procstat: %s/schedstat: %q", t.Name(), b)
+		}
+		sum += time.Duration(ns)
+	}
+	return sum, nil
+}
+
 // SelfCPU is the user+system CPU time this process has used (getrusage).
 func SelfCPU() time.Duration {
 	var ru syscall.Rusage
