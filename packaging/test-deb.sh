@@ -71,6 +71,14 @@ got=$(/usr/bin/mailnode --version)
 [[ $got == "mailnode version $version" ]] || fail "--version printed \"$got\", want \"mailnode version $version\""
 echo "$got"
 /usr/bin/mailnode config check --no-host-checks -i /usr/share/doc/mailnode/examples/inventory.yaml || fail "config check of the shipped example"
+# policyd's ExecCondition, as the installed unit has it, runs the daemon on a
+# mail node and skips it (exit 1, not a failure) on a null client.
+cond=$(sed -n 's/^ExecCondition=//p' /lib/systemd/system/mailnode-policyd.service)
+[[ $cond == *" --inventory /etc/mailnode/inventory.yaml "* ]] || fail "mailnode-policyd.service: ExecCondition \"$cond\""
+ex=/usr/share/doc/mailnode/examples
+${cond/\/etc\/mailnode\/inventory.yaml/$ex/inventory.yaml} || fail "ExecCondition refuses the mail node example"
+rc=0; ${cond/\/etc\/mailnode\/inventory.yaml/$ex/nullclient.yaml} || rc=$?
+[[ $rc == 1 ]] || fail "ExecCondition on the null-client example: exit $rc, want 1 (skip)"
 id -nG mailnode | grep -qw postfix || fail "user mailnode is not in group postfix"
 [[ $(stat -c %U:%a /var/lib/mailnode) == mailnode:750 ]] || fail "/var/lib/mailnode: $(stat -c %U:%a /var/lib/mailnode)"
 [[ $(stat -c %U:%G:%a /var/spool/postfix/mailnode) == mailnode:postfix:750 ]] || fail "/var/spool/postfix/mailnode: $(stat -c %U:%G:%a /var/spool/postfix/mailnode)"

@@ -2,6 +2,8 @@ package main
 
 import (
 	"fmt"
+	"slices"
+	"strings"
 
 	"github.com/mailnode/mailnode/inventory"
 	"github.com/urfave/cli/v2"
@@ -38,7 +40,7 @@ Exit status: 0 valid (a one-line summary is printed), 1 problems found,
 					c.String("inventory"), inv.Node.Hostname, len(inv.LocalDomains()), len(inv.RelayDomains()), mboxes)
 				return nil
 			},
-		}},
+		}, configRoleCommand()},
 	}
 }
 
@@ -73,4 +75,54 @@ func loadChecked(c *cli.Context, invalidCode int) (*inventory.Inventory, error) 
 		return nil, cli.Exit(fmt.Sprintf("%s: %d problem(s)", path, len(ps)), code)
 	}
 	return inv, nil
+}
+
+// configRoleCommand prints node.role. With --is it answers by exit status
+// alone, which is what a unit's ExecCondition wants: 0 runs the daemon,
+// 1 skips it (a null client runs no policyd), and 255, which systemd counts
+// as a failure rather than a skip, for an inventory that cannot be loaded
+// or a role name that does not exist: those must not pass silently.
+func configRoleCommand() *cli.Command {
+	return &cli.Command{
+		Name:      "role",
+		Usage:     "print node.role (mailnode or nullclient), or test it with --is",
+		UsageText: "mailnode config role [--inventory FILE] [--is ROLE]",
+		Description: `Prints the role the inventory gives this node: mailnode (the default) or
+nullclient (docs/design.md, "Node roles"). With --is ROLE nothing is printed
+and the exit status answers: 0 the role is ROLE, 1 it is another.
+
+The packaged policyd unit runs "mailnode config role --is mailnode" as its
+ExecCondition, so that on a null client, which needs no policy service, the
+unit is skipped instead of failing.
+
+Exit status: 0 printed or matched, 1 not matched, 255 the inventory cannot be
+loaded or is invalid, or ROLE is not a role.`,
+		Flags: []cli.Flag{
+			inventoryFlag(),
+			&cli.StringFlag{Name: "is", Usage: "exit 0 when node.role is `ROLE`, 1 when it is not"},
+		},
+		Action: func(c *cli.Context) error {
+			want := c.String("is")
+			if c.IsSet("is") && !slices.Contains(inventory.Roles, want) {
+				return cli.Exit(fmt.Sprintf("config role: --is %q is not one of: %s", want, strings.Join(inventory.Roles, ", ")), 255)
+			}
+			path := c.String("inventory")
+			inv, err := inventory.LoadWith(path, inventory.LoadOptions{})
+			if err != nil {
+				ps := inventory.AsProblems(err)
+				for _, p := range ps {
+					fmt.Fprintln(c.App.ErrWriter, p.Error())
+				}
+				return cli.Exit(fmt.Sprintf("%s: %d problem(s)", path, len(ps)), 255)
+			}
+			if !c.IsSet("is") {
+				fmt.Fprintln(c.App.Writer, inv.Node.Role)
+				return nil
+			}
+			if inv.Node.Role != want {
+				return cli.Exit("", 1)
+			}
+			return nil
+		},
+	}
 }

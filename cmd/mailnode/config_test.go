@@ -120,3 +120,26 @@ func TestConfigCheckHost(t *testing.T) {
 		t.Errorf("--no-host-checks: exit %d: %s", code, errs)
 	}
 }
+
+func TestConfigRole(t *testing.T) {
+	for _, c := range []struct {
+		args []string
+		out  string
+		code int
+	}{
+		{[]string{"--inventory", "../../examples/inventory.yaml"}, "mailnode\n", 0},
+		{[]string{"--inventory", "../../examples/nullclient.yaml"}, "nullclient\n", 0},
+		{[]string{"--inventory", "../../examples/inventory.yaml", "--is", "mailnode"}, "", 0},
+		{[]string{"--inventory", "../../examples/nullclient.yaml", "--is", "mailnode"}, "", 1},
+		{[]string{"--inventory", "../../examples/nullclient.yaml", "--is", "nullclient"}, "", 0},
+		// A typo or a broken inventory must fail the unit, not skip it.
+		{[]string{"--inventory", "../../examples/inventory.yaml", "--is", "mailnod"}, "", 255},
+		{[]string{"--inventory", "../../inventory/testdata/bad/05-aliases.yaml", "--is", "mailnode"}, "", 255},
+		{[]string{"--inventory", "/nonexistent/inventory.yaml", "--is", "mailnode"}, "", 255},
+	} {
+		out, errs, code := runApp(t, append([]string{"config", "role"}, c.args...)...)
+		if code != c.code || out != c.out {
+			t.Errorf("config role %v: exit %d, out %q (stderr %q); want exit %d, out %q", c.args, code, out, errs, c.code, c.out)
+		}
+	}
+}
