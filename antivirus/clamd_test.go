@@ -254,14 +254,7 @@ func TestSessions(t *testing.T) {
 // message, the EICAR file as a base64 attachment, and a stream over
 // clamd's StreamMaxLength.
 func TestRealClamd(t *testing.T) {
-	if why := clamdtest.Available(); why != "" {
-		t.Skip(why)
-	}
-	d, err := clamdtest.Start(t.TempDir(), clamdtest.Options{StreamMaxLength: "1M", IdleTimeout: 1})
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer d.Proc.Stop()
+	d := clamdtest.StartT(t, clamdtest.Options{StreamMaxLength: "1M", IdleTimeout: 1})
 	c := &antivirus.Clamd{Address: d.Address}
 	ctx := context.Background()
 	if err := c.Ping(ctx); err != nil {
@@ -329,14 +322,7 @@ func TestLongAnswer(t *testing.T) {
 // each gets its own answer (clean and EICAR alternate), and no more than
 // DefaultMaxIdle sessions stay open.
 func TestRealClamdConcurrent(t *testing.T) {
-	if why := clamdtest.Available(); why != "" {
-		t.Skip(why)
-	}
-	d, err := clamdtest.Start(t.TempDir(), clamdtest.Options{})
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer d.Proc.Stop()
+	d := clamdtest.StartT(t, clamdtest.Options{})
 	c := &antivirus.Clamd{Address: d.Address}
 	defer c.Close()
 	var wg sync.WaitGroup

@@ -15,6 +15,7 @@ import (
 	"time"
 
 	msgauth "github.com/emersion/go-msgauth/dkim"
+	"github.com/mailnode/mailnode/internal/testpeer"
 	"github.com/mailnode/mailnode/resolver"
 )
 
@@ -212,7 +213,7 @@ func writeKeyFile(t testing.TB, keys []Key) string {
 func pyVerify(t testing.TB, keyFile string, msg []byte) (bool, string) {
 	t.Helper()
 	if _, err := exec.Command("/usr/bin/python3", "-c", "import dkim, nacl").CombinedOutput(); err != nil {
-		t.Skip("python3-dkim / python3-nacl not installed")
+		testpeer.Missing(t, "python3-dkim / python3-nacl not installed (apt-get install python3-dkim)")
 	}
 	cmd := exec.Command("/usr/bin/python3", "testdata/pydkimverify.py", keyFile)
 	cmd.Dir = "."

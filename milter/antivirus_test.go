@@ -16,15 +16,7 @@ import (
 // startClamd runs Debian's clamd with the EICAR test database.
 func startClamd(t *testing.T) *clamdtest.Clamd {
 	t.Helper()
-	if why := clamdtest.Available(); why != "" {
-		t.Skip(why)
-	}
-	c, err := clamdtest.Start(t.TempDir(), clamdtest.Options{})
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(c.Proc.Stop)
-	return c
+	return clamdtest.StartT(t, clamdtest.Options{})
 }
 
 // eicarBody is a MIME body with the EICAR test file as a base64 attachment.

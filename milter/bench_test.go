@@ -47,14 +47,7 @@ func sizeLabel(n int) string {
 // BenchmarkSubmit it shows what the scan adds to milterd, clamd's time
 // included.
 func BenchmarkSubmitAntivirus(b *testing.B) {
-	if why := clamdtest.Available(); why != "" {
-		b.Skip(why)
-	}
-	cd, err := clamdtest.Start(b.TempDir(), clamdtest.Options{})
-	if err != nil {
-		b.Fatal(err)
-	}
-	defer cd.Proc.Stop()
+	cd := clamdtest.StartT(b, clamdtest.Options{})
 	for _, size := range []int{2 << 10, 64 << 10} {
 		b.Run(sizeLabel(size), func(b *testing.B) {
 			f, _ := testFilter(b)

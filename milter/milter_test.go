@@ -15,6 +15,7 @@ import (
 	gomilter "github.com/d--j/go-milter"
 	msgauth "github.com/emersion/go-msgauth/dkim"
 	"github.com/mailnode/mailnode/dkim"
+	"github.com/mailnode/mailnode/internal/testpeer"
 	"github.com/mailnode/mailnode/inventory"
 	"github.com/mailnode/mailnode/milter/miltertest"
 	"github.com/mailnode/mailnode/resolver"
@@ -140,7 +141,7 @@ func keyFile(t testing.TB) string {
 func pyVerify(t testing.TB, msg []byte) (bool, string) {
 	t.Helper()
 	if err := exec.Command("/usr/bin/python3", "-c", "import dkim, nacl").Run(); err != nil {
-		t.Skip("python3-dkim / python3-nacl not installed")
+		testpeer.Missing(t, "python3-dkim / python3-nacl not installed (apt-get install python3-dkim)")
 	}
 	cmd := exec.Command("/usr/bin/python3", "../dkim/testdata/pydkimverify.py", keyFile(t))
 	cmd.Stdin = bytes.NewReader(msg)

@@ -24,15 +24,7 @@ import (
 // the test.
 func startClamdE2E(t *testing.T) *clamdtest.Clamd {
 	t.Helper()
-	if why := clamdtest.Available(); why != "" {
-		t.Skip(why)
-	}
-	c, err := clamdtest.Start(t.TempDir(), clamdtest.Options{})
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(c.Proc.Stop)
-	return c
+	return clamdtest.StartT(t, clamdtest.Options{})
 }
 
 // eicarMessage is a message with the EICAR test file as a base64 MIME

@@ -13,9 +13,11 @@ import (
 	"os"
 	"path/filepath"
 	"strings"
+	"testing"
 	"time"
 
 	"github.com/mailnode/mailnode/antivirus"
+	"github.com/mailnode/mailnode/internal/testpeer"
 	"github.com/mailnode/mailnode/test/harness"
 )
 
@@ -61,6 +63,22 @@ func Available() string {
 		return "clamd not installed (apt-get install clamav-daemon)"
 	}
 	return ""
+}
+
+// StartT starts clamd for a test or benchmark in a directory of its own
+// and stops it when t ends. A missing clamd fails the test (skips it under
+// -short: testpeer).
+func StartT(t testing.TB, opt Options) *Clamd {
+	t.Helper()
+	if why := Available(); why != "" {
+		testpeer.Missing(t, "%s", why)
+	}
+	c, err := Start(t.TempDir(), opt)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(c.Proc.Stop)
+	return c
 }
 
 // Start writes the configuration and the database into dir (created when

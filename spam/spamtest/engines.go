@@ -16,6 +16,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/mailnode/mailnode/internal/testpeer"
 	"github.com/mailnode/mailnode/test/harness"
 )
 
@@ -169,7 +170,7 @@ func StartRspamd(t testing.TB, dnsAddr string) *Engine {
 		t.Skip("real rspamd runs only inside a test network namespace (run as root: go test)")
 	}
 	if _, err := exec.LookPath("rspamd"); err != nil {
-		t.Skip("rspamd not installed (apt-get install rspamd)")
+		testpeer.Missing(t, "rspamd not installed (apt-get install rspamd)")
 	}
 	e := &Engine{Name: "rspamd", Dir: engineDir(t, "rspamd")}
 	p1, err := harness.FreePort()
@@ -237,7 +238,7 @@ func StartSpamd(t testing.TB) *Engine {
 	}
 	if _, err := exec.LookPath("spamd"); err != nil {
 		if _, err := os.Stat("/usr/sbin/spamd"); err != nil {
-			t.Skip("spamd not installed (apt-get install spamd spamc)")
+			testpeer.Missing(t, "spamd not installed (apt-get install spamd spamc)")
 		}
 	}
 	e := &Engine{Name: "spamd", Dir: engineDir(t, "spamd")}
