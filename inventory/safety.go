@@ -125,15 +125,22 @@ func (inv *Inventory) checkListenConflicts(v *validator) {
 			eps = append(eps, endpoint{what: "dovecot." + f.key, path: []any{"dovecot", f.key}, unix: q + f.val})
 		}
 	}
-	for _, svc := range []struct {
+	type dovecotService struct {
 		key          string
 		specs        []string
 		plain, tls   int
 		defaultNames string
-	}{{"imap_listen", inv.Dovecot.IMAPListen, 143, 993, "imap"}, {"pop3_listen", inv.Dovecot.POP3Listen, 110, 995, "pop3"}} {
+	}
+	services := []dovecotService{{"imap_listen", inv.Dovecot.IMAPListen, 143, 993, "imap"}, {"pop3_listen", inv.Dovecot.POP3Listen, 110, 995, "pop3"}}
+	if inv.Dovecot.Sieve != nil {
+		services = append(services, dovecotService{"sieve.listen", inv.Dovecot.Sieve.Listen, 4190, 0, "managesieve"})
+	}
+	for _, svc := range services {
 		if len(svc.specs) == 0 {
 			for _, port := range []int{svc.plain, svc.tls} {
-				eps = append(eps, endpoint{what: "dovecot." + svc.key + " (default " + svc.defaultNames + ")", path: []any{"dovecot"}, port: port})
+				if port != 0 {
+					eps = append(eps, endpoint{what: "dovecot." + svc.key + " (default " + svc.defaultNames + ")", path: []any{"dovecot"}, port: port})
+				}
 			}
 			continue
 		}
@@ -146,7 +153,7 @@ func (inv *Inventory) checkListenConflicts(v *validator) {
 			} else {
 				continue
 			}
-			e.path = []any{"dovecot", svc.key, i}
+			e.path = append([]any{"dovecot"}, dovecotKeyPath(svc.key, i)...)
 			e.what = fieldName(e.path)
 			eps = append(eps, e)
 		}
@@ -259,4 +266,13 @@ func (inv *Inventory) checkLocalTargets(v *validator) {
 			}
 		}
 	}
+}
+
+// dovecotKeyPath is the path below dovecot of item i of a listen field
+// ("imap_listen", or "sieve.listen" one level down).
+func dovecotKeyPath(key string, i int) []any {
+	if a, b, ok := strings.Cut(key, "."); ok {
+		return []any{a, b, i}
+	}
+	return []any{key, i}
 }

@@ -25,6 +25,8 @@ var (
 	// mailLocationRe: Dovecot's mail_location, FORMAT:PATH[:KEY=VALUE...],
 	// with Dovecot's %-variables and ~ for the home directory.
 	mailLocationRe = regexp.MustCompile(`^[a-z]+:[A-Za-z0-9._/%:=~+@-]+$`)
+	// mailboxNameRe: a top-level IMAP folder name (dovecot.sieve.junk_folder).
+	mailboxNameRe = regexp.MustCompile(`^[A-Za-z0-9][A-Za-z0-9_-]{0,63}$`)
 	// instanceNameRe: Postfix's multi_instance_name (a log prefix).
 	instanceNameRe = regexp.MustCompile(`^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$`)
 	// schemeRe: a Dovecot password scheme with an optional encoding suffix,
@@ -214,6 +216,17 @@ func (inv *Inventory) checkConfigSyntax(v *validator) {
 				continue
 			}
 			checkIPPort(v, []any{"dovecot", key, i}, s, "Dovecot", "127.0.0.1:143")
+		}
+	}
+	if sv := d.Sieve; sv != nil {
+		if !mailboxNameRe.MatchString(sv.JunkFolder) {
+			v.add([]any{"dovecot", "sieve", "junk_folder"}, "%q: a folder name of letters, digits, '_' and '-' (at most 64; no '.' or '/', which Dovecot reads as a folder hierarchy; it is written into dovecot.conf and a Sieve script)", sv.JunkFolder)
+		}
+		for i, s := range sv.Listen {
+			if port, err := parsePort(s); err == nil && port > 0 {
+				continue
+			}
+			checkIPPort(v, []any{"dovecot", "sieve", "listen", i}, s, "Dovecot", "127.0.0.1:4190")
 		}
 	}
 	if strings.HasPrefix(inv.DKIM.KeyDir, "/") {

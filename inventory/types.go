@@ -180,6 +180,20 @@ type Dovecot struct {
 	POP3Listen []string `yaml:"pop3_listen"`
 	// LogPath sends Dovecot's log to a file instead of syslog.
 	LogPath string `yaml:"log_path"`
+	// Sieve turns on Pigeonhole: mail milterd marked as spam
+	// (X-Spam-Status: Yes) is filed into the Junk folder, and users manage
+	// their own scripts over ManageSieve. nil: no Sieve.
+	Sieve *Sieve `yaml:"sieve"`
+}
+
+// Sieve configures Pigeonhole (dovecot.sieve).
+type Sieve struct {
+	// JunkFolder is where mail tagged as spam is filed (default Junk);
+	// it is created on demand and subscribed.
+	JunkFolder string `yaml:"junk_folder"`
+	// Listen are the ManageSieve listen specs ("4190", "127.0.0.1:4190");
+	// default ["4190"] on every address.
+	Listen []string `yaml:"listen"`
 }
 
 // DKIM configures where private keys live.

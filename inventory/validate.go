@@ -83,6 +83,12 @@ func (inv *Inventory) applyDefaults() {
 	def(&d.LMTPSocket, "private/dovecot-lmtp")
 	def(&d.MailUser, "vmail")
 	def(&d.MailLocation, "maildir:/var/vmail/%d/%n")
+	if d.Sieve != nil {
+		def(&d.Sieve.JunkFolder, "Junk")
+		if d.Sieve.Listen == nil {
+			d.Sieve.Listen = []string{"4190"}
+		}
+	}
 	def(&inv.DKIM.KeyDir, DefaultKeyDir)
 	s := &inv.Spam
 	def(&s.Engine, "builtin")

@@ -23,6 +23,7 @@ var update = flag.Bool("update", false, "rewrite the golden files under testdata
 var goldenCases = []struct{ name, file string }{
 	{"example", "../examples/inventory.yaml"},
 	{"private", "testdata/private.yaml"},
+	{"mailbox", "testdata/mailbox.yaml"},
 }
 
 // load reads an inventory and points dkim.key_dir at a private copy of
@@ -386,6 +387,15 @@ func TestConsumers(t *testing.T) {
 				}
 			}
 			run("unbound-checkconf", filepath.Join(dir, "unbound", "unbound.conf"))
+			// The Sieve scripts compile with the rendered configuration.
+			for _, name := range files.Names() {
+				if strings.HasPrefix(name, SieveDir+"/") {
+					if _, err := exec.LookPath("sievec"); err != nil {
+						t.Fatalf("the Sieve scripts need sievec: %v (Debian package dovecot-sieve)", err)
+					}
+					run("sievec", "-c", filepath.Join(dir, "dovecot", "dovecot.conf"), filepath.Join(dir, name))
+				}
+			}
 			out = run("doveconf", "-c", filepath.Join(dir, "dovecot", "dovecot.conf"), "-n")
 			if !strings.Contains(out, "passwd-file") {
 				t.Errorf("doveconf -n lost the passdb:\n%s", out)
@@ -393,14 +403,27 @@ func TestConsumers(t *testing.T) {
 			// The ports Dovecot will open, defaults included: explicit
 			// listeners replace the built-in ones, TLS ones too.
 			all := run("doveconf", "-c", filepath.Join(dir, "dovecot", "dovecot.conf"))
-			for _, svc := range []struct {
+			services := []struct {
 				name   string
 				listen []string
 				want   []string
 			}{
 				{"imap-login", inv.Dovecot.IMAPListen, []string{"143", "993"}},
 				{"pop3-login", inv.Dovecot.POP3Listen, []string{"110", "995"}},
-			} {
+			}
+			// Without dovecot.sieve the sieve protocol is off, so Dovecot
+			// does not start its built-in ManageSieve service.
+			if sv := inv.Dovecot.Sieve; sv != nil {
+				services = append(services, struct {
+					name   string
+					listen []string
+					want   []string
+				}{"managesieve-login", sv.Listen, nil})
+				if !strings.Contains(out, "protocols = imap pop3 lmtp sieve") {
+					t.Errorf("doveconf -n: the sieve protocol is off:\n%s", out)
+				}
+			}
+			for _, svc := range services {
 				want := svc.want
 				if inv.Postfix.TLS.CertFile == "" {
 					want = want[:1]

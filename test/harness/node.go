@@ -72,6 +72,7 @@ type Options struct {
 type Ports struct {
 	SMTP, Submission, IMAP, POP3 int
 	Submissions                  int // implicit TLS (postfix.submissions_listen)
+	ManageSieve                  int // dovecot.sieve.listen, when the inventory has dovecot.sieve
 }
 
 // Node is a running private mail node: Postfix, Dovecot and (when enabled)
@@ -90,6 +91,9 @@ type Node struct {
 	// first byte, then AUTH): dial it with DialOptions.ImplicitTLS.
 	Submissions string
 	IMAP, POP3  string // Dovecot, plain (STARTTLS available)
+	// ManageSieve is Dovecot's ManageSieve service (STARTTLS, then AUTH),
+	// "" unless the inventory has dovecot.sieve.
+	ManageSieve string
 
 	Sink *Sink // next hop of every relay domain (nil with Options.RelayNexthop)
 
@@ -278,6 +282,15 @@ func (n *Node) prepare(src string, opt Options) error {
 	if opt.Edit != nil {
 		opt.Edit(doc)
 	}
+	if _, ok := Get(doc, "dovecot.sieve").(map[string]any); ok {
+		if ports.ManageSieve == 0 {
+			if ports.ManageSieve, err = FreePort(); err != nil {
+				return err
+			}
+		}
+		n.ManageSieve = lo(ports.ManageSieve)
+		Set(doc, "dovecot.sieve.listen", []any{n.ManageSieve})
+	}
 	out, err := yaml.Marshal(doc)
 	if err != nil {
 		return err
@@ -339,7 +352,11 @@ func (n *Node) start(opt Options) error {
 		return err
 	}
 	q := n.Inv.Postfix.QueueDirectory
-	for _, w := range []string{"unix:" + filepath.Join(q, n.Inv.Dovecot.LMTPSocket), "unix:" + filepath.Join(q, n.Inv.Dovecot.SASLSocket), "inet:" + n.IMAP, "inet:" + n.POP3} {
+	wait := []string{"unix:" + filepath.Join(q, n.Inv.Dovecot.LMTPSocket), "unix:" + filepath.Join(q, n.Inv.Dovecot.SASLSocket), "inet:" + n.IMAP, "inet:" + n.POP3}
+	if n.ManageSieve != "" {
+		wait = append(wait, "inet:"+n.ManageSieve)
+	}
+	for _, w := range wait {
 		if err := WaitListening(w, 20*time.Second); err != nil {
 			return fmt.Errorf("dovecot: %w\n%s", err, readFile(n.path("log", "dovecot.log")))
 		}

@@ -34,7 +34,7 @@ import (
 const Namespace = "mailnode-demo"
 
 // Fixed demo ports, so the printed commands stay the same.
-var ports = harness.Ports{SMTP: 2525, Submission: 2587, IMAP: 2143, POP3: 2110}
+var ports = harness.Ports{SMTP: 2525, Submission: 2587, IMAP: 2143, POP3: 2110, ManageSieve: 4190}
 
 const sinkPort = 2526
 
@@ -144,6 +144,8 @@ func upInside(dir string) error {
 		Edit: func(doc map[string]any) {
 			// The example's greylisting, with a delay a demo can wait for.
 			harness.Set(doc, "policy.greylist.delay", greylistDelay.String())
+			// The mailbox side: spam into Junk (Sieve), ManageSieve.
+			harness.Set(doc, "dovecot.sieve", map[string]any{"junk_folder": "Junk"})
 		},
 	})
 	if err != nil {
@@ -200,6 +202,7 @@ func printHelp(dir string) {
   port-25 service   127.0.0.1:%d   (MX role; the ACL matrix of policyd applies)
   submission        127.0.0.1:%d   (STARTTLS, then AUTH: alice@example.com / alicepass)
   IMAP / POP3       127.0.0.1:%d / 127.0.0.1:%d
+  ManageSieve       127.0.0.1:%d   (users' own Sieve scripts; STARTTLS, then the IMAP login)
   relay next hop    127.0.0.1:%d   (a sink standing in for partner.org's MX)
   trust host        source address 127.0.0.2 (swaks --local-interface 127.0.0.2)
 
@@ -215,12 +218,13 @@ See policyd refuse relaying:
 
 Where mail lands:
   %s/vmail/<domain>/<user>/new/   local mailboxes (Dovecot LMTP, Maildir)
+  %s/vmail/<domain>/<user>/.Junk/ mail milterd tagged as spam (X-Spam-Status: Yes), filed by Sieve
   %s/spool/root                   unix users (local(8), mbox): root@mx1.example.com
   %s/sink/*.eml                   relay domain partner.org (the next hop)
 Logs: %s/log/maillog, dovecot.log, policyd.log, milterd.log
 Stop: make demo-stop
-`, Namespace, d, ports.SMTP, ports.Submission, ports.IMAP, ports.POP3, sinkPort,
-		greylistDelay, x, ports.SMTP, x, ports.Submission, x, ports.SMTP, d, d, d, d)
+`, Namespace, d, ports.SMTP, ports.Submission, ports.IMAP, ports.POP3, ports.ManageSieve, sinkPort,
+		greylistDelay, x, ports.SMTP, x, ports.Submission, x, ports.SMTP, d, d, d, d, d)
 }
 
 // running reports whether the demo's Postfix master is alive.
