@@ -184,6 +184,11 @@ type Dovecot struct {
 	// (X-Spam-Status: Yes) is filed into the Junk folder, and users manage
 	// their own scripts over ManageSieve. nil: no Sieve.
 	Sieve *Sieve `yaml:"sieve"`
+	// Quota is the storage limit of every mailbox ("1G", "500M", "100k");
+	// mailboxes[].quota overrides it; "" means none. Over quota, Postfix
+	// refuses the recipient at RCPT with 552 5.2.2 (Dovecot's
+	// quota-status service).
+	Quota string `yaml:"quota"`
 }
 
 // Sieve configures Pigeonhole (dovecot.sieve).
@@ -247,6 +252,8 @@ type Mailbox struct {
 	User     string   `yaml:"user"`
 	Password string   `yaml:"password"`
 	Aliases  []string `yaml:"aliases"`
+	// Quota overrides dovecot.quota for this mailbox ("2G", "100k").
+	Quota string `yaml:"quota"`
 }
 
 // Address returns the mailbox's full address, which is also its SASL login.

@@ -386,6 +386,11 @@ func (inv *Inventory) validate(v *validator) {
 	if !strings.Contains(inv.Dovecot.MailLocation, ":") {
 		v.add([]any{"dovecot", "mail_location"}, "%q needs a format prefix, e.g. maildir:/var/vmail/%%d/%%n", inv.Dovecot.MailLocation)
 	}
+	if q := inv.Dovecot.Quota; q != "" {
+		if _, _, err := ParseSize(q); err != nil {
+			v.add([]any{"dovecot", "quota"}, "%v", err)
+		}
+	}
 	if !strings.HasPrefix(inv.DKIM.KeyDir, "/") {
 		v.add([]any{"dkim", "key_dir"}, "must be an absolute path")
 	}
@@ -536,6 +541,11 @@ func validateLocal(v *validator, d *Domain, p func(...any) []any) {
 		}
 		for k, a := range m.Aliases {
 			claim(a, "an alias of mailbox "+m.User, p("mailboxes", j, "aliases", k))
+		}
+		if m.Quota != "" {
+			if _, _, err := ParseSize(m.Quota); err != nil {
+				v.add(p("mailboxes", j, "quota"), "quota of %s@%s: %v", m.User, d.Name, err)
+			}
 		}
 	}
 	for _, name := range sortedKeys(d.Aliases) {

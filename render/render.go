@@ -4,7 +4,8 @@
 //	postfix/main.cf, postfix/master.cf          (templates/*.tmpl)
 //	postfix/transport, relay_domains, relay_recipient_maps, tls_policy,
 //	        virtual_mailbox_domains, virtual_mailbox_maps, virtual_alias_maps,
-//	        sender_login_maps, aliases           (map sources, for postmap/postalias)
+//	        sender_login_maps, quota_recipients,
+//	        aliases                              (map sources, for postmap/postalias)
 //	postfix/sasl_passwd                          (smarthost login, texthash, 0600)
 //	dovecot/dovecot.conf, dovecot/users          (passwd-file of the mailboxes)
 //	dovecot/sieve/junk.sieve                     (dovecot.sieve: the Junk before-script)
@@ -60,6 +61,7 @@ var PostfixMaps = []struct{ Name, Compiler string }{
 	{"virtual_mailbox_maps", "postmap"},
 	{"virtual_alias_maps", "postmap"},
 	{"sender_login_maps", "postmap"},
+	{"quota_recipients", "postmap"},
 	{"aliases", "postalias"},
 }
 
@@ -172,6 +174,7 @@ type postfixData struct {
 	MailSpoolDirectory, LMTPSocket, SASLPath                 string
 	Policy, Milter, TLSCert, TLSKey                          string
 	RecipientDelimiter, RelayhostTLS                         string
+	QuotaStatus, QuotaClass                                  string // Dovecot's quota-status policy service, "" without quotas
 	RelayhostAuth                                            bool
 	SMTPListen, SubmissionListen, SubmissionsListen          []string
 	MessageSizeLimit, MailboxSizeLimit                       int64
@@ -220,6 +223,9 @@ func renderPostfixConfig(inv *inventory.Inventory, files Files) error {
 	if inv.MilterEnabled() {
 		// Milter clients take "unix:/abs/path" as is (no service is chrooted).
 		d.Milter = inv.Milter.Listen
+	}
+	if inv.QuotaOn() {
+		d.QuotaStatus, d.QuotaClass = "unix:"+QuotaStatusSocket, QuotaClass
 	}
 	for _, f := range []string{"main.cf", "master.cf"} {
 		b, err := execute(f+".tmpl", d)
@@ -368,6 +374,18 @@ func postfixMap(inv *inventory.Inventory, name string) []byte {
 		for _, e := range es {
 			line(e.Key, e.Values...)
 		}
+	case "quota_recipients":
+		b.WriteString("# Mailboxes with a quota (dovecot.quota, mailboxes[].quota): Postfix asks\n")
+		b.WriteString("# Dovecot's quota-status service about these recipients only, at RCPT.\n")
+		for _, d := range sortedDomains(inv.LocalDomains()) {
+			ms := append([]inventory.Mailbox(nil), d.Mailboxes...)
+			sort.Slice(ms, func(i, j int) bool { return ms[i].User < ms[j].User })
+			for _, m := range ms {
+				if inv.MailboxQuota(m) != "" {
+					line(m.User+"@"+d.Name, QuotaClass)
+				}
+			}
+		}
 	case "sender_login_maps":
 		b.WriteString("# Sender address -> SASL logins that may use it.\n")
 		es := inv.Owners()
@@ -450,6 +468,14 @@ type dovecotData struct {
 	RecipientDelimiter                                       string
 	IMAP, POP3                                               []listener
 	Sieve                                                    *sieveData
+	Quota                                                    *quotaData
+}
+
+// quotaData is the quota part of dovecot.conf (dovecot.quota,
+// mailboxes[].quota).
+type quotaData struct {
+	Rule   string // dovecot.quota in Dovecot's form, "" when only some mailboxes have one
+	Socket string // the quota-status service's socket (absolute)
 }
 
 // sieveData is the Pigeonhole part of dovecot.conf (dovecot.sieve).
@@ -458,6 +484,14 @@ type sieveData struct {
 	Before     string     // the installed path of the global before-script
 	Listen     []listener // ManageSieve
 }
+
+// QuotaStatusSocket is where Dovecot's quota-status service listens,
+// relative to postfix.queue_directory (Postfix's name for it).
+const QuotaStatusSocket = "private/quota-status"
+
+// QuotaClass is the Postfix restriction class that asks quota-status;
+// quota_recipients maps every mailbox with a quota to it.
+const QuotaClass = "mailnode_quota"
 
 // SieveDir is the directory under dovecot/ that holds the Sieve scripts
 // mailnode renders; `render-config --postmap` compiles them (sievec).
@@ -500,6 +534,12 @@ func renderDovecot(inv *inventory.Inventory, files Files) error {
 	if d.POP3, err = listeners("pop3", dv.POP3Listen, "110", "995", d.TLSCert != ""); err != nil {
 		return err
 	}
+	if inv.QuotaOn() {
+		d.Quota = &quotaData{Socket: queuePath(inv, QuotaStatusSocket)}
+		if dv.Quota != "" {
+			_, d.Quota.Rule, _ = inventory.ParseSize(dv.Quota)
+		}
+	}
 	if sv := dv.Sieve; sv != nil {
 		d.Sieve = &sieveData{JunkFolder: sv.JunkFolder, Before: path.Join(dv.ConfigDirectory, "sieve", "junk.sieve")}
 		for i, s := range sv.Listen {
@@ -524,6 +564,7 @@ func renderDovecot(inv *inventory.Inventory, files Files) error {
 	u.WriteString("# Dovecot passwd-file: the inventory's mailboxes, login = full address.\n")
 	u.WriteString(mapHeader)
 	u.Grow(mailboxCount(inv) * 160)
+	quota := inv.QuotaOn()
 	for _, dom := range sortedDomains(inv.LocalDomains()) {
 		ms := append([]inventory.Mailbox(nil), dom.Mailboxes...)
 		sort.Slice(ms, func(i, j int) bool { return ms[i].User < ms[j].User })
@@ -533,6 +574,14 @@ func renderDovecot(inv *inventory.Inventory, files Files) error {
 			u.WriteString(dom.Name)
 			u.WriteByte(':')
 			u.WriteString(m.Password)
+			if quota {
+				// The userdb too: passwd-file's user:password:uid:gid:gecos:home:shell:extra,
+				// where an empty uid, gid and home take userdb's default_fields.
+				u.WriteString("::::::")
+				if m.Quota != "" {
+					u.WriteString("userdb_quota_rule=*:storage=" + inv.MailboxQuota(m))
+				}
+			}
 			u.WriteByte('\n')
 		}
 	}

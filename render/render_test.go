@@ -358,6 +358,13 @@ func TestConsumers(t *testing.T) {
 					t.Errorf("%s did not build %s.db: %v", m.Compiler, m.Name, err)
 				}
 			}
+			if c.name == "mailbox" {
+				for _, key := range []string{"alice@mailbox.test", "bob@mailbox.test"} {
+					if got := strings.TrimSpace(run("postmap", "-c", pdir, "-q", key, "hash:"+filepath.Join(pdir, "quota_recipients"))); got != QuotaClass {
+						t.Errorf("postmap -q %s quota_recipients = %q, want %s", key, got, QuotaClass)
+					}
+				}
+			}
 			// Spot-check lookups in the compiled maps.
 			if c.name == "example" {
 				for _, q := range []struct{ m, key, want string }{

@@ -2,8 +2,10 @@ package test
 
 import (
 	"os"
+	"os/exec"
 	"path/filepath"
 	"slices"
+	"strconv"
 	"strings"
 	"testing"
 
@@ -101,4 +103,124 @@ if header :contains "Subject" "report" {
 	if log := dovecotLog(n); strings.Contains(log, "Error:") || strings.Contains(log, "Warning: sieve") {
 		t.Errorf("Dovecot logged errors:\n%s", log)
 	}
+}
+
+// setMailboxQuota gives one mailbox of the inventory document a quota of
+// its own (domains[].mailboxes[].quota).
+func setMailboxQuota(t *testing.T, doc map[string]any, addr, quota string) {
+	t.Helper()
+	user, domain, _ := strings.Cut(addr, "@")
+	ds, _ := doc["domains"].([]any)
+	for _, d := range ds {
+		dm, _ := d.(map[string]any)
+		if dm["name"] != domain {
+			continue
+		}
+		ms, _ := dm["mailboxes"].([]any)
+		for _, m := range ms {
+			if mm, _ := m.(map[string]any); mm["user"] == user {
+				mm["quota"] = quota
+				return
+			}
+		}
+	}
+	t.Fatalf("no mailbox %s in the inventory", addr)
+}
+
+// Quotas: a full mailbox is refused at RCPT with 552 5.2.2, after the
+// matrix, and the other recipients of the same message are accepted and
+// delivered; nothing bounces later.
+func TestQuotaE2EFullMailboxRefusedAtRcpt(t *testing.T) {
+	n := harness.StartNode(t, harness.Options{Policy: true, Edit: func(doc map[string]any) {
+		harness.Set(doc, "policy.greylist.enabled", false) // policyd's business, tested there
+		harness.Set(doc, "dovecot.quota", "1G")
+		setMailboxQuota(t, doc, "alice@example.com", "100k")
+	}})
+	const outsider = "someone@outside.test"
+	doveadm := func(args ...string) string {
+		t.Helper()
+		out, err := exec.Command("doveadm", append([]string{"-c", n.DovecotConfig}, args...)...).CombinedOutput()
+		if err != nil {
+			t.Fatalf("doveadm %s: %v\n%s", strings.Join(args, " "), err, out)
+		}
+		return string(out)
+	}
+	// `doveadm quota get` shows each mailbox's limit in KiB: its own, or
+	// dovecot.quota's.
+	for addr, limit := range map[string]string{"alice@example.com": "100", "bob@example.com": "1048576"} {
+		if !quotaLine(doveadm("quota", "get", "-u", addr), "STORAGE", limit) {
+			t.Errorf("doveadm quota get -u %s: no STORAGE limit %s KiB:\n%s", addr, limit, doveadm("quota", "get", "-u", addr))
+		}
+	}
+
+	// Fill alice's mailbox: one message just over 100 KiB is still
+	// delivered (Dovecot's grace of 10% for the last message).
+	big := harness.NewMessage(outsider, "alice@example.com", "big", strings.Repeat(strings.Repeat("x", 99)+"\r\n", 1040))
+	tr := send(t, n.SMTP, harness.Envelope{From: outsider, To: []string{"alice@example.com"}, Data: big})
+	wantFinal(t, tr)
+	n.WaitMaildir(t, "alice@example.com", 1)
+	if out := doveadm("quota", "get", "-u", "alice@example.com"); !quotaOver(out) {
+		t.Fatalf("alice is not over her quota after the big message:\n%s", out)
+	}
+
+	// Now alice is full: her RCPT gets 552 5.2.2, bob's and carol's (a
+	// second domain) are accepted, and the message reaches them.
+	msg := harness.NewMessage(outsider, "alice@example.com", "hello", "Are you there?")
+	tr = send(t, n.SMTP, harness.Envelope{From: outsider, To: []string{"alice@example.com", "bob@example.com", "carol@example.net"}, Data: msg})
+	if got := tr.Rcpt[0].Text(); tr.Rcpt[0].Code != 552 || !strings.Contains(got, "5.2.2") || !strings.Contains(got, "Mailbox is full") {
+		t.Errorf("RCPT alice (full): %q, want 552 5.2.2 Mailbox is full", got)
+	}
+	t.Logf("RCPT alice (full): %s", tr.Rcpt[0].Text())
+	for i, rcpt := range []string{"bob@example.com", "carol@example.net"} {
+		if tr.Rcpt[i+1].Code != 250 {
+			t.Errorf("RCPT %s: %q, want 250", rcpt, tr.Rcpt[i+1].Text())
+		}
+	}
+	wantFinal(t, tr)
+	n.WaitMaildir(t, "bob@example.com", 1)
+	n.WaitMaildir(t, "carol@example.net", 1)
+	if got, _ := n.ReadMaildir("alice@example.com"); len(got) != 1 {
+		t.Errorf("alice's mailbox holds %d messages, want only the big one", len(got))
+	}
+
+	// The matrix still answers first: relaying stays refused with
+	// policyd's text, not a quota answer.
+	tr = send(t, n.SMTP, harness.Envelope{From: outsider, To: []string{"x@elsewhere.test"}})
+	if got := tr.Rcpt[0].Text(); tr.Rcpt[0].Code != 550 || !strings.Contains(got, "5.7.1 <x@elsewhere.test>: Recipient address rejected: Sorry, relay for <x@elsewhere.test> not permitted") {
+		t.Errorf("RCPT to outside: %q", got)
+	}
+	// Nothing was accepted for alice and bounced: no bounce left the node
+	// and the queue is empty.
+	if empty, q, err := n.QueueEmpty(); err != nil || !empty {
+		t.Errorf("queue not empty (%v):\n%s", err, q)
+	}
+	if log := n.MailLog(); strings.Contains(log, "status=bounced") || strings.Contains(log, "sender non-delivery notification") {
+		t.Errorf("a message bounced:\n%s", log)
+	}
+}
+
+// quotaLine reports whether `doveadm quota get` shows the resource with
+// the limit (KiB for STORAGE).
+func quotaLine(out, resource, limit string) bool {
+	for _, l := range strings.Split(out, "\n") {
+		f := strings.Fields(l)
+		// Quota name    Type    Value  Limit  %
+		if len(f) >= 4 && slices.Contains(f, resource) && f[len(f)-2] == limit {
+			return true
+		}
+	}
+	return false
+}
+
+// quotaOver reports whether the STORAGE line of `doveadm quota get` shows
+// 100% or more.
+func quotaOver(out string) bool {
+	for _, l := range strings.Split(out, "\n") {
+		f := strings.Fields(l)
+		if len(f) >= 4 && slices.Contains(f, "STORAGE") {
+			pct, err := strconv.Atoi(f[len(f)-1])
+			return err == nil && pct >= 100
+		}
+	}
+	return false
 }

@@ -23,7 +23,8 @@ staging tree DIR:
    DIR/postfix/   main.cf, master.cf and the map sources transport, relay_domains,
                   relay_recipient_maps, tls_policy, virtual_mailbox_domains,
                   virtual_mailbox_maps, virtual_alias_maps, sender_login_maps,
-                  aliases; sasl_passwd (the smarthost login, mode 0600)
+                  quota_recipients, aliases; sasl_passwd (the smarthost login,
+                  mode 0600)
                                                     -> install as postfix.config_directory
    DIR/dovecot/   dovecot.conf, users (passwd-file), sieve/ (dovecot.sieve)
                                                     -> install as dovecot.config_directory

@@ -144,8 +144,10 @@ func upInside(dir string) error {
 		Edit: func(doc map[string]any) {
 			// The example's greylisting, with a delay a demo can wait for.
 			harness.Set(doc, "policy.greylist.delay", greylistDelay.String())
-			// The mailbox side: spam into Junk (Sieve), ManageSieve.
+			// The mailbox side: spam into Junk (Sieve), ManageSieve, a
+			// quota for every mailbox.
 			harness.Set(doc, "dovecot.sieve", map[string]any{"junk_folder": "Junk"})
+			harness.Set(doc, "dovecot.quota", "1G")
 		},
 	})
 	if err != nil {
@@ -221,10 +223,12 @@ Where mail lands:
   %s/vmail/<domain>/<user>/.Junk/ mail milterd tagged as spam (X-Spam-Status: Yes), filed by Sieve
   %s/spool/root                   unix users (local(8), mbox): root@mx1.example.com
   %s/sink/*.eml                   relay domain partner.org (the next hop)
+Quota of each mailbox (1G; a full one is refused at RCPT with 552 5.2.2):
+  %sdoveadm -c %s/dovecot/dovecot.conf quota get -u alice@example.com
 Logs: %s/log/maillog, dovecot.log, policyd.log, milterd.log
 Stop: make demo-stop
 `, Namespace, d, ports.SMTP, ports.Submission, ports.IMAP, ports.POP3, ports.ManageSieve, sinkPort,
-		greylistDelay, x, ports.SMTP, x, ports.Submission, x, ports.SMTP, d, d, d, d, d)
+		greylistDelay, x, ports.SMTP, x, ports.Submission, x, ports.SMTP, d, d, d, d, x, d, d)
 }
 
 // running reports whether the demo's Postfix master is alive.
