@@ -27,3 +27,21 @@ func TestParseSize(t *testing.T) {
 		}
 	}
 }
+
+func TestMailboxDefaults(t *testing.T) {
+	inv := mustParse(t, small)
+	if inv.Dovecot.Sieve != nil || inv.QuotaOn() || inv.Dovecot.SpamLearning {
+		t.Error("Sieve, quotas and learning must be off unless the inventory turns them on")
+	}
+	inv = mustParse(t, small+`dovecot:
+  sieve: {}
+  spam_learning: true
+spam: {engine: rspamd, rspamd_url: "http://10.0.0.5:11333/"}
+`)
+	if sv := inv.Dovecot.Sieve; sv == nil || sv.JunkFolder != "Junk" || len(sv.Listen) != 1 || sv.Listen[0] != "4190" {
+		t.Errorf("dovecot.sieve: {} = %+v, want Junk on 4190", sv)
+	}
+	if got := inv.Spam.RspamdControllerURL; got != "http://10.0.0.5:11334" {
+		t.Errorf("spam.rspamd_controller_url = %q, want rspamd_url's host on 11334", got)
+	}
+}

@@ -238,6 +238,12 @@ func (inv *Inventory) checkConfigSyntax(v *validator) {
 			v.add([]any{"spam", "rspamd_url"}, "%q is not an http(s) URL with a host", inv.Spam.RspamdURL)
 		}
 	}
+	if c := inv.Spam.RspamdControllerURL; c != "" {
+		if u, err := url.Parse(c); err != nil || (u.Scheme != "http" && u.Scheme != "https") || u.Host == "" || strings.ContainsAny(c, " \t\r\n'\"\\$`") {
+			v.add([]any{"spam", "rspamd_controller_url"}, "%q is not an http(s) URL with a host (it is written into a shell script)", c)
+		}
+	}
+	checkPath(v, []any{"dovecot", "mailnode_path"}, d.MailnodePath)
 	if inv.Spam.Engine == "spamd" && strings.HasPrefix(inv.Spam.SpamdAddress, "/") {
 		checkPath(v, []any{"spam", "spamd_address"}, inv.Spam.SpamdAddress)
 	}

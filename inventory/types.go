@@ -189,6 +189,14 @@ type Dovecot struct {
 	// refuses the recipient at RCPT with 552 5.2.2 (Dovecot's
 	// quota-status service).
 	Quota string `yaml:"quota"`
+	// SpamLearning trains the spam engine from the users' moves (needs
+	// Sieve and spam.engine rspamd or spamd): a message moved into the
+	// Junk folder is learned as spam, one moved out of it as ham
+	// (IMAPSieve runs `mailnode learn`).
+	SpamLearning bool `yaml:"spam_learning"`
+	// MailnodePath is the mailnode binary the learning rules run; ""
+	// finds it in /usr/local/bin or /usr/bin.
+	MailnodePath string `yaml:"mailnode_path"`
 }
 
 // Sieve configures Pigeonhole (dovecot.sieve).
@@ -208,14 +216,18 @@ type DKIM struct {
 
 // Spam configures the spam gate of milterd.
 type Spam struct {
-	Engine          string   `yaml:"engine"`
-	TagScore        float64  `yaml:"tag_score"`
-	RejectScore     float64  `yaml:"reject_score"`
-	SubjectTag      string   `yaml:"subject_tag"`
-	RspamdURL       string   `yaml:"rspamd_url"`
-	SpamdAddress    string   `yaml:"spamd_address"`
-	DNSBL           []string `yaml:"dnsbl"`
-	OnEngineFailure string   `yaml:"on_engine_failure"`
+	Engine      string  `yaml:"engine"`
+	TagScore    float64 `yaml:"tag_score"`
+	RejectScore float64 `yaml:"reject_score"`
+	SubjectTag  string  `yaml:"subject_tag"`
+	RspamdURL   string  `yaml:"rspamd_url"`
+	// RspamdControllerURL is rspamd's controller worker, where
+	// dovecot.spam_learning sends what users move (default: rspamd_url's
+	// host, port 11334).
+	RspamdControllerURL string   `yaml:"rspamd_controller_url"`
+	SpamdAddress        string   `yaml:"spamd_address"`
+	DNSBL               []string `yaml:"dnsbl"`
+	OnEngineFailure     string   `yaml:"on_engine_failure"`
 	// Quarantine, when true, holds instead of rejecting: a message at or
 	// above reject_score, or failing a DMARC p=reject policy, is accepted
 	// into Postfix's hold queue (postsuper -r to release) rather than

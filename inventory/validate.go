@@ -4,6 +4,7 @@ import (
 	"fmt"
 	"net"
 	"net/netip"
+	"net/url"
 	"regexp"
 	"sort"
 	"strconv"
@@ -100,6 +101,13 @@ func (inv *Inventory) applyDefaults() {
 	}
 	def(&s.SubjectTag, "[SPAM]")
 	def(&s.OnEngineFailure, "accept")
+	if d.SpamLearning && s.Engine == "rspamd" && s.RspamdControllerURL == "" {
+		if u, err := url.Parse(s.RspamdURL); err == nil && u.Host != "" {
+			u.Host = net.JoinHostPort(u.Hostname(), "11334")
+			u.Path, u.RawQuery = "", ""
+			s.RspamdControllerURL = u.String()
+		}
+	}
 }
 
 // NormalizeDomain returns the ASCII (punycode), lower-case form of a domain
@@ -385,6 +393,14 @@ func (inv *Inventory) validate(v *validator) {
 	}
 	if !strings.Contains(inv.Dovecot.MailLocation, ":") {
 		v.add([]any{"dovecot", "mail_location"}, "%q needs a format prefix, e.g. maildir:/var/vmail/%%d/%%n", inv.Dovecot.MailLocation)
+	}
+	if inv.Dovecot.SpamLearning {
+		if inv.Dovecot.Sieve == nil {
+			v.add([]any{"dovecot", "spam_learning"}, "needs dovecot.sieve: learning watches the moves into and out of its Junk folder")
+		}
+		if e := inv.Spam.Engine; e != "rspamd" && e != "spamd" {
+			v.add([]any{"dovecot", "spam_learning"}, "needs spam.engine rspamd or spamd (it is %s, which has no classifier to train)", e)
+		}
 	}
 	if q := inv.Dovecot.Quota; q != "" {
 		if _, _, err := ParseSize(q); err != nil {

@@ -396,7 +396,7 @@ func TestConsumers(t *testing.T) {
 			run("unbound-checkconf", filepath.Join(dir, "unbound", "unbound.conf"))
 			// The Sieve scripts compile with the rendered configuration.
 			for _, name := range files.Names() {
-				if strings.HasPrefix(name, SieveDir+"/") {
+				if strings.HasPrefix(name, SieveDir+"/") && strings.HasSuffix(name, ".sieve") {
 					if _, err := exec.LookPath("sievec"); err != nil {
 						t.Fatalf("the Sieve scripts need sievec: %v (Debian package dovecot-sieve)", err)
 					}

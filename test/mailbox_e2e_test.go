@@ -1,6 +1,11 @@
 package test
 
 import (
+	"bytes"
+	"encoding/json"
+	"io"
+	"net/http"
+	"net/mail"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -8,8 +13,10 @@ import (
 	"strconv"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/mailnode/mailnode/spam/spamtest"
+	"github.com/mailnode/mailnode/state/statetest"
 	"github.com/mailnode/mailnode/test/harness"
 )
 
@@ -223,4 +230,103 @@ func quotaOver(out string) bool {
 		}
 	}
 	return false
+}
+
+// rspamdLearned returns how many messages rspamd has learned, from its
+// controller's own /stat (the Bayes statfiles there are refreshed from
+// Redis only every half minute; the total is immediate).
+func rspamdLearned(t *testing.T, controller string) (learned int, raw string) {
+	t.Helper()
+	c := &http.Client{Timeout: 5 * time.Second, Transport: &http.Transport{Proxy: nil}}
+	resp, err := c.Get(controller + "/stat")
+	if err != nil {
+		t.Fatalf("rspamd /stat: %v", err)
+	}
+	defer resp.Body.Close()
+	var st struct {
+		Learned int `json:"learned"`
+	}
+	body, _ := io.ReadAll(resp.Body)
+	if err := json.Unmarshal(body, &st); err != nil {
+		t.Fatalf("rspamd /stat: %v\n%s", err, body)
+	}
+	return st.Learned, string(body)
+}
+
+// learningBody has enough words for rspamd's Bayes (min_tokens 11).
+func learningBody(topic string) string {
+	return "Dear Bob, this is a longer note about " + topic + " so that the classifier has enough words " +
+		"to work with: the quarterly numbers, the travel plans, the new office, the garden party and " +
+		"everything else we talked about on the phone last Tuesday afternoon. Best regards."
+}
+
+// dovecot.spam_learning with rspamd: a real IMAP client moves a message
+// out of Junk and another into it; rspamd's own statistics show one ham
+// and one spam learned, each the message moved.
+func TestSpamLearningE2ERspamd(t *testing.T) {
+	d := spamtest.StartDNS(t, spamE2EZone)
+	redis := statetest.Redis(t)
+	eng := spamtest.StartRspamdBayes(t, d.Addr, redis.Addr)
+	n := spamE2ENodeWith(t, d.Addr, map[string]any{"engine": "rspamd", "rspamd_url": eng.URL, "dnsbl": []any{"bl.test"},
+		"rspamd_controller_url": eng.ControllerURL}, func(doc map[string]any) {
+		harness.Set(doc, "dovecot.sieve", map[string]any{"junk_folder": "Junk"})
+		harness.Set(doc, "dovecot.spam_learning", true)
+	})
+	const bob = "bob@example.com"
+	// A clean message in INBOX, a tagged one (the listed client) in Junk.
+	lunch := harness.NewMessage("x@sender.test", bob, "lunch", learningBody("lunch"))
+	watches := harness.NewMessage("x@sender.test", bob, "watches", learningBody("watches"))
+	if r := spamSend(t, n, "", "x@sender.test", bob, lunch); r.Code != 250 {
+		t.Fatalf("clean: %v", r)
+	}
+	if r := spamSend(t, n, listedClient, "x@sender.test", bob, watches); r.Code != 250 {
+		t.Fatalf("tagged: %v", r)
+	}
+	n.WaitMaildir(t, bob, 1)
+	n.WaitFolder(t, bob, "Junk", 1)
+	if l, raw := rspamdLearned(t, eng.ControllerURL); l != 0 {
+		t.Fatalf("rspamd learned %d messages before any move: %s", l, raw)
+	}
+
+	// Out of Junk: ham.
+	lines, err := n.IMAPSession(bob, "bobpass", "move Junk INBOX watches")
+	if err != nil || !slices.Contains(lines, "MOVED Junk INBOX 1") {
+		t.Fatalf("move out of Junk: %q %v", lines, err)
+	}
+	waitLearned(t, eng, 1, "ham", watches)
+	// Into Junk: spam.
+	lines, err = n.IMAPSession(bob, "bobpass", "move INBOX Junk lunch", "count INBOX", "count Junk")
+	if err != nil || !slices.Contains(lines, "MOVED INBOX Junk 1") || !slices.Contains(lines, "COUNT Junk 1") || !slices.Contains(lines, "COUNT INBOX 1") {
+		t.Fatalf("move into Junk: %q %v", lines, err)
+	}
+	waitLearned(t, eng, 2, "spam", lunch)
+	if log := dovecotLog(n); strings.Contains(log, "Error:") {
+		t.Errorf("Dovecot logged errors:\n%s", log)
+	}
+}
+
+// waitLearned polls rspamd until its /stat counts total messages learned
+// and its controller has logged the message with this Message-ID as
+// learned as class ("spam", "ham").
+func waitLearned(t *testing.T, eng *spamtest.Engine, total int, class string, msg []byte) {
+	t.Helper()
+	m, err := mail.ReadMessage(bytes.NewReader(msg))
+	if err != nil {
+		t.Fatal(err)
+	}
+	id := strings.Trim(m.Header.Get("Message-ID"), "<>")
+	line := "learned message as " + class + ": " + id
+	var n int
+	var raw string
+	for deadline := time.Now().Add(15 * time.Second); time.Now().Before(deadline); time.Sleep(100 * time.Millisecond) {
+		if n, raw = rspamdLearned(t, eng.ControllerURL); n == total {
+			break
+		}
+	}
+	if n != total {
+		t.Fatalf("rspamd: %d messages learned, want %d\n/stat: %s\n%s", n, total, raw, eng.Log())
+	}
+	if !eng.WaitLog(line, 5*time.Second) {
+		t.Fatalf("rspamd did not log %q\n%s", line, eng.Log())
+	}
 }

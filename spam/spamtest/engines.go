@@ -47,13 +47,15 @@ func Main(m *testing.M) {
 
 // Engine is a running real engine started by a test.
 type Engine struct {
-	Name    string
-	Addr    string // host:port it listens on
-	URL     string // rspamd: http://Addr
-	Dir     string // its private directory
-	LogFile string
-	cmd     *exec.Cmd
-	done    chan struct{}
+	Name string
+	Addr string // host:port it listens on
+	URL  string // rspamd: http://Addr
+	// ControllerURL is rspamd's controller worker (learning, /stat).
+	ControllerURL string
+	Dir           string // its private directory
+	LogFile       string
+	cmd           *exec.Cmd
+	done          chan struct{}
 }
 
 // Log returns the tail of the engine's log, for failure messages.
@@ -165,6 +167,24 @@ func (e *Engine) waitReady(t testing.TB, timeout time.Duration, ready func() err
 // waits until the worker answers /ping. Must run inside a namespace.
 func StartRspamd(t testing.TB, dnsAddr string) *Engine {
 	t.Helper()
+	return startRspamd(t, dnsAddr, nil)
+}
+
+// StartRspamdBayes is StartRspamd with the Bayes classifier kept in the
+// Redis server at redisAddr (HOST:PORT), learning from a single message
+// on: what a test teaches it through the controller (ControllerURL)
+// shows in the controller's /stat.
+func StartRspamdBayes(t testing.TB, dnsAddr, redisAddr string) *Engine {
+	t.Helper()
+	return startRspamd(t, dnsAddr, map[string]string{
+		"local.d/classifier-bayes.conf": fmt.Sprintf("servers = \"%s\";\nmin_learns = 1;\n", redisAddr),
+	})
+}
+
+// startRspamd starts rspamd with extra configuration files (name under
+// the private configuration directory -> contents).
+func startRspamd(t testing.TB, dnsAddr string, extra map[string]string) *Engine {
+	t.Helper()
 	if !InNetns() {
 		t.Skip("real rspamd runs only inside a test network namespace (run as root: go test)")
 	}
@@ -197,6 +217,10 @@ func StartRspamd(t testing.TB, dnsAddr string) *Engine {
 		"local.d/fuzzy_check.conf":         "enabled = false;\n",
 		"local.d/logging.inc":              "level = \"info\";\n",
 	}
+	for name, body := range extra {
+		files[name] = body
+	}
+	e.ControllerURL = fmt.Sprintf("http://127.0.0.1:%d", p2)
 	for name, body := range files {
 		if err := os.WriteFile(filepath.Join(conf, name), []byte(body), 0o644); err != nil {
 			t.Fatal(err)

@@ -13,11 +13,13 @@ import (
 //	subscribed            -> "SUBSCRIBED <folder>" per subscribed folder
 //	count FOLDER          -> "COUNT FOLDER N"
 //	move FROM TO          -> "MOVED FROM TO N": every message of FROM, with MOVE
+//	move FROM TO WORD     -> the same for the messages whose Subject has WORD
 //	append FOLDER FILE    -> "APPENDED FOLDER": the message in FILE
 const imapClient = `
 import imaplib, ssl, sys
 host, port, user, password, cafile = sys.argv[1:6]
 ops = sys.argv[6:]
+OPS = ("subscribed", "count", "move", "append")
 ctx = ssl.create_default_context(cafile=cafile)
 ctx.check_hostname = False
 m = imaplib.IMAP4(host, int(port))
@@ -40,11 +42,15 @@ while ops:
         print("COUNT %s %d" % (folder, int(data[0])))
     elif op == "move":
         src, dst = ops.pop(0), ops.pop(0)
-        data = ok(m.select(src))
-        n = int(data[0])
-        if n:
-            ok(m.uid("MOVE", "1:*", dst))
-        print("MOVED %s %s %d" % (src, dst, n))
+        word = ops.pop(0) if ops and ops[0] not in OPS else None
+        ok(m.select(src))
+        if word is None:
+            uids = ok(m.uid("SEARCH", None, "ALL"))[0].split()
+        else:
+            uids = ok(m.uid("SEARCH", None, "SUBJECT", word))[0].split()
+        if uids:
+            ok(m.uid("MOVE", b",".join(uids).decode(), dst))
+        print("MOVED %s %s %d" % (src, dst, len(uids)))
     elif op == "append":
         folder, path = ops.pop(0), ops.pop(0)
         with open(path, "rb") as f:

@@ -291,6 +291,14 @@ func (n *Node) prepare(src string, opt Options) error {
 		n.ManageSieve = lo(ports.ManageSieve)
 		Set(doc, "dovecot.sieve.listen", []any{n.ManageSieve})
 	}
+	if learn, _ := Get(doc, "dovecot.spam_learning").(bool); learn {
+		// The learning rules run mailnode as the mail user, who cannot
+		// reach the build's private directory: a copy in the tree.
+		if err := copyExecutable(n.Bin, n.path("bin", "mailnode")); err != nil {
+			return err
+		}
+		Set(doc, "dovecot.mailnode_path", n.path("bin", "mailnode"))
+	}
 	out, err := yaml.Marshal(doc)
 	if err != nil {
 		return err
@@ -527,6 +535,21 @@ func waitGone(pid int, timeout time.Duration) bool {
 		}
 	}
 	return !alive(pid)
+}
+
+// copyExecutable copies the program src to dst, mode 0755.
+func copyExecutable(src, dst string) error {
+	b, err := os.ReadFile(src)
+	if err != nil {
+		return err
+	}
+	if err := os.MkdirAll(filepath.Dir(dst), 0o755); err != nil {
+		return err
+	}
+	if err := os.WriteFile(dst, b, 0o755); err != nil {
+		return err
+	}
+	return os.Chmod(dst, 0o755)
 }
 
 // run runs a command and returns its combined output; the error carries it.
