@@ -3,6 +3,7 @@ package test
 import (
 	"bytes"
 	"encoding/json"
+	"fmt"
 	"io"
 	"net/http"
 	"net/mail"
@@ -329,4 +330,67 @@ func waitLearned(t *testing.T, eng *spamtest.Engine, total int, class string, ms
 	if !eng.WaitLog(line, 5*time.Second) {
 		t.Fatalf("rspamd did not log %q\n%s", line, eng.Log())
 	}
+}
+
+// spamdLearned returns nspam and nham of spamd's Bayes database, as
+// SpamAssassin's own sa-learn --dump magic shows them.
+func spamdLearned(t *testing.T, eng *spamtest.Engine) (spamN, hamN int, raw string) {
+	t.Helper()
+	out, err := exec.Command("sa-learn", "--dbpath", eng.BayesPath(), "--dump", "magic").CombinedOutput()
+	if err != nil {
+		return -1, -1, fmt.Sprintf("sa-learn: %v\n%s", err, out)
+	}
+	for _, l := range strings.Split(string(out), "\n") {
+		f := strings.Fields(l)
+		if len(f) < 4 {
+			continue
+		}
+		v, _ := strconv.Atoi(f[2])
+		switch f[len(f)-1] {
+		case "nspam":
+			spamN = v
+		case "nham":
+			hamN = v
+		}
+	}
+	return spamN, hamN, string(out)
+}
+
+// dovecot.spam_learning with spamd: the same moves, TELL, and
+// SpamAssassin's Bayes database counts them.
+func TestSpamLearningE2ESpamd(t *testing.T) {
+	d := spamtest.StartDNS(t, spamE2EZone)
+	eng := spamtest.StartSpamdBayes(t)
+	n := spamE2ENodeWith(t, d.Addr, map[string]any{"engine": "spamd", "spamd_address": eng.Addr, "dnsbl": []any{"bl.test"}}, func(doc map[string]any) {
+		harness.Set(doc, "dovecot.sieve", map[string]any{"junk_folder": "Junk"})
+		harness.Set(doc, "dovecot.spam_learning", true)
+	})
+	const bob = "bob@example.com"
+	if r := spamSend(t, n, "", "x@sender.test", bob, harness.NewMessage("x@sender.test", bob, "lunch", learningBody("lunch"))); r.Code != 250 {
+		t.Fatalf("clean: %v", r)
+	}
+	if r := spamSend(t, n, listedClient, "x@sender.test", bob, harness.NewMessage("x@sender.test", bob, "watches", learningBody("watches"))); r.Code != 250 {
+		t.Fatalf("tagged: %v", r)
+	}
+	n.WaitMaildir(t, bob, 1)
+	n.WaitFolder(t, bob, "Junk", 1)
+	wait := func(spamN, hamN int) {
+		t.Helper()
+		var s, h int
+		var raw string
+		for deadline := time.Now().Add(20 * time.Second); time.Now().Before(deadline); time.Sleep(200 * time.Millisecond) {
+			if s, h, raw = spamdLearned(t, eng); s == spamN && h == hamN {
+				return
+			}
+		}
+		t.Fatalf("spamd's Bayes: nspam %d, nham %d; want %d and %d\n%s\n%s\n%s", s, h, spamN, hamN, raw, eng.Log(), dovecotLog(n))
+	}
+	if lines, err := n.IMAPSession(bob, "bobpass", "move Junk INBOX watches"); err != nil || !slices.Contains(lines, "MOVED Junk INBOX 1") {
+		t.Fatalf("move out of Junk: %q %v", lines, err)
+	}
+	wait(0, 1)
+	if lines, err := n.IMAPSession(bob, "bobpass", "move INBOX Junk lunch"); err != nil || !slices.Contains(lines, "MOVED INBOX Junk 1") {
+		t.Fatalf("move into Junk: %q %v", lines, err)
+	}
+	wait(1, 1)
 }

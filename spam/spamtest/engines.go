@@ -256,6 +256,22 @@ func startRspamd(t testing.TB, dnsAddr string, extra map[string]string) *Engine 
 // PING. Must run inside a namespace.
 func StartSpamd(t testing.TB) *Engine {
 	t.Helper()
+	return startSpamd(t, false)
+}
+
+// StartSpamdBayes is StartSpamd with a Bayes database of its own
+// (BayesPath) that TELL (--allow-tell) trains; `sa-learn --dbpath` on it
+// shows what was learned.
+func StartSpamdBayes(t testing.TB) *Engine {
+	t.Helper()
+	return startSpamd(t, true)
+}
+
+// BayesPath is the directory of spamd's Bayes database (StartSpamdBayes).
+func (e *Engine) BayesPath() string { return filepath.Join(e.Dir, "bayes") }
+
+func startSpamd(t testing.TB, bayes bool) *Engine {
+	t.Helper()
 	if !InNetns() {
 		t.Skip("real spamd runs only inside a test network namespace (run as root: go test)")
 	}
@@ -291,6 +307,19 @@ func StartSpamd(t testing.TB) *Engine {
 		}
 	}
 	local := "use_bayes 0\nbayes_auto_learn 0\nskip_rbl_checks 1\ndns_available no\n"
+	args := []string{"-L", "-x", "-i", e.Addr, "-A", "127.0.0.1", "-m", "2",
+		"--min-children=1", "--min-spare=1", "--max-spare=1", "-s", filepath.Join(e.Dir, "spamd.log"),
+		"-u", "debian-spamd", "-H", e.Dir, "--siteconfigpath=" + site, "-r", filepath.Join(e.Dir, "spamd.pid")}
+	if bayes {
+		if err := os.MkdirAll(e.BayesPath(), 0o755); err != nil {
+			t.Fatal(err)
+		}
+		if err := harness.Chown("debian-spamd", e.BayesPath()); err != nil {
+			t.Fatal(err)
+		}
+		local = "use_bayes 1\nbayes_auto_learn 0\nbayes_path " + filepath.Join(e.BayesPath(), "bayes") + "\nbayes_file_mode 0755\nskip_rbl_checks 1\ndns_available no\n"
+		args = append(args, "--allow-tell")
+	}
 	if err := os.WriteFile(filepath.Join(site, "local.cf"), []byte(local), 0o644); err != nil {
 		t.Fatal(err)
 	}
@@ -299,10 +328,7 @@ func StartSpamd(t testing.TB) *Engine {
 	}
 	os.Chmod(tmp, 0o700)
 	e.LogFile = filepath.Join(e.Dir, "spamd.log")
-	e.start(t, "spamd", []string{"-L", "-x", "-i", e.Addr, "-A", "127.0.0.1", "-m", "2",
-		"--min-children=1", "--min-spare=1", "--max-spare=1", "-s", e.LogFile,
-		"-u", "debian-spamd", "-H", e.Dir, "--siteconfigpath=" + site, "-r", filepath.Join(e.Dir, "spamd.pid")},
-		[]string{"TMPDIR=" + tmp})
+	e.start(t, "spamd", args, []string{"TMPDIR=" + tmp})
 	e.waitReady(t, 3*time.Minute, func() error { return spamdPing(e.Addr) })
 	return e
 }
