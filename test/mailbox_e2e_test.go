@@ -174,14 +174,18 @@ func TestQuotaE2EFullMailboxRefusedAtRcpt(t *testing.T) {
 	// Now alice is full: her RCPT gets 552 5.2.2, bob's and carol's (a
 	// second domain) are accepted, and the message reaches them.
 	msg := harness.NewMessage(outsider, "alice@example.com", "hello", "Are you there?")
-	tr = send(t, n.SMTP, harness.Envelope{From: outsider, To: []string{"alice@example.com", "bob@example.com", "carol@example.net"}, Data: msg})
-	if got := tr.Rcpt[0].Text(); tr.Rcpt[0].Code != 552 || !strings.Contains(got, "5.2.2") || !strings.Contains(got, "Mailbox is full") {
-		t.Errorf("RCPT alice (full): %q, want 552 5.2.2 Mailbox is full", got)
+	tr = send(t, n.SMTP, harness.Envelope{From: outsider, To: []string{"alice@example.com", "alice+news@example.com", "bob@example.com", "carol@example.net"}, Data: msg})
+	// With an address extension (the example's recipient_delimiter "+")
+	// too: it is the same mailbox.
+	for i := range 2 {
+		if got := tr.Rcpt[i].Text(); tr.Rcpt[i].Code != 552 || !strings.Contains(got, "5.2.2") || !strings.Contains(got, "Mailbox is full") {
+			t.Errorf("RCPT %d (alice, full): %q, want 552 5.2.2 Mailbox is full", i, got)
+		}
 	}
 	t.Logf("RCPT alice (full): %s", tr.Rcpt[0].Text())
 	for i, rcpt := range []string{"bob@example.com", "carol@example.net"} {
-		if tr.Rcpt[i+1].Code != 250 {
-			t.Errorf("RCPT %s: %q, want 250", rcpt, tr.Rcpt[i+1].Text())
+		if tr.Rcpt[i+2].Code != 250 {
+			t.Errorf("RCPT %s: %q, want 250", rcpt, tr.Rcpt[i+2].Text())
 		}
 	}
 	wantFinal(t, tr)
