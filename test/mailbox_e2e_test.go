@@ -397,4 +397,15 @@ func TestSpamLearningE2ESpamd(t *testing.T) {
 		t.Fatalf("move into Junk: %q %v", lines, err)
 	}
 	wait(1, 1)
+
+	// The engine down: the lesson is lost (Dovecot logs it), the move
+	// itself happens.
+	eng.Stop()
+	lines, err := n.IMAPSession(bob, "bobpass", "move Junk INBOX lunch", "count INBOX", "count Junk")
+	if err != nil || !slices.Contains(lines, "MOVED Junk INBOX 1") || !slices.Contains(lines, "COUNT INBOX 2") || !slices.Contains(lines, "COUNT Junk 0") {
+		t.Fatalf("move with spamd down: %q %v", lines, err)
+	}
+	if log := dovecotLog(n); !strings.Contains(log, "failed to execute to program `mailnode-learn'") {
+		t.Errorf("Dovecot did not log the failed learning:\n%s", log)
+	}
 }
