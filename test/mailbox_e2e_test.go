@@ -161,6 +161,24 @@ func TestQuotaE2EFullMailboxRefusedAtRcpt(t *testing.T) {
 		}
 	}
 
+	// A message the client declares (SIZE=) larger than alice's whole
+	// quota can never fit: 552 5.2.3 at RCPT; bob's 1G takes it.
+	c, _, err := harness.Dial(n.SMTP, harness.DialOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	c.Hello("client.test")
+	if r, err := c.Cmd("MAIL FROM:<%s> SIZE=200000", outsider); err != nil || r.Code != 250 {
+		t.Fatalf("MAIL FROM with SIZE: %v %v", r, err)
+	}
+	if r, _ := c.Cmd("RCPT TO:<alice@example.com>"); r.Code != 552 || !strings.Contains(r.Text(), "5.2.3") || !strings.Contains(r.Text(), "larger than the mailbox quota") {
+		t.Errorf("RCPT alice, SIZE over her quota: %q, want 552 5.2.3", r.Text())
+	}
+	if r, _ := c.Cmd("RCPT TO:<bob@example.com>"); r.Code != 250 {
+		t.Errorf("RCPT bob, SIZE within his quota: %q", r.Text())
+	}
+	c.Quit()
+
 	// Fill alice's mailbox: one message just over 100 KiB is still
 	// delivered (Dovecot's grace of 10% for the last message).
 	big := harness.NewMessage(outsider, "alice@example.com", "big", strings.Repeat(strings.Repeat("x", 99)+"\r\n", 1040))
