@@ -9,6 +9,8 @@
 //	postfix/sasl_passwd                          (smarthost login, texthash, 0600)
 //	dovecot/dovecot.conf, dovecot/users          (passwd-file of the mailboxes)
 //	dovecot/sieve/junk.sieve                     (dovecot.sieve: the Junk before-script)
+//	dovecot/sieve/report-{spam,ham}.sieve,
+//	        bin/mailnode-learn                   (dovecot.spam_learning: IMAPSieve rules, 0755 wrapper)
 //	unbound/unbound.conf
 //	dns/<domain>.zone                            (one per local domain, package dns)
 //	postfix/mailnode-inventory.digest            (the inventory's digest, see DigestFile)
