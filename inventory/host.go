@@ -25,6 +25,9 @@ type Host struct {
 	// catch a misspelt postfix.main_cf name, which Postfix would ignore;
 	// nil or an error: not checked.
 	PostfixParameters func() (map[string]bool, error)
+	// HasProgram reports whether a program is installed: a name looked up
+	// in PATH, or an absolute path; nil: not checked.
+	HasProgram func(name string) bool
 }
 
 // ErrNoSuchUser is what Host.LookupUser returns for a missing user.
@@ -32,7 +35,7 @@ var ErrNoSuchUser = errors.New("no such user")
 
 // ThisHost checks against the machine's own user database.
 func ThisHost() *Host {
-	return &Host{PostfixParameters: postconfDefaults, LookupUser: func(name string) (int, error) {
+	return &Host{PostfixParameters: postconfDefaults, HasProgram: hasProgram, LookupUser: func(name string) (int, error) {
 		u, err := user.Lookup(name)
 		if err != nil {
 			var unknown user.UnknownUserError
@@ -86,6 +89,16 @@ func (inv *Inventory) checkHost(v *validator, h *Host) {
 			}
 		}
 	}
+	if inv.Dovecot.Sieve != nil && h.HasProgram != nil {
+		// Pigeonhole: Sieve for LMTP and sievec (dovecot-sieve), ManageSieve
+		// (dovecot-managesieved). Without them Dovecot refuses the
+		// rendered configuration and delivers nothing.
+		for _, p := range []struct{ program, pkg string }{{"sievec", "dovecot-sieve"}, {dovecotLibexec + "managesieve", "dovecot-managesieved"}} {
+			if !h.HasProgram(p.program) {
+				v.add([]any{"dovecot", "sieve"}, "needs Pigeonhole, which is not installed on this host (no %s): apt-get install %s", p.program, p.pkg)
+			}
+		}
+	}
 	for i, u := range inv.UnixUsers {
 		if !unixUserRe.MatchString(u) {
 			continue
@@ -96,6 +109,19 @@ func (inv *Inventory) checkHost(v *validator, h *Host) {
 			v.add([]any{"unix_users", i}, "cannot look up system user %q: %v", u, err)
 		}
 	}
+}
+
+// dovecotLibexec is where Debian's Dovecot keeps its service programs.
+const dovecotLibexec = "/usr/lib/dovecot/"
+
+// hasProgram finds a program in PATH, or an absolute path that exists.
+func hasProgram(name string) bool {
+	if strings.HasPrefix(name, "/") {
+		_, err := os.Stat(name)
+		return err == nil
+	}
+	_, err := exec.LookPath(name)
+	return err == nil
 }
 
 // postconfDefaults reads the parameter names of `postconf -d`; without

@@ -317,7 +317,7 @@ func TestHostChecks(t *testing.T) {
 			return uid, nil
 		}
 		return 0, fmt.Errorf("%w: %s", ErrNoSuchUser, name)
-	}}
+	}, HasProgram: func(name string) bool { return name == "sievec" }}
 	base := "node: {hostname: mx1.example.com}\ndomains: [{name: example.com}]\n"
 	for _, c := range []struct{ extra, want string }{
 		{"", ""},
@@ -325,6 +325,7 @@ func TestHostChecks(t *testing.T) {
 		{"dovecot: {mail_user: root}\n", `t.yaml:3: dovecot.mail_user: "root" is root: Dovecot never delivers mail as root`},
 		{"dovecot: {mail_user: nosuch}\n", `t.yaml:3: dovecot.mail_user: system user "nosuch" does not exist on this host`},
 		{"unix_users: [root, ghost]\n", `t.yaml:3: unix_users[1]: system user "ghost" does not exist on this host`},
+		{"dovecot: {sieve: {}}\n", `t.yaml:3: dovecot.sieve: needs Pigeonhole, which is not installed on this host (no /usr/lib/dovecot/managesieve): apt-get install dovecot-managesieved`},
 	} {
 		_, err := ParseWith([]byte(base+c.extra), "t.yaml", LoadOptions{Host: host})
 		if c.want == "" {

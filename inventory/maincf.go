@@ -47,6 +47,7 @@ var OwnedMainCF = []struct{ Name, Why string }{
 	{"smtpd_tls_auth_only", "AUTH is offered only after TLS"},
 	{"broken_sasl_auth_clients", "AUTH is offered only as the standard extension"},
 	{"smtpd_sender_login_maps", "it is the mailboxes and aliases (policy.sender_login)"},
+	{"smtpd_restriction_classes", "it names the mailbox quota check at RCPT (dovecot.quota)"},
 	{"compatibility_level", "the relay restrictions' order and the defaults mailnode relies on follow it"},
 	{"myhostname", "use node.hostname"},
 	{"relayhost", "use postfix.relayhost"},

@@ -120,37 +120,45 @@ func (inv *Inventory) checkListenConflicts(v *validator) {
 		}
 	}
 	q := strings.TrimRight(inv.Postfix.QueueDirectory, "/") + "/"
-	if !inv.NullClient() { // a null client runs no Dovecot
-		for _, f := range []struct{ key, val string }{{"sasl_socket", inv.Dovecot.SASLSocket}, {"lmtp_socket", inv.Dovecot.LMTPSocket}} {
-			if f.val != "" && !strings.HasPrefix(f.val, "/") {
-				eps = append(eps, endpoint{what: "dovecot." + f.key, path: []any{"dovecot", f.key}, unix: q + f.val})
-			}
+	for _, f := range []struct{ key, val string }{{"sasl_socket", inv.Dovecot.SASLSocket}, {"lmtp_socket", inv.Dovecot.LMTPSocket}} {
+		if f.val != "" && !strings.HasPrefix(f.val, "/") && !inv.NullClient() {
+			eps = append(eps, endpoint{what: "dovecot." + f.key, path: []any{"dovecot", f.key}, unix: q + f.val})
 		}
-		for _, svc := range []struct {
-			key          string
-			specs        []string
-			plain, tls   int
-			defaultNames string
-		}{{"imap_listen", inv.Dovecot.IMAPListen, 143, 993, "imap"}, {"pop3_listen", inv.Dovecot.POP3Listen, 110, 995, "pop3"}} {
-			if len(svc.specs) == 0 {
-				for _, port := range []int{svc.plain, svc.tls} {
+	}
+	type dovecotService struct {
+		key          string
+		specs        []string
+		plain, tls   int
+		defaultNames string
+	}
+	services := []dovecotService{{"imap_listen", inv.Dovecot.IMAPListen, 143, 993, "imap"}, {"pop3_listen", inv.Dovecot.POP3Listen, 110, 995, "pop3"}}
+	if inv.Dovecot.Sieve != nil {
+		services = append(services, dovecotService{"sieve.listen", inv.Dovecot.Sieve.Listen, 4190, 0, "managesieve"})
+	}
+	if inv.NullClient() { // a null client runs no Dovecot
+		services = nil
+	}
+	for _, svc := range services {
+		if len(svc.specs) == 0 {
+			for _, port := range []int{svc.plain, svc.tls} {
+				if port != 0 {
 					eps = append(eps, endpoint{what: "dovecot." + svc.key + " (default " + svc.defaultNames + ")", path: []any{"dovecot"}, port: port})
 				}
+			}
+			continue
+		}
+		for i, s := range svc.specs {
+			var e endpoint
+			if port, err := parsePort(s); err == nil {
+				e = endpoint{port: port}
+			} else if ap, err := netip.ParseAddrPort(s); err == nil {
+				e = endpoint{host: ap.Addr().String(), port: int(ap.Port())}
+			} else {
 				continue
 			}
-			for i, s := range svc.specs {
-				var e endpoint
-				if port, err := parsePort(s); err == nil {
-					e = endpoint{port: port}
-				} else if ap, err := netip.ParseAddrPort(s); err == nil {
-					e = endpoint{host: ap.Addr().String(), port: int(ap.Port())}
-				} else {
-					continue
-				}
-				e.path = []any{"dovecot", svc.key, i}
-				e.what = fieldName(e.path)
-				eps = append(eps, e)
-			}
+			e.path = append([]any{"dovecot"}, dovecotKeyPath(svc.key, i)...)
+			e.what = fieldName(e.path)
+			eps = append(eps, e)
 		}
 	}
 	for i := range eps {
@@ -261,4 +269,13 @@ func (inv *Inventory) checkLocalTargets(v *validator) {
 			}
 		}
 	}
+}
+
+// dovecotKeyPath is the path below dovecot of item i of a listen field
+// ("imap_listen", or "sieve.listen" one level down).
+func dovecotKeyPath(key string, i int) []any {
+	if a, b, ok := strings.Cut(key, "."); ok {
+		return []any{a, b, i}
+	}
+	return []any{key, i}
 }

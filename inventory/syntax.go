@@ -25,6 +25,8 @@ var (
 	// mailLocationRe: Dovecot's mail_location, FORMAT:PATH[:KEY=VALUE...],
 	// with Dovecot's %-variables and ~ for the home directory.
 	mailLocationRe = regexp.MustCompile(`^[a-z]+:[A-Za-z0-9._/%:=~+@-]+$`)
+	// mailboxNameRe: a top-level IMAP folder name (dovecot.sieve.junk_folder).
+	mailboxNameRe = regexp.MustCompile(`^[A-Za-z0-9][A-Za-z0-9_-]{0,63}$`)
 	// instanceNameRe: Postfix's multi_instance_name (a log prefix).
 	instanceNameRe = regexp.MustCompile(`^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$`)
 	// schemeRe: a Dovecot password scheme with an optional encoding suffix,
@@ -216,6 +218,17 @@ func (inv *Inventory) checkConfigSyntax(v *validator) {
 			checkIPPort(v, []any{"dovecot", key, i}, s, "Dovecot", "127.0.0.1:143")
 		}
 	}
+	if sv := d.Sieve; sv != nil {
+		if !mailboxNameRe.MatchString(sv.JunkFolder) {
+			v.add([]any{"dovecot", "sieve", "junk_folder"}, "%q: a folder name of letters, digits, '_' and '-' (at most 64; no '.' or '/', which Dovecot reads as a folder hierarchy; it is written into dovecot.conf and a Sieve script)", sv.JunkFolder)
+		}
+		for i, s := range sv.Listen {
+			if port, err := parsePort(s); err == nil && port > 0 {
+				continue
+			}
+			checkIPPort(v, []any{"dovecot", "sieve", "listen", i}, s, "Dovecot", "127.0.0.1:4190")
+		}
+	}
 	if strings.HasPrefix(inv.DKIM.KeyDir, "/") {
 		checkPath(v, []any{"dkim", "key_dir"}, inv.DKIM.KeyDir)
 	}
@@ -225,6 +238,12 @@ func (inv *Inventory) checkConfigSyntax(v *validator) {
 			v.add([]any{"spam", "rspamd_url"}, "%q is not an http(s) URL with a host", inv.Spam.RspamdURL)
 		}
 	}
+	if c := inv.Spam.RspamdControllerURL; c != "" {
+		if u, err := url.Parse(c); err != nil || (u.Scheme != "http" && u.Scheme != "https") || u.Host == "" || strings.ContainsAny(c, " \t\r\n'\"\\$`") {
+			v.add([]any{"spam", "rspamd_controller_url"}, "%q is not an http(s) URL with a host (it is written into a shell script)", c)
+		}
+	}
+	checkPath(v, []any{"dovecot", "mailnode_path"}, d.MailnodePath)
 	if inv.Spam.Engine == "spamd" && strings.HasPrefix(inv.Spam.SpamdAddress, "/") {
 		checkPath(v, []any{"spam", "spamd_address"}, inv.Spam.SpamdAddress)
 	}

@@ -197,6 +197,33 @@ type Dovecot struct {
 	POP3Listen []string `yaml:"pop3_listen"`
 	// LogPath sends Dovecot's log to a file instead of syslog.
 	LogPath string `yaml:"log_path"`
+	// Sieve turns on Pigeonhole: mail milterd marked as spam
+	// (X-Spam-Status: Yes) is filed into the Junk folder, and users manage
+	// their own scripts over ManageSieve. nil: no Sieve.
+	Sieve *Sieve `yaml:"sieve"`
+	// Quota is the storage limit of every mailbox ("1G", "500M", "100k");
+	// mailboxes[].quota overrides it; "" means none. Over quota, Postfix
+	// refuses the recipient at RCPT with 552 5.2.2 (Dovecot's
+	// quota-status service).
+	Quota string `yaml:"quota"`
+	// SpamLearning trains the spam engine from the users' moves (needs
+	// Sieve and spam.engine rspamd or spamd): a message moved into the
+	// Junk folder is learned as spam, one moved out of it as ham
+	// (IMAPSieve runs `mailnode learn`).
+	SpamLearning bool `yaml:"spam_learning"`
+	// MailnodePath is the mailnode binary the learning rules run; ""
+	// finds it in /usr/local/bin or /usr/bin.
+	MailnodePath string `yaml:"mailnode_path"`
+}
+
+// Sieve configures Pigeonhole (dovecot.sieve).
+type Sieve struct {
+	// JunkFolder is where mail tagged as spam is filed (default Junk);
+	// it is created on demand and subscribed.
+	JunkFolder string `yaml:"junk_folder"`
+	// Listen are the ManageSieve listen specs ("4190", "127.0.0.1:4190");
+	// default ["4190"] on every address.
+	Listen []string `yaml:"listen"`
 }
 
 // DKIM configures where private keys live.
@@ -206,14 +233,18 @@ type DKIM struct {
 
 // Spam configures the spam gate of milterd.
 type Spam struct {
-	Engine          string   `yaml:"engine"`
-	TagScore        float64  `yaml:"tag_score"`
-	RejectScore     float64  `yaml:"reject_score"`
-	SubjectTag      string   `yaml:"subject_tag"`
-	RspamdURL       string   `yaml:"rspamd_url"`
-	SpamdAddress    string   `yaml:"spamd_address"`
-	DNSBL           []string `yaml:"dnsbl"`
-	OnEngineFailure string   `yaml:"on_engine_failure"`
+	Engine      string  `yaml:"engine"`
+	TagScore    float64 `yaml:"tag_score"`
+	RejectScore float64 `yaml:"reject_score"`
+	SubjectTag  string  `yaml:"subject_tag"`
+	RspamdURL   string  `yaml:"rspamd_url"`
+	// RspamdControllerURL is rspamd's controller worker, where
+	// dovecot.spam_learning sends what users move (default: rspamd_url's
+	// host, port 11334).
+	RspamdControllerURL string   `yaml:"rspamd_controller_url"`
+	SpamdAddress        string   `yaml:"spamd_address"`
+	DNSBL               []string `yaml:"dnsbl"`
+	OnEngineFailure     string   `yaml:"on_engine_failure"`
 	// Quarantine, when true, holds instead of rejecting: a message at or
 	// above reject_score, or failing a DMARC p=reject policy, is accepted
 	// into Postfix's hold queue (postsuper -r to release) rather than
@@ -275,6 +306,8 @@ type Mailbox struct {
 	User     string   `yaml:"user"`
 	Password string   `yaml:"password"`
 	Aliases  []string `yaml:"aliases"`
+	// Quota overrides dovecot.quota for this mailbox ("2G", "100k").
+	Quota string `yaml:"quota"`
 }
 
 // Address returns the mailbox's full address, which is also its SASL login.

@@ -4,6 +4,7 @@ import (
 	"fmt"
 	"net"
 	"net/netip"
+	"net/url"
 	"regexp"
 	"sort"
 	"strconv"
@@ -88,6 +89,12 @@ func (inv *Inventory) applyDefaults() {
 	def(&d.LMTPSocket, "private/dovecot-lmtp")
 	def(&d.MailUser, "vmail")
 	def(&d.MailLocation, "maildir:/var/vmail/%d/%n")
+	if d.Sieve != nil {
+		def(&d.Sieve.JunkFolder, "Junk")
+		if d.Sieve.Listen == nil {
+			d.Sieve.Listen = []string{"4190"}
+		}
+	}
 	def(&inv.DKIM.KeyDir, DefaultKeyDir)
 	s := &inv.Spam
 	def(&s.Engine, "builtin")
@@ -103,6 +110,13 @@ func (inv *Inventory) applyDefaults() {
 		def(&a.Engine, "clamd")
 		def(&a.Address, DefaultClamdAddress)
 		def(&a.OnFailure, "tempfail")
+	}
+	if d.SpamLearning && s.Engine == "rspamd" && s.RspamdControllerURL == "" {
+		if u, err := url.Parse(s.RspamdURL); err == nil && u.Host != "" {
+			u.Host = net.JoinHostPort(u.Hostname(), "11334")
+			u.Path, u.RawQuery = "", ""
+			s.RspamdControllerURL = u.String()
+		}
 	}
 }
 
@@ -393,6 +407,19 @@ func (inv *Inventory) validate(v *validator) {
 	if !strings.Contains(inv.Dovecot.MailLocation, ":") {
 		v.add([]any{"dovecot", "mail_location"}, "%q needs a format prefix, e.g. maildir:/var/vmail/%%d/%%n", inv.Dovecot.MailLocation)
 	}
+	if inv.Dovecot.SpamLearning {
+		if inv.Dovecot.Sieve == nil {
+			v.add([]any{"dovecot", "spam_learning"}, "needs dovecot.sieve: learning watches the moves into and out of its Junk folder")
+		}
+		if e := inv.Spam.Engine; e != "rspamd" && e != "spamd" {
+			v.add([]any{"dovecot", "spam_learning"}, "needs spam.engine rspamd or spamd (it is %s, which has no classifier to train)", e)
+		}
+	}
+	if q := inv.Dovecot.Quota; q != "" {
+		if _, _, err := ParseSize(q); err != nil {
+			v.add([]any{"dovecot", "quota"}, "%v", err)
+		}
+	}
 	if !strings.HasPrefix(inv.DKIM.KeyDir, "/") {
 		v.add([]any{"dkim", "key_dir"}, "must be an absolute path")
 	}
@@ -556,6 +583,11 @@ func validateLocal(v *validator, d *Domain, p func(...any) []any) {
 		}
 		for k, a := range m.Aliases {
 			claim(a, "an alias of mailbox "+m.User, p("mailboxes", j, "aliases", k))
+		}
+		if m.Quota != "" {
+			if _, _, err := ParseSize(m.Quota); err != nil {
+				v.add(p("mailboxes", j, "quota"), "quota of %s@%s: %v", m.User, d.Name, err)
+			}
 		}
 	}
 	for _, name := range sortedKeys(d.Aliases) {

@@ -4,9 +4,13 @@
 //	postfix/main.cf, postfix/master.cf          (templates/*.tmpl)
 //	postfix/transport, relay_domains, relay_recipient_maps, tls_policy,
 //	        virtual_mailbox_domains, virtual_mailbox_maps, virtual_alias_maps,
-//	        sender_login_maps, aliases           (map sources, for postmap/postalias)
+//	        sender_login_maps, quota_recipients,
+//	        aliases                              (map sources, for postmap/postalias)
 //	postfix/sasl_passwd                          (smarthost login, texthash, 0600)
 //	dovecot/dovecot.conf, dovecot/users          (passwd-file of the mailboxes)
+//	dovecot/sieve/junk.sieve                     (dovecot.sieve: the Junk before-script)
+//	dovecot/sieve/report-{spam,ham}.sieve,
+//	        bin/mailnode-learn                   (dovecot.spam_learning: IMAPSieve rules, 0755 wrapper)
 //	unbound/unbound.conf
 //	dns/<domain>.zone                            (one per local domain, package dns)
 //	postfix/mailnode-inventory.digest            (the inventory's digest, see DigestFile)
@@ -63,6 +67,7 @@ var PostfixMaps = []struct{ Name, Compiler string }{
 	{"virtual_mailbox_maps", "postmap"},
 	{"virtual_alias_maps", "postmap"},
 	{"sender_login_maps", "postmap"},
+	{"quota_recipients", "postmap"},
 	{"aliases", "postalias"},
 }
 
@@ -90,6 +95,13 @@ const DigestFile = drift.DigestFile
 // Secret reports whether a rendered file holds secrets (password hashes,
 // the smarthost password) and must not be world-readable.
 func Secret(name string) bool { return name == "dovecot/users" || name == SASLPasswd }
+
+// Executable reports whether a rendered file (by its name under the
+// staging directory, or any path ending in it) is a program: the wrappers
+// the Sieve pipe runs (dovecot/sieve/bin/).
+func Executable(name string) bool {
+	return strings.HasPrefix(name, SieveBinDir+"/") || strings.Contains(name, "/"+SieveBinDir+"/")
+}
 
 // SASLPasswd is the smarthost password map (postfix.relayhost_auth): a
 // texthash table, so that no compiled copy exists with other permissions;
@@ -198,6 +210,7 @@ type postfixData struct {
 	MailSpoolDirectory, LMTPSocket, SASLPath                 string
 	Policy, Milter, TLSCert, TLSKey                          string
 	RecipientDelimiter, RelayhostTLS                         string
+	QuotaStatus, QuotaClass                                  string // Dovecot's quota-status policy service, "" without quotas
 	RelayhostAuth, NullClient                                bool
 	SMTPListen, SubmissionListen, SubmissionsListen          []string
 	MessageSizeLimit, MailboxSizeLimit                       int64
@@ -247,6 +260,9 @@ func renderPostfixConfig(inv *inventory.Inventory, files Files) error {
 	if inv.MilterEnabled() {
 		// Milter clients take "unix:/abs/path" as is (no service is chrooted).
 		d.Milter = inv.Milter.Listen
+	}
+	if inv.QuotaOn() {
+		d.QuotaStatus, d.QuotaClass = "unix:"+QuotaStatusSocket, QuotaClass
 	}
 	for _, f := range []string{"main.cf", "master.cf"} {
 		t := f + ".tmpl"
@@ -399,6 +415,18 @@ func postfixMap(inv *inventory.Inventory, name string) []byte {
 		for _, e := range es {
 			line(e.Key, e.Values...)
 		}
+	case "quota_recipients":
+		b.WriteString("# Mailboxes with a quota (dovecot.quota, mailboxes[].quota): Postfix asks\n")
+		b.WriteString("# Dovecot's quota-status service about these recipients only, at RCPT.\n")
+		for _, d := range sortedDomains(inv.LocalDomains()) {
+			ms := append([]inventory.Mailbox(nil), d.Mailboxes...)
+			sort.Slice(ms, func(i, j int) bool { return ms[i].User < ms[j].User })
+			for _, m := range ms {
+				if inv.MailboxQuota(m) != "" {
+					line(m.User+"@"+d.Name, QuotaClass)
+				}
+			}
+		}
 	case "sender_login_maps":
 		b.WriteString("# Sender address -> SASL logins that may use it.\n")
 		es := inv.Owners()
@@ -480,7 +508,94 @@ type dovecotData struct {
 	UsersFile, SASLSocket, LMTPSocket, TLSCert, TLSKey       string
 	RecipientDelimiter                                       string
 	IMAP, POP3                                               []listener
+	Sieve                                                    *sieveData
+	Quota                                                    *quotaData
+	IMAPPlugins                                              string // mail_plugins added for IMAP
 }
+
+// quotaData is the quota part of dovecot.conf (dovecot.quota,
+// mailboxes[].quota).
+type quotaData struct {
+	Rule   string // dovecot.quota in Dovecot's form, "" when only some mailboxes have one
+	Socket string // the quota-status service's socket (absolute)
+}
+
+// sieveData is the Pigeonhole part of dovecot.conf (dovecot.sieve).
+type sieveData struct {
+	JunkFolder string     // where mail tagged as spam is filed
+	Before     string     // the installed path of the global before-script
+	Listen     []listener // ManageSieve
+	// Learning: the installed directory of the scripts (dovecot.spam_learning), "" when off.
+	Learning string
+}
+
+// QuotaStatusSocket is where Dovecot's quota-status service listens,
+// relative to postfix.queue_directory (Postfix's name for it).
+const QuotaStatusSocket = "private/quota-status"
+
+// QuotaClass is the Postfix restriction class that asks quota-status;
+// quota_recipients maps every mailbox with a quota to it.
+const QuotaClass = "mailnode_quota"
+
+// SieveDir is the directory under dovecot/ that holds the Sieve scripts
+// mailnode renders; `render-config --postmap` compiles them (sievec).
+const SieveDir = "dovecot/sieve"
+
+// SieveBinDir holds the programs the Sieve pipe may run
+// (sieve_pipe_bin_dir): the learning wrapper of dovecot.spam_learning.
+const SieveBinDir = SieveDir + "/bin"
+
+// reportSpamScript and reportHamScript are the IMAPSieve rules of
+// dovecot.spam_learning: a message copied or moved into the Junk folder is
+// learned as spam; one out of it, except into Trash, as ham.
+const reportSpamScript = `# Generated by ` + "`mailnode render-config`" + ` from the inventory; do not edit here.
+# dovecot.spam_learning: a message moved or copied into the Junk folder is
+# learned as spam by the spam engine.
+require ["vnd.dovecot.pipe", "copy", "imapsieve"];
+pipe :copy "mailnode-learn" ["spam"];
+`
+
+const reportHamScript = `# Generated by ` + "`mailnode render-config`" + ` from the inventory; do not edit here.
+# dovecot.spam_learning: a message moved or copied out of the Junk folder is
+# learned as ham by the spam engine, unless it goes to the Trash.
+require ["vnd.dovecot.pipe", "copy", "imapsieve", "environment", "variables"];
+if environment :matches "imap.mailbox" "*" {
+  set "mailbox" "${1}";
+}
+if string "${mailbox}" "Trash" {
+  stop;
+}
+pipe :copy "mailnode-learn" ["ham"];
+`
+
+// learnWrapper is the program the learning rules pipe the message into:
+// it runs `mailnode learn` with the engine from the inventory. Dovecot
+// runs it as the mail user with an empty environment.
+const learnWrapper = `#!/bin/sh
+# Generated by ` + "`mailnode render-config`" + ` from the inventory; do not edit here.
+# dovecot.spam_learning: the Sieve pipe runs this with "spam" or "ham" and
+# the message on standard input.
+PATH=/usr/local/bin:/usr/bin:/bin
+export PATH
+exec %s learn %s "$1"
+`
+
+// shellQuote quotes s for a POSIX shell.
+func shellQuote(s string) string { return "'" + strings.ReplaceAll(s, "'", `'\''`) + "'" }
+
+// junkScript is the global before-script of dovecot.sieve: it runs before
+// the user's own script, files mail milterd tagged as spam into the Junk
+// folder (creating it) and stops there.
+const junkScript = `# Generated by ` + "`mailnode render-config`" + ` from the inventory; do not edit here.
+# dovecot.sieve: runs before every user's own script (sieve_before). Mail
+# milterd tagged as spam (X-Spam-Status: Yes, ...) goes into the Junk folder,
+# created on demand; nothing else is touched.
+require ["fileinto", "mailbox"];
+if header :matches "X-Spam-Status" "Yes*" {
+  fileinto :create "%s";
+  stop;
+}
+`
 
 func renderDovecot(inv *inventory.Inventory, files Files) error {
 	dv := inv.Dovecot
@@ -505,6 +620,48 @@ func renderDovecot(inv *inventory.Inventory, files Files) error {
 	if d.POP3, err = listeners("pop3", dv.POP3Listen, "110", "995", d.TLSCert != ""); err != nil {
 		return err
 	}
+	if inv.QuotaOn() {
+		d.Quota = &quotaData{Socket: queuePath(inv, QuotaStatusSocket)}
+		if dv.Quota != "" {
+			_, d.Quota.Rule, _ = inventory.ParseSize(dv.Quota)
+		}
+	}
+	if sv := dv.Sieve; sv != nil {
+		d.Sieve = &sieveData{JunkFolder: sv.JunkFolder, Before: path.Join(dv.ConfigDirectory, "sieve", "junk.sieve")}
+		for i, s := range sv.Listen {
+			l, err := listenerAt("sieve", s)
+			if err != nil {
+				return err
+			}
+			if i > 0 {
+				l.Name = fmt.Sprintf("sieve%d", i+1)
+			}
+			d.Sieve.Listen = append(d.Sieve.Listen, l)
+		}
+		files[SieveDir+"/junk.sieve"] = fmt.Appendf(nil, junkScript, sv.JunkFolder)
+		if dv.SpamLearning {
+			d.Sieve.Learning = path.Join(dv.ConfigDirectory, "sieve")
+			files[SieveDir+"/report-spam.sieve"] = []byte(reportSpamScript)
+			files[SieveDir+"/report-ham.sieve"] = []byte(reportHamScript)
+			bin := "mailnode"
+			if dv.MailnodePath != "" {
+				bin = dv.MailnodePath
+			}
+			engine := "--spamd " + shellQuote(inv.Spam.SpamdAddress)
+			if inv.Spam.Engine == "rspamd" {
+				engine = "--rspamd " + shellQuote(inv.Spam.RspamdControllerURL)
+			}
+			files[SieveBinDir+"/mailnode-learn"] = fmt.Appendf(nil, learnWrapper, shellQuote(bin), engine)
+		}
+	}
+	var imapPlugins []string
+	if d.Quota != nil {
+		imapPlugins = append(imapPlugins, "imap_quota")
+	}
+	if d.Sieve != nil && d.Sieve.Learning != "" {
+		imapPlugins = append(imapPlugins, "imap_sieve")
+	}
+	d.IMAPPlugins = strings.Join(imapPlugins, " ")
 	b, err := execute("dovecot.conf.tmpl", d)
 	if err != nil {
 		return err
@@ -515,6 +672,7 @@ func renderDovecot(inv *inventory.Inventory, files Files) error {
 	u.WriteString("# Dovecot passwd-file: the inventory's mailboxes, login = full address.\n")
 	u.WriteString(mapHeader)
 	u.Grow(mailboxCount(inv) * 160)
+	quota := inv.QuotaOn()
 	for _, dom := range sortedDomains(inv.LocalDomains()) {
 		ms := append([]inventory.Mailbox(nil), dom.Mailboxes...)
 		sort.Slice(ms, func(i, j int) bool { return ms[i].User < ms[j].User })
@@ -524,6 +682,14 @@ func renderDovecot(inv *inventory.Inventory, files Files) error {
 			u.WriteString(dom.Name)
 			u.WriteByte(':')
 			u.WriteString(m.Password)
+			if quota {
+				// The userdb too: passwd-file's user:password:uid:gid:gecos:home:shell:extra,
+				// where an empty uid, gid and home take userdb's default_fields.
+				u.WriteString("::::::")
+				if m.Quota != "" {
+					u.WriteString("userdb_quota_rule=*:storage=" + inv.MailboxQuota(m))
+				}
+			}
 			u.WriteByte('\n')
 		}
 	}
@@ -558,16 +724,12 @@ func listeners(proto string, specs []string, port, tlsPort string, tls bool) ([]
 	}
 	var out []listener
 	for i, s := range specs {
-		l := listener{Name: proto, Port: s}
+		l, err := listenerAt(proto, s)
+		if err != nil {
+			return nil, err
+		}
 		if i > 0 {
 			l.Name = fmt.Sprintf("%s%d", proto, i+1)
-		}
-		if strings.Contains(s, ":") {
-			h, p, err := net.SplitHostPort(s)
-			if err != nil {
-				return nil, fmt.Errorf("render: dovecot.%s_listen: %q is not PORT or HOST:PORT", proto, s)
-			}
-			l.Address, l.Port = h, p
 		}
 		out = append(out, l)
 	}
@@ -578,6 +740,23 @@ func listeners(proto string, specs []string, port, tlsPort string, tls bool) ([]
 		out = append(out, listener{Name: proto + "s", Port: "0"})
 	}
 	return out, nil
+}
+
+// listenerAt reads one listen spec, "PORT" or "HOST:PORT".
+func listenerAt(proto, s string) (listener, error) {
+	l := listener{Name: proto, Port: s}
+	if strings.Contains(s, ":") {
+		h, p, err := net.SplitHostPort(s)
+		if err != nil {
+			field := "dovecot." + proto + "_listen"
+			if proto == "sieve" {
+				field = "dovecot.sieve.listen"
+			}
+			return listener{}, fmt.Errorf("render: %s: %q is not PORT or HOST:PORT", field, s)
+		}
+		l.Address, l.Port = h, p
+	}
+	return l, nil
 }
 
 func renderUnbound(inv *inventory.Inventory, files Files) error {

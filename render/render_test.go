@@ -24,6 +24,7 @@ var goldenCases = []struct{ name, file string }{
 	{"example", "../examples/inventory.yaml"},
 	{"private", "testdata/private.yaml"},
 	{"nullclient", "../examples/nullclient.yaml"},
+	{"mailbox", "testdata/mailbox.yaml"},
 }
 
 // load reads an inventory and points dkim.key_dir at a private copy of
@@ -358,6 +359,13 @@ func TestConsumers(t *testing.T) {
 					t.Errorf("%s did not build %s.db: %v", m.Compiler, m.Name, err)
 				}
 			}
+			if c.name == "mailbox" {
+				for _, key := range []string{"alice@mailbox.test", "bob@mailbox.test"} {
+					if got := strings.TrimSpace(run("postmap", "-c", pdir, "-q", key, "hash:"+filepath.Join(pdir, "quota_recipients"))); got != QuotaClass {
+						t.Errorf("postmap -q %s quota_recipients = %q, want %s", key, got, QuotaClass)
+					}
+				}
+			}
 			// Spot-check lookups in the compiled maps.
 			if c.name == "example" {
 				for _, q := range []struct{ m, key, want string }{
@@ -393,6 +401,15 @@ func TestConsumers(t *testing.T) {
 			if inv.NullClient() {
 				return // no Dovecot (TestNullClient)
 			}
+			// The Sieve scripts compile with the rendered configuration.
+			for _, name := range files.Names() {
+				if strings.HasPrefix(name, SieveDir+"/") && strings.HasSuffix(name, ".sieve") {
+					if _, err := exec.LookPath("sievec"); err != nil {
+						t.Fatalf("the Sieve scripts need sievec: %v (Debian package dovecot-sieve)", err)
+					}
+					run("sievec", "-c", filepath.Join(dir, "dovecot", "dovecot.conf"), filepath.Join(dir, name))
+				}
+			}
 			out = run("doveconf", "-c", filepath.Join(dir, "dovecot", "dovecot.conf"), "-n")
 			if !strings.Contains(out, "passwd-file") {
 				t.Errorf("doveconf -n lost the passdb:\n%s", out)
@@ -400,14 +417,27 @@ func TestConsumers(t *testing.T) {
 			// The ports Dovecot will open, defaults included: explicit
 			// listeners replace the built-in ones, TLS ones too.
 			all := run("doveconf", "-c", filepath.Join(dir, "dovecot", "dovecot.conf"))
-			for _, svc := range []struct {
+			services := []struct {
 				name   string
 				listen []string
 				want   []string
 			}{
 				{"imap-login", inv.Dovecot.IMAPListen, []string{"143", "993"}},
 				{"pop3-login", inv.Dovecot.POP3Listen, []string{"110", "995"}},
-			} {
+			}
+			// Without dovecot.sieve the sieve protocol is off, so Dovecot
+			// does not start its built-in ManageSieve service.
+			if sv := inv.Dovecot.Sieve; sv != nil {
+				services = append(services, struct {
+					name   string
+					listen []string
+					want   []string
+				}{"managesieve-login", sv.Listen, nil})
+				if !strings.Contains(out, "protocols = imap pop3 lmtp sieve") {
+					t.Errorf("doveconf -n: the sieve protocol is off:\n%s", out)
+				}
+			}
+			for _, svc := range services {
 				want := svc.want
 				if inv.Postfix.TLS.CertFile == "" {
 					want = want[:1]

@@ -93,6 +93,9 @@ func writeAtomic(dst string, data []byte, secret bool) error {
 	if plain {
 		mode = 0o600 // a password in clear: root only
 	}
+	if Executable(filepath.ToSlash(dst)) {
+		mode = 0o755 // run by Dovecot's Sieve pipe as the mail user
+	}
 	fd, err := syscall.Open(tmp, syscall.O_WRONLY|syscall.O_CREAT|syscall.O_EXCL|syscall.O_CLOEXEC, mode)
 	if err != nil {
 		return fmt.Errorf("render: %s: %w", tmp, err)

@@ -32,7 +32,17 @@ const listedClient = "127.0.0.66"
 
 func spamE2ENode(t *testing.T, dnsAddr string, settings map[string]any) *harness.Node {
 	t.Helper()
+	return spamE2ENodeWith(t, dnsAddr, settings, nil)
+}
+
+// spamE2ENodeWith is spamE2ENode with a further change to the inventory
+// (edit may be nil).
+func spamE2ENodeWith(t *testing.T, dnsAddr string, settings map[string]any, edit func(doc map[string]any)) *harness.Node {
+	t.Helper()
 	return harness.StartNode(t, harness.Options{Policy: true, Milter: true, DKIMKeys: true, Edit: func(doc map[string]any) {
+		if edit != nil {
+			defer edit(doc)
+		}
 		harness.Set(doc, "policy.greylist.enabled", false) // policyd's business, tested there
 		harness.Set(doc, "node.resolver", dnsAddr)
 		for k, v := range settings {

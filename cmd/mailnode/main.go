@@ -41,6 +41,7 @@ Start with:  mailnode config check --inventory examples/inventory.yaml`,
 			stateCommand(),
 			reportCommand(),
 			whyCommand(),
+			learnCommand(),
 			genManCommand(),
 		},
 	}

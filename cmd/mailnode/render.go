@@ -6,6 +6,7 @@ import (
 	"os/exec"
 	"path/filepath"
 	"runtime/debug"
+	"strings"
 
 	"github.com/mailnode/mailnode/render"
 	"github.com/urfave/cli/v2"
@@ -22,9 +23,11 @@ staging tree DIR:
    DIR/postfix/   main.cf, master.cf and the map sources transport, relay_domains,
                   relay_recipient_maps, tls_policy, virtual_mailbox_domains,
                   virtual_mailbox_maps, virtual_alias_maps, sender_login_maps,
-                  aliases; sasl_passwd (the smarthost login, mode 0600)
+                  quota_recipients, aliases; sasl_passwd (the smarthost login,
+                  mode 0600)
                                                     -> install as postfix.config_directory
-   DIR/dovecot/   dovecot.conf, users (passwd-file) -> install as dovecot.config_directory
+   DIR/dovecot/   dovecot.conf, users (passwd-file), sieve/ (dovecot.sieve)
+                                                    -> install as dovecot.config_directory
    DIR/unbound/   unbound.conf                      -> the node's own resolver
    DIR/dns/       <domain>.zone for each local domain, to publish
 
@@ -44,7 +47,8 @@ dkim.key_dir (mailnode dkim keygen creates them).
 With --check nothing is written: a unified diff of what would change is
 printed and the exit status is 1 when anything differs, 0 when DIR is up to
 date. With --postmap the map sources are compiled after writing (postmap,
-postalias for aliases), which Postfix needs before it (re)loads.
+postalias for aliases), which Postfix needs before it (re)loads, and so are
+the Sieve scripts under DIR/dovecot/sieve/ (sievec, with DIR's dovecot.conf).
 
 The inventory is checked as by config check, against this machine too
 (--no-host-checks to render elsewhere); an inventory config check refuses is
@@ -57,7 +61,7 @@ Exit status: 0 ok, 1 differences (--check), 2 invalid inventory or error.`,
 			&cli.StringFlag{Name: "out", Aliases: []string{"o"}, Required: true,
 				Usage: "the staging `DIR` to write (created when missing)"},
 			&cli.BoolFlag{Name: "check", Usage: "write nothing; print a unified diff against DIR and exit 1 when anything differs"},
-			&cli.BoolFlag{Name: "postmap", Usage: "after writing, compile every Postfix map source with postmap/postalias"},
+			&cli.BoolFlag{Name: "postmap", Usage: "after writing, compile every Postfix map source with postmap/postalias and every Sieve script with sievec"},
 		},
 		Action: func(c *cli.Context) error {
 			// A large inventory and every file rendered from it are in memory
@@ -98,6 +102,9 @@ Exit status: 0 ok, 1 differences (--check), 2 invalid inventory or error.`,
 				if err := postmap(filepath.Join(out, "postfix"), render.PostfixMapsFor(inv)); err != nil {
 					return cli.Exit(err.Error(), 2)
 				}
+				if err := sievec(out, files); err != nil {
+					return cli.Exit(err.Error(), 2)
+				}
 			}
 			return nil
 		},
@@ -112,6 +119,23 @@ func postmap(dir string, maps []struct{ Name, Compiler string }) error {
 		cmd.Stdout, cmd.Stderr = os.Stdout, os.Stderr
 		if err := cmd.Run(); err != nil {
 			return fmt.Errorf("%s %s: %w", m.Compiler, m.Name, err)
+		}
+	}
+	return nil
+}
+
+// sievec compiles the rendered Sieve scripts (dovecot.sieve) next to
+// their sources with the rendered dovecot.conf, so that Dovecot, which
+// runs them as the mail user and cannot write there, finds them compiled.
+func sievec(out string, files render.Files) error {
+	for _, name := range files.Names() {
+		if !strings.HasPrefix(name, render.SieveDir+"/") || !strings.HasSuffix(name, ".sieve") {
+			continue
+		}
+		cmd := exec.Command("sievec", "-c", filepath.Join(out, "dovecot", "dovecot.conf"), filepath.Join(out, name))
+		cmd.Stdout, cmd.Stderr = os.Stdout, os.Stderr
+		if err := cmd.Run(); err != nil {
+			return fmt.Errorf("sievec %s: %w", name, err)
 		}
 	}
 	return nil

@@ -48,13 +48,15 @@ func Main(m *testing.M) {
 
 // Engine is a running real engine started by a test.
 type Engine struct {
-	Name    string
-	Addr    string // host:port it listens on
-	URL     string // rspamd: http://Addr
-	Dir     string // its private directory
-	LogFile string
-	cmd     *exec.Cmd
-	done    chan struct{}
+	Name string
+	Addr string // host:port it listens on
+	URL  string // rspamd: http://Addr
+	// ControllerURL is rspamd's controller worker (learning, /stat).
+	ControllerURL string
+	Dir           string // its private directory
+	LogFile       string
+	cmd           *exec.Cmd
+	done          chan struct{}
 }
 
 // Log returns the tail of the engine's log, for failure messages.
@@ -166,6 +168,24 @@ func (e *Engine) waitReady(t testing.TB, timeout time.Duration, ready func() err
 // waits until the worker answers /ping. Must run inside a namespace.
 func StartRspamd(t testing.TB, dnsAddr string) *Engine {
 	t.Helper()
+	return startRspamd(t, dnsAddr, nil)
+}
+
+// StartRspamdBayes is StartRspamd with the Bayes classifier kept in the
+// Redis server at redisAddr (HOST:PORT), learning from a single message
+// on: what a test teaches it through the controller (ControllerURL)
+// shows in the controller's /stat.
+func StartRspamdBayes(t testing.TB, dnsAddr, redisAddr string) *Engine {
+	t.Helper()
+	return startRspamd(t, dnsAddr, map[string]string{
+		"local.d/classifier-bayes.conf": fmt.Sprintf("servers = \"%s\";\nmin_learns = 1;\n", redisAddr),
+	})
+}
+
+// startRspamd starts rspamd with extra configuration files (name under
+// the private configuration directory -> contents).
+func startRspamd(t testing.TB, dnsAddr string, extra map[string]string) *Engine {
+	t.Helper()
 	if !InNetns() {
 		t.Skip("real rspamd runs only inside a test network namespace (run as root: go test)")
 	}
@@ -198,6 +218,10 @@ func StartRspamd(t testing.TB, dnsAddr string) *Engine {
 		"local.d/fuzzy_check.conf":         "enabled = false;\n",
 		"local.d/logging.inc":              "level = \"info\";\n",
 	}
+	for name, body := range extra {
+		files[name] = body
+	}
+	e.ControllerURL = fmt.Sprintf("http://127.0.0.1:%d", p2)
 	for name, body := range files {
 		if err := os.WriteFile(filepath.Join(conf, name), []byte(body), 0o644); err != nil {
 			t.Fatal(err)
@@ -232,6 +256,22 @@ func StartRspamd(t testing.TB, dnsAddr string) *Engine {
 // files and a local.cf) and temp directory. It waits until spamd answers
 // PING. Must run inside a namespace.
 func StartSpamd(t testing.TB) *Engine {
+	t.Helper()
+	return startSpamd(t, false)
+}
+
+// StartSpamdBayes is StartSpamd with a Bayes database of its own
+// (BayesPath) that TELL (--allow-tell) trains; `sa-learn --dbpath` on it
+// shows what was learned.
+func StartSpamdBayes(t testing.TB) *Engine {
+	t.Helper()
+	return startSpamd(t, true)
+}
+
+// BayesPath is the directory of spamd's Bayes database (StartSpamdBayes).
+func (e *Engine) BayesPath() string { return filepath.Join(e.Dir, "bayes") }
+
+func startSpamd(t testing.TB, bayes bool) *Engine {
 	t.Helper()
 	if !InNetns() {
 		t.Skip("real spamd runs only inside a test network namespace (run as root: go test)")
@@ -268,6 +308,19 @@ func StartSpamd(t testing.TB) *Engine {
 		}
 	}
 	local := "use_bayes 0\nbayes_auto_learn 0\nskip_rbl_checks 1\ndns_available no\n"
+	args := []string{"-L", "-x", "-i", e.Addr, "-A", "127.0.0.1", "-m", "2",
+		"--min-children=1", "--min-spare=1", "--max-spare=1", "-s", filepath.Join(e.Dir, "spamd.log"),
+		"-u", "debian-spamd", "-H", e.Dir, "--siteconfigpath=" + site, "-r", filepath.Join(e.Dir, "spamd.pid")}
+	if bayes {
+		if err := os.MkdirAll(e.BayesPath(), 0o755); err != nil {
+			t.Fatal(err)
+		}
+		if err := harness.Chown("debian-spamd", e.BayesPath()); err != nil {
+			t.Fatal(err)
+		}
+		local = "use_bayes 1\nbayes_auto_learn 0\nbayes_path " + filepath.Join(e.BayesPath(), "bayes") + "\nbayes_file_mode 0755\nskip_rbl_checks 1\ndns_available no\n"
+		args = append(args, "--allow-tell")
+	}
 	if err := os.WriteFile(filepath.Join(site, "local.cf"), []byte(local), 0o644); err != nil {
 		t.Fatal(err)
 	}
@@ -276,10 +329,7 @@ func StartSpamd(t testing.TB) *Engine {
 	}
 	os.Chmod(tmp, 0o700)
 	e.LogFile = filepath.Join(e.Dir, "spamd.log")
-	e.start(t, "spamd", []string{"-L", "-x", "-i", e.Addr, "-A", "127.0.0.1", "-m", "2",
-		"--min-children=1", "--min-spare=1", "--max-spare=1", "-s", e.LogFile,
-		"-u", "debian-spamd", "-H", e.Dir, "--siteconfigpath=" + site, "-r", filepath.Join(e.Dir, "spamd.pid")},
-		[]string{"TMPDIR=" + tmp})
+	e.start(t, "spamd", args, []string{"TMPDIR=" + tmp})
 	e.waitReady(t, 3*time.Minute, func() error { return spamdPing(e.Addr) })
 	return e
 }

@@ -63,7 +63,10 @@
 // then AUTH PLAIN with the full address and the password of the example
 // inventory: alicepass, bobpass, carolpass), n.IMAP, n.POP3; n.Hostname
 // is node.hostname (unix users: root@n.Hostname). n.CertFile is the
-// self-signed certificate Postfix and Dovecot present.
+// self-signed certificate Postfix and Dovecot present. With dovecot.sieve
+// in the inventory, n.ManageSieve is Dovecot's ManageSieve service on a
+// free port; with dovecot.spam_learning, a copy of the binary in n.Dir/bin
+// (which the mail user can run) becomes dovecot.mailnode_path.
 //
 // # Talking SMTP
 //
@@ -87,6 +90,7 @@
 // # Looking at deliveries
 //
 //	n.WaitMaildir(t, "alice@example.com", 1)  // []Mail, LMTP -> Maildir (vmail/<domain>/<user>)
+//	n.WaitFolder(t, "bob@example.com", "Junk", 1) // a folder of it (Maildir++: .Junk)
 //	n.WaitSpool(t, "root", 1)                 // local(8) mbox in spool/, split per message
 //	n.WaitSink(t, 1)                          // []Message at the relay next hop (envelope + bytes)
 //	n.WaitLog(t, "status=sent")               // poll the Postfix mail log
@@ -95,6 +99,16 @@
 // The Wait helpers poll (no fixed sleeps) for up to DeliveryTimeout and
 // fail the test with the mail log. Stored messages have LF line ends; LF
 // converts a sent message for comparison.
+//
+// # Mailboxes as their users see them
+//
+//	n.IMAPSession("bob@example.com", "bobpass", "subscribed", "count Junk", "move INBOX Junk lunch")
+//	n.PutSieveScript("bob@example.com", "bobpass", "mine", script)
+//
+// IMAPSession runs python3's imaplib (STARTTLS, LOGIN) and returns one
+// result line per operation ("SUBSCRIBED Junk", "COUNT Junk 1", "MOVED
+// INBOX Junk 1"); PutSieveScript uploads and activates a user's script
+// over ManageSieve (STARTTLS, AUTHENTICATE PLAIN).
 //
 // # Outside tests
 //

@@ -29,10 +29,24 @@ func (n *Node) MaildirPath(addr string) string {
 	return n.path("vmail", domain, local)
 }
 
+// FolderPath is the Maildir++ directory of one folder of a mailbox
+// ("Junk": DIR/vmail/<domain>/<user>/.Junk); "" or "INBOX" is the mailbox's
+// own Maildir.
+func (n *Node) FolderPath(addr, folder string) string {
+	if folder == "" || strings.EqualFold(folder, "INBOX") {
+		return n.MaildirPath(addr)
+	}
+	return filepath.Join(n.MaildirPath(addr), "."+folder)
+}
+
 // ReadMaildir returns the messages in a mailbox's Maildir (new/ and cur/),
 // oldest first by file name.
-func (n *Node) ReadMaildir(addr string) ([]Mail, error) {
-	dir := n.MaildirPath(addr)
+func (n *Node) ReadMaildir(addr string) ([]Mail, error) { return n.ReadFolder(addr, "") }
+
+// ReadFolder returns the messages of one folder of a mailbox (FolderPath),
+// oldest first by file name.
+func (n *Node) ReadFolder(addr, folder string) ([]Mail, error) {
+	dir := n.FolderPath(addr, folder)
 	var out []Mail
 	for _, sub := range []string{"new", "cur"} {
 		ents, err := os.ReadDir(filepath.Join(dir, sub))
@@ -59,14 +73,26 @@ func (n *Node) ReadMaildir(addr string) ([]Mail, error) {
 // returns them; it fails the test after DeliveryTimeout.
 func (n *Node) WaitMaildir(t testing.TB, addr string, want int) []Mail {
 	t.Helper()
+	return n.WaitFolder(t, addr, "", want)
+}
+
+// WaitFolder polls until one folder of addr's mailbox (FolderPath) holds
+// at least want messages and returns them; it fails the test after
+// DeliveryTimeout.
+func (n *Node) WaitFolder(t testing.TB, addr, folder string, want int) []Mail {
+	t.Helper()
 	var got []Mail
 	err := poll(func() bool {
 		var err error
-		got, err = n.ReadMaildir(addr)
+		got, err = n.ReadFolder(addr, folder)
 		return err == nil && len(got) >= want
 	})
 	if err != nil {
-		t.Fatalf("maildir of %s: %d message(s) after %s, want %d\n--- mail log:\n%s", addr, len(got), DeliveryTimeout, want, n.MailLog())
+		where := "maildir of " + addr
+		if folder != "" {
+			where = "folder " + folder + " of " + addr
+		}
+		t.Fatalf("%s: %d message(s) after %s, want %d\n--- mail log:\n%s", where, len(got), DeliveryTimeout, want, n.MailLog())
 	}
 	return got
 }

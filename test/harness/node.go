@@ -75,6 +75,7 @@ type Options struct {
 type Ports struct {
 	SMTP, Submission, IMAP, POP3 int
 	Submissions                  int // implicit TLS (postfix.submissions_listen)
+	ManageSieve                  int // dovecot.sieve.listen, when the inventory has dovecot.sieve
 }
 
 // Node is a running private mail node: Postfix, Dovecot and (when enabled)
@@ -93,6 +94,9 @@ type Node struct {
 	// first byte, then AUTH): dial it with DialOptions.ImplicitTLS.
 	Submissions string
 	IMAP, POP3  string // Dovecot, plain (STARTTLS available)
+	// ManageSieve is Dovecot's ManageSieve service (STARTTLS, then AUTH),
+	// "" unless the inventory has dovecot.sieve.
+	ManageSieve string
 
 	Sink *Sink // next hop of every relay domain (nil with Options.RelayNexthop); a null client's relayhost
 	// NullClient: the inventory's node.role is nullclient. Such a node has
@@ -304,6 +308,23 @@ func (n *Node) prepare(src string, opt Options) error {
 	if opt.Edit != nil {
 		opt.Edit(doc)
 	}
+	if _, ok := Get(doc, "dovecot.sieve").(map[string]any); ok {
+		if ports.ManageSieve == 0 {
+			if ports.ManageSieve, err = FreePort(); err != nil {
+				return err
+			}
+		}
+		n.ManageSieve = lo(ports.ManageSieve)
+		Set(doc, "dovecot.sieve.listen", []any{n.ManageSieve})
+	}
+	if learn, _ := Get(doc, "dovecot.spam_learning").(bool); learn {
+		// The learning rules run mailnode as the mail user, who cannot
+		// reach the build's private directory: a copy in the tree.
+		if err := copyExecutable(n.Bin, n.path("bin", "mailnode")); err != nil {
+			return err
+		}
+		Set(doc, "dovecot.mailnode_path", n.path("bin", "mailnode"))
+	}
 	out, err := yaml.Marshal(doc)
 	if err != nil {
 		return err
@@ -377,7 +398,11 @@ func (n *Node) start(opt Options) error {
 		return err
 	}
 	q := n.Inv.Postfix.QueueDirectory
-	for _, w := range []string{"unix:" + filepath.Join(q, n.Inv.Dovecot.LMTPSocket), "unix:" + filepath.Join(q, n.Inv.Dovecot.SASLSocket), "inet:" + n.IMAP, "inet:" + n.POP3} {
+	wait := []string{"unix:" + filepath.Join(q, n.Inv.Dovecot.LMTPSocket), "unix:" + filepath.Join(q, n.Inv.Dovecot.SASLSocket), "inet:" + n.IMAP, "inet:" + n.POP3}
+	if n.ManageSieve != "" {
+		wait = append(wait, "inet:"+n.ManageSieve)
+	}
+	for _, w := range wait {
 		if err := WaitListening(w, 20*time.Second); err != nil {
 			return fmt.Errorf("dovecot: %w\n%s", err, readFile(n.path("log", "dovecot.log")))
 		}
@@ -549,6 +574,21 @@ func waitGone(pid int, timeout time.Duration) bool {
 		}
 	}
 	return !alive(pid)
+}
+
+// copyExecutable copies the program src to dst, mode 0755.
+func copyExecutable(src, dst string) error {
+	b, err := os.ReadFile(src)
+	if err != nil {
+		return err
+	}
+	if err := os.MkdirAll(filepath.Dir(dst), 0o755); err != nil {
+		return err
+	}
+	if err := os.WriteFile(dst, b, 0o755); err != nil {
+		return err
+	}
+	return os.Chmod(dst, 0o755)
 }
 
 // run runs a command and returns its combined output; the error carries it.

@@ -39,7 +39,7 @@ import (
 const Namespace = "mailnode-demo"
 
 // Fixed demo ports, so the printed commands stay the same.
-var ports = harness.Ports{SMTP: 2525, Submission: 2587, IMAP: 2143, POP3: 2110}
+var ports = harness.Ports{SMTP: 2525, Submission: 2587, IMAP: 2143, POP3: 2110, ManageSieve: 4190}
 
 const sinkPort = 2526
 
@@ -156,6 +156,10 @@ func upInside(dir string) error {
 		Edit: func(doc map[string]any) {
 			// The example's greylisting, with a delay a demo can wait for.
 			harness.Set(doc, "policy.greylist.delay", greylistDelay.String())
+			// The mailbox side: spam into Junk (Sieve), ManageSieve, a
+			// quota for every mailbox.
+			harness.Set(doc, "dovecot.sieve", map[string]any{"junk_folder": "Junk"})
+			harness.Set(doc, "dovecot.quota", "1G")
 		},
 	})
 	if err != nil {
@@ -273,6 +277,7 @@ func printHelp(dir string) {
   port-25 service   127.0.0.1:%d   (MX role; the ACL matrix of policyd applies)
   submission        127.0.0.1:%d   (STARTTLS, then AUTH: alice@example.com / alicepass)
   IMAP / POP3       127.0.0.1:%d / 127.0.0.1:%d
+  ManageSieve       127.0.0.1:%d   (users' own Sieve scripts; STARTTLS, then the IMAP login)
   relay next hop    127.0.0.1:%d   (a sink standing in for partner.org's MX)
   trust host        source address 127.0.0.2 (swaks --local-interface 127.0.0.2)
 
@@ -294,14 +299,17 @@ look in bob's Maildir for the DKIM-Signatures of app1e/app1r (null client) and m
 
 Where mail lands:
   %s/vmail/<domain>/<user>/new/   local mailboxes (Dovecot LMTP, Maildir)
+  %s/vmail/<domain>/<user>/.Junk/ mail milterd tagged as spam (X-Spam-Status: Yes), filed by Sieve
   %s/spool/root                   unix users (local(8), mbox): root@mx1.example.com
   %s/sink/*.eml                   relay domain partner.org (the next hop)
+Quota of each mailbox (1G; a full one is refused at RCPT with 552 5.2.2):
+  %sdoveadm -c %s/dovecot/dovecot.conf quota get -u alice@example.com
 Logs: %s/log/maillog, dovecot.log, policyd.log, milterd.log; the null client's in %s/log/
 Stop: make demo-stop
-`, Namespace, d, ports.SMTP, ports.Submission, ports.IMAP, ports.POP3, sinkPort,
+`, Namespace, d, ports.SMTP, ports.Submission, ports.IMAP, ports.POP3, ports.ManageSieve, sinkPort,
 		greylistDelay, x, ports.SMTP, x, ports.Submission, x, ports.SMTP,
 		rel(nullClientDir(dir)), nullClientPort, x, filepath.Join(nullClientDir(dir), "postfix"),
-		d, d, d, d, rel(nullClientDir(dir)))
+		d, d, d, d, x, d, d, rel(nullClientDir(dir)))
 }
 
 // running reports whether the demo's Postfix master is alive.
