@@ -76,6 +76,11 @@ func OpenRedisSentinel(ctx context.Context, master string, addrs []string, passw
 		// into a 4xx within a few timeouts rather than a stalled Postfix.
 		MaxRetries:            1,
 		ContextTimeoutEnabled: true,
+		// Two dials per try rather than go-redis's five: with the master
+		// and every sentinel gone a step fails in about a second, not
+		// several, and Postfix's own retry of the policy service follows.
+		DialerRetries:      2,
+		DialerRetryTimeout: 100 * time.Millisecond,
 	})
 	s := NewRedis(c, opt)
 	if err := s.c.Ping(ctx).Err(); err != nil {

@@ -62,9 +62,14 @@ func StartReplicated(replicas, sentinels int) (*Replicated, error) {
 			_, port, _ := net.SplitHostPort(addr)
 			args := []string{"--port", port, "--bind", "127.0.0.1", "--save", "", "--appendonly", "no",
 				"--daemonize", "no", "--dir", d}
+			// Only the first start names the master: a restarted node
+			// comes up empty and alone, and the sentinels make it a
+			// replica of whichever node they hold for the master, as
+			// they do in production.
 			if master != "" {
 				h, mp, _ := net.SplitHostPort(master)
 				args = append(args, "--replicaof", h, mp)
+				master = ""
 			}
 			return exec.Command(bin, args...)
 		})
