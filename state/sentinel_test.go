@@ -60,9 +60,9 @@ func TestRedisSentinelFailover(t *testing.T) {
 		}
 		time.Sleep(50 * time.Millisecond)
 	}
-	now, err := g.MasterAddr()
-	if err != nil || now == old.Addr {
-		t.Fatalf("master after the failover: %s, %v (was %s)", now, err, old.Addr)
+	now, err := g.WaitNewMaster(old.Addr, 10*time.Second)
+	if err != nil {
+		t.Fatalf("master after the failover: %v (was %s)", err, old.Addr)
 	}
 	t.Logf("failover: kill of %s -> first answer from %s after %s (%d failed steps meanwhile)",
 		old.Addr, now, time.Since(killed).Round(10*time.Millisecond), errs)

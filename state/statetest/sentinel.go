@@ -135,19 +135,45 @@ func (g *Replicated) SentinelAddrs() []string {
 	return out
 }
 
-// MasterAddr asks the running sentinels for the master's address.
+// MasterAddr asks every running sentinel for the master's address and
+// returns it when they agree. Right after a failover they may not: the
+// sentinels that did not lead it learn of it a moment later.
 func (g *Replicated) MasterAddr() (string, error) {
-	err := errors.New("no sentinel is running")
+	got := ""
 	for _, s := range g.Sentinels {
 		if !s.Running() {
 			continue
 		}
-		var r []string
-		if r, err = Command(s.Addr, "SENTINEL", "GET-MASTER-ADDR-BY-NAME", SentinelMaster); err == nil && len(r) == 2 {
-			return net.JoinHostPort(r[0], r[1]), nil
+		r, err := Command(s.Addr, "SENTINEL", "GET-MASTER-ADDR-BY-NAME", SentinelMaster)
+		if err != nil || len(r) != 2 {
+			return "", fmt.Errorf("sentinel %s: %v %v", s.Addr, r, err)
 		}
+		a := net.JoinHostPort(r[0], r[1])
+		if got != "" && a != got {
+			return "", fmt.Errorf("the sentinels disagree on the master: %s, %s", got, a)
+		}
+		got = a
 	}
-	return "", err
+	if got == "" {
+		return "", errors.New("no sentinel is running")
+	}
+	return got, nil
+}
+
+// WaitNewMaster waits until the running sentinels agree on a master other
+// than old, and returns its address.
+func (g *Replicated) WaitNewMaster(old string, timeout time.Duration) (string, error) {
+	deadline := time.Now().Add(timeout)
+	for {
+		a, err := g.MasterAddr()
+		if err == nil && a != old {
+			return a, nil
+		}
+		if time.Now().After(deadline) {
+			return a, fmt.Errorf("no new master agreed on after %s: %s %v", timeout, a, err)
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
 }
 
 // Master returns the data node at the address the sentinels name.
