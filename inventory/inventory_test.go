@@ -401,3 +401,21 @@ domains:
 		t.Errorf("role %q, inet_interfaces %q", inv.Node.Role, inv.Postfix.InetInterfaces)
 	}
 }
+
+func TestStateEqual(t *testing.T) {
+	sn := func(addrs ...string) *Sentinel { return &Sentinel{Master: "m", Addresses: addrs} }
+	a := State{Backend: "redis", Sentinel: sn("10.0.0.5:26379", "10.0.0.6:26379")}
+	if !a.Equal(State{Backend: "redis", Sentinel: sn("10.0.0.5:26379", "10.0.0.6:26379")}) {
+		t.Error("equal selections differ")
+	}
+	for _, b := range []State{
+		{Backend: "redis", Sentinel: sn("10.0.0.5:26379")},
+		{Backend: "redis", Sentinel: &Sentinel{Master: "other", Addresses: []string{"10.0.0.5:26379", "10.0.0.6:26379"}}},
+		{Backend: "redis", URL: "redis://10.0.0.5:6379/0"},
+		{Backend: "bbolt", Path: "/var/lib/mailnode/state.db"},
+	} {
+		if a.Equal(b) || b.Equal(a) {
+			t.Errorf("%+v equals %+v", a, b)
+		}
+	}
+}

@@ -7,6 +7,7 @@ package inventory
 import (
 	"fmt"
 	"net/netip"
+	"slices"
 	"strings"
 	"time"
 
@@ -170,6 +171,30 @@ type State struct {
 	Backend string `yaml:"backend"`
 	Path    string `yaml:"path"`
 	URL     string `yaml:"url"`
+	// Sentinel, with backend redis and instead of URL, finds the Redis
+	// master through Redis Sentinel and follows it across a failover.
+	Sentinel *Sentinel `yaml:"sentinel"`
+}
+
+// Sentinel names a Redis master watched by Redis Sentinel.
+type Sentinel struct {
+	Master    string   `yaml:"master"`    // the name the sentinels monitor
+	Addresses []string `yaml:"addresses"` // sentinels, host:port; any one that answers will do
+	// PasswordFile holds the password of the Redis master and replicas
+	// (requirepass), on its first line; "" means none. Never inline.
+	PasswordFile string `yaml:"password_file"`
+}
+
+// Equal reports whether two state selections are the same.
+func (s State) Equal(o State) bool {
+	if s.Backend != o.Backend || s.Path != o.Path || s.URL != o.URL || (s.Sentinel == nil) != (o.Sentinel == nil) {
+		return false
+	}
+	if s.Sentinel == nil {
+		return true
+	}
+	a, b := s.Sentinel, o.Sentinel
+	return a.Master == b.Master && a.PasswordFile == b.PasswordFile && slices.Equal(a.Addresses, b.Addresses)
 }
 
 // Milter configures milterd.

@@ -344,11 +344,16 @@ func (inv *Inventory) validate(v *validator) {
 			v.add([]any{"policy", "state", "path"}, "bbolt needs an absolute file path")
 		}
 	case "redis":
-		if !strings.HasPrefix(inv.Policy.State.URL, "redis://") && !strings.HasPrefix(inv.Policy.State.URL, "rediss://") && !strings.HasPrefix(inv.Policy.State.URL, "unix://") {
-			v.add([]any{"policy", "state", "url"}, "redis needs a url such as redis://127.0.0.1:6379/0")
+		if sn := inv.Policy.State.Sentinel; sn != nil {
+			checkSentinel(v, sn, inv.Policy.State.URL)
+		} else if !strings.HasPrefix(inv.Policy.State.URL, "redis://") && !strings.HasPrefix(inv.Policy.State.URL, "rediss://") && !strings.HasPrefix(inv.Policy.State.URL, "unix://") {
+			v.add([]any{"policy", "state", "url"}, "redis needs a url such as redis://127.0.0.1:6379/0 (or a sentinel)")
 		}
 	default:
 		v.add([]any{"policy", "state", "backend"}, "%q is not one of: bbolt, redis", inv.Policy.State.Backend)
+	}
+	if inv.Policy.State.Sentinel != nil && inv.Policy.State.Backend != "redis" {
+		v.add([]any{"policy", "state", "sentinel"}, "only with backend: redis")
 	}
 	if g := inv.Policy.Greylist; g != nil {
 		if g.RetryWindow.D() <= g.Delay.D() {
@@ -837,6 +842,30 @@ func checkClamdAddress(s string) error {
 		return fmt.Errorf("%v: want unix:/path or host:port, e.g. %s or 127.0.0.1:3310", err, DefaultClamdAddress)
 	}
 	return nil
+}
+
+// checkSentinel checks policy.state.sentinel (backend redis).
+func checkSentinel(v *validator, sn *Sentinel, url string) {
+	at := func(k ...any) []any { return append([]any{"policy", "state", "sentinel"}, k...) }
+	if url != "" {
+		v.add([]any{"policy", "state", "url"}, "set either url or sentinel, not both: with a sentinel the master's address comes from the sentinels")
+	}
+	if sn.Master == "" {
+		v.add(at("master"), "required: the master name the sentinels monitor (sentinel monitor NAME ...)")
+	} else if strings.ContainsFunc(sn.Master, func(r rune) bool { return r <= ' ' || r >= 0x7f }) {
+		v.add(at("master"), "%q: a master name has no spaces or control characters", sn.Master)
+	}
+	if len(sn.Addresses) == 0 {
+		v.add(at("addresses"), "at least one sentinel address (host:port) is needed")
+	}
+	for i, a := range sn.Addresses {
+		if err := checkHostPort(a); err != nil {
+			v.add(at("addresses", i), "%v", err)
+		}
+	}
+	if sn.PasswordFile != "" && !strings.HasPrefix(sn.PasswordFile, "/") {
+		v.add(at("password_file"), "%q: an absolute file path is needed (the password itself never goes into the inventory)", sn.PasswordFile)
+	}
 }
 
 func checkHostPort(s string) error {

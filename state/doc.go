@@ -1,6 +1,7 @@
 // Package state is policyd's memory: greylisting with postgrey's rules and
 // per-sender rate limits, kept in a Store that survives restarts (bbolt, one
-// file owned by one process) or is shared by several nodes (Redis).
+// file owned by one process) or is shared by several nodes (Redis, on its own
+// or behind Sentinel, whose master the store follows across a failover).
 //
 // # Wiring (policy package)
 //

@@ -56,6 +56,40 @@ func OpenRedis(ctx context.Context, url string, opt RedisOptions) (*Redis, error
 	return s, nil
 }
 
+// OpenRedisSentinel connects to the master the sentinels at addrs know as
+// master, and checks that it answers. The client follows the master across a
+// failover: it asks the sentinels for the master's address whenever it
+// dials, and drops its connections when they announce a switch. While there
+// is no master, commands fail within the timeout (the caller answers 4xx).
+func OpenRedisSentinel(ctx context.Context, master string, addrs []string, password string, opt RedisOptions) (*Redis, error) {
+	if opt.Timeout <= 0 {
+		opt.Timeout = time.Second
+	}
+	c := redis.NewFailoverClient(&redis.FailoverOptions{
+		MasterName:    master,
+		SentinelAddrs: addrs,
+		Password:      password,
+		DialTimeout:   opt.Timeout,
+		ReadTimeout:   opt.Timeout,
+		WriteTimeout:  opt.Timeout,
+		// As OpenRedis: one retry at most, so that a dead master turns
+		// into a 4xx within a few timeouts rather than a stalled Postfix.
+		MaxRetries:            1,
+		ContextTimeoutEnabled: true,
+		// Two dials per try rather than go-redis's five: with the master
+		// and every sentinel gone a step fails in about a second, not
+		// several, and Postfix's own retry of the policy service follows.
+		DialerRetries:      2,
+		DialerRetryTimeout: 100 * time.Millisecond,
+	})
+	s := NewRedis(c, opt)
+	if err := s.c.Ping(ctx).Err(); err != nil {
+		s.c.Close()
+		return nil, fmt.Errorf("state: redis master %q via sentinels %s: %w", master, strings.Join(addrs, ","), err)
+	}
+	return s, nil
+}
+
 // NewRedis wraps an existing client.
 func NewRedis(c *redis.Client, opt RedisOptions) *Redis {
 	if opt.Prefix == "" {

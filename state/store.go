@@ -5,6 +5,8 @@ import (
 	"errors"
 	"fmt"
 	"net/url"
+	"os"
+	"strings"
 	"time"
 
 	"github.com/mailnode/mailnode/inventory"
@@ -153,6 +155,9 @@ var ErrClosed = errors.New("state: store is closed")
 // Name names the store of policy.state for logs and errors: the bbolt
 // file, or the Redis URL without its password.
 func Name(s inventory.State) string {
+	if s.Backend == "redis" && s.Sentinel != nil {
+		return "redis master " + s.Sentinel.Master + " via sentinels " + strings.Join(s.Sentinel.Addresses, ",")
+	}
 	if s.Backend == "redis" {
 		u, err := url.Parse(s.URL)
 		if err != nil {
@@ -169,7 +174,31 @@ func Open(ctx context.Context, s inventory.State, clock Clock) (Store, error) {
 	case "", "bbolt":
 		return OpenBolt(s.Path, BoltOptions{Clock: clock})
 	case "redis":
+		if sn := s.Sentinel; sn != nil {
+			password, err := readPasswordFile(sn.PasswordFile)
+			if err != nil {
+				return nil, err
+			}
+			return OpenRedisSentinel(ctx, sn.Master, sn.Addresses, password, RedisOptions{})
+		}
 		return OpenRedis(ctx, s.URL, RedisOptions{})
 	}
 	return nil, fmt.Errorf("state: unknown backend %q (bbolt, redis)", s.Backend)
+}
+
+// readPasswordFile returns the first line of file ("" for no file).
+func readPasswordFile(file string) (string, error) {
+	if file == "" {
+		return "", nil
+	}
+	b, err := os.ReadFile(file)
+	if err != nil {
+		return "", fmt.Errorf("state: policy.state.sentinel.password_file: %w", err)
+	}
+	line, _, _ := strings.Cut(string(b), "\n")
+	line = strings.TrimRight(line, "\r")
+	if line == "" {
+		return "", fmt.Errorf("state: policy.state.sentinel.password_file %s: the first line is empty", file)
+	}
+	return line, nil
 }

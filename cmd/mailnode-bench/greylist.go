@@ -8,6 +8,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"strconv"
 	"strings"
 	"syscall"
 	"time"
@@ -24,8 +25,10 @@ func greylistCommand() *cli.Command {
 		Name:  "greylist",
 		Usage: "the same greylisting request stream against mailnode policyd (bbolt, Redis) and Debian's postgrey",
 		Description: `Starts, on loopback ports with private directories: postgrey (--delay 1), a
-redis-server, and two "mailnode policyd" processes (--mailnode) greylisting
-with a 1 s delay, one on a bbolt file, one on that Redis. Then replays the
+redis-server, and "mailnode policyd" processes (--mailnode) greylisting
+with a 1 s delay: one on a bbolt file, one on that Redis, and (redis-2n) two
+sharing a second Redis, as two nodes of a tier do, the connections split
+between them. Then replays the
 same Postfix policy request stream against each over -c persistent
 connections (one request in flight per connection, as Postfix does):
 
@@ -41,7 +44,7 @@ machine; the servers run one after the other, so all see the same load).`,
 			&cli.IntFlag{Name: "c", Value: 8, Usage: "persistent connections"},
 			&cli.IntFlag{Name: "n", Value: 20000, Usage: "requests per server and stream"},
 			&cli.IntFlag{Name: "pool", Value: 2000, Usage: "known triplets"},
-			&cli.StringSliceFlag{Name: "server", Value: cli.NewStringSlice("postgrey", "bbolt", "redis"), Usage: "servers to run: postgrey, bbolt, redis"},
+			&cli.StringSliceFlag{Name: "server", Value: cli.NewStringSlice("postgrey", "bbolt", "redis", "redis-2n"), Usage: "servers to run: postgrey, bbolt, redis, redis-2n (two policyd on one Redis)"},
 			mailnodeFlag(),
 		},
 		Action: runBenchGreylist,
@@ -50,10 +53,29 @@ machine; the servers run one after the other, so all see the same load).`,
 
 // benchServer is one greylisting policy server under test.
 type benchServer struct {
-	name string
-	addr string // 127.0.0.1:PORT
-	pid  int
-	stop func()
+	name  string
+	addr  string   // 127.0.0.1:PORT
+	addrs []string // several servers sharing the load (redis-2n); nil: addr alone
+	pid   int
+	pids  []int // with addrs: every server's process
+	stop  func()
+	redis string // the Redis the server keeps its state in ("" for none)
+	// redisBase is that Redis's used_memory before the run.
+	redisBase int64
+}
+
+// cpu is the user+system time of the server's processes so far.
+func (s *benchServer) cpu() time.Duration {
+	if len(s.pids) == 0 {
+		c, _ := procstat.CPU(s.pid)
+		return c
+	}
+	var sum time.Duration
+	for _, p := range s.pids {
+		c, _ := procstat.CPU(p)
+		sum += c
+	}
+	return sum
 }
 
 func runBenchGreylist(cx *cli.Context) error {
@@ -98,8 +120,31 @@ func runBenchGreylist(cx *cli.Context) error {
 				defer redis.Stop()
 			}
 			s, err = startBenchPolicyd(mailnode, dir, name, `{backend: redis, url: "`+redis.URL()+`"}`)
+			if s != nil {
+				s.redis = redis.Addr
+			}
+		case "redis-2n":
+			// A Redis of their own: the other line's triplets are not theirs.
+			shared, err := statetest.StartRedis()
+			if err != nil {
+				return cli.Exit(fmt.Sprintf("bench greylist: %v", err), 1)
+			}
+			defer shared.Stop()
+			var ps []*benchServer
+			for _, node := range []string{"redis-2n-a", "redis-2n-b"} {
+				p, err := startBenchPolicyd(mailnode, dir, node, `{backend: redis, url: "`+shared.URL()+`"}`)
+				if err != nil {
+					for _, p := range ps {
+						p.stop()
+					}
+					return cli.Exit(fmt.Sprintf("bench greylist: %s: %v", node, err), 1)
+				}
+				ps = append(ps, p)
+			}
+			s = &benchServer{name: name, addr: ps[0].addr, addrs: []string{ps[0].addr, ps[1].addr},
+				pid: ps[0].pid, pids: []int{ps[0].pid, ps[1].pid}, stop: func() { ps[0].stop(); ps[1].stop() }, redis: shared.Addr}
 		default:
-			return cli.Exit(fmt.Sprintf("bench greylist: unknown server %q (postgrey, bbolt, redis)", name), 2)
+			return cli.Exit(fmt.Sprintf("bench greylist: unknown server %q (postgrey, bbolt, redis, redis-2n)", name), 2)
 		}
 		if err != nil {
 			return cli.Exit(fmt.Sprintf("bench greylist: %s: %v", name, err), 1)
@@ -107,13 +152,18 @@ func runBenchGreylist(cx *cli.Context) error {
 		servers = append(servers, s)
 	}
 
+	for _, s := range servers {
+		if s.redis != "" {
+			_, s.redisBase = redisMemory(s.redis)
+		}
+	}
 	fmt.Printf("greylisting side by side: %d connections, %d requests per server and stream, %d known triplets\n", conns, n, poolSize)
 	fmt.Printf("load average before: %s\n", loadAvg())
 
 	// Known triplets: asked once (deferred), then after the 1 s delay again (passed).
 	pool := loadgen.GreylistStream("example.com", 0, poolSize)
 	run := func(s *benchServer, mix []loadgen.Item, requests int) (loadgen.Result, error) {
-		return loadgen.Run(loadgen.Config{Network: "tcp", Addr: s.addr, Conns: conns, Requests: requests, Mix: mix})
+		return loadgen.Run(loadgen.Config{Network: "tcp", Addr: s.addr, Addrs: s.addrs, Conns: conns, Requests: requests, Mix: mix})
 	}
 	for _, s := range servers {
 		res, err := run(s, pool, len(pool))
@@ -136,8 +186,9 @@ func runBenchGreylist(cx *cli.Context) error {
 	}
 
 	type row struct {
-		res    loadgen.Result
-		cpuPer time.Duration
+		res      loadgen.Result
+		cpuPer   time.Duration
+		redisPer time.Duration // the Redis server's CPU per decision
 	}
 	results := map[string]row{}
 	fresh := loadgen.GreylistStream("example.com", poolSize, n) // the same new triplets for every server
@@ -147,12 +198,12 @@ func runBenchGreylist(cx *cli.Context) error {
 			if kind == "known" {
 				mix = pool
 			}
-			cpu0, _ := procstat.CPU(s.pid)
+			cpu0, rcpu0 := s.cpu(), redisCPU(s.redis)
 			res, err := run(s, mix, n)
 			if err != nil {
 				return cli.Exit(fmt.Sprintf("bench greylist: %s %s: %v", s.name, kind, err), 1)
 			}
-			cpu1, _ := procstat.CPU(s.pid)
+			cpu1, rcpu1 := s.cpu(), redisCPU(s.redis)
 			want := res.Requests
 			if kind == "known" {
 				want = 0
@@ -160,11 +211,11 @@ func runBenchGreylist(cx *cli.Context) error {
 			if d := deferrals(res); d != want {
 				return cli.Exit(fmt.Sprintf("bench greylist: %s %s: %d deferrals of %d requests, want %d: %v", s.name, kind, d, res.Requests, want, res.Replies), 1)
 			}
-			results[kind+"/"+s.name] = row{res, (cpu1 - cpu0) / time.Duration(res.Requests)}
+			results[kind+"/"+s.name] = row{res, (cpu1 - cpu0) / time.Duration(res.Requests), (rcpu1 - rcpu0) / time.Duration(res.Requests)}
 		}
 	}
 	fmt.Printf("load average after:  %s\n\n", loadAvg())
-	fmt.Printf("%-6s %-9s %12s %9s %9s %10s %8s\n", "stream", "server", "decisions/s", "p50", "p99", "server CPU", "ratio")
+	fmt.Printf("%-6s %-9s %12s %9s %9s %10s %9s %8s\n", "stream", "server", "decisions/s", "p50", "p99", "server CPU", "Redis CPU", "ratio")
 	for _, kind := range []string{"new", "known"} {
 		base := results[kind+"/postgrey"].res.PerSecond
 		for _, s := range servers {
@@ -173,11 +224,29 @@ func runBenchGreylist(cx *cli.Context) error {
 			if base > 0 {
 				ratio = fmt.Sprintf("%.1fx", r.res.PerSecond/base)
 			}
-			fmt.Printf("%-6s %-9s %12.0f %9s %9s %8.0fµs %8s\n", kind, s.name, r.res.PerSecond,
-				r.res.P50.Round(time.Microsecond), r.res.P99.Round(time.Microsecond), float64(r.cpuPer.Nanoseconds())/1e3, ratio)
+			rc := "-"
+			if s.redis != "" {
+				rc = fmt.Sprintf("%.1fµs", float64(r.redisPer.Nanoseconds())/1e3)
+			}
+			fmt.Printf("%-6s %-9s %12.0f %9s %9s %8.0fµs %9s %8s\n", kind, s.name, r.res.PerSecond,
+				r.res.P50.Round(time.Microsecond), r.res.P99.Round(time.Microsecond), float64(r.cpuPer.Nanoseconds())/1e3, rc, ratio)
 		}
 	}
-	fmt.Println("(server CPU: user+system time of the server process per decision; ratio: decisions/s over postgrey's)")
+	fmt.Println("(server CPU: user+system time of the server process per decision, both processes for redis-2n;")
+	fmt.Println(" Redis CPU: the redis-server's used_cpu_user+sys per decision, one script call each;")
+	fmt.Println(" redis-2n: two policyd on one Redis, the connections split between them; ratio: decisions/s over postgrey's)")
+	for _, s := range servers {
+		if s.redis == "" {
+			continue
+		}
+		// The keys are the triplets (the seeded pool, the new stream) and
+		// the clients that passed; the empty server's memory is subtracted.
+		keys, used := redisMemory(s.redis)
+		if keys > 0 && used > s.redisBase {
+			fmt.Printf("%s: Redis holds %d keys (triplets, clients) in %.1f MiB used_memory above the empty server: %.0f bytes per key\n",
+				s.name, keys, float64(used-s.redisBase)/(1<<20), float64(used-s.redisBase)/float64(keys))
+		}
+	}
 	return nil
 }
 
@@ -257,4 +326,41 @@ func loadAvg() string {
 		return "unknown"
 	}
 	return fmt.Sprintf("%.2f %.2f %.2f (1, 5, 15 min)", l[0], l[1], l[2])
+}
+
+// redisMemory is a Redis's key count (DBSIZE) and INFO memory's used_memory.
+func redisMemory(addr string) (keys, used int64) {
+	if r, err := statetest.Command(addr, "DBSIZE"); err == nil && len(r) == 1 {
+		keys, _ = strconv.ParseInt(r[0], 10, 64)
+	}
+	if r, err := statetest.Command(addr, "INFO", "memory"); err == nil && len(r) == 1 {
+		for _, l := range strings.Split(r[0], "\n") {
+			if v, ok := strings.CutPrefix(strings.TrimSpace(l), "used_memory:"); ok {
+				used, _ = strconv.ParseInt(v, 10, 64)
+			}
+		}
+	}
+	return keys, used
+}
+
+// redisCPU is a Redis's used_cpu_user + used_cpu_sys (INFO cpu); 0 for addr "".
+func redisCPU(addr string) time.Duration {
+	if addr == "" {
+		return 0
+	}
+	r, err := statetest.Command(addr, "INFO", "cpu")
+	if err != nil || len(r) != 1 {
+		return 0
+	}
+	var sum float64
+	for _, l := range strings.Split(r[0], "\n") {
+		l = strings.TrimSpace(l)
+		for _, k := range []string{"used_cpu_user:", "used_cpu_sys:"} {
+			if v, ok := strings.CutPrefix(l, k); ok {
+				f, _ := strconv.ParseFloat(v, 64)
+				sum += f
+			}
+		}
+	}
+	return time.Duration(sum * float64(time.Second))
 }

@@ -255,7 +255,7 @@ func reloadInventory(log *slog.Logger, srv *policy.Server, m *policy.Metrics, pa
 	if inv.Policy.Listen != old.Policy.Listen {
 		log.Warn("policyd: policy.listen changed; restart policyd to move the socket", "listen", inv.Policy.Listen)
 	}
-	if store != nil && inv.Policy.State != old.Policy.State {
+	if store != nil && !inv.Policy.State.Equal(old.Policy.State) {
 		log.Warn("policyd: policy.state changed; the open store stays until policyd restarts", "running", stateSummary(old, store))
 	}
 	if store == nil && policy.NeedsState(inv) {

@@ -15,10 +15,10 @@ func stateCommand() *cli.Command {
 		Name:  "state",
 		Usage: "list, explain and delete greylist entries and rate counters",
 		Description: `Opens the store policy.state of the inventory names: the bbolt file
-(policy.state.path) or Redis (policy.state.url). A bbolt file has one owner
-process: while policyd runs, these commands wait one second for the file
-and then fail; stop policyd first, or use Redis, which any number of
-processes share.
+(policy.state.path) or Redis (policy.state.url, or the master that
+policy.state.sentinel names). A bbolt file has one owner process: while
+policyd runs, these commands wait one second for the file and then fail;
+stop policyd first, or use Redis, which any number of processes share.
 
 Keys read as postgrey's: grey/t/NETWORK/SENDER/RECIPIENT for a triplet,
 grey/c/ADDRESS for a client's auto-whitelist count, rate/u/LOGIN and

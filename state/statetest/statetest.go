@@ -34,6 +34,41 @@ type Process struct {
 	cmd    *exec.Cmd
 	log    *os.File
 	exited chan struct{} // closed when cmd.Wait returned
+	mk     func(addr string) *exec.Cmd
+	ready  func(net.Conn) bool
+	keep   bool // Stop leaves Dir (it belongs to a group)
+}
+
+// Kill ends the process with SIGKILL, as a crash would, and waits for it;
+// Restart starts it again on the same address.
+func (p *Process) Kill() {
+	if p == nil || p.exited == nil {
+		return
+	}
+	p.cmd.Process.Kill()
+	<-p.exited
+}
+
+// Running reports whether the process was started and has not exited.
+func (p *Process) Running() bool {
+	if p == nil || p.exited == nil {
+		return false
+	}
+	select {
+	case <-p.exited:
+		return false
+	default:
+		return true
+	}
+}
+
+// Restart starts a killed process again with the same command line and
+// address, and waits (up to wait) until it is ready.
+func (p *Process) Restart(wait time.Duration) error {
+	if p.Running() {
+		return fmt.Errorf("%s is still running", p.Addr)
+	}
+	return p.launch(wait)
 }
 
 // Stop kills the process, waits for it and removes its directory.
@@ -48,7 +83,9 @@ func (p *Process) Stop() {
 	if p.log != nil {
 		p.log.Close()
 	}
-	os.RemoveAll(p.Dir)
+	if !p.keep {
+		os.RemoveAll(p.Dir)
+	}
 }
 
 // Log returns what the process wrote to stdout and stderr.
@@ -173,39 +210,49 @@ func start(dir string, wait time.Duration, ready func(net.Conn) bool, mk func(ad
 		os.RemoveAll(dir)
 		return nil, err
 	}
-	p := &Process{Addr: fmt.Sprintf("127.0.0.1:%d", port), Dir: dir}
-	p.cmd = mk(p.Addr)
-	if p.log, err = os.Create(filepath.Join(dir, "out.log")); err != nil {
-		os.RemoveAll(dir)
-		return nil, err
-	}
-	p.cmd.Stdout, p.cmd.Stderr = p.log, p.log
-	if err := p.cmd.Start(); err != nil {
+	p := &Process{Addr: fmt.Sprintf("127.0.0.1:%d", port), Dir: dir, mk: mk, ready: ready}
+	if err := p.launch(wait); err != nil {
 		p.Stop()
 		return nil, err
 	}
-	p.exited = make(chan struct{})
-	go func() { p.cmd.Wait(); close(p.exited) }()
+	return p, nil
+}
+
+// launch runs the command for p.Addr, its output appended to Dir/out.log,
+// and waits until it is ready.
+func (p *Process) launch(wait time.Duration) error {
+	if p.log != nil {
+		p.log.Close()
+	}
+	var err error
+	if p.log, err = os.OpenFile(filepath.Join(p.Dir, "out.log"), os.O_CREATE|os.O_WRONLY|os.O_APPEND, 0o644); err != nil {
+		return err
+	}
+	p.cmd = p.mk(p.Addr)
+	p.cmd.Stdout, p.cmd.Stderr = p.log, p.log
+	p.exited = nil
+	if err := p.cmd.Start(); err != nil {
+		return err
+	}
+	exited := make(chan struct{})
+	p.exited = exited
+	go func() { p.cmd.Wait(); close(exited) }()
 	deadline := time.Now().Add(wait)
 	for {
 		if c, err := net.DialTimeout("tcp", p.Addr, 200*time.Millisecond); err == nil {
-			ok := ready == nil || ready(c)
+			ok := p.ready == nil || p.ready(c)
 			c.Close()
 			if ok {
-				return p, nil
+				return nil
 			}
 		}
 		select {
-		case <-p.exited:
-			log := p.Log()
-			p.Stop()
-			return nil, fmt.Errorf("%s exited before listening on %s:\n%s", filepath.Base(p.cmd.Path), p.Addr, log)
+		case <-exited:
+			return fmt.Errorf("%s exited before listening on %s:\n%s", filepath.Base(p.cmd.Path), p.Addr, p.Log())
 		default:
 		}
 		if time.Now().After(deadline) {
-			log := p.Log()
-			p.Stop()
-			return nil, fmt.Errorf("%s did not listen on %s within %s:\n%s", filepath.Base(p.cmd.Path), p.Addr, wait, log)
+			return fmt.Errorf("%s did not listen on %s within %s:\n%s", filepath.Base(p.cmd.Path), p.Addr, wait, p.Log())
 		}
 		time.Sleep(50 * time.Millisecond)
 	}

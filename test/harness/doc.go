@@ -53,6 +53,12 @@
 // Dovecot or policyd (Options.Policy is an error), and its relayhost the
 // in-process Sink or Options.RelayNexthop unless Edit names another.
 //
+// A tier: StartTier starts several nodes from one inventory, node i on
+// the i-th address given (Options.ListenAddr; a non-loopback one such as
+// 192.0.2.11 is added to lo), named mx<i+1>, signing with node 0's DKIM
+// keys. What they share (policy.state in one Redis, or one behind the
+// sentinels of statetest.StartReplicated) comes from Options.Edit.
+//
 // Trust: node.trusted_networks becomes TrustedClient/32 (127.0.0.2) plus
 // the inventory's non-loopback networks, so a client from OutsideClient
 // (127.0.0.1, the default source) is neither trusted nor authenticated and

@@ -64,6 +64,10 @@ type Options struct {
 	// Ports lets the caller fix the loopback ports (the demo); zero
 	// values get free ports.
 	Ports Ports
+	// ListenAddr is the address Postfix and Dovecot listen on (and
+	// Postfix's only inet_interfaces); "" means 127.0.0.1. Another node of
+	// a tier takes another address of lo (StartTier adds it).
+	ListenAddr string
 	// DaemonArgs are extra arguments of a sidecar ("policyd", "milterd"),
 	// after --inventory, also when RestartDaemon starts it again.
 	DaemonArgs map[string][]string
@@ -228,7 +232,11 @@ func (n *Node) prepare(src string, opt Options) error {
 			}
 		}
 	}
-	lo := func(p int) string { return "127.0.0.1:" + strconv.Itoa(p) }
+	listenAddr := opt.ListenAddr
+	if listenAddr == "" {
+		listenAddr = "127.0.0.1"
+	}
+	lo := func(p int) string { return net.JoinHostPort(listenAddr, strconv.Itoa(p)) }
 	n.SMTP, n.Submission, n.IMAP, n.POP3 = lo(ports.SMTP), lo(ports.Submission), lo(ports.IMAP), lo(ports.POP3)
 	n.Submissions = lo(ports.Submissions)
 	q := n.path("queue")
@@ -264,7 +272,7 @@ func (n *Node) prepare(src string, opt Options) error {
 		Set(doc, "postfix.smtp_listen", []any{n.SMTP})
 		Set(doc, "postfix.submission_listen", []any{n.Submission})
 		Set(doc, "postfix.submissions_listen", []any{n.Submissions})
-		Set(doc, "postfix.inet_interfaces", "127.0.0.1")
+		Set(doc, "postfix.inet_interfaces", listenAddr)
 	}
 	Set(doc, "postfix.maillog_file", n.path("log", "maillog"))
 	Set(doc, "postfix.instance_name", "mailnode-"+filepath.Base(n.Dir))

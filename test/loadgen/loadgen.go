@@ -320,10 +320,14 @@ func (a attrs) encode() []byte {
 // Config is one load run.
 type Config struct {
 	Network, Addr string // "unix" or "tcp"
-	Conns         int    // persistent connections, one goroutine each
-	Requests      int    // total requests over all connections
-	Mix           []Item
-	Timeout       time.Duration // per request; default 5s
+	// Addrs, when set, replaces Addr: connection i goes to
+	// Addrs[i%len(Addrs)], as several Postfix nodes spread over the policy
+	// servers of a tier.
+	Addrs    []string
+	Conns    int // persistent connections, one goroutine each
+	Requests int // total requests over all connections
+	Mix      []Item
+	Timeout  time.Duration // per request; default 5s
 }
 
 // Result is what a run measured.
@@ -352,7 +356,11 @@ func Run(cfg Config) (Result, error) {
 	}
 	conns := make([]net.Conn, cfg.Conns)
 	for i := range conns {
-		c, err := net.Dial(cfg.Network, cfg.Addr)
+		addr := cfg.Addr
+		if len(cfg.Addrs) > 0 {
+			addr = cfg.Addrs[i%len(cfg.Addrs)]
+		}
+		c, err := net.Dial(cfg.Network, addr)
 		if err != nil {
 			for _, c := range conns[:i] {
 				c.Close()
