@@ -234,7 +234,9 @@ func normalizeTarget(a string) string {
 
 func (inv *Inventory) validate(v *validator) {
 	// node
-	if inv.Node.Hostname == "" {
+	if inv.Node.Hostname == "" && inv.InTier() && !inv.NullClient() {
+		v.add([]any{"node", "hostname"}, "missing: with tier.nodes, say which node this is: --node NAME (one of: %s), or node.hostname", strings.Join(inv.TierHostnames(), ", "))
+	} else if inv.Node.Hostname == "" {
 		v.add([]any{"node", "hostname"}, "missing: the node's fully qualified host name (myhostname, HELO name, PTR target)")
 	} else if h, err := NormalizeDomain(inv.Node.Hostname); err != nil {
 		v.add([]any{"node", "hostname"}, "%v", err)
