@@ -24,7 +24,7 @@ user that does not exist or that Dovecot would refuse (uid below 100).
 
 Exit status: 0 valid (a one-line summary is printed), 1 problems found,
 2 the file cannot be read or is not YAML at all.`,
-			Flags: []cli.Flag{inventoryFlag(), noHostChecksFlag()},
+			Flags: []cli.Flag{inventoryFlag(), nodeFlag(), noHostChecksFlag()},
 			Action: func(c *cli.Context) error {
 				inv, err := loadChecked(c, 1)
 				if err != nil {
@@ -56,7 +56,7 @@ func noHostChecksFlag() *cli.BoolFlag {
 // wrong.
 func loadChecked(c *cli.Context, invalidCode int) (*inventory.Inventory, error) {
 	path := c.String("inventory")
-	var o inventory.LoadOptions
+	o := inventory.LoadOptions{Node: c.String("node")}
 	if !c.Bool("no-host-checks") {
 		o.Host = inventory.ThisHost()
 	}

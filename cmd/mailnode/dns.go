@@ -24,7 +24,7 @@ smtp. names, SPF, a DKIM TXT record for every selector whose key exists under
 dkim.key_dir (run mailnode dkim keygen first), DMARC, and RFC 6186 SRV records
 for IMAP, IMAPS, POP3, POP3S and submission. These are the bytes render-config
 writes to dns/<domain>.zone.`,
-			Flags: []cli.Flag{inventoryFlag(), domainFlag()},
+			Flags: []cli.Flag{inventoryFlag(), nodeFlag(), domainFlag()},
 			Action: func(c *cli.Context) error {
 				inv, err := loadAndReport(c)
 				if err != nil {
@@ -76,7 +76,7 @@ A question that gets no records says why: NXDOMAIN, NODATA, SERVFAIL, REFUSED,
 timeout or unreachable. Recommended checks and caveats are warn and do not fail
 the run. Exit status: 0 when every required check passes, 1 when one fails, 2
 when the inventory or the flags are wrong.`,
-			Flags: []cli.Flag{inventoryFlag(), &cli.StringFlag{Name: "domain", Aliases: []string{"d"}, Usage: "only this local or relay `DOMAIN` (node checks run too)"},
+			Flags: []cli.Flag{inventoryFlag(), nodeFlag(), &cli.StringFlag{Name: "domain", Aliases: []string{"d"}, Usage: "only this local or relay `DOMAIN` (node checks run too)"},
 				&cli.StringFlag{Name: "resolver", Usage: "ask this recursive resolver (`HOST:PORT`) instead of node.resolver"},
 				&cli.BoolFlag{Name: "json", Usage: "print the report as JSON"},
 				&cli.DurationFlag{Name: "timeout", Value: 3 * time.Second, Usage: "wait this long for each answer (a question is sent twice)"},
@@ -103,7 +103,7 @@ func noZoneOnNullClient(inv *inventory.Inventory) error {
 
 func loadAndReport(c *cli.Context) (*inventory.Inventory, error) {
 	path := c.String("inventory")
-	inv, err := inventory.Load(path)
+	inv, err := loadAs(c, path)
 	if err != nil {
 		ps := inventory.AsProblems(err)
 		for _, p := range ps {
