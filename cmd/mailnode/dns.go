@@ -23,7 +23,12 @@ name servers), MX, the node's A/AAAA when it lies in the zone, mail./imap./pop3.
 smtp. names, SPF, a DKIM TXT record for every selector whose key exists under
 dkim.key_dir (run mailnode dkim keygen first), DMARC, and RFC 6186 SRV records
 for IMAP, IMAPS, POP3, POP3S and submission. These are the bytes render-config
-writes to dns/<domain>.zone.`,
+writes to dns/<domain>.zone.
+
+With tier.nodes the zone is the tier's, the same from every node: each node
+is an NS and an MX of equal preference (round robin), has its A/AAAA when in
+the zone and an SRV record per service; the client names carry every node's
+addresses and SPF lists them all.`,
 			Flags: []cli.Flag{inventoryFlag(), nodeFlag(), domainFlag()},
 			Action: func(c *cli.Context) error {
 				inv, err := loadAndReport(c)
@@ -62,12 +67,14 @@ inventory needs is published, and prints for every check what was expected, what
 was found, and ok, warn or fail. The expected side is the zone render-config
 writes (mailnode dns zone) and the DKIM keys on disk.
 
-Node checks (once): a, aaaa (the A/AAAA records of node.hostname equal
-node.addresses), ptr:ADDR (each address's PTR names node.hostname, which resolves
-back to it: forward-confirmed). Local domain checks: ns (the parent zone's own
-servers, asked directly on port 53, delegate the domain to the NS set the zone
-lists), soa, mx (an MX points at node.hostname), spf (the SPF policy evaluates to
-pass for every node address: RFC 7208 with its lookup limits), dkim:SELECTOR (the
+Node checks (once, for every node of tier.nodes): a, aaaa (the A/AAAA records of
+node.hostname equal node.addresses), ptr:ADDR (each address's PTR names the
+node's hostname, which resolves back to it: forward-confirmed). Local domain
+checks: ns (the parent zone's own servers, asked directly on port 53, delegate
+the domain to the NS set the zone lists), soa, mx (an MX points at
+node.hostname; with a tier, every node is an MX at one preference and no
+outsider shares it), spf (the SPF policy evaluates to pass for every node
+address: RFC 7208 with its lookup limits), dkim:SELECTOR (the
 TXT record carries the key on disk), dmarc (one record, parseable), name:LABEL
 (mail, imap, pop3, smtp have the node's addresses), srv:SERVICE (RFC 6186,
 recommended). Relay domains: mx-backup (recommended).
