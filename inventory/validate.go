@@ -5,6 +5,7 @@ import (
 	"net"
 	"net/netip"
 	"regexp"
+	"slices"
 	"sort"
 	"strconv"
 	"strings"
@@ -477,6 +478,9 @@ func (inv *Inventory) validateAcrossDomains(v *validator) {
 		}
 		if d.Name == inv.Node.Hostname {
 			v.add(p("name"), "domain %s is the node's own host name, which serves unix_users; list another domain", d.Name)
+		} else if inv.InTier() && slices.Contains(inv.TierHostnames(), d.Name) {
+			// Every node loads this inventory: what one node refuses, all do.
+			v.add(p("name"), "domain %s is the host name of a node of tier.nodes, which serves unix_users there; list another domain", d.Name)
 		}
 	}
 	inv.validateLoops(v)
