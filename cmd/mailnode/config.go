@@ -34,8 +34,12 @@ Exit status: 0 valid (a one-line summary is printed), 1 problems found,
 				for _, d := range inv.LocalDomains() {
 					mboxes += len(d.Mailboxes)
 				}
+				node := inv.Node.Hostname
+				if inv.InTier() {
+					node += fmt.Sprintf(" (one of a tier of %d)", len(inv.Tier.Nodes))
+				}
 				fmt.Fprintf(c.App.Writer, "%s: ok: node %s, %d local domain(s), %d relay domain(s), %d mailbox(es)\n",
-					c.String("inventory"), inv.Node.Hostname, len(inv.LocalDomains()), len(inv.RelayDomains()), mboxes)
+					c.String("inventory"), node, len(inv.LocalDomains()), len(inv.RelayDomains()), mboxes)
 				return nil
 			},
 		}},

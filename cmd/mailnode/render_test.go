@@ -100,6 +100,10 @@ func TestRenderConfigNode(t *testing.T) {
 			t.Errorf("--node %s: main.cf has not its myhostname", node)
 		}
 	}
+	out, errs, code := runApp(t, "config", "check", "--inventory", inv, "--no-host-checks", "--node", "mx2.example.com")
+	if code != 0 || !strings.Contains(out, "ok: node mx2.example.com (one of a tier of 2), 2 local domain(s)") {
+		t.Errorf("config check --node: exit %d, %s%s", code, out, errs)
+	}
 	zone, _, code := runApp(t, "dns", "zone", "--inventory", inv, "--node", "mx1.example.com", "--domain", "example.net")
 	for _, want := range []string{"example.net.\t3600\tIN\tMX\t10 mx1.example.com.\n", "example.net.\t3600\tIN\tMX\t10 mx2.example.com.\n"} {
 		if code != 0 || !strings.Contains(zone, want) {
