@@ -3,15 +3,17 @@
 # namespace with only loopback up, with a private state tree and loopback
 # ports, so nothing the deployed node does can reach off the machine.
 # Then: a second run must report changed=0, and an SMTP smoke test runs
-# against the deployed node. Needs root, ansible, and the Debian packages
-# (installed by make deps / .ci/run). Usage: ansible/tests/run.sh [--keep]
+# against the deployed node. The same for a null client beside it, and for
+# a two-node tier, each node in namespaces of its own (see "A tier" below).
+# Needs root, ansible, and the Debian packages (installed by make deps /
+# .ci/run). Usage: ansible/tests/run.sh [--keep]
 set -euo pipefail
 here=$(cd "$(dirname "$0")" && pwd)
 top=$(cd "$here/../.." && pwd)
 keep=${1:-}
 
 [[ $(id -u) == 0 ]] || { echo "ansible test: needs root (network namespace, postfix)" >&2; exit 1; }
-for c in ansible-playbook ansible-lint swaks smtp-sink dkimverify ip postfix dovecot; do
+for c in ansible-playbook ansible-lint swaks smtp-sink dkimverify ip postfix dovecot redis-server redis-cli nsenter unshare; do
   command -v "$c" >/dev/null || { echo "ansible test: $c not found (run make deps)" >&2; exit 1; }
 done
 
