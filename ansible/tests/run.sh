@@ -260,7 +260,8 @@ grep -qx 'example.com/app1e' <<<"$sigs" && grep -qx 'example.com/app1r' <<<"$sig
 # mount namespaces of its own: its own address on a bridge in the test's
 # namespace (192.0.2.11, .12: documentation addresses, nothing routes
 # them), and its own tree at the same path $TI/node (a bind mount of
-# $TI/mx1 or $TI/mx2), as two machines would have. One ansible-playbook run
+# $TI/mx1 or $TI/mx2) and a /run of its own (unbound's default pid file
+# is /run/unbound.pid), as two machines would have. One ansible-playbook run
 # deploys both; each host's python runs inside its node (nsenter), so the
 # role's tasks, the daemons they start and the files they write are that
 # node's. host_vars pick the node (mailnode_node). The inventory asks for
@@ -284,7 +285,7 @@ for i in 1 2; do
   ip -n "$NS-$i" link set "tv${i}n" up
   echo "mx$i" >"$TI/mx$i/.node"
   ip netns exec "$NS-$i" unshare -m --propagation private \
-    sh -c "mount --bind '$TI/mx$i' '$TI/node' && exec sleep infinity" </dev/null >/dev/null 2>&1 &
+    sh -c "mount --bind '$TI/mx$i' '$TI/node' && mount -t tmpfs -o mode=0755 tier-run /run && exec sleep infinity" </dev/null >/dev/null 2>&1 &
   echo $! >"$TI/holder$i.pid"
   for _ in $(seq 1 50); do [[ $(node_exec "$i" cat "$TI/node/.node" 2>/dev/null) == "mx$i" ]] && break; sleep 0.1; done
   [[ $(node_exec "$i" cat "$TI/node/.node" 2>/dev/null) == "mx$i" ]] || fail "tier: node $i's namespaces did not come up"
