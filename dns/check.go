@@ -36,20 +36,21 @@ const (
 //
 // Check names are stable (scripts and tests match on them):
 //
-//	node checks (Domain is node.hostname):
-//	  a, aaaa            the host's addresses equal node.addresses
-//	  ptr:ADDR           ADDR's PTR names node.hostname, which resolves back to ADDR
+//	node checks (Domain is node.hostname; with tier.nodes, each node's hostname in turn):
+//	  a, aaaa            the host's addresses equal node.addresses (the node's tier.nodes addresses)
+//	  ptr:ADDR           ADDR's PTR names the host, which resolves back to ADDR
 //	local domain checks:
 //	  ns                 the parent delegates the domain; parent and child NS agree
 //	  soa                the domain is a zone of its own (SOA at the apex)
-//	  mx                 an MX points at node.hostname
-//	  spf                the SPF policy evaluates to pass for every node address
+//	  mx                 an MX points at node.hostname; with a tier, the MX set is the tier's
+//	                     nodes at one preference (a node missing or an outsider at it fails)
+//	  spf                the SPF policy evaluates to pass for every node address (every tier node's)
 //	  dkim:SELECTOR      the selector's TXT record carries the key on disk
 //	  dmarc              one DMARC record, parseable
 //	  name:LABEL         LABEL.domain (mail, imap, pop3, smtp) has the node's addresses
 //	  srv:SERVICE        the RFC 6186 SRV record points at the node (recommended)
 //	relay domain checks:
-//	  mx-backup          the node is among the domain's MX hosts (recommended)
+//	  mx-backup          the node (each tier node) is among the domain's MX hosts (recommended)
 type Result struct {
 	Domain   string `json:"domain"`
 	Check    string `json:"check"`
@@ -165,13 +166,33 @@ func (c *Checker) Run(ctx context.Context, inv *inventory.Inventory, domains []*
 	return rep
 }
 
-// nodeAddrs parses node.addresses the way ZoneFor does.
-func nodeAddrs(inv *inventory.Inventory) []netip.Addr {
+// parseAddrs parses addresses the way ZoneFor does.
+func parseAddrs(l []string) []netip.Addr {
 	var out []netip.Addr
-	for _, a := range inv.Node.Addresses {
+	for _, a := range l {
 		if ip, err := netip.ParseAddr(strings.TrimSpace(a)); err == nil {
 			out = append(out, ip.Unmap())
 		}
+	}
+	return out
+}
+
+// tierAddrs are the addresses of every node that receives the domains'
+// mail (node.addresses without a tier), as the zone publishes them.
+func tierAddrs(inv *inventory.Inventory) []netip.Addr {
+	var out []netip.Addr
+	for _, n := range inv.TierNodes() {
+		out = append(out, parseAddrs(n.Addresses)...)
+	}
+	return out
+}
+
+// tierHosts are the fully qualified names of the tier's nodes (node.hostname
+// without a tier), lower case.
+func tierHosts(inv *inventory.Inventory) []string {
+	var out []string
+	for _, n := range inv.TierNodes() {
+		out = append(out, mdns.Fqdn(strings.ToLower(n.Hostname)))
 	}
 	return out
 }
@@ -274,22 +295,25 @@ func (c *Checker) compareAddrs(ctx context.Context, r Result, name string, want 
 	return r
 }
 
-// node checks the host: its A/AAAA records and the PTR of each address.
+// node checks the host, or every node of the tier: its A/AAAA records and
+// the PTR of each address.
 func (c *Checker) node(ctx context.Context, inv *inventory.Inventory) []Result {
-	host := mdns.Fqdn(strings.ToLower(inv.Node.Hostname))
-	addrs := nodeAddrs(inv)
-	base := Result{Domain: inv.Node.Hostname, Required: true}
 	var out []Result
-	for _, v6 := range []bool{false, true} {
-		r := base
-		r.Check = "a"
-		if v6 {
-			r.Check = "aaaa"
+	for _, n := range inv.TierNodes() {
+		host := mdns.Fqdn(strings.ToLower(n.Hostname))
+		addrs := parseAddrs(n.Addresses)
+		base := Result{Domain: n.Hostname, Required: true}
+		for _, v6 := range []bool{false, true} {
+			r := base
+			r.Check = "a"
+			if v6 {
+				r.Check = "aaaa"
+			}
+			out = append(out, c.compareAddrs(ctx, r, host, family(addrs, v6), v6))
 		}
-		out = append(out, c.compareAddrs(ctx, r, host, family(addrs, v6), v6))
-	}
-	for _, ip := range addrs {
-		out = append(out, c.ptr(ctx, base, host, ip))
+		for _, ip := range addrs {
+			out = append(out, c.ptr(ctx, base, host, ip))
+		}
 	}
 	return out
 }
@@ -312,7 +336,7 @@ func (c *Checker) ptr(ctx context.Context, r Result, host string, ip netip.Addr)
 	r.Found = strings.Join(names, ", ")
 	if !slices.Contains(names, host) {
 		r.Status = StatusFail
-		r.Detail = "the PTR does not name node.hostname"
+		r.Detail = "the PTR does not name the node's hostname"
 		return r
 	}
 	back, fa := c.addrsOf(ctx, host, ip.Is6())
@@ -344,13 +368,13 @@ func (c *Checker) local(ctx context.Context, inv *inventory.Inventory, d *invent
 		r.Expected, r.Found = "the zone the inventory describes", err.Error()
 		return []Result{r}
 	}
-	host := mdns.Fqdn(strings.ToLower(inv.Node.Hostname))
+	hosts := tierHosts(inv)
 	origin := z.Origin
-	addrs := nodeAddrs(inv)
+	addrs := tierAddrs(inv)
 	var zoneNS []string
 	var mx []Record
 	txt := map[string]Record{}
-	var srv []Record
+	var srv [][]Record // per service, in zone order
 	for _, rec := range z.Records {
 		switch rec.Type {
 		case TypeNS:
@@ -360,13 +384,17 @@ func (c *Checker) local(ctx context.Context, inv *inventory.Inventory, d *invent
 		case TypeTXT:
 			txt[rec.Name] = rec
 		case TypeSRV:
-			srv = append(srv, rec)
+			if k := len(srv); k > 0 && srv[k-1][0].Name == rec.Name {
+				srv[k-1] = append(srv[k-1], rec)
+			} else {
+				srv = append(srv, []Record{rec})
+			}
 		}
 	}
 	out := []Result{
 		c.checkNS(ctx, base, origin, zoneNS),
 		c.checkSOA(ctx, base, z),
-		c.checkMX(ctx, base, origin, host, mx),
+		c.checkMX(ctx, base, origin, hosts, mx),
 		c.checkSPF(ctx, base, inv, d.Name, addrs),
 	}
 	for _, s := range d.DKIM {
@@ -375,7 +403,7 @@ func (c *Checker) local(ctx context.Context, inv *inventory.Inventory, d *invent
 	out = append(out, c.checkDMARC(ctx, base, "_dmarc."+origin, txt["_dmarc."+origin]))
 	for _, n := range ClientNames {
 		name := n + "." + origin
-		if name == host {
+		if slices.Contains(hosts, name) {
 			continue
 		}
 		for _, v6 := range []bool{false, true} {
@@ -396,15 +424,23 @@ func (c *Checker) local(ctx context.Context, inv *inventory.Inventory, d *invent
 			out = append(out, c.compareAddrs(ctx, r, name, want, v6))
 		}
 	}
-	for _, rec := range srv {
-		out = append(out, c.checkSRV(ctx, base, rec))
+	for _, recs := range srv {
+		out = append(out, c.checkSRV(ctx, base, recs))
 	}
 	return out
 }
 
-// relay checks that a relay domain names the node as a (backup) MX.
+// relay checks that a relay domain names the node, or every node of the
+// tier, as a (backup) MX.
 func (c *Checker) relay(ctx context.Context, inv *inventory.Inventory, d *inventory.Domain) []Result {
-	host := mdns.Fqdn(strings.ToLower(inv.Node.Hostname))
+	var out []Result
+	for _, host := range tierHosts(inv) {
+		out = append(out, c.relayMX(ctx, d, host)...)
+	}
+	return out
+}
+
+func (c *Checker) relayMX(ctx context.Context, d *inventory.Domain, host string) []Result {
 	r := Result{Domain: d.Name, Check: "mx-backup", Name: d.Name + ".", Required: false,
 		Expected: "an MX with a higher preference than the primary's, pointing at " + host}
 	a := c.ask(ctx, r.Name, mdns.TypeMX)
@@ -616,7 +652,7 @@ func (c *Checker) checkSOA(ctx context.Context, r Result, z Zone) Result {
 }
 
 // checkMX checks that an MX of the domain points at the node.
-func (c *Checker) checkMX(ctx context.Context, r Result, origin, host string, want []Record) Result {
+func (c *Checker) checkMX(ctx context.Context, r Result, origin string, hosts []string, want []Record) Result {
 	r.Check, r.Name = "mx", origin
 	var exp []string
 	for _, m := range want {
@@ -629,12 +665,15 @@ func (c *Checker) checkMX(ctx context.Context, r Result, origin, host string, wa
 		return r
 	}
 	r.Found = mxList(a.rrs)
+	if len(hosts) > 1 {
+		return tierMX(r, hosts, a.rrs)
+	}
 	lowest := uint16(65535)
 	var ours *mdns.MX
 	for _, rr := range a.rrs {
 		m := rr.(*mdns.MX)
 		lowest = min(lowest, m.Preference)
-		if strings.EqualFold(m.Mx, host) {
+		if strings.EqualFold(m.Mx, hosts[0]) {
 			ours = m
 		}
 	}
@@ -648,6 +687,64 @@ func (c *Checker) checkMX(ctx context.Context, r Result, origin, host string, wa
 	default:
 		r.Status = StatusOK
 	}
+	return r
+}
+
+// tierMX judges the MX records of a tier's domain: every node is an MX,
+// all at the same, lowest preference (round robin). A node missing, or a
+// host outside the tier at that preference, fails; nodes at unequal
+// preferences, or a backup MX outside the tier, warn.
+func tierMX(r Result, hosts []string, rrs []mdns.RR) Result {
+	lowest := uint16(65535)
+	pref := map[string]uint16{}
+	for _, rr := range rrs {
+		m := rr.(*mdns.MX)
+		lowest = min(lowest, m.Preference)
+		pref[strings.ToLower(m.Mx)] = m.Preference
+	}
+	var missing, unequal, outsiders, backups []string
+	for _, h := range hosts {
+		p, ok := pref[h]
+		switch {
+		case !ok:
+			missing = append(missing, h)
+		case p != lowest:
+			unequal = append(unequal, fmt.Sprintf("%d %s", p, h))
+		}
+	}
+	for h, p := range pref {
+		if !slices.Contains(hosts, h) {
+			if p == lowest {
+				outsiders = append(outsiders, h)
+			} else {
+				backups = append(backups, h)
+			}
+		}
+	}
+	slices.Sort(outsiders)
+	slices.Sort(backups)
+	var why []string
+	if len(missing) > 0 {
+		why = append(why, "no MX points at "+strings.Join(missing, ", "))
+	}
+	if len(outsiders) > 0 {
+		why = append(why, "not a node of the tier, at the lowest preference: "+strings.Join(outsiders, ", "))
+	}
+	if len(unequal) > 0 {
+		why = append(why, "not at the tier's preference (no round robin): "+strings.Join(unequal, ", "))
+	}
+	if len(backups) > 0 {
+		why = append(why, "a backup MX outside the tier: "+strings.Join(backups, ", "))
+	}
+	switch {
+	case len(missing) > 0 || len(outsiders) > 0:
+		r.Status = StatusFail
+	case len(why) > 0:
+		r.Status = StatusWarn
+	default:
+		r.Status = StatusOK
+	}
+	r.Detail = strings.Join(why, "; ")
 	return r
 }
 
@@ -852,27 +949,42 @@ func (c *Checker) checkDMARC(ctx context.Context, r Result, name string, want Re
 
 // checkSRV checks one RFC 6186 record. SRV records are recommended, not
 // required: clients that do not find them fall back to other discovery.
-func (c *Checker) checkSRV(ctx context.Context, r Result, want Record) Result {
-	svc, _, _ := strings.Cut(want.Name, "._tcp.")
-	r.Check, r.Name, r.Required = "srv:"+svc+"._tcp", want.Name, false
-	r.Expected = want.Data()
-	a := c.ask(ctx, want.Name, mdns.TypeSRV)
+func (c *Checker) checkSRV(ctx context.Context, r Result, want []Record) Result {
+	name := want[0].Name
+	svc, _, _ := strings.Cut(name, "._tcp.")
+	r.Check, r.Name, r.Required = "srv:"+svc+"._tcp", name, false
+	var exp []string
+	for _, w := range want {
+		exp = append(exp, w.Data())
+	}
+	r.Expected = strings.Join(exp, ", ")
+	a := c.ask(ctx, name, mdns.TypeSRV)
 	if a.problem != "" {
 		r.Status, r.Found, r.Problem = StatusWarn, a.describe(), a.problem
 		return r
 	}
-	var found []string
-	r.Status = StatusWarn
+	var found, missing []string
 	for _, rr := range a.rrs {
 		s := rr.(*mdns.SRV)
 		found = append(found, fmt.Sprintf("%d %d %d %s", s.Priority, s.Weight, s.Port, strings.ToLower(s.Target)))
-		if strings.EqualFold(s.Target, want.Target) && s.Port == want.Port {
-			r.Status = StatusOK
+	}
+	for _, w := range want {
+		if !slices.ContainsFunc(a.rrs, func(rr mdns.RR) bool {
+			s := rr.(*mdns.SRV)
+			return strings.EqualFold(s.Target, w.Target) && s.Port == w.Port
+		}) {
+			missing = append(missing, w.Target)
 		}
 	}
 	r.Found = strings.Join(found, ", ")
-	if r.Status != StatusOK {
+	r.Status = StatusOK
+	switch {
+	case len(missing) == len(want):
+		r.Status = StatusWarn
 		r.Detail = "no SRV record points at the node on the expected port"
+	case len(missing) > 0:
+		r.Status = StatusWarn
+		r.Detail = "no SRV record points at " + strings.Join(missing, ", ") + " on the expected port"
 	}
 	return r
 }

@@ -36,12 +36,19 @@ func TestMain(m *testing.M) {
 // created on first use (RSA keys are slow to make on a busy machine).
 func loadInventory(t *testing.T) *inventory.Inventory {
 	t.Helper()
-	data, err := os.ReadFile("../examples/inventory.yaml")
+	return loadAs(t, "../examples/inventory.yaml", "")
+}
+
+// loadAs is loadInventory for the inventory file, loaded as the tier node
+// named node.
+func loadAs(t *testing.T, file, node string) *inventory.Inventory {
+	t.Helper()
+	data, err := os.ReadFile(file)
 	if err != nil {
 		t.Fatal(err)
 	}
 	data = bytes.Replace(data, []byte("key_dir: /etc/mailnode/dkim"), []byte("key_dir: "+keyDir), 1)
-	inv, err := inventory.Parse(data, "inventory.yaml")
+	inv, err := inventory.ParseWith(data, "inventory.yaml", inventory.LoadOptions{Node: node})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -85,6 +92,12 @@ partner.org.                MX  20 mx1.example.com.
 // serve starts a test server with the zones render-config produced for
 // inv plus world.
 func serve(t *testing.T, inv *inventory.Inventory) *dnstest.Server {
+	t.Helper()
+	return serveWith(t, inv, world)
+}
+
+// serveWith is serve with another world around the zones.
+func serveWith(t *testing.T, inv *inventory.Inventory, world string) *dnstest.Server {
 	t.Helper()
 	files, err := render.Render(inv)
 	if err != nil {
@@ -291,5 +304,129 @@ func TestReportJSON(t *testing.T) {
 	}
 	if !hit {
 		t.Errorf("JSON lacks the failing dmarc check:\n%s", b.String())
+	}
+}
+
+// tierWorld is world for the two-node tier of render/testdata/tier.yaml:
+// both nodes' PTR records, and both nodes as the relay domain's backup MX.
+const tierWorld = `
+com.                        SOA a.nic.com. hostmaster.nic.com. 1 3600 900 1209600 300
+com.                        NS  a.nic.com.
+a.nic.com.                  A   127.0.0.1
+net.                        SOA a.nic.com. hostmaster.nic.com. 1 3600 900 1209600 300
+net.                        NS  a.nic.com.
+org.                        SOA a.nic.com. hostmaster.nic.com. 1 3600 900 1209600 300
+partner.org.                MX  10 mx.partner.org.
+partner.org.                MX  20 mx1.example.com.
+partner.org.                MX  20 mx2.example.com.
+113.0.203.in-addr.arpa.     SOA ns.example.org. hostmaster.example.org. 1 3600 900 1209600 300
+10.113.0.203.in-addr.arpa.  PTR mx1.example.com.
+11.113.0.203.in-addr.arpa.  PTR mx2.example.com.
+8.b.d.0.1.0.0.2.ip6.arpa.   SOA ns.example.org. hostmaster.example.org. 1 3600 900 1209600 300
+0.1.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.8.b.d.0.1.0.0.2.ip6.arpa. PTR mx1.example.com.
+1.1.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.8.b.d.0.1.0.0.2.ip6.arpa. PTR mx2.example.com.
+`
+
+// A tier's zones check out from either node, and the check covers every
+// node: the MX set, each node's A/AAAA and forward-confirmed PTRs, SPF for
+// every node's addresses, each node as the relay domain's backup MX.
+func TestCheckTier(t *testing.T) {
+	for _, node := range []string{"mx1.example.com", "mx2.example.com"} {
+		t.Run(node, func(t *testing.T) {
+			inv := loadAs(t, "../render/testdata/tier.yaml", node)
+			s := serveWith(t, inv, tierWorld)
+			rep := check(t, inv, s)
+			var names []string
+			for _, r := range rep.Results {
+				if r.Status != dns.StatusOK {
+					t.Errorf("%s %s: %s (expected %q, found %q, %s)", r.Domain, r.Check, r.Status, r.Expected, r.Found, r.Detail)
+				}
+				names = append(names, r.Domain+" "+r.Check)
+			}
+			for _, want := range []string{
+				"mx1.example.com a", "mx1.example.com ptr:203.0.113.10", "mx1.example.com ptr:2001:db8::10",
+				"mx2.example.com a", "mx2.example.com aaaa", "mx2.example.com ptr:203.0.113.11", "mx2.example.com ptr:2001:db8::11",
+				"example.com mx", "example.com spf", "example.net srv:_imap._tcp",
+			} {
+				if !slices.Contains(names, want) {
+					t.Errorf("no check %q among %q", want, names)
+				}
+			}
+			if n := strings.Count(strings.Join(names, "\n"), "partner.org mx-backup"); n != 2 {
+				t.Errorf("%d mx-backup checks of partner.org, want one per node", n)
+			}
+			for _, r := range rep.Results {
+				if r.Check == "spf" && !strings.Contains(r.Found, "203.0.113.10 pass") || r.Check == "spf" && !strings.Contains(r.Found, "2001:db8::11 pass") {
+					t.Errorf("spf found %q: not every node's addresses", r.Found)
+				}
+				if r.Domain == "example.com" && r.Check == "mx" && r.Expected != "10 mx1.example.com., 10 mx2.example.com." {
+					t.Errorf("mx expected %q", r.Expected)
+				}
+			}
+		})
+	}
+}
+
+// Faults of a tier: each names the node it concerns.
+func TestCheckTierFaults(t *testing.T) {
+	inv := loadAs(t, "../render/testdata/tier.yaml", "mx1.example.com")
+	for _, tc := range []struct {
+		name   string
+		break_ func(s *dnstest.Server) error
+		fails  []string
+		status dns.Status // of example.com mx
+		detail string     // in the first failing check's (or mx's) Found or Detail
+	}{
+		{"second node missing from the MX set", func(s *dnstest.Server) error {
+			return s.Replace("example.com.", "example.com. 3600 IN MX 10 mx1.example.com.")
+		}, []string{"example.com mx"}, dns.StatusFail, "no MX points at mx2.example.com."},
+		{"a host outside the tier among the MX", func(s *dnstest.Server) error {
+			return s.Replace("example.com.", "example.com. 3600 IN MX 10 mx1.example.com.", "example.com. 3600 IN MX 10 mx2.example.com.",
+				"example.com. 3600 IN MX 10 mx9.example.org.")
+		}, []string{"example.com mx"}, dns.StatusFail, "not a node of the tier, at the lowest preference: mx9.example.org."},
+		{"unequal preferences", func(s *dnstest.Server) error {
+			return s.Replace("example.com.", "example.com. 3600 IN MX 10 mx1.example.com.", "example.com. 3600 IN MX 20 mx2.example.com.")
+		}, nil, dns.StatusWarn, "not at the tier's preference (no round robin): 20 mx2.example.com."},
+		{"PTR of the second node names the first", func(s *dnstest.Server) error {
+			return s.Replace("11.113.0.203.in-addr.arpa.", "11.113.0.203.in-addr.arpa. 3600 IN PTR mx1.example.com.")
+		}, []string{"mx2.example.com ptr:203.0.113.11"}, dns.StatusOK, "does not name the node's hostname"},
+		{"second node's AAAA gone", func(s *dnstest.Server) error {
+			s.Remove("mx2.example.com.", mdns.TypeAAAA)
+			return nil
+		}, []string{"mx2.example.com aaaa", "mx2.example.com ptr:2001:db8::11"}, dns.StatusOK, "NODATA"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			s := serveWith(t, inv, tierWorld)
+			if err := tc.break_(s); err != nil {
+				t.Fatal(err)
+			}
+			rep := check(t, inv, s)
+			var failed []string
+			for _, r := range rep.Failed() {
+				failed = append(failed, r.Domain+" "+r.Check)
+			}
+			if !slices.Equal(failed, tc.fails) {
+				t.Fatalf("failed checks %q, want %q:\n%s", failed, tc.fails, dump(rep))
+			}
+			if rep.OK != (len(tc.fails) == 0) {
+				t.Errorf("report ok %v with failures %q", rep.OK, failed)
+			}
+			var mx, about dns.Result
+			for _, r := range rep.Results {
+				if r.Domain == "example.com" && r.Check == "mx" {
+					mx = r
+				}
+			}
+			about = mx
+			if len(tc.fails) > 0 {
+				about = rep.Failed()[0]
+			}
+			if mx.Status != tc.status {
+				t.Errorf("example.com mx: %s, want %s (%s)", mx.Status, tc.status, mx.Detail)
+			}
+			if !strings.Contains(about.Found+" "+about.Detail, tc.detail) {
+				t.Errorf("%s %s: found %q / %q, want it to say %q", about.Domain, about.Check, about.Found, about.Detail, tc.detail)
+			}
+		})
 	}
 }

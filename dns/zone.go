@@ -19,6 +19,7 @@ import (
 	"net/netip"
 	"os"
 	"path/filepath"
+	"slices"
 	"strconv"
 	"strings"
 
@@ -201,22 +202,36 @@ var ClientNames = []string{"mail", "imap", "pop3", "smtp"}
 // a missing key becomes a note, any other key problem an error.
 func ZoneFor(inv *inventory.Inventory, d *inventory.Domain) (Zone, error) {
 	origin := d.Name + "."
-	host := inv.Node.Hostname + "."
-	z := Zone{Origin: origin}
-	var addrs []netip.Addr
-	for _, a := range inv.Node.Addresses {
-		if ip, err := netip.ParseAddr(strings.TrimSpace(a)); err == nil {
-			addrs = append(addrs, ip.Unmap())
-		}
+	// The nodes that receive the domain's mail: node.hostname, or every
+	// node of the tier. The zone is the same whichever node renders it.
+	type node struct {
+		host  string
+		addrs []netip.Addr
 	}
-	z.Records = make([]Record, 0, 10+len(ClientNames)*max(len(addrs), 1)+len(addrs)+len(d.DKIM)+len(srvServices))
+	var nodes []node
+	var addrs []netip.Addr // every node's, for the client names and SPF
+	allAddressed := true
+	for _, n := range inv.TierNodes() {
+		nd := node{host: n.Hostname + "."}
+		for _, a := range n.Addresses {
+			if ip, err := netip.ParseAddr(strings.TrimSpace(a)); err == nil {
+				nd.addrs = append(nd.addrs, ip.Unmap())
+			}
+		}
+		allAddressed = allAddressed && len(nd.addrs) > 0
+		addrs = append(addrs, nd.addrs...)
+		nodes = append(nodes, nd)
+	}
+	host := nodes[0].host // SOA MNAME, and the CNAME target without addresses
+	z := Zone{Origin: origin}
+	z.Records = make([]Record, 0, 10+3*len(nodes)+len(ClientNames)*max(len(addrs), 1)+len(addrs)+len(d.DKIM)+len(srvServices)*len(nodes))
 	add := func(r Record) {
 		if r.TTL == 0 {
 			r.TTL = DefaultTTL
 		}
 		z.Records = append(z.Records, r)
 	}
-	addAddrs := func(name, purpose string) {
+	addAddrs := func(name, purpose string, addrs []netip.Addr) {
 		for _, ip := range addrs {
 			t := TypeA
 			if ip.Is6() {
@@ -225,29 +240,46 @@ func ZoneFor(inv *inventory.Inventory, d *inventory.Domain) (Zone, error) {
 			add(Record{Name: name, Type: t, Addr: ip, Purpose: purpose})
 		}
 	}
-	inZone := strings.HasSuffix(host, "."+origin)
+	tier := len(nodes) > 1
+	purpose := func(single, several string) string {
+		if tier {
+			return several
+		}
+		return single
+	}
 
 	add(Record{Name: origin, Type: TypeSOA, Purpose: "zone authority", SOA: &SOA{
 		MName: host, RName: "hostmaster." + origin,
 		Refresh: 3600, Retry: 900, Expire: 1209600, Minimum: 300,
 	}})
-	add(Record{Name: origin, Type: TypeNS, Target: host, Purpose: "zone authority"})
-	add(Record{Name: origin, Type: TypeMX, Priority: 10, Target: host, Purpose: "inbound mail goes to the node"})
-	if inZone {
-		addAddrs(host, "the node itself")
+	for _, n := range nodes {
+		add(Record{Name: origin, Type: TypeNS, Target: n.host, Purpose: "zone authority"})
+	}
+	for _, n := range nodes {
+		add(Record{Name: origin, Type: TypeMX, Priority: 10, Target: n.host,
+			Purpose: purpose("inbound mail goes to the node", "inbound mail goes to every node of the tier (equal preference: round robin)")})
+	}
+	for _, n := range nodes {
+		if strings.HasSuffix(n.host, "."+origin) {
+			addAddrs(n.host, purpose("the node itself", "a node of the tier"), n.addrs)
+		}
 	}
 	for _, n := range ClientNames {
 		name := n + "." + origin
-		if name == host {
+		if slices.ContainsFunc(nodes, func(nd node) bool { return nd.host == name }) {
 			continue
 		}
 		if len(addrs) > 0 {
-			addAddrs(name, "mail client host names")
+			addAddrs(name, "mail client host names", addrs)
 		} else {
 			add(Record{Name: name, Type: TypeCNAME, Target: host, Purpose: "mail client host names"})
 		}
 	}
-	add(Record{Name: origin, Type: TypeTXT, Text: SPF(addrs), Purpose: "SPF: only the node sends for the domain"})
+	spf := SPF(addrs)
+	if !allAddressed {
+		spf = SPF(nil) // a node without addresses: only its MX record names it
+	}
+	add(Record{Name: origin, Type: TypeTXT, Text: spf, Purpose: purpose("SPF: only the node sends for the domain", "SPF: only the tier's nodes send for the domain")})
 	_, dirErr := os.Stat(filepath.Join(inv.DKIM.KeyDir, d.Name))
 	for _, s := range d.DKIM {
 		path := dkim.KeyPath(inv.DKIM.KeyDir, d.Name, s.Selector)
@@ -272,8 +304,10 @@ func ZoneFor(inv *inventory.Inventory, d *inventory.Domain) (Zone, error) {
 	}
 	add(Record{Name: "_dmarc." + origin, Type: TypeTXT, Text: DMARC(d), Purpose: "DMARC"})
 	for _, s := range srvServices {
-		add(Record{Name: s.name + "." + origin, Type: TypeSRV, Priority: 0, Weight: 1, Port: s.port, Target: host,
-			Purpose: "mail client service discovery (RFC 6186)"})
+		for _, n := range nodes {
+			add(Record{Name: s.name + "." + origin, Type: TypeSRV, Priority: 0, Weight: 1, Port: s.port, Target: n.host,
+				Purpose: "mail client service discovery (RFC 6186)"})
+		}
 	}
 	z.Records[0].SOA.Serial = serial(z.Records[1:])
 	return z, nil

@@ -88,6 +88,11 @@ type LoadOptions struct {
 	// Host, when set, also checks the inventory against the machine: the
 	// system users it names exist, with uids Dovecot accepts.
 	Host *Host
+	// Node names the tier node the inventory is loaded as (render-config
+	// --node): its hostname and addresses become node.hostname and
+	// node.addresses for every consumer. "" means node.hostname. A name
+	// that is not a node of tier.nodes is a problem.
+	Node string
 }
 
 // LoadWith is Load with options.
@@ -200,6 +205,7 @@ func parse(data []byte, items []chunk, file string, o LoadOptions) (*Inventory, 
 	inv.checkRole(v)
 	inv.applyDefaults()
 	inv.normalize()
+	inv.selectNode(v, o.Node)
 	inv.validate(v)
 	if o.Host != nil {
 		inv.checkHost(v, o.Host)

@@ -17,6 +17,7 @@ import (
 // Inventory is the whole node description.
 type Inventory struct {
 	Node      Node     `yaml:"node"`
+	Tier      Tier     `yaml:"tier"`
 	Postfix   Postfix  `yaml:"postfix"`
 	Policy    Policy   `yaml:"policy"`
 	Milter    Milter   `yaml:"milter"`
@@ -45,6 +46,22 @@ type Node struct {
 	// takes no mail from the network, delivers nothing itself and hands
 	// every message to postfix.relayhost, signed by milterd.
 	Role string `yaml:"role"`
+}
+
+// Tier is a mail tier: several functionally identical mail nodes behind
+// one round-robin MX, all rendered from this one inventory. Empty: the
+// inventory describes node.hostname alone.
+type Tier struct {
+	// Nodes are every node of the tier; each renders its own files
+	// (render-config --node NAME) and the zone lists each as an MX of
+	// equal preference.
+	Nodes []TierNode `yaml:"nodes"`
+}
+
+// TierNode is one node of the tier.
+type TierNode struct {
+	Hostname  string   `yaml:"hostname"`
+	Addresses []string `yaml:"addresses"`
 }
 
 // The values of node.role.

@@ -6,6 +6,7 @@ import (
 	"net/netip"
 	"net/url"
 	"regexp"
+	"slices"
 	"sort"
 	"strconv"
 	"strings"
@@ -248,7 +249,9 @@ func normalizeTarget(a string) string {
 
 func (inv *Inventory) validate(v *validator) {
 	// node
-	if inv.Node.Hostname == "" {
+	if inv.Node.Hostname == "" && inv.InTier() && !inv.NullClient() {
+		v.add([]any{"node", "hostname"}, "missing: with tier.nodes, say which node this is: --node NAME (one of: %s), or node.hostname", strings.Join(inv.TierHostnames(), ", "))
+	} else if inv.Node.Hostname == "" {
 		v.add([]any{"node", "hostname"}, "missing: the node's fully qualified host name (myhostname, HELO name, PTR target)")
 	} else if h, err := NormalizeDomain(inv.Node.Hostname); err != nil {
 		v.add([]any{"node", "hostname"}, "%v", err)
@@ -507,6 +510,9 @@ func (inv *Inventory) validateAcrossDomains(v *validator) {
 		}
 		if d.Name == inv.Node.Hostname {
 			v.add(p("name"), "domain %s is the node's own host name, which serves unix_users; list another domain", d.Name)
+		} else if inv.InTier() && slices.Contains(inv.TierHostnames(), d.Name) {
+			// Every node loads this inventory: what one node refuses, all do.
+			v.add(p("name"), "domain %s is the host name of a node of tier.nodes, which serves unix_users there; list another domain", d.Name)
 		}
 	}
 	inv.validateLoops(v)

@@ -19,12 +19,14 @@ import (
 var update = flag.Bool("update", false, "rewrite the golden files under testdata/golden from the current output")
 
 // goldenCases are the inventories whose every rendered file is kept in
-// testdata/golden/<name>/.
-var goldenCases = []struct{ name, file string }{
-	{"example", "../examples/inventory.yaml"},
-	{"private", "testdata/private.yaml"},
-	{"nullclient", "../examples/nullclient.yaml"},
-	{"mailbox", "testdata/mailbox.yaml"},
+// testdata/golden/<name>/; node, when set, is the tier node rendered
+// (render-config --node).
+var goldenCases = []struct{ name, file, node string }{
+	{"example", "../examples/inventory.yaml", ""},
+	{"private", "testdata/private.yaml", ""},
+	{"nullclient", "../examples/nullclient.yaml", ""},
+	{"mailbox", "testdata/mailbox.yaml", ""},
+	{"tier-mx2", "testdata/tier.yaml", "mx2.example.com"},
 }
 
 // load reads an inventory and points dkim.key_dir at a private copy of
@@ -32,7 +34,13 @@ var goldenCases = []struct{ name, file string }{
 // key_dir appears in no rendered file, so goldens do not depend on it.
 func load(t testing.TB, file string) *inventory.Inventory {
 	t.Helper()
-	inv, err := inventory.Load(file)
+	return loadAs(t, file, "")
+}
+
+// loadAs is load as the tier node named node.
+func loadAs(t testing.TB, file, node string) *inventory.Inventory {
+	t.Helper()
+	inv, err := inventory.LoadWith(file, inventory.LoadOptions{Node: node})
 	if err != nil {
 		t.Fatalf("%s: %v", file, err)
 	}
@@ -66,7 +74,7 @@ func load(t testing.TB, file string) *inventory.Inventory {
 func TestGolden(t *testing.T) {
 	for _, c := range goldenCases {
 		t.Run(c.name, func(t *testing.T) {
-			files, err := Render(load(t, c.file))
+			files, err := Render(loadAs(t, c.file, c.node))
 			if err != nil {
 				t.Fatal(err)
 			}
@@ -325,7 +333,7 @@ func TestConsumers(t *testing.T) {
 	}
 	for _, c := range goldenCases {
 		t.Run(c.name, func(t *testing.T) {
-			inv := load(t, c.file)
+			inv := loadAs(t, c.file, c.node)
 			files, err := Render(inv)
 			if err != nil {
 				t.Fatal(err)
@@ -557,5 +565,28 @@ func TestNullClient(t *testing.T) {
 	}
 	if !slices.Equal(inet, []string{"25"}) {
 		t.Errorf("inet services %v, want [25] (bound by inet_interfaces = loopback-only)", inet)
+	}
+}
+
+// One tier inventory: each node renders its own myhostname, and the very
+// same zones, whichever node renders them.
+func TestTierNodesRenderSameZones(t *testing.T) {
+	one, err := Render(loadAs(t, "testdata/tier.yaml", "mx1.example.com"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	two, err := Render(loadAs(t, "testdata/tier.yaml", "mx2.example.com"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	for n := range one {
+		if strings.HasPrefix(n, "dns/") && !bytes.Equal(one[n], two[n]) {
+			t.Errorf("%s differs between mx1 and mx2", n)
+		}
+	}
+	for host, files := range map[string]map[string][]byte{"mx1.example.com": one, "mx2.example.com": two} {
+		if !bytes.Contains(files["postfix/main.cf"], []byte("\nmyhostname = "+host+"\n")) {
+			t.Errorf("%s: main.cf lacks myhostname = %s", host, host)
+		}
 	}
 }

@@ -3,15 +3,17 @@
 # namespace with only loopback up, with a private state tree and loopback
 # ports, so nothing the deployed node does can reach off the machine.
 # Then: a second run must report changed=0, and an SMTP smoke test runs
-# against the deployed node. Needs root, ansible, and the Debian packages
-# (installed by make deps / .ci/run). Usage: ansible/tests/run.sh [--keep]
+# against the deployed node. The same for a null client beside it, and for
+# a two-node tier, each node in namespaces of its own (see "A tier" below).
+# Needs root, ansible, and the Debian packages (installed by make deps /
+# .ci/run). Usage: ansible/tests/run.sh [--keep]
 set -euo pipefail
 here=$(cd "$(dirname "$0")" && pwd)
 top=$(cd "$here/../.." && pwd)
 keep=${1:-}
 
 [[ $(id -u) == 0 ]] || { echo "ansible test: needs root (network namespace, postfix)" >&2; exit 1; }
-for c in ansible-playbook ansible-lint swaks smtp-sink dkimverify ip postfix dovecot; do
+for c in ansible-playbook ansible-lint swaks smtp-sink dkimverify ip postfix dovecot redis-server redis-cli nsenter unshare; do
   command -v "$c" >/dev/null || { echo "ansible test: $c not found (run make deps)" >&2; exit 1; }
 done
 
@@ -22,8 +24,25 @@ log() { printf '== %s\n' "$*"; }
 fail() { printf 'FAIL: %s\n' "$*" >&2; exit 1; }
 in_ns() { ip netns exec "$NS" "$@"; }
 
+TI=$T/tier  # the tier scenario (below): one directory per node, bind-mounted at $TI/node
+
+# node_exec I CMD...: run CMD on tier node I, inside its network and mount
+# namespaces (its own addresses; its own tree at $TI/node).
+node_exec() { local i=$1; shift; nsenter -t "$(cat "$TI/holder$i.pid")" -m -n "$@"; }
+
 cleanup() {
   set +e
+  for i in 1 2; do
+    [[ -f $TI/holder$i.pid ]] || continue
+    node_exec "$i" postfix -c "$TI/node/postfix" stop >/dev/null 2>&1
+    node_exec "$i" doveadm -c "$TI/node/dovecot/dovecot.conf" stop >/dev/null 2>&1
+    for p in "$TI/mx$i"/state/*.pid "$TI/mx$i"/redis/*.pid; do [[ -f $p ]] && kill "$(cat "$p")" 2>/dev/null; done
+    ip netns pids "$NS-$i" 2>/dev/null | xargs -r kill 2>/dev/null
+    sleep 0.3
+    ip netns pids "$NS-$i" 2>/dev/null | xargs -r kill -9 2>/dev/null
+    ip netns del "$NS-$i" 2>/dev/null
+    rm -rf "/etc/netns/$NS-$i"
+  done
   if [[ -d $T/postfix ]]; then in_ns postfix -c "$T/postfix" stop >/dev/null 2>&1; fi
   if [[ -d $T/nc/postfix ]]; then in_ns postfix -c "$T/nc/postfix" stop >/dev/null 2>&1; fi
   if [[ -f $T/dovecot/dovecot.conf ]]; then in_ns doveadm -c "$T/dovecot/dovecot.conf" stop >/dev/null 2>&1; fi
@@ -237,4 +256,185 @@ sigs=$(verify_dkim "$msg" "$N/dkim.txt" "$T"/staging/dns/*.zone) || fail "null c
 echo "DKIM signatures verified: $sigs"
 grep -qx 'example.com/app1e' <<<"$sigs" && grep -qx 'example.com/app1r' <<<"$sigs" || fail "null client: not signed with its own selectors"
 
-echo "ansible: mail node (apply, idempotent, check mode, 3 smoke checks) and null client (apply, idempotent, 1 smoke check) passed"
+# A tier: two nodes from one inventory (tier.nodes), each in network and
+# mount namespaces of its own: its own address on a bridge in the test's
+# namespace (192.0.2.11, .12: documentation addresses, nothing routes
+# them), and its own tree at the same path $TI/node (a bind mount of
+# $TI/mx1 or $TI/mx2) and a /run of its own (unbound's default pid file
+# is /run/unbound.pid), as two machines would have. One ansible-playbook run
+# deploys both; each host's python runs inside its node (nsenter), so the
+# role's tasks, the daemons they start and the files they write are that
+# node's. host_vars pick the node (mailnode_node). The inventory asks for
+# policyd's state in Redis on mx1's address: the role runs it there and
+# mx2's policyd shares it.
+log "tier: two nodes and a bridge"
+mkdir -p "$TI/mx1" "$TI/mx2" "$TI/node" "$TI/sink"
+chmod 755 "$TI" "$TI/mx1" "$TI/mx2" "$TI/node"
+chmod 777 "$TI/sink"
+in_ns ip link add tbr type bridge
+in_ns ip addr add 192.0.2.1/24 dev tbr
+in_ns ip link set tbr up
+for i in 1 2; do
+  ip netns add "$NS-$i"
+  ip -n "$NS-$i" link set lo up
+  mkdir -p "/etc/netns/$NS-$i"
+  echo "nameserver 127.0.0.1" >"/etc/netns/$NS-$i/resolv.conf"
+  in_ns ip link add "tv${i}h" type veth peer name "tv${i}n" netns "$NS-$i"
+  in_ns ip link set "tv${i}h" master tbr up
+  ip -n "$NS-$i" addr add "192.0.2.1$i/24" dev "tv${i}n"
+  ip -n "$NS-$i" link set "tv${i}n" up
+  echo "mx$i" >"$TI/mx$i/.node"
+  ip netns exec "$NS-$i" unshare -m --propagation private \
+    sh -c "mount --bind '$TI/mx$i' '$TI/node' && mount -t tmpfs -o mode=0755 tier-run /run && exec sleep infinity" </dev/null >/dev/null 2>&1 &
+  echo $! >"$TI/holder$i.pid"
+  for _ in $(seq 1 50); do [[ $(node_exec "$i" cat "$TI/node/.node" 2>/dev/null) == "mx$i" ]] && break; sleep 0.1; done
+  [[ $(node_exec "$i" cat "$TI/node/.node" 2>/dev/null) == "mx$i" ]] || fail "tier: node $i's namespaces did not come up"
+  printf '#!/bin/sh\nexec nsenter -t %s -m -n /usr/bin/python3 "$@"\n' "$(cat "$TI/holder$i.pid")" >"$TI/mx$i.python"
+  chmod 755 "$TI/mx$i.python"
+done
+# The relay domain's next hop, on the bridge: both nodes relay to it.
+in_ns smtp-sink -u postfix -d "$TI/sink/%M." -h sink.test 192.0.2.1:2625 64 &
+echo $! >"$TI/sink.pid"
+
+/usr/bin/python3 -I - "$top/examples/inventory.yaml" "$T" "$TI" >"$TI/vars.yml" <<'PY'
+import sys, yaml
+inv = yaml.safe_load(open(sys.argv[1]))
+T, TI = sys.argv[2], sys.argv[3]
+N = f'{TI}/node'  # the same path on both nodes, each with its own tree there
+# One inventory for the whole tier: no node.hostname, each host says which node it is.
+del inv['node']['hostname'], inv['node']['addresses']
+inv['node']['resolver'] = '127.0.0.1:53'
+inv['node']['trusted_networks'] = ['127.0.0.2/32']
+inv['tier'] = {'nodes': [{'hostname': 'mx1.example.com', 'addresses': ['192.0.2.11']},
+                         {'hostname': 'mx2.example.com', 'addresses': ['192.0.2.12']}]}
+inv['postfix'].update({
+    'config_directory': f'{N}/postfix', 'queue_directory': f'{N}/queue', 'data_directory': f'{N}/data',
+    'smtp_listen': ['2525'], 'submission_listen': ['2587'], 'submissions_listen': ['2465'],
+    'tls': {'cert_file': f'{T}/tls.crt', 'key_file': f'{T}/tls.key'},
+    'inet_protocols': 'ipv4', 'maillog_file': f'{N}/maillog', 'instance_name': 'postfix-tier',
+})
+inv['policy'].update({'listen': f'unix:{N}/queue/mailnode/policy.sock',
+                      'state': {'backend': 'redis', 'url': 'redis://192.0.2.11:6379/0'}})
+inv['policy'].pop('greylist', None)
+inv['milter'] = {'listen': f'unix:{N}/queue/mailnode/milter.sock'}
+inv['dovecot'].update({'config_directory': f'{N}/dovecot', 'base_dir': f'{N}/dovecot-run',
+                       'mail_location': f'maildir:{N}/vmail/%d/%n', 'log_path': f'{N}/dovecot.log',
+                       'imap_listen': ['127.0.0.1:2143'], 'pop3_listen': ['127.0.0.1:2110']})
+inv['dkim'] = {'key_dir': f'{N}/dkim'}
+for d in inv['domains']:
+    if d['class'] == 'relay':
+        d['nexthop'] = '[192.0.2.1]:2625'
+out = {
+    'mailnode_inventory': inv,
+    'mailnode_binary_src': f'{T}/mailnode.build',
+    'mailnode_binary_path': f'{N}/bin/mailnode',
+    'mailnode_etc_dir': f'{N}/etc',
+    'mailnode_staging_dir': f'{N}/staging',
+    'mailnode_state_dir': f'{N}/state',
+    'mailnode_log_dir': f'{N}/log',
+    'mailnode_unbound_conf': f'{N}/unbound.conf',
+    'mailnode_redis_dir': f'{N}/redis',
+    'mailnode_user': 'mailnode-tier', 'mailnode_group': 'mailnode-tier',
+    'mailnode_service_manager': 'direct',
+}
+yaml.safe_dump(out, sys.stdout, sort_keys=False)
+PY
+cat >"$TI/hosts.yml" <<HOSTS
+---
+all:
+  hosts:
+    tier-a:
+      ansible_connection: local
+      ansible_python_interpreter: $TI/mx1.python
+      mailnode_node: mx1.example.com
+    tier-b:
+      ansible_connection: local
+      ansible_python_interpreter: $TI/mx2.python
+      mailnode_node: mx2.example.com
+HOSTS
+cat >"$TI/play.yml" <<PLAY
+---
+- name: Deploy a tier of mailnode nodes
+  hosts: all
+  gather_facts: false
+  roles:
+    - role: $top/ansible/roles/mailnode
+PLAY
+for i in 1 2; do mkdir -p "$TI/mx$i/bin"; done
+# --forks 1: the two "machines" share this one's /etc/passwd, which two
+# useradd at once would race on.
+run_tier() {
+  in_ns env ANSIBLE_CONFIG="$top/ansible/ansible.cfg" ANSIBLE_NOCOLOR=1 ANSIBLE_FORCE_COLOR=0 \
+    ansible-playbook --forks 1 -i "$TI/hosts.yml" -e "@$TI/vars.yml" "$TI/play.yml" "$@"
+}
+
+log "tier: first run (both nodes)"
+run_tier >"$TI/run1.log" 2>&1 || { tail -80 "$TI/run1.log"; fail "tier: first run failed"; }
+grep -E '^tier-' "$TI/run1.log"
+log "tier: second run (must change nothing)"
+run_tier >"$TI/run2.log" 2>&1 || { tail -60 "$TI/run2.log"; fail "tier: second run failed"; }
+recap=$(grep -E '^tier-' "$TI/run2.log")
+echo "$recap"
+[[ $(grep -c 'changed=0 ' <<<"$recap") == 2 ]] || { grep -B2 -E '^changed:' "$TI/run2.log" | head -40; fail "tier: second run changed something"; }
+
+log "tier: check mode"
+run_tier --check --diff >"$TI/run3.log" 2>&1 || { tail -40 "$TI/run3.log"; fail "tier: check mode failed"; }
+[[ $(grep -E '^tier-' "$TI/run3.log" | grep -c 'changed=0 ') == 2 ]] || fail "tier: check mode reports changes on unchanged nodes"
+
+log "tier: one inventory, each node its own myhostname, the same keys and zones"
+cmp -s "$TI/mx1/etc/inventory.yaml" "$TI/mx2/etc/inventory.yaml" || fail "tier: the nodes got different inventories"
+for i in 1 2; do
+  h=$(postconf -c "$TI/mx$i/postfix" -h myhostname)
+  [[ $h == "mx$i.example.com" ]] || fail "tier: node $i renders myhostname $h"
+done
+keys1=$(cd "$TI/mx1/dkim" && find . -type f -name '*.key' | sort)
+[[ $(wc -l <<<"$keys1") == 3 ]] || fail "tier: mx1 has these DKIM keys: $keys1"
+for k in $keys1; do
+  cmp -s "$TI/mx1/dkim/$k" "$TI/mx2/dkim/$k" || fail "tier: DKIM key $k differs between the nodes"
+  for i in 1 2; do
+    m=$(stat -c '%a %U' "$TI/mx$i/dkim/$k")
+    [[ $m == "600 mailnode-tier" ]] || fail "tier: mx$i's $k is $m, want 600 mailnode-tier"
+  done
+done
+for z in "$TI"/mx1/staging/dns/*.zone; do
+  cmp -s "$z" "$TI/mx2/staging/dns/$(basename "$z")" || fail "tier: $(basename "$z") differs between the nodes"
+done
+[[ $(grep -cE '^example\.com\.\s+[0-9]+\s+IN\s+MX\s+10 mx[12]\.example\.com\.$' "$TI/mx1/staging/dns/example.com.zone") == 2 ]] ||
+  fail "tier: the zone does not list both nodes as MX of preference 10"
+node_exec 1 redis-cli -h 192.0.2.11 ping | grep -qx PONG || fail "tier: no Redis on mx1's address"
+[[ ! -e $TI/mx2/redis/redis.pid ]] || fail "tier: Redis started on mx2, which the state URL does not name"
+
+sigs_of=()
+for i in 1 2; do
+  log "tier: alice submits through mx$i -> relay domain, signed with the tier's keys"
+  out=$(in_ns swaks --server "192.0.2.1$i:2587" --tls --auth PLAIN --auth-user alice@example.com --auth-password alicepass \
+    --from alice@example.com --to carol@partner.org --header "Subject: tier via mx$i" --body "through node $i" 2>&1) ||
+    { echo "$out"; fail "tier: submission through mx$i failed"; }
+  msg=
+  for _ in $(seq 1 100); do
+    msg=$(grep -l "^Subject: tier via mx$i" "$TI"/sink/* 2>/dev/null | head -1) && [[ -n $msg ]] && break
+    sleep 0.1
+  done
+  [[ -n $msg ]] || { tail -20 "$TI/mx$i/maillog"; fail "tier: nothing from mx$i reached the relay domain's next hop"; }
+  grep -q "by mx$i\.example\.com" "$msg" || fail "tier: the message through mx$i has no Received line of mx$i"
+  sigs=$(verify_dkim "$msg" "$TI/mx$i/staging/dns/example.com.zone") || fail "tier: mx$i's DKIM signature does not verify with the tier's zone"
+  echo "mx$i: DKIM signatures verified: $sigs"
+  sigs_of[i]=$sigs
+
+  log "tier: outside -> bob through mx$i lands in mx$i's Maildir"
+  in_ns swaks --server "192.0.2.1$i:2525" --from sender@outside.test --to bob@example.com --header "Subject: to bob via mx$i" >/dev/null 2>&1 ||
+    fail "tier: delivery to bob through mx$i refused"
+  for _ in $(seq 1 100); do ls "$TI/mx$i"/vmail/example.com/bob/new/* >/dev/null 2>&1 && break; sleep 0.1; done
+  grep -lq "^Subject: to bob via mx$i" "$TI/mx$i"/vmail/example.com/bob/new/* 2>/dev/null ||
+    { tail -20 "$TI/mx$i/maillog"; fail "tier: the message through mx$i did not reach bob's Maildir there"; }
+done
+[[ ${sigs_of[1]} == "${sigs_of[2]}" ]] || fail "tier: the nodes sign with different selectors: ${sigs_of[1]} / ${sigs_of[2]}"
+# Both policyds count alice's messages in the one Redis: seen from mx2, as
+# an operator there would look.
+node_exec 2 "$TI/node/bin/mailnode" state list --rate --inventory "$TI/node/etc/inventory.yaml" --node mx2.example.com >"$TI/rate.txt" ||
+  fail "tier: mailnode state list on mx2 failed"
+cat "$TI/rate.txt"
+grep -Eq '^rate/u/alice@example\.com .* 2 message\(s\)' "$TI/rate.txt" ||
+  fail "tier: alice's two messages, one through each node, are not counted together in the shared Redis"
+
+echo "ansible: mail node (apply, idempotent, check mode, 3 smoke checks), null client (apply, idempotent, 1 smoke check) and a two-node tier (apply, idempotent, one inventory, same keys and zones, mail signed and delivered through each node, shared Redis) passed"

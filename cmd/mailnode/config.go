@@ -26,7 +26,7 @@ user that does not exist or that Dovecot would refuse (uid below 100).
 
 Exit status: 0 valid (a one-line summary is printed), 1 problems found,
 2 the file cannot be read or is not YAML at all.`,
-			Flags: []cli.Flag{inventoryFlag(), noHostChecksFlag()},
+			Flags: []cli.Flag{inventoryFlag(), nodeFlag(), noHostChecksFlag()},
 			Action: func(c *cli.Context) error {
 				inv, err := loadChecked(c, 1)
 				if err != nil {
@@ -36,8 +36,12 @@ Exit status: 0 valid (a one-line summary is printed), 1 problems found,
 				for _, d := range inv.LocalDomains() {
 					mboxes += len(d.Mailboxes)
 				}
+				node := inv.Node.Hostname
+				if inv.InTier() {
+					node += fmt.Sprintf(" (one of a tier of %d)", len(inv.Tier.Nodes))
+				}
 				fmt.Fprintf(c.App.Writer, "%s: ok: node %s, %d local domain(s), %d relay domain(s), %d mailbox(es)\n",
-					c.String("inventory"), inv.Node.Hostname, len(inv.LocalDomains()), len(inv.RelayDomains()), mboxes)
+					c.String("inventory"), node, len(inv.LocalDomains()), len(inv.RelayDomains()), mboxes)
 				return nil
 			},
 		}, configRoleCommand()},
@@ -58,7 +62,7 @@ func noHostChecksFlag() *cli.BoolFlag {
 // wrong.
 func loadChecked(c *cli.Context, invalidCode int) (*inventory.Inventory, error) {
 	path := c.String("inventory")
-	var o inventory.LoadOptions
+	o := inventory.LoadOptions{Node: c.String("node")}
 	if !c.Bool("no-host-checks") {
 		o.Host = inventory.ThisHost()
 	}

@@ -30,10 +30,11 @@ An existing key is never overwritten; an existing key that is unusable (wrong
 type, readable by others) is reported and makes the command exit 1.`,
 			Flags: []cli.Flag{
 				inventoryFlag(),
+				nodeFlag(),
 				&cli.StringFlag{Name: "domain", Usage: "only this local `DOMAIN`"},
 			},
 			Action: func(c *cli.Context) error {
-				inv, err := inventory.Load(c.String("inventory"))
+				inv, err := loadAs(c, c.String("inventory"))
 				if err != nil {
 					return cli.Exit(err.Error(), 1)
 				}
@@ -125,6 +126,7 @@ old record is still visible), 5/5 delete key.
 Exit status: 0 done (or printed), 1 refused (DNS not ready yet), 2 usage errors.`,
 		Flags: []cli.Flag{
 			inventoryFlag(),
+			nodeFlag(),
 			&cli.StringFlag{Name: "domain", Aliases: []string{"d"}, Required: true, Usage: "the local `DOMAIN` whose key rotates"},
 			&cli.StringFlag{Name: "algorithm", Value: "rsa", Usage: "key type of the new selector: `rsa` (2048 bits) or ed25519"},
 			&cli.StringFlag{Name: "selector", Usage: "name of the new selector (default mxYYYYMMDD + r|e)"},
@@ -241,11 +243,12 @@ it keeps its last answer, which this command, asking once, cannot know.
 Exit status: 0 every selector signs, 1 one does not (no key, or held back), 2 errors.`,
 		Flags: []cli.Flag{
 			inventoryFlag(),
+			nodeFlag(),
 			&cli.StringFlag{Name: "domain", Aliases: []string{"d"}, Usage: "only this local `DOMAIN`"},
 			&cli.StringFlag{Name: "resolver", Usage: "ask this resolver (`HOST:PORT`) instead of node.resolver"},
 		},
 		Action: func(c *cli.Context) error {
-			inv, err := inventory.Load(c.String("inventory"))
+			inv, err := loadAs(c, c.String("inventory"))
 			if err != nil {
 				return cli.Exit(err.Error(), 2)
 			}

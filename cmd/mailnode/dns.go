@@ -23,8 +23,13 @@ name servers), MX, the node's A/AAAA when it lies in the zone, mail./imap./pop3.
 smtp. names, SPF, a DKIM TXT record for every selector whose key exists under
 dkim.key_dir (run mailnode dkim keygen first), DMARC, and RFC 6186 SRV records
 for IMAP, IMAPS, POP3, POP3S and submission. These are the bytes render-config
-writes to dns/<domain>.zone.`,
-			Flags: []cli.Flag{inventoryFlag(), domainFlag()},
+writes to dns/<domain>.zone.
+
+With tier.nodes the zone is the tier's, the same from every node: each node
+is an NS and an MX of equal preference (round robin), has its A/AAAA when in
+the zone and an SRV record per service; the client names carry every node's
+addresses and SPF lists them all.`,
+			Flags: []cli.Flag{inventoryFlag(), nodeFlag(), domainFlag()},
 			Action: func(c *cli.Context) error {
 				inv, err := loadAndReport(c)
 				if err != nil {
@@ -62,12 +67,14 @@ inventory needs is published, and prints for every check what was expected, what
 was found, and ok, warn or fail. The expected side is the zone render-config
 writes (mailnode dns zone) and the DKIM keys on disk.
 
-Node checks (once): a, aaaa (the A/AAAA records of node.hostname equal
-node.addresses), ptr:ADDR (each address's PTR names node.hostname, which resolves
-back to it: forward-confirmed). Local domain checks: ns (the parent zone's own
-servers, asked directly on port 53, delegate the domain to the NS set the zone
-lists), soa, mx (an MX points at node.hostname), spf (the SPF policy evaluates to
-pass for every node address: RFC 7208 with its lookup limits), dkim:SELECTOR (the
+Node checks (once, for every node of tier.nodes): a, aaaa (the A/AAAA records of
+node.hostname equal node.addresses), ptr:ADDR (each address's PTR names the
+node's hostname, which resolves back to it: forward-confirmed). Local domain
+checks: ns (the parent zone's own servers, asked directly on port 53, delegate
+the domain to the NS set the zone lists), soa, mx (an MX points at
+node.hostname; with a tier, every node is an MX at one preference and no
+outsider shares it), spf (the SPF policy evaluates to pass for every node
+address: RFC 7208 with its lookup limits), dkim:SELECTOR (the
 TXT record carries the key on disk), dmarc (one record, parseable), name:LABEL
 (mail, imap, pop3, smtp have the node's addresses), srv:SERVICE (RFC 6186,
 recommended). Relay domains: mx-backup (recommended).
@@ -76,7 +83,7 @@ A question that gets no records says why: NXDOMAIN, NODATA, SERVFAIL, REFUSED,
 timeout or unreachable. Recommended checks and caveats are warn and do not fail
 the run. Exit status: 0 when every required check passes, 1 when one fails, 2
 when the inventory or the flags are wrong.`,
-			Flags: []cli.Flag{inventoryFlag(), &cli.StringFlag{Name: "domain", Aliases: []string{"d"}, Usage: "only this local or relay `DOMAIN` (node checks run too)"},
+			Flags: []cli.Flag{inventoryFlag(), nodeFlag(), &cli.StringFlag{Name: "domain", Aliases: []string{"d"}, Usage: "only this local or relay `DOMAIN` (node checks run too)"},
 				&cli.StringFlag{Name: "resolver", Usage: "ask this recursive resolver (`HOST:PORT`) instead of node.resolver"},
 				&cli.BoolFlag{Name: "json", Usage: "print the report as JSON"},
 				&cli.DurationFlag{Name: "timeout", Value: 3 * time.Second, Usage: "wait this long for each answer (a question is sent twice)"},
@@ -103,7 +110,7 @@ func noZoneOnNullClient(inv *inventory.Inventory) error {
 
 func loadAndReport(c *cli.Context) (*inventory.Inventory, error) {
 	path := c.String("inventory")
-	inv, err := inventory.Load(path)
+	inv, err := loadAs(c, path)
 	if err != nil {
 		ps := inventory.AsProblems(err)
 		for _, p := range ps {

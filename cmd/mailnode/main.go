@@ -13,6 +13,7 @@ import (
 	"github.com/urfave/cli/v2"
 
 	"github.com/mailnode/mailnode/internal/sysmon"
+	"github.com/mailnode/mailnode/inventory"
 )
 
 // version is set at build time with -ldflags "-X main.version=...".
@@ -61,6 +62,21 @@ func exitCode(err error) int {
 		return e.ExitCode()
 	}
 	return 1
+}
+
+// nodeFlag is --node: the tier node (tier.nodes) the inventory is loaded
+// as; its hostname and addresses become node.hostname and node.addresses.
+func nodeFlag() *cli.StringFlag {
+	return &cli.StringFlag{
+		Name:    "node",
+		Usage:   "load the inventory as this tier node (a hostname of tier.nodes; default node.hostname)",
+		EnvVars: []string{"MAILNODE_NODE"},
+	}
+}
+
+// loadAs loads the inventory at path as the node --node names.
+func loadAs(c *cli.Context, path string) (*inventory.Inventory, error) {
+	return inventory.LoadWith(path, inventory.LoadOptions{Node: c.String("node")})
 }
 
 // inventoryFlag is the --inventory flag every command shares.

@@ -80,6 +80,7 @@ policy.metrics_listen), the DKIM selectors with what DNS shows of them, the
 metrics' values.`,
 		Flags: []cli.Flag{
 			inventoryFlag(),
+			nodeFlag(),
 			&cli.StringFlag{Name: "listen", Usage: "`unix:PATH` or inet:HOST:PORT (default: milter.listen of the inventory)"},
 			&cli.StringFlag{Name: "metrics", Usage: "`HOST:PORT` serving Prometheus /metrics, /healthz and a read-only status page at / (default: milter.metrics_listen; off when empty)"},
 			&cli.DurationFlag{Name: "dns-timeout", Value: 5 * time.Second, Usage: "timeout of one DNS lookup through node.resolver"},
@@ -90,7 +91,7 @@ metrics' values.`,
 		},
 		Action: func(c *cli.Context) error {
 			milter.TuneRuntime()
-			inv, err := inventory.Load(c.String("inventory"))
+			inv, err := loadAs(c, c.String("inventory"))
 			if err != nil {
 				return cli.Exit(err.Error(), 1)
 			}
@@ -159,7 +160,7 @@ metrics' values.`,
 				for range hup {
 					daemon.Notify(log, "milterd", sdnotify.Reloading)
 					path := c.String("inventory")
-					ninv, err := inventory.Load(path)
+					ninv, err := loadAs(c, path)
 					if err != nil {
 						metrics.Reloaded(false)
 						page.Set("last reload", time.Now().UTC().Format(time.RFC3339)+" refused: "+err.Error())

@@ -63,6 +63,7 @@ linking to /why?q=QUEUE-ID|ADDRESS (the story mailnode why tells, read from
 adds the inventory digest.`,
 		Flags: []cli.Flag{
 			inventoryFlag(),
+			nodeFlag(),
 			&cli.StringFlag{Name: "listen", Usage: "`unix:PATH` or inet:HOST:PORT to listen on (default: policy.listen of the inventory)"},
 			&cli.StringFlag{Name: "metrics", Usage: "`HOST:PORT` serving Prometheus /metrics, /healthz and a read-only status page at / (default: policy.metrics_listen; off when empty)"},
 			&cli.StringFlag{Name: "maillog", Value: "-", Usage: "`FILE` to append the mail log to; \"-\" is stdout, \"off\" disables it"},
@@ -86,7 +87,7 @@ func runPolicyd(cx *cli.Context) error {
 	log := slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: level}))
 
 	path := cx.String("inventory")
-	inv, err := inventory.Load(path)
+	inv, err := loadAs(cx, path)
 	if err != nil {
 		return cli.Exit(fmt.Sprintf("policyd: %v", err), 1)
 	}
@@ -199,7 +200,7 @@ func runPolicyd(cx *cli.Context) error {
 			if sig == syscall.SIGHUP {
 				daemon.Notify(log, "policyd", sdnotify.Reloading)
 				before := srv.Inventory()
-				if st := reloadInventory(log, srv, metrics, path, store); st != nil {
+				if st := reloadInventory(log, srv, metrics, path, cx.String("node"), store); st != nil {
 					store = st
 					curStore.Store(&storeRef{st})
 					defer st.Close()
@@ -237,8 +238,8 @@ func runPolicyd(cx *cli.Context) error {
 // The store stays open (one owner of a bbolt file); when the reloaded
 // inventory is the first to turn greylisting or rate limits on, the store
 // is opened now and returned (the caller closes it at exit).
-func reloadInventory(log *slog.Logger, srv *policy.Server, m *policy.Metrics, path string, store state.Store) (opened state.Store) {
-	inv, err := inventory.Load(path)
+func reloadInventory(log *slog.Logger, srv *policy.Server, m *policy.Metrics, path, node string, store state.Store) (opened state.Store) {
+	inv, err := inventory.LoadWith(path, inventory.LoadOptions{Node: node})
 	if err != nil {
 		m.Reloaded(false)
 		for _, p := range inventory.AsProblems(err) {

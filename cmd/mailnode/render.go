@@ -57,6 +57,7 @@ refused here and nothing is written.
 Exit status: 0 ok, 1 differences (--check), 2 invalid inventory or error.`,
 		Flags: []cli.Flag{
 			inventoryFlag(),
+			nodeFlag(),
 			noHostChecksFlag(),
 			&cli.StringFlag{Name: "out", Aliases: []string{"o"}, Required: true,
 				Usage: "the staging `DIR` to write (created when missing)"},

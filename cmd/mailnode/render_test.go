@@ -72,3 +72,42 @@ func TestDNSZone(t *testing.T) {
 		t.Errorf("dns zone for a relay domain: exit %d, want 2", code)
 	}
 }
+
+// render-config --node picks the tier node; an unknown name is refused with
+// the known ones, and nothing is written.
+func TestRenderConfigNode(t *testing.T) {
+	const inv = "../../render/testdata/tier.yaml"
+	dir := t.TempDir()
+	_, errs, code := runApp(t, "render-config", "--inventory", inv, "--no-host-checks", "--node", "mx9.example.com", "--out", dir)
+	if code != 2 || !strings.Contains(errs, `tier.yaml:12: tier.nodes: --node "mx9.example.com" is not a node of the tier; its nodes are: mx1.example.com, mx2.example.com`) {
+		t.Errorf("unknown node: exit %d, stderr:\n%s", code, errs)
+	}
+	if ents, _ := os.ReadDir(dir); len(ents) != 0 {
+		t.Errorf("an unknown node rendered %d entries", len(ents))
+	}
+	// Without --node or node.hostname the tier inventory names no node.
+	_, errs, code = runApp(t, "render-config", "--inventory", inv, "--no-host-checks", "--out", dir)
+	if code != 2 || !strings.Contains(errs, "node.hostname: missing: with tier.nodes, say which node this is: --node NAME (one of: mx1.example.com, mx2.example.com)") {
+		t.Errorf("no node: exit %d, stderr:\n%s", code, errs)
+	}
+	for _, node := range []string{"mx1.example.com", "mx2.example.com"} {
+		out := filepath.Join(dir, node)
+		if _, errs, code := runApp(t, "render-config", "--inventory", inv, "--no-host-checks", "--node", node, "--out", out); code != 0 {
+			t.Fatalf("--node %s: exit %d: %s", node, code, errs)
+		}
+		b, _ := os.ReadFile(filepath.Join(out, "postfix", "main.cf"))
+		if !strings.Contains(string(b), "\nmyhostname = "+node+"\n") {
+			t.Errorf("--node %s: main.cf has not its myhostname", node)
+		}
+	}
+	out, errs, code := runApp(t, "config", "check", "--inventory", inv, "--no-host-checks", "--node", "mx2.example.com")
+	if code != 0 || !strings.Contains(out, "ok: node mx2.example.com (one of a tier of 2), 2 local domain(s)") {
+		t.Errorf("config check --node: exit %d, %s%s", code, out, errs)
+	}
+	zone, _, code := runApp(t, "dns", "zone", "--inventory", inv, "--node", "mx1.example.com", "--domain", "example.net")
+	for _, want := range []string{"example.net.\t3600\tIN\tMX\t10 mx1.example.com.\n", "example.net.\t3600\tIN\tMX\t10 mx2.example.com.\n"} {
+		if code != 0 || !strings.Contains(zone, want) {
+			t.Errorf("dns zone of the tier lacks %q (exit %d):\n%s", want, code, zone)
+		}
+	}
+}

@@ -30,6 +30,7 @@ rate/c/ADDRESS for the hourly counters of a SASL user or a trusted client.`,
 				ArgsUsage: " ",
 				Flags: []cli.Flag{
 					inventoryFlag(),
+					nodeFlag(),
 					&cli.BoolFlag{Name: "greylist", Usage: "only greylist triplets and client counters"},
 					&cli.BoolFlag{Name: "rate", Usage: "only rate counters"},
 					&cli.StringFlag{Name: "prefix", Usage: "only keys starting with `PREFIX` (e.g. grey/t/198.51.100.0/24/)"},
@@ -65,6 +66,7 @@ Nothing is changed.`,
 				ArgsUsage: " ",
 				Flags: []cli.Flag{
 					inventoryFlag(),
+					nodeFlag(),
 					&cli.StringFlag{Name: "client", Usage: "client `ADDRESS` (as Postfix's client_address)"},
 					&cli.StringFlag{Name: "sender", Usage: "envelope `SENDER`"},
 					&cli.StringFlag{Name: "recipient", Usage: "envelope `RECIPIENT`"},
@@ -111,6 +113,7 @@ Nothing is changed.`,
 is greylisted again on its next attempt; a deleted counter starts from zero.`,
 				Flags: []cli.Flag{
 					inventoryFlag(),
+					nodeFlag(),
 					&cli.StringFlag{Name: "prefix", Usage: "delete every key starting with `PREFIX`"},
 					&cli.StringFlag{Name: "client", Usage: "client `ADDRESS` of the triplet (or trusted client's counter without --recipient)"},
 					&cli.StringFlag{Name: "sender", Usage: "envelope `SENDER` of the triplet"},
@@ -165,7 +168,7 @@ is greylisted again on its next attempt; a deleted counter starts from zero.`,
 // withState loads the inventory, opens its store, runs f and closes the
 // store (a bbolt store commits what f changed before the command exits).
 func withState(c *cli.Context, f func(context.Context, *inventory.Inventory, state.Store) error) error {
-	inv, err := inventory.Load(c.String("inventory"))
+	inv, err := loadAs(c, c.String("inventory"))
 	if err != nil {
 		return cli.Exit(err.Error(), 1)
 	}
