@@ -13,7 +13,6 @@ import (
 	"os"
 	"path/filepath"
 	"strings"
-	"testing"
 	"time"
 
 	"github.com/mailnode/mailnode/antivirus"
@@ -65,10 +64,18 @@ func Available() string {
 	return ""
 }
 
+// TB is what StartT needs of a test or benchmark (testing.TB has it; the
+// bench program links this package without importing testing).
+type TB interface {
+	testpeer.T
+	TempDir() string
+	Cleanup(func())
+}
+
 // StartT starts clamd for a test or benchmark in a directory of its own
 // and stops it when t ends. A missing clamd fails the test (skips it under
 // -short: testpeer).
-func StartT(t testing.TB, opt Options) *Clamd {
+func StartT(t TB, opt Options) *Clamd {
 	t.Helper()
 	if why := Available(); why != "" {
 		testpeer.Missing(t, "%s", why)

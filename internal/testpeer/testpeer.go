@@ -8,17 +8,35 @@
 package testpeer
 
 import (
+	"flag"
 	"fmt"
-	"testing"
 )
 
+// T is what Missing needs of a test or benchmark: testing.TB has it, and
+// so have the small interfaces of the test helpers that the bench program
+// links. This package does not import testing, so that program does not
+// either.
+type T interface {
+	Helper()
+	Skip(args ...any)
+	Fatal(args ...any)
+}
+
 // Missing ends the test because a peer is not installed: Skip under -short,
-// Fatal otherwise. The message should say how to install it.
-func Missing(t testing.TB, format string, args ...any) {
+// Fatal otherwise (and always outside `go test`, where there is no -short).
+// The message should say how to install it.
+func Missing(t T, format string, args ...any) {
 	t.Helper()
 	msg := fmt.Sprintf(format, args...)
-	if testing.Short() {
+	if short() {
 		t.Skip(msg)
 	}
 	t.Fatal(msg + " (the full run needs every peer installed: make deps; go test -short skips this)")
+}
+
+// short reports whether `go test -short` runs this: the testing package
+// registers the flag test.short in a test binary only.
+func short() bool {
+	f := flag.Lookup("test.short")
+	return f != nil && f.Value.String() == "true"
 }

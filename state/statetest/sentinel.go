@@ -226,12 +226,7 @@ func (g *Replicated) Stop() {
 func ReplicatedGroup(t TB, replicas, sentinels int) *Replicated {
 	t.Helper()
 	g, err := StartReplicated(replicas, sentinels)
-	if errors.Is(err, ErrNotInstalled) {
-		t.Skip(err)
-	}
-	if err != nil {
-		t.Fatal(err)
-	}
+	check(t, err)
 	t.Cleanup(g.Stop)
 	return g
 }

@@ -22,6 +22,8 @@ import (
 	"strconv"
 	"sync"
 	"time"
+
+	"github.com/mailnode/mailnode/internal/testpeer"
 )
 
 // ErrNotInstalled is returned (wrapped) when the program is not installed.
@@ -163,8 +165,8 @@ type TB interface {
 }
 
 // Redis starts redis-server (StartRedis) for one test or benchmark and
-// stops it when that ends. The test skips when redis-server is not
-// installed and fails when it does not start.
+// stops it when that ends. The test fails when redis-server is not
+// installed (skips under -short) or does not start.
 func Redis(t TB) *Process {
 	t.Helper()
 	p, err := StartRedis()
@@ -181,14 +183,21 @@ func Postgrey(t TB, delay int) *Process {
 
 func started(t TB, p *Process, err error) *Process {
 	t.Helper()
+	check(t, err)
+	t.Cleanup(p.Stop)
+	return p
+}
+
+// check ends the test when a start failed; a program that is not
+// installed fails it too (skips under -short: testpeer).
+func check(t TB, err error) {
+	t.Helper()
 	if errors.Is(err, ErrNotInstalled) {
-		t.Skip(err)
+		testpeer.Missing(t, "%v", err)
 	}
 	if err != nil {
 		t.Fatal(err)
 	}
-	t.Cleanup(p.Stop)
-	return p
 }
 
 // URL is the redis:// URL of a Redis started by StartRedis (database 0).
