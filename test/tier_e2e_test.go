@@ -51,6 +51,13 @@ func TestTierSentinel(t *testing.T) {
 	if a.Hostname == b.Hostname || !strings.HasPrefix(b.SMTP, tierAddrB+":") {
 		t.Fatalf("nodes not distinct: %s at %s, %s at %s", a.Hostname, a.SMTP, b.Hostname, b.SMTP)
 	}
+	// Each node is its entry of tier.nodes, loaded with --node.
+	for i, n := range nodes {
+		want := fmt.Sprintf("mx%d.example.com", i+1)
+		if !n.Inv.InTier() || len(n.Inv.Tier.Nodes) != 2 || n.Hostname != want || n.Inv.Node.Addresses[0] != n.Inv.Tier.Nodes[i].Addresses[0] {
+			t.Fatalf("node %d: hostname %s, addresses %v, tier.nodes %+v; want %s, its entry of a two-node tier", i, n.Hostname, n.Inv.Node.Addresses, n.Inv.Tier.Nodes, want)
+		}
+	}
 	rcpt := func(n *harness.Node, from, to string) harness.Reply {
 		t.Helper()
 		tr, err := harness.Send(n.SMTP, harness.Envelope{LocalAddr: harness.OutsideClient, Helo: "mx.sender.test", From: from, To: []string{to}})

@@ -265,8 +265,11 @@ grep -qx 'example.com/app1e' <<<"$sigs" && grep -qx 'example.com/app1r' <<<"$sig
 # deploys both; each host's python runs inside its node (nsenter), so the
 # role's tasks, the daemons they start and the files they write are that
 # node's. host_vars pick the node (mailnode_node). The inventory asks for
-# policyd's state in Redis on mx1's address: the role runs it there and
-# mx2's policyd shares it.
+# policyd's state in Redis behind Sentinel, a sentinel on each node: the
+# role runs the master Redis on mx1 (the first node), a replica of it on
+# mx2 and a sentinel on both, and both policyds find the master through
+# the sentinels. Then mx1's Redis is killed: the sentinels promote mx2's
+# and mail still flows through both nodes.
 log "tier: two nodes and a bridge"
 mkdir -p "$TI/mx1" "$TI/mx2" "$TI/node" "$TI/sink"
 chmod 755 "$TI" "$TI/mx1" "$TI/mx2" "$TI/node"
@@ -314,7 +317,9 @@ inv['postfix'].update({
     'inet_protocols': 'ipv4', 'maillog_file': f'{N}/maillog', 'instance_name': 'postfix-tier',
 })
 inv['policy'].update({'listen': f'unix:{N}/queue/mailnode/policy.sock',
-                      'state': {'backend': 'redis', 'url': 'redis://192.0.2.11:6379/0'}})
+                      'state': {'backend': 'redis',
+                                'sentinel': {'master': 'mailnode',
+                                             'addresses': ['192.0.2.11:26379', '192.0.2.12:26379']}}})
 inv['policy'].pop('greylist', None)
 inv['milter'] = {'listen': f'unix:{N}/queue/mailnode/milter.sock'}
 inv['dovecot'].update({'config_directory': f'{N}/dovecot', 'base_dir': f'{N}/dovecot-run',
@@ -401,8 +406,28 @@ for z in "$TI"/mx1/staging/dns/*.zone; do
 done
 [[ $(grep -cE '^example\.com\.\s+[0-9]+\s+IN\s+MX\s+10 mx[12]\.example\.com\.$' "$TI/mx1/staging/dns/example.com.zone") == 2 ]] ||
   fail "tier: the zone does not list both nodes as MX of preference 10"
+
+log "tier: sentinels on both nodes agree on mx1's Redis as master, mx2's replicates it"
 node_exec 1 redis-cli -h 192.0.2.11 ping | grep -qx PONG || fail "tier: no Redis on mx1's address"
-[[ ! -e $TI/mx2/redis/redis.pid ]] || fail "tier: Redis started on mx2, which the state URL does not name"
+# sentinel_field I FIELD: FIELD of SENTINEL MASTER mailnode, asked of node I's sentinel.
+sentinel_field() { node_exec "$1" redis-cli -p 26379 SENTINEL master mailnode | sed -n "/^$2\$/{n;p;q}"; }
+for i in 1 2; do
+  m=$(node_exec "$i" redis-cli -p 26379 SENTINEL get-master-addr-by-name mailnode | paste -sd:)
+  [[ $m == 192.0.2.11:6379 ]] || fail "tier: mx$i's sentinel names $m as master, want 192.0.2.11:6379"
+  # Sentinels find each other and the replica through the master (hello every 2 s, INFO every 10 s).
+  for _ in $(seq 1 150); do
+    [[ $(sentinel_field "$i" num-other-sentinels) == 1 && $(sentinel_field "$i" num-slaves) == 1 ]] && break
+    sleep 0.2
+  done
+  [[ $(sentinel_field "$i" num-other-sentinels) == 1 ]] || fail "tier: mx$i's sentinel does not know the other one"
+  [[ $(sentinel_field "$i" num-slaves) == 1 ]] || fail "tier: mx$i's sentinel does not know mx2's replica"
+  echo "mx$i's sentinel: master $m, 1 other sentinel, 1 replica"
+done
+for _ in $(seq 1 50); do node_exec 2 redis-cli INFO replication | grep -q '^master_link_status:up' && break; sleep 0.2; done
+repl=$(node_exec 2 redis-cli INFO replication | tr -d '\r')
+grep -qx 'role:slave' <<<"$repl" && grep -qx 'master_host:192.0.2.11' <<<"$repl" && grep -qx 'master_link_status:up' <<<"$repl" ||
+  { echo "$repl"; fail "tier: mx2's Redis does not replicate mx1's"; }
+echo "mx2's Redis: replica of 192.0.2.11, link up"
 
 sigs_of=()
 for i in 1 2; do
@@ -437,4 +462,34 @@ cat "$TI/rate.txt"
 grep -Eq '^rate/u/alice@example\.com .* 2 message\(s\)' "$TI/rate.txt" ||
   fail "tier: alice's two messages, one through each node, are not counted together in the shared Redis"
 
-echo "ansible: mail node (apply, idempotent, check mode, 3 smoke checks), null client (apply, idempotent, 1 smoke check) and a two-node tier (apply, idempotent, one inventory, same keys and zones, mail signed and delivered through each node, shared Redis) passed"
+log "tier: mx1's Redis dies, the sentinels promote mx2's, mail flows through both nodes"
+kill "$(cat "$TI/mx1/redis/redis.pid")"
+t0=$(date +%s)
+for _ in $(seq 1 300); do
+  a=$(node_exec 1 redis-cli -p 26379 SENTINEL get-master-addr-by-name mailnode | head -1)
+  b=$(node_exec 2 redis-cli -p 26379 SENTINEL get-master-addr-by-name mailnode | head -1)
+  [[ $a == 192.0.2.12 && $b == 192.0.2.12 ]] && break
+  sleep 0.2
+done
+[[ $a == 192.0.2.12 && $b == 192.0.2.12 ]] || fail "tier: the sentinels name $a / $b as master after mx1's Redis died, want 192.0.2.12"
+node_exec 2 redis-cli INFO replication | tr -d '\r' | grep -qx 'role:master' || fail "tier: mx2's Redis was not promoted"
+echo "sentinels promoted mx2's Redis after $(( $(date +%s) - t0 )) s (down-after-milliseconds 5000)"
+for i in 1 2; do
+  out=$(in_ns swaks --server "192.0.2.1$i:2587" --tls --auth PLAIN --auth-user alice@example.com --auth-password alicepass \
+    --from alice@example.com --to carol@partner.org --header "Subject: tier after failover via mx$i" --body "through node $i" 2>&1) ||
+    { echo "$out"; fail "tier: submission through mx$i after the failover failed"; }
+  msg=
+  for _ in $(seq 1 100); do
+    msg=$(grep -l "^Subject: tier after failover via mx$i" "$TI"/sink/* 2>/dev/null | head -1) && [[ -n $msg ]] && break
+    sleep 0.1
+  done
+  [[ -n $msg ]] || { tail -20 "$TI/mx$i/maillog"; fail "tier: nothing from mx$i reached the next hop after the failover"; }
+done
+# The count survived the failover (replicated) and goes on in the new master.
+node_exec 1 "$TI/node/bin/mailnode" state list --rate --inventory "$TI/node/etc/inventory.yaml" --node mx1.example.com >"$TI/rate2.txt" ||
+  fail "tier: mailnode state list on mx1 after the failover failed"
+cat "$TI/rate2.txt"
+grep -Eq '^rate/u/alice@example\.com .* 4 message\(s\)' "$TI/rate2.txt" ||
+  fail "tier: alice's four messages are not counted together after the failover"
+
+echo "ansible: mail node (apply, idempotent, check mode, 3 smoke checks), null client (apply, idempotent, 1 smoke check) and a two-node tier (apply, idempotent, one inventory, same keys and zones, Redis master and replica behind a sentinel on each node, mail signed and delivered through each node, shared count, failover to mx2 with mail through both) passed"

@@ -53,9 +53,11 @@
 // Dovecot or policyd (Options.Policy is an error), and its relayhost the
 // in-process Sink or Options.RelayNexthop unless Edit names another.
 //
-// A tier: StartTier starts several nodes from one inventory, node i on
-// the i-th address given (Options.ListenAddr; a non-loopback one such as
-// 192.0.2.11 is added to lo), named mx<i+1>, signing with node 0's DKIM
+// A tier: StartTier starts several nodes from one inventory whose
+// tier.nodes lists them all (mx<i+1>, the i-th address given), each node
+// on its address (Options.ListenAddr; a non-loopback one such as
+// 192.0.2.11 is added to lo) with render-config, policyd and milterd run
+// with --node for its entry (Options.Node), signing with node 0's DKIM
 // keys. What they share (policy.state in one Redis, or one behind the
 // sentinels of statetest.StartReplicated) comes from Options.Edit.
 //

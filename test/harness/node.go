@@ -71,6 +71,10 @@ type Options struct {
 	// DaemonArgs are extra arguments of a sidecar ("policyd", "milterd"),
 	// after --inventory, also when RestartDaemon starts it again.
 	DaemonArgs map[string][]string
+	// Node is the tier node (a hostname of the inventory's tier.nodes)
+	// this node is: the inventory is loaded as it, and render-config and
+	// every sidecar run with --node Node. "" passes no --node.
+	Node string
 	// Log receives progress lines (StartNode passes t.Logf).
 	Log func(format string, args ...any)
 }
@@ -114,6 +118,7 @@ type Node struct {
 	CertFile      string // the self-signed certificate (also the CA to trust)
 
 	tempDir    bool
+	node       string // Options.Node
 	daemonArgs map[string][]string
 	procs      map[string]*exec.Cmd
 	done       map[string]chan struct{}
@@ -172,7 +177,7 @@ func Start(opt Options) (*Node, error) {
 		}
 		src = filepath.Join(root, "examples", "inventory.yaml")
 	}
-	n := &Node{Bin: bin, Dir: opt.Dir, daemonArgs: opt.DaemonArgs, procs: map[string]*exec.Cmd{}, done: map[string]chan struct{}{}, logf: opt.Log}
+	n := &Node{Bin: bin, Dir: opt.Dir, node: opt.Node, daemonArgs: opt.DaemonArgs, procs: map[string]*exec.Cmd{}, done: map[string]chan struct{}{}, logf: opt.Log}
 	if n.Dir == "" {
 		d, err := os.MkdirTemp("/tmp", "mn")
 		if err != nil {
@@ -189,6 +194,15 @@ func Start(opt Options) (*Node, error) {
 		return n, fmt.Errorf("%w\n--- mail log:\n%s", err, n.MailLog())
 	}
 	return n, nil
+}
+
+// nodeArgs are the arguments that make a mailnode command load the
+// inventory as this node of its tier (Options.Node).
+func (n *Node) nodeArgs() []string {
+	if n.node == "" {
+		return nil
+	}
+	return []string{"--node", n.node}
 }
 
 func (n *Node) path(p ...string) string { return filepath.Join(append([]string{n.Dir}, p...)...) }
@@ -341,7 +355,7 @@ func (n *Node) prepare(src string, opt Options) error {
 	if err := os.WriteFile(n.InventoryPath, out, 0o644); err != nil {
 		return err
 	}
-	if n.Inv, err = inventory.Load(n.InventoryPath); err != nil {
+	if n.Inv, err = inventory.LoadWith(n.InventoryPath, inventory.LoadOptions{Node: n.node}); err != nil {
 		return fmt.Errorf("the rewritten inventory is invalid:\n%w", err)
 	}
 	n.Hostname = n.Inv.Node.Hostname
@@ -369,7 +383,7 @@ func (n *Node) prepare(src string, opt Options) error {
 	if !n.NullClient {
 		n.DovecotConfig = filepath.Join(n.Inv.Dovecot.ConfigDirectory, "dovecot.conf")
 	}
-	if _, err := n.run(n.Bin, "render-config", "--inventory", n.InventoryPath, "--out", n.Dir, "--postmap"); err != nil {
+	if _, err := n.run(n.Bin, append([]string{"render-config", "--inventory", n.InventoryPath, "--out", n.Dir, "--postmap"}, n.nodeArgs()...)...); err != nil {
 		return err
 	}
 	return nil
@@ -441,7 +455,8 @@ func (n *Node) startDaemon(name, listen string) error {
 		return err
 	}
 	defer logf.Close()
-	cmd := exec.Command(n.Bin, append([]string{name, "--inventory", n.InventoryPath}, n.daemonArgs[name]...)...)
+	args := append([]string{name, "--inventory", n.InventoryPath}, n.nodeArgs()...)
+	cmd := exec.Command(n.Bin, append(args, n.daemonArgs[name]...)...)
 	cmd.Stdout, cmd.Stderr = logf, logf
 	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true}
 	if err := cmd.Start(); err != nil {
