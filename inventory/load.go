@@ -88,6 +88,9 @@ type LoadOptions struct {
 	// Host, when set, also checks the inventory against the machine: the
 	// system users it names exist, with uids Dovecot accepts.
 	Host *Host
+	// Keep is how much of the inventory is kept once it is validated
+	// (default KeepAll).
+	Keep Keep
 }
 
 // LoadWith is Load with options.
@@ -216,6 +219,7 @@ func parse(data []byte, items []chunk, file string, o LoadOptions) (*Inventory, 
 		return nil, v.problems
 	}
 	inv.idx = x
+	inv.keepOnly(o.Keep)
 	return inv, nil
 }
 
