@@ -90,7 +90,7 @@ metrics' values.`,
 		},
 		Action: func(c *cli.Context) error {
 			milter.TuneRuntime()
-			inv, err := inventory.Load(c.String("inventory"))
+			inv, err := loadForDaemon(c.String("inventory"), inventory.KeepDomains)
 			if err != nil {
 				return cli.Exit(err.Error(), 1)
 			}
@@ -159,7 +159,7 @@ metrics' values.`,
 				for range hup {
 					daemon.Notify(log, "milterd", sdnotify.Reloading)
 					path := c.String("inventory")
-					ninv, err := inventory.Load(path)
+					ninv, err := loadForDaemon(path, inventory.KeepDomains)
 					if err != nil {
 						metrics.Reloaded(false)
 						page.Set("last reload", time.Now().UTC().Format(time.RFC3339)+" refused: "+err.Error())
@@ -184,6 +184,7 @@ metrics' values.`,
 					page.Set("last reload", time.Now().UTC().Format(time.RFC3339)+" ok")
 					log.Info("milterd: inventory reloaded", "inventory", path, "domains", len(newKeys))
 					guard.Set(ninv.Digest, ninv.Postfix.ConfigDirectory)
+					releaseMemory()
 					daemon.Notify(log, "milterd", sdnotify.Ready)
 				}
 			}()
@@ -197,6 +198,7 @@ metrics' values.`,
 			}
 			log.Info("milterd listening", "listen", listen, "domains", len(keys), "keys", nkeys, "rsa_signer", rsaSigner, "mode", inv.Policy.Mode)
 			defer daemon.StatusOnSIGUSR1(log, "milterd", nil)()
+			releaseMemory()
 			daemon.Notify(log, "milterd", sdnotify.Ready)
 			ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGINT, syscall.SIGTERM)
 			defer stop()
