@@ -28,29 +28,14 @@ const (
 	KeepDomains
 )
 
-// keepOnly drops what k does not keep. The strings kept are copied: those
-// the fast decoder made share the text of their whole domain item, password
-// hashes included, and would keep it alive.
+// keepOnly drops what k does not keep, once the tables are built and
+// every check has run. Each domain has shed its hashes and quotas, and had
+// its strings copied, as it was decoded (shed).
 func (inv *Inventory) keepOnly(k Keep) {
 	if k == KeepAll {
 		return
 	}
 	x := inv.idx
-	// The targets of aliases and lists may be text of the item; the other
-	// table entries were built by concatenation and share nothing.
-	for i := range inv.Domains {
-		d := &inv.Domains[i]
-		if d.Class == "relay" {
-			continue
-		}
-		at := "@" + d.Name
-		for name := range d.Aliases {
-			cloneAll(x.virtual[name+at])
-		}
-		for name := range d.Lists {
-			cloneAll(x.virtual[name+at]) // the same slice as x.lists'
-		}
-	}
 	domains := make([]Domain, len(inv.Domains))
 	x.domains = make(map[string]*Domain, len(domains))
 	classes := make(map[string]Class, len(domains)+1)
@@ -58,15 +43,7 @@ func (inv *Inventory) keepOnly(k Keep) {
 	for i := range inv.Domains {
 		d := &inv.Domains[i]
 		n := &domains[i]
-		n.Name = strings.Clone(d.Name)
-		n.Class = internClass(d.Class)
-		n.Nexthop = strings.Clone(d.Nexthop)
-		if len(d.DKIM) > 0 {
-			n.DKIM = make([]Selector, len(d.DKIM))
-			for j, s := range d.DKIM {
-				n.DKIM[j] = Selector{Selector: strings.Clone(s.Selector), Algorithm: strings.Clone(s.Algorithm)}
-			}
-		}
+		n.Name, n.Class, n.Nexthop, n.DKIM = d.Name, d.Class, d.Nexthop, d.DKIM
 		x.domains[n.Name] = n
 		classes[n.Name] = x.classes[d.Name]
 	}
@@ -75,6 +52,50 @@ func (inv *Inventory) keepOnly(k Keep) {
 	if k == KeepDomains && inv.Policy.SenderLogin != "strict" {
 		x.owners, x.lists, x.virtual, x.routed = nil, nil, nil, nil
 	}
+}
+
+// shed drops, from a domain just decoded and checked, what no daemon
+// decides with (password hashes, quotas), and copies the rest: the fast
+// decoder's strings share the text of the whole item, hashes included.
+// What stays is what the checks across domains and the lookup tables
+// still read.
+func (d *Domain) shed(k Keep) {
+	if k == KeepAll {
+		return
+	}
+	d.Name = strings.Clone(d.Name)
+	d.Class = internClass(d.Class)
+	d.Nexthop = strings.Clone(d.Nexthop)
+	for i := range d.DKIM {
+		s := &d.DKIM[i]
+		s.Selector, s.Algorithm = strings.Clone(s.Selector), strings.Clone(s.Algorithm)
+	}
+	for i := range d.Mailboxes {
+		m := &d.Mailboxes[i]
+		m.User, m.Password, m.Quota = strings.Clone(m.User), "", ""
+		cloneAll(m.Aliases)
+	}
+	d.Aliases, d.Lists = cloneLists(d.Aliases), cloneLists(d.Lists)
+	cloneAll(d.Recipients)
+	if d.Transports != nil {
+		t := make(map[string]string, len(d.Transports))
+		for k, v := range d.Transports {
+			t[strings.Clone(k)] = strings.Clone(v)
+		}
+		d.Transports = t
+	}
+}
+
+func cloneLists(m map[string]StringList) map[string]StringList {
+	if m == nil {
+		return nil
+	}
+	out := make(map[string]StringList, len(m))
+	for k, l := range m {
+		cloneAll(l)
+		out[strings.Clone(k)] = l
+	}
+	return out
 }
 
 func cloneAll(l []string) {

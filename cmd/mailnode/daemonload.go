@@ -1,6 +1,7 @@
 package main
 
 import (
+	"runtime"
 	"runtime/debug"
 
 	"github.com/mailnode/mailnode/inventory"
@@ -17,11 +18,16 @@ const loadGCPercent = 25
 
 // loadForDaemon loads the inventory at path for policyd or milterd,
 // keeping only what keep says (all of it is validated), with the collector
-// at loadGCPercent for the length of the load.
+// at loadGCPercent for the length of the load. It ends with a collection:
+// the daemon's own setting then paces the heap from what is live after
+// the load (the running and the new inventory), not from the load's last
+// collection, which saw its tables half built beside the text.
 func loadForDaemon(path string, keep inventory.Keep) (*inventory.Inventory, error) {
 	old := debug.SetGCPercent(loadGCPercent)
 	defer debug.SetGCPercent(old)
-	return inventory.LoadWith(path, inventory.LoadOptions{Keep: keep})
+	inv, err := inventory.LoadWith(path, inventory.LoadOptions{Keep: keep})
+	runtime.GC()
+	return inv, err
 }
 
 // releaseMemory, once a daemon has swapped in what it loaded, collects the
