@@ -41,6 +41,7 @@ Resident memory, unlike time, hardly depends on what else the machine does.`,
 			&cli.IntFlag{Name: "reloads", Value: 10, Usage: "SIGHUP reloads per size"},
 			&cli.DurationFlag{Name: "settle", Value: time.Second, Usage: "wait after start and after each reload before reading RSS"},
 			&cli.BoolFlag{Name: "each", Usage: "print RSS after every reload, not only the first and the last"},
+			&cli.BoolFlag{Name: "keep", Usage: "keep each size's directory (inventory, keys, the daemons' logs) and print its path"},
 			mailnodeFlag(),
 		},
 		Action: benchMemory,
@@ -75,19 +76,23 @@ func benchMemory(c *cli.Context) error {
 		mailnode, n, host, loadAvg())
 	fmt.Fprintf(out, "%9s %8s %6s %8s %7s %8s %8s  %s\n", "mailboxes", "daemon", "YAML", "start", "peak", "after 1", fmt.Sprintf("after %d", n), "peak/start")
 	for _, size := range sizes {
-		if err := memoryRun(out, mailnode, size, n, settle, c.Bool("each")); err != nil {
+		if err := memoryRun(out, mailnode, size, n, settle, c.Bool("each"), c.Bool("keep")); err != nil {
 			return err
 		}
 	}
 	return nil
 }
 
-func memoryRun(out io.Writer, mailnode string, mailboxes, reloads int, settle time.Duration, each bool) error {
+func memoryRun(out io.Writer, mailnode string, mailboxes, reloads int, settle time.Duration, each, keep bool) error {
 	dir, err := os.MkdirTemp(benchBaseDir(), "mailnode-bench-memory-")
 	if err != nil {
 		return err
 	}
-	defer os.RemoveAll(dir)
+	if keep {
+		defer fmt.Fprintf(out, "%9s %8s kept: %s\n", "", "", dir)
+	} else {
+		defer os.RemoveAll(dir)
+	}
 	domains := max(1, mailboxes/10)
 	keyDir := filepath.Join(dir, "keys")
 	doc, err := memoryInventory(domains, mailboxes, keyDir)
