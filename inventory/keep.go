@@ -38,16 +38,12 @@ func (inv *Inventory) keepOnly(k Keep) {
 	x := inv.idx
 	domains := make([]Domain, len(inv.Domains))
 	x.domains = make(map[string]*Domain, len(domains))
-	classes := make(map[string]Class, len(domains)+1)
-	classes[inv.Node.Hostname] = Local
 	for i := range inv.Domains {
 		d := &inv.Domains[i]
 		n := &domains[i]
 		n.Name, n.Class, n.Nexthop, n.DKIM = d.Name, d.Class, d.Nexthop, d.DKIM
 		x.domains[n.Name] = n
-		classes[n.Name] = x.classes[d.Name]
 	}
-	x.classes = classes
 	inv.Domains = domains
 	if k == KeepDomains && inv.Policy.SenderLogin != "strict" {
 		x.owners, x.lists, x.virtual, x.routed = nil, nil, nil, nil
