@@ -10,9 +10,16 @@ import (
 // local(8) (Postfix's mydestination); it is a local domain for the matrix.
 
 // newIndex builds the lookup tables of the classifier and the renderer.
-func (inv *Inventory) newIndex() *index {
+func (inv *Inventory) newIndex() *index { return inv.newIndexOf(true) }
+
+// newIndexOf builds the lookup tables; without addresses, only the
+// classes, domains and trusted networks (the address tables stay nil).
+func (inv *Inventory) newIndexOf(addresses bool) *index {
 	var nMailbox, nVirtual, nLists int
 	for i := range inv.Domains {
+		if !addresses {
+			break // the tables' sizes are 0
+		}
 		d := &inv.Domains[i]
 		nMailbox += len(d.Mailboxes)
 		nVirtual += len(d.Aliases) + len(d.Lists)
@@ -44,6 +51,9 @@ func (inv *Inventory) newIndex() *index {
 			continue
 		}
 		x.classes[d.Name] = Local
+		if !addresses {
+			continue
+		}
 		at := "@" + d.Name
 		qualify := func(l StringList) []string {
 			ts := make([]string, len(l))

@@ -222,7 +222,7 @@ func parse(data []byte, items []chunk, file string, o LoadOptions, whole *docume
 	// index both walk every alias of every domain: run them side by side;
 	// the index is dropped when anything is wrong.
 	idx := make(chan *index, 1)
-	go func() { idx <- inv.newIndex() }()
+	go func() { idx <- inv.newIndexOf(inv.keepsAddresses(o.Keep)) }()
 	inv.validateAcrossDomains(v)
 	x := <-idx
 	if len(v.problems) > 0 {
