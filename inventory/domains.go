@@ -253,8 +253,9 @@ func decodeProblems(file string, n *yaml.Node, path string, err error) Problems 
 // errChunk makes the caller fall back to the whole-document path.
 var errChunk = errors.New("inventory: chunk does not stand alone")
 
-// decodeChunks parses and decodes the domain chunks on every core.
-func decodeChunks(file string, items []chunk) ([]domainResult, error) {
+// decodeChunks parses and decodes the domain chunks on every core; each
+// domain sheds at once what keep does not keep.
+func decodeChunks(file string, items []chunk, keep Keep) ([]domainResult, error) {
 	results := make([]domainResult, len(items))
 	var next atomic.Int64
 	var failed atomic.Bool
@@ -270,6 +271,7 @@ func decodeChunks(file string, items []chunk) ([]domainResult, error) {
 					return
 				}
 				if r, ok := decodeFastChunk(file, i, items[i]); ok {
+					r.d.shed(keep)
 					results[i] = r
 					continue
 				}
@@ -282,6 +284,7 @@ func decodeChunks(file string, items []chunk) ([]domainResult, error) {
 				item := doc.Content[0].Content[0]
 				shiftLines(item, items[i].line-1)
 				results[i] = decodeDomain(file, i, item)
+				results[i].d.shed(keep)
 			}
 		}()
 	}

@@ -34,7 +34,7 @@ func TestSplitMatchesWholeDocument(t *testing.T) {
 	inputs["syntax error in item"] = []byte("node: {hostname: mx.example.org}\ndomains:\n  - name: a.test\n    class: [relay\n  - name: b.test\n")
 	for name, data := range inputs {
 		t.Run(name, func(t *testing.T) {
-			whole, werr := parse(data, nil, "f.yaml", LoadOptions{})
+			whole, werr := parse(data, nil, "f.yaml", LoadOptions{}, nil)
 			split, serr := Parse(data, "f.yaml")
 			if fmt.Sprint(werr) != fmt.Sprint(serr) {
 				t.Fatalf("problems differ\nwhole:\n%v\nsplit:\n%v", werr, serr)
@@ -86,7 +86,7 @@ func FuzzSplitMatchesWholeDocument(f *testing.F) {
 	f.Add(invgen.Generate(4, 9))
 	f.Add([]byte("node: {hostname: mx.example.org}\ndomains:\n- name: a.test\n  class: relay\nunix_users: [root]\n"))
 	f.Fuzz(func(t *testing.T, data []byte) {
-		whole, werr := parse(data, nil, "f.yaml", LoadOptions{})
+		whole, werr := parse(data, nil, "f.yaml", LoadOptions{}, nil)
 		split, serr := Parse(data, "f.yaml")
 		// Both paths must agree on whether the inventory is valid and, when it
 		// is, on every domain. The problem lists of a broken document may

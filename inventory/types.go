@@ -458,10 +458,9 @@ type index struct {
 	classes map[string]Class   // ASCII domain -> class
 	domains map[string]*Domain // ASCII domain -> domain
 	trusted []netip.Prefix
-	owners  map[string][]string // SASL login -> addresses it may send as (strict)
+	owners  map[string][]string // SASL login (a mailbox address) -> addresses it may send as (strict); its keys are the mailboxes
 	lists   map[string][]string // list address -> expanded members
 	virtual map[string][]string // alias / list address -> targets (one level)
-	mailbox map[string]bool     // mailbox address
 	routed  map[string]bool     // address with a next hop of its own (domains[].transports)
 	delim   string              // postfix.recipient_delimiter
 }

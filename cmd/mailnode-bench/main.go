@@ -10,7 +10,9 @@
 //   - greylist.go: greylist (policyd on bbolt and Redis vs postgrey);
 //   - milter.go: milter (milterd vs OpenDKIM);
 //   - inventory.go: inventory (a large generated inventory for
-//     make bench-render).
+//     make bench-render);
+//   - memory.go: memory (policyd's and milterd's resident memory across
+//     reloads, by inventory size).
 //
 // It imports the product's packages and the test machinery (test/loadgen,
 // test/invgen, test/procstat, test/opendkim, milter/miltertest); the
@@ -56,6 +58,7 @@ Start with:  make build build-bench && bin/mailnode-bench milter --duration 1s`,
 			greylistCommand(),
 			milterCommand(),
 			inventoryCommand(),
+			memoryCommand(),
 		},
 	}
 }

@@ -2,8 +2,12 @@ package main
 
 import (
 	"bytes"
+	"os"
+	"path/filepath"
 	"strings"
 	"testing"
+
+	"github.com/mailnode/mailnode/dkim"
 
 	"github.com/mailnode/mailnode/inventory"
 )
@@ -23,7 +27,7 @@ func TestHelp(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	for _, c := range []string{"policy", "dunno-server", "null-milter", "greylist", "milter", "inventory"} {
+	for _, c := range []string{"policy", "dunno-server", "null-milter", "greylist", "milter", "inventory", "memory"} {
 		if !strings.Contains(out, "   "+c) {
 			t.Errorf("--help lacks %s:\n%s", c, out)
 		}
@@ -46,5 +50,30 @@ func TestInventory(t *testing.T) {
 	}
 	if len(inv.LocalDomains()) != 18 || len(inv.RelayDomains()) != 2 || mailboxes != 90 {
 		t.Errorf("%d local, %d relay domains, %d mailboxes", len(inv.LocalDomains()), len(inv.RelayDomains()), mailboxes)
+	}
+}
+
+// TestMemoryInventory: the inventory of mailnode-bench memory loads, and
+// every selector it names has its key on disk.
+func TestMemoryInventory(t *testing.T) {
+	keyDir := filepath.Join(t.TempDir(), "keys")
+	doc, err := memoryInventory(20, 90, keyDir)
+	if err != nil {
+		t.Fatal(err)
+	}
+	inv, err := inventory.Parse(doc, "memory.yaml")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(inv.LocalDomains()) != 18 {
+		t.Errorf("%d local domains", len(inv.LocalDomains()))
+	}
+	for _, d := range inv.LocalDomains() {
+		if len(d.DKIM) != 1 || d.DKIM[0].Algorithm != "ed25519" {
+			t.Fatalf("%s: selectors %v", d.Name, d.DKIM)
+		}
+		if _, err := os.Stat(dkim.KeyPath(keyDir, d.Name, d.DKIM[0].Selector)); err != nil {
+			t.Error(err)
+		}
 	}
 }

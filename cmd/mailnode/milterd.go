@@ -91,7 +91,7 @@ metrics' values.`,
 		},
 		Action: func(c *cli.Context) error {
 			milter.TuneRuntime()
-			inv, err := loadAs(c, c.String("inventory"))
+			inv, err := loadForDaemon(c.String("inventory"), c.String("node"), inventory.KeepDomains)
 			if err != nil {
 				return cli.Exit(err.Error(), 1)
 			}
@@ -160,7 +160,7 @@ metrics' values.`,
 				for range hup {
 					daemon.Notify(log, "milterd", sdnotify.Reloading)
 					path := c.String("inventory")
-					ninv, err := loadAs(c, path)
+					ninv, err := loadForDaemon(path, c.String("node"), inventory.KeepDomains)
 					if err != nil {
 						metrics.Reloaded(false)
 						page.Set("last reload", time.Now().UTC().Format(time.RFC3339)+" refused: "+err.Error())
@@ -185,6 +185,7 @@ metrics' values.`,
 					page.Set("last reload", time.Now().UTC().Format(time.RFC3339)+" ok")
 					log.Info("milterd: inventory reloaded", "inventory", path, "domains", len(newKeys))
 					guard.Set(ninv.Digest, ninv.Postfix.ConfigDirectory)
+					releaseMemory()
 					daemon.Notify(log, "milterd", sdnotify.Ready)
 				}
 			}()
@@ -198,6 +199,7 @@ metrics' values.`,
 			}
 			log.Info("milterd listening", "listen", listen, "domains", len(keys), "keys", nkeys, "rsa_signer", rsaSigner, "mode", inv.Policy.Mode)
 			defer daemon.StatusOnSIGUSR1(log, "milterd", nil)()
+			releaseMemory()
 			daemon.Notify(log, "milterd", sdnotify.Ready)
 			ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGINT, syscall.SIGTERM)
 			defer stop()

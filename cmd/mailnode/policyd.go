@@ -87,7 +87,7 @@ func runPolicyd(cx *cli.Context) error {
 	log := slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: level}))
 
 	path := cx.String("inventory")
-	inv, err := loadAs(cx, path)
+	inv, err := loadForDaemon(path, cx.String("node"), inventory.KeepDecisions)
 	if err != nil {
 		return cli.Exit(fmt.Sprintf("policyd: %v", err), 1)
 	}
@@ -186,6 +186,7 @@ func runPolicyd(cx *cli.Context) error {
 		"sender_login", inv.Policy.SenderLogin, "mode", inv.Policy.Mode, "greylist", greylistSummary(inv), "ratelimit", inv.Policy.Ratelimit != nil,
 		"state", stateSummary(inv, store))
 	defer daemon.StatusOnSIGUSR1(log, "policyd", srv.OpenConnections)()
+	releaseMemory()
 	daemon.Notify(log, "policyd", sdnotify.Ready)
 
 	sigs := make(chan os.Signal, 4)
@@ -213,6 +214,7 @@ func runPolicyd(cx *cli.Context) error {
 				}
 				policydStatus(page, srv.Inventory(), store)
 				page.Set("last reload", time.Now().UTC().Format(time.RFC3339)+result)
+				releaseMemory()
 				daemon.Notify(log, "policyd", sdnotify.Ready)
 				continue
 			}
@@ -239,7 +241,7 @@ func runPolicyd(cx *cli.Context) error {
 // inventory is the first to turn greylisting or rate limits on, the store
 // is opened now and returned (the caller closes it at exit).
 func reloadInventory(log *slog.Logger, srv *policy.Server, m *policy.Metrics, path, node string, store state.Store) (opened state.Store) {
-	inv, err := inventory.LoadWith(path, inventory.LoadOptions{Node: node})
+	inv, err := loadForDaemon(path, node, inventory.KeepDecisions)
 	if err != nil {
 		m.Reloaded(false)
 		for _, p := range inventory.AsProblems(err) {
