@@ -37,21 +37,7 @@ func benchMix(b testing.TB, inv *inventory.Inventory) []loadgen.Item {
 // BenchmarkDecide decides the realistic mix, parsing excluded.
 func BenchmarkDecide(b *testing.B) {
 	inv := benchInventory(b)
-	mix := benchMix(b, inv)
-	reqs := make([]policy.Request, len(mix))
-	for i, it := range mix {
-		r, err := policy.ParseRequest(it.Wire, policy.DefaultLimits)
-		if err != nil {
-			b.Fatal(err)
-		}
-		reqs[i] = r
-	}
-	opts := policy.OptionsFrom(inv)
-	b.ReportAllocs()
-	b.ResetTimer()
-	for i := 0; i < b.N; i++ {
-		policy.Decide(reqs[i%len(reqs)], inv, opts)
-	}
+	benchDecide(b, inv, benchMix(b, inv))
 }
 
 // BenchmarkDecideKept is BenchmarkDecide on the inventory as policyd keeps
@@ -63,6 +49,11 @@ func BenchmarkDecideKept(b *testing.B) {
 	if err != nil {
 		b.Fatal(err)
 	}
+	benchDecide(b, inv, mix)
+}
+
+// benchDecide times policy.Decide over the requests of mix against inv.
+func benchDecide(b *testing.B, inv *inventory.Inventory, mix []loadgen.Item) {
 	reqs := make([]policy.Request, len(mix))
 	for i, it := range mix {
 		r, err := policy.ParseRequest(it.Wire, policy.DefaultLimits)
