@@ -347,3 +347,62 @@ func TestRealClamdConcurrent(t *testing.T) {
 		t.Errorf("%d idle sessions", n)
 	}
 }
+
+// TestScanTCP: clamd over TCP goes through the net package, not the unix
+// socket's blocking path; sessions are kept there too.
+func TestScanTCP(t *testing.T) {
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Skip(err)
+	}
+	t.Cleanup(func() { l.Close() })
+	got := make(chan []byte, 10)
+	var conns atomic.Int32
+	go func() {
+		for {
+			c, err := l.Accept()
+			if err != nil {
+				return
+			}
+			conns.Add(1)
+			go serveFake(t, c, "stream: Fake.Sig FOUND", got, false)
+		}
+	}()
+	c := &antivirus.Clamd{Address: l.Addr().String()}
+	defer c.Close()
+	for i := range 3 {
+		msg := []byte(strings.Repeat("y", 10000*i+1))
+		if res, err := c.ScanBytes(context.Background(), msg); err != nil || res.Virus != "Fake.Sig" {
+			t.Fatalf("scan %d: %+v, %v", i, res, err)
+		}
+		if d := <-got; string(d) != string(msg) {
+			t.Fatalf("scan %d: clamd got %d bytes", i, len(d))
+		}
+	}
+	if n := conns.Load(); n != 1 {
+		t.Errorf("%d connections, want 1", n)
+	}
+}
+
+// TestScanTimeout: a clamd that reads the stream and never answers costs
+// the scan Clamd.Timeout, not more, without a context deadline.
+func TestScanTimeout(t *testing.T) {
+	sock := filepath.Join(t.TempDir(), "mute.sock")
+	l, err := net.Listen("unix", sock)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer l.Close()
+	go func() {
+		c, err := l.Accept()
+		if err == nil {
+			io.Copy(io.Discard, c)
+		}
+	}()
+	c := &antivirus.Clamd{Address: "unix:" + sock, Timeout: 200 * time.Millisecond}
+	start := time.Now()
+	_, err = c.ScanBytes(context.Background(), []byte("x"))
+	if took := time.Since(start); err == nil || took < 150*time.Millisecond || took > 5*time.Second {
+		t.Errorf("mute clamd: %v after %v", err, took)
+	}
+}
