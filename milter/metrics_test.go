@@ -6,6 +6,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/mailnode/mailnode/internal/promtest"
 	"github.com/mailnode/mailnode/milter/miltertest"
 	"github.com/mailnode/mailnode/resolver"
 	"github.com/mailnode/mailnode/spam"
@@ -42,32 +43,15 @@ func metricsFilter(t *testing.T, eng spam.Engine) (*Filter, *Metrics) {
 // value, or a histogram's sample count. labels are name, value pairs.
 func counter(t *testing.T, m *Metrics, name string, labels ...string) float64 {
 	t.Helper()
-	mfs, err := m.Registry.Gather()
+	want := map[string]string{}
+	for i := 0; i+1 < len(labels); i += 2 {
+		want[labels[i]] = labels[i+1]
+	}
+	v, _, err := promtest.Value(m.Registry, name, want)
 	if err != nil {
 		t.Fatal(err)
 	}
-	for _, mf := range mfs {
-		if mf.GetName() != name {
-			continue
-		}
-	series:
-		for _, s := range mf.GetMetric() {
-			have := map[string]string{}
-			for _, l := range s.GetLabel() {
-				have[l.GetName()] = l.GetValue()
-			}
-			for i := 0; i+1 < len(labels); i += 2 {
-				if have[labels[i]] != labels[i+1] {
-					continue series
-				}
-			}
-			if h := s.GetHistogram(); h != nil {
-				return float64(h.GetSampleCount())
-			}
-			return s.GetCounter().GetValue()
-		}
-	}
-	return 0
+	return v
 }
 
 // TestMetricsInbound drives inbound messages through the chain and reads

@@ -18,6 +18,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/mailnode/mailnode/internal/promtest"
 	"github.com/mailnode/mailnode/internal/statuspage"
 	"github.com/mailnode/mailnode/inventory"
 	"github.com/mailnode/mailnode/maillog"
@@ -411,34 +412,18 @@ func TestMailLogLine(t *testing.T) {
 	}
 }
 
+// counterValue reads one series of a metric (promtest.Value); -1 when it
+// does not exist.
 func counterValue(t testing.TB, m *Metrics, name string, labels map[string]string) float64 {
 	t.Helper()
-	mfs, err := m.Registry.Gather()
+	v, ok, err := promtest.Value(m.Registry, name, labels)
 	if err != nil {
 		t.Fatal(err)
 	}
-	for _, mf := range mfs {
-		if mf.GetName() != name {
-			continue
-		}
-	next:
-		for _, mt := range mf.GetMetric() {
-			for _, lp := range mt.GetLabel() {
-				if v, ok := labels[lp.GetName()]; ok && v != lp.GetValue() {
-					continue next
-				}
-			}
-			switch {
-			case mt.Counter != nil:
-				return mt.Counter.GetValue()
-			case mt.Gauge != nil:
-				return mt.Gauge.GetValue()
-			case mt.Histogram != nil:
-				return float64(mt.Histogram.GetSampleCount())
-			}
-		}
+	if !ok {
+		return -1
 	}
-	return -1
+	return v
 }
 
 func TestMetrics(t *testing.T) {
