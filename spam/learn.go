@@ -7,10 +7,8 @@ import (
 	"encoding/json"
 	"fmt"
 	"io"
-	"net"
 	"net/http"
 	"strings"
-	"time"
 )
 
 // Learning: a user's verdict (a message moved into the Junk folder is
@@ -95,30 +93,11 @@ type SpamdLearner struct {
 
 // Learn implements Learner.
 func (s *SpamdLearner) Learn(ctx context.Context, c Class, msg []byte) error {
-	network := "tcp"
-	if strings.HasPrefix(s.Address, "/") {
-		network = "unix"
-	}
-	var d net.Dialer
-	conn, err := d.DialContext(ctx, network, s.Address)
+	conn, err := spamdSend(ctx, s.Address, fmt.Sprintf("TELL SPAMC/1.5\r\nMessage-class: %s\r\nSet: local\r\nContent-length: %d\r\n\r\n", c, len(msg)), msg)
 	if err != nil {
-		return engineErr("spamd", err)
+		return err
 	}
 	defer conn.Close()
-	if dl, ok := ctx.Deadline(); ok {
-		conn.SetDeadline(dl)
-	}
-	stop := context.AfterFunc(ctx, func() { conn.SetDeadline(time.Unix(1, 0)) })
-	defer stop()
-	w := bufio.NewWriterSize(conn, 32<<10)
-	fmt.Fprintf(w, "TELL SPAMC/1.5\r\nMessage-class: %s\r\nSet: local\r\nContent-length: %d\r\n\r\n", c, len(msg))
-	w.Write(msg)
-	if err := w.Flush(); err != nil {
-		return engineErr("spamd", err)
-	}
-	if cw, ok := conn.(interface{ CloseWrite() error }); ok {
-		cw.CloseWrite()
-	}
 	return readTell(bufio.NewReader(io.LimitReader(conn, maxReply)))
 }
 

@@ -31,40 +31,65 @@ func (s *Spamd) Check(ctx context.Context, m *Message) (*Report, error) {
 	}
 	ctx, cancel := context.WithTimeout(ctx, t)
 	defer cancel()
-	network := "tcp"
-	if strings.HasPrefix(s.Address, "/") {
-		network = "unix"
-	}
-	var d net.Dialer
-	conn, err := d.DialContext(ctx, network, s.Address)
+	conn, err := spamdSend(ctx, s.Address, fmt.Sprintf("SYMBOLS SPAMC/1.5\r\nContent-length: %d\r\n\r\n", len(m.Data)), m.Data)
 	if err != nil {
-		return nil, engineErr("spamd", err)
+		return nil, err
 	}
 	defer conn.Close()
-	dl, _ := ctx.Deadline()
-	conn.SetDeadline(dl)
-	stop := context.AfterFunc(ctx, func() { conn.SetDeadline(time.Unix(1, 0)) })
-	defer stop()
-
-	w := bufio.NewWriterSize(conn, 32<<10)
-	fmt.Fprintf(w, "SYMBOLS SPAMC/1.5\r\nContent-length: %d\r\n\r\n", len(m.Data))
-	w.Write(m.Data)
-	if err := w.Flush(); err != nil {
-		return nil, engineErr("spamd", err)
-	}
-	// spamd reads the message line by line up to Content-length; a message
-	// cut at MaxEngineBytes (or not ending in a newline) leaves it waiting
-	// for the rest of a line: half-close, as spamc does, so it sees EOF.
-	if cw, ok := conn.(interface{ CloseWrite() error }); ok {
-		if err := cw.CloseWrite(); err != nil {
-			return nil, engineErr("spamd", err)
-		}
-	}
 	rep, err := readSpamd(bufio.NewReader(io.LimitReader(conn, maxReply)))
 	if err != nil {
 		return nil, engineErr("spamd", err)
 	}
 	return rep, nil
+}
+
+// spamdSend connects to spamd at address (a path: its unix socket) and
+// sends one request, head then body, bounded by ctx (its deadline, and
+// its end cuts the connection). It then half-closes, as spamc does: spamd
+// reads the message line by line up to Content-length, and a message cut
+// at MaxEngineBytes (or not ending in a newline) would leave it waiting
+// for the rest of a line. The caller reads the reply and closes conn.
+func spamdSend(ctx context.Context, address, head string, body []byte) (net.Conn, error) {
+	network := "tcp"
+	if strings.HasPrefix(address, "/") {
+		network = "unix"
+	}
+	var d net.Dialer
+	conn, err := d.DialContext(ctx, network, address)
+	if err != nil {
+		return nil, engineErr("spamd", err)
+	}
+	dl, _ := ctx.Deadline()
+	conn.SetDeadline(dl)
+	stop := context.AfterFunc(ctx, func() { conn.SetDeadline(time.Unix(1, 0)) })
+	fail := func(err error) (net.Conn, error) {
+		stop()
+		conn.Close()
+		return nil, engineErr("spamd", err)
+	}
+	w := bufio.NewWriterSize(conn, 32<<10)
+	w.WriteString(head)
+	w.Write(body)
+	if err := w.Flush(); err != nil {
+		return fail(err)
+	}
+	if cw, ok := conn.(interface{ CloseWrite() error }); ok {
+		if err := cw.CloseWrite(); err != nil {
+			return fail(err)
+		}
+	}
+	return &stopConn{Conn: conn, stop: stop}, nil
+}
+
+// stopConn ends the context's hold on the connection when it is closed.
+type stopConn struct {
+	net.Conn
+	stop func() bool
+}
+
+func (c *stopConn) Close() error {
+	c.stop()
+	return c.Conn.Close()
 }
 
 // readSpamd parses a SPAMD/1.x reply to SYMBOLS.
