@@ -12,6 +12,7 @@ import (
 	"time"
 
 	"github.com/mailnode/mailnode/dkim"
+	"github.com/mailnode/mailnode/internal/daemon"
 	"github.com/mailnode/mailnode/inventory"
 	"github.com/mailnode/mailnode/resolver"
 )
@@ -106,16 +107,7 @@ func (p *Publisher) Run(ctx context.Context, interval time.Duration) {
 	if interval <= 0 {
 		interval = PublishInterval
 	}
-	t := time.NewTicker(interval)
-	defer t.Stop()
-	for {
-		select {
-		case <-ctx.Done():
-			return
-		case <-t.C:
-			p.Check()
-		}
-	}
+	daemon.Every(ctx, interval, func() { p.Check() })
 }
 
 // check asks DNS about every loaded key; p.mu is held.

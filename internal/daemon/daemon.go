@@ -188,3 +188,18 @@ func ProbeHealth(ctx context.Context, client *http.Client, addr string) (Health,
 	}
 	return h, nil
 }
+
+// Every calls f every interval until ctx ends: the periodic checks of the
+// daemons (inventory drift, DKIM publication).
+func Every(ctx context.Context, interval time.Duration, f func()) {
+	t := time.NewTicker(interval)
+	defer t.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-t.C:
+			f()
+		}
+	}
+}

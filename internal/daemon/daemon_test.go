@@ -137,3 +137,26 @@ func TestServeMetricsWarnsBeyondLoopback(t *testing.T) {
 		}
 	}
 }
+
+func TestEvery(t *testing.T) {
+	ctx, cancel := context.WithCancel(context.Background())
+	calls := make(chan struct{}, 100)
+	done := make(chan struct{})
+	go func() {
+		Every(ctx, time.Millisecond, func() { calls <- struct{}{} })
+		close(done)
+	}()
+	for range 3 {
+		select {
+		case <-calls:
+		case <-time.After(5 * time.Second):
+			t.Fatal("f was not called every interval")
+		}
+	}
+	cancel()
+	select {
+	case <-done:
+	case <-time.After(5 * time.Second):
+		t.Fatal("Every did not return when its context ended")
+	}
+}

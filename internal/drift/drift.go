@@ -23,6 +23,8 @@ import (
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
+
+	"github.com/mailnode/mailnode/internal/daemon"
 )
 
 // DigestFile is the file under render-config's postfix/ (installed in
@@ -149,16 +151,7 @@ func (g *Guard) Start(interval time.Duration) (stop func()) {
 
 // Run compares every interval until ctx ends.
 func (g *Guard) Run(ctx context.Context, interval time.Duration) {
-	t := time.NewTicker(interval)
-	defer t.Stop()
-	for {
-		select {
-		case <-ctx.Done():
-			return
-		case <-t.C:
-			g.Check()
-		}
-	}
+	daemon.Every(ctx, interval, func() { g.Check() })
 }
 
 func (g *Guard) log() *slog.Logger {
