@@ -191,18 +191,7 @@ func TestScanErrors(t *testing.T) {
 		t.Error("no answer: no error")
 	}
 	// A slow clamd: the context ends the wait.
-	sock := filepath.Join(t.TempDir(), "slow.sock")
-	l, err := net.Listen("unix", sock)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer l.Close()
-	go func() {
-		c, err := l.Accept()
-		if err == nil {
-			io.Copy(io.Discard, c)
-		}
-	}()
+	sock := muteClamd(t)
 	ctx, cancel := context.WithTimeout(context.Background(), 200*time.Millisecond)
 	defer cancel()
 	c = &antivirus.Clamd{Address: "unix:" + sock}
@@ -387,22 +376,30 @@ func TestScanTCP(t *testing.T) {
 // TestScanTimeout: a clamd that reads the stream and never answers costs
 // the scan Clamd.Timeout, not more, without a context deadline.
 func TestScanTimeout(t *testing.T) {
+	sock := muteClamd(t)
+	c := &antivirus.Clamd{Address: "unix:" + sock, Timeout: 200 * time.Millisecond}
+	start := time.Now()
+	_, err := c.ScanBytes(context.Background(), []byte("x"))
+	if took := time.Since(start); err == nil || took < 150*time.Millisecond || took > 5*time.Second {
+		t.Errorf("mute clamd: %v after %v", err, took)
+	}
+}
+
+// muteClamd listens on a unix socket of the test that takes one
+// connection, reads all it is sent and never answers; it returns the path.
+func muteClamd(t *testing.T) string {
+	t.Helper()
 	sock := filepath.Join(t.TempDir(), "mute.sock")
 	l, err := net.Listen("unix", sock)
 	if err != nil {
 		t.Fatal(err)
 	}
-	defer l.Close()
+	t.Cleanup(func() { l.Close() })
 	go func() {
 		c, err := l.Accept()
 		if err == nil {
 			io.Copy(io.Discard, c)
 		}
 	}()
-	c := &antivirus.Clamd{Address: "unix:" + sock, Timeout: 200 * time.Millisecond}
-	start := time.Now()
-	_, err = c.ScanBytes(context.Background(), []byte("x"))
-	if took := time.Since(start); err == nil || took < 150*time.Millisecond || took > 5*time.Second {
-		t.Errorf("mute clamd: %v after %v", err, took)
-	}
+	return sock
 }
