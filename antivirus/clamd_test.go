@@ -87,6 +87,12 @@ func fakeClamd(t *testing.T, reply string, got chan<- []byte, oneScan bool) (str
 	if err != nil {
 		t.Fatal(err)
 	}
+	return "unix:" + sock, serveFakeOn(t, l, reply, got, oneScan)
+}
+
+// serveFakeOn answers every connection l accepts as fakeClamd does, until
+// the test ends; it returns the counter of connections accepted.
+func serveFakeOn(t *testing.T, l net.Listener, reply string, got chan<- []byte, oneScan bool) *atomic.Int32 {
 	t.Cleanup(func() { l.Close() })
 	var conns atomic.Int32
 	go func() {
@@ -99,7 +105,7 @@ func fakeClamd(t *testing.T, reply string, got chan<- []byte, oneScan bool) (str
 			go serveFake(t, c, reply, got, oneScan)
 		}
 	}()
-	return "unix:" + sock, &conns
+	return &conns
 }
 
 func serveFake(t *testing.T, c net.Conn, reply string, got chan<- []byte, oneScan bool) {
@@ -337,26 +343,15 @@ func TestRealClamdConcurrent(t *testing.T) {
 	}
 }
 
-// TestScanTCP: clamd over TCP goes through the net package, not the unix
-// socket's blocking path; sessions are kept there too.
+// TestScanTCP: clamd over TCP (HOST:PORT) scans and keeps its sessions as
+// over the unix socket.
 func TestScanTCP(t *testing.T) {
 	l, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
 		t.Skip(err)
 	}
-	t.Cleanup(func() { l.Close() })
 	got := make(chan []byte, 10)
-	var conns atomic.Int32
-	go func() {
-		for {
-			c, err := l.Accept()
-			if err != nil {
-				return
-			}
-			conns.Add(1)
-			go serveFake(t, c, "stream: Fake.Sig FOUND", got, false)
-		}
-	}()
+	conns := serveFakeOn(t, l, "stream: Fake.Sig FOUND", got, false)
 	c := &antivirus.Clamd{Address: l.Addr().String()}
 	defer c.Close()
 	for i := range 3 {

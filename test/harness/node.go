@@ -169,13 +169,9 @@ func Start(opt Options) (*Node, error) {
 	if err != nil {
 		return nil, err
 	}
-	src := opt.Inventory
-	if src == "" {
-		root, err := RepoRoot()
-		if err != nil {
-			return nil, err
-		}
-		src = filepath.Join(root, "examples", "inventory.yaml")
+	src, err := opt.inventoryFile()
+	if err != nil {
+		return nil, err
 	}
 	n := &Node{Bin: bin, Dir: opt.Dir, node: opt.Node, daemonArgs: opt.DaemonArgs, procs: map[string]*exec.Cmd{}, done: map[string]chan struct{}{}, logf: opt.Log}
 	if n.Dir == "" {
@@ -750,4 +746,17 @@ func Get(doc map[string]any, path string) any {
 		cur = m[k]
 	}
 	return cur
+}
+
+// inventoryFile is the inventory a node starts from: Options.Inventory, or
+// the repository's examples/inventory.yaml.
+func (o Options) inventoryFile() (string, error) {
+	if o.Inventory != "" {
+		return o.Inventory, nil
+	}
+	root, err := RepoRoot()
+	if err != nil {
+		return "", err
+	}
+	return filepath.Join(root, "examples", "inventory.yaml"), nil
 }

@@ -4,7 +4,6 @@ import (
 	"fmt"
 	"os"
 	"os/exec"
-	"path/filepath"
 	"strings"
 	"testing"
 
@@ -66,13 +65,9 @@ func StartTier(t testing.TB, addrs []string, opt Options) []*Node {
 // tierHostnames names n tier nodes mx1, mx2, ... in the domain of the
 // node.hostname of opt's inventory (after opt.Edit).
 func tierHostnames(opt Options, n int) ([]string, error) {
-	src := opt.Inventory
-	if src == "" {
-		root, err := RepoRoot()
-		if err != nil {
-			return nil, err
-		}
-		src = filepath.Join(root, "examples", "inventory.yaml")
+	src, err := opt.inventoryFile()
+	if err != nil {
+		return nil, err
 	}
 	raw, err := os.ReadFile(src)
 	if err != nil {
