@@ -1,17 +1,17 @@
 package statetest
 
 import (
-	"bufio"
+	"context"
 	"errors"
 	"fmt"
-	"io"
 	"net"
 	"os"
 	"os/exec"
 	"path/filepath"
 	"strconv"
-	"strings"
 	"time"
+
+	"github.com/redis/go-redis/v9"
 )
 
 // SentinelMaster is the master name a Replicated group's sentinels monitor.
@@ -231,67 +231,44 @@ func ReplicatedGroup(t TB, replicas, sentinels int) *Replicated {
 	return g
 }
 
-// Command sends one command to a Redis (or Sentinel) at addr and returns
-// the reply flattened to strings: a status, integer or bulk string is one
-// element, an array (nested arrays flattened) its elements. An error reply
+// Command sends one command to a Redis (or Sentinel) at addr, through the
+// same go-redis client the product uses, and returns the reply flattened
+// to strings: a status, integer or bulk string is one element, an array
+// (nested arrays flattened) its elements, a nil reply none. An error reply
 // is an error.
 func Command(addr string, args ...string) ([]string, error) {
-	c, err := net.DialTimeout("tcp", addr, time.Second)
-	if err != nil {
-		return nil, err
-	}
+	c := redis.NewClient(&redis.Options{
+		Addr: addr, Protocol: 2, DisableIdentity: true, MaxRetries: -1,
+		DialTimeout: time.Second, ReadTimeout: 10 * time.Second, WriteTimeout: 10 * time.Second,
+	})
 	defer c.Close()
-	c.SetDeadline(time.Now().Add(10 * time.Second))
-	var b strings.Builder
-	fmt.Fprintf(&b, "*%d\r\n", len(args))
-	for _, a := range args {
-		fmt.Fprintf(&b, "$%d\r\n%s\r\n", len(a), a)
+	cmd := make([]any, len(args))
+	for i, a := range args {
+		cmd[i] = a
 	}
-	if _, err := c.Write([]byte(b.String())); err != nil {
+	v, err := c.Do(context.Background(), cmd...).Result()
+	if err == redis.Nil {
+		return nil, nil
+	}
+	if err != nil {
 		return nil, err
 	}
 	var out []string
-	return out, readReply(bufio.NewReader(c), &out)
+	flatten(v, &out)
+	return out, nil
 }
 
-func readReply(r *bufio.Reader, out *[]string) error {
-	line, err := r.ReadString('\n')
-	if err != nil {
-		return err
-	}
-	line = strings.TrimRight(line, "\r\n")
-	if line == "" {
-		return errors.New("empty reply line")
-	}
-	switch line[0] {
-	case '+', ':':
-		*out = append(*out, line[1:])
-	case '-':
-		return errors.New(line[1:])
-	case '$':
-		n, err := strconv.Atoi(line[1:])
-		if err != nil || n < 0 {
-			return err // nil bulk: nothing appended
-		}
-		buf := make([]byte, n+2)
-		if _, err := io.ReadFull(r, buf); err != nil {
-			return err
-		}
-		*out = append(*out, string(buf[:n]))
-	case '*':
-		n, err := strconv.Atoi(line[1:])
-		if err != nil {
-			return err
-		}
-		for i := 0; i < n; i++ {
-			if err := readReply(r, out); err != nil {
-				return err
-			}
+// flatten appends a RESP2 reply as go-redis gives it to out.
+func flatten(v any, out *[]string) {
+	switch v := v.(type) {
+	case nil:
+	case []any:
+		for _, e := range v {
+			flatten(e, out)
 		}
 	default:
-		return fmt.Errorf("unknown reply %q", line)
+		*out = append(*out, fmt.Sprint(v))
 	}
-	return nil
 }
 
 // fieldOf finds the value after name in a flattened name/value list.
