@@ -12,12 +12,14 @@
 package dnstest
 
 import (
+	"errors"
 	"fmt"
 	"net"
 	"slices"
 	"strings"
 	"sync"
 	"sync/atomic"
+	"syscall"
 	"testing"
 	"time"
 
@@ -61,13 +63,8 @@ func Start(t testing.TB, zone string) *Server {
 // New starts an empty server on addr ("127.0.0.1:0" for a free port).
 func New(addr string) (*Server, error) {
 	s := &Server{rrs: map[string][]dns.RR{}, soa: map[string]*dns.SOA{}, fail: map[key]int{}, drop: map[key]bool{}}
-	pc, err := net.ListenPacket("udp", addr)
+	pc, ln, err := listenBoth(addr)
 	if err != nil {
-		return nil, err
-	}
-	ln, err := net.Listen("tcp", pc.LocalAddr().String())
-	if err != nil {
-		pc.Close()
 		return nil, err
 	}
 	s.Addr = pc.LocalAddr().String()
@@ -86,6 +83,26 @@ func New(addr string) (*Server, error) {
 		}
 	}
 	return s, nil
+}
+
+// listenBoth opens UDP and TCP on one address. With port 0 the system
+// picks the UDP port, which another process may hold on TCP (tests of
+// other packages run beside this one): then it tries another port.
+func listenBoth(addr string) (net.PacketConn, net.Listener, error) {
+	for try := 0; ; try++ {
+		pc, err := net.ListenPacket("udp", addr)
+		if err != nil {
+			return nil, nil, err
+		}
+		ln, err := net.Listen("tcp", pc.LocalAddr().String())
+		if err == nil {
+			return pc, ln, nil
+		}
+		pc.Close()
+		if _, port, _ := net.SplitHostPort(addr); port != "0" || try == 20 || !errors.Is(err, syscall.EADDRINUSE) {
+			return nil, nil, err
+		}
+	}
 }
 
 // Port is the port of Addr.
