@@ -78,6 +78,7 @@ func (inv *Inventory) newIndexOf(addresses bool) *index {
 			x.lists[name+at] = ts
 		}
 	}
+	x.forwards = inv.forwardSet(x.classes)
 	// A domain alias whose targets all end in one mailbox belongs to it too
 	// (the order of an owner's addresses does not matter: MayUseSender looks
 	// them up, Owners sorts).

@@ -195,6 +195,7 @@ func decodeDomain(file string, i int, n *yaml.Node) domainResult {
 	p := func(rest ...any) []any { return append([]any{"domains", i}, rest...) }
 	normalizeDomain(v, &r.d, p)
 	validateDomain(v, &r.d, p)
+	checkDomainSecurity(v, &r.d, p)
 	r.semantic = v.problems
 	return r
 }

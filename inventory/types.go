@@ -25,7 +25,10 @@ type Inventory struct {
 	DKIM      DKIM     `yaml:"dkim"`
 	Spam      Spam     `yaml:"spam"`
 	UnixUsers []string `yaml:"unix_users"`
-	Domains   []Domain `yaml:"domains"`
+	// Forwarding says what is done to mail an alias or list forwards to
+	// an address that leaves the node (ForwardsOutside).
+	Forwarding Forwarding `yaml:"forwarding"`
+	Domains    []Domain   `yaml:"domains"`
 
 	// File is the path the inventory was loaded from ("" when parsed from memory).
 	File string `yaml:"-"`
@@ -114,6 +117,10 @@ type Postfix struct {
 	// verify or secure (default encrypt with RelayhostAuth, else Postfix's
 	// smtp_tls_security_level).
 	RelayhostTLS string `yaml:"relayhost_tls"`
+	// OutboundTLS is how the TLS of the peers the node sends to is
+	// enforced: OutboundMay (default, opportunistic), OutboundDANE or
+	// OutboundMTASTS.
+	OutboundTLS string `yaml:"outbound_tls"`
 	// MainCF are extra main.cf settings, applied last; the parameters
 	// mailnode owns (OwnedMainCF) are refused.
 	MainCF map[string]string `yaml:"main_cf"`
@@ -335,7 +342,36 @@ type Domain struct {
 	// hop of their own instead of a mailbox: local part -> "lmtp:[host]:port",
 	// "smtp:[host]:port", "relay:...", "lmtp:unix:/path".
 	Transports map[string]string `yaml:"transports"`
+	// MTASTS, for a local domain, publishes an MTA-STS policy (RFC 8461)
+	// naming every MX of the node or tier; nil: none.
+	MTASTS *MTASTS `yaml:"mta_sts"`
+	// TLSRPT, for a local domain, is the rua of its TLS-RPT record (RFC
+	// 8460): mailto: and https: URIs, comma-separated; "": none.
+	TLSRPT string `yaml:"tlsrpt"`
 }
+
+// MTASTS is a domain's published MTA-STS policy.
+type MTASTS struct {
+	// Mode is enforce, testing (default) or none.
+	Mode string `yaml:"mode"`
+	// MaxAge is the policy's max_age in seconds (default 86400; at most
+	// 31557600, a year).
+	MaxAge int `yaml:"max_age"`
+}
+
+// Forwarding is the forwarding section.
+type Forwarding struct {
+	// SRS rewrites the envelope sender of forwarded mail (default on).
+	SRS *bool `yaml:"srs"`
+	// ARC seals forwarded mail that milterd verified (default on).
+	ARC *bool `yaml:"arc"`
+}
+
+// SRSOn reports forwarding.srs (default true).
+func (f Forwarding) SRSOn() bool { return f.SRS == nil || *f.SRS }
+
+// ARCOn reports forwarding.arc (default true).
+func (f Forwarding) ARCOn() bool { return f.ARC == nil || *f.ARC }
 
 // Selector is one DKIM signing key of a domain.
 type Selector struct {
@@ -462,7 +498,10 @@ type index struct {
 	lists   map[string][]string // list address -> expanded members
 	virtual map[string][]string // alias / list address -> targets (one level)
 	routed  map[string]bool     // address with a next hop of its own (domains[].transports)
-	delim   string              // postfix.recipient_delimiter
+	// forwards holds the alias and list addresses whose expansion reaches
+	// an outside address (ForwardsOutside); kept by every Keep.
+	forwards map[string]bool
+	delim    string // postfix.recipient_delimiter
 }
 
 // listen returns the master.cf services of one postfix.*_listen field.

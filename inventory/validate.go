@@ -58,6 +58,7 @@ func (inv *Inventory) applyDefaults() {
 	if p.RelayhostAuth != nil {
 		def(&p.RelayhostTLS, "encrypt")
 	}
+	inv.applySecurityDefaults()
 	if p.MessageSizeLimit == 0 {
 		p.MessageSizeLimit = DefaultMessageSizeLimit
 	}
@@ -313,6 +314,7 @@ func (inv *Inventory) validate(v *validator) {
 		}
 	}
 	inv.checkRelayhostAuth(v)
+	inv.checkSecurity(v)
 	inv.checkMainCF(v)
 	// policy
 	if _, _, err := ParseListen(inv.Policy.Listen); err != nil {
