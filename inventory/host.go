@@ -28,6 +28,9 @@ type Host struct {
 	// HasProgram reports whether a program is installed: a name looked up
 	// in PATH, or an absolute path; nil: not checked.
 	HasProgram func(name string) bool
+	// ResolvConf reads the resolv.conf Postfix resolves with, checked
+	// with postfix.outbound_tls: dane; nil: not checked.
+	ResolvConf func() ([]byte, error)
 }
 
 // ErrNoSuchUser is what Host.LookupUser returns for a missing user.
@@ -35,7 +38,7 @@ var ErrNoSuchUser = errors.New("no such user")
 
 // ThisHost checks against the machine's own user database.
 func ThisHost() *Host {
-	return &Host{PostfixParameters: postconfDefaults, HasProgram: hasProgram, LookupUser: func(name string) (int, error) {
+	return &Host{PostfixParameters: postconfDefaults, HasProgram: hasProgram, ResolvConf: readResolvConf, LookupUser: func(name string) (int, error) {
 		u, err := user.Lookup(name)
 		if err != nil {
 			var unknown user.UnknownUserError
@@ -99,6 +102,7 @@ func (inv *Inventory) checkHost(v *validator, h *Host) {
 			}
 		}
 	}
+	inv.checkResolvConf(v, h.ResolvConf)
 	for i, u := range inv.UnixUsers {
 		if !unixUserRe.MatchString(u) {
 			continue

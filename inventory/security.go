@@ -50,6 +50,7 @@ func (inv *Inventory) checkSecurity(v *validator) {
 	} else if lv != OutboundMay && inv.NullClient() {
 		v.add([]any{"postfix", "outbound_tls"}, "%q: a null client sends everything to postfix.relayhost, whose TLS is postfix.relayhost_tls", lv)
 	}
+	inv.checkDANE(v)
 	if inv.NullClient() {
 		for i := range inv.Domains {
 			if inv.Domains[i].MTASTS != nil {

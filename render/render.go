@@ -212,6 +212,7 @@ type postfixData struct {
 	RecipientDelimiter, RelayhostTLS                         string
 	QuotaStatus, QuotaClass                                  string // Dovecot's quota-status policy service, "" without quotas
 	RelayhostAuth, NullClient                                bool
+	DANE                                                     bool // postfix.outbound_tls: dane
 	SMTPListen, SubmissionListen, SubmissionsListen          []string
 	MessageSizeLimit, MailboxSizeLimit                       int64
 }
@@ -242,6 +243,7 @@ func renderPostfixConfig(inv *inventory.Inventory, files Files) error {
 		RelayhostTLS:       p.RelayhostTLS,
 		RelayhostAuth:      p.RelayhostAuth != nil,
 		NullClient:         inv.NullClient(),
+		DANE:               inv.DANE() && !inv.NullClient(),
 		MessageSizeLimit:   p.MessageSizeLimit,
 		// local(8) refuses to start when its limit is below the message limit.
 		MailboxSizeLimit: max(51200000, p.MessageSizeLimit),

@@ -27,6 +27,7 @@ var goldenCases = []struct{ name, file, node string }{
 	{"nullclient", "../examples/nullclient.yaml", ""},
 	{"mailbox", "testdata/mailbox.yaml", ""},
 	{"tier-mx2", "testdata/tier.yaml", "mx2.example.com"},
+	{"dane", "testdata/dane.yaml", ""},
 }
 
 // load reads an inventory and points dkim.key_dir at a private copy of
