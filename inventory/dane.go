@@ -9,11 +9,11 @@ import (
 )
 
 // DANE outbound (postfix.outbound_tls: dane). Postfix asks the resolvers
-// of /etc/resolv.conf through libc, which knows no port and passes the
-// AD bit on only when told to trust it (the rendered main.cf imports
-// RES_OPTIONS=trust-ad into Postfix's daemons). DANE is therefore only
-// as good as the resolver behind /etc/resolv.conf: it must be the node's
-// own validating unbound, node.resolver, on loopback port 53.
+// of /etc/resolv.conf through libc, which knows no port, and with
+// smtp_dns_support_level = dnssec it trusts their AD bit (it turns on
+// glibc's trust-ad for its own queries). DANE is therefore only as good
+// as the resolver behind /etc/resolv.conf: it must be the node's own
+// validating unbound, node.resolver, on loopback port 53.
 
 // ResolvConfPath is the file libc, and so Postfix, takes its resolvers from.
 const ResolvConfPath = "/etc/resolv.conf"
@@ -26,7 +26,6 @@ var DANEMainCF = []struct{ Name, Why string }{
 	{"smtp_dns_support_level", "DANE needs dnssec: without it no TLSA record is trusted and mail goes out with opportunistic TLS"},
 	{"smtp_host_lookup", "DANE needs the MX and TLSA records from DNS, not native lookups"},
 	{"disable_dns_lookups", "DANE needs the MX and TLSA records from DNS"},
-	{"import_environment", "it carries RES_OPTIONS=trust-ad, without which libc hides the resolver's DNSSEC verdict from Postfix"},
 }
 
 // DANE reports whether the node sends with DANE.
