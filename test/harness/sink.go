@@ -20,6 +20,7 @@ type Message struct {
 	From  string   // envelope sender, without brackets
 	To    []string // envelope recipients
 	Data  []byte   // the message as transmitted, CRLF line ends, dot-unstuffed
+	TLS   bool     // received after STARTTLS
 }
 
 // Sink is a minimal SMTP server on a loopback port that accepts every
@@ -238,7 +239,7 @@ func (s *Sink) session(c net.Conn) {
 			case authRequired && login == "":
 				reply("530 5.7.0 Authentication required")
 			default:
-				cur, mail = Message{Helo: helo, Login: login, From: addrArg(arg, "FROM:")}, true
+				cur, mail = Message{Helo: helo, Login: login, From: addrArg(arg, "FROM:"), TLS: secure}, true
 				reply("250 2.1.0 Ok")
 			}
 		case "RCPT":
