@@ -7,7 +7,7 @@ BENCH_BIN := bin/mailnode-bench
 export GOFLAGS ?= -mod=mod
 
 DEB_PACKAGES := postfix swaks dovecot-core dovecot-imapd dovecot-pop3d dovecot-lmtpd \
-	unbound bind9-utils iproute2 python3-dkim python3-yaml opendkim opendkim-tools redis-server \
+	unbound dns-root-data bind9-utils iproute2 python3-dkim python3-yaml opendkim opendkim-tools redis-server \
 	rspamd spamd spamc postgrey ansible ansible-lint ssl-cert openssl procps \
 	gcc libc6-dev libssl-dev \
 	debhelper fakeroot lintian systemd \
