@@ -35,6 +35,7 @@ type Metrics struct {
 	wouldRej  *prometheus.CounterVec
 	reloads   *prometheus.CounterVec
 	removedAR prometheus.Counter
+	arc       *arcMetrics // ARC sealing, see arc.go
 	// drift is the inventory drift (package internal/drift); its warning
 	// is the line /healthz adds after "ok".
 	drift *drift.Gauges
@@ -105,6 +106,7 @@ func NewMetrics() *Metrics {
 	m.Registry.MustRegister(m.messages, m.signed, m.results, m.verdicts, m.engine, m.avScans, m.avTime, m.dns, m.errors,
 		m.wouldRej, m.reloads, m.removedAR,
 		collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
+	m.arc = newARCMetrics(m.Registry)
 	return m
 }
 
