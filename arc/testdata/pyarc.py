@@ -1,12 +1,13 @@
 #!/usr/bin/python3
 """ARC with python3-dkim, an implementation independent of mailnode's, the
-public keys taken from a file of "NAME TXT-VALUE" lines instead of DNS
-(NAME as in DNS, e.g. sel._domainkey.example.com).
+public keys taken from KEYS: a file of "NAME TXT-VALUE" lines (NAME as in
+DNS, e.g. sel._domainkey.example.com), or dns:HOST:PORT, a DNS server asked
+with dnspython (the end-to-end tests' server on loopback).
 
-  pyarc.py verify KEYFILE < message
+  pyarc.py verify KEYS < message
       prints the chain validation status (pass, fail, none) and the reason;
       exits 0 only for pass.
-  pyarc.py sign KEYFILE PRIVKEY.pem SELECTOR DOMAIN AUTHSERV-ID < message
+  pyarc.py sign KEYS PRIVKEY.pem SELECTOR DOMAIN AUTHSERV-ID < message
       prints the message with the next ARC set on top (the message needs an
       Authentication-Results field of AUTHSERV-ID).
 """
@@ -15,18 +16,33 @@ import sys
 import dkim
 
 keys = {}
-with open(sys.argv[2]) as f:
-    for line in f:
-        line = line.strip()
-        if line:
-            name, value = line.split(None, 1)
-            keys[name.rstrip(".").lower()] = value.encode()
+server = None
+if sys.argv[2].startswith("dns:"):
+    import dns.resolver
+
+    host, port = sys.argv[2][4:].rsplit(":", 1)
+    server = dns.resolver.Resolver(configure=False)
+    server.nameservers = [host]
+    server.port = int(port)
+else:
+    with open(sys.argv[2]) as f:
+        for line in f:
+            line = line.strip()
+            if line:
+                name, value = line.split(None, 1)
+                keys[name.rstrip(".").lower()] = value.encode()
 
 
 def dnsfunc(name, timeout=5):
     if isinstance(name, bytes):
         name = name.decode()
-    return keys.get(name.rstrip(".").lower())
+    if server is None:
+        return keys.get(name.rstrip(".").lower())
+    try:
+        answer = server.resolve(name, "TXT", lifetime=timeout)
+    except Exception:
+        return None
+    return b"".join(b"".join(rr.strings) for rr in answer)
 
 
 msg = sys.stdin.buffer.read()
