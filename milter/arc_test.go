@@ -6,6 +6,8 @@ import (
 	"crypto/rsa"
 	"crypto/x509"
 	"encoding/pem"
+	"io"
+	"log/slog"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -19,6 +21,7 @@ import (
 	"github.com/mailnode/mailnode/internal/testpeer"
 	"github.com/mailnode/mailnode/milter/miltertest"
 	"github.com/mailnode/mailnode/resolver"
+	"github.com/mailnode/mailnode/spam"
 )
 
 // arcEnv is a filter whose DNS also publishes the RSA test key as
@@ -244,5 +247,36 @@ func TestOutgoingHeaders(t *testing.T) {
 	}
 	if want := "Authentication-Results: mx.example.com; none|X-Spam-Score: 9|Subject: [SPAM] hi|Authentication-Results: other; x|"; b.String() != want {
 		t.Errorf("got  %s\nwant %s", b.String(), want)
+	}
+}
+
+// The set covers the message as it leaves: tagged as spam (Subject
+// rewritten, X-Spam-* fields that came with it replaced, a forged
+// Authentication-Results of the node's removed) in the same pass.
+func TestARCSealsTaggedMessage(t *testing.T) {
+	f := spamFilter(t, &fakeEngine{rep: &spam.Report{Score: 8, Action: "add header"}}, nil)
+	f.Log = slog.New(slog.NewTextHandler(io.Discard, nil))
+	path := startServer(t, f, nil)
+	m := forwardedInbound(t, "sales@example.com")
+	m.Headers = append(m.Headers,
+		dkim.Header{Name: "X-Spam-Status", Value: " No, forged"},
+		dkim.Header{Name: "Authentication-Results", Value: " mx1.example.com; dkim=pass header.d=example.com"})
+	r, err := miltertest.Submit(miltertest.NewClient("unix", path), m)
+	if err != nil {
+		t.Fatal(err)
+	}
+	out, err := r.Apply(m)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !bytes.Contains(out, []byte("\r\nSubject: [SPAM] forward  me\r\n")) || bytes.Contains(out, []byte("forged")) ||
+		bytes.Count(out, []byte("\r\nAuthentication-Results: mx1.example.com")) != 1 || !bytes.HasPrefix(out, []byte("ARC-Seal: i=1;")) {
+		t.Fatalf("not tagged, cleaned and sealed:\n%s", out)
+	}
+	if v := arc.Verify(context.Background(), out, dkim.LookupTXTFunc(testDNS(t).LookupTXT), fixedNow); v.CV != arc.Pass {
+		t.Errorf("our validator: %s (%s)\n%s", v.CV, v.Reason, out)
+	}
+	if res, ok := pyARC(t, out, "verify", keyFile(t)); !ok {
+		t.Errorf("python3-dkim arc_verify: %s\n%s", res, out)
 	}
 }

@@ -90,12 +90,17 @@ func publishNodeKeys(t *testing.T, d *spamtest.DNS, n *harness.Node) {
 	}
 }
 
-func arcNode(t *testing.T, d *spamtest.DNS, arcOn bool) *harness.Node {
+// arcNode starts a node with forwarding.arc arcOn; settings are further
+// inventory fields (path: value).
+func arcNode(t *testing.T, d *spamtest.DNS, arcOn bool, settings ...any) *harness.Node {
 	t.Helper()
 	n := harness.StartNode(t, harness.Options{Policy: true, Milter: true, DKIMKeys: true, Edit: func(doc map[string]any) {
 		harness.Set(doc, "policy.greylist.enabled", false) // policyd's business, tested there
 		harness.Set(doc, "node.resolver", d.Addr)
 		harness.Set(doc, "forwarding.arc", arcOn)
+		for i := 0; i+1 < len(settings); i += 2 {
+			harness.Set(doc, settings[i].(string), settings[i+1])
+		}
 	}})
 	publishNodeKeys(t, d, n)
 	return n
@@ -248,6 +253,32 @@ func TestARCSealEndToEnd(t *testing.T) {
 			t.Fatalf("python3-dkim arc_verify at the next hop: %s\n%s", out, m.Data)
 		}
 	})
+}
+
+// TestARCSealTaggedEndToEnd: a message milterd tags as spam in the same
+// pass (Subject rewritten and X-Spam-* fields added through Postfix's
+// milter header changes; with tag_score -10 every message is tagged)
+// leaves with a seal over the header as changed.
+func TestARCSealTaggedEndToEnd(t *testing.T) {
+	d := spamtest.StartDNS(t, arcZone)
+	sender := newARCPeer(t, d, "sender.test")
+	n := arcNode(t, d, true, "spam.tag_score", -10)
+	msg, id := signedInbound(t, sender, "sales@example.com", "tag me", "X-Spam-Status: No, came with the message")
+	wantFinal(t, send(t, n.SMTP, harness.Envelope{Helo: "mx.sender.test", From: "x@sender.test", To: []string{"sales@example.com"}, Data: msg}))
+	m := waitSinkID(t, n, id, harness.DeliveryTimeout)
+	if subj := fieldValue(m.Data, "Subject"); !strings.HasPrefix(subj, " [SPAM] tag me") {
+		t.Errorf("Subject not tagged: %q", subj)
+	}
+	if st := fieldValue(m.Data, "X-Spam-Status"); !strings.HasPrefix(st, " Yes") {
+		t.Errorf("X-Spam-Status: %q", st)
+	}
+	if len(arcFields(m.Data)) != 3 {
+		t.Fatalf("ARC fields: %v\n%s", arcFields(m.Data), m.Data)
+	}
+	wantOurARC(t, d, m.Data)
+	if out, ok := pyARC(t, d, m.Data, "verify"); !ok || !strings.HasPrefix(out, "pass") {
+		t.Fatalf("python3-dkim arc_verify at the next hop: %s\n%s", out, m.Data)
+	}
 }
 
 func TestARCOffEndToEnd(t *testing.T) {
