@@ -223,7 +223,11 @@ func TestARCNeedsRSA(t *testing.T) {
 	e := newARCEnv(t)
 	local, _ := testKeys(t)
 	e.f.Keys = map[string][]dkim.Key{"example.com": {local["example.com"][1]}}
+	e.f.Metrics = NewMetrics()
 	_, out := e.submit(t, forwardedInbound(t, "sales@example.com"))
+	if n := counter(t, e.f.Metrics, "mailnode_milter_arc_unsealed_total", "why", "no_rsa_key"); n != 1 {
+		t.Errorf("mailnode_milter_arc_unsealed_total{why=no_rsa_key} = %v", n)
+	}
 	if bytes.Contains(out, []byte("ARC-")) {
 		t.Errorf("sealed with Ed25519:\n%s", out)
 	}
@@ -256,6 +260,7 @@ func TestOutgoingHeaders(t *testing.T) {
 func TestARCSealsTaggedMessage(t *testing.T) {
 	f := spamFilter(t, &fakeEngine{rep: &spam.Report{Score: 8, Action: "add header"}}, nil)
 	f.Log = slog.New(slog.NewTextHandler(io.Discard, nil))
+	f.Metrics = NewMetrics()
 	path := startServer(t, f, nil)
 	m := forwardedInbound(t, "sales@example.com")
 	m.Headers = append(m.Headers,
@@ -275,6 +280,9 @@ func TestARCSealsTaggedMessage(t *testing.T) {
 	}
 	if v := arc.Verify(context.Background(), out, dkim.LookupTXTFunc(testDNS(t).LookupTXT), fixedNow); v.CV != arc.Pass {
 		t.Errorf("our validator: %s (%s)\n%s", v.CV, v.Reason, out)
+	}
+	if n := counter(t, f.Metrics, "mailnode_milter_arc_seals_total", "cv", "none"); n != 1 {
+		t.Errorf("mailnode_milter_arc_seals_total{cv=none} = %v", n)
 	}
 	if res, ok := pyARC(t, out, "verify", keyFile(t)); !ok {
 		t.Errorf("python3-dkim arc_verify: %s\n%s", res, out)
