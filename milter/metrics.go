@@ -62,7 +62,7 @@ func NewMetrics() *Metrics {
 		"DKIM signatures made, by signing domain, selector and algorithm.",
 		"domain", "selector", "algorithm")
 	m.results = counterVec("mailnode_milter_auth_results_total",
-		"Verification results of spam-checked messages by method (spf, dkim, dmarc) and result (pass, fail, none, temperror, ...): one per method result written to Authentication-Results.",
+		"Verification results of spam-checked messages by method (spf, dkim, dmarc, arc) and result (pass, fail, none, temperror, ...): one per method result written to Authentication-Results.",
 		"method", "result")
 	m.verdicts = counterVec("mailnode_milter_spam_verdicts_total",
 		"Verdicts of the inbound chain per action: deliver, tag, tempfail, quarantine, reject (what the verdict said; shadow mode still counts it here).",
