@@ -165,6 +165,13 @@ func TestARCSealsForwarded(t *testing.T) {
 	if countMods(r, gomilter.ActionInsertHeader, "ARC-Seal") != 0 || bytes.Contains(out, []byte("ARC-")) {
 		t.Errorf("local delivery sealed:\n%s", out)
 	}
+	// A local user's mail to the alias is signed, not sealed.
+	lm := localMessage("alice@example.com")
+	lm.Rcpts = []string{"sales@example.com"}
+	r, out = e.submit(t, lm)
+	if countMods(r, gomilter.ActionInsertHeader, "DKIM-Signature") != 2 || bytes.Contains(out, []byte("ARC-")) {
+		t.Errorf("outbound mail to the alias:\n%s", out)
+	}
 	saved := e.f.ARC
 	e.f.ARC = nil
 	_, out = e.submit(t, forwardedInbound(t, "sales@example.com"))
