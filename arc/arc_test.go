@@ -371,6 +371,8 @@ func TestMalformedChains(t *testing.T) {
 		"bad signature":      {set(1, "none"), "does not"},
 		"empty":              {"ARC-Seal:\r\nARC-Message-Signature:\r\nARC-Authentication-Results:\r\n", "no instance tag"},
 		"AMS without bh":     {strings.Replace(set(1, "none"), "bh=AAAA; ", "", 1), "no bh= tag"},
+		"expired seal":       {strings.Replace(set(1, "none"), "cv=none;", "cv=none; x=1;", 1), "expired"},
+		"bad x=":             {strings.Replace(set(1, "none"), "cv=none;", "cv=none; x=12abc;", 1), "malformed x="},
 		"latest says fail":   {set(1, "fail"), "ended"},
 	} {
 		r := verifyOurs(t, z, []byte(c.head+testMessage))

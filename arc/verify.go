@@ -10,6 +10,7 @@ import (
 	"errors"
 	"fmt"
 	"hash"
+	"strconv"
 	"strings"
 	"time"
 
@@ -63,7 +64,6 @@ type Validator struct {
 	simple  hash.Hash        // when the latest AMS uses simple body canonicalization
 	simpleC dkim.SimpleBody
 	bodySum []byte
-	now     time.Time
 }
 
 // NewValidator parses the ARC fields of headers (all header fields of the
@@ -72,7 +72,7 @@ type Validator struct {
 // latest when Result returns, Abort is called or ctx ends.
 func NewValidator(ctx context.Context, headers []dkim.Header, lookup dkim.LookupTXTFunc, now time.Time) *Validator {
 	ctx, cancel := context.WithCancel(ctx)
-	v := &Validator{headers: headers, chain: ParseChain(headers), cancel: cancel, relaxed: dkim.NewBodyHasher(), now: now}
+	v := &Validator{headers: headers, chain: ParseChain(headers), cancel: cancel, relaxed: dkim.NewBodyHasher()}
 	if v.chain.Err != nil || len(v.chain.Sets) == 0 {
 		return v
 	}
@@ -307,8 +307,8 @@ func parseCommon(f dkim.Header, required []string, now time.Time) (*sig, map[str
 		return s, nil
 	}
 	if x, ok := tags["x"]; ok {
-		var xv int64
-		if _, err := fmt.Sscan(x, &xv); err != nil {
+		xv, err := strconv.ParseInt(x, 10, 64)
+		if err != nil || xv < 0 {
 			s.err = errors.New("malformed x=")
 			return s, nil
 		}
