@@ -35,6 +35,7 @@ type Metrics struct {
 	wouldRej  *prometheus.CounterVec
 	reloads   *prometheus.CounterVec
 	removedAR prometheus.Counter
+	arc       *arcMetrics // ARC sealing, see arc.go
 	// drift is the inventory drift (package internal/drift); its warning
 	// is the line /healthz adds after "ok".
 	drift *drift.Gauges
@@ -61,7 +62,7 @@ func NewMetrics() *Metrics {
 		"DKIM signatures made, by signing domain, selector and algorithm.",
 		"domain", "selector", "algorithm")
 	m.results = counterVec("mailnode_milter_auth_results_total",
-		"Verification results of spam-checked messages by method (spf, dkim, dmarc) and result (pass, fail, none, temperror, ...): one per method result written to Authentication-Results.",
+		"Verification results of spam-checked messages by method (spf, dkim, dmarc, arc) and result (pass, fail, none, temperror, ...): one per method result written to Authentication-Results.",
 		"method", "result")
 	m.verdicts = counterVec("mailnode_milter_spam_verdicts_total",
 		"Verdicts of the inbound chain per action: deliver, tag, tempfail, quarantine, reject (what the verdict said; shadow mode still counts it here).",
@@ -105,6 +106,7 @@ func NewMetrics() *Metrics {
 	m.Registry.MustRegister(m.messages, m.signed, m.results, m.verdicts, m.engine, m.avScans, m.avTime, m.dns, m.errors,
 		m.wouldRej, m.reloads, m.removedAR,
 		collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
+	m.arc = newARCMetrics(m.Registry)
 	return m
 }
 

@@ -53,6 +53,9 @@ type Filter struct {
 	Metrics *Metrics
 	// Antivirus is the virus scan (spam.antivirus); nil: none.
 	Antivirus *Antivirus
+	// ARC seals verified mail forwarded off the node (forwarding.arc, see
+	// arc.go); nil: off.
+	ARC *ARCSealing
 }
 
 // NewFilter builds the Filter for an inventory whose keys are loaded.
@@ -66,6 +69,7 @@ func NewFilter(inv *inventory.Inventory, keys map[string][]dkim.Key, lookup Look
 		Checks:   DefaultChecks(lookup),
 
 		Antivirus: NewAntivirus(inv.Spam.Antivirus),
+		ARC:       newARCSealing(inv, lookup),
 	}
 }
 
@@ -138,6 +142,7 @@ type Transaction struct {
 	body     *dkim.BodyHasher
 	runs     []CheckRun
 	scan     *antivirus.Scan // the virus scan streaming, see antivirus.go
+	arc      *arcRun         // ARC sealing of a forwarded message, see arc.go
 }
 
 // NewTransaction starts a message.
@@ -238,6 +243,7 @@ func (t *Transaction) EndOfHeaders() Decision {
 		for _, c := range t.f.Checks {
 			t.runs = append(t.runs, c.Start(t.env, t.headers))
 		}
+		t.startARC()
 	}
 	if t.f.Antivirus.scans(t.decision.Action) {
 		t.startScan()
@@ -266,6 +272,9 @@ func (t *Transaction) Body(chunk []byte) error {
 	}
 	if t.scan != nil {
 		t.scan.Write(chunk) // a failure is kept in the scan and counted at the end
+	}
+	if t.arc != nil {
+		t.arc.v.Write(chunk)
 	}
 	return nil
 }
@@ -336,6 +345,7 @@ func (t *Transaction) End(ctx context.Context) Result {
 		for _, r := range results {
 			d.Results = append(d.Results, strings.TrimSpace(authres.Format("", []authres.Result{r})[2:]))
 		}
+		d.Results = append(d.Results, t.arcResults(ctx)...)
 		res.Changes = append(res.Changes, t.verdictChanges(v)...)
 		res.Changes = append(res.Changes, HeaderChange{Index: 0, Name: "Authentication-Results", Value: " " + t.f.Hostname + ";\r\n\t" + strings.Join(d.Results, ";\r\n\t")})
 		switch {
@@ -354,6 +364,7 @@ func (t *Transaction) End(ctx context.Context) Result {
 	if scanned != nil {
 		t.applyScan(ctx, scanned, &res)
 	}
+	t.sealARC(ctx, &res)
 	res.Decision = *d
 	t.f.logDecision(res)
 	t.f.Metrics.observe(t.f.Policy, res)
@@ -396,6 +407,9 @@ func (t *Transaction) Close() {
 	if t.scan != nil {
 		t.scan.Close()
 		t.scan = nil
+	}
+	if t.arc != nil {
+		t.arc.v.Abort()
 	}
 	t.state = stDone
 }
