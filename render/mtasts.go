@@ -56,7 +56,8 @@ const mtastsResolverYAML = `# mta-sts-daemon (Debian's postfix-mta-sts-resolver)
 # (SSL_CERT_FILE overrides).
 host: %s
 port: %s
-reuse_port: false
+# Debian's 1.1.2 does not start with reuse_port: false.
+reuse_port: true
 shutdown_timeout: 5
 cache:
   type: internal
