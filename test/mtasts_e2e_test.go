@@ -346,3 +346,64 @@ func queueJSON(t *testing.T, n *harness.Node) map[string]string {
 	}
 	return got
 }
+
+// servePolicies publishes the policy files render-config wrote under out
+// (mta-sts/<domain>/.well-known/mta-sts.txt) the way the admin's web
+// server does: HTTPS on port 443 of addrs (added to lo for the test), a
+// certificate for every mta-sts.<domain> from a test CA, which processes
+// started afterwards trust (SSL_CERT_FILE). It returns the hosts served.
+func servePolicies(t *testing.T, out string, addrs ...string) []string {
+	t.Helper()
+	files, _ := filepath.Glob(filepath.Join(out, "mta-sts", "*", ".well-known", "mta-sts.txt"))
+	if len(files) == 0 {
+		t.Fatalf("render-config wrote no policy under %s/mta-sts", out)
+	}
+	policies := map[string][]byte{}
+	var hosts []string
+	for _, f := range files {
+		domain := filepath.Base(filepath.Dir(filepath.Dir(f)))
+		b, err := os.ReadFile(f)
+		if err != nil {
+			t.Fatal(err)
+		}
+		policies["mta-sts."+domain] = b
+		hosts = append(hosts, "mta-sts."+domain)
+	}
+	ca := newTestCA(t)
+	caFile := filepath.Join(t.TempDir(), "ca.pem")
+	if err := os.WriteFile(caFile, ca.pem, 0o644); err != nil {
+		t.Fatal(err)
+	}
+	t.Setenv("SSL_CERT_FILE", caFile)
+	cert := ca.issue(t, false, hosts...)
+	web := &http.Server{Handler: http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		body, ok := policies[strings.ToLower(r.Host)]
+		if !ok || r.URL.Path != "/.well-known/mta-sts.txt" {
+			http.NotFound(w, r)
+			return
+		}
+		w.Header().Set("Content-Type", "text/plain")
+		w.Write(body)
+	})}
+	t.Cleanup(func() { web.Close() })
+	for _, a := range addrs {
+		prefix := a + "/32"
+		if strings.Contains(a, ":") {
+			prefix = a + "/128"
+		}
+		args := []string{"addr", "add", prefix, "dev", "lo"}
+		if strings.Contains(a, ":") {
+			args = append(args, "nodad")
+		}
+		if o, err := exec.Command("ip", args...).CombinedOutput(); err != nil {
+			t.Fatalf("ip %s: %v\n%s", strings.Join(args, " "), err, o)
+		}
+		t.Cleanup(func() { exec.Command("ip", "addr", "del", prefix, "dev", "lo").Run() })
+		ln, err := tls.Listen("tcp", "["+a+"]:443", &tls.Config{Certificates: []tls.Certificate{cert}})
+		if err != nil {
+			t.Fatal(err)
+		}
+		go web.Serve(ln)
+	}
+	return hosts
+}
