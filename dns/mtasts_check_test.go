@@ -286,3 +286,24 @@ func TestParseSTSRecord(t *testing.T) {
 		}
 	}
 }
+
+func TestParsePolicy(t *testing.T) {
+	p, err := dns.ParsePolicy("version: STSv1\r\nmode: enforce\r\nmx: MX1.example.com.\r\nmx: *.example.net\r\nmax_age: 604800\r\nextension: ignored\r\n")
+	if err != nil || p.Mode != "enforce" || p.MaxAge != 604800 || strings.Join(p.MX, " ") != "mx1.example.com *.example.net" {
+		t.Errorf("CRLF policy: %+v, %v", p, err)
+	}
+	for text, want := range map[string]string{
+		"mode: enforce\nmx: a.example\nmax_age: 1\n":                        `version ""`,
+		"version: STSv1\nmode: enforce\nmax_age: 1\n":                       "mode enforce without an mx line",
+		"version: STSv1\nmode: none\nmax_age: 1\n":                          "",
+		"version: STSv1\nmode: testing\nmx: a.example\n":                    "no max_age",
+		"version: STSv1\nmode: testing\nmx: a.example\nmax_age: -1\n":       "max_age \"-1\"",
+		"version: STSv1\nmode: testing\nmx: a.example\nmax_age: 99999999\n": "max_age \"99999999\"",
+		"version: STSv1\ngarbage\n":                                         "is not \"key: value\"",
+	} {
+		_, err := dns.ParsePolicy(text)
+		if want == "" && err != nil || want != "" && (err == nil || !strings.Contains(err.Error(), want)) {
+			t.Errorf("ParsePolicy(%q): %v, want %q", text, err, want)
+		}
+	}
+}

@@ -99,6 +99,7 @@ func (inv *Inventory) checkHost(v *validator, h *Host) {
 			}
 		}
 	}
+	inv.checkSecurityHost(v, h)
 	for i, u := range inv.UnixUsers {
 		if !unixUserRe.MatchString(u) {
 			continue
