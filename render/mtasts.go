@@ -2,6 +2,8 @@ package render
 
 import (
 	"fmt"
+	"os"
+	"path/filepath"
 	"strings"
 
 	"github.com/mailnode/mailnode/dns"
@@ -84,4 +86,28 @@ func renderMTASTS(inv *inventory.Inventory, files Files) error {
 		files[MTASTSResolverConfig] = fmt.Appendf(nil, mtastsResolverYAML, MTASTSResolverAddr, host, port)
 	}
 	return nil
+}
+
+// staleMTASTS lists the policy files and the resolver configuration under
+// dir that files no longer has: a domain without mta_sts any more (publish
+// mode none for a while first, RFC 8461 §8.3), outbound_tls no longer
+// mta-sts.
+func staleMTASTS(dir string, files Files) []string {
+	found, _ := filepath.Glob(filepath.Join(dir, "mta-sts", "*", ".well-known", "mta-sts.txt"))
+	found = append(found, filepath.Join(dir, filepath.FromSlash(MTASTSResolverConfig)))
+	var out []string
+	for _, p := range found {
+		rel, err := filepath.Rel(dir, p)
+		if err != nil {
+			continue
+		}
+		name := filepath.ToSlash(rel)
+		if _, ok := files[name]; ok {
+			continue
+		}
+		if st, err := os.Stat(p); err == nil && st.Mode().IsRegular() {
+			out = append(out, name)
+		}
+	}
+	return out
 }

@@ -2,8 +2,10 @@ package render
 
 import (
 	"bytes"
+	"os"
 	"os/exec"
 	"path/filepath"
+	"slices"
 	"strings"
 	"testing"
 
@@ -137,6 +139,50 @@ func TestOutboundMTASTS(t *testing.T) {
 		}
 		if conf.Host != "127.0.0.1" || conf.Port != 8461 || conf.DefaultZone.StrictTesting || conf.Cache.Type != "internal" {
 			t.Errorf("%s: %+v", MTASTSResolverConfig, conf)
+		}
+	}
+}
+
+// A policy or resolver configuration the inventory no longer asks for is
+// removed by Write and shown by Check, as a stale zone is.
+func TestMTASTSStaleFiles(t *testing.T) {
+	inv := load(t, "../examples/inventory.yaml")
+	inv.Postfix.OutboundTLS = inventory.OutboundMTASTS
+	files, err := Render(inv)
+	if err != nil {
+		t.Fatal(err)
+	}
+	dir := t.TempDir()
+	if _, err := Write(dir, files); err != nil {
+		t.Fatal(err)
+	}
+	policy := dns.PolicyPath("example.com")
+	for _, name := range []string{policy, MTASTSResolverConfig} {
+		if _, err := os.Stat(filepath.Join(dir, name)); err != nil {
+			t.Fatalf("%s not written: %v", name, err)
+		}
+	}
+	inv.Domain("example.com").MTASTS = nil
+	inv.Postfix.OutboundTLS = inventory.OutboundMay
+	if files, err = Render(inv); err != nil {
+		t.Fatal(err)
+	}
+	diff, err := Check(dir, files)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, name := range []string{policy, MTASTSResolverConfig} {
+		if !bytes.Contains(diff, []byte("--- a/"+name+"\n+++ /dev/null\n")) {
+			t.Errorf("Check does not show %s as removed:\n%s", name, diff)
+		}
+	}
+	changed, err := Write(dir, files)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, name := range []string{policy, MTASTSResolverConfig} {
+		if _, err := os.Stat(filepath.Join(dir, name)); !os.IsNotExist(err) || !slices.Contains(changed, name) {
+			t.Errorf("%s: still there (%v) or not reported (%v)", name, err, changed)
 		}
 	}
 }
