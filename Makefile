@@ -11,9 +11,8 @@ DEB_PACKAGES := postfix swaks dovecot-core dovecot-imapd dovecot-pop3d dovecot-l
 	rspamd spamd spamc postgrey ansible ansible-lint ssl-cert openssl procps \
 	gcc libc6-dev libssl-dev \
 	debhelper fakeroot lintian systemd \
-	chromium clamav-daemon dovecot-sieve dovecot-managesieved
-# ARC sealing tests: python3-dkim's arc_sign needs authres.
-DEB_PACKAGES += python3-authres
+	chromium clamav-daemon dovecot-sieve dovecot-managesieved \
+	postfix-mta-sts-resolver python3-authres
 
 .PHONY: all build build-bench deb test-deb deps test test-unit test-e2e test-ansible fuzz bench bench-go bench-render bench-policy \
 	bench-milter bench-greylist bench-memory bench-e2e soak demo demo-stop vet fmt clean

@@ -2,6 +2,7 @@ package dns
 
 import (
 	"context"
+	"crypto/x509"
 	"fmt"
 	"net"
 	"net/netip"
@@ -47,6 +48,12 @@ const (
 //	  spf                the SPF policy evaluates to pass for every node address (every tier node's)
 //	  dkim:SELECTOR      the selector's TXT record carries the key on disk
 //	  dmarc              one DMARC record, parseable
+//	  mta-sts            (domains[].mta_sts) one _mta-sts record, v=STSv1, a valid id (the rendered one, else warn)
+//	  name:mta-sts       mta-sts.<domain> has every node's addresses (/aaaa: the IPv6 ones)
+//	  mta-sts-policy     the policy served at https://mta-sts.<domain>/.well-known/mta-sts.txt from each of
+//	                     those addresses parses, has the inventory's mode and max_age, and its mx lines
+//	                     and the MX records match each other (every MX matched, every mx line used)
+//	  tlsrpt             (domains[].tlsrpt) one _smtp._tls record, v=TLSRPTv1, rua= the inventory's
 //	  name:LABEL         LABEL.domain (mail, imap, pop3, smtp) has the node's addresses
 //	  srv:SERVICE        the RFC 6186 SRV record points at the node (recommended)
 //	relay domain checks:
@@ -97,6 +104,12 @@ type Checker struct {
 	// AuthPort is the port of authoritative servers asked directly for the
 	// parent's delegation (default 53; tests serve elsewhere).
 	AuthPort string
+	// RootCAs verify the HTTPS server of an MTA-STS policy (nil: the
+	// system's roots; SSL_CERT_FILE and SSL_CERT_DIR override them).
+	RootCAs *x509.CertPool
+	// Dial, when set, connects to a policy server instead of net.Dialer
+	// (tests point the node's addresses at a local server).
+	Dial func(ctx context.Context, network, addr string) (net.Conn, error)
 
 	q *querier
 }
@@ -401,6 +414,7 @@ func (c *Checker) local(ctx context.Context, inv *inventory.Inventory, d *invent
 		out = append(out, c.checkDKIM(ctx, base, inv, d, s, txt))
 	}
 	out = append(out, c.checkDMARC(ctx, base, "_dmarc."+origin, txt["_dmarc."+origin]))
+	out = append(out, c.checkSTS(ctx, base, inv, d, z)...)
 	for _, n := range ClientNames {
 		name := n + "." + origin
 		if slices.Contains(hosts, name) {

@@ -121,9 +121,7 @@ func serveWith(t *testing.T, inv *inventory.Inventory, world string) *dnstest.Se
 
 func check(t *testing.T, inv *inventory.Inventory, s *dnstest.Server) dns.Report {
 	t.Helper()
-	c := &dns.Checker{Resolver: s.Addr, Timeout: 200 * time.Millisecond, Attempts: 2, AuthPort: s.Port()}
-	domains := append(inv.LocalDomains(), inv.RelayDomains()...)
-	return c.Run(context.Background(), inv, domains)
+	return checkWith(inv, s, startPolicyWeb(t, inv))
 }
 
 func dump(rep dns.Report) string {
@@ -187,7 +185,8 @@ func TestCheckNamesEachFault(t *testing.T) {
 		found   string   // substring of its Found or Detail
 	}{
 		{"missing MX", func(s *dnstest.Server) error { s.Remove("example.com.", mdns.TypeMX); return nil },
-			[]string{"example.com mx"}, dns.ProblemNoData, "NODATA"},
+			// The policy's mx line then matches no MX: the same fault seen from MTA-STS.
+			[]string{"example.com mx", "example.com mta-sts-policy"}, dns.ProblemNoData, "NODATA"},
 		{"wrong A", func(s *dnstest.Server) error {
 			return s.Replace("mx1.example.com.", "mx1.example.com. 3600 IN A 203.0.113.99")
 		},
@@ -260,7 +259,8 @@ func TestCheckNotDelegated(t *testing.T) {
 	s := serve(t, inv)
 	parent := dnstest.Start(t, `com. SOA a.nic.com. hostmaster.nic.com. 1 3600 900 1209600 300
 com. NS a.nic.com.`)
-	c := &dns.Checker{Resolver: s.Addr, Timeout: 200 * time.Millisecond, AuthPort: parent.Port()}
+	w := startPolicyWeb(t, inv)
+	c := &dns.Checker{Resolver: s.Addr, Timeout: 200 * time.Millisecond, AuthPort: parent.Port(), RootCAs: w.pool, Dial: w.dial}
 	rep := c.Run(context.Background(), inv, []*inventory.Domain{inv.Domain("example.com")})
 	var failed []string
 	for _, r := range rep.Failed() {
@@ -379,11 +379,11 @@ func TestCheckTierFaults(t *testing.T) {
 	}{
 		{"second node missing from the MX set", func(s *dnstest.Server) error {
 			return s.Replace("example.com.", "example.com. 3600 IN MX 10 mx1.example.com.")
-		}, []string{"example.com mx"}, dns.StatusFail, "no MX points at mx2.example.com."},
+		}, []string{"example.com mx", "example.com mta-sts-policy"}, dns.StatusFail, "no MX points at mx2.example.com."},
 		{"a host outside the tier among the MX", func(s *dnstest.Server) error {
 			return s.Replace("example.com.", "example.com. 3600 IN MX 10 mx1.example.com.", "example.com. 3600 IN MX 10 mx2.example.com.",
 				"example.com. 3600 IN MX 10 mx9.example.org.")
-		}, []string{"example.com mx"}, dns.StatusFail, "not a node of the tier, at the lowest preference: mx9.example.org."},
+		}, []string{"example.com mx", "example.com mta-sts-policy"}, dns.StatusFail, "not a node of the tier, at the lowest preference: mx9.example.org."},
 		{"unequal preferences", func(s *dnstest.Server) error {
 			return s.Replace("example.com.", "example.com. 3600 IN MX 10 mx1.example.com.", "example.com. 3600 IN MX 20 mx2.example.com.")
 		}, nil, dns.StatusWarn, "not at the tier's preference (no round robin): 20 mx2.example.com."},

@@ -303,6 +303,9 @@ func ZoneFor(inv *inventory.Inventory, d *inventory.Domain) (Zone, error) {
 			Purpose: fmt.Sprintf("DKIM selector %s (%s)", s.Selector, s.Algorithm)})
 	}
 	add(Record{Name: "_dmarc." + origin, Type: TypeTXT, Text: DMARC(d), Purpose: "DMARC"})
+	for _, r := range stsRecords(inv, d, origin, host, addrs) {
+		add(r)
+	}
 	for _, s := range srvServices {
 		for _, n := range nodes {
 			add(Record{Name: s.name + "." + origin, Type: TypeSRV, Priority: 0, Weight: 1, Port: s.port, Target: n.host,

@@ -103,6 +103,7 @@ func (inv *Inventory) checkHost(v *validator, h *Host) {
 		}
 	}
 	inv.checkResolvConf(v, h.ResolvConf)
+	inv.checkSecurityHost(v, h)
 	for i, u := range inv.UnixUsers {
 		if !unixUserRe.MatchString(u) {
 			continue

@@ -325,6 +325,7 @@ func TestHostChecks(t *testing.T) {
 		{"dovecot: {mail_user: root}\n", `t.yaml:3: dovecot.mail_user: "root" is root: Dovecot never delivers mail as root`},
 		{"dovecot: {mail_user: nosuch}\n", `t.yaml:3: dovecot.mail_user: system user "nosuch" does not exist on this host`},
 		{"unix_users: [root, ghost]\n", `t.yaml:3: unix_users[1]: system user "ghost" does not exist on this host`},
+		{"postfix: {outbound_tls: mta-sts}\n", `t.yaml:3: postfix.outbound_tls: "mta-sts" needs Postfix's MTA-STS resolver, which is not installed on this host (no mta-sts-daemon): apt-get install postfix-mta-sts-resolver`},
 		{"dovecot: {sieve: {}}\n", `t.yaml:3: dovecot.sieve: needs Pigeonhole, which is not installed on this host (no /usr/lib/dovecot/managesieve): apt-get install dovecot-managesieved`},
 	} {
 		_, err := ParseWith([]byte(base+c.extra), "t.yaml", LoadOptions{Host: host})

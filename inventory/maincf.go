@@ -6,7 +6,7 @@ import (
 	"strings"
 )
 
-var mainCFNameRe = regexp.MustCompile(`^[a-z][a-z0-9_]*$`)
+var mainCFNameRe = regexp.MustCompile(`^[a-z][A-Za-z0-9_]*$`)
 
 // postfix.main_cf is the escape hatch: extra main.cf settings, written
 // after everything mailnode renders (a setting mailnode also writes is
@@ -107,7 +107,7 @@ func (inv *Inventory) checkMainCF(v *validator) {
 	for _, k := range inv.Postfix.MainCFKeys() {
 		path := []any{"postfix", "main_cf", k}
 		if !mainCFNameRe.MatchString(k) {
-			v.add(path, "%q is not a main.cf parameter name (lower-case letters, digits and '_')", k)
+			v.add(path, "%q is not a main.cf parameter name (a lower-case letter, then letters, digits and '_', as smtp_tls_CAfile)", k)
 			continue
 		}
 		if why := ownedMainCF(k); why != "" {

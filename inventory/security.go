@@ -91,3 +91,14 @@ func checkDomainSecurity(v *validator, d *Domain, p func(rest ...any) []any) {
 		}
 	}
 }
+
+// MTASTSResolverProgram is the MTA-STS resolver outbound_tls: mta-sts
+// needs on the host (Debian package postfix-mta-sts-resolver).
+const MTASTSResolverProgram = "mta-sts-daemon"
+
+// checkSecurityHost checks that the host has what outbound_tls asks for.
+func (inv *Inventory) checkSecurityHost(v *validator, h *Host) {
+	if inv.Postfix.OutboundTLS == OutboundMTASTS && h.HasProgram != nil && !h.HasProgram(MTASTSResolverProgram) {
+		v.add([]any{"postfix", "outbound_tls"}, "%q needs Postfix's MTA-STS resolver, which is not installed on this host (no %s): apt-get install postfix-mta-sts-resolver", OutboundMTASTS, MTASTSResolverProgram)
+	}
+}

@@ -13,6 +13,8 @@
 //	        bin/mailnode-learn                   (dovecot.spam_learning: IMAPSieve rules, 0755 wrapper)
 //	unbound/unbound.conf
 //	dns/<domain>.zone                            (one per local domain, package dns)
+//	mta-sts/<domain>/.well-known/mta-sts.txt     (domains[].mta_sts: the policy to serve, mtasts.go)
+//	mta-sts-resolver/mta-sts-daemon.yml          (postfix.outbound_tls: mta-sts, mtasts.go)
 //	postfix/mailnode-inventory.digest            (the inventory's digest, see DigestFile)
 //
 // A null client (node.role: nullclient) gets main.cf, master.cf,
@@ -131,7 +133,8 @@ func Render(inv *inventory.Inventory) (Files, error) {
 	}
 	jobs = append(jobs,
 		func(f Files) error { return renderSASLPasswd(inv, f) },
-		func(f Files) error { return renderUnbound(inv, f) })
+		func(f Files) error { return renderUnbound(inv, f) },
+		func(f Files) error { return renderMTASTS(inv, f) })
 	local := inv.LocalDomains()
 	if inv.NullClient() {
 		// No Dovecot, and no zones: a null client's domains receive their
@@ -215,6 +218,7 @@ type postfixData struct {
 	DANE                                                     bool // postfix.outbound_tls: dane
 	SMTPListen, SubmissionListen, SubmissionsListen          []string
 	MessageSizeLimit, MailboxSizeLimit                       int64
+	MTASTSPolicyMap, OutboundCAFile                          string // postfix.outbound_tls: mta-sts (mtasts.go)
 }
 
 // renderPostfixConfig writes main.cf and master.cf (the maps are rendered
@@ -263,6 +267,7 @@ func renderPostfixConfig(inv *inventory.Inventory, files Files) error {
 		// Milter clients take "unix:/abs/path" as is (no service is chrooted).
 		d.Milter = inv.Milter.Listen
 	}
+	d.MTASTSPolicyMap, d.OutboundCAFile = mtastsPolicyMap(inv), DefaultCAFile
 	if inv.QuotaOn() {
 		d.QuotaStatus, d.QuotaClass = "unix:"+QuotaStatusSocket, QuotaClass
 	}

@@ -21,8 +21,9 @@ import (
 // in its own directory and renamed over the old one, so a reader (Postfix,
 // Dovecot) sees the old or the new file, never a partial one. Files whose
 // bytes are unchanged are left alone (their mtime too, so postmap can skip
-// them). Zone files under dns/ that the inventory no longer produces are
-// removed. It returns the names written or removed, sorted.
+// them). Zone files under dns/ and MTA-STS files (policies, the resolver's
+// configuration) that the inventory no longer produces are removed. It
+// returns the names written or removed, sorted.
 func Write(dir string, files Files) ([]string, error) {
 	names := files.Names()
 	// Create every directory once, then write files on every core: a node
@@ -137,11 +138,12 @@ func writeAtomic(dst string, data []byte, secret bool) error {
 	return nil
 }
 
-// staleZones lists dns/*.zone files in dir that files does not contain.
+// staleZones lists dns/*.zone files in dir that files does not contain,
+// and the MTA-STS files no longer rendered (staleMTASTS).
 func staleZones(dir string, files Files) ([]string, error) {
 	ents, err := os.ReadDir(filepath.Join(dir, "dns"))
 	if errors.Is(err, fs.ErrNotExist) {
-		return nil, nil
+		return staleMTASTS(dir, files), nil
 	}
 	if err != nil {
 		return nil, fmt.Errorf("render: %w", err)
@@ -155,7 +157,7 @@ func staleZones(dir string, files Files) ([]string, error) {
 			}
 		}
 	}
-	return out, nil
+	return append(out, staleMTASTS(dir, files)...), nil
 }
 
 // Check compares files with what is installed under dir and returns a

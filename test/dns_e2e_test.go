@@ -8,6 +8,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"slices"
 	"strings"
 	"testing"
 	"time"
@@ -187,6 +188,10 @@ func TestDNSCheckThroughRenderedUnbound(t *testing.T) {
 		time.Sleep(100 * time.Millisecond)
 	}
 
+	// example.com's MTA-STS policy, served on the node's addresses as the
+	// admin's web server would.
+	servePolicies(t, out, "203.0.113.10", "2001:db8::10")
+
 	// dns check through node.resolver, i.e. through unbound.
 	before := auth.Queries.Load()
 	o, code := run("dns", "check", "--inventory", invPath, "--json")
@@ -207,6 +212,13 @@ func TestDNSCheckThroughRenderedUnbound(t *testing.T) {
 	for _, r := range rep.Results {
 		if r.Status != "ok" {
 			t.Errorf("%s %s: %s (found %q; %s)", r.Domain, r.Check, r.Status, r.Found, r.Detail)
+		}
+	}
+	for _, c := range []string{"mta-sts", "name:mta-sts", "mta-sts-policy", "tlsrpt"} {
+		if !slices.ContainsFunc(rep.Results, func(r struct{ Domain, Check, Status, Found, Detail string }) bool {
+			return r.Domain == "example.com" && r.Check == c
+		}) {
+			t.Errorf("no example.com %s check", c)
 		}
 	}
 	if auth.Queries.Load() == before {

@@ -92,6 +92,7 @@ inv['postfix'].update({
     'tls': {'cert_file': f'{T}/tls.crt', 'key_file': f'{T}/tls.key'},
     'inet_interfaces': '127.0.0.1', 'inet_protocols': 'ipv4',
     'maillog_file': f'{T}/maillog', 'instance_name': 'postfix-ansible',
+    'outbound_tls': 'mta-sts',
 })
 inv['policy'].update({'listen': f'unix:{T}/queue/mailnode/policy.sock',
                       'state': {'backend': 'bbolt', 'path': f'{T}/state/state.db'}})
@@ -114,6 +115,8 @@ out = {
     'mailnode_log_dir': f'{T}/log',
     'mailnode_unbound_conf': f'{T}/unbound.conf',
     'mailnode_service_manager': 'direct',
+    'mailnode_mta_sts_daemon_conf': f'{T}/etc/mta-sts-daemon.yml',
+    'mailnode_mta_sts_webroot': f'{T}/www',
 }
 yaml.safe_dump(out, sys.stdout, sort_keys=False)
 PY
@@ -195,6 +198,12 @@ log "smoke: outside -> local mailbox lands in Maildir"
 in_ns swaks --server 127.0.0.1:2525 --from sender@outside.test --to bob@example.com --header "Subject: to bob" >/dev/null 2>&1 || fail "delivery to bob refused"
 for i in $(seq 1 100); do ls "$T"/vmail/example.com/bob/new/* >/dev/null 2>&1 && break; sleep 0.1; done
 ls "$T"/vmail/example.com/bob/new/* >/dev/null 2>&1 || { tail -20 "$T/maillog"; fail "message did not reach bob's Maildir"; }
+
+log "MTA-STS: the resolver answers Postfix, the policy is in the web root"
+out=$(in_ns postmap -c "$T/postfix" -q 127.0.0.1 socketmap:inet:127.0.0.1:8461:postfix 2>&1; echo "rc=$?")
+[[ $out == rc=1 ]] || { echo "$out"; fail "postfix-mta-sts-resolver does not answer Postfix's socketmap (want not found for an address)"; }
+in_ns postconf -c "$T/postfix" -h smtp_tls_policy_maps | grep -qx 'socketmap:inet:127.0.0.1:8461:postfix' || fail "smtp_tls_policy_maps is not the resolver"
+cmp "$T/www/example.com/.well-known/mta-sts.txt" "$T/staging/mta-sts/example.com/.well-known/mta-sts.txt" || fail "the MTA-STS policy is not in the web root"
 
 # A null client beside the node: the role applied to examples/nullclient.yaml,
 # relaying through the node's submission service with alice's login.

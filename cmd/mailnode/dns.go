@@ -77,7 +77,13 @@ outsider shares it), spf (the SPF policy evaluates to pass for every node
 address: RFC 7208 with its lookup limits), dkim:SELECTOR (the
 TXT record carries the key on disk), dmarc (one record, parseable), name:LABEL
 (mail, imap, pop3, smtp have the node's addresses), srv:SERVICE (RFC 6186,
-recommended). Relay domains: mx-backup (recommended).
+recommended). With domains[].mta_sts: mta-sts (one v=STSv1 record, a valid id;
+another id than the rendered policy's warns), name:mta-sts, mta-sts-policy (the
+policy fetched from every address of mta-sts.DOMAIN over HTTPS, verified against
+the system's CAs or SSL_CERT_FILE, parses, has the inventory's mode and max_age,
+and its mx lines and the MX records match each other); with domains[].tlsrpt:
+tlsrpt (one v=TLSRPTv1 record with the inventory's rua=). Relay domains:
+mx-backup (recommended).
 
 A question that gets no records says why: NXDOMAIN, NODATA, SERVFAIL, REFUSED,
 timeout or unreachable. Recommended checks and caveats are warn and do not fail

@@ -2,6 +2,7 @@ package main
 
 import (
 	"encoding/json"
+	"os"
 	"strings"
 	"testing"
 
@@ -28,6 +29,7 @@ partner.org. MX 20 mx1.example.com.
 func TestDNSCheckCommand(t *testing.T) {
 	srv := dnstest.Start(t, parents)
 	_, invPath := testNode(t, "127.0.0.1:9") // node.resolver unused: --resolver wins
+	withoutMTASTS(t, invPath)
 	publish(t, srv, invPath)
 
 	out, errs, code := runApp(t, "dns", "check", "--inventory", invPath, "--resolver", srv.Addr)
@@ -82,5 +84,30 @@ func TestBadResolverFlag(t *testing.T) {
 		if code != 2 || !strings.Contains(errs, name+`: --resolver "bad" is not HOST:PORT`) {
 			t.Errorf("%s: exit %d: %s", name, code, errs)
 		}
+	}
+}
+
+// withoutMTASTS takes example.com's mta_sts out of the inventory: its
+// policy check would connect to the example's addresses (203.0.113.10:443),
+// which a unit test must not do. Package dns checks policies against a
+// local HTTPS server; test/dns_e2e_test.go serves them on those addresses
+// inside the test's namespace.
+func withoutMTASTS(t *testing.T, invPath string) {
+	t.Helper()
+	b, err := os.ReadFile(invPath)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var keep []string
+	for _, l := range strings.Split(string(b), "\n") {
+		if !strings.HasPrefix(strings.TrimSpace(l), "mta_sts:") {
+			keep = append(keep, l)
+		}
+	}
+	if len(keep) == strings.Count(string(b), "\n")+1 {
+		t.Fatal("no mta_sts line in the example inventory")
+	}
+	if err := os.WriteFile(invPath, []byte(strings.Join(keep, "\n")), 0o640); err != nil {
+		t.Fatal(err)
 	}
 }
