@@ -47,8 +47,12 @@ func (inv *Inventory) SRSActive() bool {
 // Postfix's virtual_alias_maps asks: mailnode-srs beside milter.listen's
 // socket (a directory milterd can write to), or under the queue
 // directory's private/ when milter.listen is TCP.
-func (inv *Inventory) SRSSocket() string {
-	if p, ok := strings.CutPrefix(inv.Milter.Listen, "unix:"); ok && strings.HasPrefix(p, "/") {
+func (inv *Inventory) SRSSocket() string { return inv.SRSSocketBeside(inv.Milter.Listen) }
+
+// SRSSocketBeside is SRSSocket for milterd listening at listen (its
+// --listen, which tests and benchmarks set) instead of milter.listen.
+func (inv *Inventory) SRSSocketBeside(listen string) string {
+	if p, ok := strings.CutPrefix(listen, "unix:"); ok && strings.HasPrefix(p, "/") {
 		return path.Join(path.Dir(path.Clean(p)), SRSSocketName)
 	}
 	return path.Join(inv.Postfix.QueueDirectory, "private", SRSSocketName)

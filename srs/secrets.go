@@ -14,7 +14,7 @@ const MaxSecretFile = 64 << 10
 
 // ErrNoSecretFile is returned (wrapped) by LoadFile when the file does
 // not exist.
-var ErrNoSecretFile = errors.New("srs: no secrets file")
+var ErrNoSecretFile = errors.New("no such file")
 
 // ParseSecrets reads a secrets file's content: one secret a line, the
 // first the one that makes addresses, every one verifying. Leading and
@@ -48,7 +48,7 @@ func LoadFile(path string) (*SRS, error) {
 	fd, err := syscall.Open(path, syscall.O_RDONLY|syscall.O_NOFOLLOW|syscall.O_CLOEXEC|syscall.O_NONBLOCK, 0)
 	switch {
 	case errors.Is(err, syscall.ENOENT):
-		return nil, fmt.Errorf("%w: %s does not exist", ErrNoSecretFile, path)
+		return nil, fmt.Errorf("%s: %w", path, ErrNoSecretFile)
 	case errors.Is(err, syscall.ELOOP):
 		return nil, fmt.Errorf("%s is a symbolic link; the secrets file is opened without following links: put the file itself there", path)
 	case err != nil:
