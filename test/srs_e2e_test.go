@@ -6,6 +6,7 @@ import (
 	"os"
 	"path/filepath"
 	"strings"
+	"syscall"
 	"testing"
 	"time"
 
@@ -202,6 +203,59 @@ func TestSRS(t *testing.T) {
 		}
 	})
 
+	t.Run("secrets rotated on SIGHUP; a broken file keeps the running ones", func(t *testing.T) {
+		file := n.Inv.Forwarding.SRSSecretFile
+		oldSecret, err := os.ReadFile(file)
+		if err != nil {
+			t.Fatal(err)
+		}
+		reloads := func() int { return strings.Count(n.DaemonLog("milterd"), "milterd: inventory reloaded") }
+		hup := func(t *testing.T, content string) {
+			t.Helper()
+			if err := os.WriteFile(file, []byte(content), 0o640); err != nil {
+				t.Fatal(err)
+			}
+			if err := n.SignalDaemon("milterd", syscall.SIGHUP); err != nil {
+				t.Fatal(err)
+			}
+		}
+		rcpt := func(addr string) string {
+			return send(t, n.SMTP, harness.Envelope{From: "", To: []string{addr}}).Rcpt[0].Text()
+		}
+		hup(t, "short\n")
+		waitDaemonLog(t, n, "milterd", []string{"reload refused, keeping the running inventory and SRS secrets", "forwarding.srs_secret_file", "too short"})
+		if got := rcpt(srsAddr); !strings.HasPrefix(got, "250 ") {
+			t.Errorf("after a refused reload the running secret no longer verifies: %q", got)
+		}
+		const newSecret = "the-next-srs-secret-of-this-node"
+		before := reloads()
+		hup(t, newSecret+"\n"+string(oldSecret))
+		if err := srsPoll(func() bool { return reloads() > before }); err != nil {
+			t.Fatalf("no reload: %v\n%s", err, n.DaemonLog("milterd"))
+		}
+		if got := rcpt(srsAddr); !strings.HasPrefix(got, "250 ") {
+			t.Errorf("an address of the old secret, still listed second: %q", got)
+		}
+		msg, id := srsMessage(outsider, "sales@example.com", "after the rotation")
+		wantFinal(t, send(t, n.SMTP, harness.Envelope{From: outsider, To: []string{"sales@example.com"}, Data: msg}))
+		m := waitSinkID(t, n, id, harness.DeliveryTimeout)
+		next, _ := srs.New([]byte(newSecret))
+		if orig, err := next.Reverse(m.From); err != nil || orig != outsider {
+			t.Errorf("MAIL FROM:<%s> after the rotation is not the new secret's: %v", m.From, err)
+		}
+		before = reloads()
+		hup(t, newSecret+"\n")
+		if err := srsPoll(func() bool { return reloads() > before }); err != nil {
+			t.Fatalf("no reload: %v", err)
+		}
+		if got := rcpt(srsAddr); !strings.HasPrefix(got, "550 5.1.1 ") {
+			t.Errorf("an address of a secret no longer listed: %q", got)
+		}
+		if got := rcpt(m.From); !strings.HasPrefix(got, "250 ") {
+			t.Errorf("an address of the new secret: %q", got)
+		}
+	})
+
 	t.Run("plain local delivery keeps its sender", func(t *testing.T) {
 		before, _ := n.ReadMaildir("bob@example.com")
 		msg, _ := srsMessage(outsider, "bob@example.com", "to bob")
@@ -236,4 +290,14 @@ func TestSRSOff(t *testing.T) {
 	if got := tr.Rcpt[0].Text(); !strings.HasPrefix(got, "550 5.1.1 <"+addr+">") {
 		t.Errorf("RCPT TO:<%s> with SRS off: %q", addr, got)
 	}
+}
+
+// srsPoll waits up to harness.DeliveryTimeout for cond.
+func srsPoll(cond func() bool) error {
+	for deadline := time.Now().Add(harness.DeliveryTimeout); !cond(); time.Sleep(50 * time.Millisecond) {
+		if time.Now().After(deadline) {
+			return fmt.Errorf("not after %s", harness.DeliveryTimeout)
+		}
+	}
+	return nil
 }
