@@ -201,3 +201,45 @@ func TestPostmapQuery(t *testing.T) {
 		t.Errorf("postmap -q other@example.com: %v %q, want exit 1 and nothing", err, out)
 	}
 }
+
+// BenchmarkSocketmapRoundTrip: one lookup over a kept unix connection, as
+// Postfix asks for each recipient (the common answer, NOTFOUND).
+func BenchmarkSocketmapRoundTrip(b *testing.B) {
+	path := filepath.Join(b.TempDir(), "srs.sock")
+	ln, err := net.Listen("unix", path)
+	if err != nil {
+		b.Fatal(err)
+	}
+	s := &SocketmapServer{Lookup: echoLookup}
+	go s.Serve(ln)
+	defer s.Close()
+	c, err := net.Dial("unix", path)
+	if err != nil {
+		b.Fatal(err)
+	}
+	defer c.Close()
+	r := bufio.NewReader(c)
+	var req bytes.Buffer
+	WriteNetstring(&req, []byte("reverse bob@example.com"))
+	b.ResetTimer()
+	for b.Loop() {
+		if _, err := c.Write(req.Bytes()); err != nil {
+			b.Fatal(err)
+		}
+		if _, err := ReadNetstring(r, MaxReply); err != nil {
+			b.Fatal(err)
+		}
+	}
+}
+
+// BenchmarkReverse: checking a valid SRS0 address (the hash with one secret).
+func BenchmarkReverse(b *testing.B) {
+	s, _ := New(vectorSecrets...)
+	s.Now = func() time.Time { return vectorDay }
+	a, _ := s.Forward("alice@orig.example", "example.com")
+	for b.Loop() {
+		if _, err := s.Reverse(a); err != nil {
+			b.Fatal(err)
+		}
+	}
+}
