@@ -301,3 +301,38 @@ func srsPoll(cond func() bool) error {
 	}
 	return nil
 }
+
+// TestSRSTier: the nodes of a tier share the SRS secret (the harness gives
+// node 1 node 0's file, as the Ansible role copies it), so a bounce to an
+// address one node made is reversed by the other.
+func TestSRSTier(t *testing.T) {
+	nodes := harness.StartTier(t, []string{"127.0.0.1", "192.0.2.21"}, harness.Options{Policy: true, Milter: true, DKIMKeys: true,
+		Edit: func(doc map[string]any) {
+			harness.Set(doc, "policy.greylist.enabled", false)
+			for _, d := range doc["domains"].([]any) {
+				if m := d.(map[string]any); m["name"] == "partner.org" {
+					harness.Set(doc, "postfix.relayhost", m["nexthop"])
+				}
+			}
+		}})
+	a, b := nodes[0], nodes[1]
+	if a.Inv.Forwarding.SRSSecretFile != b.Inv.Forwarding.SRSSecretFile {
+		t.Fatalf("the nodes read different secrets: %s, %s", a.Inv.Forwarding.SRSSecretFile, b.Inv.Forwarding.SRSSecretFile)
+	}
+	const outsider = "eve@example.org"
+	msg, id := srsMessage(outsider, "sales@example.com", "through mx1")
+	wantFinal(t, send(t, a.SMTP, harness.Envelope{From: outsider, To: []string{"sales@example.com"}, Data: msg}))
+	m := waitSinkID(t, a, id, harness.DeliveryTimeout)
+	if !strings.HasPrefix(m.From, "SRS0=") {
+		t.Fatalf("mx1 forwarded with MAIL FROM:<%s>", m.From)
+	}
+	t.Logf("mx1 forwarded with MAIL FROM:<%s>", m.From)
+	bounce, bid := bounceMessage(m.From)
+	tr := send(t, b.SMTP, harness.Envelope{From: "", To: []string{m.From}, Data: bounce})
+	wantFinal(t, tr)
+	t.Logf("mx2, RCPT TO:<%s>: %s", m.From, tr.Rcpt[0].Text())
+	got := waitSinkID(t, b, bid, harness.DeliveryTimeout)
+	if got.From != "" || len(got.To) != 1 || got.To[0] != outsider {
+		t.Errorf("mx2 sent the bounce as MAIL FROM:<%s> RCPT TO:%v, want <> to %s", got.From, got.To, outsider)
+	}
+}
