@@ -365,6 +365,10 @@ type Forwarding struct {
 	SRS *bool `yaml:"srs"`
 	// ARC seals forwarded mail that milterd verified (default on).
 	ARC *bool `yaml:"arc"`
+	// SRSSecretFile holds the SRS secrets, one a line, the first making
+	// addresses and every one verifying them (DefaultSRSSecretFile);
+	// milterd reads it at start and on reload when SRSActive.
+	SRSSecretFile string `yaml:"srs_secret_file"`
 }
 
 // SRSOn reports forwarding.srs (default true).

@@ -59,6 +59,7 @@ func (inv *Inventory) applyDefaults() {
 		def(&p.RelayhostTLS, "encrypt")
 	}
 	inv.applySecurityDefaults()
+	inv.applySRSDefaults()
 	if p.MessageSizeLimit == 0 {
 		p.MessageSizeLimit = DefaultMessageSizeLimit
 	}
@@ -315,6 +316,7 @@ func (inv *Inventory) validate(v *validator) {
 	}
 	inv.checkRelayhostAuth(v)
 	inv.checkSecurity(v)
+	inv.checkSRS(v)
 	inv.checkMainCF(v)
 	// policy
 	if _, _, err := ParseListen(inv.Policy.Listen); err != nil {

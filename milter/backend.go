@@ -10,15 +10,16 @@ import (
 	gomilter "github.com/d--j/go-milter"
 )
 
-// Negotiated with the MTA: we add, change and delete header fields and may
-// quarantine (Postfix: the hold queue), and skip every event and reply we do
+// Negotiated with the MTA: we add, change and delete header fields, may
+// quarantine (Postfix: the hold queue) and change the envelope sender
+// (SRS, srs.go), and skip every event and reply we do
 // not need. HELO is sent (SPF checks the HELO identity) but not answered.
 // The only reply before the end of the message is at the end of the
 // headers, where a message that needs nothing more is accepted without
 // sending its body. Header values come with their leading space
 // (OptHeaderLeadingSpace) so they are exactly as in the message.
 const (
-	milterActions  = gomilter.OptAddHeader | gomilter.OptChangeHeader | gomilter.OptQuarantine
+	milterActions  = gomilter.OptAddHeader | gomilter.OptChangeHeader | gomilter.OptQuarantine | gomilter.OptChangeFrom
 	milterProtocol = gomilter.OptNoHeloReply | gomilter.OptNoUnknown | gomilter.OptNoData |
 		gomilter.OptNoConnReply | gomilter.OptNoMailReply | gomilter.OptNoRcptReply |
 		gomilter.OptNoHeaderReply | gomilter.OptNoBodyReply | gomilter.OptNoUnknownReply |
@@ -136,6 +137,12 @@ func (b *backend) EndOfMessage(m gomilter.Modifier) (*gomilter.Response, error) 
 	if err := applyMilter(m, res.Changes); err != nil {
 		b.f.Metrics.Error(ErrKindMTA)
 		return nil, err
+	}
+	if res.Sender != "" {
+		if err := m.ChangeFrom(res.Sender, ""); err != nil {
+			b.f.Metrics.Error(ErrKindMTA)
+			return nil, err
+		}
 	}
 	if res.Quarantine != "" {
 		if err := m.Quarantine(res.Quarantine); err != nil {

@@ -8,6 +8,7 @@ import (
 	"github.com/mailnode/mailnode/dkim"
 	"github.com/mailnode/mailnode/inventory"
 	"github.com/mailnode/mailnode/resolver"
+	"github.com/mailnode/mailnode/srs"
 )
 
 // Builder makes milterd's Filter for an inventory and its keys, at start
@@ -25,6 +26,15 @@ type Builder struct {
 
 	mu  sync.Mutex
 	res *resolver.Client
+	srs *srs.SRS // forwarding.srs's secrets (SetSRS)
+}
+
+// SetSRS gives the Filters made from now on the SRS secrets s (LoadSRS;
+// nil: SRS off), at start and on every reload.
+func (b *Builder) SetSRS(s *srs.SRS) {
+	b.mu.Lock()
+	b.srs = s
+	b.mu.Unlock()
 }
 
 // Filter returns the Filter for inv and keys: the inbound chain (SPF, DKIM,
@@ -43,12 +53,16 @@ func (b *Builder) Filter(inv *inventory.Inventory, keys map[string][]dkim.Key) *
 		b.res = resolver.NewClient(inv.Node.Resolver, timeout)
 	}
 	res := b.Metrics.Resolver(b.res)
+	secrets := b.srs
 	b.mu.Unlock()
 	lookup := LookupTXT(res.LookupTXT)
 	f := NewFilter(inv, keys, lookup)
 	f.Checks = InboundChecks(inv, res, lookup)
 	f.Log = b.Log
 	f.Metrics = b.Metrics
+	if f.SRS = NewSRS(inv, secrets); f.SRS != nil {
+		f.SRS.metrics, f.SRS.log = b.Metrics, b.Log
+	}
 	if b.Metrics != nil {
 		for _, c := range f.Checks {
 			if sc, ok := c.(*SpamCheck); ok {

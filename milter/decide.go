@@ -116,6 +116,10 @@ type Decision struct {
 	WouldReason Reason // when WouldReject is Decide's refusal or the virus scan's, not the spam gate's
 	// Antivirus is the virus scan's answer (spam.antivirus).
 	Antivirus AVResult
+	// SRS is the envelope sender the message was rewritten to
+	// (forwarding.srs, srs.go); SRSSkipped says why a forwarded message's
+	// sender was left as it was.
+	SRS, SRSSkipped string
 }
 
 // Policy is what Decide needs from the inventory.

@@ -19,6 +19,9 @@
 // holds the DKIM one); verdict.go turns their results into the spam verdict.
 // antivirus.go streams checked (and, by default, signed) messages to clamd
 // as they arrive and refuses a virus at the end (spam.antivirus).
+// srs.go rewrites the envelope sender of mail forwarded off the node at the
+// end of the message and serves Postfix the SRS reversal over a socketmap
+// (forwarding.srs).
 // build.go makes the Filter from an inventory at start and on each reload,
 // keeping the DNS resolver when node.resolver did not change. runtime.go
 // tunes the Go runtime for milterd. Tests drive a Transaction directly, or a

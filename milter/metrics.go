@@ -36,6 +36,7 @@ type Metrics struct {
 	reloads   *prometheus.CounterVec
 	removedAR prometheus.Counter
 	arc       *arcMetrics // ARC sealing, see arc.go
+	srs       *srsMetrics // forwarding.srs (srs.go)
 	// drift is the inventory drift (package internal/drift); its warning
 	// is the line /healthz adds after "ok".
 	drift *drift.Gauges
@@ -102,6 +103,7 @@ func NewMetrics() *Metrics {
 	m.removedAR = prometheus.NewCounter(prometheus.CounterOpts{Name: "mailnode_milter_forged_ar_removed_total",
 		Help: "Authentication-Results headers with the node's authserv-id that came with a message and were removed."})
 	m.drift = drift.NewGauges("mailnode_milter", "milterd")
+	m.srs = newSRSMetrics(m.Registry)
 	m.Registry.MustRegister(m.drift.Collectors()...)
 	m.Registry.MustRegister(m.messages, m.signed, m.results, m.verdicts, m.engine, m.avScans, m.avTime, m.dns, m.errors,
 		m.wouldRej, m.reloads, m.removedAR,

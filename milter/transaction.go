@@ -56,6 +56,9 @@ type Filter struct {
 	// ARC seals verified mail forwarded off the node (forwarding.arc, see
 	// arc.go); nil: off.
 	ARC *ARCSealing
+	// SRS rewrites the envelope sender of forwarded mail (forwarding.srs,
+	// srs.go); nil: off.
+	SRS *SRS
 }
 
 // NewFilter builds the Filter for an inventory whose keys are loaded.
@@ -114,6 +117,8 @@ type Result struct {
 	// Quarantine, when not "", accepts the message into the MTA's hold
 	// queue with this reason (after the header changes).
 	Quarantine string
+	// Sender, when not "", replaces the envelope sender (SRS, srs.go).
+	Sender string
 }
 
 type txState int
@@ -365,6 +370,7 @@ func (t *Transaction) End(ctx context.Context) Result {
 		t.applyScan(ctx, scanned, &res)
 	}
 	t.sealARC(ctx, &res)
+	t.srsRewrite(&res)
 	res.Decision = *d
 	t.f.logDecision(res)
 	t.f.Metrics.observe(t.f.Policy, res)
@@ -439,6 +445,7 @@ func (f *Filter) logDecision(res Result) {
 	if d.RemovedAR > 0 {
 		attrs = append(attrs, slog.Int("removed_forged_ar", d.RemovedAR))
 	}
+	attrs = srsAttrs(attrs, d)
 	if v := d.Verdict; v.Scored || v.Disposition != Deliver {
 		attrs = append(attrs, slog.String("spam_score", spam.FormatScore(v.Score)), slog.String("spam_engine", v.Engine),
 			slog.String("disposition", v.Disposition.String()))

@@ -82,6 +82,8 @@ rc=0; ${cond/\/etc\/mailnode\/inventory.yaml/$ex/nullclient.yaml} || rc=$?
 id -nG mailnode | grep -qw postfix || fail "user mailnode is not in group postfix"
 [[ $(stat -c %U:%a /var/lib/mailnode) == mailnode:750 ]] || fail "/var/lib/mailnode: $(stat -c %U:%a /var/lib/mailnode)"
 [[ $(stat -c %U:%G:%a /var/spool/postfix/mailnode) == mailnode:postfix:750 ]] || fail "/var/spool/postfix/mailnode: $(stat -c %U:%G:%a /var/spool/postfix/mailnode)"
+[[ $(stat -c %U:%G:%a /etc/mailnode/srs.secret) == root:mailnode:640 ]] || fail "/etc/mailnode/srs.secret: $(stat -c %U:%G:%a /etc/mailnode/srs.secret)"
+[[ $(wc -c </etc/mailnode/srs.secret) -ge 17 ]] || fail "/etc/mailnode/srs.secret is too short"
 for u in "${units[@]}"; do
   [[ -f /lib/systemd/system/$u ]] || fail "$u not installed"
   ! enabled "$u" || fail "$u enabled without an inventory"

@@ -214,6 +214,7 @@ type postfixData struct {
 	Policy, Milter, TLSCert, TLSKey                          string
 	RecipientDelimiter, RelayhostTLS                         string
 	QuotaStatus, QuotaClass                                  string // Dovecot's quota-status policy service, "" without quotas
+	SRSMap                                                   string // forwarding.srs: milterd's reversal socketmap, "" when off
 	RelayhostAuth, NullClient                                bool
 	DANE                                                     bool // postfix.outbound_tls: dane
 	SMTPListen, SubmissionListen, SubmissionsListen          []string
@@ -270,6 +271,11 @@ func renderPostfixConfig(inv *inventory.Inventory, files Files) error {
 	d.MTASTSPolicyMap, d.OutboundCAFile = mtastsPolicyMap(inv), DefaultCAFile
 	if inv.QuotaOn() {
 		d.QuotaStatus, d.QuotaClass = "unix:"+QuotaStatusSocket, QuotaClass
+	}
+	if inv.SRSActive() {
+		// An absolute path: no service is chrooted, and postmap -q works
+		// from anywhere.
+		d.SRSMap = "socketmap:unix:" + inv.SRSSocket() + ":" + inventory.SRSMapName
 	}
 	for _, f := range []string{"main.cf", "master.cf"} {
 		t := f + ".tmpl"

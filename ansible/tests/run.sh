@@ -98,6 +98,7 @@ inv['policy'].update({'listen': f'unix:{T}/queue/mailnode/policy.sock',
                       'state': {'backend': 'bbolt', 'path': f'{T}/state/state.db'}})
 inv['policy'].pop('greylist', None)
 inv['milter'] = {'listen': f'unix:{T}/queue/mailnode/milter.sock'}
+inv['forwarding']['srs_secret_file'] = f'{T}/etc/srs.secret'
 inv['dovecot'].update({'config_directory': f'{T}/dovecot', 'base_dir': f'{T}/dovecot-run',
                        'mail_location': f'maildir:{T}/vmail/%d/%n', 'log_path': f'{T}/dovecot.log',
                        'imap_listen': ['127.0.0.1:2143'], 'pop3_listen': ['127.0.0.1:2110']})
@@ -331,6 +332,7 @@ inv['policy'].update({'listen': f'unix:{N}/queue/mailnode/policy.sock',
                                              'addresses': ['192.0.2.11:26379', '192.0.2.12:26379']}}})
 inv['policy'].pop('greylist', None)
 inv['milter'] = {'listen': f'unix:{N}/queue/mailnode/milter.sock'}
+inv['forwarding']['srs_secret_file'] = f'{N}/etc/srs.secret'
 inv['dovecot'].update({'config_directory': f'{N}/dovecot', 'base_dir': f'{N}/dovecot-run',
                        'mail_location': f'maildir:{N}/vmail/%d/%n', 'log_path': f'{N}/dovecot.log',
                        'imap_listen': ['127.0.0.1:2143'], 'pop3_listen': ['127.0.0.1:2110']})
@@ -412,6 +414,11 @@ for k in $keys1; do
 done
 for z in "$TI"/mx1/staging/dns/*.zone; do
   cmp -s "$z" "$TI/mx2/staging/dns/$(basename "$z")" || fail "tier: $(basename "$z") differs between the nodes"
+done
+cmp -s "$TI/mx1/etc/srs.secret" "$TI/mx2/etc/srs.secret" || fail "tier: the nodes got different SRS secrets"
+for i in 1 2; do
+  m=$(stat -c '%a %U %G' "$TI/mx$i/etc/srs.secret")
+  [[ $m == "640 root mailnode-tier" ]] || fail "tier: mx$i's SRS secret is $m, want 640 root mailnode-tier"
 done
 [[ $(grep -cE '^example\.com\.\s+[0-9]+\s+IN\s+MX\s+10 mx[12]\.example\.com\.$' "$TI/mx1/staging/dns/example.com.zone") == 2 ]] ||
   fail "tier: the zone does not list both nodes as MX of preference 10"

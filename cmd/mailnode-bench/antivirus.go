@@ -40,6 +40,8 @@ func benchAntivirus(out io.Writer, dir, mailnode, invPath, plainSock string, pla
 	avSock := filepath.Join(dir, "milterd-av.sock")
 	avInv := filepath.Join(dir, "inventory-av.yaml")
 	text := strings.Replace(string(inv), plainSock, avSock, 1) + fmt.Sprintf("spam: {antivirus: {address: %q}}\n", c.Address)
+	// The plain milterd serves the SRS socketmap in this directory.
+	text = strings.Replace(text, "forwarding: {", "forwarding: {srs: false, ", 1)
 	if err := os.WriteFile(avInv, []byte(text), 0o644); err != nil {
 		return err
 	}

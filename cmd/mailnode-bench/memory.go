@@ -99,6 +99,11 @@ func memoryRun(out io.Writer, mailnode string, mailboxes, reloads int, settle ti
 	if err != nil {
 		return err
 	}
+	forwarding, err := srsSecret(dir)
+	if err != nil {
+		return err
+	}
+	doc = bytes.Replace(doc, []byte("\ndomains:\n"), []byte("\n"+forwarding+"domains:\n"), 1)
 	inv := filepath.Join(dir, "inventory.yaml")
 	if err := os.WriteFile(inv, doc, 0o644); err != nil {
 		return err

@@ -5,7 +5,9 @@ import (
 	"bytes"
 	"context"
 	"crypto"
+	"crypto/rand"
 	"crypto/sha256"
+	"encoding/base64"
 	"errors"
 	"fmt"
 	"net"
@@ -94,12 +96,16 @@ func benchMilter(c *cli.Context) error {
 	// mailnode milterd, as its own process.
 	inv := filepath.Join(dir, "inventory.yaml")
 	msock := filepath.Join(dir, "milterd.sock")
+	forwarding, err := srsSecret(dir)
+	if err != nil {
+		return err
+	}
 	os.WriteFile(inv, []byte(fmt.Sprintf(`node: {hostname: bench.mailnode.test, trusted_networks: [127.0.0.0/8], resolver: "127.0.0.1:53"}
 milter: {listen: "unix:%s"}
 dkim: {key_dir: %s}
-domains:
+%sdomains:
   - {name: %s, class: local, dkim: [{selector: %s, algorithm: rsa}]}
-`, msock, keyDir, domain, selector)), 0o644)
+`, msock, keyDir, forwarding, domain, selector)), 0o644)
 	mailnode, err := mailnodeBinary(c)
 	if err != nil {
 		return err
@@ -487,4 +493,19 @@ func bareRSASign(k crypto.Signer, d time.Duration) (time.Duration, int) {
 		n++
 	}
 	return cpu() - c0, n
+}
+
+// srsSecret writes an SRS secret into dir, as milterd needs one
+// (forwarding.srs, on by default), and returns the inventory line that
+// names it.
+func srsSecret(dir string) (string, error) {
+	key := make([]byte, 24)
+	if _, err := rand.Read(key); err != nil {
+		return "", err
+	}
+	path := filepath.Join(dir, "srs.secret")
+	if err := os.WriteFile(path, []byte(base64.StdEncoding.EncodeToString(key)+"\n"), 0o640); err != nil {
+		return "", err
+	}
+	return "forwarding: {srs_secret_file: " + path + "}\n", nil
 }

@@ -33,6 +33,12 @@ func testNode(t *testing.T, resolver string) (dir, inv string) {
 	}
 	s := strings.Replace(string(b), "key_dir: /etc/mailnode/dkim", "key_dir: "+filepath.Join(dir, "dkim"), 1)
 	s = strings.Replace(s, "resolver: 127.0.0.1:53 ", "resolver: "+resolver+" ", 1)
+	// forwarding.srs: milterd needs a secret.
+	secret := filepath.Join(dir, "srs.secret")
+	if err := os.WriteFile(secret, []byte("cmd-test-srs-secret-0123456789\n"), 0o640); err != nil {
+		t.Fatal(err)
+	}
+	s = strings.Replace(s, "srs_secret_file: /etc/mailnode/srs.secret", "srs_secret_file: "+secret, 1)
 	if !strings.Contains(s, "resolver: "+resolver) {
 		t.Fatal("could not set node.resolver in the example inventory")
 	}

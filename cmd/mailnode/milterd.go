@@ -44,6 +44,18 @@ milterd refuses to start, naming the file, when a configured key is missing,
 readable by others or of the wrong type (create keys with: mailnode dkim keygen).
 A unix socket is created mode 0660, group postfix; TCP only on loopback.
 
+SRS (forwarding.srs, default on; milter.enabled on a mail node): a message
+from an outside sender that an alias or list forwards off the node leaves
+with its envelope sender rewritten to SRS0=HHHH=TT=domain=local@ the alias's
+domain (the whole message: local copies carry it too). milterd also serves
+Postfix's virtual_alias_maps a socketmap (mailnode-srs beside the milter
+socket) that turns such an address, when its hash verifies and it is at most
+21 days old, back into the original sender; any other is an unknown user.
+The secrets are forwarding.srs_secret_file (one a line, at least 16 bytes,
+the first signs, all verify; mode 0640 or stricter), read at start and on
+reload; milterd refuses to start without it. Every node of a tier needs the
+same file.
+
 The garbage collector runs at GOGC=400 with a soft limit of 256 MiB
 (GOMEMLIMIT) unless the environment sets either: milterd's live heap is small,
 and fewer collections keep their pauses off the messages.
@@ -99,6 +111,10 @@ metrics' values.`,
 			if err != nil {
 				return cli.Exit(fmt.Sprintf("milterd: refusing to start:\n%v", err), 1)
 			}
+			srsSecrets, err := milter.LoadSRS(inv)
+			if err != nil {
+				return cli.Exit(fmt.Sprintf("milterd: refusing to start:\n%v", err), 1)
+			}
 			listen := c.String("listen")
 			if listen == "" {
 				listen = inv.Milter.Listen
@@ -118,6 +134,15 @@ metrics' values.`,
 			metrics := milter.NewMetrics()
 			b := &milter.Builder{DNSTimeout: c.Duration("dns-timeout"), Log: log, Metrics: metrics}
 			defer b.Close()
+			// forwarding.srs: the secrets for the Filters, and the
+			// reversal Postfix asks over a socketmap.
+			b.SetSRS(srsSecrets)
+			srsMap := &milter.SRSMap{Log: log, Metrics: metrics, Listen: c.String("listen")}
+			if err := srsMap.Update(inv, srsSecrets); err != nil {
+				ln.Close()
+				return cli.Exit(err.Error(), 1)
+			}
+			defer srsMap.Close()
 			build := b.Filter
 			// Publish before sign: a selector DNS does not show with its
 			// key waits while another of its domain is published.
@@ -178,7 +203,20 @@ metrics' values.`,
 						daemon.Notify(log, "milterd", sdnotify.Ready)
 						continue
 					}
+					newSRS, err := milter.LoadSRS(ninv)
+					if err != nil {
+						metrics.Reloaded(false)
+						page.Set("last reload", time.Now().UTC().Format(time.RFC3339)+" refused (srs): "+err.Error())
+						log.Error("milterd: reload refused, keeping the running inventory and SRS secrets", "inventory", path, "err", err)
+						guard.Check()
+						daemon.Notify(log, "milterd", sdnotify.Ready)
+						continue
+					}
+					b.SetSRS(newSRS)
 					srv.SetFilter(build(ninv, pub.Update(ninv, newKeys)))
+					if err := srsMap.Update(ninv, newSRS); err != nil {
+						log.Error("milterd: srs socketmap", "err", err)
+					}
 					running.Store(ninv)
 					metrics.Reloaded(true)
 					milterdStatus(page, path, listen, ninv, newKeys)
@@ -197,7 +235,8 @@ metrics' values.`,
 			if dkim.OpenSSLRSA {
 				rsaSigner = "openssl"
 			}
-			log.Info("milterd listening", "listen", listen, "domains", len(keys), "keys", nkeys, "rsa_signer", rsaSigner, "mode", inv.Policy.Mode)
+			log.Info("milterd listening", "listen", listen, "domains", len(keys), "keys", nkeys, "rsa_signer", rsaSigner, "mode", inv.Policy.Mode,
+				"srs_socketmap", srsMap.Path())
 			defer daemon.StatusOnSIGUSR1(log, "milterd", nil)()
 			releaseMemory()
 			daemon.Notify(log, "milterd", sdnotify.Ready)
@@ -211,6 +250,7 @@ metrics' values.`,
 				defer cancel()
 				srv.Shutdown(sctx)
 				ln.Close()
+				srsMap.Close()
 			}()
 			return srv.Serve(ln)
 		},

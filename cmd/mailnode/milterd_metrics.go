@@ -51,6 +51,11 @@ func milterdStatus(page *statuspage.Page, path, listen string, inv *inventory.In
 	page.Set("DKIM keys", strings.Join(sel, ", "))
 	page.Set("RSA signer", rsa)
 	page.Set("spam engine", inv.Spam.Engine)
+	if inv.SRSActive() {
+		page.Set("SRS", "on: forwarded mail's sender rewritten; reversal at unix:"+inv.SRSSocket())
+	} else {
+		page.Set("SRS", "off")
+	}
 	if a := inv.Spam.Antivirus; a != nil {
 		page.Set("antivirus", fmt.Sprintf("%s at %s, on_failure %s, scan_outbound %v", a.Engine, a.Address, a.OnFailure, a.ScansOutbound()))
 	}

@@ -36,10 +36,12 @@
 // examples/inventory.yaml) with every path moved into a private tree
 // n.Dir (/tmp/mnXXXX: postfix/ config, queue/, data/, dovecot/, run/
 // (Dovecot base_dir), vmail/ (Maildirs), spool/ (local(8) mailboxes),
-// dkim/, state/, log/, tls/) and every listener on a free 127.0.0.1
-// port; policy.enabled and milter.enabled are set explicitly from the
-// options; relay domains get the in-process Sink as next hop; the sidecar
-// sockets are unix:n.Dir/queue/private/mailnode-{policy,milter}. The
+// dkim/, state/, log/, tls/, srs.secret: forwarding.srs's secret, made
+// unless Edit names an existing file) and every listener on a free
+// 127.0.0.1 port; policy.enabled and milter.enabled are set explicitly from
+// the options; relay domains get the in-process Sink as next hop; the
+// sidecar sockets are unix:n.Dir/queue/private/mailnode-{policy,milter}
+// (and milterd's SRS socketmap mailnode-srs beside them). The
 // rewritten inventory is n.InventoryPath (loaded: n.Inv); the sidecars are
 // started as `mailnode policyd|milterd --inventory n.InventoryPath`, log to
 // n.DaemonLog(name) and must create their socket within 20 s. Everything

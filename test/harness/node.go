@@ -1,6 +1,8 @@
 package harness
 
 import (
+	"crypto/rand"
+	"encoding/base64"
 	"errors"
 	"fmt"
 	"net"
@@ -323,8 +325,16 @@ func (n *Node) prepare(src string, opt Options) error {
 			}
 		}
 	}
+	// forwarding.srs: milterd needs a secret; Edit may name another file
+	// (a tier shares node 0's), which is created when it does not exist.
+	Set(doc, "forwarding.srs_secret_file", n.path("srs.secret"))
 	if opt.Edit != nil {
 		opt.Edit(doc)
+	}
+	if p, _ := Get(doc, "forwarding.srs_secret_file").(string); p != "" {
+		if err := WriteSRSSecret(p); err != nil {
+			return err
+		}
 	}
 	if _, ok := Get(doc, "dovecot.sieve").(map[string]any); ok {
 		if ports.ManageSieve == 0 {
@@ -759,4 +769,17 @@ func (o Options) inventoryFile() (string, error) {
 		return "", err
 	}
 	return filepath.Join(root, "examples", "inventory.yaml"), nil
+}
+
+// WriteSRSSecret writes a fresh random SRS secret (forwarding.srs_secret_file)
+// at path, mode 0640, unless a file is there already.
+func WriteSRSSecret(path string) error {
+	if _, err := os.Stat(path); err == nil {
+		return nil
+	}
+	key := make([]byte, 24)
+	if _, err := rand.Read(key); err != nil {
+		return err
+	}
+	return os.WriteFile(path, []byte(base64.StdEncoding.EncodeToString(key)+"\n"), 0o640)
 }

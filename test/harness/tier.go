@@ -18,7 +18,7 @@ import (
 // --node for its own entry (Options.Node). Node i listens on addrs[i] (a
 // non-loopback address is added to lo for the test and removed
 // afterwards), and signs with the DKIM keys of node 0 (one set of keys
-// published for the tier). Each node has a private tree of its own, so
+// published for the tier) and its SRS secret. Each node has a private tree of its own, so
 // the paths and ports of the inventories differ; tier.nodes is the same.
 // What they share beyond that (policy.state in one Redis) comes from
 // opt.Edit. Each node is stopped in t.Cleanup.
@@ -55,6 +55,8 @@ func StartTier(t testing.TB, addrs []string, opt Options) []*Node {
 			Set(doc, "tier", map[string]any{"nodes": tierNodes})
 			if i > 0 {
 				Set(doc, "dkim.key_dir", nodes[0].Inv.DKIM.KeyDir)
+				// One SRS secret for the tier: a bounce may come back to any node.
+				Set(doc, "forwarding.srs_secret_file", nodes[0].Inv.Forwarding.SRSSecretFile)
 			}
 		}
 		nodes = append(nodes, StartNode(t, o))
