@@ -211,18 +211,19 @@ func TestMapsAndOwners(t *testing.T) {
 func TestDefaults(t *testing.T) {
 	inv := mustParse(t, small)
 	for name, c := range map[string][2]string{
-		"postfix.config_directory": {inv.Postfix.ConfigDirectory, "/etc/postfix"},
-		"postfix.queue_directory":  {inv.Postfix.QueueDirectory, "/var/spool/postfix"},
-		"policy.listen":            {inv.Policy.Listen, "unix:/var/spool/postfix/private/mailnode-policy"},
-		"milter.listen":            {inv.Milter.Listen, "unix:/var/spool/postfix/private/mailnode-milter"},
-		"policy.sender_login":      {inv.Policy.SenderLogin, "domain"},
-		"policy.mode":              {inv.Policy.Mode, "enforce"},
-		"dovecot.sasl_socket":      {inv.Dovecot.SASLSocket, "private/auth"},
-		"node.resolver":            {inv.Node.Resolver, "127.0.0.1:53"},
-		"node.hostname":            {inv.Node.Hostname, "mx1.example.com"},
-		"spam.engine":              {inv.Spam.Engine, "builtin"},
-		"node.role":                {inv.Node.Role, "mailnode"},
-		"postfix.inet_interfaces":  {inv.Postfix.InetInterfaces, "all"},
+		"postfix.config_directory":  {inv.Postfix.ConfigDirectory, "/etc/postfix"},
+		"postfix.queue_directory":   {inv.Postfix.QueueDirectory, "/var/spool/postfix"},
+		"policy.listen":             {inv.Policy.Listen, "unix:/var/spool/postfix/private/mailnode-policy"},
+		"milter.listen":             {inv.Milter.Listen, "unix:/var/spool/postfix/private/mailnode-milter"},
+		"policy.sender_login":       {inv.Policy.SenderLogin, "domain"},
+		"policy.mode":               {inv.Policy.Mode, "enforce"},
+		"dovecot.sasl_socket":       {inv.Dovecot.SASLSocket, "private/auth"},
+		"node.resolver":             {inv.Node.Resolver, "127.0.0.1:53"},
+		"node.resolver_anchor_file": {inv.Node.ResolverAnchorFile, "/var/lib/unbound/root.key"},
+		"node.hostname":             {inv.Node.Hostname, "mx1.example.com"},
+		"spam.engine":               {inv.Spam.Engine, "builtin"},
+		"node.role":                 {inv.Node.Role, "mailnode"},
+		"postfix.inet_interfaces":   {inv.Postfix.InetInterfaces, "all"},
 	} {
 		if c[0] != c[1] {
 			t.Errorf("%s = %q, want %q", name, c[0], c[1])

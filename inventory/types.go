@@ -44,6 +44,10 @@ type Node struct {
 	Addresses       []string `yaml:"addresses"`
 	TrustedNetworks []string `yaml:"trusted_networks"`
 	Resolver        string   `yaml:"resolver"`
+	// ResolverAnchorFile is the DNSSEC root trust anchor of the node's
+	// unbound, an auto-trust-anchor-file (RFC 5011) that unbound keeps
+	// current itself (DefaultResolverAnchorFile, Debian's).
+	ResolverAnchorFile string `yaml:"resolver_anchor_file"`
 	// Role is what the node is: RoleMailnode (default), the MX and
 	// mailbox server of its local domains, or RoleNullClient, a host that
 	// takes no mail from the network, delivers nothing itself and hands

@@ -35,6 +35,7 @@ func (inv *Inventory) applyDefaults() {
 		}
 	}
 	def(&inv.Node.Resolver, DefaultResolver)
+	def(&inv.Node.ResolverAnchorFile, DefaultResolverAnchorFile)
 	def(&p.ConfigDirectory, DefaultPostfixConfigDir)
 	def(&p.QueueDirectory, DefaultQueueDir)
 	def(&p.DataDirectory, DefaultDataDir)
@@ -277,6 +278,7 @@ func (inv *Inventory) validate(v *validator) {
 	if err := checkHostPort(inv.Node.Resolver); err != nil {
 		v.add([]any{"node", "resolver"}, "%v", err)
 	}
+	inv.checkResolverAnchor(v)
 	// postfix
 	for _, key := range []string{"smtp_listen", "submission_listen", "submissions_listen"} {
 		for i, s := range inv.Postfix.listen(key) {

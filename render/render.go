@@ -777,7 +777,8 @@ func renderUnbound(inv *inventory.Inventory, files Files) error {
 	if err != nil {
 		return fmt.Errorf("render: node.resolver: %w", err)
 	}
-	b, err := execute("unbound.conf.tmpl", struct{ Hostname, Interface, Port string }{inv.Node.Hostname, h, p})
+	b, err := execute("unbound.conf.tmpl", struct{ Hostname, Interface, Port, AnchorFile, RootKeyFile string }{
+		inv.Node.Hostname, h, p, inv.Node.ResolverAnchorFile, inventory.RootKeyFile})
 	if err != nil {
 		return err
 	}

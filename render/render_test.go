@@ -335,11 +335,19 @@ func TestConsumers(t *testing.T) {
 	for _, c := range goldenCases {
 		t.Run(c.name, func(t *testing.T) {
 			inv := loadAs(t, c.file, c.node)
+			// unbound-checkconf refuses an auto-trust-anchor-file that does
+			// not exist: one seeded from dns-root-data, as before a start.
+			dir := t.TempDir()
+			inv.Node.ResolverAnchorFile = filepath.Join(dir, "unbound-root.key")
+			seed, err := os.ReadFile(inventory.RootKeyFile)
+			if err != nil {
+				t.Fatalf("the rendered unbound.conf is seeded from dns-root-data's root key: %v (apt-get install dns-root-data)", err)
+			}
+			os.WriteFile(inv.Node.ResolverAnchorFile, seed, 0o644)
 			files, err := Render(inv)
 			if err != nil {
 				t.Fatal(err)
 			}
-			dir := t.TempDir()
 			if _, err := Write(dir, files); err != nil {
 				t.Fatal(err)
 			}
@@ -406,7 +414,18 @@ func TestConsumers(t *testing.T) {
 					t.Errorf("named-checkzone %s is not clean:\n%s", d.Name, out)
 				}
 			}
-			run("unbound-checkconf", filepath.Join(dir, "unbound", "unbound.conf"))
+			ubConf := filepath.Join(dir, "unbound", "unbound.conf")
+			run("unbound-checkconf", ubConf)
+			// The root anchor is one unbound keeps (RFC 5011), not a static
+			// file it only reads.
+			if got := strings.TrimSpace(run("unbound-checkconf", "-o", "auto-trust-anchor-file", ubConf)); got != inv.Node.ResolverAnchorFile {
+				t.Errorf("auto-trust-anchor-file = %q, want %q", got, inv.Node.ResolverAnchorFile)
+			}
+			for _, opt := range []string{"trust-anchor-file", "trusted-keys-file", "trust-anchor"} {
+				if got := strings.TrimSpace(run("unbound-checkconf", "-o", opt, ubConf)); got != "" {
+					t.Errorf("%s = %q: the root anchor must be the auto-trust-anchor-file alone", opt, got)
+				}
+			}
 			if inv.NullClient() {
 				return // no Dovecot (TestNullClient)
 			}

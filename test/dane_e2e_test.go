@@ -36,9 +36,10 @@ const (
 // TestDANEOutbound: postfix.outbound_tls: dane through the real programs.
 // A zone peer.test is signed with dnssec-keygen/dnssec-signzone and served
 // by an authoritative unbound (auth-zone); the node's unbound runs with
-// the unbound.conf render-config wrote (validating, its root anchor from
-// dns-root-data), with peer.test's DS as the trust anchor in place of the
-// root's chain, which the namespace cannot reach. Postfix, as main.cf
+// the unbound.conf render-config wrote (validating, its root anchor the
+// node's own auto-trust-anchor-file seeded from dns-root-data), with
+// peer.test's DS as a further trust anchor in place of the root's chain,
+// which the namespace cannot reach (TestResolverKeepsRootAnchor has a root). Postfix, as main.cf
 // says, asks it through libc (/etc/resolv.conf: 127.0.0.1). Then:
 //   - a peer whose certificate's key matches the TLSA record gets the mail
 //     over TLS Postfix logs as verified;
@@ -57,7 +58,8 @@ func TestDANEOutbound(t *testing.T) {
 			testpeer.Missing(t, "%s is not installed: apt-get install %s", p.prog, p.pkg)
 		}
 	}
-	// The rendered unbound.conf reads Debian's root key and hints.
+	// The rendered unbound.conf reads Debian's root hints, and the harness
+	// seeds the node's root trust anchor from Debian's root key.
 	if _, err := os.Stat("/usr/share/dns/root.key"); err != nil {
 		testpeer.Missing(t, "/usr/share/dns/root.key is missing: apt-get install dns-root-data")
 	}

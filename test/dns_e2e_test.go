@@ -88,6 +88,13 @@ func TestDNSCheckThroughRenderedUnbound(t *testing.T) {
 	if !strings.Contains(inv, "resolver: "+resolver) {
 		t.Fatal("could not set node.resolver")
 	}
+	// The root trust anchor unbound keeps, this test's own, seeded as
+	// Debian seeds /var/lib/unbound/root.key.
+	anchor := filepath.Join(dir, "unbound-anchor", "root.key")
+	if err := harness.SeedTrustAnchor(anchor); err != nil {
+		t.Fatal(err)
+	}
+	inv = strings.Replace(inv, "resolver: "+resolver+" ", "resolver_anchor_file: "+anchor+"\n  resolver: "+resolver+" ", 1)
 	invPath := filepath.Join(dir, "inventory.yaml")
 	os.WriteFile(invPath, []byte(inv), 0o644)
 	run := func(args ...string) (string, int) {
@@ -154,6 +161,10 @@ func TestDNSCheckThroughRenderedUnbound(t *testing.T) {
 	// The rendered config itself: loopback only.
 	if o, _ := exec.Command("unbound-checkconf", "-o", "interface", wrapper).Output(); strings.TrimSpace(string(o)) != "127.0.0.1" {
 		t.Errorf("unbound listens on %q, want 127.0.0.1 only", o)
+	}
+	// Its root anchor is node.resolver_anchor_file, kept by unbound.
+	if o, _ := exec.Command("unbound-checkconf", "-o", "auto-trust-anchor-file", wrapper).Output(); strings.TrimSpace(string(o)) != anchor {
+		t.Errorf("unbound's auto-trust-anchor-file is %q, want %s", o, anchor)
 	}
 
 	ub := exec.Command("unbound", "-d", "-c", wrapper)

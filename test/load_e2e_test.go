@@ -217,6 +217,9 @@ func pingRedis(addr string) error {
 // forwarded to the test's DNS server on loopback, taken as unsigned.
 func startUnbound(t *testing.T, n *harness.Node, resolver, upstream, dir string) *harness.Proc {
 	t.Helper()
+	if _, err := os.Stat(n.Inv.Node.ResolverAnchorFile); err != nil {
+		t.Fatalf("unbound's root trust anchor: %v (the harness seeds it from dns-root-data: apt-get install dns-root-data)", err)
+	}
 	host, port, _ := net.SplitHostPort(upstream)
 	var w strings.Builder
 	fmt.Fprintf(&w, "include: %q\nserver:\n", filepath.Join(n.Dir, "unbound", "unbound.conf"))

@@ -84,6 +84,8 @@ import sys, yaml
 inv = yaml.safe_load(open(sys.argv[1]))
 T = sys.argv[2]
 inv['node']['resolver'] = '127.0.0.1:53'
+# unbound's root trust anchor in the test's tree, not the host's /var/lib/unbound.
+inv['node']['resolver_anchor_file'] = f'{T}/unbound-anchor/root.key'
 # 127.0.0.1 plays an outside client; 127.0.0.2 would be a trust host.
 inv['node']['trusted_networks'] = ['127.0.0.2/32']
 inv['postfix'].update({
@@ -170,6 +172,30 @@ PY
 log "first run"
 run_play >"$T/run1.log" 2>&1 || { tail -60 "$T/run1.log"; fail "first run failed"; }
 grep -E '^localhost' "$T/run1.log"
+
+log "unbound: its root trust anchor seeded as Debian does, and it answers"
+anchor=$T/unbound-anchor/root.key
+[[ $(stat -c %U "$anchor" 2>/dev/null) == unbound && $(stat -c %U "$(dirname "$anchor")") == unbound ]] ||
+  fail "the root trust anchor $anchor (and its directory) is not the unbound user's: $(ls -ld "$anchor" "$(dirname "$anchor")" 2>&1)"
+cmp -s "$anchor" /usr/share/dns/root.key || fail "the root trust anchor was not seeded from dns-root-data's root.key"
+[[ $(unbound-checkconf -o auto-trust-anchor-file "$T/unbound.conf") == "$anchor" ]] || fail "the installed unbound.conf does not keep $anchor as its auto-trust-anchor-file"
+in_ns /usr/bin/python3 -I - <<'PY' || fail "unbound does not answer on 127.0.0.1:53"
+import socket, struct, time
+# localhost. A: unbound answers it itself, no network needed.
+q = struct.pack('>HHHHHH', 0x4d4e, 0x0100, 1, 0, 0, 0) + b'\x09localhost\x00' + struct.pack('>HH', 1, 1)
+for _ in range(50):
+    s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    s.settimeout(0.5)
+    try:
+        s.sendto(q, ('127.0.0.1', 53))
+        r = s.recv(512)
+        if r[:2] == q[:2] and r[3] & 0x0f == 0 and struct.unpack('>H', r[6:8])[0] > 0:
+            raise SystemExit(0)
+    except OSError:
+        pass
+    time.sleep(0.2)
+raise SystemExit('no answer for localhost. A')
+PY
 
 log "second run (must change nothing)"
 run_play >"$T/run2.log" 2>&1 || { tail -60 "$T/run2.log"; fail "second run failed"; }
@@ -317,6 +343,7 @@ N = f'{TI}/node'  # the same path on both nodes, each with its own tree there
 # One inventory for the whole tier: no node.hostname, each host says which node it is.
 del inv['node']['hostname'], inv['node']['addresses']
 inv['node']['resolver'] = '127.0.0.1:53'
+inv['node']['resolver_anchor_file'] = f'{N}/unbound-anchor/root.key'
 inv['node']['trusted_networks'] = ['127.0.0.2/32']
 inv['tier'] = {'nodes': [{'hostname': 'mx1.example.com', 'addresses': ['192.0.2.11']},
                          {'hostname': 'mx2.example.com', 'addresses': ['192.0.2.12']}]}
@@ -387,6 +414,9 @@ run_tier() {
 log "tier: first run (both nodes)"
 run_tier >"$TI/run1.log" 2>&1 || { tail -80 "$TI/run1.log"; fail "tier: first run failed"; }
 grep -E '^tier-' "$TI/run1.log"
+for i in 1 2; do
+  [[ $(stat -c %U "$TI/mx$i/unbound-anchor/root.key" 2>/dev/null) == unbound ]] || fail "tier: mx$i's root trust anchor was not seeded in its own tree"
+done
 log "tier: second run (must change nothing)"
 run_tier >"$TI/run2.log" 2>&1 || { tail -60 "$TI/run2.log"; fail "tier: second run failed"; }
 recap=$(grep -E '^tier-' "$TI/run2.log")

@@ -37,7 +37,10 @@
 // n.Dir (/tmp/mnXXXX: postfix/ config, queue/, data/, dovecot/, run/
 // (Dovecot base_dir), vmail/ (Maildirs), spool/ (local(8) mailboxes),
 // dkim/, state/, log/, tls/, srs.secret: forwarding.srs's secret, made
-// unless Edit names an existing file) and every listener on a free
+// unless Edit names an existing file, unbound-anchor/root.key:
+// node.resolver_anchor_file, the root trust anchor an unbound started with
+// the rendered unbound.conf keeps, seeded from dns-root-data's
+// /usr/share/dns/root.key by SeedTrustAnchor) and every listener on a free
 // 127.0.0.1 port; policy.enabled and milter.enabled are set explicitly from
 // the options; relay domains get the in-process Sink as next hop; the
 // sidecar sockets are unix:n.Dir/queue/private/mailnode-{policy,milter}

@@ -328,12 +328,26 @@ func (n *Node) prepare(src string, opt Options) error {
 	// forwarding.srs: milterd needs a secret; Edit may name another file
 	// (a tier shares node 0's), which is created when it does not exist.
 	Set(doc, "forwarding.srs_secret_file", n.path("srs.secret"))
+	// node.resolver_anchor_file: an unbound a test starts with the rendered
+	// unbound.conf keeps its own root trust anchor (RFC 5011), never the
+	// host's; seeded here as Debian seeds /var/lib/unbound/root.key. Edit
+	// may name another file, seeded likewise when it does not exist.
+	Set(doc, "node.resolver_anchor_file", n.path("unbound-anchor", "root.key"))
 	if opt.Edit != nil {
 		opt.Edit(doc)
 	}
 	if p, _ := Get(doc, "forwarding.srs_secret_file").(string); p != "" {
 		if err := WriteSRSSecret(p); err != nil {
 			return err
+		}
+	}
+	if p, _ := Get(doc, "node.resolver_anchor_file").(string); p != "" {
+		// Without dns-root-data no node can run unbound anyway; the tests
+		// that start one say what is missing.
+		if _, err := os.Stat(inventory.RootKeyFile); err == nil {
+			if err := SeedTrustAnchor(p); err != nil {
+				return err
+			}
 		}
 	}
 	if _, ok := Get(doc, "dovecot.sieve").(map[string]any); ok {
@@ -782,4 +796,23 @@ func WriteSRSSecret(path string) error {
 		return err
 	}
 	return os.WriteFile(path, []byte(base64.StdEncoding.EncodeToString(key)+"\n"), 0o640)
+}
+
+// SeedTrustAnchor makes path (node.resolver_anchor_file) from dns-root-data's
+// root key (inventory.RootKeyFile) when it does not exist yet, as Debian's
+// `unbound-helper root_trust_anchor_update` does before unbound starts:
+// unbound refuses to start without its auto-trust-anchor-file, and then
+// rewrites it itself. An existing file is left as unbound wrote it.
+func SeedTrustAnchor(path string) error {
+	if _, err := os.Stat(path); err == nil {
+		return nil
+	}
+	b, err := os.ReadFile(inventory.RootKeyFile)
+	if err != nil {
+		return fmt.Errorf("seeding unbound's root trust anchor: %w (apt-get install dns-root-data)", err)
+	}
+	if err := os.MkdirAll(filepath.Dir(path), 0o755); err != nil {
+		return err
+	}
+	return os.WriteFile(path, b, 0o644)
 }
