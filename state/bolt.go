@@ -31,9 +31,14 @@ type BoltOptions struct {
 	// Clock decides which entries the background sweeper deletes as
 	// expired; it must be the clock the callers use. Default time.Now.
 	Clock Clock
-	// SweepInterval is how often expired entries are deleted; each run
-	// visits at most sweepChunk keys. Default 1 min.
+	// SweepInterval is how often a sweep pass starts: the pass visits
+	// every key and deletes the expired ones, in chunks of sweepChunk
+	// keys, one chunk per commit, SweepPause apart. Default 1 min.
 	SweepInterval time.Duration
+	// SweepPause is the time between two chunks of a pass, so that the
+	// pass does not hold the file's write lock back to back while
+	// decisions wait to be committed. Default 20 ms.
+	SweepPause time.Duration
 }
 
 // Bolt is the embedded store: one bbolt file owned by one process.
@@ -53,7 +58,10 @@ type BoltOptions struct {
 //
 // Reads of known triplets and whitelisted clients write nothing (see
 // touchEvery), so the steady state is read-mostly; expired entries are
-// deleted by a sweeper in the commit goroutine, SweepInterval apart.
+// deleted by a sweeper in the commit goroutine: every SweepInterval a pass
+// over the whole file, a chunk of keys per commit with a pause between
+// chunks, so a pass over ten million keys ends within minutes and never
+// holds the write lock for long.
 type Bolt struct {
 	db    *bolt.DB
 	opt   BoltOptions
@@ -71,7 +79,8 @@ type Bolt struct {
 	flushed chan struct{} // closed and replaced after every commit attempt
 
 	fmu       sync.Mutex // one commit at a time
-	sweepFrom []byte     // where the next sweep starts (guarded by fmu)
+	sweepFrom []byte     // where the next chunk of a pass starts, nil: at the top (guarded by fmu)
+	sweeping  bool       // a pass is under way (guarded by fmu)
 
 	kick chan struct{}
 	stop chan struct{}
@@ -101,6 +110,9 @@ func OpenBolt(path string, opt BoltOptions) (*Bolt, error) {
 	}
 	if opt.SweepInterval <= 0 {
 		opt.SweepInterval = time.Minute
+	}
+	if opt.SweepPause <= 0 {
+		opt.SweepPause = 20 * time.Millisecond
 	}
 	if path == "" {
 		return nil, errors.New("state: bbolt: no path")
@@ -431,7 +443,7 @@ func (s *Bolt) Close() error {
 
 func (s *Bolt) run() {
 	defer close(s.done)
-	t := time.NewTicker(s.opt.FlushInterval)
+	t := time.NewTimer(s.opt.FlushInterval)
 	defer t.Stop()
 	lastSweep := time.Now()
 	for {
@@ -441,11 +453,21 @@ func (s *Bolt) run() {
 		case <-t.C:
 		case <-s.kick:
 		}
-		sweep := time.Since(lastSweep) >= s.opt.SweepInterval
-		if sweep {
-			lastSweep = time.Now()
+		s.fmu.Lock()
+		sweep := s.sweeping
+		s.fmu.Unlock()
+		if !sweep && time.Since(lastSweep) >= s.opt.SweepInterval {
+			// A new pass; the next one starts SweepInterval after this one began.
+			sweep, lastSweep = true, time.Now()
 		}
 		s.flush(sweep) // errors are kept in flushErr and surface as ErrBehind
+		s.fmu.Lock()
+		next := s.opt.FlushInterval
+		if s.sweeping {
+			next = s.opt.SweepPause
+		}
+		s.fmu.Unlock()
+		t.Reset(next)
 		// Commit again at once when updates piled up during this commit.
 		s.mu.Lock()
 		behind := !s.pendOld.IsZero() && time.Since(s.pendOld) >= s.opt.FlushInterval
@@ -475,6 +497,7 @@ func (s *Bolt) flush(sweep bool) error {
 	s.mu.Unlock()
 
 	now := s.opt.Clock.now()
+	var sweepNext []byte
 	err := s.db.Update(func(tx *bolt.Tx) error {
 		b := tx.Bucket(bucketName)
 		// In key order: bbolt inserts in order far faster than at random.
@@ -496,10 +519,16 @@ func (s *Bolt) flush(sweep bool) error {
 			}
 		}
 		if sweep {
-			s.sweepFrom = sweepExpired(b, s.sweepFrom, now)
+			sweepNext = sweepExpired(b, s.sweepFrom, now)
 		}
 		return nil
 	})
+	if sweep && err == nil {
+		// The pass goes on from the first key not visited, or ends.
+		s.sweepFrom, s.sweeping = sweepNext, sweepNext != nil
+	} else if sweep {
+		s.sweeping = true // the chunk is tried again at the next commit
+	}
 
 	s.mu.Lock()
 	defer s.mu.Unlock()

@@ -118,3 +118,27 @@ func (s *Redis) Load(ctx context.Context, entries []Entry) error {
 	}
 	return nil
 }
+
+// CountBolt counts the entries in the bbolt file at path and how many of
+// them are expired at now. The file must not be open elsewhere.
+func CountBolt(path string, now time.Time) (total, expired int, err error) {
+	db, err := bolt.Open(path, 0o600, &bolt.Options{Timeout: time.Second, ReadOnly: true})
+	if err != nil {
+		return 0, 0, fmt.Errorf("state: bbolt: open %s: %w", path, err)
+	}
+	defer db.Close()
+	err = db.View(func(tx *bolt.Tx) error {
+		b := tx.Bucket(bucketName)
+		if b == nil {
+			return nil
+		}
+		return b.ForEach(func(_, v []byte) error {
+			total++
+			if _, exp, ok := decodeRec(v); !ok || exp.Before(now) {
+				expired++
+			}
+			return nil
+		})
+	})
+	return total, expired, err
+}

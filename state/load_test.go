@@ -1,11 +1,14 @@
 package state
 
 import (
+	"bytes"
 	"context"
 	"fmt"
 	"path/filepath"
 	"testing"
 	"time"
+
+	bolt "go.etcd.io/bbolt"
 
 	"github.com/mailnode/mailnode/state/statetest"
 )
@@ -119,4 +122,117 @@ func absDur(d time.Duration) time.Duration {
 		return -d
 	}
 	return d
+}
+
+// TestBoltSweepPass: a pass over a file of several chunks deletes every
+// expired entry and nothing else, while decisions go on: an expired
+// triplet asked again during the pass is recorded anew and kept.
+func TestBoltSweepPass(t *testing.T) {
+	clk := statetest.NewClock()
+	cfg := greyCfg()
+	window, expire := cfg.RetryWindow.D(), cfg.Expire.D()
+	now := clk.Now()
+	const n = 3*sweepChunk + 123
+	tr := func(i int) Triplet {
+		return Triplet{Client: fmt.Sprintf("198.51.%d.%d", i/250%250, 1+i%250), Sender: fmt.Sprintf("s%d@outside.test", i), Recipient: "alice@example.com"}
+	}
+	dead := func(i int) bool { return i%3 != 0 }
+	entry := func(i int) Entry {
+		if dead(i) {
+			return TripletEntry(tr(i), now.Add(-50*24*time.Hour), now.Add(-40*24*time.Hour), 2, window, expire)
+		}
+		return TripletEntry(tr(i), now.Add(-10*24*time.Hour), now.Add(-24*time.Hour), 2, window, expire)
+	}
+	path := filepath.Join(t.TempDir(), "state.db")
+	i := 0
+	if _, err := LoadBolt(path, 1000, func() (Entry, bool) {
+		if i == n {
+			return Entry{}, false
+		}
+		i++
+		return entry(i - 1), true
+	}); err != nil {
+		t.Fatal(err)
+	}
+	b, err := OpenBolt(path, BoltOptions{Clock: clk.Now, SweepInterval: 5 * time.Millisecond, SweepPause: time.Millisecond})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer b.Close()
+	g := newGrey(t, cfg, b, clk)
+	// Decisions during the pass: expired ones are new again, live ones pass.
+	asked := map[int]bool{}
+	for i := 0; i < n; i += 97 {
+		if dead(i) {
+			expect(t, g, tr(i), greyed300, ReasonNew)
+			asked[i] = true
+		} else {
+			expect(t, g, tr(i), "", ReasonPassed) // refreshes the entry
+			asked[i] = true
+		}
+	}
+	count := func() (total, expired int) {
+		b.DB().View(func(tx *bolt.Tx) error {
+			return tx.Bucket(bucketName).ForEach(func(_, v []byte) error {
+				total++
+				if _, exp, _ := decodeRec(v); exp.Before(clk.Now()) {
+					expired++
+				}
+				return nil
+			})
+		})
+		return total, expired
+	}
+	for deadline := time.Now().Add(20 * time.Second); ; time.Sleep(10 * time.Millisecond) {
+		if _, e := count(); e == 0 {
+			break
+		}
+		if time.Now().After(deadline) {
+			total, e := count()
+			t.Fatalf("after 20 s the file still holds %d expired entries of %d", e, total)
+		}
+	}
+	b.Flush()
+	want := 0
+	for i := 0; i < n; i++ {
+		key, _ := GreylistKeys(tr(i))
+		e, ok, err := b.Get(context.Background(), key)
+		switch {
+		case err != nil:
+			t.Fatal(err)
+		case !dead(i) || asked[i]:
+			want++
+			if !ok || (!asked[i] && e.Value != entry(i).Value) {
+				t.Fatalf("entry %d: %+v, %v; want it kept", i, e, ok)
+			}
+		case ok:
+			t.Fatalf("expired entry %d kept: %+v", i, e)
+		}
+	}
+	if total, _ := count(); total != want+clientKeys(t, b) {
+		t.Fatalf("the file holds %d entries, want %d triplets and the client keys", total, want)
+	}
+	if err := b.DB().View(func(tx *bolt.Tx) error {
+		for err := range tx.Check() {
+			return err
+		}
+		return nil
+	}); err != nil {
+		t.Fatal(err)
+	}
+}
+
+// clientKeys counts the auto-whitelist entries in the file.
+func clientKeys(t *testing.T, b *Bolt) int {
+	t.Helper()
+	n := 0
+	b.DB().View(func(tx *bolt.Tx) error {
+		c := tx.Bucket(bucketName).Cursor()
+		p := []byte(PrefixClient)
+		for k, _ := c.Seek(p); k != nil && bytes.HasPrefix(k, p); k, _ = c.Next() {
+			n++
+		}
+		return nil
+	})
+	return n
 }
