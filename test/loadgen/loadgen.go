@@ -265,6 +265,13 @@ func GreylistStream(domain string, first, n int) []Item {
 	return items
 }
 
+// GreylistItem is one inbound RCPT request of GreylistStream's kind for
+// the given client address, sender and recipient.
+func GreylistItem(client, sender, rcpt string) Item {
+	a := attrs{client: client, sender: sender, rcpt: rcpt, instance: "1.1.0"}
+	return Item{Kind: "greylist triplet", Wire: a.encode()}
+}
+
 type attrs struct {
 	client, sender, rcpt, sasl, port, instance string
 }
