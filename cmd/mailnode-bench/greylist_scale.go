@@ -7,10 +7,12 @@ import (
 	"math/bits"
 	"os"
 	"os/exec"
+	"os/signal"
 	"path/filepath"
 	"strconv"
 	"strings"
 	"sync"
+	"syscall"
 	"time"
 
 	"github.com/urfave/cli/v2"
@@ -52,7 +54,8 @@ through perl's BerkeleyDB module, key "net/sender/recipient", value
 requests (new and known alternating) and prints each round's p99: with
 --expired the bbolt sweeper's first pass (SweepInterval, 1 min after
 policyd starts) deletes the expired entries meanwhile; in Redis the
-expired share is loaded to expire --redis-expire-in after the prefill,
+expired share is loaded to expire --redis-expire-in after the prefill
+began (spread over 10 s),
 and Redis's own expiry cycle deletes them. Afterwards the bbolt file is
 counted: entries left, expired left.`,
 		Flags: []cli.Flag{
@@ -63,8 +66,8 @@ counted: entries left, expired left.`,
 			&cli.IntFlag{Name: "n", Value: 20000, Usage: "requests per server and stream"},
 			&cli.IntFlag{Name: "check", Value: 2000, Usage: "expired triplets sampled for the check stream"},
 			&cli.DurationFlag{Name: "sweep", Value: 0, Usage: "after the streams, keep deciding this long in rounds (0: not)"},
-			&cli.IntFlag{Name: "round", Value: 10000, Usage: "requests per round with --sweep"},
-			&cli.DurationFlag{Name: "redis-expire-in", Value: 30 * time.Second, Usage: "with --expired, when Redis's expired share expires after the prefill"},
+			&cli.IntFlag{Name: "round", Value: 100000, Usage: "requests per round with --sweep"},
+			&cli.DurationFlag{Name: "redis-expire-in", Value: 3 * time.Minute, Usage: "with --expired, when Redis's expired share expires, from the start of the prefill (spread over 10 s)"},
 			&cli.StringSliceFlag{Name: "server", Value: cli.NewStringSlice("postgrey", "bbolt", "redis"), Usage: "servers to run: postgrey, bbolt, redis"},
 			&cli.StringFlag{Name: "dir", Value: os.TempDir(), Usage: "where the state files go (removed afterwards)"},
 			mailnodeFlag(),
@@ -152,11 +155,55 @@ type scaleResult struct {
 	stateBytes      int64 // file or used_memory
 	rss             int64
 	rows            map[string]loadgen.Result
+	cpu             map[string]time.Duration // the server's CPU per decision (with Redis: policyd's plus Redis's)
 	note            string
 	stateWhat, rssW string
 }
 
+// onSignal holds what to stop and remove should the run be interrupted
+// (SIGINT, SIGTERM): the servers and the gigabytes of state files.
+var onSignal struct {
+	sync.Mutex
+	fs map[int]func()
+	n  int
+}
+
+// atSignal registers f and returns the function that unregisters it.
+func atSignal(f func()) func() {
+	onSignal.Lock()
+	defer onSignal.Unlock()
+	if onSignal.fs == nil {
+		onSignal.fs = map[int]func(){}
+	}
+	id := onSignal.n
+	onSignal.n++
+	onSignal.fs[id] = f
+	return func() {
+		onSignal.Lock()
+		delete(onSignal.fs, id)
+		onSignal.Unlock()
+	}
+}
+
 func runBenchGreylistScale(cx *cli.Context) error {
+	sig := make(chan os.Signal, 1)
+	signal.Notify(sig, syscall.SIGINT, syscall.SIGTERM)
+	defer signal.Stop(sig)
+	go func() {
+		s, ok := <-sig
+		if !ok {
+			return
+		}
+		onSignal.Lock()
+		for id := onSignal.n; id >= 0; id-- { // the last registered first
+			if f := onSignal.fs[id]; f != nil {
+				f()
+			}
+		}
+		fmt.Fprintf(os.Stderr, "bench greylist-scale: %v: servers stopped, state removed\n", s)
+		os.Exit(1)
+	}()
+
 	prefill, conns, n := cx.Int("prefill"), cx.Int("c"), cx.Int("n")
 	expired := cx.Float64("expired")
 	if prefill < 1 || prefill >= 100_000_000 || conns < 1 || n < conns || expired < 0 || expired > 1 {
@@ -171,6 +218,7 @@ func runBenchGreylistScale(cx *cli.Context) error {
 		return cli.Exit(fmt.Sprintf("bench greylist-scale: %v", err), 1)
 	}
 	defer os.RemoveAll(dir)
+	defer atSignal(func() { os.RemoveAll(dir) })()
 	os.Chmod(dir, 0o755)
 
 	fmt.Printf("greylisting at scale: %d prefilled triplets (%.0f%% expired), %d connections, %d requests per stream\n",
@@ -199,7 +247,7 @@ func runBenchGreylistScale(cx *cli.Context) error {
 			base = r.rows
 		}
 	}
-	fmt.Printf("%-9s %10s %-6s %12s %9s %9s %9s %8s\n", "server", "prefilled", "stream", "decisions/s", "p50", "p99", "max", "ratio")
+	fmt.Printf("%-9s %10s %-6s %12s %9s %9s %9s %10s %8s\n", "server", "prefilled", "stream", "decisions/s", "p50", "p99", "max", "server CPU", "ratio")
 	for _, r := range results {
 		for _, kind := range []string{"new", "known"} {
 			res := r.rows[kind]
@@ -207,11 +255,13 @@ func runBenchGreylistScale(cx *cli.Context) error {
 			if b, ok := base[kind]; ok && b.PerSecond > 0 {
 				ratio = fmt.Sprintf("%.1fx", res.PerSecond/b.PerSecond)
 			}
-			fmt.Printf("%-9s %10d %-6s %12.0f %9s %9s %9s %8s\n", r.server, r.prefilled, kind, res.PerSecond,
-				res.P50.Round(time.Microsecond), res.P99.Round(time.Microsecond), res.Max.Round(time.Microsecond), ratio)
+			fmt.Printf("%-9s %10d %-6s %12.0f %9s %9s %9s %8.1fµs %8s\n", r.server, r.prefilled, kind, res.PerSecond,
+				res.P50.Round(time.Microsecond), res.P99.Round(time.Microsecond), res.Max.Round(time.Microsecond),
+				float64(r.cpu[kind].Nanoseconds())/1e3, ratio)
 		}
 	}
-	fmt.Println("(ratio: decisions/s over postgrey's, whose store may hold fewer triplets: --postgrey-prefill)")
+	fmt.Println("(server CPU: user+system time per decision of the server process, for redis policyd's plus redis-server's;")
+	fmt.Println(" ratio: decisions/s over postgrey's, whose store may hold fewer triplets: --postgrey-prefill)")
 	fmt.Println()
 	for _, r := range results {
 		m := float64(r.prefilled) / 1e6
@@ -226,7 +276,7 @@ func runBenchGreylistScale(cx *cli.Context) error {
 // scaleOne fills one server's store, starts it and runs the streams.
 func scaleOne(cx *cli.Context, name, mailnode, dir string, prefill int, expired float64) (scaleResult, error) {
 	conns, n := cx.Int("c"), cx.Int("n")
-	r := scaleResult{server: name, prefilled: prefill, rows: map[string]loadgen.Result{}}
+	r := scaleResult{server: name, prefilled: prefill, rows: map[string]loadgen.Result{}, cpu: map[string]time.Duration{}}
 	now := time.Now()
 	var srv *benchServer
 	var redis *statetest.Process
@@ -264,6 +314,7 @@ func scaleOne(cx *cli.Context, name, mailnode, dir string, prefill int, expired 
 			return r, err
 		}
 		defer redis.Stop()
+		defer atSignal(redis.Stop)()
 		_, base := redisMemory(redis.Addr)
 		st, err := state.OpenRedis(context.Background(), redis.URL(), state.RedisOptions{})
 		if err != nil {
@@ -319,6 +370,7 @@ func scaleOne(cx *cli.Context, name, mailnode, dir string, prefill int, expired 
 		}
 		r.loadTime = time.Since(t0)
 		defer p.Stop()
+		defer atSignal(p.Stop)()
 		srv = &benchServer{name: name, addr: p.Addr, pid: p.Pid(), stop: p.Stop}
 		stateFile = filepath.Join(pdir, "postgrey.db")
 		if fi, err := os.Stat(stateFile); err == nil {
@@ -328,6 +380,7 @@ func scaleOne(cx *cli.Context, name, mailnode, dir string, prefill int, expired 
 	}
 	stopOnce := sync.OnceFunc(srv.stop) // bbolt's is stopped early, to count its file
 	defer stopOnce()
+	defer atSignal(stopOnce)()
 	live := int(float64(prefill) * (1 - expired))
 	if n > live {
 		return r, fmt.Errorf("-n %d is more than the %d live prefilled triplets", n, live)
@@ -340,7 +393,8 @@ func scaleOne(cx *cli.Context, name, mailnode, dir string, prefill int, expired 
 	// request looks up a different key somewhere in the store.
 	var newMix, knownMix, deadMix []loadgen.Item
 	off := int(mix64(uint64(now.UnixNano())) % uint64(prefill))
-	for k := 0; len(newMix) < n || len(knownMix) < n || (len(deadMix) < cx.Int("check") && expired > 0); k++ {
+	k := 0
+	for ; len(newMix) < n || len(knownMix) < n || (len(deadMix) < cx.Int("check") && expired > 0); k++ {
 		if k >= prefill {
 			break
 		}
@@ -376,10 +430,12 @@ func scaleOne(cx *cli.Context, name, mailnode, dir string, prefill int, expired 
 		if kind == "known" {
 			mix = knownMix
 		}
+		cpu0, rcpu0 := srv.cpu(), redisCPU(srv.redis)
 		res, err := run(mix)
 		if err != nil {
 			return r, fmt.Errorf("%s: %v", kind, err)
 		}
+		r.cpu[kind] = (srv.cpu() - cpu0 + redisCPU(srv.redis) - rcpu0) / time.Duration(res.Requests)
 		want := res.Requests
 		if kind == "known" {
 			want = 0
@@ -392,7 +448,7 @@ func scaleOne(cx *cli.Context, name, mailnode, dir string, prefill int, expired 
 	fmt.Printf("%s: new: all %d deferred; known: all %d sampled prefilled triplets passed\n", name, n, n)
 
 	if d := cx.Duration("sweep"); d > 0 && name != "postgrey" {
-		if err := sweepRounds(srv, redis, d, cx.Int("round"), conns, newMix, knownMix); err != nil {
+		if err := sweepRounds(srv, redis, d, cx.Int("round"), conns, prefill, off, k, now, expired); err != nil {
 			return r, err
 		}
 	}
@@ -430,39 +486,49 @@ func mustRSS(pid int) int64 {
 	return v
 }
 
-// sweepRounds keeps deciding for d in rounds, new and known alternating
-// (each round on triplets of its own), and prints each round's figures.
-func sweepRounds(srv *benchServer, redis *statetest.Process, d time.Duration, round, conns int, newMix, knownMix []loadgen.Item) error {
-	fmt.Printf("%s: deciding for %s in rounds of %d (new and known alternating)\n", srv.name, d, round)
-	fmt.Printf("  %8s %-6s %12s %9s %9s %9s %12s\n", "at", "stream", "decisions/s", "p50", "p99", "max", "keys")
+// sweepRounds keeps deciding for d in rounds of round requests, new and
+// known alternating, each round on triplets not asked before: new ones
+// next to prefilled triplets, known ones prefilled live triplets further
+// along the same walk as the streams'. It prints each round's figures.
+func sweepRounds(srv *benchServer, redis *statetest.Process, d time.Duration, round, conns, prefill, off, from int, now time.Time, expired float64) error {
+	fmt.Printf("%s: deciding for %s in rounds of %d on fresh triplets (new and known alternating)\n", srv.name, d, round)
+	fmt.Printf("  %8s %-6s %12s %9s %9s %9s %12s\n", "at", "stream", "decisions/s", "p50", "p99", "max", "Redis keys")
 	start := time.Now()
-	worst := time.Duration(0)
-	for k := 0; time.Since(start) < d; k++ {
-		kind, mix := "new", newMix
-		if k%2 == 1 {
-			kind, mix = "known", knownMix
+	var worst, worstMax time.Duration
+	k := from
+	for r := 0; time.Since(start) < d; r++ {
+		kind := "new"
+		if r%2 == 1 {
+			kind = "known"
 		}
-		// A round's triplets: a window of the stream, so a new triplet is
-		// asked once more only after the stream has wrapped.
-		from := (k / 2 * round) % len(mix)
 		items := make([]loadgen.Item, 0, round)
-		for j := 0; j < round; j++ {
-			items = append(items, mix[(from+j)%len(mix)])
+		for len(items) < round {
+			i := scalePick(k%prefill, prefill, off)
+			k++
+			var t state.Triplet
+			if kind == "new" {
+				t = scaleTriplet(i, fmt.Sprintf("r%d", k/prefill))
+			} else if _, _, _, dead := scaleTimes(i, now, expired); !dead {
+				t = scaleTriplet(i, "")
+			} else {
+				continue
+			}
+			items = append(items, loadgen.GreylistItem(t.Client, t.Sender, t.Recipient))
 		}
 		res, err := loadgen.Run(loadgen.Config{Network: "tcp", Addr: srv.addr, Conns: conns, Requests: round, Mix: items})
 		if err != nil {
-			return fmt.Errorf("round %d: %v", k, err)
+			return fmt.Errorf("round %d: %v", r, err)
 		}
 		keys := "-"
 		if redis != nil {
 			n, _ := redisMemory(redis.Addr)
 			keys = strconv.FormatInt(n, 10)
 		}
-		worst = max(worst, res.P99)
+		worst, worstMax = max(worst, res.P99), max(worstMax, res.Max)
 		fmt.Printf("  %7.1fs %-6s %12.0f %9s %9s %9s %12s\n", time.Since(start).Seconds(), kind, res.PerSecond,
 			res.P50.Round(time.Microsecond), res.P99.Round(time.Microsecond), res.Max.Round(time.Microsecond), keys)
 	}
-	fmt.Printf("%s: worst round p99 %s; load average now %s\n", srv.name, worst.Round(time.Microsecond), loadAvg())
+	fmt.Printf("%s: worst round p99 %s, worst max %s; load average now %s\n", srv.name, worst.Round(time.Microsecond), worstMax.Round(time.Microsecond), loadAvg())
 	return nil
 }
 
