@@ -51,7 +51,8 @@ through perl's BerkeleyDB module, key "net/sender/recipient", value
 "first,last" in seconds, as postgrey writes).
 
 --sweep D then keeps the decisions going for D in rounds of --round
-requests (new and known alternating) and prints each round's p99: with
+requests (new and known alternating, on triplets not asked before, paced
+at --rate) and prints each round's p99: with
 --expired the bbolt sweeper's first pass (SweepInterval, 1 min after
 policyd starts) deletes the expired entries meanwhile; in Redis the
 expired share is loaded to expire --redis-expire-in after the prefill
@@ -66,7 +67,8 @@ counted: entries left, expired left.`,
 			&cli.IntFlag{Name: "n", Value: 20000, Usage: "requests per server and stream"},
 			&cli.IntFlag{Name: "check", Value: 2000, Usage: "expired triplets sampled for the check stream"},
 			&cli.DurationFlag{Name: "sweep", Value: 0, Usage: "after the streams, keep deciding this long in rounds (0: not)"},
-			&cli.IntFlag{Name: "round", Value: 100000, Usage: "requests per round with --sweep"},
+			&cli.IntFlag{Name: "round", Value: 25000, Usage: "requests per round with --sweep"},
+			&cli.Float64Flag{Name: "rate", Value: 5000, Usage: "with --sweep, requests per second over all connections (0: as fast as the replies come)"},
 			&cli.DurationFlag{Name: "redis-expire-in", Value: 3 * time.Minute, Usage: "with --expired, when Redis's expired share expires, from the start of the prefill (spread over 10 s)"},
 			&cli.StringSliceFlag{Name: "server", Value: cli.NewStringSlice("postgrey", "bbolt", "redis"), Usage: "servers to run: postgrey, bbolt, redis"},
 			&cli.StringFlag{Name: "dir", Value: os.TempDir(), Usage: "where the state files go (removed afterwards)"},
@@ -378,6 +380,7 @@ func scaleOne(cx *cli.Context, name, mailnode, dir string, prefill int, expired 
 		}
 		r.stateWhat = "postgrey.db"
 	}
+	started := time.Now()
 	stopOnce := sync.OnceFunc(srv.stop) // bbolt's is stopped early, to count its file
 	defer stopOnce()
 	defer atSignal(stopOnce)()
@@ -448,7 +451,7 @@ func scaleOne(cx *cli.Context, name, mailnode, dir string, prefill int, expired 
 	fmt.Printf("%s: new: all %d deferred; known: all %d sampled prefilled triplets passed\n", name, n, n)
 
 	if d := cx.Duration("sweep"); d > 0 && name != "postgrey" {
-		if err := sweepRounds(srv, redis, d, cx.Int("round"), conns, prefill, off, k, now, expired); err != nil {
+		if err := sweepRounds(srv, redis, d, cx.Int("round"), cx.Float64("rate"), conns, prefill, off, k, now, started, expired); err != nil {
 			return r, err
 		}
 	}
@@ -490,8 +493,13 @@ func mustRSS(pid int) int64 {
 // known alternating, each round on triplets not asked before: new ones
 // next to prefilled triplets, known ones prefilled live triplets further
 // along the same walk as the streams'. It prints each round's figures.
-func sweepRounds(srv *benchServer, redis *statetest.Process, d time.Duration, round, conns, prefill, off, from int, now time.Time, expired float64) error {
-	fmt.Printf("%s: deciding for %s in rounds of %d on fresh triplets (new and known alternating)\n", srv.name, d, round)
+func sweepRounds(srv *benchServer, redis *statetest.Process, d time.Duration, round int, rate float64, conns, prefill, off, from int, now, started time.Time, expired float64) error {
+	pace := "as fast as the replies come"
+	if rate > 0 {
+		pace = fmt.Sprintf("paced at %.0f/s", rate)
+	}
+	fmt.Printf("%s: deciding for %s in rounds of %d on fresh triplets (new and known alternating), %s;\n", srv.name, d, round, pace)
+	fmt.Printf("  \"at\": seconds since the server started (bbolt's first sweep pass begins at 60 s)\n")
 	fmt.Printf("  %8s %-6s %12s %9s %9s %9s %12s\n", "at", "stream", "decisions/s", "p50", "p99", "max", "Redis keys")
 	start := time.Now()
 	var worst, worstMax time.Duration
@@ -515,7 +523,7 @@ func sweepRounds(srv *benchServer, redis *statetest.Process, d time.Duration, ro
 			}
 			items = append(items, loadgen.GreylistItem(t.Client, t.Sender, t.Recipient))
 		}
-		res, err := loadgen.Run(loadgen.Config{Network: "tcp", Addr: srv.addr, Conns: conns, Requests: round, Mix: items})
+		res, err := loadgen.Run(loadgen.Config{Network: "tcp", Addr: srv.addr, Conns: conns, Requests: round, Mix: items, Rate: rate})
 		if err != nil {
 			return fmt.Errorf("round %d: %v", r, err)
 		}
@@ -525,7 +533,7 @@ func sweepRounds(srv *benchServer, redis *statetest.Process, d time.Duration, ro
 			keys = strconv.FormatInt(n, 10)
 		}
 		worst, worstMax = max(worst, res.P99), max(worstMax, res.Max)
-		fmt.Printf("  %7.1fs %-6s %12.0f %9s %9s %9s %12s\n", time.Since(start).Seconds(), kind, res.PerSecond,
+		fmt.Printf("  %7.1fs %-6s %12.0f %9s %9s %9s %12s\n", time.Since(started).Seconds(), kind, res.PerSecond,
 			res.P50.Round(time.Microsecond), res.P99.Round(time.Microsecond), res.Max.Round(time.Microsecond), keys)
 	}
 	fmt.Printf("%s: worst round p99 %s, worst max %s; load average now %s\n", srv.name, worst.Round(time.Microsecond), worstMax.Round(time.Microsecond), loadAvg())
