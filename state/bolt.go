@@ -31,13 +31,15 @@ type BoltOptions struct {
 	// Clock decides which entries the background sweeper deletes as
 	// expired; it must be the clock the callers use. Default time.Now.
 	Clock Clock
-	// SweepInterval is how often a sweep pass starts: the pass visits
-	// every key and deletes the expired ones, in chunks of sweepChunk
-	// keys, one chunk per commit, SweepPause apart. Default 1 min.
+	// SweepInterval is the time from the end of one sweep pass (or the
+	// start) to the next: a pass visits every key and deletes the expired
+	// ones, in chunks of sweepChunk keys, one chunk per commit, SweepPause
+	// or more apart. Default 1 min.
 	SweepInterval time.Duration
-	// SweepPause is the time between two chunks of a pass, so that the
-	// pass does not hold the file's write lock back to back while
-	// decisions wait to be committed. Default 20 ms.
+	// SweepPause is the least time between two chunks of a pass; the
+	// pause is also at least twice what the last chunk's commit took, so
+	// a pass takes at most a third of a core (less on a busy machine, where
+	// commits take longer) and decisions keep the rest. Default 20 ms.
 	SweepPause time.Duration
 }
 
@@ -58,10 +60,11 @@ type BoltOptions struct {
 //
 // Reads of known triplets and whitelisted clients write nothing (see
 // touchEvery), so the steady state is read-mostly; expired entries are
-// deleted by a sweeper in the commit goroutine: every SweepInterval a pass
-// over the whole file, a chunk of keys per commit with a pause between
-// chunks, so a pass over ten million keys ends within minutes and never
-// holds the write lock for long.
+// deleted by a sweeper in the commit goroutine: SweepInterval after the
+// last pass ended, a pass over the whole file, a chunk of keys per commit
+// with a pause of at least twice the chunk's commit between chunks, so a
+// pass over ten million keys ends within minutes and leaves most of the
+// CPU to the decisions.
 type Bolt struct {
 	db    *bolt.DB
 	opt   BoltOptions
@@ -78,9 +81,10 @@ type Bolt struct {
 
 	flushed chan struct{} // closed and replaced after every commit attempt
 
-	fmu       sync.Mutex // one commit at a time
-	sweepFrom []byte     // where the next chunk of a pass starts, nil: at the top (guarded by fmu)
-	sweeping  bool       // a pass is under way (guarded by fmu)
+	fmu       sync.Mutex    // one commit at a time
+	sweepFrom []byte        // where the next chunk of a pass starts, nil: at the top (guarded by fmu)
+	sweeping  bool          // a pass is under way (guarded by fmu)
+	lastChunk time.Duration // how long the last commit with a sweep chunk took (guarded by fmu)
 
 	kick chan struct{}
 	stop chan struct{}
@@ -457,14 +461,18 @@ func (s *Bolt) run() {
 		sweep := s.sweeping
 		s.fmu.Unlock()
 		if !sweep && time.Since(lastSweep) >= s.opt.SweepInterval {
-			// A new pass; the next one starts SweepInterval after this one began.
-			sweep, lastSweep = true, time.Now()
+			sweep = true // a new pass
 		}
 		s.flush(sweep) // errors are kept in flushErr and surface as ErrBehind
 		s.fmu.Lock()
 		next := s.opt.FlushInterval
 		if s.sweeping {
-			next = s.opt.SweepPause
+			next = max(s.opt.SweepPause, 2*s.lastChunk)
+		} else if sweep {
+			// The pass is over; the next one starts SweepInterval after
+			// this one ended, so a pass longer than SweepInterval is not
+			// followed by another at once.
+			lastSweep = time.Now()
 		}
 		s.fmu.Unlock()
 		t.Reset(next)
@@ -497,6 +505,7 @@ func (s *Bolt) flush(sweep bool) error {
 	s.mu.Unlock()
 
 	now := s.opt.Clock.now()
+	began := time.Now()
 	var sweepNext []byte
 	err := s.db.Update(func(tx *bolt.Tx) error {
 		b := tx.Bucket(bucketName)
@@ -523,6 +532,9 @@ func (s *Bolt) flush(sweep bool) error {
 		}
 		return nil
 	})
+	if sweep {
+		s.lastChunk = time.Since(began)
+	}
 	if sweep && err == nil {
 		// The pass goes on from the first key not visited, or ends.
 		s.sweepFrom, s.sweeping = sweepNext, sweepNext != nil
