@@ -500,7 +500,8 @@ func sweepRounds(srv *benchServer, redis *statetest.Process, d time.Duration, ro
 	}
 	fmt.Printf("%s: deciding for %s in rounds of %d on fresh triplets (new and known alternating), %s;\n", srv.name, d, round, pace)
 	fmt.Printf("  \"at\": seconds since the server started (bbolt's first sweep pass begins at 60 s)\n")
-	fmt.Printf("  %8s %-6s %12s %9s %9s %9s %12s\n", "at", "stream", "decisions/s", "p50", "p99", "max", "Redis keys")
+	fmt.Printf("  \"server CPU\": the server process's user+system time over the round's time (the sweep shows there)\n")
+	fmt.Printf("  %8s %-6s %12s %9s %9s %9s %10s %12s\n", "at", "stream", "decisions/s", "p50", "p99", "max", "server CPU", "Redis keys")
 	start := time.Now()
 	var worst, worstMax time.Duration
 	k := from
@@ -523,7 +524,9 @@ func sweepRounds(srv *benchServer, redis *statetest.Process, d time.Duration, ro
 			}
 			items = append(items, loadgen.GreylistItem(t.Client, t.Sender, t.Recipient))
 		}
+		cpu0 := srv.cpu()
 		res, err := loadgen.Run(loadgen.Config{Network: "tcp", Addr: srv.addr, Conns: conns, Requests: round, Mix: items, Rate: rate})
+		busy := float64(srv.cpu()-cpu0) / float64(res.Elapsed) * 100
 		if err != nil {
 			return fmt.Errorf("round %d: %v", r, err)
 		}
@@ -533,8 +536,8 @@ func sweepRounds(srv *benchServer, redis *statetest.Process, d time.Duration, ro
 			keys = strconv.FormatInt(n, 10)
 		}
 		worst, worstMax = max(worst, res.P99), max(worstMax, res.Max)
-		fmt.Printf("  %7.1fs %-6s %12.0f %9s %9s %9s %12s\n", time.Since(started).Seconds(), kind, res.PerSecond,
-			res.P50.Round(time.Microsecond), res.P99.Round(time.Microsecond), res.Max.Round(time.Microsecond), keys)
+		fmt.Printf("  %7.1fs %-6s %12.0f %9s %9s %9s %9.0f%% %12s\n", time.Since(started).Seconds(), kind, res.PerSecond,
+			res.P50.Round(time.Microsecond), res.P99.Round(time.Microsecond), res.Max.Round(time.Microsecond), busy, keys)
 	}
 	fmt.Printf("%s: worst round p99 %s, worst max %s; load average now %s\n", srv.name, worst.Round(time.Microsecond), worstMax.Round(time.Microsecond), loadAvg())
 	return nil
