@@ -55,8 +55,9 @@ requests (new and known alternating, on triplets not asked before, paced
 at --rate) and prints each round's p99: with
 --expired the bbolt sweeper's first pass (SweepInterval, 1 min after
 policyd starts) deletes the expired entries meanwhile; in Redis the
-expired share is loaded to expire --redis-expire-in after the prefill
-began (spread over 10 s),
+expired share is loaded to expire from --redis-expire-in after the
+prefill began, spread over --redis-expire-over (100 s: about as long as
+bbolt's pass over 10 M entries takes),
 and Redis's own expiry cycle deletes them. Afterwards the bbolt file is
 counted: entries left, expired left.`,
 		Flags: []cli.Flag{
@@ -69,7 +70,8 @@ counted: entries left, expired left.`,
 			&cli.DurationFlag{Name: "sweep", Value: 0, Usage: "after the streams, keep deciding this long in rounds (0: not)"},
 			&cli.IntFlag{Name: "round", Value: 25000, Usage: "requests per round with --sweep"},
 			&cli.Float64Flag{Name: "rate", Value: 5000, Usage: "with --sweep, requests per second over all connections (0: as fast as the replies come)"},
-			&cli.DurationFlag{Name: "redis-expire-in", Value: 3 * time.Minute, Usage: "with --expired, when Redis's expired share expires, from the start of the prefill (spread over 10 s)"},
+			&cli.DurationFlag{Name: "redis-expire-in", Value: 3 * time.Minute, Usage: "with --expired, when Redis's expired share begins to expire, from the start of the prefill"},
+			&cli.DurationFlag{Name: "redis-expire-over", Value: 100 * time.Second, Usage: "with --expired, how long Redis's expired share takes to expire (spread evenly)"},
 			&cli.StringSliceFlag{Name: "server", Value: cli.NewStringSlice("postgrey", "bbolt", "redis"), Usage: "servers to run: postgrey, bbolt, redis"},
 			&cli.StringFlag{Name: "dir", Value: os.TempDir(), Usage: "where the state files go (removed afterwards)"},
 			mailnodeFlag(),
@@ -330,7 +332,7 @@ func scaleOne(cx *cli.Context, name, mailnode, dir string, prefill int, expired 
 			if dead {
 				// Loaded to expire soon (an expired one would not be stored).
 				h := mix64(uint64(i) ^ 0x5eed)
-				at := soon.Add(time.Duration(h % uint64(10*time.Second)))
+				at := soon.Add(time.Duration(h % uint64(max(cx.Duration("redis-expire-over"), time.Millisecond))))
 				e := state.TripletEntry(scaleTriplet(i, ""), first, now, passes, scaleWindow, scaleExpire)
 				shift := at.Sub(e.ExpiresAt)
 				first, last = first.Add(shift), now.Add(shift)
