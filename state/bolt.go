@@ -31,9 +31,16 @@ type BoltOptions struct {
 	// Clock decides which entries the background sweeper deletes as
 	// expired; it must be the clock the callers use. Default time.Now.
 	Clock Clock
-	// SweepInterval is how often expired entries are deleted; each run
-	// visits at most sweepChunk keys. Default 1 min.
+	// SweepInterval is the time from the end of one sweep pass (or the
+	// start) to the next: a pass visits every key and deletes the expired
+	// ones, in chunks of sweepChunk keys, one chunk per commit, SweepPause
+	// or more apart. Default 1 min.
 	SweepInterval time.Duration
+	// SweepPause is the least time between two chunks of a pass; the
+	// pause is also at least twice what the last chunk's commit took, so
+	// a pass takes at most a third of a core (less on a busy machine, where
+	// commits take longer) and decisions keep the rest. Default 20 ms.
+	SweepPause time.Duration
 }
 
 // Bolt is the embedded store: one bbolt file owned by one process.
@@ -53,7 +60,11 @@ type BoltOptions struct {
 //
 // Reads of known triplets and whitelisted clients write nothing (see
 // touchEvery), so the steady state is read-mostly; expired entries are
-// deleted by a sweeper in the commit goroutine, SweepInterval apart.
+// deleted by a sweeper in the commit goroutine: SweepInterval after the
+// last pass ended, a pass over the whole file, a chunk of keys per commit
+// with a pause of at least twice the chunk's commit between chunks, so a
+// pass over ten million keys ends within minutes and leaves most of the
+// CPU to the decisions.
 type Bolt struct {
 	db    *bolt.DB
 	opt   BoltOptions
@@ -70,8 +81,10 @@ type Bolt struct {
 
 	flushed chan struct{} // closed and replaced after every commit attempt
 
-	fmu       sync.Mutex // one commit at a time
-	sweepFrom []byte     // where the next sweep starts (guarded by fmu)
+	fmu       sync.Mutex    // one commit at a time
+	sweepFrom []byte        // where the next chunk of a pass starts, nil: at the top (guarded by fmu)
+	sweeping  bool          // a pass is under way (guarded by fmu)
+	lastChunk time.Duration // how long the last commit with a sweep chunk took (guarded by fmu)
 
 	kick chan struct{}
 	stop chan struct{}
@@ -101,6 +114,9 @@ func OpenBolt(path string, opt BoltOptions) (*Bolt, error) {
 	}
 	if opt.SweepInterval <= 0 {
 		opt.SweepInterval = time.Minute
+	}
+	if opt.SweepPause <= 0 {
+		opt.SweepPause = 20 * time.Millisecond
 	}
 	if path == "" {
 		return nil, errors.New("state: bbolt: no path")
@@ -431,7 +447,7 @@ func (s *Bolt) Close() error {
 
 func (s *Bolt) run() {
 	defer close(s.done)
-	t := time.NewTicker(s.opt.FlushInterval)
+	t := time.NewTimer(s.opt.FlushInterval)
 	defer t.Stop()
 	lastSweep := time.Now()
 	for {
@@ -441,11 +457,25 @@ func (s *Bolt) run() {
 		case <-t.C:
 		case <-s.kick:
 		}
-		sweep := time.Since(lastSweep) >= s.opt.SweepInterval
-		if sweep {
-			lastSweep = time.Now()
+		s.fmu.Lock()
+		sweep := s.sweeping
+		s.fmu.Unlock()
+		if !sweep && time.Since(lastSweep) >= s.opt.SweepInterval {
+			sweep = true // a new pass
 		}
 		s.flush(sweep) // errors are kept in flushErr and surface as ErrBehind
+		s.fmu.Lock()
+		next := s.opt.FlushInterval
+		if s.sweeping {
+			next = max(s.opt.SweepPause, 2*s.lastChunk)
+		} else if sweep {
+			// The pass is over; the next one starts SweepInterval after
+			// this one ended, so a pass longer than SweepInterval is not
+			// followed by another at once.
+			lastSweep = time.Now()
+		}
+		s.fmu.Unlock()
+		t.Reset(next)
 		// Commit again at once when updates piled up during this commit.
 		s.mu.Lock()
 		behind := !s.pendOld.IsZero() && time.Since(s.pendOld) >= s.opt.FlushInterval
@@ -475,6 +505,8 @@ func (s *Bolt) flush(sweep bool) error {
 	s.mu.Unlock()
 
 	now := s.opt.Clock.now()
+	began := time.Now()
+	var sweepNext []byte
 	err := s.db.Update(func(tx *bolt.Tx) error {
 		b := tx.Bucket(bucketName)
 		// In key order: bbolt inserts in order far faster than at random.
@@ -496,10 +528,19 @@ func (s *Bolt) flush(sweep bool) error {
 			}
 		}
 		if sweep {
-			s.sweepFrom = sweepExpired(b, s.sweepFrom, now)
+			sweepNext = sweepExpired(b, s.sweepFrom, now)
 		}
 		return nil
 	})
+	if sweep {
+		s.lastChunk = time.Since(began)
+	}
+	if sweep && err == nil {
+		// The pass goes on from the first key not visited, or ends.
+		s.sweepFrom, s.sweeping = sweepNext, sweepNext != nil
+	} else if sweep {
+		s.sweeping = true // the chunk is tried again at the next commit
+	}
 
 	s.mu.Lock()
 	defer s.mu.Unlock()

@@ -27,7 +27,7 @@ func TestHelp(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	for _, c := range []string{"policy", "dunno-server", "null-milter", "greylist", "milter", "inventory", "memory"} {
+	for _, c := range []string{"policy", "dunno-server", "null-milter", "greylist", "greylist-scale", "milter", "inventory", "memory"} {
 		if !strings.Contains(out, "   "+c) {
 			t.Errorf("--help lacks %s:\n%s", c, out)
 		}

@@ -112,7 +112,11 @@ func FreePort() (int, error) {
 // so that it greylists every triplet as policyd's stream expects. Run as
 // root it drops to the postgrey user (which then owns the directory);
 // otherwise it runs as the current user.
-func StartPostgrey(delay int) (*Process, error) {
+func StartPostgrey(delay int) (*Process, error) { return StartPostgreyWith(delay, nil) }
+
+// StartPostgreyWith is StartPostgrey with prepare run first on the empty
+// database directory (to fill the database before postgrey opens it).
+func StartPostgreyWith(delay int, prepare func(dir string) error) (*Process, error) {
 	bin, err := exec.LookPath("postgrey")
 	if err != nil {
 		return nil, fmt.Errorf("postgrey: %w (apt-get install postgrey)", ErrNotInstalled)
@@ -122,13 +126,24 @@ func StartPostgrey(delay int) (*Process, error) {
 		return nil, err
 	}
 	os.Chmod(dir, 0o755)
+	if prepare != nil {
+		if err := prepare(dir); err != nil {
+			os.RemoveAll(dir)
+			return nil, err
+		}
+	}
 	args := []string{"--dbdir=" + dir, "--delay=" + strconv.Itoa(delay),
 		"--whitelist-clients=/dev/null", "--whitelist-recipients=/dev/null"}
 	if os.Geteuid() == 0 {
 		if u, err := user.Lookup("postgrey"); err == nil {
 			uid, _ := strconv.Atoi(u.Uid)
 			gid, _ := strconv.Atoi(u.Gid)
-			os.Chown(dir, uid, gid)
+			filepath.Walk(dir, func(p string, _ os.FileInfo, err error) error {
+				if err == nil {
+					os.Chown(p, uid, gid)
+				}
+				return nil
+			})
 		}
 	} else if u, err := user.Current(); err == nil {
 		args = append(args, "--user="+u.Username)

@@ -265,6 +265,13 @@ func GreylistStream(domain string, first, n int) []Item {
 	return items
 }
 
+// GreylistItem is one inbound RCPT request of GreylistStream's kind for
+// the given client address, sender and recipient.
+func GreylistItem(client, sender, rcpt string) Item {
+	a := attrs{client: client, sender: sender, rcpt: rcpt, instance: "1.1.0"}
+	return Item{Kind: "greylist triplet", Wire: a.encode()}
+}
+
 type attrs struct {
 	client, sender, rcpt, sasl, port, instance string
 }
@@ -328,6 +335,12 @@ type Config struct {
 	Requests int // total requests over all connections
 	Mix      []Item
 	Timeout  time.Duration // per request; default 5s
+	// Rate, when above zero, paces the run: request i is sent no earlier
+	// than i/Rate seconds after the start, over all connections together
+	// (a connection that falls behind sends at once). Latencies are
+	// measured from the send, as without Rate. 0: every connection sends
+	// as fast as the replies come.
+	Rate float64
 }
 
 // Result is what a run measured.
@@ -404,6 +417,13 @@ func Run(cfg Config) (Result, error) {
 				}
 				it := &cfg.Mix[int(i)%len(cfg.Mix)]
 				t0 := time.Now()
+				if cfg.Rate > 0 {
+					due := start.Add(time.Duration(float64(i) / cfg.Rate * float64(time.Second)))
+					if d := due.Sub(t0); d > 0 {
+						time.Sleep(d)
+						t0 = time.Now()
+					}
+				}
 				if dl.Before(t0.Add(cfg.Timeout - time.Second/2)) {
 					dl = t0.Add(cfg.Timeout)
 					c.SetDeadline(dl)

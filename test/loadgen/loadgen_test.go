@@ -6,6 +6,7 @@ import (
 	"path/filepath"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/mailnode/mailnode/inventory"
 	"github.com/mailnode/mailnode/policy"
@@ -103,6 +104,14 @@ func TestRunAgainstServer(t *testing.T) {
 	res.Report(&b)
 	if !strings.Contains(b.String(), "decisions/s:") || !strings.Contains(b.String(), "p99 ") {
 		t.Errorf("report:\n%s", b.String())
+	}
+	// Paced: the last of 400 requests at 2,000/s is not sent before 199.5 ms.
+	paced, err := Run(Config{Network: "unix", Addr: sock, Conns: 4, Requests: 400, Mix: mix, Rate: 2000})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if paced.Requests != 400 || paced.Elapsed < 199*time.Millisecond {
+		t.Errorf("paced run: %d requests in %s, want 400 in at least 199.5 ms", paced.Requests, paced.Elapsed)
 	}
 	// A server that closes without answering is an error, not a hang.
 	s.Shutdown(context.Background())
