@@ -198,21 +198,24 @@ domains:
 	bareSigners := []crypto.Signer{key, nodeKey.Signer}
 	var spent, nullSpent time.Duration
 	var signed, nulls int
+	var wakes, nullWakes int64 // times the threads were put on a CPU
 	var restRounds, nullRounds []time.Duration
 	bareSpent, bareSigned := make([]time.Duration, len(bareSigners)), make([]int, len(bareSigners))
 	for r := 0; r < rounds; r++ {
-		d, k, err := cpuPerRound(mcmd.Process.Pid, msock, msg, max(1, n/rounds), true)
+		d, k, runs, err := cpuPerRound(mcmd.Process.Pid, msock, msg, max(1, n/rounds), true)
 		if err != nil {
 			return err
 		}
 		spent += d
 		signed += k
-		nd, nk, err := cpuPerRound(null.pid, null.sock, msg, max(1, n/rounds), false)
+		wakes += runs
+		nd, nk, nruns, err := cpuPerRound(null.pid, null.sock, msg, max(1, n/rounds), false)
 		if err != nil {
 			return err
 		}
 		nullSpent += nd
 		nulls += nk
+		nullWakes += nruns
 		var roundSign time.Duration
 		for i, s := range bareSigners {
 			sd, m := bareRSASign(s, 200*time.Millisecond)
@@ -237,6 +240,8 @@ domains:
 		float64(perMsg)/float64(goRSA), float64(perMsg)/float64(node), (perMsg - node).Round(time.Microsecond), durRange(restRounds))
 	fmt.Fprintf(out, "floor, a milter doing nothing (null-milter, milterd's negotiation) in the same rounds: %v per message (rounds %s)\n",
 		(nullSpent / time.Duration(nulls)).Round(time.Microsecond), durRange(nullRounds))
+	fmt.Fprintf(out, "threads put on a CPU per message (wake-ups and returns from preemption, schedstat): milterd %.2f, null-milter %.2f\n",
+		float64(wakes)/float64(signed), float64(nullWakes)/float64(nulls))
 	if l, err := procstat.LoadAvg(); err == nil {
 		fmt.Fprintf(out, "load average: %.2f %.2f %.2f (2 cores shared with the client and whatever else runs)\n", l[0], l[1], l[2])
 	}
@@ -422,22 +427,31 @@ func benchCount(sock string, msg *miltertest.Message, conc, n int, wantSigned bo
 }
 
 // cpuPerRound sends n messages one at a time to the milter process pid
-// listening on sock and returns the CPU time the process spent and how
-// many messages were signed (answered, unless wantSigned).
-func cpuPerRound(pid int, sock string, msg *miltertest.Message, n int, wantSigned bool) (time.Duration, int, error) {
+// listening on sock and returns the CPU time the process spent, how many
+// messages were signed (answered, unless wantSigned), and how many times
+// its threads were put on a CPU meanwhile (SchedRuns).
+func cpuPerRound(pid int, sock string, msg *miltertest.Message, n int, wantSigned bool) (time.Duration, int, int64, error) {
 	before, err := procstat.SchedCPU(pid)
 	if err != nil {
-		return 0, 0, err
+		return 0, 0, 0, err
+	}
+	runs0, err := procstat.SchedRuns(pid)
+	if err != nil {
+		return 0, 0, 0, err
 	}
 	k, err := benchCount(sock, msg, 1, n, wantSigned)
 	if err != nil {
-		return 0, 0, err
+		return 0, 0, 0, err
 	}
 	after, err := procstat.SchedCPU(pid)
 	if err != nil {
-		return 0, 0, err
+		return 0, 0, 0, err
 	}
-	return after - before, k, nil
+	runs1, err := procstat.SchedRuns(pid)
+	if err != nil {
+		return 0, 0, 0, err
+	}
+	return after - before, k, runs1 - runs0, nil
 }
 
 // nullMilter is `mailnode-bench null-milter` started by this process.
