@@ -158,10 +158,12 @@ func Sign(key Key, headers []Header, bodyHash []byte, t time.Time) (string, erro
 	unsigned := v.String()
 
 	h := sha256.New()
+	var canon []byte // one buffer for every field's canonical form
 	for _, hd := range picked {
-		h.Write(relaxedHeader(nil, hd.Name, hd.Value, true))
+		canon = relaxedHeader(canon[:0], hd.Name, hd.Value, true)
+		h.Write(canon)
 	}
-	h.Write(relaxedHeader(nil, "DKIM-Signature", unsigned, false))
+	h.Write(relaxedHeader(canon[:0], "DKIM-Signature", unsigned, false))
 	digest := h.Sum(nil)
 
 	var sig []byte
@@ -275,12 +277,30 @@ func headerIs(raw, lower string) bool {
 	return true
 }
 
+// appendLower appends strings.ToLower(s) to dst, without the string in
+// between for the ASCII names header fields have.
+func appendLower(dst []byte, s string) []byte {
+	for i := 0; i < len(s); i++ {
+		if s[i] >= utf8.RuneSelf {
+			return append(dst, strings.ToLower(s)...)
+		}
+	}
+	for i := 0; i < len(s); i++ {
+		c := s[i]
+		if 'A' <= c && c <= 'Z' {
+			c += 'a' - 'A'
+		}
+		dst = append(dst, c)
+	}
+	return dst
+}
+
 // relaxedHeader appends the relaxed canonical form (RFC 6376 section 3.4.2)
 // of one header field to dst: lower-case name, unfolded value with runs of
 // whitespace made one space and none around the colon or at the end, and a
 // CRLF when withCRLF.
 func relaxedHeader(dst []byte, name, value string, withCRLF bool) []byte {
-	dst = append(dst, strings.ToLower(strings.TrimRight(name, " \t"))...)
+	dst = appendLower(dst, strings.TrimRight(name, " \t"))
 	dst = append(dst, ':')
 	wsp := false
 	content := false

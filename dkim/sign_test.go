@@ -297,3 +297,11 @@ func TestPickHeadersAsMap(t *testing.T) {
 		}
 	}
 }
+
+func TestAppendLowerAsToLower(t *testing.T) {
+	for _, s := range []string{"", "From", "DKIM-Signature", "message-id", "X-\u0130D", "\u212aeywords", "Fröm", "A\u00c0Z"} {
+		if got := string(appendLower([]byte("x:"), s)); got != "x:"+strings.ToLower(s) {
+			t.Errorf("%q: got %q, want %q", s, got, "x:"+strings.ToLower(s))
+		}
+	}
+}
