@@ -11,7 +11,9 @@ import (
 	"hash"
 	"strconv"
 	"strings"
+	"sync/atomic"
 	"time"
+	"unicode/utf8"
 )
 
 // SignedHeaders are the header fields mailnode signs, in the order they are
@@ -156,10 +158,12 @@ func Sign(key Key, headers []Header, bodyHash []byte, t time.Time) (string, erro
 	unsigned := v.String()
 
 	h := sha256.New()
+	var canon []byte // one buffer for every field's canonical form
 	for _, hd := range picked {
-		h.Write(relaxedHeader(nil, hd.Name, hd.Value, true))
+		canon = relaxedHeader(canon[:0], hd.Name, hd.Value, true)
+		h.Write(canon)
 	}
-	h.Write(relaxedHeader(nil, "DKIM-Signature", unsigned, false))
+	h.Write(relaxedHeader(canon[:0], "DKIM-Signature", unsigned, false))
 	digest := h.Sum(nil)
 
 	var sig []byte
@@ -196,27 +200,99 @@ func Sign(key Key, headers []Header, bodyHash []byte, t time.Time) (string, erro
 // pickHeaders selects the header instances to sign and the h= list: per
 // RFC 6376 section 5.4.2 each listed name takes the last unused instance,
 // counting from the bottom; the extra From finds none and signs its absence.
+//
+// It runs for every message signed, so it compares names in place rather
+// than lower-casing each into a map (a map, and a string per upper-case
+// name, per message).
 func pickHeaders(headers []Header) (picked []Header, names []string) {
-	byName := make(map[string][]int, len(SignedHeaders))
-	for i, h := range headers {
-		n := strings.ToLower(strings.TrimSpace(h.Name))
-		byName[n] = append(byName[n], i)
-	}
-	for _, name := range SignedHeaders {
-		lname := strings.ToLower(name)
-		idx := byName[lname]
-		reps := len(idx)
-		if lname == "from" {
-			reps++
-		}
-		for r := 0; r < reps; r++ {
-			names = append(names, lname)
-			if k := len(idx) - 1 - r; k >= 0 {
-				picked = append(picked, headers[idx[k]])
+	picked = make([]Header, 0, len(headers))
+	names = make([]string, 0, len(headers)+1)
+	for _, sn := range signedNames() {
+		for k := len(headers) - 1; k >= 0; k-- {
+			if headerIs(headers[k].Name, sn.lower) {
+				names = append(names, sn.lower)
+				picked = append(picked, headers[k])
 			}
+		}
+		if sn.lower == "from" {
+			names = append(names, sn.lower)
 		}
 	}
 	return picked, names
+}
+
+// signedName is a name of SignedHeaders and its lower case.
+type signedName struct{ name, lower string }
+
+var signedLower atomic.Pointer[[]signedName]
+
+// signedNames returns SignedHeaders with their lower case, computed once
+// (again only if SignedHeaders has changed since).
+func signedNames() []signedName {
+	if p := signedLower.Load(); p != nil && len(*p) == len(SignedHeaders) {
+		same := true
+		for i, sn := range *p {
+			if sn.name != SignedHeaders[i] {
+				same = false
+				break
+			}
+		}
+		if same {
+			return *p
+		}
+	}
+	l := make([]signedName, len(SignedHeaders))
+	for i, n := range SignedHeaders {
+		l[i] = signedName{n, strings.ToLower(n)}
+	}
+	signedLower.Store(&l)
+	return l
+}
+
+// headerIs reports whether the header field name raw, without surrounding
+// white space and lower-cased, is lower: ASCII case-folding in place, and
+// strings.ToLower for a name with other bytes.
+func headerIs(raw, lower string) bool {
+	raw = strings.TrimSpace(raw)
+	if len(raw) != len(lower) {
+		for i := 0; i < len(raw); i++ {
+			if raw[i] >= utf8.RuneSelf {
+				return strings.ToLower(raw) == lower
+			}
+		}
+		return false
+	}
+	for i := 0; i < len(raw); i++ {
+		c := raw[i]
+		if c >= utf8.RuneSelf {
+			return strings.ToLower(raw) == lower
+		}
+		if 'A' <= c && c <= 'Z' {
+			c += 'a' - 'A'
+		}
+		if c != lower[i] {
+			return false
+		}
+	}
+	return true
+}
+
+// appendLower appends strings.ToLower(s) to dst, without the string in
+// between for the ASCII names header fields have.
+func appendLower(dst []byte, s string) []byte {
+	for i := 0; i < len(s); i++ {
+		if s[i] >= utf8.RuneSelf {
+			return append(dst, strings.ToLower(s)...)
+		}
+	}
+	for i := 0; i < len(s); i++ {
+		c := s[i]
+		if 'A' <= c && c <= 'Z' {
+			c += 'a' - 'A'
+		}
+		dst = append(dst, c)
+	}
+	return dst
 }
 
 // relaxedHeader appends the relaxed canonical form (RFC 6376 section 3.4.2)
@@ -224,7 +300,7 @@ func pickHeaders(headers []Header) (picked []Header, names []string) {
 // whitespace made one space and none around the colon or at the end, and a
 // CRLF when withCRLF.
 func relaxedHeader(dst []byte, name, value string, withCRLF bool) []byte {
-	dst = append(dst, strings.ToLower(strings.TrimRight(name, " \t"))...)
+	dst = appendLower(dst, strings.TrimRight(name, " \t"))
 	dst = append(dst, ':')
 	wsp := false
 	content := false

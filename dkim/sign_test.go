@@ -7,9 +7,12 @@ import (
 	"crypto/ed25519"
 	"encoding/base64"
 	"flag"
+	"fmt"
+	"math/rand/v2"
 	"os"
 	"os/exec"
 	"path/filepath"
+	"slices"
 	"strings"
 	"testing"
 	"time"
@@ -250,4 +253,55 @@ func TestSignRejectsWrongKey(t *testing.T) {
 		t.Error("RSA key accepted for an ed25519 selector")
 	}
 	var _ crypto.Signer = keys[0].Signer
+}
+
+// pickHeadersMap is pickHeaders as it was written first, with a map of
+// lower-cased names: the reference the in-place comparison must equal.
+func pickHeadersMap(headers []Header) (picked []Header, names []string) {
+	byName := make(map[string][]int, len(SignedHeaders))
+	for i, h := range headers {
+		n := strings.ToLower(strings.TrimSpace(h.Name))
+		byName[n] = append(byName[n], i)
+	}
+	for _, name := range SignedHeaders {
+		lname := strings.ToLower(name)
+		idx := byName[lname]
+		reps := len(idx)
+		if lname == "from" {
+			reps++
+		}
+		for r := 0; r < reps; r++ {
+			names = append(names, lname)
+			if k := len(idx) - 1 - r; k >= 0 {
+				picked = append(picked, headers[idx[k]])
+			}
+		}
+	}
+	return picked, names
+}
+
+func TestPickHeadersAsMap(t *testing.T) {
+	pool := []string{"From", "FROM", " from ", "To", "tO", "Cc", "Subject", "Received", "Date",
+		"Message-ID", "message-id", "Message-\u0130D", "\u212aeywords", "Reply-To", "In-Reply-To",
+		"References", "MIME-Version", "Content-Type", "content-type\t", "X-Mailer", "", "Fröm"}
+	r := rand.New(rand.NewPCG(5, 6))
+	for iter := 0; iter < 2000; iter++ {
+		var hs []Header
+		for n := r.IntN(25); n > 0; n-- {
+			hs = append(hs, Header{Name: pool[r.IntN(len(pool))], Value: fmt.Sprint(" v", n)})
+		}
+		gp, gn := pickHeaders(hs)
+		wp, wn := pickHeadersMap(hs)
+		if !slices.Equal(gp, wp) || !slices.Equal(gn, wn) {
+			t.Fatalf("%q:\n got %q %q\nwant %q %q", hs, gp, gn, wp, wn)
+		}
+	}
+}
+
+func TestAppendLowerAsToLower(t *testing.T) {
+	for _, s := range []string{"", "From", "DKIM-Signature", "message-id", "X-\u0130D", "\u212aeywords", "Fröm", "A\u00c0Z"} {
+		if got := string(appendLower([]byte("x:"), s)); got != "x:"+strings.ToLower(s) {
+			t.Errorf("%q: got %q, want %q", s, got, "x:"+strings.ToLower(s))
+		}
+	}
 }

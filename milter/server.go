@@ -73,7 +73,10 @@ func NewServer(f *Filter) *Server {
 
 // Serve accepts MTA connections on ln until Close.
 func (s *Server) Serve(ln net.Listener) error {
-	s.srv = gomilter.NewServer(ServerOptions(func() gomilter.Milter { return &backend{f: s.current()} })...)
+	s.srv = gomilter.NewServer(ServerOptions(func() gomilter.Milter {
+		_ = growSessionStack()
+		return &backend{f: s.current()}
+	})...)
 	return served(s.srv.Serve(newGuardListener(ln, s.Limits, s.Log)))
 }
 

@@ -15,6 +15,7 @@ import (
 	"os/exec"
 	"path/filepath"
 	"runtime"
+	"slices"
 	"strconv"
 	"strings"
 	"sync"
@@ -44,8 +45,11 @@ and drives both with go-milter's client the way Postfix does (one milter
 session per message, {auth_authen} set, 127.0.0.1): the same messages with
 2 KiB, 64 KiB and 1 MiB bodies at concurrency 1 and 8. Every signature of the
 first message of each run is verified. Reports msgs/s of both and the ratio,
-then milterd's own CPU time per 2 KiB RSA-signed message (from
-/proc/PID/stat) against a bare RSA-2048 signature in this process.
+then milterd's own CPU time per 2 KiB RSA-signed message (the threads' run
+time from /proc/PID/task/*/schedstat) against a bare RSA-2048 signature in
+this process, and against a milter that does nothing (null-milter) driven
+in the same alternating rounds: the floor of milterd's path beyond the
+signature. Per-round ranges and the load average come with the figures.
 
 With --antivirus (the default; Debian's clamd on a one-signature database
 written on the spot), a second milterd with spam.antivirus scans every signed message:
@@ -179,37 +183,54 @@ dkim: {key_dir: %s}
 	// The bare signature is measured twice: with crypto/rsa, the issue's
 	// yardstick, and with the signer milterd itself uses (OpenSSL's in cgo
 	// builds), whose difference to milterd's figure is the rest of the path.
-	const rounds = 6
+	// The floor of that rest is a milter that does nothing (null-milter:
+	// go-milter's session with milterd's negotiation), driven in the same
+	// rounds by the same client: what any milter built on go-milter pays per
+	// message for Postfix's stages (its system calls and wake-ups).
+	// CPU time is the threads' run time from schedstat, in nanoseconds:
+	// /proc/PID/stat's 10 ms ticks are a tenth of a round.
+	const rounds = 8
 	n := c.Int("cpu-messages")
 	msg := benchMessage(domain, 2048)
 	nodeKey, err := dkim.NewKey(domain, selector, "rsa", key)
 	if err != nil {
 		return err
 	}
+	null, err := startNullMilter(dir)
+	if err != nil {
+		return err
+	}
+	defer null.stop()
 	bareSigners := []crypto.Signer{key, nodeKey.Signer}
-	var spent time.Duration
-	var signed int
+	var spent, nullSpent time.Duration
+	var signed, nulls int
+	var wakes, nullWakes int64 // times the threads were put on a CPU
+	var restRounds, nullRounds []time.Duration
 	bareSpent, bareSigned := make([]time.Duration, len(bareSigners)), make([]int, len(bareSigners))
 	for r := 0; r < rounds; r++ {
-		before, err := procstat.CPU(mcmd.Process.Pid)
+		d, k, runs, err := cpuPerRound(mcmd.Process.Pid, msock, msg, max(1, n/rounds), true)
 		if err != nil {
 			return err
 		}
-		k, err := benchCount(msock, msg, 1, max(1, n/rounds))
-		if err != nil {
-			return err
-		}
-		after, err := procstat.CPU(mcmd.Process.Pid)
-		if err != nil {
-			return err
-		}
-		spent += after - before
+		spent += d
 		signed += k
-		for i, s := range bareSigners {
-			d, m := bareRSASign(s, 200*time.Millisecond)
-			bareSpent[i] += d
-			bareSigned[i] += m
+		wakes += runs
+		nd, nk, nruns, err := cpuPerRound(null.pid, null.sock, msg, max(1, n/rounds), false)
+		if err != nil {
+			return err
 		}
+		nullSpent += nd
+		nulls += nk
+		nullWakes += nruns
+		var roundSign time.Duration
+		for i, s := range bareSigners {
+			sd, m := bareRSASign(s, 200*time.Millisecond)
+			bareSpent[i] += sd
+			bareSigned[i] += m
+			roundSign = sd / time.Duration(m) // the last: milterd's own signer
+		}
+		restRounds = append(restRounds, d/time.Duration(k)-roundSign)
+		nullRounds = append(nullRounds, nd/time.Duration(nk))
 	}
 	perMsg := spent / time.Duration(signed)
 	goRSA := bareSpent[0] / time.Duration(bareSigned[0])
@@ -218,11 +239,18 @@ dkim: {key_dir: %s}
 	if dkim.OpenSSLRSA {
 		engine = "OpenSSL libcrypto"
 	}
-	fmt.Fprintf(out, "\nmilterd CPU per 2 KiB RSA-signed message: %v (%d messages, %v user+sys from /proc/%d/stat)\n", perMsg.Round(time.Microsecond), signed, spent, mcmd.Process.Pid)
+	fmt.Fprintf(out, "\nmilterd CPU per 2 KiB RSA-signed message: %v (%d messages, %v run time from /proc/%d/task/*/schedstat)\n", perMsg.Round(time.Microsecond), signed, spent.Round(time.Millisecond), mcmd.Process.Pid)
 	fmt.Fprintf(out, "bare RSA-2048 PKCS#1 v1.5 signature, crypto/rsa:       %v (%d signatures on one thread, in %d rounds alternating with milterd's)\n", goRSA.Round(time.Microsecond), bareSigned[0], rounds)
 	fmt.Fprintf(out, "bare RSA-2048 signature as milterd signs (%s): %v (%d signatures)\n", engine, node.Round(time.Microsecond), bareSigned[1])
-	fmt.Fprintf(out, "ratio to crypto/rsa's signature: %.2fx (target <= 1.3x); to milterd's own signer: %.2fx; the rest of the path: %v per message\n",
-		float64(perMsg)/float64(goRSA), float64(perMsg)/float64(node), (perMsg - node).Round(time.Microsecond))
+	fmt.Fprintf(out, "ratio to crypto/rsa's signature: %.2fx (target <= 1.3x); to milterd's own signer: %.2fx; the rest of the path: %v per message (rounds %s)\n",
+		float64(perMsg)/float64(goRSA), float64(perMsg)/float64(node), (perMsg - node).Round(time.Microsecond), durRange(restRounds))
+	fmt.Fprintf(out, "floor, a milter doing nothing (null-milter, milterd's negotiation) in the same rounds: %v per message (rounds %s)\n",
+		(nullSpent / time.Duration(nulls)).Round(time.Microsecond), durRange(nullRounds))
+	fmt.Fprintf(out, "threads put on a CPU per message (wake-ups and returns from preemption, schedstat): milterd %.2f, null-milter %.2f\n",
+		float64(wakes)/float64(signed), float64(nullWakes)/float64(nulls))
+	if l, err := procstat.LoadAvg(); err == nil {
+		fmt.Fprintf(out, "load average: %.2f %.2f %.2f (2 cores shared with the client and whatever else runs)\n", l[0], l[1], l[2])
+	}
 	if !c.Bool("antivirus") {
 		return nil
 	}
@@ -384,23 +412,85 @@ func benchRun(sock string, msg *miltertest.Message, conc int, d time.Duration, l
 	return float64(count.Load()) / time.Since(start).Seconds(), nil
 }
 
-// benchCount sends n messages with conc sessions and returns how many were signed.
-func benchCount(sock string, msg *miltertest.Message, conc, n int) (int, error) {
+// benchCount sends n messages with conc sessions and returns how many were
+// signed, or, unless wantSigned, answered.
+func benchCount(sock string, msg *miltertest.Message, conc, n int, wantSigned bool) (int, error) {
 	client := miltertest.NewClient("unix", sock, gomilter.WithDialer(postfixDialer{}))
-	signed := 0
+	done := 0
 	for i := 0; i < n; i++ {
 		r, err := miltertest.Submit(client, msg)
 		if err != nil {
-			return signed, err
+			return done, err
 		}
-		if hasSignature(r) {
-			signed++
+		if !wantSigned || hasSignature(r) {
+			done++
 		}
 	}
-	if signed == 0 {
+	if done == 0 {
 		return 0, errors.New("bench: nothing signed")
 	}
-	return signed, nil
+	return done, nil
+}
+
+// cpuPerRound sends n messages one at a time to the milter process pid
+// listening on sock and returns the CPU time the process spent, how many
+// messages were signed (answered, unless wantSigned), and how many times
+// its threads were put on a CPU meanwhile (SchedRuns).
+func cpuPerRound(pid int, sock string, msg *miltertest.Message, n int, wantSigned bool) (time.Duration, int, int64, error) {
+	before, err := procstat.SchedCPU(pid)
+	if err != nil {
+		return 0, 0, 0, err
+	}
+	runs0, err := procstat.SchedRuns(pid)
+	if err != nil {
+		return 0, 0, 0, err
+	}
+	k, err := benchCount(sock, msg, 1, n, wantSigned)
+	if err != nil {
+		return 0, 0, 0, err
+	}
+	after, err := procstat.SchedCPU(pid)
+	if err != nil {
+		return 0, 0, 0, err
+	}
+	runs1, err := procstat.SchedRuns(pid)
+	if err != nil {
+		return 0, 0, 0, err
+	}
+	return after - before, k, runs1 - runs0, nil
+}
+
+// nullMilter is `mailnode-bench null-milter` started by this process.
+type nullMilter struct {
+	sock string
+	pid  int
+	stop func()
+}
+
+func startNullMilter(dir string) (*nullMilter, error) {
+	self, err := os.Executable()
+	if err != nil {
+		return nil, err
+	}
+	sock := filepath.Join(dir, "null-milter.sock")
+	cmd := exec.Command(self, "null-milter", "--listen", "unix:"+sock)
+	log, _ := os.Create(filepath.Join(dir, "null-milter.log"))
+	cmd.Stdout, cmd.Stderr = log, log
+	t := &benchTarget{name: "null-milter", sock: sock, cmd: cmd}
+	stop, err := t.start(dir)
+	if err != nil {
+		return nil, err
+	}
+	return &nullMilter{sock: sock, pid: cmd.Process.Pid, stop: stop}, nil
+}
+
+// durRange is "min–max" of ds, rounded to the microsecond.
+func durRange(ds []time.Duration) string {
+	if len(ds) == 0 {
+		return "-"
+	}
+	lo, hi := slices.Min(ds), slices.Max(ds)
+	return fmt.Sprintf("%v–%v", lo.Round(time.Microsecond), hi.Round(time.Microsecond))
 }
 
 // postfixDialer makes go-milter's client write like Postfix's milter8

@@ -106,6 +106,34 @@ func SchedCPU(pid int) (time.Duration, error) {
 	return sum, nil
 }
 
+// SchedRuns returns how many times the live threads of a process have been
+// put on a CPU (the third field of each /proc/PID/task/TID/schedstat): its
+// wake-ups, plus its returns from being preempted.
+func SchedRuns(pid int) (int64, error) {
+	dir := fmt.Sprintf("/proc/%d/task", pid)
+	tasks, err := os.ReadDir(dir)
+	if err != nil {
+		return 0, err
+	}
+	var sum int64
+	for _, t := range tasks {
+		b, err := os.ReadFile(dir + "/" + t.Name() + "/schedstat")
+		if err != nil {
+			continue // the thread has just exited
+		}
+		f := strings.Fields(string(b))
+		if len(f) < 3 {
+			continue
+		}
+		n, err := strconv.ParseInt(f[2], 10, 64)
+		if err != nil {
+			return 0, fmt.Errorf("procstat: %s/schedstat: %q", t.Name(), b)
+		}
+		sum += n
+	}
+	return sum, nil
+}
+
 // SelfCPU is the user+system CPU time this process has used (getrusage).
 func SelfCPU() time.Duration {
 	var ru syscall.Rusage

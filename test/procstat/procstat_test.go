@@ -41,6 +41,14 @@ func TestSelf(t *testing.T) {
 	if l, err := LoadAvg(); err != nil || l[0] < 0 {
 		t.Errorf("load %v %v", l, err)
 	}
+	runs, err := SchedRuns(pid)
+	if err != nil || runs <= 0 {
+		t.Errorf("SchedRuns %d %v", runs, err)
+	}
+	time.Sleep(time.Millisecond) // a wake-up
+	if more, err := SchedRuns(pid); err != nil || more <= runs {
+		t.Errorf("SchedRuns %d after %d and a sleep, %v", more, runs, err)
+	}
 	found := false
 	for _, p := range Pids() {
 		found = found || p == pid
