@@ -90,6 +90,7 @@ func main() {
 	verbose := flag.Bool("v", false, "log every measurement")
 	perfDir := flag.String("perf", "", "record every sidecar with `perf record -g` during each measurement into this directory (profiling; figures then include perf's overhead)")
 	daemonEnv := flag.String("daemon-env", "", "`K=V,...` set in the environment policyd and milterd inherit (e.g. GOMAXPROCS=1)")
+	flag.BoolVar(&rspamdUpstream, "rspamd-upstream", false, "rspamd stack: Debian's proxy layout (one milter proxy passing messages to the normal workers) instead of self-scanning proxies")
 	flag.Parse()
 	for _, kv := range strings.Split(*daemonEnv, ",") {
 		if k, v, ok := strings.Cut(kv, "="); ok {

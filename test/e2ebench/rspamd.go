@@ -35,6 +35,10 @@ import (
 // LOCAL_CONFDIR, DBDIR, RUNDIR and LOGDIR pointed at a private tree whose
 // local.d/ carries only the overrides below (rspamd's own way to configure it).
 
+// rspamdUpstream keeps Debian's proxy layout (-rspamd-upstream), to
+// compare it with the self-scanning proxies.
+var rspamdUpstream bool
+
 // rspamdUser is the account Debian's package runs rspamd as.
 const rspamdUser = "_rspamd"
 
@@ -124,15 +128,21 @@ func (s *stack) rspamdConfig(dir, redis, sock string) (map[string]string, error)
 	for i, n := range s.node.Inv.Node.TrustedNetworks {
 		trusted[i] = strconv.Quote(n)
 	}
-	workers := runtime.NumCPU()
+	// The proxy scans by itself, one process per CPU; with
+	// -rspamd-upstream it keeps the package's layout instead (one proxy
+	// handing every message to the normal workers over HTTP).
+	proxy := fmt.Sprintf("bind_socket = \"%s mode=0666\";\nmilter = yes;\ncount = %d;\n"+
+		"upstream \"local\" {\n  default = yes;\n  self_scan = yes;\n}\n", sock, runtime.NumCPU())
+	if rspamdUpstream {
+		proxy = fmt.Sprintf("bind_socket = \"%s mode=0666\";\n", sock)
+	}
 	return map[string]string{
-		"options.inc": fmt.Sprintf("local_addrs = [%s];\ndns {\n  nameserver = [\"127.0.0.1:53\"];\n}\n", strings.Join(trusted, ", ")),
-		"logging.inc": "level = \"warning\";\n",
-		"redis.conf":  fmt.Sprintf("servers = %q;\n", redis),
-		"worker-proxy.inc": fmt.Sprintf("bind_socket = \"%s mode=0666\";\nmilter = yes;\ncount = %d;\n"+
-			"upstream \"local\" {\n  default = yes;\n  self_scan = yes;\n}\n", sock, workers),
-		"dkim_signing.conf": fmt.Sprintf("sign_local = true;\nsign_authenticated = true;\nuse_domain = \"envelope\";\n"+
-			"allow_hdrfrom_mismatch = true;\ndomain {\n  %s {\n    selectors = [\n%s\n    ];\n  }\n}\n", d.Name, strings.Join(sels, ",\n")),
+		"options.inc":      fmt.Sprintf("local_addrs = [%s];\ndns {\n  nameserver = [\"127.0.0.1:53\"];\n}\n", strings.Join(trusted, ", ")),
+		"logging.inc":      "level = \"warning\";\n",
+		"redis.conf":       fmt.Sprintf("servers = %q;\n", redis),
+		"worker-proxy.inc": proxy,
+		"dkim_signing.conf": fmt.Sprintf("sign_local = true;\nsign_authenticated = true;\n"+
+			"domain {\n  %s {\n    selectors = [\n%s\n    ];\n  }\n}\n", d.Name, strings.Join(sels, ",\n")),
 		"greylist.conf":       "servers = \"" + redis + "\";\ntimeout = 1s;\ncheck_local = true;\n",
 		"ratelimit.conf":      "rates {\n" + bucket("to") + bucket("to_ip") + bucket("to_ip_from") + bucket("user") + "}\n",
 		"milter_headers.conf": "use = [\"authentication-results\", \"x-spamd-result\"];\nskip_local = false;\n",
