@@ -143,9 +143,9 @@ func (s *stack) rspamdConfig(dir, redis, sock string) (map[string]string, error)
 		"worker-proxy.inc": proxy,
 		"dkim_signing.conf": fmt.Sprintf("sign_local = true;\nsign_authenticated = true;\n"+
 			"domain {\n  %s {\n    selectors = [\n%s\n    ];\n  }\n}\n", d.Name, strings.Join(sels, ",\n")),
-		"greylist.conf":       "servers = \"" + redis + "\";\ntimeout = 1s;\ncheck_local = true;\n",
+		"greylist.conf":       "servers = \"" + redis + "\";\ntimeout = 1s;\n",
 		"ratelimit.conf":      "rates {\n" + bucket("to") + bucket("to_ip") + bucket("to_ip_from") + bucket("user") + "}\n",
-		"milter_headers.conf": "use = [\"authentication-results\", \"x-spamd-result\"];\nskip_local = false;\n",
+		"milter_headers.conf": "use = [\"authentication-results\"];\n",
 	}, nil
 }
 
