@@ -183,10 +183,12 @@ bench-memory: build build-bench
 	$(BENCH_BIN) memory --mailnode $(BIN)
 
 # End-to-end throughput: bare Postfix vs Postfix with do-nothing sidecars (the floor
-# any policy service and milter cost) vs Postfix+mailnode vs Postfix+OpenDKIM+postgrey,
+# any policy service and milter cost) vs Postfix+mailnode vs Postfix+OpenDKIM+postgrey
+# vs Postfix+rspamd (with a private redis-server),
 # smtp-source -> Postfix -> smtp-sink inside a network namespace it creates
-# (root; nothing leaves the machine). About 2.5 minutes on 2 cores.
+# (root; nothing leaves the machine). About 5 minutes on 2 cores.
 #   BENCH_E2E_FLAGS=-quick           smoke run (about a minute)
+#   BENCH_E2E_FLAGS="-stacks bare,floor"   only some of the stacks
 BENCH_E2E_FLAGS ?= -runs 3 -wait-load 1.5 -wait-max 10m
 bench-e2e: build build-bench
 	MAILNODE_BENCH_BIN=$(CURDIR)/$(BENCH_BIN) $(GO) run ./test/e2ebench $(BENCH_E2E_FLAGS)

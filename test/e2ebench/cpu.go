@@ -21,6 +21,13 @@ func (s *stack) cpu() cpuSnapshot {
 		if st, err := procstat.Read(pid); err == nil {
 			c[name] = st.CPU
 		}
+		if forking[name] {
+			for _, kid := range children(pid) {
+				if st, err := procstat.Read(kid); err == nil {
+					c[name] += st.CPU
+				}
+			}
+		}
 	}
 	if len(s.procs) > 0 {
 		if st, err := procstat.Read(s.procs[0].cmd.Process.Pid); err == nil {
@@ -43,6 +50,22 @@ func (s *stack) cpu() cpuSnapshot {
 	}
 	c["postfix"] = total
 	return c
+}
+
+// forking are the sidecars whose work is done by child processes (rspamd's
+// workers): their CPU is the main process's plus the children's, their
+// peak RSS that of the largest of them.
+var forking = map[string]bool{"rspamd": true}
+
+// children are the pids whose parent is pid.
+func children(pid int) []int {
+	var l []int
+	for _, p := range procstat.Pids() {
+		if st, err := procstat.Read(p); err == nil && st.PPid == pid {
+			l = append(l, p)
+		}
+	}
+	return l
 }
 
 // perMessage is (after - before) / n for every part, in milliseconds.

@@ -13,7 +13,7 @@ func TestMain(m *testing.M) { harness.Main(m) }
 // every stack, a few messages each) so that `make test` keeps `make
 // bench-e2e` working. It asserts what must hold on any machine: every
 // accepted message arrived at the sink exactly once and the queue was empty
-// after each measurement, the trusted path signed (mailnode RSA+Ed25519,
+// after each measurement, the trusted path signed (mailnode and rspamd RSA+Ed25519,
 // classic RSA), the outside path verified. Not the speed targets: those
 // need a quiet machine and the full run.
 func TestQuick(t *testing.T) {

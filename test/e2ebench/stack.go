@@ -28,9 +28,10 @@ const (
 	Floor    = "floor"
 	Mailnode = "mailnode"
 	Classic  = "classic"
+	Rspamd   = "rspamd"
 )
 
-var stackNames = []string{Bare, Floor, Mailnode, Classic}
+var stackNames = []string{Bare, Floor, Mailnode, Classic, Rspamd}
 
 // Addresses of the two load paths (examples/inventory.yaml).
 const (
@@ -73,7 +74,8 @@ type stack struct {
 	sinkAddr string
 	sinkDir  string         // smtp-sink writes one file per message here
 	daemons  map[string]int // sidecar name -> pid, for VmHWM
-	procs    []*proc        // smtp-sink; classic: opendkim, postgrey
+	procs    []*proc        // smtp-sink; classic: opendkim, postgrey; rspamd: redis, rspamd
+	redis    string         // rspamd: the Redis address
 	logf     func(string, ...any)
 }
 
@@ -90,7 +92,7 @@ func startStack(name, shm string, logf func(string, ...any)) (*stack, error) {
 		Milter:       name == Mailnode || name == Floor,
 		DKIMKeys:     true, // classic signs with the same RSA key
 		RelayNexthop: "[127.0.0.1]:" + portOf(s.sinkAddr),
-		Edit:         editInventory,
+		Edit:         func(doc map[string]any) { editInventory(doc, name == Rspamd) },
 		Log:          logf,
 	})
 	if err != nil {
@@ -119,6 +121,13 @@ func startStack(name, shm string, logf func(string, ...any)) (*stack, error) {
 			return s, err
 		}
 		settings = append(settings, cs...)
+	}
+	if name == Rspamd {
+		rs, err := s.startRspamd()
+		if err != nil {
+			return s, fmt.Errorf("%s: %w", name, err)
+		}
+		settings = append(settings, rs...)
 	}
 	if err := s.postconf(settings...); err != nil {
 		return s, err
@@ -164,16 +173,41 @@ func stopDovecot(dir string) error {
 // listener on 127.0.0.2 for the trust host, greylisting with a 1 s delay
 // (primed before the runs, so policyd does its lookups and updates but never
 // defers, like postgrey --delay=1), and rate limits far above the load (counted,
-// never hit).
-func editInventory(doc map[string]any) {
+// never hit). With outsideAddr, a third listener on OutsideAddr: the
+// rspamd stack's outside path (see OutsideAddr).
+func editInventory(doc map[string]any, outsideAddr bool) {
+	ifaces := harness.OutsideClient + ", " + harness.TrustedClient
 	if l, ok := harness.Get(doc, "postfix.smtp_listen").([]any); ok && len(l) == 1 {
 		a, _ := l[0].(string)
-		harness.Set(doc, "postfix.smtp_listen", []any{a, strings.Replace(a, harness.OutsideClient+":", harness.TrustedClient+":", 1)})
+		listen := []any{a, strings.Replace(a, harness.OutsideClient+":", harness.TrustedClient+":", 1)}
+		if outsideAddr {
+			listen = append(listen, strings.Replace(a, harness.OutsideClient+":", OutsideAddr+":", 1))
+			ifaces += ", " + OutsideAddr
+		}
+		harness.Set(doc, "postfix.smtp_listen", listen)
 	}
-	harness.Set(doc, "postfix.inet_interfaces", harness.OutsideClient+", "+harness.TrustedClient)
+	harness.Set(doc, "postfix.inet_interfaces", ifaces)
 	harness.Set(doc, "policy.greylist", map[string]any{"enabled": true, "delay": "1s", "retry_window": "48h", "auto_whitelist_after": 5, "expire": "840h"})
 	harness.Set(doc, "policy.ratelimit", map[string]any{"messages_per_hour": 1000000000, "recipients_per_hour": 1000000000})
 	harness.Set(doc, "spam.engine", "builtin")
+}
+
+// OutsideAddr is the outside client of the rspamd stack. rspamd counts
+// every loopback address as local, whatever local_addrs says, and skips
+// for local clients what an outside client gets (SPF, DMARC, greylisting,
+// the milter headers...): from 127.0.0.1 its outside path would measure
+// a trusted client's. So this documentation address (TEST-NET-1) is added
+// to lo like 127.0.0.2 and the rspamd node listens on it too: connections
+// to it come from it, an address rspamd takes for the Internet. The other
+// stacks look at node.trusted_networks only and keep 127.0.0.1.
+const OutsideAddr = "192.0.2.25"
+
+// outsideAddr is the node's port-25 service for the outside path.
+func (s *stack) outsideAddr() string {
+	if s.name == Rspamd {
+		return OutsideAddr + ":" + portOf(s.node.SMTP)
+	}
+	return s.node.SMTP
 }
 
 // trustedAddr is the node's port-25 service on 127.0.0.2: connections to it
@@ -337,16 +371,24 @@ func (s *stack) postconf(settings ...string) error {
 // Every measured message then makes the greylister look up and update it.
 func (s *stack) primeGreylist() error {
 	deadline := time.Now().Add(15 * time.Second)
+	env := harness.Envelope{From: outsideFrom, To: []string{outsideTo}}
+	if s.name == Rspamd {
+		// rspamd greylists at the end of the message, by the hash of
+		// sender, recipient and client network as well as of the body:
+		// one message passed makes every later one of the triplet pass.
+		env.Helo = "mail.outside.test"
+		env.Data = []byte("From: " + outsideFrom + "\r\nTo: " + outsideTo + "\r\nSubject: priming\r\n\r\npriming\r\n")
+	}
 	for {
-		tr, err := harness.Send(s.node.SMTP, harness.Envelope{From: outsideFrom, To: []string{outsideTo}})
+		tr, err := harness.Send(s.outsideAddr(), env)
 		if err != nil {
 			return fmt.Errorf("%s: priming greylisting: %w", s.name, err)
 		}
-		if len(tr.Rcpt) == 1 && tr.Rcpt[0].Code == 250 {
+		if len(tr.Rcpt) == 1 && tr.Rcpt[0].Code == 250 && (env.Data == nil || tr.Final.Code == 250) {
 			return nil
 		}
 		if time.Now().After(deadline) {
-			return fmt.Errorf("%s: priming greylisting: still %v after 15s", s.name, tr.Rcpt)
+			return fmt.Errorf("%s: priming greylisting: still %v %v after 15s", s.name, tr.Rcpt, tr.Final)
 		}
 		time.Sleep(1100 * time.Millisecond)
 	}
@@ -361,12 +403,20 @@ func (s *stack) queueEmpty() (bool, string, error) {
 	return strings.Contains(string(out), "Mail queue is empty"), string(out), nil
 }
 
-// hwm is VmHWM (peak resident set) of every sidecar, in KiB.
+// hwm is VmHWM (peak resident set) of every sidecar, in KiB; for rspamd
+// that of its largest process (they share most of their pages).
 func (s *stack) hwm() map[string]int {
 	m := map[string]int{}
 	for name, pid := range s.daemons {
 		if b, err := procstat.PeakRSS(pid); err == nil {
 			m[name] = int(b / 1024)
+		}
+		if forking[name] {
+			for _, kid := range children(pid) {
+				if b, err := procstat.PeakRSS(kid); err == nil {
+					m[name] = max(m[name], int(b/1024))
+				}
+			}
 		}
 	}
 	return m
@@ -421,7 +471,8 @@ func (s *stack) logTail() string {
 	for _, d := range []string{"policyd", "milterd"} {
 		files = append(files, filepath.Join(s.node.Dir, "log", d+".log"))
 	}
-	files = append(files, filepath.Join(s.node.Dir, "classic", "opendkim.log"), filepath.Join(s.node.Dir, "classic", "postgrey.log"))
+	files = append(files, filepath.Join(s.node.Dir, "classic", "opendkim.log"), filepath.Join(s.node.Dir, "classic", "postgrey.log"),
+		filepath.Join(s.node.Dir, "rspamd", "rspamd.log"), filepath.Join(s.node.Dir, "rspamd", "log", "rspamd.log"))
 	for _, f := range files {
 		if b, err := os.ReadFile(f); err == nil && len(b) > 0 {
 			fmt.Fprintf(&out, "--- %s (end):\n%s\n", f, tail(b, 25))
