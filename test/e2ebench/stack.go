@@ -92,8 +92,17 @@ func startStack(name, shm string, logf func(string, ...any)) (*stack, error) {
 		Milter:       name == Mailnode || name == Floor,
 		DKIMKeys:     true, // classic signs with the same RSA key
 		RelayNexthop: "[127.0.0.1]:" + portOf(s.sinkAddr),
-		Edit:         func(doc map[string]any) { editInventory(doc, name == Rspamd) },
-		Log:          logf,
+		Edit: func(doc map[string]any) {
+			editInventory(doc, name == Rspamd)
+			if name == Floor {
+				// The floor's do-nothing milter takes milterd's place and
+				// serves no SRS reversal map: without this, every
+				// recipient lookup in virtual_alias_maps fails (451 4.3.0).
+				// Reversing SRS addresses is mailnode's work, not the floor's.
+				harness.Set(doc, "forwarding.srs", false)
+			}
+		},
+		Log: logf,
 	})
 	if err != nil {
 		return s, fmt.Errorf("%s: %w", name, err)
