@@ -97,34 +97,8 @@ mx.plain.test. IN A %s
 
 	// The peers' authoritative server: a second unbound serving both zones
 	// from its auth-zone, with RRSIGs, DNSKEY and NSEC as signed.
-	authDir := filepath.Join(dir, "auth")
-	os.MkdirAll(authDir, 0o755)
-	authConf := filepath.Join(authDir, "unbound.conf")
-	os.WriteFile(authConf, []byte(fmt.Sprintf(`server:
-    interface: %s
-    port: 53
-    username: ""
-    chroot: ""
-    directory: %q
-    pidfile: %q
-    use-syslog: no
-    logfile: ""
-    module-config: "iterator"
-    access-control: 127.0.0.0/8 allow
-    local-zone: "test." nodefault
-auth-zone:
-    name: "peer.test."
-    zonefile: %q
-    for-downstream: yes
-    for-upstream: no
-auth-zone:
-    name: "plain.test."
-    zonefile: %q
-    for-downstream: yes
-    for-upstream: no
-remote-control:
-    control-enable: no
-`, daneAuthAddr, authDir, filepath.Join(authDir, "unbound.pid"), signed, plainZone)), 0o644)
+	authConf := writeAuthUnbound(dir, daneAuthAddr, []string{`local-zone: "test." nodefault`},
+		authZone{"peer.test.", signed}, authZone{"plain.test.", plainZone})
 	daneUnbound(t, "peers' authoritative unbound", authConf, net.JoinHostPort(daneAuthAddr, "53"), "good.peer.test.", false)
 
 	// The node, sending with DANE through its own resolver on 127.0.0.1:53.
@@ -148,18 +122,13 @@ remote-control:
 	// not answered locally, peer.test's DS as its trust anchor, plain.test
 	// declared unsigned since no chain from the root reaches it here).
 	ubDir := filepath.Join(dir, "node-unbound")
-	os.MkdirAll(ubDir, 0o755)
-	var w strings.Builder
-	fmt.Fprintf(&w, "include: %q\nserver:\n", filepath.Join(n.Dir, "unbound", "unbound.conf"))
-	fmt.Fprintf(&w, "    username: \"\"\n    chroot: \"\"\n    directory: %q\n    pidfile: %q\n", ubDir, filepath.Join(ubDir, "unbound.pid"))
-	w.WriteString("    use-syslog: no\n    logfile: \"\"\n    verbosity: 1\n    log-servfail: yes\n")
-	w.WriteString("    do-not-query-localhost: no\n    local-zone: \"test.\" nodefault\n")
-	fmt.Fprintf(&w, "    trust-anchor: %q\n    domain-insecure: \"plain.test.\"\n", ds)
+	w := nodeUnboundConf(ubDir, filepath.Join(n.Dir, "unbound", "unbound.conf"))
+	w.WriteString("    local-zone: \"test.\" nodefault\n")
+	fmt.Fprintf(w, "    trust-anchor: %q\n    domain-insecure: \"plain.test.\"\n", ds)
 	for _, z := range []string{"peer.test.", "plain.test."} {
-		fmt.Fprintf(&w, "stub-zone:\n    name: %q\n    stub-addr: %s@53\n", z, daneAuthAddr)
+		fmt.Fprintf(w, "stub-zone:\n    name: %q\n    stub-addr: %s@53\n", z, daneAuthAddr)
 	}
-	nodeConf := filepath.Join(ubDir, "unbound-test.conf")
-	os.WriteFile(nodeConf, []byte(w.String()), 0o644)
+	nodeConf := writeNodeUnbound(ubDir, w)
 	daneUnbound(t, "node's unbound", nodeConf, "127.0.0.1:53", "good.peer.test.", true)
 
 	// The peers.
