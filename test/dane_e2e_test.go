@@ -6,7 +6,6 @@ import (
 	"crypto/tls"
 	"crypto/x509"
 	"encoding/hex"
-	"encoding/json"
 	"fmt"
 	"net"
 	"os"
@@ -331,29 +330,14 @@ func daneWaitDeferred(t *testing.T, n *harness.Node, rcpts ...string) map[string
 	t.Helper()
 	deadline := time.Now().Add(harness.DeliveryTimeout)
 	for {
-		out, err := exec.Command("postqueue", "-c", n.PostfixConfig, "-j").Output()
+		rs, out, err := n.QueueJSON()
 		if err != nil {
-			t.Fatalf("postqueue -j: %v", err)
+			t.Fatal(err)
 		}
 		got := map[string]string{}
-		for _, line := range strings.Split(strings.TrimSpace(string(out)), "\n") {
-			if line == "" {
-				continue
-			}
-			var e struct {
-				QueueName  string `json:"queue_name"`
-				Recipients []struct {
-					Address     string `json:"address"`
-					DelayReason string `json:"delay_reason"`
-				} `json:"recipients"`
-			}
-			if err := json.Unmarshal([]byte(line), &e); err != nil {
-				t.Fatalf("postqueue -j: %v: %s", err, line)
-			}
-			for _, r := range e.Recipients {
-				if e.QueueName == "deferred" && r.DelayReason != "" {
-					got[r.Address] = r.DelayReason
-				}
+		for _, r := range rs {
+			if r.Queue == "deferred" && r.DelayReason != "" {
+				got[r.Address] = r.DelayReason
 			}
 		}
 		all := true
