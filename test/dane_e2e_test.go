@@ -171,27 +171,27 @@ mx.plain.test. IN A %s
 	})
 
 	deferred := daneWaitDeferred(t, n, "x@bad.peer.test", "x@clear.peer.test")
-	t.Run("mismatching TLSA: deferred, kept", func(t *testing.T) {
-		reason := deferred["x@bad.peer.test"]
-		if !strings.Contains(reason, "Server certificate not verified") {
-			t.Errorf("delay reason %q", reason)
-		}
-		if m := bad.Messages(); len(m) != 0 {
-			t.Errorf("the peer whose key does not match got %d message(s)", len(m))
-		}
-		daneNeverSent(t, n, "x@bad.peer.test")
-	})
-
-	t.Run("TLSA but no STARTTLS: deferred, never in clear", func(t *testing.T) {
-		reason := deferred["x@clear.peer.test"]
-		if !strings.Contains(reason, "TLS is required, but was not offered") {
-			t.Errorf("delay reason %q", reason)
-		}
-		if m := clear.Messages(); len(m) != 0 {
-			t.Errorf("the peer without STARTTLS got %d message(s) in clear", len(m))
-		}
-		daneNeverSent(t, n, "x@clear.peer.test")
-	})
+	for _, c := range []struct {
+		name, rcpt, reason string
+		peer               *harness.Sink
+		got                string // what the peer must not have had
+	}{
+		{"mismatching TLSA: deferred, kept", "x@bad.peer.test", "Server certificate not verified",
+			bad, "the peer whose key does not match got %d message(s)"},
+		{"TLSA but no STARTTLS: deferred, never in clear", "x@clear.peer.test", "TLS is required, but was not offered",
+			clear, "the peer without STARTTLS got %d message(s) in clear"},
+	} {
+		t.Run(c.name, func(t *testing.T) {
+			reason := deferred[c.rcpt]
+			if !strings.Contains(reason, c.reason) {
+				t.Errorf("delay reason %q", reason)
+			}
+			if m := c.peer.Messages(); len(m) != 0 {
+				t.Errorf(c.got, len(m))
+			}
+			daneNeverSent(t, n, c.rcpt)
+		})
+	}
 
 	// Another attempt (a queue flush) changes nothing: deferred again, kept.
 	before := daneDeferrals(n, "x@bad.peer.test") + daneDeferrals(n, "x@clear.peer.test")
