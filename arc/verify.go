@@ -333,18 +333,11 @@ func parseAMS(f dkim.Header, now time.Time) *sig {
 		s.err = errors.New("body length l= leaves part of the body unsigned")
 		return s
 	}
-	hc, bc, _ := strings.Cut(tags["c"], "/")
-	if hc == "" {
-		hc = "simple"
-	}
-	if bc == "" {
-		bc = "simple"
-	}
-	if (hc != "simple" && hc != "relaxed") || (bc != "simple" && bc != "relaxed") {
+	var ok bool
+	if s.relaxedHead, s.relaxedBody, ok = dkim.ParseCanon(tags["c"]); !ok {
 		s.err = fmt.Errorf("unknown canonicalization c=%s", tags["c"])
 		return s
 	}
-	s.relaxedHead, s.relaxedBody = hc == "relaxed", bc == "relaxed"
 	for _, n := range strings.Split(tags["h"], ":") {
 		n = strings.ToLower(dkim.StripFWS(n))
 		if n == "arc-seal" {
