@@ -228,7 +228,7 @@ func (v *Validator) verifyAMS(ctx context.Context) error {
 			break
 		}
 	}
-	buf = canon(buf[:0], s.relaxedHead, dkim.Header{Name: s.field.Name, Value: withoutB(s.field.Value)}, false)
+	buf = canon(buf[:0], s.relaxedHead, dkim.Header{Name: s.field.Name, Value: dkim.WithoutB(s.field.Value)}, false)
 	h.Write(buf)
 	return verifyRSA(key, h.Sum(nil), s.b)
 }
@@ -255,7 +255,7 @@ func sealDigest(sets []Set) []byte {
 		buf = dkim.RelaxedHeader(buf[:0], s.AMS.Name, s.AMS.Value, true)
 		h.Write(buf)
 		if i == len(sets)-1 {
-			buf = dkim.RelaxedHeader(buf[:0], s.Seal.Name, withoutB(s.Seal.Value), false)
+			buf = dkim.RelaxedHeader(buf[:0], s.Seal.Name, dkim.WithoutB(s.Seal.Value), false)
 		} else {
 			buf = dkim.RelaxedHeader(buf[:0], s.Seal.Name, s.Seal.Value, true)
 		}
@@ -333,18 +333,11 @@ func parseAMS(f dkim.Header, now time.Time) *sig {
 		s.err = errors.New("body length l= leaves part of the body unsigned")
 		return s
 	}
-	hc, bc, _ := strings.Cut(tags["c"], "/")
-	if hc == "" {
-		hc = "simple"
-	}
-	if bc == "" {
-		bc = "simple"
-	}
-	if (hc != "simple" && hc != "relaxed") || (bc != "simple" && bc != "relaxed") {
+	var ok bool
+	if s.relaxedHead, s.relaxedBody, ok = dkim.ParseCanon(tags["c"]); !ok {
 		s.err = fmt.Errorf("unknown canonicalization c=%s", tags["c"])
 		return s
 	}
-	s.relaxedHead, s.relaxedBody = hc == "relaxed", bc == "relaxed"
 	for _, n := range strings.Split(tags["h"], ":") {
 		n = strings.ToLower(dkim.StripFWS(n))
 		if n == "arc-seal" {
@@ -376,25 +369,6 @@ func parseSeal(f dkim.Header, now time.Time) *sig {
 		s.err = fmt.Errorf("unknown cv=%s", tags["cv"])
 	}
 	return s
-}
-
-// withoutB returns a field value with the value of its b= tag removed and
-// everything else, whitespace included, as it was.
-func withoutB(v string) string {
-	start := 0
-	for start <= len(v) {
-		end := strings.IndexByte(v[start:], ';')
-		if end < 0 {
-			end = len(v)
-		} else {
-			end += start
-		}
-		if eq := strings.IndexByte(v[start:end], '='); eq >= 0 && dkim.StripFWS(v[start:start+eq]) == "b" {
-			return v[:start+eq+1] + v[end:]
-		}
-		start = end + 1
-	}
-	return v
 }
 
 // SplitMessage splits a raw message (CRLF or LF line ends) into its header

@@ -6,7 +6,7 @@ import (
 )
 
 // What other signature schemes built on DKIM (ARC, RFC 8617) reuse: the
-// relaxed header form and the key record lookup.
+// relaxed header form, the c= and b= handling and the key record lookup.
 
 // RelaxedHeader appends the relaxed canonical form (RFC 6376 section
 // 3.4.2) of one header field to dst, with a final CRLF when withCRLF.
@@ -28,3 +28,13 @@ func LookupKey(ctx context.Context, lookup LookupTXTFunc, name, keyAlg string) (
 	}
 	return s.key, Pass, ""
 }
+
+// WithoutB returns a signature field's value with the value of its b= tag
+// removed and everything else, whitespace included, as it was: the form
+// the signature itself covers.
+func WithoutB(v string) string { return withoutB(v) }
+
+// ParseCanon parses a c= tag's value ("header/body", each simple or
+// relaxed, simple where left out); ok is false for an unknown
+// canonicalization.
+func ParseCanon(c string) (relaxedHead, relaxedBody, ok bool) { return parseCanon(c) }

@@ -243,17 +243,11 @@ func (s *sigCheck) parse(now time.Time) (selector string, relaxedBody, ok bool) 
 			return "", false, s.fail(PermError, "no supported key query method in q=")
 		}
 	}
-	hc, bc, _ := strings.Cut(tags["c"], "/")
-	if hc == "" {
-		hc = "simple"
-	}
-	if bc == "" {
-		bc = "simple"
-	}
-	if (hc != "simple" && hc != "relaxed") || (bc != "simple" && bc != "relaxed") {
+	relaxedHead, relaxedBody, ok := parseCanon(tags["c"])
+	if !ok {
 		return "", false, s.fail(PermError, "unknown canonicalization c="+tags["c"])
 	}
-	s.relaxed = hc == "relaxed"
+	s.relaxed = relaxedHead
 	var t, x int64 = -1, -1
 	if v, ok := tags["t"]; ok {
 		if t, err = strconv.ParseInt(v, 10, 64); err != nil || t < 0 {
@@ -280,7 +274,24 @@ func (s *sigCheck) parse(now time.Time) (selector string, relaxedBody, ok bool) 
 	if s.b, err = base64.StdEncoding.DecodeString(StripFWS(tags["b"])); err != nil {
 		return "", false, s.fail(PermError, "malformed b=")
 	}
-	return s.res.Selector, bc == "relaxed", true
+	return s.res.Selector, relaxedBody, true
+}
+
+// parseCanon parses a c= value ("header/body", each simple or relaxed,
+// simple where left out) into whether each part is relaxed; ok is false
+// for an unknown canonicalization.
+func parseCanon(c string) (relaxedHead, relaxedBody, ok bool) {
+	hc, bc, _ := strings.Cut(c, "/")
+	if hc == "" {
+		hc = "simple"
+	}
+	if bc == "" {
+		bc = "simple"
+	}
+	if (hc != "simple" && hc != "relaxed") || (bc != "simple" && bc != "relaxed") {
+		return false, false, false
+	}
+	return hc == "relaxed", bc == "relaxed", true
 }
 
 // fetchKey looks the key record up and parses it (RFC 6376 section 3.6.1).

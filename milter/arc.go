@@ -178,15 +178,12 @@ type arcMetrics struct {
 
 func newARCMetrics(reg *prometheus.Registry) *arcMetrics {
 	m := &arcMetrics{
-		sealed: counterVec("mailnode_milter_arc_seals_total",
+		sealed: zeroed(counterVec("mailnode_milter_arc_seals_total",
 			"ARC sets added to forwarded mail (forwarding.arc), by the cv= they carry: none (the message came without a chain), pass or fail (the chain it came with).",
-			"cv"),
+			"cv"), "none", "pass", "fail"),
 		skipped: counterVec("mailnode_milter_arc_unsealed_total",
 			"Forwarded mail milterd verified but did not seal, by why: no_rsa_key (the forwarding domain has no RSA selector signing), chain_ended (its chain says cv=fail), malformed_chain (50 sets, or ARC fields without instance numbers), error.",
 			"why"),
-	}
-	for _, cv := range []string{"none", "pass", "fail"} {
-		m.sealed.WithLabelValues(cv)
 	}
 	reg.MustRegister(m.sealed, m.skipped)
 	return m

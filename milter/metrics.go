@@ -73,12 +73,9 @@ func NewMetrics() *Metrics {
 		Help:    "Time of one spam engine check (rspamd, spamd), by engine and result: ok or error.",
 		Buckets: prometheus.ExponentialBuckets(0.001, 2.5, 12), // 1ms .. ~24s
 	}, []string{"engine", "result"})
-	m.avScans = counterVec("mailnode_milter_antivirus_scans_total",
+	m.avScans = zeroed(counterVec("mailnode_milter_antivirus_scans_total",
 		"Virus scans (spam.antivirus) by result: clean, virus (refused) or error (scanner down, slow or failing: on_failure tempfailed the message or let it pass unscanned).",
-		"result")
-	for _, r := range []string{AVClean, AVVirus, AVError} {
-		m.avScans.WithLabelValues(r)
-	}
+		"result"), AVClean, AVVirus, AVError)
 	m.avTime = prometheus.NewHistogramVec(prometheus.HistogramOpts{
 		Name:    "mailnode_milter_antivirus_seconds",
 		Help:    "Time from the end of a message's stream to the virus scanner's answer, read once milterd's own end-of-message work (signature, checks), which the scan overlaps, is done; by engine (clamd) and result: ok (clean or virus) or error.",
@@ -114,6 +111,15 @@ func NewMetrics() *Metrics {
 
 func counterVec(name, help string, labels ...string) *prometheus.CounterVec {
 	return prometheus.NewCounterVec(prometheus.CounterOpts{Name: name, Help: help}, labels)
+}
+
+// zeroed creates c's series for each of values (of its one label), so that
+// they are exported at 0 before the first count.
+func zeroed(c *prometheus.CounterVec, values ...string) *prometheus.CounterVec {
+	for _, v := range values {
+		c.WithLabelValues(v)
+	}
+	return c
 }
 
 // observe counts one finished message. A nil Metrics counts nothing.

@@ -319,18 +319,12 @@ type srsMetrics struct {
 
 func newSRSMetrics(r *prometheus.Registry) *srsMetrics {
 	m := &srsMetrics{
-		forwards: counterVec("mailnode_milter_srs_rewrites_total",
+		forwards: zeroed(counterVec("mailnode_milter_srs_rewrites_total",
 			"Forwarded messages by what SRS did to their envelope sender: rewritten (an SRS address of the forwarding alias's domain), or not_rewritable (a quoted local part or an address literal, left as it was).",
-			"result"),
-		lookups: counterVec("mailnode_milter_srs_lookups_total",
+			"result"), "rewritten", "not_rewritable"),
+		lookups: zeroed(counterVec("mailnode_milter_srs_lookups_total",
 			"Postfix's lookups in the SRS socketmap (virtual_alias_maps, one per recipient) by result: reversed, not_srs, foreign (an SRS address of a domain not local here), invalid (malformed or forged), expired, bad_query.",
-			"result"),
-	}
-	for _, r := range []string{"rewritten", "not_rewritable"} {
-		m.forwards.WithLabelValues(r)
-	}
-	for _, r := range []string{SRSReversed, SRSNotSRS, SRSForeign, SRSInvalid, SRSExpired, srsMapError} {
-		m.lookups.WithLabelValues(r)
+			"result"), SRSReversed, SRSNotSRS, SRSForeign, SRSInvalid, SRSExpired, srsMapError),
 	}
 	r.MustRegister(m.forwards, m.lookups)
 	return m

@@ -19,14 +19,7 @@ import (
 // file from every node, and the zone's id is the policy's: a change of
 // mode gives another id.
 func TestMTASTSPolicyFile(t *testing.T) {
-	one, err := Render(loadAs(t, "testdata/tier.yaml", "mx1.example.com"))
-	if err != nil {
-		t.Fatal(err)
-	}
-	two, err := Render(loadAs(t, "testdata/tier.yaml", "mx2.example.com"))
-	if err != nil {
-		t.Fatal(err)
-	}
+	one, two := renderTier(t)
 	name := dns.PolicyPath("example.com")
 	const want = "version: STSv1\nmode: testing\nmx: mx1.example.com\nmx: mx2.example.com\nmax_age: 86400\n"
 	if got := string(one[name]); got != want {

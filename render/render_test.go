@@ -38,6 +38,20 @@ func load(t testing.TB, file string) *inventory.Inventory {
 	return loadAs(t, file, "")
 }
 
+// renderTier renders testdata/tier.yaml as each of its nodes, mx1 and
+// mx2.example.com.
+func renderTier(t *testing.T) (mx1, mx2 Files) {
+	t.Helper()
+	var err error
+	if mx1, err = Render(loadAs(t, "testdata/tier.yaml", "mx1.example.com")); err != nil {
+		t.Fatal(err)
+	}
+	if mx2, err = Render(loadAs(t, "testdata/tier.yaml", "mx2.example.com")); err != nil {
+		t.Fatal(err)
+	}
+	return mx1, mx2
+}
+
 // loadAs is load as the tier node named node.
 func loadAs(t testing.TB, file, node string) *inventory.Inventory {
 	t.Helper()
@@ -591,14 +605,7 @@ func TestNullClient(t *testing.T) {
 // One tier inventory: each node renders its own myhostname, and the very
 // same zones, whichever node renders them.
 func TestTierNodesRenderSameZones(t *testing.T) {
-	one, err := Render(loadAs(t, "testdata/tier.yaml", "mx1.example.com"))
-	if err != nil {
-		t.Fatal(err)
-	}
-	two, err := Render(loadAs(t, "testdata/tier.yaml", "mx2.example.com"))
-	if err != nil {
-		t.Fatal(err)
-	}
+	one, two := renderTier(t)
 	for n := range one {
 		if strings.HasPrefix(n, "dns/") && !bytes.Equal(one[n], two[n]) {
 			t.Errorf("%s differs between mx1 and mx2", n)

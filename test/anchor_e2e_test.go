@@ -106,28 +106,7 @@ mx.check.mailnode. IN A 192.0.2.25
 		t.Fatalf("no key signing key in %s:\n%s", keyFile, kb)
 	}
 
-	authDir := filepath.Join(dir, "auth")
-	os.MkdirAll(authDir, 0o755)
-	authConf := filepath.Join(authDir, "unbound.conf")
-	os.WriteFile(authConf, []byte(fmt.Sprintf(`server:
-    interface: %s
-    port: 53
-    username: ""
-    chroot: ""
-    directory: %q
-    pidfile: %q
-    use-syslog: no
-    logfile: ""
-    module-config: "iterator"
-    access-control: 127.0.0.0/8 allow
-auth-zone:
-    name: "."
-    zonefile: %q
-    for-downstream: yes
-    for-upstream: no
-remote-control:
-    control-enable: no
-`, anchorRootAddr, authDir, filepath.Join(authDir, "unbound.pid"), signed)), 0o644)
+	authConf := writeAuthUnbound(dir, anchorRootAddr, nil, authZone{".", signed})
 	daneUnbound(t, "test root's unbound", authConf, net.JoinHostPort(anchorRootAddr, "53"), "check.mailnode.", false)
 
 	// The node's world has the test's root: its key replaces Debian's in
@@ -136,15 +115,10 @@ remote-control:
 		t.Fatal(err)
 	}
 	ubDir := filepath.Join(dir, "node-unbound")
-	os.MkdirAll(ubDir, 0o755)
-	var w strings.Builder
-	fmt.Fprintf(&w, "include: %q\nserver:\n", conf)
-	fmt.Fprintf(&w, "    username: \"\"\n    chroot: \"\"\n    directory: %q\n    pidfile: %q\n", ubDir, filepath.Join(ubDir, "unbound.pid"))
-	w.WriteString("    use-syslog: no\n    logfile: \"\"\n    verbosity: 1\n    log-servfail: yes\n    do-not-query-localhost: no\n")
+	w := nodeUnboundConf(ubDir, conf)
 	// A stub for "." would lose to the rendered root-hints; a forward does not.
-	fmt.Fprintf(&w, "forward-zone:\n    name: \".\"\n    forward-addr: %s@53\n", anchorRootAddr)
-	nodeConf := filepath.Join(ubDir, "unbound-test.conf")
-	os.WriteFile(nodeConf, []byte(w.String()), 0o644)
+	fmt.Fprintf(w, "forward-zone:\n    name: \".\"\n    forward-addr: %s@53\n", anchorRootAddr)
+	nodeConf := writeNodeUnbound(ubDir, w)
 	daneUnbound(t, "node's unbound", nodeConf, resolver, "check.mailnode.", true)
 
 	// unbound writes its state into the anchor file once it has the

@@ -6,7 +6,6 @@ import (
 	"crypto/tls"
 	"crypto/x509"
 	"encoding/hex"
-	"encoding/json"
 	"fmt"
 	"net"
 	"os"
@@ -97,34 +96,8 @@ mx.plain.test. IN A %s
 
 	// The peers' authoritative server: a second unbound serving both zones
 	// from its auth-zone, with RRSIGs, DNSKEY and NSEC as signed.
-	authDir := filepath.Join(dir, "auth")
-	os.MkdirAll(authDir, 0o755)
-	authConf := filepath.Join(authDir, "unbound.conf")
-	os.WriteFile(authConf, []byte(fmt.Sprintf(`server:
-    interface: %s
-    port: 53
-    username: ""
-    chroot: ""
-    directory: %q
-    pidfile: %q
-    use-syslog: no
-    logfile: ""
-    module-config: "iterator"
-    access-control: 127.0.0.0/8 allow
-    local-zone: "test." nodefault
-auth-zone:
-    name: "peer.test."
-    zonefile: %q
-    for-downstream: yes
-    for-upstream: no
-auth-zone:
-    name: "plain.test."
-    zonefile: %q
-    for-downstream: yes
-    for-upstream: no
-remote-control:
-    control-enable: no
-`, daneAuthAddr, authDir, filepath.Join(authDir, "unbound.pid"), signed, plainZone)), 0o644)
+	authConf := writeAuthUnbound(dir, daneAuthAddr, []string{`local-zone: "test." nodefault`},
+		authZone{"peer.test.", signed}, authZone{"plain.test.", plainZone})
 	daneUnbound(t, "peers' authoritative unbound", authConf, net.JoinHostPort(daneAuthAddr, "53"), "good.peer.test.", false)
 
 	// The node, sending with DANE through its own resolver on 127.0.0.1:53.
@@ -148,18 +121,13 @@ remote-control:
 	// not answered locally, peer.test's DS as its trust anchor, plain.test
 	// declared unsigned since no chain from the root reaches it here).
 	ubDir := filepath.Join(dir, "node-unbound")
-	os.MkdirAll(ubDir, 0o755)
-	var w strings.Builder
-	fmt.Fprintf(&w, "include: %q\nserver:\n", filepath.Join(n.Dir, "unbound", "unbound.conf"))
-	fmt.Fprintf(&w, "    username: \"\"\n    chroot: \"\"\n    directory: %q\n    pidfile: %q\n", ubDir, filepath.Join(ubDir, "unbound.pid"))
-	w.WriteString("    use-syslog: no\n    logfile: \"\"\n    verbosity: 1\n    log-servfail: yes\n")
-	w.WriteString("    do-not-query-localhost: no\n    local-zone: \"test.\" nodefault\n")
-	fmt.Fprintf(&w, "    trust-anchor: %q\n    domain-insecure: \"plain.test.\"\n", ds)
+	w := nodeUnboundConf(ubDir, filepath.Join(n.Dir, "unbound", "unbound.conf"))
+	w.WriteString("    local-zone: \"test.\" nodefault\n")
+	fmt.Fprintf(w, "    trust-anchor: %q\n    domain-insecure: \"plain.test.\"\n", ds)
 	for _, z := range []string{"peer.test.", "plain.test."} {
-		fmt.Fprintf(&w, "stub-zone:\n    name: %q\n    stub-addr: %s@53\n", z, daneAuthAddr)
+		fmt.Fprintf(w, "stub-zone:\n    name: %q\n    stub-addr: %s@53\n", z, daneAuthAddr)
 	}
-	nodeConf := filepath.Join(ubDir, "unbound-test.conf")
-	os.WriteFile(nodeConf, []byte(w.String()), 0o644)
+	nodeConf := writeNodeUnbound(ubDir, w)
 	daneUnbound(t, "node's unbound", nodeConf, "127.0.0.1:53", "good.peer.test.", true)
 
 	// The peers.
@@ -203,27 +171,27 @@ remote-control:
 	})
 
 	deferred := daneWaitDeferred(t, n, "x@bad.peer.test", "x@clear.peer.test")
-	t.Run("mismatching TLSA: deferred, kept", func(t *testing.T) {
-		reason := deferred["x@bad.peer.test"]
-		if !strings.Contains(reason, "Server certificate not verified") {
-			t.Errorf("delay reason %q", reason)
-		}
-		if m := bad.Messages(); len(m) != 0 {
-			t.Errorf("the peer whose key does not match got %d message(s)", len(m))
-		}
-		daneNeverSent(t, n, "x@bad.peer.test")
-	})
-
-	t.Run("TLSA but no STARTTLS: deferred, never in clear", func(t *testing.T) {
-		reason := deferred["x@clear.peer.test"]
-		if !strings.Contains(reason, "TLS is required, but was not offered") {
-			t.Errorf("delay reason %q", reason)
-		}
-		if m := clear.Messages(); len(m) != 0 {
-			t.Errorf("the peer without STARTTLS got %d message(s) in clear", len(m))
-		}
-		daneNeverSent(t, n, "x@clear.peer.test")
-	})
+	for _, c := range []struct {
+		name, rcpt, reason string
+		peer               *harness.Sink
+		got                string // what the peer must not have had
+	}{
+		{"mismatching TLSA: deferred, kept", "x@bad.peer.test", "Server certificate not verified",
+			bad, "the peer whose key does not match got %d message(s)"},
+		{"TLSA but no STARTTLS: deferred, never in clear", "x@clear.peer.test", "TLS is required, but was not offered",
+			clear, "the peer without STARTTLS got %d message(s) in clear"},
+	} {
+		t.Run(c.name, func(t *testing.T) {
+			reason := deferred[c.rcpt]
+			if !strings.Contains(reason, c.reason) {
+				t.Errorf("delay reason %q", reason)
+			}
+			if m := c.peer.Messages(); len(m) != 0 {
+				t.Errorf(c.got, len(m))
+			}
+			daneNeverSent(t, n, c.rcpt)
+		})
+	}
 
 	// Another attempt (a queue flush) changes nothing: deferred again, kept.
 	before := daneDeferrals(n, "x@bad.peer.test") + daneDeferrals(n, "x@clear.peer.test")
@@ -362,29 +330,14 @@ func daneWaitDeferred(t *testing.T, n *harness.Node, rcpts ...string) map[string
 	t.Helper()
 	deadline := time.Now().Add(harness.DeliveryTimeout)
 	for {
-		out, err := exec.Command("postqueue", "-c", n.PostfixConfig, "-j").Output()
+		rs, out, err := n.QueueJSON()
 		if err != nil {
-			t.Fatalf("postqueue -j: %v", err)
+			t.Fatal(err)
 		}
 		got := map[string]string{}
-		for _, line := range strings.Split(strings.TrimSpace(string(out)), "\n") {
-			if line == "" {
-				continue
-			}
-			var e struct {
-				QueueName  string `json:"queue_name"`
-				Recipients []struct {
-					Address     string `json:"address"`
-					DelayReason string `json:"delay_reason"`
-				} `json:"recipients"`
-			}
-			if err := json.Unmarshal([]byte(line), &e); err != nil {
-				t.Fatalf("postqueue -j: %v: %s", err, line)
-			}
-			for _, r := range e.Recipients {
-				if e.QueueName == "deferred" && r.DelayReason != "" {
-					got[r.Address] = r.DelayReason
-				}
+		for _, r := range rs {
+			if r.Queue == "deferred" && r.DelayReason != "" {
+				got[r.Address] = r.DelayReason
 			}
 		}
 		all := true

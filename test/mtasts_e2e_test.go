@@ -7,7 +7,6 @@ import (
 	"crypto/tls"
 	"crypto/x509"
 	"crypto/x509/pkix"
-	"encoding/json"
 	"encoding/pem"
 	"fmt"
 	"math/big"
@@ -322,27 +321,13 @@ func peerOf(peers []*stsPeer, domain string) *stsPeer {
 // queueJSON returns each queued recipient's delay_reason (postqueue -j).
 func queueJSON(t *testing.T, n *harness.Node) map[string]string {
 	t.Helper()
-	out, err := exec.Command("postqueue", "-c", n.PostfixConfig, "-j").Output()
+	rs, _, err := n.QueueJSON()
 	if err != nil {
-		t.Fatalf("postqueue -j: %v", err)
+		t.Fatal(err)
 	}
 	got := map[string]string{}
-	for _, line := range strings.Split(strings.TrimSpace(string(out)), "\n") {
-		if line == "" {
-			continue
-		}
-		var m struct {
-			Recipients []struct {
-				Address     string `json:"address"`
-				DelayReason string `json:"delay_reason"`
-			} `json:"recipients"`
-		}
-		if err := json.Unmarshal([]byte(line), &m); err != nil {
-			t.Fatalf("postqueue -j: %v: %s", err, line)
-		}
-		for _, r := range m.Recipients {
-			got[r.Address] = r.DelayReason
-		}
+	for _, r := range rs {
+		got[r.Address] = r.DelayReason
 	}
 	return got
 }

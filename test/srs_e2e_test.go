@@ -1,15 +1,11 @@
 package test
 
 import (
-	"bufio"
 	"bytes"
 	"fmt"
-	"net"
 	"os"
 	"path/filepath"
 	"strings"
-	"sync"
-	"sync/atomic"
 	"syscall"
 	"testing"
 	"time"
@@ -341,101 +337,21 @@ func TestSRSTier(t *testing.T) {
 	}
 }
 
-// nextHop is a stand-in for the outside world's mail servers (the node's
-// relayhost) whose answer the test chooses: 421 at the banner (deferred),
-// 550 at RCPT (bounced), or accept.
-type nextHop struct {
-	ln   net.Listener
-	mode atomic.Value // "tempfail", "reject", "accept"
-	mu   sync.Mutex
-	got  []harness.Message
-}
-
-func startNextHop(t *testing.T, mode string) *nextHop {
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	h := &nextHop{ln: ln}
-	h.mode.Store(mode)
-	t.Cleanup(func() { ln.Close() })
-	go func() {
-		for {
-			c, err := ln.Accept()
-			if err != nil {
-				return
-			}
-			go h.session(c)
-		}
-	}()
-	return h
-}
-
-func (h *nextHop) session(c net.Conn) {
-	defer c.Close()
-	c.SetDeadline(time.Now().Add(time.Minute))
-	r := bufio.NewReader(c)
-	say := func(s string) { fmt.Fprintf(c, "%s\r\n", s) }
-	mode := h.mode.Load().(string)
-	if mode == "tempfail" {
-		say("421 4.3.2 not now")
-		return
-	}
-	say("220 nexthop.test ESMTP")
-	var m harness.Message
-	for {
-		line, err := r.ReadString('\n')
-		if err != nil {
-			return
-		}
-		verb, arg, _ := strings.Cut(strings.TrimRight(line, "\r\n"), " ")
-		switch strings.ToUpper(verb) {
-		case "EHLO", "HELO":
-			say("250 nexthop.test")
-		case "MAIL":
-			m = harness.Message{From: strings.TrimPrefix(arg[min(len(arg), len("FROM:")):], "<")}
-			if i := strings.IndexByte(m.From, '>'); i >= 0 {
-				m.From = m.From[:i]
-			}
-			say("250 2.1.0 Ok")
-		case "RCPT":
-			if mode == "reject" {
-				say("550 5.1.1 no such user here")
-				continue
-			}
-			m.To = append(m.To, strings.Trim(arg[len("TO:"):], "<> "))
-			say("250 2.1.5 Ok")
-		case "DATA":
-			say("354 go on")
-			for {
-				l, err := r.ReadString('\n')
-				if err != nil || l == ".\r\n" {
-					break
-				}
-				m.Data = append(m.Data, l...)
-			}
-			h.mu.Lock()
-			h.got = append(h.got, m)
-			h.mu.Unlock()
-			say("250 2.0.0 Ok")
-		case "RSET", "NOOP":
-			say("250 2.0.0 Ok")
-		case "QUIT":
-			say("221 2.0.0 Bye")
-			return
-		default:
-			say("502 5.5.2 no")
-		}
-	}
-}
-
 // TestSRSBounceWhileMilterdDown: a bounce Postfix makes itself (it passes no
 // milter) while milterd, and so the SRS socketmap, is down is not lost: it
 // waits in the queue and reaches the original sender once milterd is back.
 func TestSRSBounceWhileMilterdDown(t *testing.T) {
-	hop := startNextHop(t, "tempfail")
+	// The outside world's mail servers (the node's relayhost), whose
+	// answer the test chooses: 421 at the banner (deferred), 550 at RCPT
+	// (bounced), or accept.
+	hop, err := harness.StartSink("127.0.0.1:0", "")
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { hop.Close() })
+	hop.SetMode(harness.SinkTempfail)
 	n := srsNode(t, func(doc map[string]any) {
-		harness.Set(doc, "postfix.relayhost", fmt.Sprintf("[127.0.0.1]:%d", hop.ln.Addr().(*net.TCPAddr).Port))
+		harness.Set(doc, "postfix.relayhost", "[127.0.0.1]:"+hop.Port())
 	})
 	const outsider = "eve@example.org"
 	msg, _ := srsMessage(outsider, "fwd@example.com", "will bounce")
@@ -445,7 +361,7 @@ func TestSRSBounceWhileMilterdDown(t *testing.T) {
 	if err := n.StopDaemon("milterd"); err != nil {
 		t.Fatal(err)
 	}
-	hop.mode.Store("reject")
+	hop.SetMode(harness.SinkRejectRcpt)
 	if err := n.FlushQueue(); err != nil {
 		t.Fatal(err)
 	}
@@ -454,20 +370,19 @@ func TestSRSBounceWhileMilterdDown(t *testing.T) {
 	// not made yet, and the message waits with it.
 	n.WaitLog(t, "virtual_alias_maps map lookup problem for SRS0=")
 	n.WaitLog(t, "status=deferred (bounce failed)")
-	hop.mode.Store("accept")
+	hop.SetMode(harness.SinkAccept)
 	if err := n.RestartDaemon("milterd"); err != nil {
 		t.Fatal(err)
 	}
 	if out, err := n.DrainQueue(2 * harness.DeliveryTimeout); err != nil {
 		t.Fatalf("%v\n%s\n%s", err, out, n.MailLog())
 	}
-	hop.mu.Lock()
-	defer hop.mu.Unlock()
-	for _, m := range hop.got {
+	got := hop.Messages()
+	for _, m := range got {
 		if m.From == "" && len(m.To) == 1 && m.To[0] == outsider && bytes.Contains(m.Data, []byte("will bounce")) {
 			t.Logf("the bounce reached %s after milterd came back", outsider)
 			return
 		}
 	}
-	t.Errorf("no bounce reached %s: %+v\n%s", outsider, hop.got, n.MailLog())
+	t.Errorf("no bounce reached %s: %+v\n%s", outsider, got, n.MailLog())
 }

@@ -1,6 +1,7 @@
 package harness
 
 import (
+	"encoding/json"
 	"errors"
 	"fmt"
 	"os"
@@ -133,6 +134,42 @@ func (n *Node) QueueEmpty() (bool, string, error) {
 		return false, string(out), fmt.Errorf("postqueue -p: %v: %s", err, out)
 	}
 	return strings.Contains(string(out), "Mail queue is empty"), string(out), nil
+}
+
+// QueuedRecipient is one recipient of a queued message as `postqueue -j`
+// lists it: the queue it sits in ("deferred", "active", ...) and, once a
+// delivery attempt failed, why.
+type QueuedRecipient struct {
+	Queue, Address, DelayReason string
+}
+
+// QueueJSON lists the queued recipients (`postqueue -j`), with the
+// command's output.
+func (n *Node) QueueJSON() ([]QueuedRecipient, []byte, error) {
+	out, err := exec.Command("postqueue", "-c", n.PostfixConfig, "-j").Output()
+	if err != nil {
+		return nil, out, fmt.Errorf("postqueue -j: %v", err)
+	}
+	var rs []QueuedRecipient
+	for _, line := range strings.Split(strings.TrimSpace(string(out)), "\n") {
+		if line == "" {
+			continue
+		}
+		var e struct {
+			QueueName  string `json:"queue_name"`
+			Recipients []struct {
+				Address     string `json:"address"`
+				DelayReason string `json:"delay_reason"`
+			} `json:"recipients"`
+		}
+		if err := json.Unmarshal([]byte(line), &e); err != nil {
+			return nil, out, fmt.Errorf("postqueue -j: %v: %s", err, line)
+		}
+		for _, r := range e.Recipients {
+			rs = append(rs, QueuedRecipient{Queue: e.QueueName, Address: r.Address, DelayReason: r.DelayReason})
+		}
+	}
+	return rs, out, nil
 }
 
 // FlushQueue asks Postfix to attempt every deferred message now

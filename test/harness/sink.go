@@ -10,6 +10,7 @@ import (
 	"path/filepath"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"time"
 )
 
@@ -44,7 +45,23 @@ type Sink struct {
 	wg       sync.WaitGroup
 	closed   bool
 	hostname string
+	mode     atomic.Int32 // a SinkMode
 }
+
+// SinkMode is how a Sink answers, read as each session starts.
+type SinkMode int32
+
+const (
+	// SinkAccept accepts every message (the default).
+	SinkAccept SinkMode = iota
+	// SinkTempfail greets with 421 and hangs up: every delivery is deferred.
+	SinkTempfail
+	// SinkRejectRcpt refuses every recipient with 550: every delivery bounces.
+	SinkRejectRcpt
+)
+
+// SetMode makes the sessions that start from now on answer as m says.
+func (s *Sink) SetMode(m SinkMode) { s.mode.Store(int32(m)) }
 
 // SinkOptions make a Sink a stand-in for a provider's submission server.
 type SinkOptions struct {
@@ -163,6 +180,11 @@ func (s *Sink) session(c net.Conn) {
 		w.WriteString(l + "\r\n")
 		return w.Flush() == nil
 	}
+	mode := SinkMode(s.mode.Load())
+	if mode == SinkTempfail {
+		reply("421 4.3.2 not now")
+		return
+	}
 	if !reply("220 " + s.hostname + " ESMTP mailnode test sink") {
 		return
 	}
@@ -245,6 +267,10 @@ func (s *Sink) session(c net.Conn) {
 		case "RCPT":
 			if !mail {
 				reply("503 5.5.1 MAIL first")
+				continue
+			}
+			if mode == SinkRejectRcpt {
+				reply("550 5.1.1 no such user here")
 				continue
 			}
 			cur.To = append(cur.To, addrArg(arg, "TO:"))
