@@ -12,6 +12,7 @@ import (
 	"path/filepath"
 	"strconv"
 	"strings"
+	"sync"
 	"syscall"
 	"testing"
 	"time"
@@ -677,7 +678,27 @@ func readFile(p string) string {
 
 // FreePort returns a TCP port on 127.0.0.1 that was free a moment ago
 // (statetest.FreePort).
-func FreePort() (int, error) { return statetest.FreePort() }
+func FreePort() (int, error) {
+	handedMu.Lock()
+	defer handedMu.Unlock()
+	for i := 0; ; i++ {
+		p, err := statetest.FreePort()
+		if err != nil || !handed[p] || i >= 100 {
+			if err == nil {
+				handed[p] = true
+			}
+			return p, err
+		}
+	}
+}
+
+// handed holds every port FreePort has returned in this process: the
+// kernel may give a port just closed to the next bind to port 0, and two
+// listeners of one node were once handed the same port.
+var (
+	handedMu sync.Mutex
+	handed   = map[int]bool{}
+)
 
 func dialListen(spec string) error {
 	network, addr, err := inventory.ParseListen(spec)
