@@ -168,7 +168,7 @@ func srsAttrs(attrs []slog.Attr, d Decision) []slog.Attr {
 // The results of mailnode_milter_srs_lookups_total.
 const (
 	SRSReversed = "reversed"  // a valid SRS address of a local domain: the original address answered
-	SRSNotSRS   = "not_srs"   // not an SRS address (nearly every lookup: Postfix asks for every recipient)
+	SRSNotSRS   = "not_srs"   // not an SRS address (rendered main.cf sends only SRS-shaped ones: postmap -q or another wiring)
 	SRSForeign  = "foreign"   // an SRS address of a domain that is not local here
 	SRSInvalid  = "invalid"   // malformed, or its hash verifies with no secret
 	SRSExpired  = "expired"   // older than srs.MaxAge days
@@ -323,7 +323,7 @@ func newSRSMetrics(r *prometheus.Registry) *srsMetrics {
 			"Forwarded messages by what SRS did to their envelope sender: rewritten (an SRS address of the forwarding alias's domain), or not_rewritable (a quoted local part or an address literal, left as it was).",
 			"result"), "rewritten", "not_rewritable"),
 		lookups: zeroed(counterVec("mailnode_milter_srs_lookups_total",
-			"Postfix's lookups in the SRS socketmap (virtual_alias_maps, one per recipient) by result: reversed, not_srs, foreign (an SRS address of a domain not local here), invalid (malformed or forged), expired, bad_query.",
+			"Postfix's lookups in the SRS socketmap (virtual_alias_maps, for SRS-shaped recipients) by result: reversed, not_srs, foreign (an SRS address of a domain not local here), invalid (malformed or forged), expired, bad_query.",
 			"result"), SRSReversed, SRSNotSRS, SRSForeign, SRSInvalid, SRSExpired, srsMapError),
 	}
 	r.MustRegister(m.forwards, m.lookups)

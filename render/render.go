@@ -273,9 +273,7 @@ func renderPostfixConfig(inv *inventory.Inventory, files Files) error {
 		d.QuotaStatus, d.QuotaClass = "unix:"+QuotaStatusSocket, QuotaClass
 	}
 	if inv.SRSActive() {
-		// An absolute path: no service is chrooted, and postmap -q works
-		// from anywhere.
-		d.SRSMap = "socketmap:unix:" + inv.SRSSocket() + ":" + inventory.SRSMapName
+		d.SRSMap = srsMap(inv)
 	}
 	for _, f := range []string{"main.cf", "master.cf"} {
 		t := f + ".tmpl"
@@ -811,4 +809,18 @@ func sortedKeys(m map[string]string) []string {
 	}
 	sort.Strings(keys)
 	return keys
+}
+
+// srsGate passes on to the next table only an address that begins as an
+// SRS address does (SRS0 or SRS1 and a separator, in any case), unchanged;
+// anything else is not found. "$$" is main.cf's spelling of "$".
+const srsGate = "regexp:{{/^(srs[01][-+=].*)/ $${1}}}"
+
+// srsMap is the reversal table of virtual_alias_maps: milterd's socketmap
+// behind srsGate in a pipemap, so that Postfix asks milterd only about
+// SRS-shaped addresses and not about every recipient it validates (smtpd)
+// and expands (cleanup). The socket path is absolute: no service is
+// chrooted, and postmap -q works from anywhere.
+func srsMap(inv *inventory.Inventory) string {
+	return "pipemap:{" + srsGate + ", socketmap:unix:" + inv.SRSSocket() + ":" + inventory.SRSMapName + "}"
 }

@@ -1,6 +1,9 @@
 package render
 
 import (
+	"os"
+	"os/exec"
+	"path/filepath"
 	"strings"
 	"testing"
 
@@ -8,8 +11,9 @@ import (
 )
 
 // TestSRSMap: with forwarding.srs (the default) virtual_alias_maps asks
-// milterd's socketmap after the alias table, at mailnode-srs beside the
-// milter socket (under private/ when milterd listens on TCP); with
+// milterd's socketmap after the alias table, behind the SRS-shape gate, at
+// mailnode-srs beside the milter socket (under private/ when milterd
+// listens on TCP); with
 // forwarding.srs: false, milter.enabled: false or on a null client
 // nothing of SRS is rendered.
 func TestSRSMap(t *testing.T) {
@@ -30,15 +34,15 @@ func TestSRSMap(t *testing.T) {
 		return ""
 	}
 	inv := load(t, "../examples/inventory.yaml")
-	if got, want := line(mainCF(t, inv)), "virtual_alias_maps = hash:/etc/postfix/virtual_alias_maps, socketmap:unix:/var/spool/postfix/private/mailnode-srs:reverse"; got != want {
+	if got, want := line(mainCF(t, inv)), "virtual_alias_maps = hash:/etc/postfix/virtual_alias_maps, pipemap:{regexp:{{/^(srs[01][-+=].*)/ $${1}}}, socketmap:unix:/var/spool/postfix/private/mailnode-srs:reverse}"; got != want {
 		t.Errorf("default:\n got %s\nwant %s", got, want)
 	}
 	inv.Milter.Listen = "unix:/var/spool/postfix/mailnode/milter.sock"
-	if got := line(mainCF(t, inv)); !strings.HasSuffix(got, ", socketmap:unix:/var/spool/postfix/mailnode/mailnode-srs:reverse") {
+	if got := line(mainCF(t, inv)); !strings.HasSuffix(got, ", socketmap:unix:/var/spool/postfix/mailnode/mailnode-srs:reverse}") {
 		t.Errorf("milter socket in mailnode/: %s", got)
 	}
 	inv.Milter.Listen = "inet:127.0.0.1:8891"
-	if got := line(mainCF(t, inv)); !strings.HasSuffix(got, ", socketmap:unix:/var/spool/postfix/private/mailnode-srs:reverse") {
+	if got := line(mainCF(t, inv)); !strings.HasSuffix(got, ", socketmap:unix:/var/spool/postfix/private/mailnode-srs:reverse}") {
 		t.Errorf("milter over TCP: %s", got)
 	}
 	off := false
@@ -57,5 +61,61 @@ func TestSRSMap(t *testing.T) {
 	}
 	if cf := mainCF(t, nc); strings.Contains(cf, "srs") || strings.Contains(cf, "socketmap") {
 		t.Errorf("a null client's main.cf names SRS")
+	}
+}
+
+// TestSRSGate: Postfix's own postmap, reading the rendered main.cf, passes
+// an SRS-shaped address (any case, SRS0 or SRS1, "=", "+" or "-" after
+// the tag) through srsGate to the table behind it unchanged, and asks that
+// table nothing for an ordinary address, an "@domain" lookup or a local
+// part that merely begins with "srs". The socketmap is replaced by a hash
+// table that answers every address it is given, so a lookup that reaches
+// it shows.
+func TestSRSGate(t *testing.T) {
+	if _, err := exec.LookPath("postmap"); err != nil {
+		if testing.Short() {
+			t.Skip("postmap not installed")
+		}
+		t.Fatal("this test needs postmap (Debian package postfix)")
+	}
+	dir := t.TempDir()
+	addrs := []string{
+		"SRS0=HHHH=TT=example.org=eve@example.com",
+		"srs0=hhhh=tt=example.org=eve@example.com",
+		"SRS1=HHHH=partner.org==HHHH=TT=example.org=eve@example.com",
+		"SRS0+HHHH=TT=example.org=eve@example.com",
+		"SRS0-HHHH=TT=example.org=eve@example.com",
+		"alice@example.com",
+		"@example.com",
+		"srs@example.com",
+		"srs2=x@example.com",
+		"bob+SRS0=x@example.com",
+	}
+	var table strings.Builder
+	for _, a := range addrs {
+		table.WriteString(strings.ToLower(a) + "\t" + "reached\n")
+	}
+	hash := filepath.Join(dir, "reached")
+	if err := os.WriteFile(hash, []byte(table.String()), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	cf := "compatibility_level = 3.6\nvirtual_alias_maps = pipemap:{" + srsGate + ", hash:" + hash + "}\n"
+	if err := os.WriteFile(filepath.Join(dir, "main.cf"), []byte(cf), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	if out, err := exec.Command("postmap", "-c", dir, hash).CombinedOutput(); err != nil {
+		t.Fatalf("postmap %s: %v\n%s", hash, err, out)
+	}
+	out, err := exec.Command("postconf", "-c", dir, "-xh", "virtual_alias_maps").Output()
+	if err != nil {
+		t.Fatalf("postconf -x: %v", err)
+	}
+	maps := strings.TrimSpace(string(out))
+	for i, a := range addrs {
+		got, err := exec.Command("postmap", "-c", dir, "-q", a, maps).Output()
+		reached := err == nil && strings.TrimSpace(string(got)) == "reached"
+		if want := i < 5; reached != want {
+			t.Errorf("%s: reached the socketmap %v, want %v (%q, %v)", a, reached, want, got, err)
+		}
 	}
 }

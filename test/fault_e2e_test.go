@@ -22,7 +22,10 @@ import (
 // on is killed with SIGKILL and started again after a couple of seconds.
 // Afterwards, with the queue flushed: every message a client got 250 for
 // was delivered exactly once, no legitimate message got a 5xx, and the
-// queue is empty. The table the test logs shows, per fault, what Postfix
+// queue is empty. The one duplicate allowed is the one no mail system can
+// avoid, and only when Postfix says so in its log: a receiver killed after
+// it stored a message but before Postfix read its 250 gets the message
+// again ("message may be sent more than once"; tally.warned). The table the test logs shows, per fault, what Postfix
 // answered during it and the counts.
 
 // fault is one part to kill and start again.
@@ -75,8 +78,8 @@ func TestFaultKill(t *testing.T) {
 	logTable(t, rows)
 	for _, r := range rows {
 		if r.failed() {
-			t.Errorf("fault %s: accepted %d, delivered %d, duplicated %d, lost %d, 5xx %d, left in queue %d",
-				r.name, r.accepted, r.delivered, r.dup, r.lost, r.five, r.qd)
+			t.Errorf("fault %s: accepted %d, delivered %d, duplicated %d (%d of them announced by Postfix), lost %d, 5xx %d, left in queue %d",
+				r.name, r.accepted, r.delivered, r.dup, r.warned, r.lost, r.five, r.qd)
 		}
 		if r.accepted == 0 {
 			t.Errorf("fault %s: no message accepted at all", r.name)

@@ -3,8 +3,12 @@ package test
 import (
 	"bytes"
 	"fmt"
+	"io"
+	"net/http"
 	"os"
 	"path/filepath"
+	"regexp"
+	"strconv"
 	"strings"
 	"syscall"
 	"testing"
@@ -60,7 +64,12 @@ func bounceMessage(to string) ([]byte, string) {
 // local sender's forward, mail to a relay domain directly and plain local
 // delivery keep their sender.
 func TestSRS(t *testing.T) {
-	n := srsNode(t, nil)
+	port, err := harness.FreePort()
+	if err != nil {
+		t.Fatal(err)
+	}
+	metrics := "127.0.0.1:" + strconv.Itoa(port)
+	n := srsNode(t, func(doc map[string]any) { harness.Set(doc, "milter.metrics_listen", metrics) })
 	secrets, err := srs.LoadFile(n.Inv.Forwarding.SRSSecretFile)
 	if err != nil {
 		t.Fatal(err)
@@ -263,6 +272,30 @@ func TestSRS(t *testing.T) {
 		got := n.WaitMaildir(t, "bob@example.com", len(before)+1)
 		if last := got[len(got)-1].Data; !bytes.Contains(last, []byte("Return-Path: <"+outsider+">")) {
 			t.Errorf("bob's copy: %s", head(last))
+		}
+	})
+
+	// Every recipient above (sales@, fwd@, bob@, the aliases' targets,
+	// the bounces' originals) went through smtpd's validation and
+	// cleanup's expansion; the gate in front of the socketmap let only the
+	// SRS-shaped ones reach milterd.
+	t.Run("milterd is asked only about SRS-shaped addresses", func(t *testing.T) {
+		resp, err := http.Get("http://" + metrics + "/metrics")
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer resp.Body.Close()
+		b, _ := io.ReadAll(resp.Body)
+		lookups := map[string]int{}
+		for _, m := range regexp.MustCompile(`mailnode_milter_srs_lookups_total\{result="(\w+)"\} (\d+)`).FindAllStringSubmatch(string(b), -1) {
+			lookups[m[1]], _ = strconv.Atoi(m[2])
+		}
+		t.Logf("socketmap lookups by result: %v", lookups)
+		if lookups["not_srs"] != 0 {
+			t.Errorf("milterd was asked about %d addresses that are not SRS-shaped", lookups["not_srs"])
+		}
+		if lookups["reversed"] == 0 || lookups["invalid"]+lookups["expired"] == 0 {
+			t.Errorf("the bounces' and the forged addresses' lookups are missing: %v", lookups)
 		}
 	})
 }

@@ -72,6 +72,7 @@ counted: entries left, expired left.`,
 			&cli.Float64Flag{Name: "rate", Value: 5000, Usage: "with --sweep, requests per second over all connections (0: as fast as the replies come)"},
 			&cli.DurationFlag{Name: "redis-expire-in", Value: 3 * time.Minute, Usage: "with --expired, when Redis's expired share begins to expire, from the start of the prefill"},
 			&cli.DurationFlag{Name: "redis-expire-over", Value: 100 * time.Second, Usage: "with --expired, how long Redis's expired share takes to expire (spread evenly)"},
+			&cli.StringSliceFlag{Name: "redis-setting", Value: cli.NewStringSlice(statetest.RedisSettings...), Usage: "a redis.conf line (\"name value\") for the Redis started; the default is what the Ansible role writes (\"hz 10\" is Redis's own)"},
 			&cli.StringSliceFlag{Name: "server", Value: cli.NewStringSlice("postgrey", "bbolt", "redis"), Usage: "servers to run: postgrey, bbolt, redis"},
 			&cli.StringFlag{Name: "dir", Value: os.TempDir(), Usage: "where the state files go (removed afterwards)"},
 			mailnodeFlag(),
@@ -314,9 +315,10 @@ func scaleOne(cx *cli.Context, name, mailnode, dir string, prefill int, expired 
 		}
 	case "redis":
 		var err error
-		if redis, err = statetest.StartRedis(); err != nil {
+		if redis, err = statetest.StartRedisWith(cx.StringSlice("redis-setting")); err != nil {
 			return r, err
 		}
+		fmt.Printf("redis: settings beyond Redis's defaults: %s\n", strings.Join(cx.StringSlice("redis-setting"), ", "))
 		defer redis.Stop()
 		defer atSignal(redis.Stop)()
 		_, base := redisMemory(redis.Addr)

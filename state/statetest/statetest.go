@@ -20,6 +20,7 @@ import (
 	"os/user"
 	"path/filepath"
 	"strconv"
+	"strings"
 	"sync"
 	"time"
 
@@ -153,12 +154,36 @@ func StartPostgreyWith(delay int, prepare func(dir string) error) (*Process, err
 	})
 }
 
-// StartRedis runs redis-server on a loopback port without persistence and
-// waits until it answers PING.
-func StartRedis() (*Process, error) {
+// RedisSettings are the settings, beyond Redis's defaults, that the
+// Ansible role writes into the Redis it runs for policyd's state
+// (ansible/roles/mailnode/templates/redis.conf.j2; a test keeps the two
+// alike), one "name value" each:
+//
+//   - hz 100: Redis's active expiry runs in its cron, at most a quarter of
+//     each tick, so with the default 10 ticks a second a mass expiry
+//     (millions of greylist entries ageing out together) holds every
+//     client up to 25 ms at a time; at 100 a tick it is 2.5 ms, for the
+//     same share of the CPU (docs/scaling.md has the figures).
+var RedisSettings = []string{"hz 100"}
+
+// StartRedis runs redis-server with RedisSettings on a loopback port
+// without persistence and waits until it answers PING.
+func StartRedis() (*Process, error) { return StartRedisWith(RedisSettings) }
+
+// StartRedisWith is StartRedis with other settings ("name value" each, as
+// in redis.conf), e.g. "hz 10" for Redis's own default.
+func StartRedisWith(settings []string) (*Process, error) {
 	bin, err := exec.LookPath("redis-server")
 	if err != nil {
 		return nil, fmt.Errorf("redis-server: %w (apt-get install redis-server)", ErrNotInstalled)
+	}
+	var extra []string
+	for _, s := range settings {
+		name, value, ok := strings.Cut(strings.TrimSpace(s), " ")
+		if !ok || name == "" {
+			return nil, fmt.Errorf("redis setting %q: want \"name value\"", s)
+		}
+		extra = append(extra, "--"+name, strings.TrimSpace(value))
 	}
 	dir, err := os.MkdirTemp("", "redis-")
 	if err != nil {
@@ -166,8 +191,9 @@ func StartRedis() (*Process, error) {
 	}
 	return start(dir, 10*time.Second, pingRedis, func(addr string) *exec.Cmd {
 		_, port, _ := net.SplitHostPort(addr)
-		return exec.Command(bin, "--port", port, "--bind", "127.0.0.1",
-			"--save", "", "--appendonly", "no", "--daemonize", "no", "--dir", dir)
+		args := append([]string{"--port", port, "--bind", "127.0.0.1",
+			"--save", "", "--appendonly", "no", "--daemonize", "no", "--dir", dir}, extra...)
+		return exec.Command(bin, args...)
 	})
 }
 
