@@ -16,11 +16,11 @@ import (
 // no connect event: who the client is comes with MAIL, in the macros
 // ServerOptions asks for (ClientFromMacros), which saves Postfix a packet
 // and milterd a read per SMTP session. HELO is sent (SPF checks the HELO
-// identity, and Postfix has no macro for it) but not answered.
-// The only reply before the end of the message is at the end of the
-// headers, where a message that needs nothing more is accepted without
-// sending its body. Header values come with their leading space
-// (OptHeaderLeadingSpace) so they are exactly as in the message.
+// identity, and Postfix has no macro for it) but not answered, and so is
+// every event before the end of the message (a message that needs nothing
+// more lets its body go by unread, see Headers). Header values come with
+// their leading space (OptHeaderLeadingSpace) so they are exactly as in
+// the message.
 const (
 	milterActions  = gomilter.OptAddHeader | gomilter.OptChangeHeader | gomilter.OptQuarantine | gomilter.OptChangeFrom
 	milterProtocol = gomilter.OptNoConnect | gomilter.OptNoHeloReply | gomilter.OptNoUnknown | gomilter.OptNoData |
