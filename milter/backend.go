@@ -12,18 +12,15 @@ import (
 
 // Negotiated with the MTA: we add, change and delete header fields, may
 // quarantine (Postfix: the hold queue) and change the envelope sender
-// (SRS, srs.go), and skip every event and reply we do not need. There is
-// no connect event: who the client is comes with MAIL, in the macros
-// ServerOptions asks for (ClientFromMacros), which saves Postfix a packet
-// and milterd a read per SMTP session. HELO is sent (SPF checks the HELO
-// identity, and Postfix has no macro for it) but not answered, and so is
-// every event before the end of the message (a message that needs nothing
-// more lets its body go by unread, see Headers). Header values come with
-// their leading space (OptHeaderLeadingSpace) so they are exactly as in
-// the message.
+// (SRS, srs.go), and skip every event and reply we do
+// not need. HELO is sent (SPF checks the HELO identity) but not answered.
+// The only reply before the end of the message is at the end of the
+// headers, where a message that needs nothing more is accepted without
+// sending its body. Header values come with their leading space
+// (OptHeaderLeadingSpace) so they are exactly as in the message.
 const (
 	milterActions  = gomilter.OptAddHeader | gomilter.OptChangeHeader | gomilter.OptQuarantine | gomilter.OptChangeFrom
-	milterProtocol = gomilter.OptNoConnect | gomilter.OptNoHeloReply | gomilter.OptNoUnknown | gomilter.OptNoData |
+	milterProtocol = gomilter.OptNoHeloReply | gomilter.OptNoUnknown | gomilter.OptNoData |
 		gomilter.OptNoConnReply | gomilter.OptNoMailReply | gomilter.OptNoRcptReply |
 		gomilter.OptNoHeaderReply | gomilter.OptNoBodyReply | gomilter.OptNoUnknownReply |
 		gomilter.OptNoDataReply | gomilter.OptNoEOHReply | gomilter.OptHeaderLeadingSpace
@@ -32,23 +29,23 @@ const (
 // backend is the go-milter Milter for one MTA connection: it turns milter
 // events into Transaction calls.
 type backend struct {
-	f    *Filter
-	helo string
-	tx   *Transaction
+	f     *Filter
+	addr  string
+	host  string
+	helo  string
+	local bool
+	tx    *Transaction
 }
 
 var _ gomilter.Milter = (*backend)(nil)
 
-// NewConnection starts a connection, or a new SMTP session on it (Sendmail
-// reuses a milter connection; Postfix opens one per session): no HELO yet.
-func (b *backend) NewConnection(gomilter.Modifier) error {
-	b.helo = ""
-	return nil
-}
+func (b *backend) NewConnection(gomilter.Modifier) error { return nil }
 
-// Connect is not negotiated (OptNoConnect): the client's address and name
-// come with MAIL (ClientFromMacros).
-func (b *backend) Connect(string, string, uint16, string, gomilter.Modifier) (*gomilter.Response, error) {
+func (b *backend) Connect(host, family string, port uint16, addr string, _ gomilter.Modifier) (*gomilter.Response, error) {
+	b.addr = addr
+	b.host = host
+	b.helo = ""
+	b.local = LocalSubmission(host, family, port, addr)
 	return gomilter.RespContinue, nil
 }
 
@@ -62,15 +59,14 @@ func (b *backend) Helo(name string, _ gomilter.Modifier) (*gomilter.Response, er
 
 func (b *backend) MailFrom(from, _ string, m gomilter.Modifier) (*gomilter.Response, error) {
 	b.reset()
-	c := ClientFromMacros(m.Get)
 	b.tx = b.f.NewTransaction(Envelope{
 		QueueID:         m.Get(gomilter.MacroQueueId),
-		ClientAddr:      c.Addr,
-		LocalSubmission: c.Local,
+		ClientAddr:      b.addr,
+		LocalSubmission: b.local,
 		AuthUser:        m.Get(gomilter.MacroAuthAuthen),
 		Sender:          from,
 		Helo:            b.helo,
-		ClientHost:      c.Host,
+		ClientHost:      b.host,
 	})
 	return gomilter.RespContinue, nil
 }

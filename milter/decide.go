@@ -1,10 +1,8 @@
 package milter
 
 import (
-	"net/netip"
 	"strings"
 
-	gomilter "github.com/d--j/go-milter"
 	"github.com/mailnode/mailnode/acl"
 	"github.com/mailnode/mailnode/inventory"
 	"github.com/mailnode/mailnode/mailauth"
@@ -64,7 +62,7 @@ const (
 // Envelope is what the MTA told about one message before its headers.
 type Envelope struct {
 	QueueID         string
-	ClientAddr      string // the client's address ("127.0.0.1", "2001:db8::1"; Client.Addr)
+	ClientAddr      string // the connect address ("127.0.0.1", "2001:db8::1", "" for unix)
 	LocalSubmission bool   // Postfix's non-SMTP pseudo connection (see LocalSubmission)
 	AuthUser        string // {auth_authen}
 	Sender          string // MAIL FROM without <>, "" for the null sender
@@ -74,7 +72,7 @@ type Envelope struct {
 	// recipients (Decide also counts LocalRcpt as a local recipient).
 	RcptClasses uint8
 	Helo        string   // HELO/EHLO argument (SPF's HELO identity)
-	ClientHost  string   // the client's host name as the MTA verified it ("[addr]" when none; Client.Host)
+	ClientHost  string   // the client's host name as the MTA verified it ("unknown", "" when none)
 	RcptList    []string // the recipients, up to MaxRcptList (for the spam engine)
 }
 
@@ -82,58 +80,13 @@ type Envelope struct {
 // smtpd_recipient_limit.
 const MaxRcptList = 1000
 
-// MacroClientResolve is Postfix's verdict on the client's name ("OK",
-// "FORGED", "TEMP", "FAIL"). smtpd(8) sets it in every session, cleanup(8)
-// never does: its absence marks cleanup's pseudo client (LocalSubmission).
-// go-milter has names for the other client macros milterd asks for with
-// MAIL ({client_addr}, {client_name}, {client_port}); it negotiates no
-// connect event (backend.go). Postfix 3.7 has no macro for the HELO name,
-// so HELO stays an event.
-const MacroClientResolve = "{client_resolve}"
-
-// Client is the SMTP client of a message as milterd records it: what the
-// connect event used to carry, now taken from the macros Postfix sends with
-// MAIL.
-type Client struct {
-	Addr  string // the client's address ("127.0.0.1", "2001:db8::1")
-	Host  string // its name as Postfix verified it, "[addr]" when none
-	Local bool   // Postfix's non-SMTP pseudo client (see LocalSubmission)
-}
-
-// ClientFromMacros derives the client from the MAIL-stage macros (get
-// returns "" for a macro Postfix did not send): {client_addr},
-// {client_name}, {client_port} and {client_resolve}. It gives what Postfix's
-// connect event gives: the address without smtpd's "IPv6:" prefix, in Go's
-// form of the address (go-milter's parsing of the connect event did the
-// same), and, like Postfix's milter client, "[addr]" for the name
-// "unknown".
-func ClientFromMacros(get func(name string) string) Client {
-	addr := strings.TrimPrefix(get(gomilter.MacroClientAddr), "IPv6:")
-	if ip, err := netip.ParseAddr(addr); err == nil {
-		addr = ip.Unmap().String()
-	}
-	host := get(gomilter.MacroClientName)
-	if host == "unknown" && addr != "" && addr != "unknown" {
-		host = "[" + addr + "]"
-	}
-	return Client{
-		Addr:  addr,
-		Host:  host,
-		Local: LocalSubmission(get(gomilter.MacroClientName), addr, get(gomilter.MacroClientPort), get(MacroClientResolve)),
-	}
-}
-
-// LocalSubmission recognises the pseudo client Postfix's cleanup(8) shows
+// LocalSubmission recognises the connection Postfix's cleanup(8) presents to
 // non_smtpd_milters for mail submitted with sendmail(1) (cron, unix users,
-// pickup; `sendmail -bs` too, which queues through pickup): name
-// "localhost", address 127.0.0.1, port 0 and no {client_resolve}, which
-// cleanup(8) does not know and smtpd(8) sets in every session — checked on
-// this project's Postfix 3.7. smtpd(8) reports the client's real TCP port,
-// never 0, so no SMTP client can look like this, and the missing
-// {client_resolve} tells cleanup's pseudo client apart even from an smtpd
-// session with no port (a listener that is not TCP).
-func LocalSubmission(name, addr, port, resolve string) bool {
-	return port == "0" && resolve == "" && addr == "127.0.0.1" && strings.EqualFold(name, "localhost")
+// pickup): host "localhost", address 127.0.0.1 and port 0 — checked on this
+// project's Postfix 3.7. smtpd(8) always reports the client's real TCP port,
+// never 0, so no SMTP client can look like this.
+func LocalSubmission(host, family string, port uint16, addr string) bool {
+	return port == 0 && family == "tcp4" && addr == "127.0.0.1" && strings.EqualFold(host, "localhost")
 }
 
 // Decision is the one record milterd keeps per message: what it did and why.

@@ -44,51 +44,16 @@ func TestDecide(t *testing.T) {
 }
 
 func TestLocalSubmission(t *testing.T) {
-	if !LocalSubmission("localhost", "127.0.0.1", "0", "") {
-		t.Error("cleanup's pseudo client of a sendmail(1) submission not recognised")
+	if !LocalSubmission("localhost", "tcp4", 0, "127.0.0.1") {
+		t.Error("Postfix's non-SMTP connect not recognised")
 	}
-	for _, c := range []struct{ name, addr, port, resolve string }{
-		{"localhost", "127.0.0.1", "25000", "OK"}, // smtpd, a loopback client
-		{"localhost", "127.0.0.1", "0", "OK"},     // smtpd without a TCP peer
-		{"localhost", "127.0.0.1", "", ""},        // no {client_port}
-		{"evil", "127.0.0.1", "0", ""},
-		{"localhost", "10.0.0.1", "0", ""},
-		{"localhost", "::1", "0", ""},
-	} {
-		if LocalSubmission(c.name, c.addr, c.port, c.resolve) {
+	for _, c := range []struct {
+		host, fam string
+		port      uint16
+		addr      string
+	}{{"localhost", "tcp4", 25000, "127.0.0.1"}, {"evil", "tcp4", 0, "127.0.0.1"}, {"localhost", "tcp4", 0, "10.0.0.1"}, {"localhost", "unix", 0, "127.0.0.1"}} {
+		if LocalSubmission(c.host, c.fam, c.port, c.addr) {
 			t.Errorf("%+v taken for local submission", c)
-		}
-	}
-}
-
-// The client as Postfix 3.7 describes it with MAIL (values seen from its
-// smtpd and cleanup), and what the connect event gave for the same client.
-func TestClientFromMacros(t *testing.T) {
-	for _, tc := range []struct {
-		name   string
-		macros map[string]string
-		want   Client
-	}{
-		{"sendmail(1) through pickup and cleanup",
-			map[string]string{"{client_addr}": "127.0.0.1", "{client_name}": "localhost", "{client_port}": "0"},
-			Client{Addr: "127.0.0.1", Host: "localhost", Local: true}},
-		{"smtpd, a loopback client that resolves",
-			map[string]string{"{client_addr}": "127.0.0.1", "{client_name}": "localhost", "{client_port}": "47669", "{client_resolve}": "OK"},
-			Client{Addr: "127.0.0.1", Host: "localhost"}},
-		{"smtpd, a name that did not verify: the connect event's [addr]",
-			map[string]string{"{client_addr}": "192.0.2.7", "{client_name}": "unknown", "{client_port}": "39083", "{client_resolve}": "TEMP"},
-			Client{Addr: "192.0.2.7", Host: "[192.0.2.7]"}},
-		{"smtpd over IPv6: no IPv6: prefix, Go's form",
-			map[string]string{"{client_addr}": "IPv6:2001:DB8:0:0::1", "{client_name}": "mx.example.org", "{client_port}": "40000", "{client_resolve}": "OK"},
-			Client{Addr: "2001:db8::1", Host: "mx.example.org"}},
-		{"smtpd over IPv6, unknown name",
-			map[string]string{"{client_addr}": "IPv6:2001:db8::7", "{client_name}": "unknown", "{client_port}": "40000", "{client_resolve}": "FAIL"},
-			Client{Addr: "2001:db8::7", Host: "[2001:db8::7]"}},
-		{"no macros", map[string]string{}, Client{}},
-	} {
-		got := ClientFromMacros(func(n string) string { return tc.macros[n] })
-		if got != tc.want {
-			t.Errorf("%s: %+v, want %+v", tc.name, got, tc.want)
 		}
 	}
 }

@@ -90,8 +90,7 @@ func ServerOptions(newMilter func() gomilter.Milter) []gomilter.Option {
 		gomilter.WithMilter(newMilter),
 		gomilter.WithActions(milterActions),
 		gomilter.WithProtocols(milterProtocol),
-		gomilter.WithMacroRequest(gomilter.StageMail, []gomilter.MacroName{gomilter.MacroAuthAuthen, gomilter.MacroQueueId,
-			gomilter.MacroClientAddr, gomilter.MacroClientName, gomilter.MacroClientPort, MacroClientResolve}),
+		gomilter.WithMacroRequest(gomilter.StageMail, []gomilter.MacroName{gomilter.MacroAuthAuthen, gomilter.MacroQueueId}),
 		gomilter.WithMacroRequest(gomilter.StageEOH, []gomilter.MacroName{gomilter.MacroQueueId}),
 		gomilter.WithMacroRequest(gomilter.StageEOM, []gomilter.MacroName{gomilter.MacroQueueId}),
 	}

@@ -31,29 +31,6 @@ type Message struct {
 	Body     []byte        // CRLF line ends
 }
 
-// setClientMacros defines the client macros as Postfix 3.7 fills them in for
-// MAIL: smtpd(8) for a client with a port, cleanup(8)'s pseudo client of a
-// non-SMTP submission for port 0 (no {client_resolve}: cleanup does not
-// know it). A milter that negotiates no connect event learns the client
-// from these alone; go-milter's client sends those the milter asked for.
-func setClientMacros(macros *gomilter.MacroBag, m *Message) {
-	addr, name := m.Addr, m.Host
-	if strings.HasPrefix(name, "[") {
-		name = "unknown" // Postfix's connect event shows an unverified name as [addr]
-	}
-	if m.Family == gomilter.FamilyInet6 && m.Port != 0 {
-		addr = "IPv6:" + addr // smtpd's {client_addr} of an IPv6 client
-	}
-	macros.Set(gomilter.MacroClientAddr, addr)
-	macros.Set(gomilter.MacroClientName, name)
-	macros.Set(gomilter.MacroClientPort, fmt.Sprint(m.Port))
-	if m.Port != 0 {
-		macros.Set("{client_resolve}", "OK")
-	} else if _, ok := macros.GetEx("{client_resolve}"); ok {
-		macros.Set("{client_resolve}", "") // an earlier message of the session set it
-	}
-}
-
 // Result is what the milter answered.
 type Result struct {
 	Action *gomilter.Action
@@ -110,7 +87,6 @@ func SubmitOn(s *gomilter.ClientSession, macros *gomilter.MacroBag, m *Message) 
 	if r, err, done := stop(s.Helo(helo)); done {
 		return r, err
 	}
-	setClientMacros(macros, m)
 	macros.Set(gomilter.MacroAuthAuthen, m.AuthUser)
 	macros.Set(gomilter.MacroQueueId, m.QueueID)
 	if r, err, done := stop(s.Mail(m.Sender, "")); done {
