@@ -13,10 +13,10 @@ import (
 // Negotiated with the MTA: we add, change and delete header fields, may
 // quarantine (Postfix: the hold queue) and change the envelope sender
 // (SRS, srs.go), and skip every event and reply we do
-// not need. HELO is sent (SPF checks the HELO identity) but not answered.
-// The only reply before the end of the message is at the end of the
-// headers, where a message that needs nothing more is accepted without
-// sending its body. Header values come with their leading space
+// not need. HELO is sent (SPF checks the HELO identity; Postfix has no
+// macro for it) but not answered, and so is every event before the end of
+// the message (a message that needs nothing more lets its body go by
+// unread, see Headers). Header values come with their leading space
 // (OptHeaderLeadingSpace) so they are exactly as in the message.
 const (
 	milterActions  = gomilter.OptAddHeader | gomilter.OptChangeHeader | gomilter.OptQuarantine | gomilter.OptChangeFrom
