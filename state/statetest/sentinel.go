@@ -60,8 +60,9 @@ func StartReplicated(replicas, sentinels int) (*Replicated, error) {
 		}
 		p, err := start(d, 10*time.Second, pingRedis, func(addr string) *exec.Cmd {
 			_, port, _ := net.SplitHostPort(addr)
-			args := []string{"--port", port, "--bind", "127.0.0.1", "--save", "", "--appendonly", "no",
-				"--daemonize", "no", "--dir", d}
+			// The role writes the same settings into every Redis of a
+			// Sentinel group.
+			args, _ := redisArgs(port, d, RedisSettings)
 			// Only the first start names the master: a restarted node
 			// comes up empty and alone, and the sentinels make it a
 			// replica of whichever node they hold for the master, as

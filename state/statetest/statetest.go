@@ -184,13 +184,8 @@ func StartRedisWith(settings []string) (*Process, error) {
 	if err != nil {
 		return nil, fmt.Errorf("redis-server: %w (apt-get install redis-server)", ErrNotInstalled)
 	}
-	var extra []string
-	for _, s := range settings {
-		name, value, ok := strings.Cut(strings.TrimSpace(s), " ")
-		if !ok || name == "" {
-			return nil, fmt.Errorf("redis setting %q: want \"name value\"", s)
-		}
-		extra = append(extra, "--"+name, strings.TrimSpace(value))
+	if _, err := redisArgs("0", "", settings); err != nil {
+		return nil, err
 	}
 	dir, err := os.MkdirTemp("", "redis-")
 	if err != nil {
@@ -198,10 +193,24 @@ func StartRedisWith(settings []string) (*Process, error) {
 	}
 	return start(dir, 10*time.Second, pingRedis, func(addr string) *exec.Cmd {
 		_, port, _ := net.SplitHostPort(addr)
-		args := append([]string{"--port", port, "--bind", "127.0.0.1",
-			"--save", "", "--appendonly", "no", "--daemonize", "no", "--dir", dir}, extra...)
+		args, _ := redisArgs(port, dir, settings)
 		return exec.Command(bin, args...)
 	})
+}
+
+// redisArgs is the command line of a test Redis on a loopback port,
+// without persistence, in dir, with settings ("name value" each).
+func redisArgs(port, dir string, settings []string) ([]string, error) {
+	args := []string{"--port", port, "--bind", "127.0.0.1",
+		"--save", "", "--appendonly", "no", "--daemonize", "no", "--dir", dir}
+	for _, s := range settings {
+		name, value, ok := strings.Cut(strings.TrimSpace(s), " ")
+		if !ok || name == "" {
+			return nil, fmt.Errorf("redis setting %q: want \"name value\"", s)
+		}
+		args = append(args, "--"+name, strings.TrimSpace(value))
+	}
+	return args, nil
 }
 
 // TB is the part of testing.TB that Redis and Postgrey use.
