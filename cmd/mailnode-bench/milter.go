@@ -435,13 +435,9 @@ func benchCount(sock string, msg *miltertest.Message, conc, n int, wantSigned bo
 // cpuPerRound sends n messages one at a time to the milter process pid
 // listening on sock and returns the CPU time the process spent, how many
 // messages were signed (answered, unless wantSigned), and how many times
-// its threads were put on a CPU meanwhile (SchedRuns).
+// its threads were put on a CPU meanwhile (procstat.Sched).
 func cpuPerRound(pid int, sock string, msg *miltertest.Message, n int, wantSigned bool) (time.Duration, int, int64, error) {
-	before, err := procstat.SchedCPU(pid)
-	if err != nil {
-		return 0, 0, 0, err
-	}
-	runs0, err := procstat.SchedRuns(pid)
+	before, runs0, err := procstat.Sched(pid)
 	if err != nil {
 		return 0, 0, 0, err
 	}
@@ -449,11 +445,7 @@ func cpuPerRound(pid int, sock string, msg *miltertest.Message, n int, wantSigne
 	if err != nil {
 		return 0, 0, 0, err
 	}
-	after, err := procstat.SchedCPU(pid)
-	if err != nil {
-		return 0, 0, 0, err
-	}
-	runs1, err := procstat.SchedRuns(pid)
+	after, runs1, err := procstat.Sched(pid)
 	if err != nil {
 		return 0, 0, 0, err
 	}

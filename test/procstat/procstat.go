@@ -82,40 +82,19 @@ func CPU(pid int) (time.Duration, error) {
 // few dozen microseconds per message apart. Threads that have exited are
 // not counted.
 func SchedCPU(pid int) (time.Duration, error) {
-	dir := fmt.Sprintf("/proc/%d/task", pid)
-	tasks, err := os.ReadDir(dir)
-	if err != nil {
-		return 0, err
-	}
-	var sum time.Duration
-	for _, t := range tasks {
-		b, err := os.ReadFile(dir + "/" + t.Name() + "/schedstat")
-		if err != nil {
-			continue // the thread has just exited
-		}
-		f := strings.Fields(string(b))
-		if len(f) == 0 {
-			continue
-		}
-		ns, err := strconv.ParseInt(f[0], 10, 64)
-		if err != nil {
-			return 0, fmt.Errorf("procstat: %s/schedstat: %q", t.Name(), b)
-		}
-		sum += time.Duration(ns)
-	}
-	return sum, nil
+	cpu, _, err := Sched(pid)
+	return cpu, err
 }
 
-// SchedRuns returns how many times the live threads of a process have been
-// put on a CPU (the third field of each /proc/PID/task/TID/schedstat): its
-// wake-ups, plus its returns from being preempted.
-func SchedRuns(pid int) (int64, error) {
+// Sched returns SchedCPU and how many times the live threads of a process
+// have been put on a CPU (the third field of each schedstat: its wake-ups,
+// plus its returns from being preempted), from one reading of the files.
+func Sched(pid int) (cpu time.Duration, runs int64, err error) {
 	dir := fmt.Sprintf("/proc/%d/task", pid)
 	tasks, err := os.ReadDir(dir)
 	if err != nil {
-		return 0, err
+		return 0, 0, err
 	}
-	var sum int64
 	for _, t := range tasks {
 		b, err := os.ReadFile(dir + "/" + t.Name() + "/schedstat")
 		if err != nil {
@@ -125,13 +104,15 @@ func SchedRuns(pid int) (int64, error) {
 		if len(f) < 3 {
 			continue
 		}
-		n, err := strconv.ParseInt(f[2], 10, 64)
-		if err != nil {
-			return 0, fmt.Errorf("procstat: %s/schedstat: %q", t.Name(), b)
+		ns, err1 := strconv.ParseInt(f[0], 10, 64)
+		n, err2 := strconv.ParseInt(f[2], 10, 64)
+		if err1 != nil || err2 != nil {
+			return 0, 0, fmt.Errorf("procstat: %s/schedstat: %q", t.Name(), b)
 		}
-		sum += n
+		cpu += time.Duration(ns)
+		runs += n
 	}
-	return sum, nil
+	return cpu, runs, nil
 }
 
 // SelfCPU is the user+system CPU time this process has used (getrusage).

@@ -41,13 +41,13 @@ func TestSelf(t *testing.T) {
 	if l, err := LoadAvg(); err != nil || l[0] < 0 {
 		t.Errorf("load %v %v", l, err)
 	}
-	runs, err := SchedRuns(pid)
-	if err != nil || runs <= 0 {
-		t.Errorf("SchedRuns %d %v", runs, err)
+	cpu, runs, err := Sched(pid)
+	if err != nil || runs <= 0 || cpu <= 0 {
+		t.Errorf("Sched: %v, %d runs, %v", cpu, runs, err)
 	}
 	time.Sleep(time.Millisecond) // a wake-up
-	if more, err := SchedRuns(pid); err != nil || more <= runs {
-		t.Errorf("SchedRuns %d after %d and a sleep, %v", more, runs, err)
+	if _, more, err := Sched(pid); err != nil || more <= runs {
+		t.Errorf("Sched: %d runs after %d and a sleep, %v", more, runs, err)
 	}
 	found := false
 	for _, p := range Pids() {
