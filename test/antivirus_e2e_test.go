@@ -2,8 +2,6 @@ package test
 
 import (
 	"encoding/base64"
-	"io"
-	"net/http"
 	"os/exec"
 	"path/filepath"
 	"strconv"
@@ -114,12 +112,7 @@ func TestAntivirusE2E(t *testing.T) {
 
 	// Metrics: three clean scans (two inbound, one outbound), two viruses,
 	// one error while clamd was down.
-	resp, err := http.Get("http://" + metrics + "/metrics")
-	if err != nil {
-		t.Fatal(err)
-	}
-	b, _ := io.ReadAll(resp.Body)
-	resp.Body.Close()
+	_, b := httpGet(t, metrics, "/metrics")
 	for _, want := range []string{
 		`mailnode_milter_antivirus_scans_total{result="clean"} 3`,
 		`mailnode_milter_antivirus_scans_total{result="virus"} 2`,
@@ -127,8 +120,8 @@ func TestAntivirusE2E(t *testing.T) {
 		`mailnode_milter_antivirus_seconds_count{engine="clamd",result="ok"} 5`,
 		`mailnode_milter_errors_total{kind="antivirus"} 1`,
 	} {
-		if !strings.Contains(string(b), want) {
-			t.Errorf("/metrics lacks %s:\n%s", want, grepLines(string(b), "antivirus", 30))
+		if !strings.Contains(b, want) {
+			t.Errorf("/metrics lacks %s:\n%s", want, grepLines(b, "antivirus", 30))
 		}
 	}
 

@@ -2,8 +2,6 @@ package test
 
 import (
 	"fmt"
-	"io"
-	"net/http"
 	"os"
 	"os/exec"
 	"strings"
@@ -31,16 +29,11 @@ func TestDriftGuardEndToEnd(t *testing.T) {
 	}})
 	get := func(path string) string {
 		t.Helper()
-		resp, err := http.Get("http://" + metrics + path)
-		if err != nil {
-			t.Fatal(err)
+		code, b := httpGet(t, metrics, path)
+		if code != 200 {
+			t.Errorf("%s: %d %s", path, code, b)
 		}
-		defer resp.Body.Close()
-		b, _ := io.ReadAll(resp.Body)
-		if resp.StatusCode != 200 {
-			t.Errorf("%s: %d %s", path, resp.StatusCode, b)
-		}
-		return string(b)
+		return b
 	}
 	// Rendered and started from the same inventory: no drift.
 	if h := get("/healthz"); h != "ok\n" {

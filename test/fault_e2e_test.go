@@ -2,6 +2,8 @@ package test
 
 import (
 	"fmt"
+	"io"
+	"net/http"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -352,6 +354,20 @@ func TestFaultReloadBrokenInventory(t *testing.T) {
 func runCmd(name string, args ...string) (string, error) {
 	out, err := execCombined(name, args...)
 	return string(out), err
+}
+
+// httpGet fetches http://addr+path (a daemon's metrics or health
+// endpoint) and returns its status and body; it fails the test when the
+// request does not go through.
+func httpGet(t *testing.T, addr, path string) (int, string) {
+	t.Helper()
+	resp, err := http.Get("http://" + addr + path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	b, _ := io.ReadAll(resp.Body)
+	return resp.StatusCode, string(b)
 }
 
 // grepLines returns up to max lines of log containing substr (case

@@ -1,8 +1,6 @@
 package test
 
 import (
-	"io"
-	"net/http"
 	"regexp"
 	"strconv"
 	"strings"
@@ -35,16 +33,7 @@ func TestMilterMetricsEndToEnd(t *testing.T) {
 	if r := spamSend(t, n, "", "news@sender.test", "alice@example.com", gtubeMessage("news@sender.test", "alice@example.com")); r.Code != 550 {
 		t.Fatalf("GTUBE: %v", r)
 	}
-	get := func(path string) (int, string) {
-		t.Helper()
-		resp, err := http.Get("http://" + addr + path)
-		if err != nil {
-			t.Fatal(err)
-		}
-		defer resp.Body.Close()
-		b, _ := io.ReadAll(resp.Body)
-		return resp.StatusCode, string(b)
-	}
+	get := func(path string) (int, string) { t.Helper(); return httpGet(t, addr, path) }
 	if code, body := get("/healthz"); code != 200 || body != "ok\n" {
 		t.Errorf("/healthz: %d %q", code, body)
 	}

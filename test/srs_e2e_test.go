@@ -3,8 +3,6 @@ package test
 import (
 	"bytes"
 	"fmt"
-	"io"
-	"net/http"
 	"os"
 	"path/filepath"
 	"regexp"
@@ -280,14 +278,9 @@ func TestSRS(t *testing.T) {
 	// cleanup's expansion; the gate in front of the socketmap let only the
 	// SRS-shaped ones reach milterd.
 	t.Run("milterd is asked only about SRS-shaped addresses", func(t *testing.T) {
-		resp, err := http.Get("http://" + metrics + "/metrics")
-		if err != nil {
-			t.Fatal(err)
-		}
-		defer resp.Body.Close()
-		b, _ := io.ReadAll(resp.Body)
+		_, body := httpGet(t, metrics, "/metrics")
 		lookups := map[string]int{}
-		for _, m := range regexp.MustCompile(`mailnode_milter_srs_lookups_total\{result="(\w+)"\} (\d+)`).FindAllStringSubmatch(string(b), -1) {
+		for _, m := range regexp.MustCompile(`mailnode_milter_srs_lookups_total\{result="(\w+)"\} (\d+)`).FindAllStringSubmatch(body, -1) {
 			lookups[m[1]], _ = strconv.Atoi(m[2])
 		}
 		t.Logf("socketmap lookups by result: %v", lookups)
