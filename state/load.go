@@ -26,7 +26,7 @@ func TripletEntry(t Triplet, first, last time.Time, passes int, window, expire t
 	if passes <= 0 {
 		passes, last = 0, first
 	}
-	e := Entry{Key: key, Value: fmt.Sprintf("%d,%d,%d", first.UnixMilli(), last.UnixMilli(), passes)}
+	e := Entry{Key: key, Value: tripletValue(first.UnixMilli(), last.UnixMilli(), int64(passes))}
 	if passes == 0 {
 		e.ExpiresAt = first.Add(window + expiryMargin)
 	} else {

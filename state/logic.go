@@ -70,7 +70,7 @@ func greyStep(triplet, client string, op GreyOp) (wt, wc *write, out GreyOutcome
 	switch {
 	case !known:
 		first, passes = now, 0
-		wt = &write{fmt.Sprintf("%d,%d,0", now, now), op.RetryWindow + expiryMargin}
+		wt = &write{tripletValue(now, now, 0), op.RetryWindow + expiryMargin}
 		out = GreyOutcome{Verdict: VerdictNew, Wait: time.Duration(delay) * time.Millisecond}
 	case passes == 0 && now-first < delay:
 		out = GreyOutcome{Verdict: VerdictEarly, Wait: time.Duration(first+delay-now) * time.Millisecond}
@@ -83,7 +83,7 @@ func greyStep(triplet, client string, op GreyOp) (wt, wc *write, out GreyOutcome
 		}
 		if passes == 0 || now-last >= touch {
 			passes++
-			wt = &write{fmt.Sprintf("%d,%d,%d", first, now, passes), op.Expire + expiryMargin}
+			wt = &write{tripletValue(first, now, passes), op.Expire + expiryMargin}
 		}
 		out = GreyOutcome{Verdict: VerdictPass}
 	}
@@ -91,6 +91,13 @@ func greyStep(triplet, client string, op GreyOp) (wt, wc *write, out GreyOutcome
 	out.Passes = int(passes)
 	out.ClientCount = int(cnt)
 	return wt, wc, out
+}
+
+// tripletValue is a greylisted triplet's stored value: when it was first
+// and last seen (Unix ms) and how often it passed. greyStep writes it, and
+// TripletEntry writes it for a bulk load.
+func tripletValue(first, last, passes int64) string {
+	return fmt.Sprintf("%d,%d,%d", first, last, passes)
 }
 
 type bucket struct{ idx, m, r int64 }
