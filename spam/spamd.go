@@ -121,7 +121,9 @@ func readSpamd(r *bufio.Reader) (*Report, error) {
 			continue
 		}
 		v = strings.TrimSpace(v)
-		switch strings.ToLower(strings.TrimSpace(k)) {
+		// A field name runs up to the colon with no space before it, as
+		// spamd writes it; "Spam :" is not its Spam header.
+		switch strings.ToLower(k) {
 		case "spam":
 			// "True ; 1000.0 / 5.0"
 			_, scores, ok := strings.Cut(v, ";")
