@@ -31,9 +31,9 @@ func (inv *Inventory) newIndexOf(addresses bool) *index {
 	x := &index{
 		classes: make(map[string]Class, len(inv.Domains)+1),
 		domains: make(map[string]*Domain, len(inv.Domains)),
-		owners:  make(map[string][]string, nMailbox),
-		lists:   make(map[string][]string, nLists),
-		virtual: make(map[string][]string, nVirtual),
+		owners:  newTable(nMailbox),
+		lists:   newTable(nLists),
+		virtual: newTable(nVirtual),
 		routed:  map[string]bool{},
 		delim:   inv.Postfix.RecipientDelimiter,
 	}
@@ -67,32 +67,35 @@ func (inv *Inventory) newIndexOf(addresses bool) *index {
 		}
 		x.addMailboxes(d.Mailboxes, at)
 		for name, l := range d.Aliases {
-			x.virtual[name+at] = qualify(l)
+			x.virtual.set(name+at, qualify(l))
 		}
 		for name := range d.Transports {
 			x.routed[name+at] = true
 		}
 		for name, l := range d.Lists {
 			ts := qualify(l)
-			x.virtual[name+at] = ts
-			x.lists[name+at] = ts
+			x.virtual.set(name+at, ts)
+			x.lists.set(name+at, ts)
 		}
 	}
 	x.forwards = inv.forwardSet(x.classes)
 	// A domain alias whose targets all end in one mailbox belongs to it too
 	// (the order of an owner's addresses does not matter: MayUseSender looks
 	// them up, Owners sorts).
-	for a, ts := range x.virtual {
-		if len(ts) == 1 && x.isMailbox(ts[0]) && contains(x.owners[ts[0]], a) {
-			continue // a mailbox's own alias, recorded above
+	x.virtual.each(func(a string, ts []string) {
+		if len(ts) == 1 && x.isMailbox(ts[0]) && contains(x.owners.m[ts[0]], a) {
+			return // a mailbox's own alias, recorded above
 		}
-		if _, isList := x.lists[a]; isList {
-			continue
+		if x.lists.has(a) {
+			return
 		}
-		if owner := x.soleMailbox(a, 0); owner != "" && owner != a && !contains(x.owners[owner], a) {
-			x.owners[owner] = append(x.owners[owner], a)
+		if owner := x.soleMailbox(a, 0); owner != "" && owner != a && !contains(x.owners.m[owner], a) {
+			x.owners.set(owner, append(x.owners.m[owner], a))
 		}
-	}
+	})
+	x.owners.freeze()
+	x.lists.freeze()
+	x.virtual.freeze()
 	return x
 }
 
@@ -137,10 +140,10 @@ func (x *index) addMailboxes(ms []Mailbox, at string) {
 		owned = append(owned, addr)
 		for _, a := range m.Aliases {
 			alias := cut(a)
-			x.virtual[alias] = owned[start : start+1 : start+1]
+			x.virtual.set(alias, owned[start:start+1:start+1])
 			owned = append(owned, alias)
 		}
-		x.owners[addr] = owned[start:len(owned):len(owned)]
+		x.owners.set(addr, owned[start:len(owned):len(owned)])
 	}
 }
 
@@ -150,7 +153,7 @@ func (x *index) soleMailbox(a string, depth int) string {
 	if x.isMailbox(a) {
 		return a
 	}
-	ts, ok := x.virtual[a]
+	ts, ok := x.virtual.get(a)
 	if !ok || depth > 20 {
 		return ""
 	}
@@ -169,8 +172,7 @@ func (x *index) soleMailbox(a string, depth int) string {
 // only a mailbox, owns addresses (a set of its own would repeat 100,000
 // keys at 100,000 mailboxes).
 func (x *index) isMailbox(a string) bool {
-	_, ok := x.owners[a]
-	return ok
+	return x.owners.has(a)
 }
 
 func contains(l []string, s string) bool {
@@ -268,13 +270,13 @@ func (inv *Inventory) Trusted(clientAddr string) bool {
 // IsList reports whether address is an internal list of a local domain,
 // with or without an extension (postfix.recipient_delimiter).
 func (inv *Inventory) IsList(address string) bool {
-	_, ok := inv.idx.lists[inv.BaseAddress(address)]
-	return ok
+	return inv.idx.lists.has(inv.BaseAddress(address))
 }
 
 // ListMembers returns the qualified members of an internal list.
 func (inv *Inventory) ListMembers(address string) []string {
-	return inv.idx.lists[inv.BaseAddress(address)]
+	l, _ := inv.idx.lists.get(inv.BaseAddress(address))
+	return l
 }
 
 // IsMailbox reports whether address is a mailbox on this node.
@@ -289,7 +291,7 @@ func (inv *Inventory) IsMailbox(address string) bool {
 // With postfix.recipient_delimiter, the extension forms of those addresses
 // are the login's too (bob+news@ when bob@ is).
 func (inv *Inventory) MayUseSender(login, sender string) bool {
-	own := inv.idx.owners[NormalizeAddress(login)]
+	own, _ := inv.idx.owners.get(NormalizeAddress(login))
 	l, d := SplitAddress(sender)
 	a := l
 	if d != "" {
@@ -311,15 +313,13 @@ func (inv *Inventory) Owners() []Entry {
 	// from address to logins costs several times more at 100,000 mailboxes.
 	type pair struct{ addr, login string }
 	n := 0
-	for _, addrs := range inv.idx.owners {
-		n += len(addrs)
-	}
+	inv.idx.owners.each(func(_ string, addrs []string) { n += len(addrs) })
 	pairs := make([]pair, 0, n)
-	for login, addrs := range inv.idx.owners {
+	inv.idx.owners.each(func(login string, addrs []string) {
 		for _, a := range addrs {
 			pairs = append(pairs, pair{a, login})
 		}
-	}
+	})
 	slices.SortFunc(pairs, func(x, y pair) int {
 		if c := strings.Compare(x.addr, y.addr); c != 0 {
 			return c
@@ -344,10 +344,9 @@ func (inv *Inventory) Owners() []Entry {
 
 // VirtualAliases returns every alias and list with qualified targets, sorted.
 func (inv *Inventory) VirtualAliases() []Entry {
-	out := make([]Entry, 0, len(inv.idx.virtual))
-	for _, a := range sortedKeys(inv.idx.virtual) {
-		out = append(out, Entry{Key: a, Values: inv.idx.virtual[a]})
-	}
+	out := make([]Entry, 0, inv.idx.virtual.len())
+	inv.idx.virtual.each(func(a string, ts []string) { out = append(out, Entry{Key: a, Values: ts}) })
+	slices.SortFunc(out, func(x, y Entry) int { return strings.Compare(x.Key, y.Key) })
 	return out
 }
 

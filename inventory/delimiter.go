@@ -50,7 +50,7 @@ func (x *index) base(local, domain string) string {
 		return ""
 	}
 	full := local + "@" + domain
-	if _, known := x.virtual[full]; known || x.isMailbox(full) || x.routed[full] {
+	if x.virtual.has(full) || x.isMailbox(full) || x.routed[full] {
 		return ""
 	}
 	return b + "@" + domain

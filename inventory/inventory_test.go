@@ -68,7 +68,7 @@ func TestExampleInventoryLoads(t *testing.T) {
 	if !algs["rsa"] || !algs["ed25519"] {
 		t.Errorf("example must show both DKIM algorithms, has %v", algs)
 	}
-	if len(inv.idx.lists) == 0 || len(inv.UnixUsers) == 0 || inv.RelayDomains()[0].Nexthop == "" {
+	if inv.idx.lists.len() == 0 || len(inv.UnixUsers) == 0 || inv.RelayDomains()[0].Nexthop == "" {
 		t.Error("example must show an internal list, unix users and a relay next hop")
 	}
 }

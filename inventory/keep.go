@@ -36,18 +36,14 @@ func (inv *Inventory) keepOnly(k Keep) {
 		return
 	}
 	x := inv.idx
-	domains := make([]Domain, len(inv.Domains))
-	x.domains = make(map[string]*Domain, len(domains))
 	for i := range inv.Domains {
 		d := &inv.Domains[i]
-		n := &domains[i]
-		n.Name, n.Class, n.Nexthop, n.DKIM = d.Name, d.Class, d.Nexthop, d.DKIM
-		x.domains[n.Name] = n
+		inv.Domains[i] = Domain{Name: d.Name, Class: d.Class, Nexthop: d.Nexthop, DKIM: d.DKIM}
 	}
-	inv.Domains = domains
 	if !inv.keepsAddresses(k) {
 		x.owners, x.lists, x.virtual, x.routed = nil, nil, nil, nil
 	}
+	inv.compact()
 }
 
 // keepsAddresses reports whether k keeps the address tables (owners,

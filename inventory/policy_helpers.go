@@ -48,10 +48,10 @@ func (inv *Inventory) LookupAddress(addr string) Address {
 	if a.Domain != "" {
 		a.Class = inv.idx.classes[a.Domain]
 		if a.Class == Local {
-			_, a.List = inv.idx.lists[a.Normalized()]
+			a.List = inv.idx.lists.has(a.Normalized())
 			if !a.List && inv.idx.delim != "" {
 				if a.Base = inv.idx.base(a.Local, a.Domain); a.Base != "" {
-					_, a.List = inv.idx.lists[a.Base]
+					a.List = inv.idx.lists.has(a.Base)
 				}
 			}
 		}

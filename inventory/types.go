@@ -502,10 +502,10 @@ type index struct {
 	classes map[string]Class   // ASCII domain -> class
 	domains map[string]*Domain // ASCII domain -> domain
 	trusted []netip.Prefix
-	owners  map[string][]string // SASL login (a mailbox address) -> addresses it may send as (strict); its keys are the mailboxes
-	lists   map[string][]string // list address -> expanded members
-	virtual map[string][]string // alias / list address -> targets (one level)
-	routed  map[string]bool     // address with a next hop of its own (domains[].transports)
+	owners  *table          // SASL login (a mailbox address) -> addresses it may send as (strict); its keys are the mailboxes
+	lists   *table          // list address -> expanded members
+	virtual *table          // alias / list address -> targets (one level)
+	routed  map[string]bool // address with a next hop of its own (domains[].transports)
 	// forwards holds the alias and list addresses whose expansion reaches
 	// an outside address (ForwardsOutside); kept by every Keep.
 	forwards map[string]bool
