@@ -119,6 +119,12 @@ metrics' values.`,
 			if listen == "" {
 				listen = inv.Milter.Listen
 			}
+			// SIGHUP is ours before anything listens: a reload right after
+			// start (an admin, systemd) would otherwise end the process, Go's
+			// default for SIGHUP. It waits in hup until the reloader runs.
+			hup := make(chan os.Signal, 1)
+			signal.Notify(hup, syscall.SIGHUP)
+			defer signal.Stop(hup)
 			ln, err := milter.Listen(listen)
 			if err != nil {
 				return cli.Exit(err.Error(), 1)
@@ -178,9 +184,6 @@ metrics' values.`,
 			defer stopMetrics()
 			// SIGHUP: reload the inventory and the keys; keep the running
 			// ones when either is broken (a missing key must not stop signing).
-			hup := make(chan os.Signal, 1)
-			signal.Notify(hup, syscall.SIGHUP)
-			defer signal.Stop(hup)
 			go func() {
 				for range hup {
 					daemon.Notify(log, "milterd", sdnotify.Reloading)
@@ -238,10 +241,10 @@ metrics' values.`,
 			log.Info("milterd listening", "listen", listen, "domains", len(keys), "keys", nkeys, "rsa_signer", rsaSigner, "mode", inv.Policy.Mode,
 				"srs_socketmap", srsMap.Path())
 			defer daemon.StatusOnSIGUSR1(log, "milterd", nil)()
-			releaseMemory()
-			daemon.Notify(log, "milterd", sdnotify.Ready)
 			ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGINT, syscall.SIGTERM)
 			defer stop()
+			releaseMemory()
+			daemon.Notify(log, "milterd", sdnotify.Ready)
 			go func() {
 				<-ctx.Done()
 				daemon.Notify(log, "milterd", sdnotify.Stopping)

@@ -142,6 +142,12 @@ func runPolicyd(cx *cli.Context) error {
 		defer srv.MailLog.Close()
 	}
 
+	// The signals are ours before anything listens: a SIGHUP from an
+	// admin or systemd's reload right after start would otherwise end the
+	// process (Go's default for SIGHUP) instead of reloading it.
+	sigs := make(chan os.Signal, 4)
+	signal.Notify(sigs, syscall.SIGHUP, syscall.SIGTERM, syscall.SIGINT)
+	defer signal.Stop(sigs)
 	ln, err := policy.Listen(listen)
 	if err != nil {
 		return cli.Exit(fmt.Sprintf("policyd: %v", err), 1)
@@ -189,9 +195,6 @@ func runPolicyd(cx *cli.Context) error {
 	releaseMemory()
 	daemon.Notify(log, "policyd", sdnotify.Ready)
 
-	sigs := make(chan os.Signal, 4)
-	signal.Notify(sigs, syscall.SIGHUP, syscall.SIGTERM, syscall.SIGINT)
-	defer signal.Stop(sigs)
 	for {
 		select {
 		case err := <-done:
