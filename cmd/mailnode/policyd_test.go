@@ -120,8 +120,17 @@ func TestPolicydProcess(t *testing.T) {
 	if code, body := get("/healthz"); code != 200 || !strings.HasPrefix(body, "ok\nwarning: inventory drift: ") {
 		t.Errorf("/healthz: %d %q", code, body)
 	}
-	if _, body := get("/metrics"); !strings.Contains(body, `mailnode_policy_decisions_total{action="reject",cell="outside/none->outside",reason="relay-denied"} 1`) ||
-		!strings.Contains(body, "mailnode_policy_open_connections 1") {
+	// The probe that found the socket open has closed its connection, but
+	// policyd may not have read that end yet: wait for the gauge to say 1.
+	var body string
+	for deadline := time.Now().Add(5 * time.Second); ; time.Sleep(10 * time.Millisecond) {
+		_, body = get("/metrics")
+		if strings.Contains(body, "mailnode_policy_open_connections 1\n") || time.Now().After(deadline) {
+			break
+		}
+	}
+	if !strings.Contains(body, `mailnode_policy_decisions_total{action="reject",cell="outside/none->outside",reason="relay-denied"} 1`) ||
+		!strings.Contains(body, "mailnode_policy_open_connections 1\n") {
 		t.Errorf("/metrics lacks the decision or the open connection:\n%s", body)
 	}
 
