@@ -83,14 +83,15 @@ func (inv *Inventory) newIndexOf(addresses bool) *index {
 	// (the order of an owner's addresses does not matter: MayUseSender looks
 	// them up, Owners sorts).
 	x.virtual.each(func(a string, ts []string) {
-		if len(ts) == 1 && x.isMailbox(ts[0]) && contains(x.owners.m[ts[0]], a) {
+		if len(ts) == 1 && x.owns(ts[0], a) {
 			return // a mailbox's own alias, recorded above
 		}
 		if x.lists.has(a) {
 			return
 		}
-		if owner := x.soleMailbox(a, 0); owner != "" && owner != a && !contains(x.owners.m[owner], a) {
-			x.owners.set(owner, append(x.owners.m[owner], a))
+		if owner := x.soleMailbox(a, 0); owner != "" && owner != a && !x.owns(owner, a) {
+			own, _ := x.owners.get(owner)
+			x.owners.set(owner, append(own, a))
 		}
 	})
 	x.owners.freeze()
@@ -173,6 +174,12 @@ func (x *index) soleMailbox(a string, depth int) string {
 // keys at 100,000 mailboxes).
 func (x *index) isMailbox(a string) bool {
 	return x.owners.has(a)
+}
+
+// owns reports whether mailbox owns address a.
+func (x *index) owns(mailbox, a string) bool {
+	own, _ := x.owners.get(mailbox)
+	return contains(own, a)
 }
 
 func contains(l []string, s string) bool {
