@@ -186,48 +186,51 @@ metrics' values.`,
 			// ones when either is broken (a missing key must not stop signing).
 			go func() {
 				for range hup {
-					daemon.Notify(log, "milterd", sdnotify.Reloading)
-					path := c.String("inventory")
-					ninv, err := loadForDaemon(path, c.String("node"), inventory.KeepDomains)
-					if err != nil {
-						metrics.Reloaded(false)
-						page.Set("last reload", time.Now().UTC().Format(time.RFC3339)+" refused: "+err.Error())
-						log.Error("milterd: reload refused, keeping the running inventory", "inventory", path, "err", err)
-						guard.Check()
+					func() {
+						defer loadingGC()()
+						daemon.Notify(log, "milterd", sdnotify.Reloading)
+						path := c.String("inventory")
+						ninv, err := loadForDaemon(path, c.String("node"), inventory.KeepDomains)
+						if err != nil {
+							metrics.Reloaded(false)
+							page.Set("last reload", time.Now().UTC().Format(time.RFC3339)+" refused: "+err.Error())
+							log.Error("milterd: reload refused, keeping the running inventory", "inventory", path, "err", err)
+							guard.Check()
+							daemon.Notify(log, "milterd", sdnotify.Ready)
+							return
+						}
+						newKeys, err := milter.LoadKeys(ninv)
+						if err != nil {
+							metrics.Reloaded(false)
+							page.Set("last reload", time.Now().UTC().Format(time.RFC3339)+" refused (keys): "+err.Error())
+							log.Error("milterd: reload refused, keeping the running keys", "inventory", path, "err", err)
+							guard.Check()
+							daemon.Notify(log, "milterd", sdnotify.Ready)
+							return
+						}
+						newSRS, err := milter.LoadSRS(ninv)
+						if err != nil {
+							metrics.Reloaded(false)
+							page.Set("last reload", time.Now().UTC().Format(time.RFC3339)+" refused (srs): "+err.Error())
+							log.Error("milterd: reload refused, keeping the running inventory and SRS secrets", "inventory", path, "err", err)
+							guard.Check()
+							daemon.Notify(log, "milterd", sdnotify.Ready)
+							return
+						}
+						b.SetSRS(newSRS)
+						srv.SetFilter(build(ninv, pub.Update(ninv, newKeys)))
+						if err := srsMap.Update(ninv, newSRS); err != nil {
+							log.Error("milterd: srs socketmap", "err", err)
+						}
+						running.Store(ninv)
+						metrics.Reloaded(true)
+						milterdStatus(page, path, listen, ninv, newKeys)
+						page.Set("last reload", time.Now().UTC().Format(time.RFC3339)+" ok")
+						log.Info("milterd: inventory reloaded", "inventory", path, "domains", len(newKeys))
+						guard.Set(ninv.Digest, ninv.Postfix.ConfigDirectory)
+						releaseMemory()
 						daemon.Notify(log, "milterd", sdnotify.Ready)
-						continue
-					}
-					newKeys, err := milter.LoadKeys(ninv)
-					if err != nil {
-						metrics.Reloaded(false)
-						page.Set("last reload", time.Now().UTC().Format(time.RFC3339)+" refused (keys): "+err.Error())
-						log.Error("milterd: reload refused, keeping the running keys", "inventory", path, "err", err)
-						guard.Check()
-						daemon.Notify(log, "milterd", sdnotify.Ready)
-						continue
-					}
-					newSRS, err := milter.LoadSRS(ninv)
-					if err != nil {
-						metrics.Reloaded(false)
-						page.Set("last reload", time.Now().UTC().Format(time.RFC3339)+" refused (srs): "+err.Error())
-						log.Error("milterd: reload refused, keeping the running inventory and SRS secrets", "inventory", path, "err", err)
-						guard.Check()
-						daemon.Notify(log, "milterd", sdnotify.Ready)
-						continue
-					}
-					b.SetSRS(newSRS)
-					srv.SetFilter(build(ninv, pub.Update(ninv, newKeys)))
-					if err := srsMap.Update(ninv, newSRS); err != nil {
-						log.Error("milterd: srs socketmap", "err", err)
-					}
-					running.Store(ninv)
-					metrics.Reloaded(true)
-					milterdStatus(page, path, listen, ninv, newKeys)
-					page.Set("last reload", time.Now().UTC().Format(time.RFC3339)+" ok")
-					log.Info("milterd: inventory reloaded", "inventory", path, "domains", len(newKeys))
-					guard.Set(ninv.Digest, ninv.Postfix.ConfigDirectory)
-					releaseMemory()
-					daemon.Notify(log, "milterd", sdnotify.Ready)
+					}()
 				}
 			}()
 			var nkeys int
