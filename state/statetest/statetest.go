@@ -14,6 +14,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"math/rand/v2"
 	"net"
 	"os"
 	"os/exec"
@@ -97,14 +98,43 @@ func (p *Process) Log() string {
 	return string(b)
 }
 
-// FreePort returns a free TCP port on 127.0.0.1.
+// FreePort returns a TCP port on 127.0.0.1 that was free a moment ago, for
+// a server the caller starts next. It is picked at random below the
+// kernel's ephemeral range (ip_local_port_range), where the kernel never
+// puts a connection's source port or a bind to port 0: a port from inside
+// that range could be taken by any connection made before the server
+// binds it (a test's Postfix once failed to start with "Address already in
+// use" that way). Only when no such port binds does it take one the
+// kernel picks.
 func FreePort() (int, error) {
+	lo, hi := freePortFloor, ephemeralLow()-1
+	for i := 0; hi-lo >= 1000 && i < 64; i++ {
+		p := lo + rand.IntN(hi-lo+1)
+		if l, err := net.Listen("tcp", "127.0.0.1:"+strconv.Itoa(p)); err == nil {
+			l.Close()
+			return p, nil
+		}
+	}
 	l, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
 		return 0, err
 	}
 	defer l.Close()
 	return l.Addr().(*net.TCPAddr).Port, nil
+}
+
+// freePortFloor keeps FreePort above the ports services and the demo use.
+const freePortFloor = 20000
+
+// ephemeralLow is the first port of the kernel's ephemeral range.
+func ephemeralLow() int {
+	b, err := os.ReadFile("/proc/sys/net/ipv4/ip_local_port_range")
+	if f := strings.Fields(string(b)); err == nil && len(f) == 2 {
+		if n, err := strconv.Atoi(f[0]); err == nil {
+			return n
+		}
+	}
+	return 32768 // Linux's default
 }
 
 // StartPostgrey runs Debian's postgrey (/usr/sbin/postgrey) on a loopback
