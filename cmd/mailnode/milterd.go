@@ -190,31 +190,28 @@ metrics' values.`,
 						defer loadingGC()()
 						daemon.Notify(log, "milterd", sdnotify.Reloading)
 						path := c.String("inventory")
-						ninv, err := loadForDaemon(path, c.String("node"), inventory.KeepDomains)
-						if err != nil {
+						// refuse keeps what runs, says why (status page, log) and
+						// tells systemd the reload is over.
+						refuse := func(what, kept string, err error) {
 							metrics.Reloaded(false)
-							page.Set("last reload", time.Now().UTC().Format(time.RFC3339)+" refused: "+err.Error())
-							log.Error("milterd: reload refused, keeping the running inventory", "inventory", path, "err", err)
+							page.Set("last reload", time.Now().UTC().Format(time.RFC3339)+" refused"+what+": "+err.Error())
+							log.Error("milterd: reload refused, keeping the running "+kept, "inventory", path, "err", err)
 							guard.Check()
 							daemon.Notify(log, "milterd", sdnotify.Ready)
+						}
+						ninv, err := loadForDaemon(path, c.String("node"), inventory.KeepDomains)
+						if err != nil {
+							refuse("", "inventory", err)
 							return
 						}
 						newKeys, err := milter.LoadKeys(ninv)
 						if err != nil {
-							metrics.Reloaded(false)
-							page.Set("last reload", time.Now().UTC().Format(time.RFC3339)+" refused (keys): "+err.Error())
-							log.Error("milterd: reload refused, keeping the running keys", "inventory", path, "err", err)
-							guard.Check()
-							daemon.Notify(log, "milterd", sdnotify.Ready)
+							refuse(" (keys)", "keys", err)
 							return
 						}
 						newSRS, err := milter.LoadSRS(ninv)
 						if err != nil {
-							metrics.Reloaded(false)
-							page.Set("last reload", time.Now().UTC().Format(time.RFC3339)+" refused (srs): "+err.Error())
-							log.Error("milterd: reload refused, keeping the running inventory and SRS secrets", "inventory", path, "err", err)
-							guard.Check()
-							daemon.Notify(log, "milterd", sdnotify.Ready)
+							refuse(" (srs)", "inventory and SRS secrets", err)
 							return
 						}
 						b.SetSRS(newSRS)
