@@ -4,7 +4,8 @@ import "strings"
 
 // compact moves the strings of what a daemon keeps (KeepDecisions,
 // KeepDomains) into one block, each distinct string once, and makes the
-// domain tables anew. The load leaves those strings as small objects
+// domains anew with only the fields a daemon decides with (name, class,
+// next hop, DKIM selectors). The load leaves those strings as small objects
 // scattered among its own garbage (a text block per domain, each alias
 // list, each domain's fields), and the spans holding them stay partly
 // used, and with the process, after every reload. In one large block they
@@ -59,8 +60,9 @@ func (inv *Inventory) compact() {
 	x.domains = make(map[string]*Domain, len(domains))
 	for i := range inv.Domains {
 		d, n := &inv.Domains[i], &domains[i]
-		*n = *d
-		n.Name, n.Nexthop = a.get(d.Name), a.get(d.Nexthop)
+		// Only what a daemon decides with: no mailboxes, aliases, lists,
+		// recipients or transports (keepOnly).
+		*n = Domain{Name: a.get(d.Name), Class: d.Class, Nexthop: a.get(d.Nexthop)}
 		if len(d.DKIM) > 0 {
 			n.DKIM = make([]Selector, len(d.DKIM))
 			for j, s := range d.DKIM {

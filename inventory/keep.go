@@ -36,10 +36,6 @@ func (inv *Inventory) keepOnly(k Keep) {
 		return
 	}
 	x := inv.idx
-	for i := range inv.Domains {
-		d := &inv.Domains[i]
-		inv.Domains[i] = Domain{Name: d.Name, Class: d.Class, Nexthop: d.Nexthop, DKIM: d.DKIM}
-	}
 	if !inv.keepsAddresses(k) {
 		x.owners, x.lists, x.virtual, x.routed = nil, nil, nil, nil
 	}

@@ -123,12 +123,10 @@ func TestPolicydProcess(t *testing.T) {
 	// The probe that found the socket open has closed its connection, but
 	// policyd may not have read that end yet: wait for the gauge to say 1.
 	var body string
-	for deadline := time.Now().Add(5 * time.Second); ; time.Sleep(10 * time.Millisecond) {
+	waitUntil(t, "the open-connections gauge to count this connection only", func() bool {
 		_, body = get("/metrics")
-		if strings.Contains(body, "mailnode_policy_open_connections 1\n") || time.Now().After(deadline) {
-			break
-		}
-	}
+		return strings.Contains(body, "mailnode_policy_open_connections 1\n")
+	})
 	if !strings.Contains(body, `mailnode_policy_decisions_total{action="reject",cell="outside/none->outside",reason="relay-denied"} 1`) ||
 		!strings.Contains(body, "mailnode_policy_open_connections 1\n") {
 		t.Errorf("/metrics lacks the decision or the open connection:\n%s", body)
