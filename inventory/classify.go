@@ -10,11 +10,16 @@ import (
 // local(8) (Postfix's mydestination); it is a local domain for the matrix.
 
 // newIndex builds the lookup tables of the classifier and the renderer.
-func (inv *Inventory) newIndex() *index { return inv.newIndexOf(true) }
+func (inv *Inventory) newIndex() *index { return inv.newIndexOf(true, false) }
 
 // newIndexOf builds the lookup tables; without addresses, only the
 // classes, domains and trusted networks (the address tables stay nil).
-func (inv *Inventory) newIndexOf(addresses bool) *index {
+// With release, each domain lets go of its addresses (mailboxes, aliases,
+// lists, recipients, transports) as soon as they are in the tables: a
+// daemon keeps only the tables, and at 100,000 mailboxes the domains'
+// copies are some 24 MiB that would otherwise stay alive beside the tables
+// being built, at the top of a reload's peak.
+func (inv *Inventory) newIndexOf(addresses, release bool) *index {
 	var nMailbox, nVirtual, nLists int
 	for i := range inv.Domains {
 		if !addresses {
@@ -48,37 +53,22 @@ func (inv *Inventory) newIndexOf(addresses bool) *index {
 		x.domains[d.Name] = d
 		if d.Class == "relay" {
 			x.classes[d.Name] = Relay
-			continue
-		}
-		x.classes[d.Name] = Local
-		if !addresses {
-			continue
-		}
-		at := "@" + d.Name
-		qualify := func(l StringList) []string {
-			ts := make([]string, len(l))
-			for i, t := range l {
-				if strings.IndexByte(t, '@') < 0 {
-					t += at
-				}
-				ts[i] = t
-			}
-			return ts
-		}
-		x.addMailboxes(d.Mailboxes, at)
-		for name, l := range d.Aliases {
-			x.virtual.set(name+at, qualify(l))
-		}
-		for name := range d.Transports {
-			x.routed[name+at] = true
-		}
-		for name, l := range d.Lists {
-			ts := qualify(l)
-			x.virtual.set(name+at, ts)
-			x.lists.set(name+at, ts)
+		} else {
+			x.classes[d.Name] = Local
 		}
 	}
+	// The forwarding addresses come from the domains' aliases and lists
+	// (forwardSet), before the domains let go of them.
 	x.forwards = inv.forwardSet(x.classes)
+	for i := range inv.Domains {
+		d := &inv.Domains[i]
+		if addresses && d.Class != "relay" {
+			x.addDomain(d)
+		}
+		if release {
+			d.Mailboxes, d.Aliases, d.Lists, d.Recipients, d.Transports = nil, nil, nil, nil, nil
+		}
+	}
 	// A domain alias whose targets all end in one mailbox belongs to it too
 	// (the order of an owner's addresses does not matter: MayUseSender looks
 	// them up, Owners sorts).
@@ -98,6 +88,34 @@ func (inv *Inventory) newIndexOf(addresses bool) *index {
 	x.lists.freeze()
 	x.virtual.freeze()
 	return x
+}
+
+// addDomain indexes the addresses of local domain d: its mailboxes, their
+// aliases, the domain's aliases, lists and per-address transports.
+func (x *index) addDomain(d *Domain) {
+	at := "@" + d.Name
+	qualify := func(l StringList) []string {
+		ts := make([]string, len(l))
+		for i, t := range l {
+			if strings.IndexByte(t, '@') < 0 {
+				t += at
+			}
+			ts[i] = t
+		}
+		return ts
+	}
+	x.addMailboxes(d.Mailboxes, at)
+	for name, l := range d.Aliases {
+		x.virtual.set(name+at, qualify(l))
+	}
+	for name := range d.Transports {
+		x.routed[name+at] = true
+	}
+	for name, l := range d.Lists {
+		ts := qualify(l)
+		x.virtual.set(name+at, ts)
+		x.lists.set(name+at, ts)
+	}
 }
 
 // addMailboxes indexes the mailboxes of one domain (at is "@domain"):

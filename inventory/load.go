@@ -224,18 +224,16 @@ func parse(data []byte, items []chunk, file string, o LoadOptions, whole *docume
 	if o.Host != nil {
 		inv.checkHost(v, o.Host)
 	}
-	// The checks across domains (duplicates, alias loops) and the lookup
-	// index both walk every alias of every domain: run them side by side;
-	// the index is dropped when anything is wrong.
-	idx := make(chan *index, 1)
-	go func() { idx <- inv.newIndexOf(inv.keepsAddresses(o.Keep)) }()
+	// The checks across domains (duplicates, alias loops) run before the
+	// lookup index is built, not beside it: each builds maps of every
+	// alias, and a daemon's index takes the domains' addresses from them as
+	// it goes (release), so the two never hold all of it at once.
 	inv.validateAcrossDomains(v)
-	x := <-idx
 	if len(v.problems) > 0 {
 		sortProblems(v.problems)
 		return nil, v.problems
 	}
-	inv.idx = x
+	inv.idx = inv.newIndexOf(inv.keepsAddresses(o.Keep), o.Keep != KeepAll)
 	inv.keepOnly(o.Keep)
 	return inv, nil
 }
