@@ -43,118 +43,157 @@ type chunk struct {
 }
 
 // splitDomains cuts data into the document without its domain items (item
-// lines blanked, so line numbers stay) and one chunk per item.
+// lines blanked, so line numbers stay) and one chunk per item. The chunks
+// share data.
 func splitDomains(data []byte) (head []byte, items []chunk, ok bool) {
 	if bytes.ContainsAny(data, "&*\r\t") || !utf8.Valid(data) {
 		return nil, nil, false
 	}
-	type span struct{ start, end, line int }
-	var (
-		region      = -1 // byte offset where the item lines start
-		regionEnd   = -1
-		ind         = -1
-		cur         *span
-		spans       []span
-		lineNo      = 0
-		sawDomains  = false
-		inRegion    = false
-		firstLineNo = true
-	)
+	var sp splitter
+	start, first := -1, 0 // the current item's offset and first line
 	for off := 0; off < len(data); {
-		end := bytes.IndexByte(data[off:], '\n')
 		next := len(data)
-		if end >= 0 {
-			end += off
-			next = end + 1
-		} else {
-			end = len(data)
+		if end := bytes.IndexByte(data[off:], '\n'); end >= 0 {
+			next = off + end + 1
 		}
-		line := data[off:end]
-		lineNo++
-		trimmed := bytes.TrimLeft(line, " ")
-		indent := len(line) - len(trimmed)
-		blank := len(trimmed) == 0 || trimmed[0] == '#'
-		if bytes.HasPrefix(line, []byte("---")) || bytes.HasPrefix(line, []byte("...")) || bytes.HasPrefix(line, []byte("%")) {
-			if !(firstLineNo && !sawDomains && bytes.Equal(bytes.TrimRight(line, " "), []byte("---"))) {
-				return nil, nil, false
+		line := data[off:next]
+		kind := sp.line(line)
+		switch kind {
+		case lineFail:
+			return nil, nil, false
+		case lineItem, lineHead:
+			if start >= 0 {
+				items = append(items, chunk{text: data[start:off], line: first})
+				start = -1
+			}
+			if kind == lineItem {
+				start, first = off, sp.no
 			}
 		}
-		if !blank {
-			firstLineNo = false
-		}
-		if inRegion {
-			isItem := !blank && indent == ind && (bytes.HasPrefix(trimmed, []byte("- ")) || bytes.Equal(trimmed, []byte("-")))
-			switch {
-			case blank:
-			case ind < 0:
-				if !(bytes.HasPrefix(trimmed, []byte("- ")) || bytes.Equal(trimmed, []byte("-"))) {
-					return nil, nil, false
-				}
-				ind = indent
-				isItem = true
-			case indent == 0 && ind > 0 && trimmed[0] == '-':
-				return nil, nil, false // an item at another indentation
-			case indent == 0 && ind > 0, indent == 0 && ind == 0 && !isItem:
-				// the next top-level key ends the region
-				inRegion = false
-				regionEnd = off
-			case indent < ind:
-				return nil, nil, false
-			}
-			if inRegion {
-				if isItem {
-					if cur != nil {
-						cur.end = off
-						spans = append(spans, *cur)
-					}
-					cur = &span{start: off, line: lineNo}
-				}
-				off = next
-				continue
-			}
-		}
-		if !blank && indent == 0 && !isFirstDocMarker(line, lineNo) && !topKeyRe.Match(line) {
-			return nil, nil, false // not a plain block mapping at the top
-		}
-		if !blank && indent == 0 {
-			key := bytes.TrimRight(trimmed, " ")
-			if i := bytes.Index(key, []byte(" #")); i >= 0 {
-				key = bytes.TrimRight(key[:i], " ")
-			}
-			if bytes.Equal(key, []byte("domains:")) {
-				if sawDomains {
-					return nil, nil, false
-				}
-				sawDomains, inRegion = true, true
-				region = next
-			} else if bytes.HasPrefix(trimmed, []byte("domains:")) || bytes.HasPrefix(trimmed, []byte("domains :")) {
-				return nil, nil, false // domains given inline: whole-document path
-			}
-		}
+		head = sp.appendHead(head, line, kind)
 		off = next
 	}
-	if inRegion {
-		regionEnd = len(data)
+	if start >= 0 {
+		items = append(items, chunk{text: data[start:], line: first})
 	}
-	if cur != nil {
-		cur.end = regionEnd
-		spans = append(spans, *cur)
-	}
-	if !sawDomains || len(spans) == 0 || region < 0 {
+	if !sp.done() {
 		return nil, nil, false
-	}
-	// The head keeps every line of the region as an empty line.
-	nl := bytes.Count(data[region:regionEnd], []byte("\n"))
-	head = make([]byte, 0, region+nl+len(data)-regionEnd)
-	head = append(head, data[:region]...)
-	head = append(head, bytes.Repeat([]byte("\n"), nl)...)
-	head = append(head, data[regionEnd:]...)
-	items = make([]chunk, len(spans))
-	for i, s := range spans {
-		items[i] = chunk{text: data[s.start:s.end], line: s.line}
 	}
 	return head, items, true
 }
+
+// lineKind is where the cut puts one line of an inventory.
+type lineKind int
+
+const (
+	lineHead   lineKind = iota // the document without its domains keeps it
+	lineRegion                 // under domains:, before the first item: blanked
+	lineItem                   // the first line of a domain item
+	lineInItem                 // a further line of the current item
+	lineFail                   // the document cannot be cut: parse it whole
+)
+
+// splitter decides, line by line, how an inventory is cut into the
+// document without its domains and one chunk per domain item. It only
+// classifies: splitDomains keeps the chunks as parts of the text in
+// memory, LoadWith copies them out of the file as it reads it.
+type splitter struct {
+	no         int  // the line just classified, from 1
+	ind        int  // the items' indentation (haveInd)
+	haveInd    bool // the first item was seen
+	sawDomains bool // "domains:" was seen
+	inRegion   bool // the lines are under domains:
+	items      int  // item lines seen
+	seenText   bool // a line that is neither blank nor a comment was seen
+	topKey     bool // a key of the top mapping was seen
+}
+
+// line classifies the next line of the document (with its newline, if it
+// has one). Once it returns lineFail, the document cannot be cut.
+func (sp *splitter) line(raw []byte) lineKind {
+	sp.no++
+	line := bytes.TrimSuffix(raw, []byte("\n"))
+	trimmed := bytes.TrimLeft(line, " ")
+	indent := len(line) - len(trimmed)
+	blank := len(trimmed) == 0 || trimmed[0] == '#'
+	if bytes.HasPrefix(line, []byte("---")) || bytes.HasPrefix(line, []byte("...")) || bytes.HasPrefix(line, []byte("%")) {
+		if !(!sp.seenText && !sp.sawDomains && bytes.Equal(bytes.TrimRight(line, " "), []byte("---"))) {
+			return lineFail
+		}
+	}
+	if !blank {
+		sp.seenText = true
+	}
+	if sp.inRegion {
+		isItem := !blank && sp.haveInd && indent == sp.ind && (bytes.HasPrefix(trimmed, []byte("- ")) || bytes.Equal(trimmed, []byte("-")))
+		switch {
+		case blank:
+		case !sp.haveInd:
+			if !(bytes.HasPrefix(trimmed, []byte("- ")) || bytes.Equal(trimmed, []byte("-"))) {
+				return lineFail
+			}
+			sp.ind, sp.haveInd = indent, true
+			isItem = true
+		case indent == 0 && sp.ind > 0 && trimmed[0] == '-':
+			return lineFail // an item at another indentation
+		case indent == 0 && sp.ind > 0, indent == 0 && sp.ind == 0 && !isItem:
+			// the next top-level key ends the region
+			sp.inRegion = false
+		case indent < sp.ind:
+			return lineFail
+		}
+		if sp.inRegion {
+			switch {
+			case isItem:
+				sp.items++
+				return lineItem
+			case sp.items > 0:
+				return lineInItem
+			}
+			return lineRegion
+		}
+	}
+	if !blank && indent > 0 && !sp.topKey {
+		return lineFail // the top mapping does not start at column 0
+	}
+	if !blank && indent == 0 && !isFirstDocMarker(line, sp.no) {
+		if !topKeyRe.Match(line) {
+			return lineFail // not a plain block mapping at the top
+		}
+		sp.topKey = true
+	}
+	if !blank && indent == 0 {
+		key := bytes.TrimRight(trimmed, " ")
+		if i := bytes.Index(key, []byte(" #")); i >= 0 {
+			key = bytes.TrimRight(key[:i], " ")
+		}
+		if bytes.Equal(key, []byte("domains:")) {
+			if sp.sawDomains {
+				return lineFail
+			}
+			sp.sawDomains, sp.inRegion = true, true
+		} else if bytes.HasPrefix(trimmed, []byte("domains:")) || bytes.HasPrefix(trimmed, []byte("domains :")) {
+			return lineFail // domains given inline: whole-document path
+		}
+	}
+	return lineHead
+}
+
+// appendHead adds line to the document without its domains: as it is, or
+// as an empty line where it belongs to the domains.
+func (sp *splitter) appendHead(head, line []byte, kind lineKind) []byte {
+	if kind == lineHead {
+		return append(head, line...)
+	}
+	if bytes.HasSuffix(line, []byte("\n")) {
+		return append(head, '\n')
+	}
+	return head
+}
+
+// done reports whether the whole document can be cut: it had domains: with
+// at least one item.
+func (sp *splitter) done() bool { return sp.sawDomains && sp.items > 0 }
 
 // domainLines keeps the lines of one domain that problems found across
 // domains point at, once its YAML tree is gone.
@@ -271,21 +310,12 @@ func decodeChunks(file string, items []chunk, keep Keep) ([]domainResult, error)
 				if i >= len(items) {
 					return
 				}
-				if r, ok := decodeFastChunk(file, i, items[i]); ok {
-					r.d.shed(keep)
-					results[i] = r
-					continue
-				}
-				var doc yaml.Node
-				if err := yaml.Unmarshal(items[i].text, &doc); err != nil ||
-					len(doc.Content) != 1 || doc.Content[0].Kind != yaml.SequenceNode || len(doc.Content[0].Content) != 1 {
+				r, ok := decodeChunk(file, i, items[i], keep)
+				if !ok {
 					failed.Store(true)
 					return
 				}
-				item := doc.Content[0].Content[0]
-				shiftLines(item, items[i].line-1)
-				results[i] = decodeDomain(file, i, item)
-				results[i].d.shed(keep)
+				results[i] = r
 			}
 		}()
 	}
@@ -294,6 +324,25 @@ func decodeChunks(file string, items []chunk, keep Keep) ([]domainResult, error)
 		return nil, errChunk
 	}
 	return results, nil
+}
+
+// decodeChunk decodes domain item i, which sheds at once what keep does
+// not keep; false when the chunk does not parse on its own.
+func decodeChunk(file string, i int, c chunk, keep Keep) (domainResult, bool) {
+	if r, ok := decodeFastChunk(file, i, c); ok {
+		r.d.shed(keep)
+		return r, true
+	}
+	var doc yaml.Node
+	if err := yaml.Unmarshal(c.text, &doc); err != nil ||
+		len(doc.Content) != 1 || doc.Content[0].Kind != yaml.SequenceNode || len(doc.Content[0].Content) != 1 {
+		return domainResult{}, false
+	}
+	item := doc.Content[0].Content[0]
+	shiftLines(item, c.line-1)
+	r := decodeDomain(file, i, item)
+	r.d.shed(keep)
+	return r, true
 }
 
 func shiftLines(n *yaml.Node, by int) {

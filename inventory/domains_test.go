@@ -1,12 +1,15 @@
 package inventory
 
 import (
+	"bytes"
+	"errors"
 	"fmt"
-	"github.com/mailnode/mailnode/test/invgen"
 	"os"
 	"path/filepath"
 	"reflect"
 	"testing"
+
+	"github.com/mailnode/mailnode/test/invgen"
 )
 
 // TestSplitMatchesWholeDocument: the per-domain path and the whole-document
@@ -34,7 +37,7 @@ func TestSplitMatchesWholeDocument(t *testing.T) {
 	inputs["syntax error in item"] = []byte("node: {hostname: mx.example.org}\ndomains:\n  - name: a.test\n    class: [relay\n  - name: b.test\n")
 	for name, data := range inputs {
 		t.Run(name, func(t *testing.T) {
-			whole, werr := parse(data, nil, "f.yaml", LoadOptions{}, nil)
+			whole, werr := parse(data, nil, "f.yaml", LoadOptions{})
 			split, serr := Parse(data, "f.yaml")
 			if fmt.Sprint(werr) != fmt.Sprint(serr) {
 				t.Fatalf("problems differ\nwhole:\n%v\nsplit:\n%v", werr, serr)
@@ -86,7 +89,7 @@ func FuzzSplitMatchesWholeDocument(f *testing.F) {
 	f.Add(invgen.Generate(4, 9))
 	f.Add([]byte("node: {hostname: mx.example.org}\ndomains:\n- name: a.test\n  class: relay\nunix_users: [root]\n"))
 	f.Fuzz(func(t *testing.T, data []byte) {
-		whole, werr := parse(data, nil, "f.yaml", LoadOptions{}, nil)
+		whole, werr := parse(data, nil, "f.yaml", LoadOptions{})
 		split, serr := Parse(data, "f.yaml")
 		// Both paths must agree on whether the inventory is valid and, when it
 		// is, on every domain. The problem lists of a broken document may
@@ -100,6 +103,17 @@ func FuzzSplitMatchesWholeDocument(f *testing.F) {
 		}
 		if whole != nil && !reflect.DeepEqual(whole.Domains, split.Domains) {
 			t.Fatal("domains differ")
+		}
+		// The streamed load (LoadWith) reads the bytes as Parse does.
+		streamed, err := loadStream(bytes.NewReader(data), "f.yaml", LoadOptions{})
+		if errors.Is(err, errChunk) {
+			return // read again whole: Parse's own path
+		}
+		if fmt.Sprint(err) != fmt.Sprint(serr) || (streamed == nil) != (split == nil) {
+			t.Fatalf("the stream differs\nparse:\n%v\nstream:\n%v", serr, err)
+		}
+		if split != nil && (streamed.Digest != split.Digest || !reflect.DeepEqual(streamed.Domains, split.Domains)) {
+			t.Fatal("streamed domains differ")
 		}
 	})
 }

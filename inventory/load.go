@@ -98,11 +98,29 @@ type LoadOptions struct {
 	Keep Keep
 }
 
-// LoadWith is Load with options.
+// LoadWith is Load with options. It reads the file as a stream, decoding
+// each domain as soon as its text is read (stream.go); a document that
+// cannot be cut into domains is read again whole.
 func LoadWith(path string, o LoadOptions) (*Inventory, error) {
+	unreadable := func(err error) error {
+		return Problems{{File: path, Msg: fmt.Sprintf("cannot read inventory: %v", err), Unreadable: true}}
+	}
+	f, err := os.Open(path)
+	if err != nil {
+		return nil, unreadable(err)
+	}
+	inv, err := loadStream(f, path, o)
+	f.Close()
+	var ps Problems
+	switch {
+	case err == nil || errors.As(err, &ps):
+		return inv, err
+	case !errors.Is(err, errChunk):
+		return nil, unreadable(err)
+	}
 	data, err := os.ReadFile(path)
 	if err != nil {
-		return nil, Problems{{File: path, Msg: fmt.Sprintf("cannot read inventory: %v", err), Unreadable: true}}
+		return nil, unreadable(err)
 	}
 	return ParseWith(data, path, o)
 }
@@ -132,20 +150,27 @@ type document struct{ data []byte }
 
 func parseWith(doc *document, file string, o LoadOptions) (*Inventory, error) {
 	if head, items, ok := splitDomains(doc.data); ok {
-		inv, err := parse(head, items, file, o, doc)
+		// Once the chunks are decoded, the text is dropped: the whole
+		// document is no longer parsed again.
+		inv, err := parse(head, func() ([]domainResult, error) {
+			r, err := decodeChunks(file, items, o.Keep)
+			if err == nil {
+				items, doc.data = nil, nil
+			}
+			return r, err
+		}, file, o)
 		if !errors.Is(err, errChunk) {
 			return inv, err
 		}
 	}
-	return parse(doc.data, nil, file, o, nil)
+	return parse(doc.data, nil, file, o)
 }
 
-// parse decodes the document; items, when not nil, are the domain chunks cut
-// out of whole (see domains.go), otherwise the domains are taken from the
-// tree. Once the chunks are decoded, whole's text is dropped: the whole
-// document is no longer parsed again.
-func parse(data []byte, items []chunk, file string, o LoadOptions, whole *document) (*Inventory, error) {
-	split := items != nil
+// parse decodes the document. domains, when not nil, decodes the domain
+// items cut out of the document (see domains.go), and data is the document
+// without them; otherwise the domains are taken from data's tree.
+func parse(data []byte, domains func() ([]domainResult, error), file string, o LoadOptions) (*Inventory, error) {
+	split := domains != nil
 	var root yaml.Node
 	if err := yaml.Unmarshal(data, &root); err != nil {
 		if split {
@@ -190,10 +215,9 @@ func parse(data []byte, items []chunk, file string, o LoadOptions, whole *docume
 	}
 	if split {
 		var err error
-		if results, err = decodeChunks(file, items, o.Keep); err != nil {
+		if results, err = domains(); err != nil {
 			return nil, err
 		}
-		items, whole.data = nil, nil
 	} else {
 		results = make([]domainResult, len(domainNodes))
 		for i, n := range domainNodes {
