@@ -20,25 +20,39 @@ func (inv *Inventory) newIndex() *index { return inv.newIndexOf(true, false) }
 // copies are some 24 MiB that would otherwise stay alive beside the tables
 // being built, at the top of a reload's peak.
 func (inv *Inventory) newIndexOf(addresses, release bool) *index {
-	var nMailbox, nVirtual, nLists int
+	// The tables' sizes, entries and list members, so that each is made
+	// once (0 without addresses).
+	var nMailbox, nOwned, nVirtual, nTargets, nLists, nMembers int
 	for i := range inv.Domains {
 		if !addresses {
-			break // the tables' sizes are 0
+			break
 		}
 		d := &inv.Domains[i]
+		if d.Class == "relay" {
+			continue
+		}
 		nMailbox += len(d.Mailboxes)
 		nVirtual += len(d.Aliases) + len(d.Lists)
 		nLists += len(d.Lists)
 		for _, m := range d.Mailboxes {
+			nOwned += 1 + len(m.Aliases)
 			nVirtual += len(m.Aliases)
+			nTargets += len(m.Aliases)
+		}
+		for _, l := range d.Aliases {
+			nTargets += len(l)
+		}
+		for _, l := range d.Lists {
+			nTargets += len(l)
+			nMembers += len(l)
 		}
 	}
 	x := &index{
 		classes: make(map[string]Class, len(inv.Domains)+1),
 		domains: make(map[string]*Domain, len(inv.Domains)),
-		owners:  newTable(nMailbox),
-		lists:   newTable(nLists),
-		virtual: newTable(nVirtual),
+		owners:  newTable(nMailbox, nOwned),
+		lists:   newTable(nLists, nMembers),
+		virtual: newTable(nVirtual, nTargets),
 		routed:  map[string]bool{},
 		delim:   inv.Postfix.RecipientDelimiter,
 	}
@@ -69,9 +83,13 @@ func (inv *Inventory) newIndexOf(addresses, release bool) *index {
 			d.Mailboxes, d.Aliases, d.Lists, d.Recipients, d.Transports = nil, nil, nil, nil, nil
 		}
 	}
+	x.owners.freeze()
+	x.lists.freeze()
+	x.virtual.freeze()
 	// A domain alias whose targets all end in one mailbox belongs to it too
 	// (the order of an owner's addresses does not matter: MayUseSender looks
-	// them up, Owners sorts).
+	// them up, Owners sorts). The owners it adds to are folded in by the
+	// last freeze.
 	x.virtual.each(func(a string, ts []string) {
 		if len(ts) == 1 && x.owns(ts[0], a) {
 			return // a mailbox's own alias, recorded above
@@ -85,8 +103,6 @@ func (inv *Inventory) newIndexOf(addresses, release bool) *index {
 		}
 	})
 	x.owners.freeze()
-	x.lists.freeze()
-	x.virtual.freeze()
 	return x
 }
 
@@ -120,17 +136,14 @@ func (x *index) addDomain(d *Domain) {
 
 // addMailboxes indexes the mailboxes of one domain (at is "@domain"):
 // each owns its address and its aliases, and each alias leads to it. The
-// addresses are cut from one block of text per domain and the owned lists
-// from one array: at 100,000 mailboxes that is two allocations per domain
-// instead of some 300,000 small ones, which the collector would scan and
-// which, allocated among a load's short-lived objects, leave a daemon's
-// heap fragmented across reloads. Each owned list is capped at its length,
-// so that adding to one (a domain alias that reaches only its mailbox)
-// copies it rather than writing over its neighbour.
+// addresses are cut from one block of text per domain: at 100,000
+// mailboxes that is one allocation per domain instead of some 300,000
+// small ones, which the collector would scan and which, allocated among a
+// load's short-lived objects, leave a daemon's heap fragmented across
+// reloads.
 func (x *index) addMailboxes(ms []Mailbox, at string) {
-	n, size := 0, 0
+	size := 0
 	for _, m := range ms {
-		n += 1 + len(m.Aliases)
 		size += len(m.User) + len(at)
 		for _, a := range m.Aliases {
 			size += len(a) + len(at)
@@ -152,17 +165,16 @@ func (x *index) addMailboxes(ms []Mailbox, at string) {
 		off += len(s)
 		return s
 	}
-	owned := make([]string, 0, n)
+	var owned []string // one mailbox's addresses; the tables copy them
 	for _, m := range ms {
-		start := len(owned)
 		addr := cut(m.User)
-		owned = append(owned, addr)
+		owned = append(owned[:0], addr)
 		for _, a := range m.Aliases {
 			alias := cut(a)
-			x.virtual.set(alias, owned[start:start+1:start+1])
+			x.virtual.set(alias, owned[:1])
 			owned = append(owned, alias)
 		}
-		x.owners.set(addr, owned[start:len(owned):len(owned)])
+		x.owners.set(addr, owned)
 	}
 }
 

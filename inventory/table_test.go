@@ -9,54 +9,81 @@ import (
 	"github.com/mailnode/mailnode/test/invgen"
 )
 
-// A frozen table answers every lookup as the map it was built from.
+// A table answers every lookup as the map it was built from: once frozen,
+// with keys set twice (the last wins), with sets made after a freeze (read
+// beside the arrays, then folded in by the next freeze).
 func TestTableFrozenAnswersAsMap(t *testing.T) {
-	for _, n := range []int{0, 1, 7, 8, 9, 1000, 5000} {
-		want := map[string][]string{}
-		tb := newTable(0)
-		for i := 0; i < n; i++ {
-			k := fmt.Sprintf("a%d@d%d.test", i, i%13)
-			var l []string
-			switch i % 4 {
-			case 0: // nil: a key with no list
-			case 1:
-				l = []string{}
-			default:
-				for j := 0; j < i%4+1; j++ {
-					l = append(l, fmt.Sprintf("t%d.%d@x.test", i, j))
-				}
-			}
-			want[k] = l
-			tb.set(k, l)
+	list := func(i, round int) []string {
+		switch i % 4 {
+		case 0: // nil: a key with no list
+			return nil
+		case 1:
+			return []string{}
 		}
-		tb.freeze()
-		if tb.m != nil || tb.len() != n {
-			t.Fatalf("n=%d: frozen %v, len %d", n, tb.m == nil, tb.len())
+		var l []string
+		for j := 0; j < i%4+1+round; j++ {
+			l = append(l, fmt.Sprintf("t%d.%d.%d@x.test", i, j, round))
+		}
+		return l
+	}
+	check := func(t *testing.T, name string, tb *table, want map[string][]string) {
+		t.Helper()
+		if tb.len() != len(want) {
+			t.Fatalf("%s: len %d, want %d", name, tb.len(), len(want))
 		}
 		for k, l := range want {
 			got, ok := tb.get(k)
 			if !ok || !tb.has(k) || !slices.Equal(got, l) {
-				t.Fatalf("n=%d: get(%q) = %q, %v; want %q", n, k, got, ok, l)
+				t.Fatalf("%s: get(%q) = %q, %v; want %q", name, k, got, ok, l)
 			}
 			if len(got) > 0 && cap(got) != len(got) {
-				t.Fatalf("n=%d: get(%q) has room to append over its neighbour (cap %d)", n, k, cap(got))
+				t.Fatalf("%s: get(%q) has room to append over its neighbour (cap %d)", name, k, cap(got))
 			}
 		}
-		for _, k := range []string{"", "a@d0.test", "A0@d0.test", fmt.Sprintf("a%d@d0.test", n)} {
+		for _, k := range []string{"", "a@d0.test", "A0@d0.test", "a999999@d0.test"} {
 			if _, ok := tb.get(k); ok || tb.has(k) {
-				t.Fatalf("n=%d: %q found", n, k)
+				t.Fatalf("%s: %q found", name, k)
 			}
 		}
 		seen := 0
 		tb.each(func(k string, l []string) {
 			seen++
 			if w, ok := want[k]; !ok || !slices.Equal(w, l) {
-				t.Fatalf("n=%d: each gave %q %q", n, k, l)
+				t.Fatalf("%s: each gave %q %q", name, k, l)
 			}
 		})
-		if seen != n {
-			t.Fatalf("n=%d: each visited %d", n, seen)
+		if seen != len(want) {
+			t.Fatalf("%s: each visited %d, want %d", name, seen, len(want))
 		}
+	}
+	for _, n := range []int{0, 1, 7, 8, 9, 1000, 5000} {
+		want := map[string][]string{}
+		tb := newTable(n/2, n) // room for less: the arrays grow
+		key := func(i int) string { return fmt.Sprintf("a%d@d%d.test", i, i%13) }
+		for i := 0; i < n; i++ {
+			want[key(i)] = list(i, 0)
+			tb.set(key(i), list(i, 0))
+		}
+		for i := 0; i < n; i += 7 { // set twice before the freeze: the last wins
+			want[key(i)] = list(i, 1)
+			tb.set(key(i), list(i, 1))
+		}
+		tb.freeze()
+		if !tb.frozen || tb.more != nil {
+			t.Fatalf("n=%d: not frozen", n)
+		}
+		check(t, fmt.Sprintf("n=%d frozen", n), tb, want)
+		// Sets after the freeze: to keys it has and to new ones.
+		for i := 0; i < n+5; i += 3 {
+			want[key(i)] = list(i+1, 2)
+			tb.set(key(i), list(i+1, 2))
+		}
+		check(t, fmt.Sprintf("n=%d set after freeze", n), tb, want)
+		tb.freeze()
+		if tb.more != nil {
+			t.Fatalf("n=%d: the sets after the freeze were not folded in", n)
+		}
+		check(t, fmt.Sprintf("n=%d folded", n), tb, want)
 	}
 	var none *table
 	if _, ok := none.get("a"); ok || none.has("a") || none.len() != 0 {
