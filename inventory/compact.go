@@ -12,6 +12,14 @@ import "strings"
 // fill their pages, and the small objects they replace free whole spans
 // for the system. The block holds no pointers: the collector does not scan
 // it.
+//
+// The address tables' strings are most of it (some 600,000 at 100,000
+// mailboxes, 250,000 of them distinct), and a map to find each one's place
+// would cost more than the block itself, at the top of a reload's peak. So
+// the tables are their own index: a key goes in once (a key of a later
+// table that is a key of an earlier one shares its place), and a list
+// member that is a key of any table is that key; only the rest (outside
+// addresses) and the domains' few strings go through the block's map.
 func (inv *Inventory) compact() {
 	x := inv.idx
 	if x == nil {
@@ -30,16 +38,37 @@ func (inv *Inventory) compact() {
 			a.add(s.Algorithm)
 		}
 	}
-	tables := []*table{x.owners, x.lists, x.virtual}
+	var tables []*table
+	for _, t := range []*table{x.owners, x.virtual, x.lists} {
+		if t != nil {
+			tables = append(tables, t)
+		}
+	}
+	// keyOf finds s among the keys of tables: which table, which key.
+	keyOf := func(tables []*table, s string) (int, int) {
+		for ti, t := range tables {
+			if i := t.find(s); i >= 0 {
+				return ti, i
+			}
+		}
+		return -1, -1
+	}
+	keyAt := make([][]uint32, len(tables)) // each key's offset in the block
+	for ti, t := range tables {
+		keyAt[ti] = make([]uint32, len(t.keys))
+		for i, k := range t.keys {
+			if tj, j := keyOf(tables[:ti], k); tj >= 0 {
+				keyAt[ti][i] = keyAt[tj][j]
+			} else {
+				keyAt[ti][i] = a.put(k)
+			}
+		}
+	}
 	for _, t := range tables {
-		if t == nil {
-			continue
-		}
-		for _, k := range t.keys {
-			a.add(k)
-		}
 		for _, s := range t.vals {
-			a.add(s)
+			if tj, _ := keyOf(tables, s); tj < 0 {
+				a.add(s)
+			}
 		}
 	}
 	for _, m := range []map[string]bool{x.routed, x.forwards} {
@@ -72,15 +101,20 @@ func (inv *Inventory) compact() {
 		x.domains[n.Name] = n
 	}
 	inv.Domains = domains
-	for _, t := range tables {
-		if t == nil {
-			continue
-		}
+	// The keys first: a list member that is a key then takes the key's
+	// string, already in the block (the hashes find keys by their text).
+	for ti, t := range tables {
 		for i, k := range t.keys {
-			t.keys[i] = a.get(k)
+			t.keys[i] = a.at(keyAt[ti][i], len(k))
 		}
+	}
+	for _, t := range tables {
 		for i, s := range t.vals {
-			t.vals[i] = a.get(s)
+			if tj, j := keyOf(tables, s); tj >= 0 {
+				t.vals[i] = tables[tj].keys[j]
+			} else {
+				t.vals[i] = a.get(s)
+			}
 		}
 	}
 	x.routed, x.forwards = a.set(x.routed), a.set(x.forwards)
@@ -88,7 +122,7 @@ func (inv *Inventory) compact() {
 
 // stringBlock gives each distinct string added a place in one string.
 type stringBlock struct {
-	at    map[string]int // string -> its offset in all
+	place map[string]int // string -> its offset in all (add)
 	order []string       // in the order of their offsets
 	size  int
 	all   string
@@ -98,17 +132,31 @@ func (a *stringBlock) add(s string) {
 	if s == "" {
 		return
 	}
-	if a.at == nil {
-		a.at = map[string]int{}
+	if a.place == nil {
+		a.place = map[string]int{}
 	}
-	if _, ok := a.at[s]; !ok {
-		a.at[s] = a.size
+	if _, ok := a.place[s]; !ok {
+		a.place[s] = a.size
 		a.order = append(a.order, s)
 		a.size += len(s)
 	}
 }
 
-// seal writes the block; get works from then on.
+// put gives s a place of its own, without looking for it, and returns
+// its offset (for at).
+func (a *stringBlock) put(s string) uint32 {
+	off := a.size
+	a.order = append(a.order, s)
+	a.size += len(s)
+	return uint32(off)
+}
+
+// at returns the n bytes of the block at off (put's offset).
+func (a *stringBlock) at(off uint32, n int) string {
+	return a.all[off : int(off)+n]
+}
+
+// seal writes the block; get and at work from then on.
 func (a *stringBlock) seal() {
 	var b strings.Builder
 	b.Grow(a.size)
@@ -123,7 +171,7 @@ func (a *stringBlock) get(s string) string {
 	if s == "" {
 		return ""
 	}
-	i := a.at[s]
+	i := a.place[s]
 	return a.all[i : i+len(s)]
 }
 
