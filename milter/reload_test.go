@@ -1,9 +1,12 @@
 package milter
 
 import (
-	"github.com/mailnode/mailnode/milter/miltertest"
 	"path/filepath"
+	"runtime"
 	"testing"
+	"weak"
+
+	"github.com/mailnode/mailnode/milter/miltertest"
 
 	gomilter "github.com/d--j/go-milter"
 )
@@ -42,5 +45,27 @@ func TestSetFilterAppliesToNewConnections(t *testing.T) {
 	srv.SetFilter(f)
 	if n := sigs(); n != 2 {
 		t.Fatalf("after swapping back: %d signatures, want 2", n)
+	}
+}
+
+// TestSetFilterLetsGoOfTheOld: once swapped out and its connections done, a
+// filter (and with it an inventory and keys) is garbage. The server kept
+// the filter it started with for as long as it ran, so milterd held two
+// inventories and two sets of keys after its first reload.
+func TestSetFilterLetsGoOfTheOld(t *testing.T) {
+	f, _ := testFilter(t)
+	old := weak.Make(f)
+	srv := NewServer(f)
+	f = nil
+	g, _ := testFilter(t)
+	srv.SetFilter(g)
+	for i := 0; i < 3 && old.Value() != nil; i++ {
+		runtime.GC()
+	}
+	if old.Value() != nil {
+		t.Fatal("the server still holds the filter it started with")
+	}
+	if srv.current.Load() != g {
+		t.Fatal("the server does not serve the new filter")
 	}
 }

@@ -46,36 +46,30 @@ func LoadKeys(inv *inventory.Inventory) (map[string][]dkim.Key, error) {
 
 // Server serves a Filter over the milter protocol. SetFilter swaps it
 // (SIGHUP): connections opened afterwards use the new one, open ones finish
-// with the filter they started with.
+// with the filter they started with. The server holds no other: the filter
+// it started with (its inventory and keys) is let go at the first swap.
 type Server struct {
-	Filter  *Filter
 	Limits  GuardLimits
 	Log     *slog.Logger
 	srv     *gomilter.Server
-	swapped atomic.Pointer[Filter]
+	current atomic.Pointer[Filter] // the filter a new connection gets
 }
 
 // SetFilter makes f the filter of every connection accepted from now on.
-func (s *Server) SetFilter(f *Filter) { s.swapped.Store(f) }
+func (s *Server) SetFilter(f *Filter) { s.current.Store(f) }
 
-// current is the filter a new connection gets.
-func (s *Server) current() *Filter {
-	if f := s.swapped.Load(); f != nil {
-		return f
-	}
-	return s.Filter
-}
-
-// NewServer returns a Server with the default guard limits.
+// NewServer returns a Server of f with the default guard limits.
 func NewServer(f *Filter) *Server {
-	return &Server{Filter: f, Limits: DefaultGuardLimits, Log: f.log()}
+	s := &Server{Limits: DefaultGuardLimits, Log: f.log()}
+	s.current.Store(f)
+	return s
 }
 
 // Serve accepts MTA connections on ln until Close.
 func (s *Server) Serve(ln net.Listener) error {
 	s.srv = gomilter.NewServer(ServerOptions(func() gomilter.Milter {
 		_ = growSessionStack()
-		return &backend{f: s.current()}
+		return &backend{f: s.current.Load()}
 	})...)
 	return served(s.srv.Serve(newGuardListener(ln, s.Limits, s.Log)))
 }
