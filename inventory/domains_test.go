@@ -4,8 +4,6 @@ import (
 	"bytes"
 	"errors"
 	"fmt"
-	"os"
-	"path/filepath"
 	"reflect"
 	"testing"
 
@@ -15,26 +13,7 @@ import (
 // TestSplitMatchesWholeDocument: the per-domain path and the whole-document
 // path give the same inventory and the same problems, for every test input.
 func TestSplitMatchesWholeDocument(t *testing.T) {
-	inputs := map[string][]byte{"small": []byte(small), "generated": invgen.Generate(30, 200)}
-	files, _ := filepath.Glob("testdata/bad/*.yaml")
-	files = append(files, "../examples/inventory.yaml")
-	for _, f := range files {
-		b, err := os.ReadFile(f)
-		if err != nil {
-			t.Fatal(err)
-		}
-		inputs[f] = b
-	}
-	// Shapes the cutter must handle or refuse.
-	inputs["items at column 0"] = []byte("node: {hostname: mx.example.org}\ndomains:\n- name: a.test\n  class: relay\n- name: b.test\n  class: relay\nunix_users: [root]\n")
-	inputs["key after domains"] = []byte("node: {hostname: mx.example.org}\ndomains:\n  - name: a.test\n    class: relay\n  # comment\n\n  - name: b.test\n    class: relay\nunix_users: [root, root]\n")
-	inputs["domains inline"] = []byte("node: {hostname: mx.example.org}\ndomains: [{name: a.test, class: relay}]\n")
-	inputs["anchor"] = []byte("node: {hostname: mx.example.org}\ndomains:\n  - &r {name: a.test, class: relay}\n  - name: b.test\n    class: relay\n")
-	inputs["bad item indent"] = []byte("node: {hostname: mx.example.org}\ndomains:\n  - name: a.test\n class: relay\n")
-	inputs["dash at column 0 after indented items"] = []byte("node: {hostname: mx.example.org}\ndomains:\n  - name: a.test\n    class: relay\n- name: b.test\n")
-	inputs["second document"] = []byte("node: {hostname: mx.example.org}\ndomains:\n  - name: a.test\n    class: relay\n---\nnode: {}\n")
-	inputs["unknown field in item"] = []byte("node: {hostname: mx.example.org}\ndomains:\n  - name: a.test\n    clas: relay\n  - name: b.test\n    mailboxes: {user: x}\n")
-	inputs["syntax error in item"] = []byte("node: {hostname: mx.example.org}\ndomains:\n  - name: a.test\n    class: [relay\n  - name: b.test\n")
+	inputs := cutInputs(t)
 	for name, data := range inputs {
 		t.Run(name, func(t *testing.T) {
 			whole, werr := parse(data, nil, "f.yaml", LoadOptions{})

@@ -15,11 +15,12 @@ import (
 	"github.com/mailnode/mailnode/test/invgen"
 )
 
-// streamInputs are the documents the streamed load must read exactly as
-// Parse does: every test inventory, the cutter's shapes (including those it
-// refuses), and shapes only a stream meets (a line longer than the
-// reader's buffer, no newline at the end).
-func streamInputs(t *testing.T) map[string][]byte {
+// cutInputs are the documents the cut into domains (in memory and
+// streamed) must read exactly as the whole-document parse does: every test
+// inventory, the cutter's shapes (including those it refuses), and shapes
+// a stream meets (a line longer than the reader's buffer, no newline at
+// the end).
+func cutInputs(t *testing.T) map[string][]byte {
 	inputs := map[string][]byte{"small": []byte(small), "generated": invgen.Generate(30, 200)}
 	files, _ := filepath.Glob("testdata/bad/*.yaml")
 	files = append(files, "../examples/inventory.yaml", "../examples/nullclient.yaml")
@@ -57,7 +58,7 @@ func streamInputs(t *testing.T) map[string][]byte {
 // Keep, whether the document is cut into domains or read again whole.
 func TestStreamMatchesParse(t *testing.T) {
 	dir := t.TempDir()
-	for name, data := range streamInputs(t) {
+	for name, data := range cutInputs(t) {
 		path := filepath.Join(dir, "inventory.yaml")
 		if err := os.WriteFile(path, data, 0o600); err != nil {
 			t.Fatal(err)
