@@ -52,10 +52,11 @@ func (t *table) get(key string) ([]string, bool) {
 	if t == nil {
 		return nil, false
 	}
-	if l, ok := t.more[key]; ok {
-		return l[:len(l):len(l)], true
-	}
-	if !t.frozen && len(t.keys) > 0 {
+	if t.more != nil {
+		if l, ok := t.more[key]; ok {
+			return l[:len(l):len(l)], true
+		}
+	} else if !t.frozen && len(t.keys) > 0 {
 		panic("inventory: table read before freeze")
 	}
 	i := t.find(key)
