@@ -58,7 +58,10 @@ same file.
 
 The garbage collector runs at GOGC=400 with a soft limit of 256 MiB
 (GOMEMLIMIT) unless the environment sets either: milterd's live heap is small,
-and fewer collections keep their pauses off the messages.
+and fewer collections keep their pauses off the messages. A reload runs at
+GOGC=25 with a soft limit of 64 MiB (or twice what milterd holds, if that
+is more; GOMEMLIMIT in the environment is left alone), and the freed pages go
+back to the system once the new inventory and keys are in.
 
 Publish before sign: at start, on reload and every --dkim-check-interval,
 milterd asks node.resolver for each selector's TXT record. A selector whose

@@ -51,6 +51,13 @@ SIGTERM and SIGINT drain: stop accepting, finish the requests in flight,
 close the store, exit 0. SIGUSR1 logs one status line: goroutines, heap in
 use, open descriptors, open connections.
 
+Memory: policyd keeps only the lookup tables it decides with. A start or a
+reload loads the new inventory while the running one answers, with the
+garbage collector at GOGC=25 and a soft limit (GOMEMLIMIT) of 64 MiB, or
+twice what policyd holds if that is more, unless the environment sets
+GOMEMLIMIT; the freed pages go back to the system once the new inventory
+is in.
+
 Logs: debug and warnings go to stderr (log/slog, logfmt); the mail log, one
 line per decision, goes to --maillog.
 
