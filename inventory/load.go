@@ -3,6 +3,7 @@ package inventory
 import (
 	"errors"
 	"fmt"
+	"io"
 	"os"
 	"reflect"
 	"regexp"
@@ -108,6 +109,16 @@ func LoadWith(path string, o LoadOptions) (*Inventory, error) {
 	f, err := os.Open(path)
 	if err != nil {
 		return nil, unreadable(err)
+	}
+	if st, err := f.Stat(); err == nil && !st.Mode().IsRegular() && !st.IsDir() {
+		// A pipe (/dev/stdin, a FIFO) cannot be read a second time: it is
+		// read whole, once.
+		data, err := io.ReadAll(f)
+		f.Close()
+		if err != nil {
+			return nil, unreadable(err)
+		}
+		return ParseWith(data, path, o)
 	}
 	inv, err := loadStream(f, path, o)
 	f.Close()

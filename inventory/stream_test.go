@@ -9,6 +9,7 @@ import (
 	"path/filepath"
 	"reflect"
 	"strings"
+	"syscall"
 	"testing"
 	"testing/iotest"
 
@@ -119,5 +120,30 @@ func TestStreamReadError(t *testing.T) {
 	}
 	if _, err := LoadWith(t.TempDir(), LoadOptions{}); err == nil || !Unreadable(err) || !strings.Contains(err.Error(), "cannot read inventory") {
 		t.Fatalf("a directory: %v", err)
+	}
+}
+
+// A pipe is read once, whole: a document the cut refuses (here an anchor)
+// could not be read again from it.
+func TestLoadFromPipe(t *testing.T) {
+	doc := []byte("node: {hostname: mx.example.org}\ndomains:\n  - &r {name: a.test, class: relay}\n  - name: b.test\n    class: relay\n")
+	for _, d := range [][]byte{doc, invgen.Generate(3, 20)} {
+		fifo := filepath.Join(t.TempDir(), "inventory.fifo")
+		if err := syscall.Mkfifo(fifo, 0o600); err != nil {
+			t.Skip("no FIFO here:", err)
+		}
+		go func() {
+			if f, err := os.OpenFile(fifo, os.O_WRONLY, 0); err == nil {
+				f.Write(d)
+				f.Close()
+			}
+		}()
+		got, err := LoadWith(fifo, LoadOptions{Keep: KeepDecisions})
+		if err != nil {
+			t.Fatalf("a FIFO: %v", err)
+		}
+		if w, _ := Parse(d, "fifo"); got.Digest != w.Digest || len(got.Domains) != len(w.Domains) {
+			t.Fatalf("a FIFO gave another inventory")
+		}
 	}
 }
