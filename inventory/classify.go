@@ -110,13 +110,14 @@ func (inv *Inventory) newIndexOf(addresses, release bool) *index {
 // aliases, the domain's aliases, lists and per-address transports.
 func (x *index) addDomain(d *Domain) {
 	at := "@" + d.Name
+	var ts []string // one list's targets, qualified; the tables copy them
 	qualify := func(l StringList) []string {
-		ts := make([]string, len(l))
-		for i, t := range l {
+		ts = ts[:0]
+		for _, t := range l {
 			if strings.IndexByte(t, '@') < 0 {
 				t += at
 			}
-			ts[i] = t
+			ts = append(ts, t)
 		}
 		return ts
 	}
@@ -128,9 +129,9 @@ func (x *index) addDomain(d *Domain) {
 		x.routed[name+at] = true
 	}
 	for name, l := range d.Lists {
-		ts := qualify(l)
-		x.virtual.set(name+at, ts)
-		x.lists.set(name+at, ts)
+		members := qualify(l)
+		x.virtual.set(name+at, members)
+		x.lists.set(name+at, members)
 	}
 }
 

@@ -70,7 +70,7 @@ func splitDomains(data []byte) (head []byte, items []chunk, ok bool) {
 				start, first = off, sp.no
 			}
 		}
-		head = sp.appendHead(head, line, kind)
+		head = appendHead(head, line, kind)
 		off = next
 	}
 	if start >= 0 {
@@ -181,7 +181,7 @@ func (sp *splitter) line(raw []byte) lineKind {
 
 // appendHead adds line to the document without its domains: as it is, or
 // as an empty line where it belongs to the domains.
-func (sp *splitter) appendHead(head, line []byte, kind lineKind) []byte {
+func appendHead(head, line []byte, kind lineKind) []byte {
 	if kind == lineHead {
 		return append(head, line...)
 	}
@@ -296,34 +296,79 @@ var errChunk = errors.New("inventory: chunk does not stand alone")
 // decodeChunks parses and decodes the domain chunks on every core; each
 // domain sheds at once what keep does not keep.
 func decodeChunks(file string, items []chunk, keep Keep) ([]domainResult, error) {
-	results := make([]domainResult, len(items))
-	var next atomic.Int64
-	var failed atomic.Bool
-	var wg sync.WaitGroup
-	workers := min(runtime.GOMAXPROCS(0), len(items))
-	for w := 0; w < workers; w++ {
-		wg.Add(1)
+	d := newDecoder(file, keep, len(items))
+	for _, c := range items {
+		d.add(c)
+	}
+	return d.wait()
+}
+
+// decoder decodes domain chunks on every core as they are added, in at
+// most inFlight waiting: the in-memory cut adds them all at once, the
+// streamed load as their lines are read.
+type decoder struct {
+	file    string
+	keep    Keep
+	work    chan numberedChunk
+	n       int // chunks added
+	mu      sync.Mutex
+	results []domainResult
+	failed  atomic.Bool
+	wg      sync.WaitGroup
+}
+
+// inFlight bounds the chunks added but not yet decoded.
+const inFlight = 64
+
+type numberedChunk struct {
+	i int
+	c chunk
+}
+
+// newDecoder starts the workers; size is how many items are expected, if
+// known (0 if not).
+func newDecoder(file string, keep Keep, size int) *decoder {
+	d := &decoder{file: file, keep: keep, work: make(chan numberedChunk, inFlight), results: make([]domainResult, 0, size)}
+	for w := 0; w < runtime.GOMAXPROCS(0); w++ {
+		d.wg.Add(1)
 		go func() {
-			defer wg.Done()
-			for !failed.Load() {
-				i := int(next.Add(1) - 1)
-				if i >= len(items) {
-					return
+			defer d.wg.Done()
+			for nc := range d.work {
+				if d.failed.Load() {
+					continue // drain: the document is parsed whole
 				}
-				r, ok := decodeChunk(file, i, items[i], keep)
+				r, ok := decodeChunk(d.file, nc.i, nc.c, d.keep)
 				if !ok {
-					failed.Store(true)
-					return
+					d.failed.Store(true)
+					continue
 				}
-				results[i] = r
+				d.mu.Lock()
+				for len(d.results) <= nc.i {
+					d.results = append(d.results, domainResult{})
+				}
+				d.results[nc.i] = r
+				d.mu.Unlock()
 			}
 		}()
 	}
-	wg.Wait()
-	if failed.Load() {
+	return d
+}
+
+// add queues the next domain item.
+func (d *decoder) add(c chunk) {
+	d.work <- numberedChunk{i: d.n, c: c}
+	d.n++
+}
+
+// wait returns the results in the order the items were added, or errChunk
+// when one of them does not stand alone. No add after it.
+func (d *decoder) wait() ([]domainResult, error) {
+	close(d.work)
+	d.wg.Wait()
+	if d.failed.Load() || len(d.results) != d.n {
 		return nil, errChunk
 	}
-	return results, nil
+	return d.results, nil
 }
 
 // decodeChunk decodes domain item i, which sheds at once what keep does

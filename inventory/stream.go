@@ -7,9 +7,6 @@ import (
 	"encoding/hex"
 	"errors"
 	"io"
-	"runtime"
-	"sync"
-	"sync/atomic"
 	"unicode/utf8"
 )
 
@@ -24,54 +21,16 @@ import (
 // that does not stand alone) is read again whole and takes the path of
 // Parse: the same inventory and the same problems either way.
 
-// inFlight bounds the items cut but not yet decoded.
-const inFlight = 64
-
-type numberedChunk struct {
-	i int
-	c chunk
-}
-
 // loadStream loads the inventory read from r, which names file. It returns
 // errChunk when the document must be parsed whole, Problems when it is
 // wrong, and r's error when r fails.
 func loadStream(r io.Reader, file string, o LoadOptions) (*Inventory, error) {
-	work := make(chan numberedChunk, inFlight)
-	var (
-		mu      sync.Mutex
-		results []domainResult
-		failed  atomic.Bool
-		wg      sync.WaitGroup
-	)
-	for w := 0; w < runtime.GOMAXPROCS(0); w++ {
-		wg.Add(1)
-		go func() {
-			defer wg.Done()
-			for nc := range work {
-				if failed.Load() {
-					continue // drain: the document is read whole
-				}
-				r, ok := decodeChunk(file, nc.i, nc.c, o.Keep)
-				if !ok {
-					failed.Store(true)
-					continue
-				}
-				mu.Lock()
-				for len(results) <= nc.i {
-					results = append(results, domainResult{})
-				}
-				results[nc.i] = r
-				mu.Unlock()
-			}
-		}()
-	}
-
+	dec := newDecoder(file, o.Keep, 0)
 	var (
 		sp    splitter
 		head  []byte
 		cur   []byte // the item being cut
 		first int    // its first line
-		n     int    // items sent
 		cut   = true // the document can still be cut
 		long  []byte // a line longer than the reader's buffer
 		sum   = sha256.New()
@@ -80,8 +39,8 @@ func loadStream(r io.Reader, file string, o LoadOptions) (*Inventory, error) {
 	)
 	send := func() {
 		if cur != nil {
-			work <- numberedChunk{i: n, c: chunk{text: cur, line: first}}
-			n, cur = n+1, nil
+			dec.add(chunk{text: cur, line: first})
+			cur = nil
 		}
 	}
 	for cut {
@@ -110,7 +69,7 @@ func loadStream(r io.Reader, file string, o LoadOptions) (*Inventory, error) {
 			case lineInItem:
 				cur = append(cur, line...)
 			}
-			head = sp.appendHead(head, line, kind)
+			head = appendHead(head, line, kind)
 		}
 		if err == io.EOF {
 			break
@@ -123,12 +82,11 @@ func loadStream(r io.Reader, file string, o LoadOptions) (*Inventory, error) {
 	if cut && rerr == nil {
 		send()
 	}
-	close(work)
-	wg.Wait()
+	results, derr := dec.wait()
 	if rerr != nil {
 		return nil, rerr
 	}
-	if !cut || !sp.done() || failed.Load() || len(results) != n {
+	if !cut || !sp.done() || derr != nil {
 		return nil, errChunk
 	}
 	inv, err := parse(head, func() ([]domainResult, error) {
