@@ -184,6 +184,9 @@ func (r *Client) exchange(ctx context.Context, name string, qtype uint16) ([]dns
 		}
 		return e.rrs, nil
 	}
+	if p := cacheOnly(ctx); p != nil {
+		return nil, notCached(p, name)
+	}
 	timeout := r.timeout()
 	deadline := time.Now().Add(timeout)
 	if d, ok := ctx.Deadline(); ok && d.Before(deadline) {
@@ -284,7 +287,7 @@ func (r *Client) LookupIPAddr(ctx context.Context, host string) ([]net.IPAddr, e
 	}
 	ch := make(chan answer, 2)
 	for _, t := range []uint16{dns.TypeA, dns.TypeAAAA} {
-		go func(t uint16) {
+		ask := func(t uint16) {
 			rrs, err := r.exchange(ctx, host, t)
 			var a answer
 			a.err = err
@@ -297,7 +300,12 @@ func (r *Client) LookupIPAddr(ctx context.Context, host string) ([]net.IPAddr, e
 				}
 			}
 			ch <- a
-		}(t)
+		}
+		if IsCacheOnly(ctx) {
+			ask(t) // from the cache: no network, no goroutine
+		} else {
+			go ask(t)
+		}
 	}
 	var ips []net.IPAddr
 	var errs []error
