@@ -26,7 +26,7 @@ func LookupKey(ctx context.Context, lookup LookupTXTFunc, name, keyAlg string) (
 	if s.key == nil {
 		return nil, s.keyErr.Status, s.keyErr.Reason
 	}
-	return s.key, Pass, ""
+	return s.key.pub, Pass, ""
 }
 
 // WithoutB returns a signature field's value with the value of its b= tag

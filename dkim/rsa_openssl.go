@@ -9,6 +9,7 @@ package dkim
 #include <openssl/evp.h>
 #include <openssl/rsa.h>
 #include <openssl/x509.h>
+#include <openssl/err.h>
 
 // mn_key decodes a PKCS#1 DER RSA private key.
 static EVP_PKEY *mn_key(const unsigned char *der, long len) {
@@ -36,6 +37,34 @@ static size_t mn_sign(EVP_PKEY_CTX *ctx, const unsigned char *dgst, unsigned cha
 	size_t n = siglen;
 	if (EVP_PKEY_sign(ctx, sig, &n, dgst, 32) <= 0) return 0;
 	return n;
+}
+// mn_pubkey decodes a DER SubjectPublicKeyInfo.
+static EVP_PKEY *mn_pubkey(const unsigned char *der, long len) {
+	const unsigned char *p = der;
+	return d2i_PUBKEY(NULL, &p, len);
+}
+
+// mn_vctx is a verification context for key: RSASSA-PKCS1-v1_5 over a
+// SHA-256 digest, initialised once for many verifications.
+static EVP_PKEY_CTX *mn_vctx(EVP_PKEY *key) {
+	EVP_PKEY_CTX *ctx = EVP_PKEY_CTX_new(key, NULL);
+	if (ctx == NULL) return NULL;
+	if (EVP_PKEY_verify_init(ctx) <= 0 ||
+	    EVP_PKEY_CTX_set_rsa_padding(ctx, RSA_PKCS1_PADDING) <= 0 ||
+	    EVP_PKEY_CTX_set_signature_md(ctx, EVP_sha256()) <= 0) {
+		EVP_PKEY_CTX_free(ctx);
+		return NULL;
+	}
+	return ctx;
+}
+
+// mn_verify reports whether sig is key's signature of the 32-byte digest.
+// A failed verification leaves its reasons in the thread's error queue;
+// they are dropped, the answer is all that is used.
+static int mn_verify(EVP_PKEY_CTX *ctx, const unsigned char *sig, size_t siglen, const unsigned char *dgst) {
+	int ok = EVP_PKEY_verify(ctx, sig, siglen, dgst, 32) == 1;
+	if (!ok) ERR_clear_error();
+	return ok;
 }
 */
 import "C"
@@ -148,4 +177,53 @@ func (s *opensslRSA) Sign(_ io.Reader, digest []byte, opts crypto.SignerOpts) ([
 		return nil, errors.New("dkim: OpenSSL RSA signature failed")
 	}
 	return sig, nil
+}
+
+// opensslVerifier verifies RSA signatures with OpenSSL. The key, once
+// loaded, keeps its Montgomery setup: crypto/rsa computes it again for
+// every verification (half of its 30 us per RSA-2048 signature here),
+// OpenSSL verifies in 15 us.
+type opensslVerifier struct {
+	h *opensslHandle // the key and idle verification contexts
+}
+
+// newRSAVerifier returns a verifier of pub's signatures: OpenSSL's, or
+// crypto/rsa's if OpenSSL will not take the key.
+func newRSAVerifier(pub *rsa.PublicKey) rsaVerifier {
+	der, err := x509.MarshalPKIXPublicKey(pub)
+	if err != nil {
+		return goVerifier{pub}
+	}
+	key := C.mn_pubkey((*C.uchar)(unsafe.Pointer(&der[0])), C.long(len(der)))
+	if key == nil {
+		C.ERR_clear_error()
+		return goVerifier{pub}
+	}
+	h := &opensslHandle{key: key, ctxs: make(chan *C.EVP_PKEY_CTX, ctxPool)}
+	v := &opensslVerifier{h: h}
+	runtime.AddCleanup(v, func(h *opensslHandle) { h.free() }, h)
+	return v
+}
+
+func (v *opensslVerifier) verify(digest, sig []byte) bool {
+	if len(digest) != 32 || len(sig) == 0 {
+		return false
+	}
+	var ctx *C.EVP_PKEY_CTX
+	select {
+	case ctx = <-v.h.ctxs:
+	default:
+		if ctx = C.mn_vctx(v.h.key); ctx == nil {
+			C.ERR_clear_error()
+			return false
+		}
+	}
+	ok := C.mn_verify(ctx, (*C.uchar)(unsafe.Pointer(&sig[0])), C.size_t(len(sig)), (*C.uchar)(unsafe.Pointer(&digest[0]))) == 1
+	select {
+	case v.h.ctxs <- ctx:
+	default:
+		C.EVP_PKEY_CTX_free(ctx)
+	}
+	runtime.KeepAlive(v)
+	return ok
 }

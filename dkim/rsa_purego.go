@@ -13,3 +13,6 @@ const OpenSSLRSA = false
 
 // newRSASigner returns k itself: this build signs with crypto/rsa.
 func newRSASigner(k *rsa.PrivateKey) (crypto.Signer, error) { return k, nil }
+
+// newRSAVerifier returns crypto/rsa's verifier of pub's signatures.
+func newRSAVerifier(pub *rsa.PublicKey) rsaVerifier { return goVerifier{pub} }

@@ -2,12 +2,8 @@ package dkim
 
 import (
 	"context"
-	"crypto"
-	"crypto/ed25519"
-	"crypto/rsa"
 	"crypto/sha256"
 	"crypto/subtle"
-	"crypto/x509"
 	"encoding/base64"
 	"errors"
 	"hash"
@@ -15,6 +11,8 @@ import (
 	"strconv"
 	"strings"
 	"time"
+
+	"github.com/mailnode/mailnode/resolver"
 )
 
 // Verification of inbound signatures (RFC 6376 section 6, RFC 8463,
@@ -74,7 +72,7 @@ type sigCheck struct {
 	decided bool      // res is final already (unusable signature)
 
 	done   chan struct{} // closed when the key lookup has ended
-	key    crypto.PublicKey
+	key    *publicKey
 	keyErr Result // Status and Reason when there is no usable key
 }
 
@@ -130,9 +128,28 @@ func NewVerifier(ctx context.Context, headers []Header, lookup LookupTXTFunc, ma
 			continue
 		}
 		s.body = v.bodyFor(relaxedBody)
-		go s.fetchKey(ctx, lookup, selector+"._domainkey."+s.res.Domain)
+		s.startKey(ctx, lookup, selector+"._domainkey."+s.res.Domain)
 	}
 	return v
+}
+
+// startKey fetches the signature's key in a goroutine of its own, closing
+// s.done when done. When ctx says the lookup honours resolver.CacheOnly
+// (resolver.CacheFirst), the key is first fetched at once from the cache
+// alone: for a signer seen before, that is all, with no goroutine.
+func (s *sigCheck) startKey(ctx context.Context, lookup LookupTXTFunc, name string) {
+	if resolver.TriesCacheFirst(ctx) {
+		cached, probe := resolver.CacheOnly(ctx)
+		if s.fetchKey(cached, lookup, name); !probe.Missed() {
+			close(s.done)
+			return
+		}
+		s.key, s.keyErr = nil, Result{}
+	}
+	go func() {
+		defer close(s.done)
+		s.fetchKey(ctx, lookup, name)
+	}()
 }
 
 // Signatures is how many signatures the Verifier checks.
@@ -296,7 +313,6 @@ func parseCanon(c string) (relaxedHead, relaxedBody, ok bool) {
 
 // fetchKey looks the key record up and parses it (RFC 6376 section 3.6.1).
 func (s *sigCheck) fetchKey(ctx context.Context, lookup LookupTXTFunc, name string) {
-	defer close(s.done)
 	keyErr := func(st Status, reason string) { s.keyErr = Result{Status: st, Reason: reason} }
 	if lookup == nil {
 		keyErr(TempError, "no resolver")
@@ -355,39 +371,12 @@ func (s *sigCheck) fetchKey(ctx context.Context, lookup LookupTXTFunc, name stri
 		keyErr(PermError, "key type k="+k+" does not match a="+s.res.Algorithm)
 		return
 	}
-	der, err := base64.StdEncoding.DecodeString(p)
-	if err != nil {
-		keyErr(PermError, "malformed p= in key record")
+	key, reason := parseKey(k, p)
+	if key == nil {
+		keyErr(PermError, reason)
 		return
 	}
-	switch k {
-	case "rsa":
-		// SubjectPublicKeyInfo as RFC 6376 shows it; some publish the bare
-		// RSAPublicKey (erratum 3017): both are taken.
-		pub, err := x509.ParsePKIXPublicKey(der)
-		if err != nil {
-			if pub, err = x509.ParsePKCS1PublicKey(der); err != nil {
-				keyErr(PermError, "malformed RSA key")
-				return
-			}
-		}
-		rk, ok := pub.(*rsa.PublicKey)
-		if !ok {
-			keyErr(PermError, "k=rsa but not an RSA key")
-			return
-		}
-		if rk.N.BitLen() < 1024 {
-			keyErr(PermError, "RSA key shorter than 1024 bits (RFC 8301)")
-			return
-		}
-		s.key = rk
-	case "ed25519":
-		if len(der) != ed25519.PublicKeySize {
-			keyErr(PermError, "malformed Ed25519 key")
-			return
-		}
-		s.key = ed25519.PublicKey(der)
-	}
+	s.key = key
 }
 
 func isTemporary(e net.Error) bool {
@@ -427,13 +416,7 @@ func (s *sigCheck) verify(headers []Header) {
 	buf = s.canonHeader(buf[:0], s.field.Name, withoutB(s.field.Value), false)
 	h.Write(buf)
 	digest := h.Sum(nil)
-	var ok bool
-	switch k := s.key.(type) {
-	case *rsa.PublicKey:
-		ok = rsa.VerifyPKCS1v15(k, crypto.SHA256, digest, s.b) == nil
-	case ed25519.PublicKey:
-		ok = ed25519.Verify(k, digest, s.b)
-	}
+	ok := s.key.verify(digest, s.b)
 	if !ok {
 		s.res.Status, s.res.Reason = Fail, "signature does not verify"
 		return
