@@ -6,6 +6,7 @@ import (
 
 	"github.com/emersion/go-msgauth/authres"
 	"github.com/mailnode/mailnode/dkim"
+	"github.com/mailnode/mailnode/resolver"
 )
 
 // The inbound check chain. Checks run in this order on every message that
@@ -53,6 +54,9 @@ type DKIMCheck struct {
 	LookupTXT     LookupTXT
 	MaxSignatures int
 	Now           func() time.Time // time.Now when nil (x= expiry)
+	// CacheFirst: LookupTXT honours resolver.CacheOnly, and each key is
+	// fetched from its cache first (dkim.NewVerifier).
+	CacheFirst bool
 }
 
 // Name implements Check.
@@ -64,7 +68,11 @@ func (c *DKIMCheck) Start(_ Envelope, headers []dkim.Header) CheckRun {
 	if c.Now != nil {
 		now = c.Now
 	}
-	v := dkim.NewVerifier(context.Background(), headers, dkim.LookupTXTFunc(c.LookupTXT), c.MaxSignatures, now())
+	ctx := context.Background()
+	if c.CacheFirst {
+		ctx = resolver.CacheFirst(ctx)
+	}
+	v := dkim.NewVerifier(ctx, headers, dkim.LookupTXTFunc(c.LookupTXT), c.MaxSignatures, now())
 	if v.Signatures() == 0 {
 		return noSignatures{}
 	}

@@ -220,6 +220,9 @@ func (m *Metrics) observeAntivirus(av AVResult) {
 }
 
 func (m *Metrics) observeDNS(typ string, start time.Time, err error) {
+	if resolver.IsNotCached(err) {
+		return // not asked: the check asks again, in the background
+	}
 	result := "ok"
 	switch {
 	case err == nil:
@@ -244,6 +247,9 @@ type timedResolver struct {
 	r resolver.Resolver
 	m *Metrics
 }
+
+// HonoursCacheOnly: as the resolver it wraps.
+func (t timedResolver) HonoursCacheOnly() bool { return resolver.HonoursCacheOnly(t.r) }
 
 func (t timedResolver) LookupTXT(ctx context.Context, name string) ([]string, error) {
 	start := time.Now()

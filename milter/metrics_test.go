@@ -171,3 +171,23 @@ func TestMetricsProtocolError(t *testing.T) {
 		t.Errorf("protocol errors %v, want 2", got)
 	}
 }
+
+// A question left unasked because its check tried the cache first
+// (resolver.CacheOnly) is no lookup: it is not timed or counted.
+func TestMetricsSkipNotCached(t *testing.T) {
+	m := NewMetrics()
+	r := m.Resolver(resolver.NewClient("127.0.0.1:1", 100*time.Millisecond))
+	if !resolver.HonoursCacheOnly(r) {
+		t.Fatal("the timed resolver hides that the Client honours CacheOnly")
+	}
+	cached, _ := resolver.CacheOnly(context.Background())
+	if _, err := r.LookupTXT(cached, "example.org"); !resolver.IsNotCached(err) {
+		t.Fatalf("from the cache only: %v", err)
+	}
+	if _, err := r.LookupTXT(context.Background(), "example.org"); !resolver.IsTemporary(err) {
+		t.Fatalf("no server: %v", err)
+	}
+	if got := counter(t, m, "mailnode_milter_dns_seconds", "type", "TXT", "result", "error"); got != 1 {
+		t.Errorf("%v TXT errors counted, want 1 (the question asked)", got)
+	}
+}

@@ -3,6 +3,8 @@ package milter
 import (
 	"context"
 	"fmt"
+	"net/netip"
+	"slices"
 	"strings"
 	"sync"
 	"testing"
@@ -525,5 +527,86 @@ func TestClientSpam(t *testing.T) {
 	out, err = r.Apply(msg("x\r\n" + spam.GTUBE + "\r\n"))
 	if err != nil || !strings.Contains(string(out), "\r\nSubject: [SPAM] bounce\r\n") {
 		t.Errorf("quarantine, Subject not tagged: %v\n%s", err, out)
+	}
+}
+
+// askedResolver is the node's resolver, recording for each question
+// whether it was asked from the cache only (resolver.CacheOnly).
+type askedResolver struct {
+	*resolver.Client
+	mu        sync.Mutex
+	cacheOnly []bool
+}
+
+func (r *askedResolver) asked(ctx context.Context) {
+	r.mu.Lock()
+	r.cacheOnly = append(r.cacheOnly, resolver.IsCacheOnly(ctx))
+	r.mu.Unlock()
+}
+
+func (r *askedResolver) take() []bool {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	l := r.cacheOnly
+	r.cacheOnly = nil
+	return l
+}
+
+func (r *askedResolver) LookupTXT(ctx context.Context, name string) ([]string, error) {
+	r.asked(ctx)
+	return r.Client.LookupTXT(ctx, name)
+}
+
+func (r *askedResolver) LookupA(ctx context.Context, name string) ([]netip.Addr, error) {
+	r.asked(ctx)
+	return r.Client.LookupA(ctx, name)
+}
+
+// A sender seen before is checked from the resolver's cache at once: SPF,
+// the DKIM key, DMARC and the DNSBL answer, with no question to the server
+// and the very results of the first message, whose checks asked the server
+// in the background. A resolver that does not say it honours
+// resolver.CacheOnly is never asked that way.
+func TestInboundFromCache(t *testing.T) {
+	d, key := inboundDNS(t) // bl.test lists nobody: NXDOMAIN
+	r := &askedResolver{Client: resolver.NewClient(d.Addr, time.Second)}
+	t.Cleanup(func() { r.Close() })
+	f := inboundFilter(t, r)
+	for _, c := range f.Checks {
+		if sc, ok := c.(*SpamCheck); ok {
+			sc.DNSBL = []string{"bl.test"}
+		}
+	}
+	c := miltertest.NewClient("unix", startServer(t, f, nil))
+	m := signedInbound(t, key, 2048)
+	for i := range 3 {
+		asked := d.Queries.Load()
+		res, err := miltertest.Submit(c, m)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if got := arValue(t, res); got != inboundAR {
+			t.Errorf("message %d: A-R %q, want %q", i, got, inboundAR)
+		}
+		l := r.take()
+		n := d.Queries.Load() - asked
+		switch {
+		case i == 0 && (n != 4 || !slices.Contains(l, false)):
+			t.Errorf("first message: %d questions to the server (want 4), asked %v", n, l)
+		case i > 0 && (n != 0 || len(l) != 4 || slices.Contains(l, false)):
+			t.Errorf("message %d: %d questions to the server, asked %v: want 4, all from the cache only", i, n, l)
+		}
+	}
+
+	// Behind a wrapper that does not say it honours CacheOnly, nothing is
+	// asked from the cache only.
+	type plain struct{ resolver.Resolver }
+	f = inboundFilter(t, plain{r})
+	c = miltertest.NewClient("unix", startServer(t, f, nil))
+	if _, err := miltertest.Submit(c, m); err != nil {
+		t.Fatal(err)
+	}
+	if l := r.take(); slices.Contains(l, true) {
+		t.Errorf("a resolver that does not honour CacheOnly was asked from the cache only: %v", l)
 	}
 }

@@ -54,10 +54,15 @@ func InboundChecks(inv *inventory.Inventory, r resolver.Resolver, lookup LookupT
 	case "spamd":
 		sc.Engine = &spam.Spamd{Address: s.SpamdAddress, Timeout: EngineTimeout}
 	}
+	// With the node's resolver (or a Mock), a check tries the resolver's
+	// cache first and starts no goroutine for a sender seen before; lookup
+	// is r's LookupTXT, or one that honours resolver.CacheOnly the same way.
+	first := resolver.HonoursCacheOnly(r)
+	sc.CacheFirst = first
 	return []Check{
-		&SPFCheck{Resolver: r},
-		&DKIMCheck{LookupTXT: lookup, MaxSignatures: 8},
-		&DMARCCheck{LookupTXT: r.LookupTXT, Quarantine: s.Quarantine},
+		&SPFCheck{Resolver: r, CacheFirst: first},
+		&DKIMCheck{LookupTXT: lookup, MaxSignatures: 8, CacheFirst: first},
+		&DMARCCheck{LookupTXT: r.LookupTXT, Quarantine: s.Quarantine, CacheFirst: first},
 		sc,
 	}
 }
@@ -78,21 +83,55 @@ type DependentRun interface {
 // SPFCheck evaluates SPF through the node's resolver.
 type SPFCheck struct {
 	Resolver spf.DNSResolver
+	// CacheFirst: Resolver honours resolver.CacheOnly, and the check is
+	// tried from its cache first (inBackground).
+	CacheFirst bool
 }
 
 // Name implements Check.
 func (c *SPFCheck) Name() string { return "spf" }
 
-// Start implements Check: the evaluation runs in the background.
+// Start implements Check: the evaluation runs at once when the resolver's
+// cache answers all of it, in the background otherwise (inBackground).
 func (c *SPFCheck) Start(env Envelope, _ []dkim.Header) CheckRun {
-	ctx, cancel := context.WithCancel(context.Background())
+	ctx, cancel := checkContext(c.CacheFirst)
 	r := &spfRun{cancel: cancel, done: make(chan struct{})}
 	ip, _ := netip.ParseAddr(strings.TrimPrefix(env.ClientAddr, "IPv6:"))
-	go func() {
-		defer close(r.done)
+	inBackground(ctx, r.done, func(ctx context.Context) {
 		r.res = mailauth.CheckSPF(ctx, c.Resolver, ip, env.Helo, env.Sender)
-	}()
+	})
 	return r
+}
+
+// checkContext is the context of one check's lookups, until its End or
+// Abort; cacheFirst: its resolver honours resolver.CacheOnly.
+func checkContext(cacheFirst bool) (context.Context, context.CancelFunc) {
+	ctx := context.Background()
+	if cacheFirst {
+		ctx = resolver.CacheFirst(ctx)
+	}
+	return context.WithCancel(ctx)
+}
+
+// inBackground runs check in a goroutine, so that its lookups overlap the
+// body's transfer, and closes done when it has ended. Where ctx says the
+// resolver honours resolver.CacheOnly (resolver.CacheFirst: InboundChecks
+// with the node's resolver), it first runs check at once from the cache
+// alone: for a sender seen before that is the whole check, with no
+// goroutine started, grown and woken for it. Only if the check needed a
+// question the cache could not answer does it run again in the goroutine.
+func inBackground(ctx context.Context, done chan struct{}, check func(context.Context)) {
+	if resolver.TriesCacheFirst(ctx) {
+		cached, probe := resolver.CacheOnly(ctx)
+		if check(cached); !probe.Missed() {
+			close(done)
+			return
+		}
+	}
+	go func() {
+		defer close(done)
+		check(ctx)
+	}()
 }
 
 type spfRun struct {
@@ -127,14 +166,16 @@ func (r *spfRun) End(ctx context.Context) []authres.Result {
 type DMARCCheck struct {
 	LookupTXT  mailauth.TXTLookup
 	Quarantine bool // hold failing p=reject mail instead of rejecting it
+	CacheFirst bool // LookupTXT honours resolver.CacheOnly (SPFCheck)
 }
 
 // Name implements Check.
 func (c *DMARCCheck) Name() string { return "dmarc" }
 
-// Start implements Check: the record is fetched in the background.
+// Start implements Check: the record is fetched from the resolver's cache
+// at once, or in the background (inBackground).
 func (c *DMARCCheck) Start(_ Envelope, headers []dkim.Header) CheckRun {
-	ctx, cancel := context.WithCancel(context.Background())
+	ctx, cancel := checkContext(c.CacheFirst)
 	r := &dmarcRun{c: c, cancel: cancel, done: make(chan struct{})}
 	var from []string
 	for _, h := range headers {
@@ -152,10 +193,9 @@ func (c *DMARCCheck) Start(_ Envelope, headers []dkim.Header) CheckRun {
 		close(r.done)
 		return r
 	}
-	go func() {
-		defer close(r.done)
+	inBackground(ctx, r.done, func(ctx context.Context) {
 		r.rec, r.sub, r.err = mailauth.LookupDMARC(ctx, c.LookupTXT, r.domain)
-	}()
+	})
 	return r
 }
 
@@ -249,6 +289,8 @@ type SpamCheck struct {
 	Now         func() time.Time
 	// MaxEngineBytes caps what is sent to the engine; spam.MaxEngineBytes when 0.
 	MaxEngineBytes int
+	// CacheFirst: Resolver honours resolver.CacheOnly (SPFCheck).
+	CacheFirst bool
 	// ObserveEngine, when set, is told how long each engine check took.
 	ObserveEngine func(engine string, took time.Duration, err error)
 }
@@ -256,20 +298,21 @@ type SpamCheck struct {
 // Name implements Check.
 func (c *SpamCheck) Name() string { return "spam" }
 
-// Start implements Check: header checks now, DNSBL lookups in the background.
+// Start implements Check: header checks now, DNSBL lookups from the
+// resolver's cache at once or in the background (inBackground).
 func (c *SpamCheck) Start(env Envelope, headers []dkim.Header) CheckRun {
-	ctx, cancel := context.WithCancel(context.Background())
+	ctx, cancel := checkContext(c.CacheFirst)
 	now := time.Now
 	if c.Now != nil {
 		now = c.Now
 	}
-	r := &spamRun{c: c, env: env, cancel: cancel, dnsbl: make(chan []spam.Listing, 1)}
+	r := &spamRun{c: c, env: env, cancel: cancel, dnsblDone: make(chan struct{})}
 	r.symbols = spam.HeaderSymbols(headers, now(), c.IsLocal)
 	if len(c.DNSBL) > 0 && c.Resolver != nil {
 		ip, _ := netip.ParseAddr(strings.TrimPrefix(env.ClientAddr, "IPv6:"))
-		go func() { r.dnsbl <- spam.CheckDNSBL(ctx, c.Resolver, ip, c.DNSBL) }()
+		inBackground(ctx, r.dnsblDone, func(ctx context.Context) { r.listed = spam.CheckDNSBL(ctx, c.Resolver, ip, c.DNSBL) })
 	} else {
-		r.dnsbl <- nil
+		close(r.dnsblDone)
 	}
 	if c.Engine != nil {
 		r.max = c.MaxEngineBytes
@@ -295,7 +338,8 @@ type spamRun struct {
 	env       Envelope
 	cancel    context.CancelFunc
 	symbols   []spam.Symbol
-	dnsbl     chan []spam.Listing
+	dnsblDone chan struct{}  // closed once listed is final
+	listed    []spam.Listing // the DNSBL answers
 	gtube     spam.GTUBEScanner
 	data      []byte // for the engine: header and the first body bytes
 	max       int
@@ -349,8 +393,8 @@ func (r *spamRun) EndAfter(ctx context.Context, prior []authres.Result, v *Verdi
 	}
 	syms = append(syms, spam.AuthSymbols(a)...)
 	select {
-	case ls := <-r.dnsbl:
-		syms = append(syms, spam.DNSBLSymbols(ls)...)
+	case <-r.dnsblDone:
+		syms = append(syms, spam.DNSBLSymbols(r.listed)...)
 	case <-ctx.Done():
 	}
 	v.BuiltinScore = spam.Sum(syms)

@@ -82,4 +82,23 @@ func TestCheckDNSBL(t *testing.T) {
 			}
 		}
 	}
+	// Asked again from the resolver's cache alone (a client seen before),
+	// the answers are the same, every zone on this goroutine; the errors
+	// (the error code excepted, an answer) were never cached.
+	for _, c := range cases[:5] {
+		cached, probe := resolver.CacheOnly(ctx)
+		ls := CheckDNSBL(cached, r, netip.MustParseAddr(c.ip), c.zones)
+		for i, l := range ls {
+			if l.Listed != c.listed[i] || (l.Err != nil) != c.errs[i] {
+				t.Errorf("%s in %s from the cache: listed %v err %v, want listed %v err %v", c.ip, l.Zone, l.Listed, l.Err, c.listed[i], c.errs[i])
+			}
+		}
+		if probe.Missed() {
+			t.Errorf("%s: not all in the cache", c.ip)
+		}
+	}
+	cached, probe := resolver.CacheOnly(ctx)
+	if ls := CheckDNSBL(cached, r, netip.MustParseAddr("127.0.0.9"), []string{"bl.test"}); ls[0].Err == nil || !probe.Missed() {
+		t.Errorf("a client not seen, from the cache only: %+v, missed %v", ls, probe.Missed())
+	}
 }

@@ -80,6 +80,13 @@ func CheckDNSBL(ctx context.Context, r ALookup, ip netip.Addr, zones []string) [
 	for i := range zones {
 		out[i].Zone = zones[i]
 	}
+	if resolver.IsCacheOnly(ctx) {
+		// From the resolver's cache: no waiting to overlap.
+		for i := range out {
+			checkZone(ctx, r, ip, &out[i])
+		}
+		return out
+	}
 	for i := 1; i < len(zones); i++ {
 		go func(l *Listing) {
 			defer func() { done <- struct{}{} }()
