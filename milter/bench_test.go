@@ -2,7 +2,6 @@ package milter
 
 import (
 	"bytes"
-	"os"
 	"strconv"
 	"time"
 
@@ -113,15 +112,11 @@ func BenchmarkInbound(b *testing.B) {
 // inboundDNS serves sender.org's SPF, DMARC (p=reject) and DKIM key
 // (bench, RSA-2048) records, and returns the key.
 func inboundDNS(t testing.TB) (*dnstest.Server, dkim.Key) {
-	pem, err := os.ReadFile("../dkim/testdata/rsa2048.key")
+	local, _ := testKeys(t)
+	key, err := dkim.NewKey("sender.org", "bench", "rsa", local["example.net"][0].Signer) // the test RSA key
 	if err != nil {
 		t.Fatal(err)
 	}
-	rk, err := dkim.ParseKey("rsa2048.key", pem, "rsa")
-	if err != nil {
-		t.Fatal(err)
-	}
-	key, _ := dkim.NewKey("sender.org", "bench", "rsa", rk)
 	txt, _ := dkim.TXTValue(key.Signer)
 	d := dnstest.Start(t, ". 3600 IN SOA ns.test. hostmaster.test. 1 3600 600 86400 60\n"+
 		`sender.org. 3600 IN TXT "v=spf1 ip4:198.51.100.0/24 -all"`+"\n"+
@@ -147,13 +142,7 @@ func inboundFilter(t testing.TB, res resolver.Resolver) *Filter {
 func signedInbound(t testing.TB, key dkim.Key, size int) *miltertest.Message {
 	m := inbound(t, false)
 	m.Body = bytes.Repeat([]byte("Lorem ipsum dolor sit amet, consectetur adipiscing elit, sed do eiusm\r\n"), size/71+1)[:size]
-	bh := dkim.NewBodyHasher()
-	bh.Write(m.Body)
-	sig, err := dkim.Sign(key, m.Headers, bh.Sum(), fixedNow)
-	if err != nil {
-		t.Fatal(err)
-	}
-	m.Headers = append([]dkim.Header{{Name: "DKIM-Signature", Value: sig}}, m.Headers...)
+	signWith(t, m, key)
 	return m
 }
 

@@ -271,15 +271,20 @@ func inbound(t testing.TB, sign bool, extra ...dkim.Header) *miltertest.Message 
 	}
 	if sign {
 		_, k := testKeys(t)
-		bh := dkim.NewBodyHasher()
-		bh.Write(m.Body)
-		v, err := dkim.Sign(k, m.Headers, bh.Sum(), fixedNow)
-		if err != nil {
-			t.Fatal(err)
-		}
-		m.Headers = append([]dkim.Header{{Name: "DKIM-Signature", Value: v}}, m.Headers...)
+		signWith(t, m, k)
 	}
 	return m
+}
+
+// signWith puts key's DKIM-Signature of m on top of m's header.
+func signWith(t testing.TB, m *miltertest.Message, key dkim.Key) {
+	bh := dkim.NewBodyHasher()
+	bh.Write(m.Body)
+	v, err := dkim.Sign(key, m.Headers, bh.Sum(), fixedNow)
+	if err != nil {
+		t.Fatal(err)
+	}
+	m.Headers = append([]dkim.Header{{Name: "DKIM-Signature", Value: v}}, m.Headers...)
 }
 
 func arValue(t testing.TB, r *miltertest.Result) string {
