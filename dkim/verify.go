@@ -141,6 +141,7 @@ func (s *sigCheck) startKey(ctx context.Context, lookup LookupTXTFunc, name stri
 	if resolver.TriesCacheFirst(ctx) {
 		cached, probe := resolver.CacheOnly(ctx)
 		if s.fetchKey(cached, lookup, name); !probe.Missed() {
+			probe.Commit()
 			close(s.done)
 			return
 		}

@@ -219,10 +219,22 @@ func (m *Metrics) observeAntivirus(av AVResult) {
 	m.avTime.WithLabelValues("clamd", result).Observe(av.Took.Seconds())
 }
 
-func (m *Metrics) observeDNS(typ string, start time.Time, err error) {
+// observeDNSIn times one lookup made under ctx. A check tried
+// from the resolver's cache first (resolver.CacheOnly) counts its answers
+// only if it keeps them (resolver.Defer); one that missed the cache asks
+// again in the background, and those lookups count.
+func (m *Metrics) observeDNSIn(ctx context.Context, typ string, start time.Time, err error) {
 	if resolver.IsNotCached(err) {
-		return // not asked: the check asks again, in the background
+		return // not asked
 	}
+	took := time.Since(start)
+	if resolver.Defer(ctx, func() { m.recordDNS(typ, took, err) }) {
+		return
+	}
+	m.recordDNS(typ, took, err)
+}
+
+func (m *Metrics) recordDNS(typ string, took time.Duration, err error) {
 	result := "ok"
 	switch {
 	case err == nil:
@@ -231,7 +243,7 @@ func (m *Metrics) observeDNS(typ string, start time.Time, err error) {
 	default:
 		result = "notfound"
 	}
-	m.dns.WithLabelValues(typ, result).Observe(time.Since(start).Seconds())
+	m.dns.WithLabelValues(typ, result).Observe(took.Seconds())
 }
 
 // Resolver wraps r so that every lookup is timed in
@@ -254,35 +266,35 @@ func (t timedResolver) HonoursCacheOnly() bool { return resolver.HonoursCacheOnl
 func (t timedResolver) LookupTXT(ctx context.Context, name string) ([]string, error) {
 	start := time.Now()
 	v, err := t.r.LookupTXT(ctx, name)
-	t.m.observeDNS("TXT", start, err)
+	t.m.observeDNSIn(ctx, "TXT", start, err)
 	return v, err
 }
 
 func (t timedResolver) LookupMX(ctx context.Context, name string) ([]*net.MX, error) {
 	start := time.Now()
 	v, err := t.r.LookupMX(ctx, name)
-	t.m.observeDNS("MX", start, err)
+	t.m.observeDNSIn(ctx, "MX", start, err)
 	return v, err
 }
 
 func (t timedResolver) LookupIPAddr(ctx context.Context, host string) ([]net.IPAddr, error) {
 	start := time.Now()
 	v, err := t.r.LookupIPAddr(ctx, host)
-	t.m.observeDNS("A/AAAA", start, err)
+	t.m.observeDNSIn(ctx, "A/AAAA", start, err)
 	return v, err
 }
 
 func (t timedResolver) LookupAddr(ctx context.Context, addr string) ([]string, error) {
 	start := time.Now()
 	v, err := t.r.LookupAddr(ctx, addr)
-	t.m.observeDNS("PTR", start, err)
+	t.m.observeDNSIn(ctx, "PTR", start, err)
 	return v, err
 }
 
 func (t timedResolver) LookupA(ctx context.Context, name string) ([]netip.Addr, error) {
 	start := time.Now()
 	v, err := t.r.LookupA(ctx, name)
-	t.m.observeDNS("A", start, err)
+	t.m.observeDNSIn(ctx, "A", start, err)
 	return v, err
 }
 

@@ -6,6 +6,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/mailnode/mailnode/dns/dnstest"
 	"github.com/mailnode/mailnode/internal/promtest"
 	"github.com/mailnode/mailnode/milter/miltertest"
 	"github.com/mailnode/mailnode/resolver"
@@ -31,7 +32,7 @@ func metricsFilter(t *testing.T, eng spam.Engine) (*Filter, *Metrics) {
 			c.LookupTXT = func(ctx context.Context, name string) ([]string, error) {
 				start := time.Now()
 				v, err := lookup(ctx, name)
-				m.observeDNS("TXT", start, err)
+				m.observeDNSIn(ctx, "TXT", start, err)
 				return v, err
 			}
 		}
@@ -173,21 +174,44 @@ func TestMetricsProtocolError(t *testing.T) {
 }
 
 // A question left unasked because its check tried the cache first
-// (resolver.CacheOnly) is no lookup: it is not timed or counted.
-func TestMetricsSkipNotCached(t *testing.T) {
+// (resolver.CacheOnly) is no lookup: it is not timed or counted. Nor are
+// the cached answers of an attempt that missed (the check asks them again
+// for real, and those count); an attempt that kept its answers counts
+// them when it commits.
+func TestMetricsCacheFirst(t *testing.T) {
+	d := dnstest.Start(t, ". 3600 IN SOA ns.test. hostmaster.test. 1 3600 600 86400 60\n"+
+		`sender.test. 3600 IN TXT "v=spf1 -all"`+"\n")
 	m := NewMetrics()
-	r := m.Resolver(resolver.NewClient("127.0.0.1:1", 100*time.Millisecond))
+	r := m.Resolver(resolver.NewClient(d.Addr, time.Second))
 	if !resolver.HonoursCacheOnly(r) {
 		t.Fatal("the timed resolver hides that the Client honours CacheOnly")
 	}
-	cached, _ := resolver.CacheOnly(context.Background())
-	if _, err := r.LookupTXT(cached, "example.org"); !resolver.IsNotCached(err) {
+	ctx := context.Background()
+	ok := func() float64 { return counter(t, m, "mailnode_milter_dns_seconds", "type", "TXT", "result", "ok") }
+	if _, err := r.LookupTXT(ctx, "sender.test"); err != nil { // asked: 1
+		t.Fatal(err)
+	}
+	// An attempt that hits, then misses: neither counts.
+	cached, probe := resolver.CacheOnly(ctx)
+	if _, err := r.LookupTXT(cached, "sender.test"); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := r.LookupTXT(cached, "other.test"); !resolver.IsNotCached(err) || !probe.Missed() {
 		t.Fatalf("from the cache only: %v", err)
 	}
-	if _, err := r.LookupTXT(context.Background(), "example.org"); !resolver.IsTemporary(err) {
-		t.Fatalf("no server: %v", err)
+	if got := ok(); got != 1 {
+		t.Errorf("%v TXT answers counted after an attempt that missed, want 1", got)
 	}
-	if got := counter(t, m, "mailnode_milter_dns_seconds", "type", "TXT", "result", "error"); got != 1 {
-		t.Errorf("%v TXT errors counted, want 1 (the question asked)", got)
+	// An attempt that hits only counts once committed.
+	cached, probe = resolver.CacheOnly(ctx)
+	if _, err := r.LookupTXT(cached, "sender.test"); err != nil || probe.Missed() {
+		t.Fatal(err)
+	}
+	if got := ok(); got != 1 {
+		t.Errorf("%v counted before the commit, want 1", got)
+	}
+	probe.Commit()
+	if got := ok(); got != 2 {
+		t.Errorf("%v counted after the commit, want 2", got)
 	}
 }

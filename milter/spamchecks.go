@@ -124,6 +124,7 @@ func inBackground(ctx context.Context, done chan struct{}, check func(context.Co
 	if resolver.TriesCacheFirst(ctx) {
 		cached, probe := resolver.CacheOnly(ctx)
 		if check(cached); !probe.Missed() {
+			probe.Commit()
 			close(done)
 			return
 		}

@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"net"
+	"sync"
 	"sync/atomic"
 )
 
@@ -16,11 +17,42 @@ import (
 // check needed a question the cache could not answer.
 
 // Probe records whether a lookup under a CacheOnly context missed the cache.
-type Probe struct{ missed atomic.Bool }
+type Probe struct {
+	missed atomic.Bool
+	mu     sync.Mutex
+	done   []func() // what Commit runs
+}
 
 // Missed reports whether some question asked under the probe's context
 // was not in the cache: the check's result is then not to be used.
 func (p *Probe) Missed() bool { return p.missed.Load() }
+
+// Defer keeps f for Commit, when ctx is a CacheOnly context, and reports
+// whether it did; otherwise it does nothing and returns false. A wrapper
+// that counts lookups defers its count: an attempt from the cache that
+// missed is asked again for real, and only one of the two may count.
+func Defer(ctx context.Context, f func()) bool {
+	p := cacheOnly(ctx)
+	if p == nil {
+		return false
+	}
+	p.mu.Lock()
+	p.done = append(p.done, f)
+	p.mu.Unlock()
+	return true
+}
+
+// Commit runs what was deferred under the probe's context: the caller
+// keeps the attempt's result (the probe did not miss).
+func (p *Probe) Commit() {
+	p.mu.Lock()
+	done := p.done
+	p.done = nil
+	p.mu.Unlock()
+	for _, f := range done {
+		f()
+	}
+}
 
 type probeKey struct{}
 

@@ -71,4 +71,17 @@ func TestHonoursCacheOnly(t *testing.T) {
 	if TriesCacheFirst(ctx) || !TriesCacheFirst(CacheFirst(ctx)) {
 		t.Error("TriesCacheFirst does not see CacheFirst's mark")
 	}
+	ran := 0
+	if Defer(ctx, func() { ran++ }) {
+		t.Error("Defer kept a function outside a CacheOnly context")
+	}
+	cached, probe := CacheOnly(ctx)
+	if !Defer(cached, func() { ran++ }) || ran != 0 {
+		t.Error("Defer did not keep the function for Commit")
+	}
+	probe.Commit()
+	probe.Commit()
+	if ran != 1 {
+		t.Errorf("Commit ran the deferred function %d times, want once", ran)
+	}
 }
