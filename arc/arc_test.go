@@ -13,13 +13,16 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"strconv"
 	"strings"
 	"sync"
 	"testing"
 	"time"
 
 	"github.com/mailnode/mailnode/dkim"
+	"github.com/mailnode/mailnode/dns/dnstest"
 	"github.com/mailnode/mailnode/internal/testpeer"
+	"github.com/mailnode/mailnode/resolver"
 )
 
 // zone is the test's DNS: key record name -> TXT value, shared by our
@@ -312,7 +315,7 @@ func (*Validator) checkSealOnly(t *testing.T, z *zone, msg []byte) error {
 	if k == nil {
 		return fmt.Errorf("%s %s", st, reason)
 	}
-	return verifyRSA(k.(*rsa.PublicKey), sealDigest([]Set{top}), s.b)
+	return verifyRSA(k, sealDigest([]Set{top}), s.b)
 }
 
 func TestSealRefuses(t *testing.T) {
@@ -473,4 +476,55 @@ func hashBody(body []byte) []byte {
 	h := dkim.NewBodyHasher()
 	h.Write(body)
 	return h.Sum()
+}
+
+// With resolver.CacheFirst, the keys of sealers seen before come from the
+// resolver's cache at once (no goroutine, no question to the server) and
+// the chain validates as it did the first time, whose keys were asked for.
+func TestValidatorCacheFirst(t *testing.T) {
+	z := &zone{}
+	k1, _ := testKey(t, z, 0, "forwarder.test", "arc1")
+	k2, _ := testKey(t, z, 1, "second.test", "arc2")
+	once, _ := seal(t, z, k1, "mx.forwarder.test", []byte(testMessage))
+	twice, _ := seal(t, z, k2, "mx.second.test", once)
+	zoneText := ". 3600 IN SOA ns.test. hostmaster.test. 1 3600 600 86400 60\n"
+	for name, txt := range z.recs {
+		zoneText += name + ". 3600 IN TXT " + strconv.Quote(txt) + "\n"
+	}
+	d := dnstest.Start(t, zoneText)
+	r := resolver.NewClient(d.Addr, time.Second)
+	var mu sync.Mutex
+	var calls []bool // per lookup: asked from the cache only
+	lookup := func(ctx context.Context, name string) ([]string, error) {
+		mu.Lock()
+		calls = append(calls, resolver.IsCacheOnly(ctx))
+		mu.Unlock()
+		return r.LookupTXT(ctx, name)
+	}
+	ctx := resolver.CacheFirst(context.Background())
+	for i := range 3 {
+		asked := d.Queries.Load()
+		calls = nil
+		hs, body := SplitMessage(twice)
+		v := NewValidator(ctx, hs, lookup, now)
+		if i > 0 {
+			for _, s := range append([]*sig{v.ams}, v.seals...) {
+				select {
+				case <-s.key.done:
+				default:
+					t.Errorf("message %d: a cached key was not taken at once", i)
+				}
+			}
+			if len(calls) != 2 || !calls[0] || !calls[1] {
+				t.Errorf("message %d: lookups %v, want the two keys from the cache only", i, calls)
+			}
+		}
+		v.Write(body)
+		if res := v.Result(context.Background()); res.CV != Pass {
+			t.Fatalf("message %d: chain %s (%v)", i, res.CV, res.Reason)
+		}
+		if n := d.Queries.Load() - asked; (i == 0 && n != 2) || (i > 0 && n != 0) {
+			t.Errorf("message %d asked the server %d questions", i, n)
+		}
+	}
 }

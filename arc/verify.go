@@ -2,8 +2,6 @@ package arc
 
 import (
 	"context"
-	"crypto"
-	"crypto/rsa"
 	"crypto/sha256"
 	"crypto/subtle"
 	"encoding/base64"
@@ -15,6 +13,7 @@ import (
 	"time"
 
 	"github.com/mailnode/mailnode/dkim"
+	"github.com/mailnode/mailnode/resolver"
 )
 
 // Result is the validation of the chain a message arrived with.
@@ -47,7 +46,7 @@ type sig struct {
 // the same selector.
 type keyFetch struct {
 	done   chan struct{}
-	key    *rsa.PublicKey
+	key    *dkim.PublicKey // RSA
 	status dkim.Status
 	reason string
 }
@@ -69,7 +68,9 @@ type Validator struct {
 // NewValidator parses the ARC fields of headers (all header fields of the
 // message, top to bottom, values as received) and starts the key lookups
 // of the latest message signature and of every seal, which end at the
-// latest when Result returns, Abort is called or ctx ends.
+// latest when Result returns, Abort is called or ctx ends. Where ctx is
+// marked resolver.CacheFirst (lookup honours resolver.CacheOnly), a key
+// already in lookup's cache is taken at once, without a goroutine.
 func NewValidator(ctx context.Context, headers []dkim.Header, lookup dkim.LookupTXTFunc, now time.Time) *Validator {
 	ctx, cancel := context.WithCancel(ctx)
 	v := &Validator{headers: headers, chain: ParseChain(headers), cancel: cancel, relaxed: dkim.NewBodyHasher()}
@@ -89,13 +90,21 @@ func NewValidator(ctx context.Context, headers []dkim.Header, lookup dkim.Lookup
 		f := &keyFetch{done: make(chan struct{})}
 		fetches[name] = f
 		s.key = f
+		get := func(ctx context.Context) {
+			f.key, f.status, f.reason = dkim.LookupKey(ctx, lookup, name, "rsa")
+		}
+		if resolver.TriesCacheFirst(ctx) {
+			// A sealer seen before: its key from the cache, at once.
+			cached, probe := resolver.CacheOnly(ctx)
+			if get(cached); !probe.Missed() {
+				probe.Commit()
+				close(f.done)
+				return
+			}
+		}
 		go func() {
 			defer close(f.done)
-			k, st, reason := dkim.LookupKey(ctx, lookup, name, "rsa")
-			f.status, f.reason = st, reason
-			if rk, ok := k.(*rsa.PublicKey); ok {
-				f.key = rk
-			}
+			get(ctx)
 		}()
 	}
 	latest := v.chain.Sets[len(v.chain.Sets)-1]
@@ -180,7 +189,7 @@ func (v *Validator) Result(ctx context.Context) Result {
 }
 
 // awaitKey waits for s's key.
-func awaitKey(ctx context.Context, s *sig) (*rsa.PublicKey, error) {
+func awaitKey(ctx context.Context, s *sig) (*dkim.PublicKey, error) {
 	select {
 	case <-s.key.done:
 	case <-ctx.Done():
@@ -264,8 +273,8 @@ func sealDigest(sets []Set) []byte {
 	return h.Sum(nil)
 }
 
-func verifyRSA(key *rsa.PublicKey, digest, b []byte) error {
-	if rsa.VerifyPKCS1v15(key, crypto.SHA256, digest, b) != nil {
+func verifyRSA(key *dkim.PublicKey, digest, b []byte) error {
+	if !key.Verify(digest, b) {
 		return errors.New("signature does not verify")
 	}
 	return nil

@@ -1,9 +1,6 @@
 package dkim
 
-import (
-	"context"
-	"crypto"
-)
+import "context"
 
 // What other signature schemes built on DKIM (ARC, RFC 8617) reuse: the
 // relaxed header form, the c= and b= handling and the key record lookup.
@@ -18,15 +15,16 @@ func RelaxedHeader(dst []byte, name, value string, withCRLF bool) []byte {
 // domain) for a key of type keyAlg ("rsa" or "ed25519") used with SHA-256,
 // with the rules of verification: RSA keys of at least 1024 bits, a
 // revoked or missing key is a permerror, a DNS timeout a temperror. It
-// returns the key, or nil with the status and the reason.
-func LookupKey(ctx context.Context, lookup LookupTXTFunc, name, keyAlg string) (crypto.PublicKey, Status, string) {
-	s := &sigCheck{keyAlg: keyAlg, done: make(chan struct{})}
+// returns the key, kept parsed for the next lookup of the same record, or
+// nil with the status and the reason.
+func LookupKey(ctx context.Context, lookup LookupTXTFunc, name, keyAlg string) (*PublicKey, Status, string) {
+	s := &sigCheck{keyAlg: keyAlg}
 	s.res.Algorithm = keyAlg + "-sha256"
 	s.fetchKey(ctx, lookup, name)
 	if s.key == nil {
 		return nil, s.keyErr.Status, s.keyErr.Reason
 	}
-	return s.key.pub, Pass, ""
+	return s.key, Pass, ""
 }
 
 // WithoutB returns a signature field's value with the value of its b= tag

@@ -17,11 +17,15 @@ import (
 // cache, for its TTL) and its other tags checked for every signature; only
 // the work on the same p= text is not done again.
 
-// publicKey is a key record's key, ready to verify with.
-type publicKey struct {
+// PublicKey is a key record's key, parsed once and ready to verify with;
+// a verifier keeps it for the next signature with the same record.
+type PublicKey struct {
 	pub crypto.PublicKey // *rsa.PublicKey or ed25519.PublicKey
 	rsa rsaVerifier      // RSA keys
 }
+
+// Public returns the key: an *rsa.PublicKey or an ed25519.PublicKey.
+func (k *PublicKey) Public() crypto.PublicKey { return k.pub }
 
 // rsaVerifier verifies RSASSA-PKCS1-v1_5 signatures of SHA-256 digests with
 // one public key: OpenSSL's in cgo builds (rsa_openssl.go), crypto/rsa's
@@ -36,7 +40,10 @@ func (v goVerifier) verify(digest, sig []byte) bool {
 	return rsa.VerifyPKCS1v15(v.pub, crypto.SHA256, digest, sig) == nil
 }
 
-func (k *publicKey) verify(digest, sig []byte) bool {
+// Verify reports whether sig is the key's signature of a SHA-256 digest:
+// RSASSA-PKCS1-v1_5 for an RSA key (OpenSSL's verification in cgo
+// builds), Ed25519 over the digest for an Ed25519 key.
+func (k *PublicKey) Verify(digest, sig []byte) bool {
 	switch pub := k.pub.(type) {
 	case *rsa.PublicKey:
 		return k.rsa.verify(digest, sig)
@@ -60,13 +67,13 @@ type keyCacheKey struct{ alg, p string }
 
 var keys struct {
 	mu sync.Mutex
-	m  map[keyCacheKey]*publicKey
+	m  map[keyCacheKey]*PublicKey
 }
 
 // parseKey returns the key of a record's k= (alg, "rsa" or "ed25519") and
 // p= (base64, whitespace removed), or "" and the reason it cannot be used:
 // a permerror.
-func parseKey(alg, p string) (*publicKey, string) {
+func parseKey(alg, p string) (*PublicKey, string) {
 	ck := keyCacheKey{alg, p}
 	keys.mu.Lock()
 	k := keys.m[ck]
@@ -95,12 +102,12 @@ func parseKey(alg, p string) (*publicKey, string) {
 		if rk.N.BitLen() < 1024 {
 			return nil, "RSA key shorter than 1024 bits (RFC 8301)"
 		}
-		k = &publicKey{pub: rk, rsa: newRSAVerifier(rk)}
+		k = &PublicKey{pub: rk, rsa: newRSAVerifier(rk)}
 	case "ed25519":
 		if len(der) != ed25519.PublicKeySize {
 			return nil, "malformed Ed25519 key"
 		}
-		k = &publicKey{pub: ed25519.PublicKey(der)}
+		k = &PublicKey{pub: ed25519.PublicKey(der)}
 	default:
 		return nil, "unknown key type k=" + alg
 	}
@@ -109,7 +116,7 @@ func parseKey(alg, p string) (*publicKey, string) {
 	}
 	keys.mu.Lock()
 	if keys.m == nil {
-		keys.m = make(map[keyCacheKey]*publicKey)
+		keys.m = make(map[keyCacheKey]*PublicKey)
 	}
 	if len(keys.m) >= maxCachedKeys {
 		n := maxCachedKeys / 8

@@ -72,7 +72,7 @@ type sigCheck struct {
 	decided bool      // res is final already (unusable signature)
 
 	done   chan struct{} // closed when the key lookup has ended
-	key    *publicKey
+	key    *PublicKey
 	keyErr Result // Status and Reason when there is no usable key
 }
 
@@ -417,7 +417,7 @@ func (s *sigCheck) verify(headers []Header) {
 	buf = s.canonHeader(buf[:0], s.field.Name, withoutB(s.field.Value), false)
 	h.Write(buf)
 	digest := h.Sum(nil)
-	ok := s.key.verify(digest, s.b)
+	ok := s.key.Verify(digest, s.b)
 	if !ok {
 		s.res.Status, s.res.Reason = Fail, "signature does not verify"
 		return

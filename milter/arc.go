@@ -9,6 +9,7 @@ import (
 	"github.com/mailnode/mailnode/arc"
 	"github.com/mailnode/mailnode/dkim"
 	"github.com/mailnode/mailnode/inventory"
+	"github.com/mailnode/mailnode/resolver"
 )
 
 // ARC sealing of forwarded mail (forwarding.arc, RFC 8617). A message
@@ -28,6 +29,9 @@ import (
 type ARCSealing struct {
 	Forwards func(rcpt string) bool // inventory.ForwardsOutside
 	Lookup   LookupTXT
+	// CacheFirst: Lookup honours resolver.CacheOnly, and the sealers' keys
+	// are taken from its cache at once when there (the Builder sets it).
+	CacheFirst bool
 }
 
 // newARCSealing returns the sealing of inv, nil when forwarding.arc is off.
@@ -56,8 +60,12 @@ func (t *Transaction) startARC() {
 	for _, r := range t.env.RcptList {
 		if s.Forwards(r) {
 			_, d := inventory.SplitAddress(r)
+			ctx := context.Background()
+			if s.CacheFirst {
+				ctx = resolver.CacheFirst(ctx)
+			}
 			t.arc = &arcRun{rcpt: inventory.NormalizeAddress(r), domain: d,
-				v: arc.NewValidator(context.Background(), t.headers, dkim.LookupTXTFunc(s.Lookup), t.f.now())}
+				v: arc.NewValidator(ctx, t.headers, dkim.LookupTXTFunc(s.Lookup), t.f.now())}
 			return
 		}
 	}

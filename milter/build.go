@@ -58,6 +58,9 @@ func (b *Builder) Filter(inv *inventory.Inventory, keys map[string][]dkim.Key) *
 	lookup := LookupTXT(res.LookupTXT)
 	f := NewFilter(inv, keys, lookup)
 	f.Checks = InboundChecks(inv, res, lookup)
+	if f.ARC != nil {
+		f.ARC.CacheFirst = resolver.HonoursCacheOnly(res)
+	}
 	f.Log = b.Log
 	f.Metrics = b.Metrics
 	if f.SRS = NewSRS(inv, secrets); f.SRS != nil {

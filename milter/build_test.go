@@ -56,3 +56,35 @@ func TestBuilderReloadKeepsNoSockets(t *testing.T) {
 		t.Errorf("after Close: %d open descriptors, %d before the first filter", got, base)
 	}
 }
+
+// The Builder's filter tries milterd's DNS cache first everywhere it
+// looks up: the inbound checks and the ARC sealers' keys, with or without
+// metrics around the resolver.
+func TestBuilderChecksCacheFirst(t *testing.T) {
+	local, _ := testKeys(t)
+	for _, m := range []*Metrics{nil, NewMetrics()} {
+		b := &Builder{DNSTimeout: time.Second, Metrics: m}
+		inv := testInventory(t)
+		f := b.Filter(inv, local)
+		if f.ARC == nil || !f.ARC.CacheFirst {
+			t.Errorf("metrics %v: ARC sealing %+v, want CacheFirst", m != nil, f.ARC)
+		}
+		for _, c := range f.Checks {
+			var first bool
+			switch c := c.(type) {
+			case *SPFCheck:
+				first = c.CacheFirst
+			case *DKIMCheck:
+				first = c.CacheFirst
+			case *DMARCCheck:
+				first = c.CacheFirst
+			case *SpamCheck:
+				first = c.CacheFirst
+			}
+			if !first {
+				t.Errorf("metrics %v: %s does not try the cache first", m != nil, c.Name())
+			}
+		}
+		b.Close()
+	}
+}
