@@ -71,7 +71,7 @@ var keys struct {
 }
 
 // parseKey returns the key of a record's k= (alg, "rsa" or "ed25519") and
-// p= (base64, whitespace removed), or "" and the reason it cannot be used:
+// p= (base64, whitespace removed), or nil and the reason it cannot be used:
 // a permerror.
 func parseKey(alg, p string) (*PublicKey, string) {
 	ck := keyCacheKey{alg, p}
