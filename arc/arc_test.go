@@ -493,20 +493,15 @@ func TestValidatorCacheFirst(t *testing.T) {
 	}
 	d := dnstest.Start(t, zoneText)
 	r := resolver.NewClient(d.Addr, time.Second)
-	var mu sync.Mutex
-	var calls []bool // per lookup: asked from the cache only
-	lookup := func(ctx context.Context, name string) ([]string, error) {
-		mu.Lock()
-		calls = append(calls, resolver.IsCacheOnly(ctx))
-		mu.Unlock()
-		return r.LookupTXT(ctx, name)
-	}
+	var log resolver.AskLog
+	lookup := log.TXT(r.LookupTXT)
 	ctx := resolver.CacheFirst(context.Background())
 	for i := range 3 {
 		asked := d.Queries.Load()
-		calls = nil
+		log.Take() // the last message's
 		hs, body := SplitMessage(twice)
 		v := NewValidator(ctx, hs, lookup, now)
+		calls := log.Take()
 		if i > 0 {
 			for _, s := range append([]*sig{v.ams}, v.seals...) {
 				select {

@@ -137,18 +137,13 @@ func TestVerifierCacheFirst(t *testing.T) {
 	d := dnstest.Start(t, zone)
 	r := resolver.NewClient(d.Addr, time.Second)
 	ctx := resolver.CacheFirst(context.Background())
-	var mu sync.Mutex
-	var calls []bool // per lookup: asked from the cache only
-	lookup := func(ctx context.Context, name string) ([]string, error) {
-		mu.Lock()
-		calls = append(calls, resolver.IsCacheOnly(ctx))
-		mu.Unlock()
-		return r.LookupTXT(ctx, name)
-	}
+	var log resolver.AskLog
+	lookup := log.TXT(r.LookupTXT)
 	for i := range 3 {
 		asked := d.Queries.Load()
-		calls = nil
+		log.Take() // the last message's
 		v := NewVerifier(ctx, hs, lookup, 8, fixedTime)
+		calls := log.Take()
 		if i > 0 {
 			for _, s := range v.sigs {
 				select {

@@ -534,31 +534,16 @@ func TestClientSpam(t *testing.T) {
 // whether it was asked from the cache only (resolver.CacheOnly).
 type askedResolver struct {
 	*resolver.Client
-	mu        sync.Mutex
-	cacheOnly []bool
-}
-
-func (r *askedResolver) asked(ctx context.Context) {
-	r.mu.Lock()
-	r.cacheOnly = append(r.cacheOnly, resolver.IsCacheOnly(ctx))
-	r.mu.Unlock()
-}
-
-func (r *askedResolver) take() []bool {
-	r.mu.Lock()
-	defer r.mu.Unlock()
-	l := r.cacheOnly
-	r.cacheOnly = nil
-	return l
+	resolver.AskLog
 }
 
 func (r *askedResolver) LookupTXT(ctx context.Context, name string) ([]string, error) {
-	r.asked(ctx)
+	r.Asked(ctx)
 	return r.Client.LookupTXT(ctx, name)
 }
 
 func (r *askedResolver) LookupA(ctx context.Context, name string) ([]netip.Addr, error) {
-	r.asked(ctx)
+	r.Asked(ctx)
 	return r.Client.LookupA(ctx, name)
 }
 
@@ -588,7 +573,7 @@ func TestInboundFromCache(t *testing.T) {
 		if got := arValue(t, res); got != inboundAR {
 			t.Errorf("message %d: A-R %q, want %q", i, got, inboundAR)
 		}
-		l := r.take()
+		l := r.Take()
 		n := d.Queries.Load() - asked
 		switch {
 		case i == 0 && (n != 4 || !slices.Contains(l, false)):
@@ -606,7 +591,7 @@ func TestInboundFromCache(t *testing.T) {
 	if _, err := miltertest.Submit(c, m); err != nil {
 		t.Fatal(err)
 	}
-	if l := r.take(); slices.Contains(l, true) {
+	if l := r.Take(); slices.Contains(l, true) {
 		t.Errorf("a resolver that does not honour CacheOnly was asked from the cache only: %v", l)
 	}
 }

@@ -5,6 +5,7 @@ import (
 	"net"
 	"net/netip"
 	"strings"
+	"sync"
 
 	"github.com/miekg/dns"
 )
@@ -94,4 +95,36 @@ func (r *Mock) LookupAddr(_ context.Context, addr string) ([]string, error) {
 		return nil, &net.DNSError{Err: "unrecognized address", Name: addr}
 	}
 	return find(r, r.PTR, addr)
+}
+
+// AskLog records, for tests, whether each question asked through it came
+// under a CacheOnly context. The zero value is ready to use.
+type AskLog struct {
+	mu        sync.Mutex
+	cacheOnly []bool
+}
+
+// Asked records one question asked under ctx.
+func (l *AskLog) Asked(ctx context.Context) {
+	l.mu.Lock()
+	l.cacheOnly = append(l.cacheOnly, IsCacheOnly(ctx))
+	l.mu.Unlock()
+}
+
+// TXT wraps a TXT lookup so that each question is recorded.
+func (l *AskLog) TXT(lookup func(context.Context, string) ([]string, error)) func(context.Context, string) ([]string, error) {
+	return func(ctx context.Context, name string) ([]string, error) {
+		l.Asked(ctx)
+		return lookup(ctx, name)
+	}
+}
+
+// Take returns what was recorded since the last Take, in order: true for a
+// question asked from the cache only.
+func (l *AskLog) Take() []bool {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	out := l.cacheOnly
+	l.cacheOnly = nil
+	return out
 }
