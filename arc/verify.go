@@ -90,22 +90,9 @@ func NewValidator(ctx context.Context, headers []dkim.Header, lookup dkim.Lookup
 		f := &keyFetch{done: make(chan struct{})}
 		fetches[name] = f
 		s.key = f
-		get := func(ctx context.Context) {
+		resolver.Start(ctx, f.done, func(ctx context.Context) {
 			f.key, f.status, f.reason = dkim.LookupKey(ctx, lookup, name, "rsa")
-		}
-		if resolver.TriesCacheFirst(ctx) {
-			// A sealer seen before: its key from the cache, at once.
-			cached, probe := resolver.CacheOnly(ctx)
-			if get(cached); !probe.Missed() {
-				probe.Commit()
-				close(f.done)
-				return
-			}
-		}
-		go func() {
-			defer close(f.done)
-			get(ctx)
-		}()
+		})
 	}
 	latest := v.chain.Sets[len(v.chain.Sets)-1]
 	v.ams = parseAMS(latest.AMS, now)

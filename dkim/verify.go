@@ -133,24 +133,14 @@ func NewVerifier(ctx context.Context, headers []Header, lookup LookupTXTFunc, ma
 	return v
 }
 
-// startKey fetches the signature's key in a goroutine of its own, closing
-// s.done when done. When ctx says the lookup honours resolver.CacheOnly
-// (resolver.CacheFirst), the key is first fetched at once from the cache
-// alone: for a signer seen before, that is all, with no goroutine.
+// startKey fetches the signature's key and closes s.done when it has
+// (resolver.Start: from the lookup's cache at once where ctx is marked
+// resolver.CacheFirst, else in a goroutine of its own).
 func (s *sigCheck) startKey(ctx context.Context, lookup LookupTXTFunc, name string) {
-	if resolver.TriesCacheFirst(ctx) {
-		cached, probe := resolver.CacheOnly(ctx)
-		if s.fetchKey(cached, lookup, name); !probe.Missed() {
-			probe.Commit()
-			close(s.done)
-			return
-		}
+	resolver.Start(ctx, s.done, func(ctx context.Context) {
 		s.key, s.keyErr = nil, Result{}
-	}
-	go func() {
-		defer close(s.done)
 		s.fetchKey(ctx, lookup, name)
-	}()
+	})
 }
 
 // Signatures is how many signatures the Verifier checks.

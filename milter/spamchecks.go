@@ -84,7 +84,7 @@ type DependentRun interface {
 type SPFCheck struct {
 	Resolver spf.DNSResolver
 	// CacheFirst: Resolver honours resolver.CacheOnly, and the check is
-	// tried from its cache first (inBackground).
+	// tried from its cache first (resolver.Start).
 	CacheFirst bool
 }
 
@@ -92,12 +92,12 @@ type SPFCheck struct {
 func (c *SPFCheck) Name() string { return "spf" }
 
 // Start implements Check: the evaluation runs at once when the resolver's
-// cache answers all of it, in the background otherwise (inBackground).
+// cache answers all of it, in the background otherwise (resolver.Start).
 func (c *SPFCheck) Start(env Envelope, _ []dkim.Header) CheckRun {
 	ctx, cancel := checkContext(c.CacheFirst)
 	r := &spfRun{cancel: cancel, done: make(chan struct{})}
 	ip, _ := netip.ParseAddr(strings.TrimPrefix(env.ClientAddr, "IPv6:"))
-	inBackground(ctx, r.done, func(ctx context.Context) {
+	resolver.Start(ctx, r.done, func(ctx context.Context) {
 		r.res = mailauth.CheckSPF(ctx, c.Resolver, ip, env.Helo, env.Sender)
 	})
 	return r
@@ -111,28 +111,6 @@ func checkContext(cacheFirst bool) (context.Context, context.CancelFunc) {
 		ctx = resolver.CacheFirst(ctx)
 	}
 	return context.WithCancel(ctx)
-}
-
-// inBackground runs check in a goroutine, so that its lookups overlap the
-// body's transfer, and closes done when it has ended. Where ctx says the
-// resolver honours resolver.CacheOnly (resolver.CacheFirst: InboundChecks
-// with the node's resolver), it first runs check at once from the cache
-// alone: for a sender seen before that is the whole check, with no
-// goroutine started, grown and woken for it. Only if the check needed a
-// question the cache could not answer does it run again in the goroutine.
-func inBackground(ctx context.Context, done chan struct{}, check func(context.Context)) {
-	if resolver.TriesCacheFirst(ctx) {
-		cached, probe := resolver.CacheOnly(ctx)
-		if check(cached); !probe.Missed() {
-			probe.Commit()
-			close(done)
-			return
-		}
-	}
-	go func() {
-		defer close(done)
-		check(ctx)
-	}()
 }
 
 type spfRun struct {
@@ -174,7 +152,7 @@ type DMARCCheck struct {
 func (c *DMARCCheck) Name() string { return "dmarc" }
 
 // Start implements Check: the record is fetched from the resolver's cache
-// at once, or in the background (inBackground).
+// at once, or in the background (resolver.Start).
 func (c *DMARCCheck) Start(_ Envelope, headers []dkim.Header) CheckRun {
 	ctx, cancel := checkContext(c.CacheFirst)
 	r := &dmarcRun{c: c, cancel: cancel, done: make(chan struct{})}
@@ -194,7 +172,7 @@ func (c *DMARCCheck) Start(_ Envelope, headers []dkim.Header) CheckRun {
 		close(r.done)
 		return r
 	}
-	inBackground(ctx, r.done, func(ctx context.Context) {
+	resolver.Start(ctx, r.done, func(ctx context.Context) {
 		r.rec, r.sub, r.err = mailauth.LookupDMARC(ctx, c.LookupTXT, r.domain)
 	})
 	return r
@@ -300,7 +278,7 @@ type SpamCheck struct {
 func (c *SpamCheck) Name() string { return "spam" }
 
 // Start implements Check: header checks now, DNSBL lookups from the
-// resolver's cache at once or in the background (inBackground).
+// resolver's cache at once or in the background (resolver.Start).
 func (c *SpamCheck) Start(env Envelope, headers []dkim.Header) CheckRun {
 	ctx, cancel := checkContext(c.CacheFirst)
 	now := time.Now
@@ -311,7 +289,7 @@ func (c *SpamCheck) Start(env Envelope, headers []dkim.Header) CheckRun {
 	r.symbols = spam.HeaderSymbols(headers, now(), c.IsLocal)
 	if len(c.DNSBL) > 0 && c.Resolver != nil {
 		ip, _ := netip.ParseAddr(strings.TrimPrefix(env.ClientAddr, "IPv6:"))
-		inBackground(ctx, r.dnsblDone, func(ctx context.Context) { r.listed = spam.CheckDNSBL(ctx, c.Resolver, ip, c.DNSBL) })
+		resolver.Start(ctx, r.dnsblDone, func(ctx context.Context) { r.listed = spam.CheckDNSBL(ctx, c.Resolver, ip, c.DNSBL) })
 	} else {
 		close(r.dnsblDone)
 	}

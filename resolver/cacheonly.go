@@ -81,6 +81,29 @@ func (r *Client) HonoursCacheOnly() bool { return true }
 // HonoursCacheOnly implements the marker HonoursCacheOnly looks for.
 func (r *Mock) HonoursCacheOnly() bool { return true }
 
+// Start runs check, whose lookups go through ctx, and closes done when it
+// has ended: in a goroutine of its own, so that its lookups overlap what
+// the caller does next. Where ctx is marked CacheFirst it first runs check
+// at once from the cache alone (CacheOnly); for a sender seen before that
+// is all of it, with no goroutine started, grown and woken, and what the
+// attempt deferred is committed. Only an attempt that missed the cache is
+// run again in the goroutine, so check must set every result it gives each
+// time it runs.
+func Start(ctx context.Context, done chan struct{}, check func(context.Context)) {
+	if TriesCacheFirst(ctx) {
+		cached, probe := CacheOnly(ctx)
+		if check(cached); !probe.Missed() {
+			probe.Commit()
+			close(done)
+			return
+		}
+	}
+	go func() {
+		defer close(done)
+		check(ctx)
+	}()
+}
+
 type firstKey struct{}
 
 // CacheFirst marks ctx as one whose lookups go to a resolver that honours

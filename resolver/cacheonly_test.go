@@ -2,6 +2,7 @@ package resolver
 
 import (
 	"context"
+	"slices"
 	"testing"
 )
 
@@ -83,5 +84,44 @@ func TestHonoursCacheOnly(t *testing.T) {
 	probe.Commit()
 	if ran != 1 {
 		t.Errorf("Commit ran the deferred function %d times, want once", ran)
+	}
+}
+
+// Start runs a check at once from the cache where ctx is marked CacheFirst
+// and the cache has every answer; otherwise (a miss, or no mark) in a
+// goroutine, with ctx as given.
+func TestStart(t *testing.T) {
+	r, _ := testResolver(t)
+	var log AskLog
+	lookup := log.TXT(r.LookupTXT)
+	check := func(ctx context.Context) { lookup(ctx, "pass.test") }
+	for _, c := range []struct {
+		name   string
+		ctx    context.Context
+		want   []bool // questions: asked from the cache only
+		atOnce bool
+	}{
+		{"not marked", context.Background(), []bool{false}, false},
+		{"marked, cached", CacheFirst(context.Background()), []bool{true}, true},
+	} {
+		done := make(chan struct{})
+		Start(c.ctx, done, check)
+		if c.atOnce {
+			select {
+			case <-done:
+			default:
+				t.Errorf("%s: not done at once", c.name)
+			}
+		}
+		<-done
+		if got := log.Take(); !slices.Equal(got, c.want) {
+			t.Errorf("%s: questions %v, want %v", c.name, got, c.want)
+		}
+	}
+	done := make(chan struct{})
+	Start(CacheFirst(context.Background()), done, func(ctx context.Context) { lookup(ctx, "helo.test") })
+	<-done
+	if got := log.Take(); !slices.Equal(got, []bool{true, false}) {
+		t.Errorf("marked, not cached: questions %v, want one from the cache, then one for real", got)
 	}
 }
