@@ -204,7 +204,8 @@ func TestARCSealEndToEnd(t *testing.T) {
 			t.Errorf("python3-dkim arc_verify after a body change: %s", out)
 		}
 		n.WaitLog(t, "status=sent")
-		if log := n.DaemonLog("milterd"); !strings.Contains(log, "milterd: arc sealed") || !strings.Contains(log, "rcpt=sales@example.com domain=example.com instance=1 cv=none selector=mx2026r") {
+		// milterd writes its log in batches: wait for the lines.
+		if log, ok := n.DaemonLogWith("milterd", "milterd: arc sealed", "rcpt=sales@example.com domain=example.com instance=1 cv=none selector=mx2026r"); !ok {
 			t.Errorf("milterd log:\n%s", log)
 		}
 	})
