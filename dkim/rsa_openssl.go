@@ -17,12 +17,13 @@ static EVP_PKEY *mn_key(const unsigned char *der, long len) {
 	return d2i_PrivateKey(EVP_PKEY_RSA, NULL, &p, len);
 }
 
-// mn_ctx is a signing context for key: RSASSA-PKCS1-v1_5 over a SHA-256
-// digest. A context is initialised once and then signs many digests.
-static EVP_PKEY_CTX *mn_ctx(EVP_PKEY *key) {
+// mn_ctx is a context for key, signing (verify 0) or verifying
+// RSASSA-PKCS1-v1_5 over a SHA-256 digest. A context is initialised once
+// and then serves many digests.
+static EVP_PKEY_CTX *mn_ctx(EVP_PKEY *key, int verify) {
 	EVP_PKEY_CTX *ctx = EVP_PKEY_CTX_new(key, NULL);
 	if (ctx == NULL) return NULL;
-	if (EVP_PKEY_sign_init(ctx) <= 0 ||
+	if ((verify ? EVP_PKEY_verify_init(ctx) : EVP_PKEY_sign_init(ctx)) <= 0 ||
 	    EVP_PKEY_CTX_set_rsa_padding(ctx, RSA_PKCS1_PADDING) <= 0 ||
 	    EVP_PKEY_CTX_set_signature_md(ctx, EVP_sha256()) <= 0) {
 		EVP_PKEY_CTX_free(ctx);
@@ -42,20 +43,6 @@ static size_t mn_sign(EVP_PKEY_CTX *ctx, const unsigned char *dgst, unsigned cha
 static EVP_PKEY *mn_pubkey(const unsigned char *der, long len) {
 	const unsigned char *p = der;
 	return d2i_PUBKEY(NULL, &p, len);
-}
-
-// mn_vctx is a verification context for key: RSASSA-PKCS1-v1_5 over a
-// SHA-256 digest, initialised once for many verifications.
-static EVP_PKEY_CTX *mn_vctx(EVP_PKEY *key) {
-	EVP_PKEY_CTX *ctx = EVP_PKEY_CTX_new(key, NULL);
-	if (ctx == NULL) return NULL;
-	if (EVP_PKEY_verify_init(ctx) <= 0 ||
-	    EVP_PKEY_CTX_set_rsa_padding(ctx, RSA_PKCS1_PADDING) <= 0 ||
-	    EVP_PKEY_CTX_set_signature_md(ctx, EVP_sha256()) <= 0) {
-		EVP_PKEY_CTX_free(ctx);
-		return NULL;
-	}
-	return ctx;
 }
 
 // mn_verify reports whether sig is key's signature of the 32-byte digest.
@@ -100,8 +87,40 @@ type opensslRSA struct {
 // opensslHandle owns the C objects; a cleanup frees them once the signer
 // is unreachable (a reload replaces every key).
 type opensslHandle struct {
-	key  *C.EVP_PKEY
-	ctxs chan *C.EVP_PKEY_CTX // idle signing contexts
+	key    *C.EVP_PKEY
+	verify bool                 // its contexts verify (else they sign)
+	ctxs   chan *C.EVP_PKEY_CTX // idle contexts
+}
+
+func newHandle(key *C.EVP_PKEY, verify bool) *opensslHandle {
+	return &opensslHandle{key: key, verify: verify, ctxs: make(chan *C.EVP_PKEY_CTX, ctxPool)}
+}
+
+// get returns an idle context, or a new one (nil if OpenSSL cannot make it).
+func (h *opensslHandle) get() *C.EVP_PKEY_CTX {
+	select {
+	case ctx := <-h.ctxs:
+		return ctx
+	default:
+	}
+	verify := C.int(0)
+	if h.verify {
+		verify = 1
+	}
+	ctx := C.mn_ctx(h.key, verify)
+	if ctx == nil {
+		C.ERR_clear_error()
+	}
+	return ctx
+}
+
+// put keeps ctx for the next get, or frees it when ctxPool are idle.
+func (h *opensslHandle) put(ctx *C.EVP_PKEY_CTX) {
+	select {
+	case h.ctxs <- ctx:
+	default:
+		C.EVP_PKEY_CTX_free(ctx)
+	}
 }
 
 // ctxPool is how many idle contexts a key keeps; more concurrent signers
@@ -120,7 +139,7 @@ func newRSASigner(k *rsa.PrivateKey) (crypto.Signer, error) {
 	if key == nil {
 		return nil, errors.New("dkim: OpenSSL could not load the RSA key")
 	}
-	h := &opensslHandle{key: key, ctxs: make(chan *C.EVP_PKEY_CTX, ctxPool)}
+	h := newHandle(key, false)
 	s := &opensslRSA{pub: &k.PublicKey, size: k.Size(), h: h}
 	runtime.AddCleanup(s, func(h *opensslHandle) { h.free() }, h)
 	digest := make([]byte, 32)
@@ -157,21 +176,13 @@ func (s *opensslRSA) Sign(_ io.Reader, digest []byte, opts crypto.SignerOpts) ([
 	if opts.HashFunc() != crypto.SHA256 || len(digest) != 32 {
 		return nil, fmt.Errorf("dkim: OpenSSL RSA signer takes SHA-256 digests only, got %v of %d bytes", opts.HashFunc(), len(digest))
 	}
-	var ctx *C.EVP_PKEY_CTX
-	select {
-	case ctx = <-s.h.ctxs:
-	default:
-		if ctx = C.mn_ctx(s.h.key); ctx == nil {
-			return nil, errors.New("dkim: OpenSSL: no signing context")
-		}
+	ctx := s.h.get()
+	if ctx == nil {
+		return nil, errors.New("dkim: OpenSSL: no signing context")
 	}
 	sig := make([]byte, s.size)
 	n := C.mn_sign(ctx, (*C.uchar)(unsafe.Pointer(&digest[0])), (*C.uchar)(unsafe.Pointer(&sig[0])), C.size_t(len(sig)))
-	select {
-	case s.h.ctxs <- ctx:
-	default:
-		C.EVP_PKEY_CTX_free(ctx)
-	}
+	s.h.put(ctx)
 	runtime.KeepAlive(s)
 	if n == 0 || int(n) != s.size {
 		return nil, errors.New("dkim: OpenSSL RSA signature failed")
@@ -199,7 +210,7 @@ func newRSAVerifier(pub *rsa.PublicKey) rsaVerifier {
 		C.ERR_clear_error()
 		return goVerifier{pub}
 	}
-	h := &opensslHandle{key: key, ctxs: make(chan *C.EVP_PKEY_CTX, ctxPool)}
+	h := newHandle(key, true)
 	v := &opensslVerifier{h: h}
 	runtime.AddCleanup(v, func(h *opensslHandle) { h.free() }, h)
 	return v
@@ -209,21 +220,12 @@ func (v *opensslVerifier) verify(digest, sig []byte) bool {
 	if len(digest) != 32 || len(sig) == 0 {
 		return false
 	}
-	var ctx *C.EVP_PKEY_CTX
-	select {
-	case ctx = <-v.h.ctxs:
-	default:
-		if ctx = C.mn_vctx(v.h.key); ctx == nil {
-			C.ERR_clear_error()
-			return false
-		}
+	ctx := v.h.get()
+	if ctx == nil {
+		return false
 	}
 	ok := C.mn_verify(ctx, (*C.uchar)(unsafe.Pointer(&sig[0])), C.size_t(len(sig)), (*C.uchar)(unsafe.Pointer(&digest[0]))) == 1
-	select {
-	case v.h.ctxs <- ctx:
-	default:
-		C.EVP_PKEY_CTX_free(ctx)
-	}
+	v.h.put(ctx)
 	runtime.KeepAlive(v)
 	return ok
 }
