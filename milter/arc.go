@@ -9,7 +9,6 @@ import (
 	"github.com/mailnode/mailnode/arc"
 	"github.com/mailnode/mailnode/dkim"
 	"github.com/mailnode/mailnode/inventory"
-	"github.com/mailnode/mailnode/resolver"
 )
 
 // ARC sealing of forwarded mail (forwarding.arc, RFC 8617). A message
@@ -60,12 +59,8 @@ func (t *Transaction) startARC() {
 	for _, r := range t.env.RcptList {
 		if s.Forwards(r) {
 			_, d := inventory.SplitAddress(r)
-			ctx := context.Background()
-			if s.CacheFirst {
-				ctx = resolver.CacheFirst(ctx)
-			}
 			t.arc = &arcRun{rcpt: inventory.NormalizeAddress(r), domain: d,
-				v: arc.NewValidator(ctx, t.headers, dkim.LookupTXTFunc(s.Lookup), t.f.now())}
+				v: arc.NewValidator(lookupContext(s.CacheFirst), t.headers, dkim.LookupTXTFunc(s.Lookup), t.f.now())}
 			return
 		}
 	}

@@ -6,7 +6,6 @@ import (
 
 	"github.com/emersion/go-msgauth/authres"
 	"github.com/mailnode/mailnode/dkim"
-	"github.com/mailnode/mailnode/resolver"
 )
 
 // The inbound check chain. Checks run in this order on every message that
@@ -68,11 +67,7 @@ func (c *DKIMCheck) Start(_ Envelope, headers []dkim.Header) CheckRun {
 	if c.Now != nil {
 		now = c.Now
 	}
-	ctx := context.Background()
-	if c.CacheFirst {
-		ctx = resolver.CacheFirst(ctx)
-	}
-	v := dkim.NewVerifier(ctx, headers, dkim.LookupTXTFunc(c.LookupTXT), c.MaxSignatures, now())
+	v := dkim.NewVerifier(lookupContext(c.CacheFirst), headers, dkim.LookupTXTFunc(c.LookupTXT), c.MaxSignatures, now())
 	if v.Signatures() == 0 {
 		return noSignatures{}
 	}

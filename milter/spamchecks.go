@@ -106,11 +106,16 @@ func (c *SPFCheck) Start(env Envelope, _ []dkim.Header) CheckRun {
 // checkContext is the context of one check's lookups, until its End or
 // Abort; cacheFirst: its resolver honours resolver.CacheOnly.
 func checkContext(cacheFirst bool) (context.Context, context.CancelFunc) {
-	ctx := context.Background()
+	return context.WithCancel(lookupContext(cacheFirst))
+}
+
+// lookupContext is the context a check's lookups start from, marked
+// resolver.CacheFirst when cacheFirst (the resolver honours CacheOnly).
+func lookupContext(cacheFirst bool) context.Context {
 	if cacheFirst {
-		ctx = resolver.CacheFirst(ctx)
+		return resolver.CacheFirst(context.Background())
 	}
-	return context.WithCancel(ctx)
+	return context.Background()
 }
 
 type spfRun struct {
