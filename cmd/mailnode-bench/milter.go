@@ -218,37 +218,26 @@ dkim: {key_dir: %s}
 	}
 	defer null.stop()
 	bareSigners := []crypto.Signer{key, nodeKey.Signer}
-	var spent, nullSpent time.Duration
-	var signed, nulls int
-	var wakes, nullWakes int64 // times the threads were put on a CPU
-	var restRounds, nullRounds []time.Duration
 	bareSpent, bareSigned := make([]time.Duration, len(bareSigners)), make([]int, len(bareSigners))
-	for r := 0; r < rounds; r++ {
-		d, k, runs, err := cpuPerRound(mcmd.Process.Pid, msock, msg, max(1, n/rounds), true)
-		if err != nil {
-			return err
-		}
-		spent += d
-		signed += k
-		wakes += runs
-		nd, nk, nruns, err := cpuPerRound(null.pid, null.sock, msg, max(1, n/rounds), false)
-		if err != nil {
-			return err
-		}
-		nullSpent += nd
-		nulls += nk
-		nullWakes += nruns
-		var roundSign time.Duration
+	var roundSigns []time.Duration // milterd's own signer, each round
+	pr, err := alternateRounds(mcmd.Process.Pid, msock, null, msg, n, rounds, true, func() {
 		for i, s := range bareSigners {
 			sd, m := bareRSASign(s, 200*time.Millisecond)
 			bareSpent[i] += sd
 			bareSigned[i] += m
-			roundSign = sd / time.Duration(m) // the last: milterd's own signer
+			if i == len(bareSigners)-1 {
+				roundSigns = append(roundSigns, sd/time.Duration(m))
+			}
 		}
-		restRounds = append(restRounds, d/time.Duration(k)-roundSign)
-		nullRounds = append(nullRounds, nd/time.Duration(nk))
+	})
+	if err != nil {
+		return err
 	}
-	perMsg := spent / time.Duration(signed)
+	restRounds := make([]time.Duration, len(pr.perRound))
+	for i, d := range pr.perRound {
+		restRounds[i] = d - roundSigns[i]
+	}
+	spent, signed, perMsg := pr.spent, pr.done, pr.per()
 	goRSA := bareSpent[0] / time.Duration(bareSigned[0])
 	node := bareSpent[1] / time.Duration(bareSigned[1])
 	engine := "crypto/rsa (this build has no cgo)"
@@ -261,9 +250,9 @@ dkim: {key_dir: %s}
 	fmt.Fprintf(out, "ratio to crypto/rsa's signature: %.2fx (target <= 1.3x); to milterd's own signer: %.2fx; the rest of the path: %v per message (rounds %s)\n",
 		float64(perMsg)/float64(goRSA), float64(perMsg)/float64(node), (perMsg - node).Round(time.Microsecond), durRange(restRounds))
 	fmt.Fprintf(out, "floor, a milter doing nothing (null-milter, milterd's negotiation) in the same rounds: %v per message (rounds %s)\n",
-		(nullSpent / time.Duration(nulls)).Round(time.Microsecond), durRange(nullRounds))
+		pr.nullPer().Round(time.Microsecond), durRange(pr.nullRounds))
 	fmt.Fprintf(out, "threads put on a CPU per message (wake-ups and returns from preemption, schedstat): milterd %.2f, null-milter %.2f\n",
-		float64(wakes)/float64(signed), float64(nullWakes)/float64(nulls))
+		pr.wakesPer(), pr.nullWakesPer())
 	if l, err := procstat.LoadAvg(); err == nil {
 		fmt.Fprintf(out, "load average: %.2f %.2f %.2f (2 cores shared with the client and whatever else runs)\n", l[0], l[1], l[2])
 	}
@@ -451,6 +440,45 @@ func benchCount(sock string, msg *miltertest.Message, conc, n int, wantSigned bo
 		return 0, errors.New("bench: nothing signed")
 	}
 	return done, nil
+}
+
+// pairedRounds is milterd's CPU time against null-milter's over rounds
+// that alternate between the two with the same message.
+type pairedRounds struct {
+	spent, nullSpent     time.Duration
+	done, nulls          int   // messages answered (signed, with wantSigned)
+	wakes, nullWakes     int64 // times the threads were put on a CPU
+	perRound, nullRounds []time.Duration
+}
+
+func (p pairedRounds) per() time.Duration     { return p.spent / time.Duration(p.done) }
+func (p pairedRounds) nullPer() time.Duration { return p.nullSpent / time.Duration(p.nulls) }
+func (p pairedRounds) wakesPer() float64      { return float64(p.wakes) / float64(p.done) }
+func (p pairedRounds) nullWakesPer() float64  { return float64(p.nullWakes) / float64(p.nulls) }
+
+// alternateRounds sends n messages, in rounds, to the milter process pid on
+// sock and to null-milter by turns; between, when set, runs after each
+// round's pair.
+func alternateRounds(pid int, sock string, null *nullMilter, msg *miltertest.Message, n, rounds int, wantSigned bool, between func()) (pairedRounds, error) {
+	var p pairedRounds
+	for range rounds {
+		d, k, runs, err := cpuPerRound(pid, sock, msg, max(1, n/rounds), wantSigned)
+		if err != nil {
+			return p, err
+		}
+		nd, nk, nruns, err := cpuPerRound(null.pid, null.sock, msg, max(1, n/rounds), false)
+		if err != nil {
+			return p, err
+		}
+		p.spent, p.done, p.wakes = p.spent+d, p.done+k, p.wakes+runs
+		p.nullSpent, p.nulls, p.nullWakes = p.nullSpent+nd, p.nulls+nk, p.nullWakes+nruns
+		p.perRound = append(p.perRound, d/time.Duration(k))
+		p.nullRounds = append(p.nullRounds, nd/time.Duration(nk))
+		if between != nil {
+			between()
+		}
+	}
+	return p, nil
 }
 
 // cpuPerRound sends n messages one at a time to the milter process pid
@@ -684,32 +712,17 @@ func benchInbound(out io.Writer, pid int, sock string, null *nullMilter, sender 
 			return fmt.Errorf("bench: inbound message: Authentication-Results %q lacks %s (action %v)", ar, want, r.Action)
 		}
 	}
-	const rounds = 8
-	var spent, nullSpent time.Duration
-	var done, nulls int
-	var wakes, nullWakes int64
-	var perRound, nullRounds []time.Duration
-	for range rounds {
-		d, k, runs, err := cpuPerRound(pid, sock, msg, max(1, n/rounds), false)
-		if err != nil {
-			return err
-		}
-		nd, nk, nruns, err := cpuPerRound(null.pid, null.sock, msg, max(1, n/rounds), false)
-		if err != nil {
-			return err
-		}
-		spent, done, wakes = spent+d, done+k, wakes+runs
-		nullSpent, nulls, nullWakes = nullSpent+nd, nulls+nk, nullWakes+nruns
-		perRound = append(perRound, d/time.Duration(k))
-		nullRounds = append(nullRounds, nd/time.Duration(nk))
+	pr, err := alternateRounds(pid, sock, null, msg, n, 8, false, nil)
+	if err != nil {
+		return err
 	}
-	per, nullPer := spent/time.Duration(done), nullSpent/time.Duration(nulls)
+	per, nullPer := pr.per(), pr.nullPer()
 	fmt.Fprintf(out, "\nmilterd CPU per 2 KiB inbound message (DKIM RSA-2048 verified, SPF, DMARC, builtin spam gate; DNS answers cached after the first): %v (rounds %s, %d messages)\n",
-		per.Round(time.Microsecond), durRange(perRound), done)
+		per.Round(time.Microsecond), durRange(pr.perRound), pr.done)
 	fmt.Fprintf(out, "null-milter in the same rounds: %v (rounds %s); milterd's own work per inbound message: %v\n",
-		nullPer.Round(time.Microsecond), durRange(nullRounds), (per - nullPer).Round(time.Microsecond))
+		nullPer.Round(time.Microsecond), durRange(pr.nullRounds), (per - nullPer).Round(time.Microsecond))
 	fmt.Fprintf(out, "threads put on a CPU per inbound message: milterd %.2f, null-milter %.2f\n",
-		float64(wakes)/float64(done), float64(nullWakes)/float64(nulls))
+		pr.wakesPer(), pr.nullWakesPer())
 	if l, err := procstat.LoadAvg(); err == nil {
 		fmt.Fprintf(out, "load average: %.2f %.2f %.2f\n", l[0], l[1], l[2])
 	}
