@@ -265,7 +265,9 @@ func decodeDomainRaw(file string, i int, n *yaml.Node) domainResult {
 	}
 	path := fieldName(prefix)
 	checkKnownFields(v, n, reflect.TypeOf(Domain{}), path)
-	if err := n.Decode(&r.d); err != nil {
+	if !checkPlainYAML(v, n, path) {
+		// not decoded: the problems say why
+	} else if err := decodeNode(n, &r.d); err != nil {
 		v.problems = append(v.problems, decodeProblems(file, n, path, err)...)
 	}
 	r.decode = v.problems

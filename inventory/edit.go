@@ -227,7 +227,7 @@ func editNode(item *yaml.Node, sel, alg string, add bool) {
 // minus the selector entry of domain number idx, and nothing else.
 func sameButSelector(oldSrc, newSrc []byte, idx int, sel, alg string, add bool) bool {
 	var o, n map[string]any
-	if yaml.Unmarshal(oldSrc, &o) != nil || yaml.Unmarshal(newSrc, &n) != nil {
+	if unmarshalYAML(oldSrc, &o) != nil || unmarshalYAML(newSrc, &n) != nil {
 		return false
 	}
 	od, ok1 := domainAt(o, idx)

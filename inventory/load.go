@@ -217,7 +217,9 @@ func parse(data []byte, domains func() ([]domainResult, error), file string, o L
 	}
 	checkKnownFields(v, doc, reflect.TypeOf(Inventory{}), "")
 	inv := &Inventory{File: file}
-	if err := doc.Decode(inv); err != nil {
+	if !checkPlainYAML(v, doc, "") {
+		// not decoded: the problems say why
+	} else if err := decodeNode(doc, inv); err != nil {
 		v.problems = append(v.problems, decodeProblems(file, doc, "", err)...)
 	}
 	var results []domainResult
@@ -458,6 +460,9 @@ func checkKnownFields(v *validator, n *yaml.Node, t reflect.Type, path string) {
 		seen := map[string]int{}
 		for i := 0; i+1 < len(n.Content); i += 2 {
 			k, val := n.Content[i], n.Content[i+1]
+			if k.Tag == "!!merge" || k.Kind != yaml.ScalarNode {
+				continue // checkPlainYAML reports it
+			}
 			sub := joinPath(path, k.Value)
 			if prev, dup := seen[k.Value]; dup {
 				v.addAt(k.Line, sub, "set twice (first on line %d)", prev)

@@ -410,7 +410,7 @@ func (s *StringList) UnmarshalYAML(n *yaml.Node) error {
 		return nil
 	case yaml.SequenceNode:
 		var l []string
-		if err := n.Decode(&l); err != nil {
+		if err := decodeNode(n, &l); err != nil {
 			return err
 		}
 		*s = l
