@@ -24,6 +24,8 @@ type table struct {
 
 	frozen bool                // slots are made
 	more   map[string][]string // set after freeze, until the next
+
+	m *mtable // not nil: the table is a snapshot's, read in place (snapshot.go)
 }
 
 // newTable returns an empty table with room for keys entries and vals list
@@ -52,6 +54,9 @@ func (t *table) get(key string) ([]string, bool) {
 	if t == nil {
 		return nil, false
 	}
+	if t.m != nil {
+		return t.m.get(key)
+	}
 	if t.more != nil {
 		if l, ok := t.more[key]; ok {
 			return l[:len(l):len(l)], true
@@ -72,6 +77,9 @@ func (t *table) list(i int) []string {
 
 // has reports whether key is in the table.
 func (t *table) has(key string) bool {
+	if t != nil && t.m != nil {
+		return t.m.has(key)
+	}
 	_, ok := t.get(key)
 	return ok
 }
@@ -79,6 +87,9 @@ func (t *table) has(key string) bool {
 func (t *table) len() int {
 	if t == nil {
 		return 0
+	}
+	if t.m != nil {
+		return t.m.n
 	}
 	n := len(t.keys)
 	for k := range t.more {
@@ -92,6 +103,10 @@ func (t *table) len() int {
 // each calls fn for every key and its list, in no particular order.
 func (t *table) each(fn func(key string, l []string)) {
 	if t == nil {
+		return
+	}
+	if t.m != nil {
+		t.m.each(fn)
 		return
 	}
 	for i, k := range t.keys {

@@ -36,6 +36,8 @@ type Inventory struct {
 	Digest string `yaml:"-"`
 
 	idx *index // built by Load after validation; used by Classify and friends
+
+	mapped *mapping // the snapshot the address tables are read from (OpenSnapshot)
 }
 
 // Node describes the host itself.
