@@ -134,6 +134,24 @@ func (s *Server) swap(inv *inventory.Inventory, keep bool) error {
 // Guard returns the stateful checks in use (nil: none).
 func (s *Server) Guard() *Guard { return s.state.Load().guard }
 
+// pinned returns the state in use with its inventory pinned
+// (inventory.Pin): the reload that replaced an inventory releases it (its
+// mapped tables) only once no request decides with it any more.
+// nil: the inventory in use itself was released, which only a caller that
+// releases an inventory before replacing it can do.
+func (s *Server) pinned() *snapshot {
+	for {
+		st := s.state.Load()
+		if st.inv.Pin() {
+			return st
+		}
+		if s.state.Load() == st {
+			return nil
+		}
+		// Released after a reload swapped in the next one: take that.
+	}
+}
+
 // Inventory returns the inventory in use.
 func (s *Server) Inventory() *inventory.Inventory { return s.state.Load().inv }
 
@@ -563,7 +581,13 @@ func (c *conn) malformed(err error) error {
 func (c *conn) answer(req *Request) error {
 	s := c.s
 	start := time.Now()
-	st := s.state.Load()
+	st := s.pinned()
+	if st == nil {
+		// No reply: Postfix applies default_action (451 4.3.5).
+		s.Log.Error("policyd: the inventory in use was released; closing without reply")
+		return errors.New("policy: the inventory in use was released")
+	}
+	defer st.inv.Unpin()
 	d := Decide(*req, st.inv, st.opts)
 	if st.guard != nil {
 		if err := st.guard.Apply(context.Background(), req, &d); err != nil {
