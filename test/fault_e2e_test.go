@@ -347,6 +347,20 @@ func TestFaultReloadBrokenInventory(t *testing.T) {
 		t.Errorf("milterd did not reload the restored inventory:\n%s", log)
 	}
 	checkServing("after the restored SIGHUP", 1)
+	// Both loads of each daemon, at start and at the good reload, ran in
+	// mailnode load-inventory (the broken one too: its problems above are
+	// the helper's), and none fell back to loading in process.
+	for _, d := range []string{"policyd", "milterd"} {
+		var log string
+		for deadline := time.Now().Add(10 * time.Second); time.Now().Before(deadline); time.Sleep(50 * time.Millisecond) {
+			if log = n.DaemonLog(d); strings.Count(log, "loaded_by=load-inventory") >= 2 {
+				break
+			}
+		}
+		if strings.Count(log, "loaded_by=load-inventory") < 2 || strings.Contains(log, "helper_failed") {
+			t.Errorf("%s did not load through mailnode load-inventory at start and reload:\n%s", d, grepLines(log, "loaded", 5))
+		}
+	}
 	t.Logf("policyd: %s", grepLines(n.DaemonLog("policyd"), "reload", 3))
 	t.Logf("milterd: %s", grepLines(n.DaemonLog("milterd"), "reload", 3))
 }

@@ -1,10 +1,22 @@
 package main
 
 import (
+	"bufio"
+	"bytes"
+	"encoding/json"
+	"errors"
+	"fmt"
 	"os"
+	"os/exec"
 	"runtime"
 	"runtime/debug"
 	"runtime/metrics"
+	"sync"
+	"syscall"
+	"time"
+
+	"github.com/urfave/cli/v2"
+	"golang.org/x/sys/unix"
 
 	"github.com/mailnode/mailnode/inventory"
 )
@@ -25,7 +37,21 @@ const loadGCPercent = 25
 // the daemon's own setting then paces the heap from what is live after
 // the load (the running and the new inventory), not from the load's last
 // collection, which saw its tables half built beside the text.
+//
+// Run as the mailnode binary (useLoadHelper), the load itself runs in a
+// helper process, mailnode load-inventory, which writes the snapshot of
+// what the daemon keeps into memory it shares (loadInHelper). If the
+// helper cannot run, the daemon loads the inventory itself.
 func loadForDaemon(path, node string, keep inventory.Keep) (*inventory.Inventory, error) {
+	if useLoadHelper {
+		inv, err, ok := loadInHelper(path, node, keep)
+		if ok {
+			return inv, err
+		}
+		noteLoad(loadReport{Helper: false, Fallback: err.Error()})
+	} else {
+		noteLoad(loadReport{})
+	}
 	defer loadingGC()()
 	inv, err := inventory.LoadWith(path, inventory.LoadOptions{Node: node, Keep: keep})
 	runtime.GC()
@@ -80,3 +106,181 @@ func loadingLimit() int64 {
 // scavenger takes: a reload then leaves the daemon's RSS where a fresh
 // start would.
 func releaseMemory() { debug.FreeOSMemory() }
+
+// useLoadHelper is set by main: the daemons run as the mailnode binary,
+// which has the load-inventory command. Tests that run a daemon's code in
+// their own process load in process.
+var useLoadHelper bool
+
+// helperExecutable is the mailnode binary that runs load-inventory: the
+// daemon's own.
+var helperExecutable = os.Executable
+
+// loadReport is how the last load of a daemon went, for its log.
+type loadReport struct {
+	Helper   bool          // loaded by mailnode load-inventory
+	Fallback string        // why the helper was not used, if it was not
+	Peak     int64         // the helper's peak RSS, bytes
+	Took     time.Duration // the helper's run
+}
+
+var (
+	lastLoadMu sync.Mutex
+	lastLoad   loadReport
+)
+
+func noteLoad(r loadReport) {
+	lastLoadMu.Lock()
+	lastLoad = r
+	lastLoadMu.Unlock()
+}
+
+// loadAttrs are the log attributes of the last load.
+func loadAttrs() []any {
+	lastLoadMu.Lock()
+	r := lastLoad
+	lastLoadMu.Unlock()
+	switch {
+	case r.Helper:
+		return []any{"loaded_by", "load-inventory", "helper_peak_mib", fmt.Sprintf("%.1f", float64(r.Peak)/(1<<20)), "helper_seconds", fmt.Sprintf("%.2f", r.Took.Seconds())}
+	case r.Fallback != "":
+		return []any{"loaded_by", "in process", "helper_failed", r.Fallback}
+	}
+	return []any{"loaded_by", "in process"}
+}
+
+// The helper's exit status when the inventory has problems: they are on
+// its standard output as JSON.
+const helperProblems = 3
+
+// loadInHelper runs mailnode load-inventory with a memfd as its file
+// descriptor 3 and opens the snapshot it wrote there. ok is false when
+// the helper could not give an answer (it could not start, or died): err
+// then says why and the caller loads in process.
+func loadInHelper(path, node string, keep inventory.Keep) (inv *inventory.Inventory, err error, ok bool) {
+	exe, err := helperExecutable()
+	if err != nil {
+		return nil, err, false
+	}
+	memfd := func(name string) (*os.File, error) {
+		fd, err := unix.MemfdCreate(name, unix.MFD_CLOEXEC)
+		if err != nil {
+			return nil, fmt.Errorf("memfd_create: %w", err)
+		}
+		return os.NewFile(uintptr(fd), "memfd:"+name), nil
+	}
+	headFile, err := memfd("mailnode-inventory-head")
+	if err != nil {
+		return nil, err, false
+	}
+	defer headFile.Close()
+	mem, err := memfd("mailnode-inventory-tables")
+	if err != nil {
+		return nil, err, false
+	}
+	defer mem.Close()
+	keepName, where := "decisions", inventory.TablesMapped
+	if keep == inventory.KeepDomains {
+		keepName, where = "domains", inventory.TablesInHeap
+	}
+	cmd := exec.Command(exe, "load-inventory", "--inventory", path, "--node", node, "--keep", keepName)
+	var out, errOut bytes.Buffer
+	cmd.Stdout, cmd.Stderr = &out, &errOut
+	cmd.ExtraFiles = []*os.File{headFile, mem}
+	start := time.Now()
+	runErr := cmd.Run()
+	took := time.Since(start)
+	var peak int64
+	if ps := cmd.ProcessState; ps != nil {
+		if ru, ok := ps.SysUsage().(*syscall.Rusage); ok {
+			peak = ru.Maxrss << 10 // KiB
+		}
+	}
+	var ee *exec.ExitError
+	switch {
+	case runErr == nil:
+	case errors.As(runErr, &ee) && ee.ExitCode() == helperProblems:
+		var ps inventory.Problems
+		if err := json.Unmarshal(out.Bytes(), &ps); err != nil || len(ps) == 0 {
+			return nil, fmt.Errorf("load-inventory: unreadable problems: %q", out.String()), false
+		}
+		noteLoad(loadReport{Helper: true, Peak: peak, Took: took})
+		return nil, ps, true
+	default:
+		return nil, fmt.Errorf("load-inventory: %v: %s", runErr, bytes.TrimSpace(errOut.Bytes())), false
+	}
+	// The head is read into the heap and its memory freed with the file;
+	// the tables stay where the helper wrote them.
+	st, err := headFile.Stat()
+	if err != nil {
+		return nil, err, false
+	}
+	head := make([]byte, st.Size())
+	if _, err := headFile.ReadAt(head, 0); err != nil {
+		return nil, err, false
+	}
+	headFile.Close()
+	defer loadingGC()()
+	inv, err = inventory.OpenSnapshot(head, mem, where)
+	head = nil
+	if err != nil {
+		return nil, err, false
+	}
+	runtime.GC()
+	noteLoad(loadReport{Helper: true, Peak: peak, Took: took})
+	return inv, nil, true
+}
+
+func loadInventoryCommand() *cli.Command {
+	return &cli.Command{
+		Name:   "load-inventory",
+		Hidden: true,
+		Usage:  "load an inventory as policyd or milterd keeps it and write its snapshot to file descriptors 3 (head) and 4 (tables) (the daemons run it at start and on every reload)",
+		Description: `policyd and milterd load their inventory through this command, in a process
+of its own: the inventory's text, its decoded domains and the tables being built
+are freed when it exits, and the daemon opens the snapshot it leaves in memory
+the two share. On problems it prints them as JSON on standard output and exits
+with status 3.`,
+		Flags: []cli.Flag{
+			&cli.StringFlag{Name: "inventory", Required: true, Usage: "the inventory `FILE`"},
+			nodeFlag(),
+			&cli.StringFlag{Name: "keep", Value: "decisions", Usage: "what to keep: decisions (policyd) or domains (milterd)"},
+		},
+		Action: func(c *cli.Context) error {
+			var keep inventory.Keep
+			switch c.String("keep") {
+			case "decisions":
+				keep = inventory.KeepDecisions
+			case "domains":
+				keep = inventory.KeepDomains
+			default:
+				return cli.Exit(fmt.Sprintf("load-inventory: --keep %q: want decisions or domains", c.String("keep")), 2)
+			}
+			loadingGC() // for the rest of the process's short life
+			inv, err := inventory.LoadWith(c.String("inventory"), inventory.LoadOptions{Node: c.String("node"), Keep: keep})
+			if err != nil {
+				if b, jerr := json.Marshal(inventory.AsProblems(err)); jerr == nil {
+					os.Stdout.Write(b)
+					os.Exit(helperProblems)
+				}
+				return cli.Exit(fmt.Sprintf("load-inventory: %v", err), 1)
+			}
+			headOut, tablesOut := os.NewFile(3, "head"), os.NewFile(4, "tables")
+			if headOut == nil || tablesOut == nil {
+				return cli.Exit("load-inventory: the snapshot is written to file descriptors 3 and 4, and they are not open", 2)
+			}
+			hw, tw := bufio.NewWriterSize(headOut, 1<<20), bufio.NewWriterSize(tablesOut, 1<<20)
+			err = inv.WriteSnapshot(hw, tw)
+			if err == nil {
+				err = hw.Flush()
+			}
+			if err == nil {
+				err = tw.Flush()
+			}
+			if err != nil {
+				return cli.Exit(fmt.Sprintf("load-inventory: write the snapshot: %v", err), 1)
+			}
+			return nil
+		},
+	}
+}

@@ -44,12 +44,14 @@ Start with:  mailnode config check --inventory examples/inventory.yaml`,
 			whyCommand(),
 			learnCommand(),
 			genManCommand(),
+			loadInventoryCommand(),
 		},
 	}
 }
 
 func main() {
 	sysmon.KeepAwake(os.Args, "policyd", "milterd")
+	useLoadHelper = os.Getenv("MAILNODE_LOAD_IN_PROCESS") == ""
 	if err := newApp().Run(os.Args); err != nil {
 		fmt.Fprintln(os.Stderr, "mailnode:", err)
 		os.Exit(exitCode(err))

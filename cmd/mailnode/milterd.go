@@ -226,7 +226,7 @@ metrics' values.`,
 						metrics.Reloaded(true)
 						milterdStatus(page, path, listen, ninv, newKeys)
 						page.Set("last reload", time.Now().UTC().Format(time.RFC3339)+" ok")
-						log.Info("milterd: inventory reloaded", "inventory", path, "domains", len(newKeys))
+						log.Info("milterd: inventory reloaded", append([]any{"inventory", path, "domains", len(newKeys)}, loadAttrs()...)...)
 						guard.Set(ninv.Digest, ninv.Postfix.ConfigDirectory)
 						releaseMemory()
 						daemon.Notify(log, "milterd", sdnotify.Ready)
@@ -243,6 +243,7 @@ metrics' values.`,
 			}
 			log.Info("milterd listening", "listen", listen, "domains", len(keys), "keys", nkeys, "rsa_signer", rsaSigner, "mode", inv.Policy.Mode,
 				"srs_socketmap", srsMap.Path())
+			log.Info("milterd: inventory loaded", loadAttrs()...)
 			defer daemon.StatusOnSIGUSR1(log, "milterd", nil)()
 			ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGINT, syscall.SIGTERM)
 			defer stop()

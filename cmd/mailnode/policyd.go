@@ -101,6 +101,7 @@ func runPolicyd(cx *cli.Context) error {
 	if inv.NullClient() {
 		return cli.Exit(fmt.Sprintf("policyd: %s: %s is a null client (node.role: nullclient): its Postfix asks no policy service; run only milterd there", path, inv.Node.Hostname), 2)
 	}
+	inv.Prefault()
 	listen := cx.String("listen")
 	if listen == "" {
 		listen = inv.Policy.Listen
@@ -198,6 +199,7 @@ func runPolicyd(cx *cli.Context) error {
 		"local_domains", len(inv.LocalDomains()), "relay_domains", len(inv.RelayDomains()),
 		"sender_login", inv.Policy.SenderLogin, "mode", inv.Policy.Mode, "greylist", greylistSummary(inv), "ratelimit", inv.Policy.Ratelimit != nil,
 		"state", stateSummary(inv, store))
+	log.Info("policyd: inventory loaded", loadAttrs()...)
 	defer daemon.StatusOnSIGUSR1(log, "policyd", srv.OpenConnections)()
 	releaseMemory()
 	daemon.Notify(log, "policyd", sdnotify.Ready)
@@ -260,6 +262,7 @@ func reloadInventory(log *slog.Logger, srv *policy.Server, m *policy.Metrics, pa
 		return nil
 	}
 	if inv.NullClient() {
+		inv.Release()
 		m.Reloaded(false)
 		log.Error("policyd: reload failed; keeping the running inventory", "problem", path+": node.role is nullclient now, and a null client runs no policyd")
 		return nil
@@ -280,6 +283,7 @@ func reloadInventory(log *slog.Logger, srv *policy.Server, m *policy.Metrics, pa
 			}
 		}
 		if err != nil {
+			inv.Release()
 			m.Reloaded(false)
 			log.Error("policyd: reload failed; keeping the running inventory", "problem", err.Error())
 			return nil
@@ -287,14 +291,25 @@ func reloadInventory(log *slog.Logger, srv *policy.Server, m *policy.Metrics, pa
 		opened = st
 	}
 	if err := srv.SetInventory(inv); err != nil {
+		inv.Release()
 		m.Reloaded(false)
 		log.Error("policyd: reload failed; keeping the running inventory", "problem", err.Error())
 		return opened
 	}
+	// The old tables go once the requests deciding with them have
+	// answered; only then are the new ones read in whole, so that the two
+	// are never resident together.
+	select {
+	case <-old.Release():
+	case <-time.After(srv.RequestTimeout + time.Second):
+		log.Warn("policyd: a request still holds the replaced inventory; its tables go when it answers")
+	}
+	inv.Prefault()
 	m.Reloaded(true)
 	log.Info("policyd: inventory reloaded", "inventory", path,
 		"local_domains", len(inv.LocalDomains()), "relay_domains", len(inv.RelayDomains()),
 		"sender_login", inv.Policy.SenderLogin, "mode", inv.Policy.Mode, "greylist", greylistSummary(inv), "ratelimit", inv.Policy.Ratelimit != nil)
+	log.Info("policyd: inventory loaded", loadAttrs()...)
 	return opened
 }
 
