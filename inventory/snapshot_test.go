@@ -13,7 +13,7 @@ import (
 )
 
 // snapshotOf writes inv's snapshot to a file and opens it.
-func snapshotOf(t *testing.T, inv *Inventory, where SnapshotTables) *Inventory {
+func snapshotOf(t testing.TB, inv *Inventory, where SnapshotTables) *Inventory {
 	t.Helper()
 	f, err := os.Create(filepath.Join(t.TempDir(), "snap"))
 	if err != nil {
@@ -232,19 +232,7 @@ func BenchmarkSnapshotLookup(b *testing.B) {
 	}
 	var addrs []string
 	inv.idx.virtual.each(func(k string, _ []string) { addrs = append(addrs, k) })
-	f, err := os.Create(filepath.Join(dir, "snap"))
-	if err != nil {
-		b.Fatal(err)
-	}
-	defer f.Close()
-	var head bytes.Buffer
-	if err := inv.WriteSnapshot(&head, f); err != nil {
-		b.Fatal(err)
-	}
-	mapped, err := OpenSnapshot(head.Bytes(), f, TablesMapped)
-	if err != nil {
-		b.Fatal(err)
-	}
+	mapped := snapshotOf(b, inv, TablesMapped)
 	for _, c := range []struct {
 		name string
 		inv  *Inventory
