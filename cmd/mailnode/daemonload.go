@@ -3,6 +3,7 @@ package main
 import (
 	"bufio"
 	"bytes"
+	"context"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -116,6 +117,12 @@ var useLoadHelper bool
 // daemon's own.
 var helperExecutable = os.Executable
 
+// helperTimeout bounds a load-inventory run (100,000 mailboxes take 2-3 s
+// on two cores): a helper stuck on an unreadable file is killed, and the
+// reload fails, the running inventory kept, rather than the daemon
+// waiting without end.
+var helperTimeout = 5 * time.Minute
+
 // loadReport is how the last load of a daemon went, for its log.
 type loadReport struct {
 	Helper   bool          // loaded by mailnode load-inventory
@@ -183,10 +190,13 @@ func loadInHelper(path, node string, keep inventory.Keep) (inv *inventory.Invent
 	if keep == inventory.KeepDomains {
 		keepName, where = "domains", inventory.TablesInHeap
 	}
-	cmd := exec.Command(exe, "load-inventory", "--inventory", path, "--node", node, "--keep", keepName)
+	ctx, cancel := context.WithTimeout(context.Background(), helperTimeout)
+	defer cancel()
+	cmd := exec.CommandContext(ctx, exe, "load-inventory", "--inventory", path, "--node", node, "--keep", keepName)
 	var out, errOut bytes.Buffer
 	cmd.Stdout, cmd.Stderr = &out, &errOut
 	cmd.ExtraFiles = []*os.File{headFile, mem}
+	cmd.WaitDelay = 5 * time.Second // after a kill, do not wait on output a stray child holds open
 	start := time.Now()
 	runErr := cmd.Run()
 	took := time.Since(start)
@@ -198,6 +208,10 @@ func loadInHelper(path, node string, keep inventory.Keep) (inv *inventory.Invent
 	}
 	var ee *exec.ExitError
 	switch {
+	case ctx.Err() != nil:
+		// Not loaded in process either: what kept the helper would keep
+		// the daemon.
+		return nil, fmt.Errorf("%s: mailnode load-inventory did not finish in %v; killed", path, helperTimeout), true
 	case runErr == nil:
 	case errors.As(runErr, &ee) && ee.ExitCode() == helperProblems:
 		var ps inventory.Problems

@@ -6,6 +6,7 @@ import (
 	"reflect"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/mailnode/mailnode/inventory"
 	"github.com/mailnode/mailnode/test/invgen"
@@ -103,5 +104,26 @@ func TestLoadForDaemonFallsBack(t *testing.T) {
 		if a := loadAttrs(); a[1] != "in process" || !strings.Contains(a[3].(string), why) {
 			t.Fatalf("%s: log attributes %v", exe, a)
 		}
+	}
+}
+
+// A helper that does not finish is killed after helperTimeout and the load
+// fails (a reload keeps the running inventory); the daemon does not load
+// in process what kept the helper.
+func TestLoadInHelperTimeout(t *testing.T) {
+	defer func(f func() (string, error), d time.Duration) { helperExecutable, helperTimeout = f, d }(helperExecutable, helperTimeout)
+	slow := filepath.Join(t.TempDir(), "mailnode")
+	if err := os.WriteFile(slow, []byte("#!/bin/sh\nexec sleep 30\n"), 0o755); err != nil {
+		t.Fatal(err)
+	}
+	helperExecutable = func() (string, error) { return slow, nil }
+	helperTimeout = 200 * time.Millisecond
+	start := time.Now()
+	_, err, ok := loadInHelper("../../examples/inventory.yaml", "", inventory.KeepDecisions)
+	if !ok || err == nil || !strings.Contains(err.Error(), "did not finish") {
+		t.Fatalf("ok %v, err %v", ok, err)
+	}
+	if took := time.Since(start); took > 10*time.Second {
+		t.Fatalf("the helper was not killed: %v", took)
 	}
 }
