@@ -65,6 +65,11 @@ func (inv *Inventory) WriteSnapshot(head, w io.Writer) error {
 	if x == nil {
 		return errors.New("inventory: a snapshot needs a loaded inventory")
 	}
+	for _, d := range inv.Domains {
+		if d.Mailboxes != nil || d.Aliases != nil || d.Lists != nil || d.Recipients != nil || d.Transports != nil || d.MTASTS != nil || d.TLSRPT != "" {
+			return errors.New("inventory: a snapshot holds what a daemon keeps: load with KeepDecisions or KeepDomains")
+		}
+	}
 	tables := [3]*table{x.owners, x.lists, x.virtual}
 	settings := *inv
 	settings.Domains, settings.idx, settings.mapped = nil, nil, nil

@@ -133,6 +133,19 @@ func TestSnapshotAnswersAsLoaded(t *testing.T) {
 	}
 }
 
+// A snapshot holds what a daemon keeps; an inventory kept whole is refused,
+// not written without its mailboxes.
+func TestSnapshotRefusesKeepAll(t *testing.T) {
+	inv, err := Load("../examples/inventory.yaml")
+	if err != nil {
+		t.Fatal(err)
+	}
+	var head, tables bytes.Buffer
+	if err := inv.WriteSnapshot(&head, &tables); err == nil || !strings.Contains(err.Error(), "KeepDecisions") {
+		t.Fatalf("an inventory kept whole: %v", err)
+	}
+}
+
 // A mapped inventory, once released, answers nothing and never faults;
 // a pin taken before holds the mapping until it ends.
 func TestSnapshotRelease(t *testing.T) {
