@@ -45,9 +45,10 @@ type Publisher struct {
 	last    map[string]dkim.Publication // domain/selector -> last definite answer
 	states  []dkim.SelectorState
 	signing map[string][]dkim.Key
-	// shown is a copy of states for States, kept apart from mu: a check
-	// round holds mu while it waits for DNS (up to checkRound), and the
-	// status page must not wait with it.
+	// shown is states for States, kept apart from mu: a check round holds
+	// mu while it waits for DNS (up to checkRound), and the status page
+	// must not wait with it. A check makes a new slice and never writes
+	// one it has shown, so shown shares states' array.
 	shown atomic.Pointer[[]dkim.SelectorState]
 }
 
@@ -98,7 +99,7 @@ func (p *Publisher) States() []dkim.SelectorState {
 
 // show publishes the states for States; p.mu is held.
 func (p *Publisher) show() {
-	s := slices.Clone(p.states)
+	s := p.states
 	p.shown.Store(&s)
 }
 
@@ -172,13 +173,13 @@ func (p *Publisher) logStates(prev []dkim.SelectorState, all bool) {
 	if log == nil {
 		log = slog.Default()
 	}
-	was := map[string]dkim.SelectorState{}
-	for _, s := range prev {
-		was[s.Domain+"/"+s.Selector] = s
+	was := make(map[selectorID]int, len(prev)) // index in prev
+	for i, s := range prev {
+		was[selectorID{s.Domain, s.Selector}] = i
 	}
 	for _, s := range p.states {
-		w, ok := was[s.Domain+"/"+s.Selector]
-		if !all && ok && w.DNS == s.DNS && w.Signing == s.Signing {
+		i, ok := was[selectorID{s.Domain, s.Selector}]
+		if !all && ok && prev[i].DNS == s.DNS && prev[i].Signing == s.Signing {
 			continue
 		}
 		args := []any{"domain", s.Domain, "selector", s.Selector, "dns", string(s.DNS), "signing", yesNo(s.Signing), "why", s.Why}
@@ -210,19 +211,40 @@ func LookupPublished(res resolver.Resolver) dkim.TXTLookup {
 	}
 }
 
+// selectorID names a selector of a domain (a map key made of no new
+// string).
+type selectorID struct{ domain, selector string }
+
+// signingKeys is keys with only the selectors states lets sign. A domain
+// whose every key signs shares keys' slice: a reload at 9,000 domains
+// otherwise copies each of them.
 func signingKeys(keys map[string][]dkim.Key, states []dkim.SelectorState) map[string][]dkim.Key {
-	sign := map[string]bool{}
+	sign := make(map[selectorID]bool, len(states))
 	for _, s := range states {
 		if s.Signing {
-			sign[s.Domain+"/"+s.Selector] = true
+			sign[selectorID{s.Domain, s.Selector}] = true
 		}
 	}
-	out := map[string][]dkim.Key{}
+	out := make(map[string][]dkim.Key, len(keys))
 	for d, ks := range keys {
+		n := 0
 		for _, k := range ks {
-			if sign[d+"/"+k.Selector] {
-				out[d] = append(out[d], k)
+			if sign[selectorID{d, k.Selector}] {
+				n++
 			}
+		}
+		switch {
+		case n == 0:
+		case n == len(ks):
+			out[d] = ks[:len(ks):len(ks)]
+		default:
+			l := make([]dkim.Key, 0, n)
+			for _, k := range ks {
+				if sign[selectorID{d, k.Selector}] {
+					l = append(l, k)
+				}
+			}
+			out[d] = l
 		}
 	}
 	return out
