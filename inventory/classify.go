@@ -48,8 +48,6 @@ func (inv *Inventory) newIndexOf(addresses, release bool) *index {
 		}
 	}
 	x := &index{
-		classes: make(map[string]Class, len(inv.Domains)+1),
-		domains: make(map[string]*Domain, len(inv.Domains)),
 		owners:  newTable(nMailbox, nOwned),
 		lists:   newTable(nLists, nMembers),
 		virtual: newTable(nVirtual, nTargets),
@@ -61,16 +59,7 @@ func (inv *Inventory) newIndexOf(addresses, release bool) *index {
 			x.trusted = append(x.trusted, p)
 		}
 	}
-	x.classes[inv.Node.Hostname] = Local
-	for i := range inv.Domains {
-		d := &inv.Domains[i]
-		x.domains[d.Name] = d
-		if d.Class == "relay" {
-			x.classes[d.Name] = Relay
-		} else {
-			x.classes[d.Name] = Local
-		}
-	}
+	x.indexDomains(inv)
 	// The forwarding addresses come from the domains' aliases and lists
 	// (forwardSet), before the domains let go of them.
 	x.forwards = inv.forwardSet(x.classes)
@@ -104,6 +93,23 @@ func (inv *Inventory) newIndexOf(addresses, release bool) *index {
 	})
 	x.owners.freeze()
 	return x
+}
+
+// indexDomains indexes inv's domains by name and class; the node's own
+// host name is local.
+func (x *index) indexDomains(inv *Inventory) {
+	x.classes = make(map[string]Class, len(inv.Domains)+1)
+	x.domains = make(map[string]*Domain, len(inv.Domains))
+	x.classes[inv.Node.Hostname] = Local
+	for i := range inv.Domains {
+		d := &inv.Domains[i]
+		x.domains[d.Name] = d
+		if d.Class == "relay" {
+			x.classes[d.Name] = Relay
+		} else {
+			x.classes[d.Name] = Local
+		}
+	}
 }
 
 // addDomain indexes the addresses of local domain d: its mailboxes, their

@@ -1,11 +1,13 @@
 package inventory
 
 import (
+	"bytes"
 	"encoding/binary"
 	"encoding/json"
 	"errors"
 	"fmt"
 	"io"
+	"math/bits"
 	"net/netip"
 	"os"
 	"sync"
@@ -84,7 +86,7 @@ func (inv *Inventory) WriteSnapshot(head, w io.Writer) error {
 	var n [8]byte
 	binary.LittleEndian.PutUint64(n[:], uint64(len(js)))
 	hb := append(n[:], js...)
-	str := func(s string) { hb = binary.AppendUvarint(hb, uint64(len(s))); hb = append(hb, s...) }
+	str := func(s string) { hb = appendText(hb, s) }
 	hb = binary.AppendUvarint(hb, uint64(len(inv.Domains)))
 	for _, d := range inv.Domains {
 		str(d.Name)
@@ -127,6 +129,42 @@ func (inv *Inventory) WriteSnapshot(head, w io.Writer) error {
 	return err
 }
 
+// appendText appends s with its length before it.
+func appendText(b []byte, s string) []byte {
+	return append(binary.AppendUvarint(b, uint64(len(s))), s...)
+}
+
+// uvarintLen is the length of v as a uvarint.
+func uvarintLen(v int) int { return (bits.Len64(uint64(v)|1) + 6) / 7 }
+
+// uvarintAt reads the uvarint at off of b, a length that fits in b, and
+// returns the offset after it; false when there is none.
+func uvarintAt[T ~string | ~[]byte](b T, off int) (int, int, bool) {
+	var v uint64
+	for i, shift := off, uint(0); i >= 0 && i < len(b) && shift < 64; i, shift = i+1, shift+7 {
+		c := b[i]
+		v |= uint64(c&0x7f) << shift
+		if c < 0x80 {
+			if v > uint64(len(b)) {
+				return 0, 0, false
+			}
+			return int(v), i + 1, true
+		}
+	}
+	return 0, 0, false
+}
+
+// textAt reads the length at off of b and the text after it (appendText),
+// and returns the offset after it.
+func textAt[T ~string | ~[]byte](b T, off int) (T, int, bool) {
+	l, p, ok := uvarintAt(b, off)
+	if !ok || l > len(b)-p {
+		var none T
+		return none, 0, false
+	}
+	return b[p : p+l], p + l, true
+}
+
 func fnv1a(s string) uint32 {
 	h := uint32(2166136261)
 	for i := 0; i < len(s); i++ {
@@ -148,8 +186,7 @@ func (t *table) writeTable(w io.Writer) error {
 	for size < 2*n {
 		size *= 2
 	}
-	uvlen := func(v int) int { return len(binary.AppendUvarint(nil, uint64(v))) }
-	text := func(s string) int { return uvlen(len(s)) + len(s) }
+	text := func(s string) int { return uvarintLen(len(s)) + len(s) }
 	slots := make([]byte, 8+4*size)
 	binary.LittleEndian.PutUint32(slots[0:], uint32(n))
 	binary.LittleEndian.PutUint32(slots[4:], uint32(size))
@@ -166,7 +203,7 @@ func (t *table) writeTable(w io.Writer) error {
 			}
 		}
 		l := t.list(i)
-		off += uint64(text(key) + uvlen(len(l)))
+		off += uint64(text(key) + uvarintLen(len(l)))
 		for _, m := range l {
 			off += uint64(text(m))
 		}
@@ -180,13 +217,11 @@ func (t *table) writeTable(w io.Writer) error {
 		return err
 	}
 	for i, key := range t.keys {
-		b = binary.AppendUvarint(b[:0], uint64(len(key)))
-		b = append(b, key...)
+		b = appendText(b[:0], key)
 		l := t.list(i)
 		b = binary.AppendUvarint(b, uint64(len(l)))
 		for _, m := range l {
-			b = binary.AppendUvarint(b, uint64(len(m)))
-			b = append(b, m...)
+			b = appendText(b, m)
 		}
 		if _, err := w.Write(b); err != nil {
 			return err
@@ -242,27 +277,6 @@ func newMtable(b []byte, m *mapping) (*mtable, error) {
 	return &mtable{b: b, n: int(n), mask: size - 1, m: m}, nil
 }
 
-// uvarint reads a length at off, with bounds.
-func (t *mtable) uvarint(off int) (int, int, bool) {
-	if off < 0 || off >= len(t.b) {
-		return 0, 0, false
-	}
-	v, k := binary.Uvarint(t.b[off:])
-	if k <= 0 || v > uint64(len(t.b)) {
-		return 0, 0, false
-	}
-	return int(v), off + k, true
-}
-
-// text reads a length and the bytes after it.
-func (t *mtable) text(off int) ([]byte, int, bool) {
-	l, p, ok := t.uvarint(off)
-	if !ok || l > len(t.b)-p {
-		return nil, 0, false
-	}
-	return t.b[p : p+l], p + l, true
-}
-
 // find returns the offset of key's list count.
 func (t *mtable) find(key string) (int, bool) {
 	for h, probes := fnv1a(key)&t.mask, uint32(0); probes <= t.mask; h, probes = (h+1)&t.mask, probes+1 {
@@ -270,7 +284,7 @@ func (t *mtable) find(key string) (int, bool) {
 		if off == 0 {
 			return 0, false
 		}
-		k, next, ok := t.text(off)
+		k, next, ok := textAt(t.b, off)
 		if !ok {
 			return 0, false
 		}
@@ -281,35 +295,25 @@ func (t *mtable) find(key string) (int, bool) {
 	return 0, false
 }
 
-// list copies the members at off: no string outlives the mapping.
+// list copies the members at off, in one string of which each is a part:
+// no string outlives the mapping.
 func (t *mtable) list(off int) ([]string, bool) {
-	n, p, ok := t.uvarint(off)
-	if !ok || n > len(t.b) {
+	n, start, ok := uvarintAt(t.b, off)
+	if !ok {
 		return nil, false
 	}
-	start, total := p, 0
+	end := start
 	for i := 0; i < n; i++ {
-		var s []byte
-		if s, p, ok = t.text(p); !ok {
+		if _, end, ok = textAt(t.b, end); !ok {
 			return nil, false
 		}
-		total += len(s)
 	}
-	all := make([]byte, 0, total)
+	all := string(t.b[start:end])
 	l := make([]string, 0, n)
-	p = start
-	for i := 0; i < n; i++ {
-		s, next, _ := t.text(p)
-		all = append(all, s...)
-		p = next
-	}
-	str := string(all)
-	p, at := start, 0
-	for i := 0; i < n; i++ {
-		s, next, _ := t.text(p)
-		l = append(l, str[at:at+len(s)])
-		at += len(s)
-		p = next
+	for p := 0; p < len(all); {
+		var m string
+		m, p, _ = textAt(all, p)
+		l = append(l, m)
 	}
 	return l, true
 }
@@ -356,7 +360,7 @@ func (t *mtable) each(fn func(key string, l []string)) {
 		if off == 0 {
 			continue
 		}
-		k, next, ok := t.text(off)
+		k, next, ok := textAt(t.b, off)
 		if !ok {
 			continue
 		}
@@ -366,40 +370,6 @@ func (t *mtable) each(fn func(key string, l []string)) {
 	}
 }
 
-// heapTable makes a table of the Go heap from a snapshot table: its
-// strings are substrings of one copy of the records.
-func heapTable(mt *mtable) *table {
-	all := string(mt.b) // one copy; keys and members are its substrings
-	t := newTable(mt.n, 0)
-	for h := uint32(0); h <= mt.mask; h++ {
-		off := int(binary.LittleEndian.Uint32(mt.b[8+4*h:]))
-		if off == 0 {
-			continue
-		}
-		k, next, ok := mt.text(off)
-		if !ok {
-			continue
-		}
-		n, p, ok := mt.uvarint(next)
-		if !ok {
-			continue
-		}
-		l := make([]string, 0, n)
-		for i := 0; i < n; i++ {
-			s, q, ok := mt.text(p)
-			if !ok {
-				break
-			}
-			sp := q - len(s)
-			l = append(l, all[sp:q])
-			p = q
-		}
-		t.set(all[next-len(k):next], l)
-	}
-	t.freeze()
-	return t
-}
-
 // SnapshotTables says where OpenSnapshot puts the address tables.
 type SnapshotTables int
 
@@ -407,8 +377,9 @@ const (
 	// TablesMapped reads them in place, out of the Go heap (policyd):
 	// the Inventory must be Released, and each request Pins it.
 	TablesMapped SnapshotTables = iota
-	// TablesInHeap copies them into the heap (milterd: a milter session
-	// holds its inventory for as long as the SMTP session lasts).
+	// TablesInHeap copies them into the heap and reads them there
+	// (milterd: a milter session holds its inventory for as long as the
+	// SMTP session lasts).
 	TablesInHeap
 )
 
@@ -483,13 +454,12 @@ func openSnapshot(hb, data []byte, m *mapping, where SnapshotTables) (*Inventory
 		if err != nil {
 			return nil, bad(err.Error())
 		}
-		if where == TablesMapped {
-			*tables[i] = &table{m: mt}
-			mapped = true
+		if where == TablesInHeap {
+			mt.b, mt.m = bytes.Clone(b), nil // before OpenSnapshot unmaps b
 		} else {
-			mt.m = nil // read before OpenSnapshot returns
-			*tables[i] = heapTable(mt)
+			mapped = true
 		}
+		*tables[i] = &table{m: mt}
 	}
 	inv.idx = x
 	if mapped {
@@ -550,28 +520,26 @@ func decodeHead(inv *Inventory, hs string) (*index, error) {
 	p := 0
 	errShort := errors.New("head truncated")
 	num := func() (int, error) {
-		v, k := binary.Uvarint([]byte(hs[p:min(len(hs), p+binary.MaxVarintLen64)]))
-		if k <= 0 || v > uint64(len(hs)) {
+		v, next, ok := uvarintAt(hs, p)
+		if !ok {
 			return 0, errShort
 		}
-		p += k
-		return int(v), nil
+		p = next
+		return v, nil
 	}
 	str := func() (string, error) {
-		l, err := num()
-		if err != nil || l > len(hs)-p {
+		v, next, ok := textAt(hs, p)
+		if !ok {
 			return "", errShort
 		}
-		p += l
-		return hs[p-l : p], nil
+		p = next
+		return v, nil
 	}
 	n, err := num()
 	if err != nil {
 		return nil, err
 	}
 	inv.Domains = make([]Domain, n)
-	x := &index{classes: make(map[string]Class, n+1), domains: make(map[string]*Domain, n)}
-	x.classes[inv.Node.Hostname] = Local
 	for i := range inv.Domains {
 		d := &inv.Domains[i]
 		var class string
@@ -599,13 +567,9 @@ func decodeHead(inv *Inventory, hs string) (*index, error) {
 				}
 			}
 		}
-		x.domains[d.Name] = d
-		if d.Class == "relay" {
-			x.classes[d.Name] = Relay
-		} else {
-			x.classes[d.Name] = Local
-		}
 	}
+	x := &index{}
+	x.indexDomains(inv)
 	var sets [2]map[string]bool
 	for i := range sets {
 		if p >= len(hs) {

@@ -412,7 +412,7 @@ func (s *StringList) UnmarshalYAML(n *yaml.Node) error {
 		return nil
 	case yaml.SequenceNode:
 		var l []string
-		if err := decodeNode(n, &l); err != nil {
+		if err := n.Decode(&l); err != nil {
 			return err
 		}
 		*s = l

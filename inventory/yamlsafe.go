@@ -48,12 +48,6 @@ func checkPlainYAML(v *validator, n *yaml.Node, path string) bool {
 				ok = false
 			}
 		}
-	case yaml.DocumentNode:
-		for _, c := range n.Content {
-			if !checkPlainYAML(v, c, path) {
-				ok = false
-			}
-		}
 	case yaml.AliasNode:
 		// An alias repeats its anchor's tree, which is checked where it
 		// is written.
