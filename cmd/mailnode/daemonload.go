@@ -12,7 +12,6 @@ import (
 	"runtime"
 	"runtime/debug"
 	"runtime/metrics"
-	"sync"
 	"syscall"
 	"time"
 
@@ -43,20 +42,20 @@ const loadGCPercent = 25
 // helper process, mailnode load-inventory, which writes the snapshot of
 // what the daemon keeps into memory it shares (loadInHelper). If the
 // helper cannot run, the daemon loads the inventory itself.
-func loadForDaemon(path, node string, keep inventory.Keep) (*inventory.Inventory, error) {
+// The report says how the load went, for the daemon's log.
+func loadForDaemon(path, node string, keep inventory.Keep) (*inventory.Inventory, loadReport, error) {
+	var rep loadReport
 	if useLoadHelper {
-		inv, err, ok := loadInHelper(path, node, keep)
+		inv, r, err, ok := loadInHelper(path, node, keep)
 		if ok {
-			return inv, err
+			return inv, r, err
 		}
-		noteLoad(loadReport{Helper: false, Fallback: err.Error()})
-	} else {
-		noteLoad(loadReport{})
+		rep.Fallback = err.Error()
 	}
 	defer loadingGC()()
 	inv, err := inventory.LoadWith(path, inventory.LoadOptions{Node: node, Keep: keep})
 	runtime.GC()
-	return inv, err
+	return inv, rep, err
 }
 
 // loadMemoryLimit is the least soft memory limit (GOMEMLIMIT) while a
@@ -123,7 +122,7 @@ var helperExecutable = os.Executable
 // waiting without end.
 var helperTimeout = 5 * time.Minute
 
-// loadReport is how the last load of a daemon went, for its log.
+// loadReport is how a daemon's load went, for its log.
 type loadReport struct {
 	Helper   bool          // loaded by mailnode load-inventory
 	Fallback string        // why the helper was not used, if it was not
@@ -131,22 +130,8 @@ type loadReport struct {
 	Took     time.Duration // the helper's run
 }
 
-var (
-	lastLoadMu sync.Mutex
-	lastLoad   loadReport
-)
-
-func noteLoad(r loadReport) {
-	lastLoadMu.Lock()
-	lastLoad = r
-	lastLoadMu.Unlock()
-}
-
-// loadAttrs are the log attributes of the last load.
-func loadAttrs() []any {
-	lastLoadMu.Lock()
-	r := lastLoad
-	lastLoadMu.Unlock()
+// attrs are the load's log attributes.
+func (r loadReport) attrs() []any {
 	switch {
 	case r.Helper:
 		return []any{"loaded_by", "load-inventory", "helper_peak_mib", fmt.Sprintf("%.1f", float64(r.Peak)/(1<<20)), "helper_seconds", fmt.Sprintf("%.2f", r.Took.Seconds())}
@@ -160,14 +145,15 @@ func loadAttrs() []any {
 // its standard output as JSON.
 const helperProblems = 3
 
-// loadInHelper runs mailnode load-inventory with a memfd as its file
-// descriptor 3 and opens the snapshot it wrote there. ok is false when
-// the helper could not give an answer (it could not start, or died): err
-// then says why and the caller loads in process.
-func loadInHelper(path, node string, keep inventory.Keep) (inv *inventory.Inventory, err error, ok bool) {
+// loadInHelper runs mailnode load-inventory with two memfds as its file
+// descriptors 3 (the snapshot's head) and 4 (its tables) and opens the
+// snapshot it wrote there. ok is false when the helper could not give an
+// answer (it could not start, or died): err then says why and the caller
+// loads in process.
+func loadInHelper(path, node string, keep inventory.Keep) (inv *inventory.Inventory, rep loadReport, err error, ok bool) {
 	exe, err := helperExecutable()
 	if err != nil {
-		return nil, err, false
+		return nil, rep, err, false
 	}
 	memfd := func(name string) (*os.File, error) {
 		fd, err := unix.MemfdCreate(name, unix.MFD_CLOEXEC)
@@ -178,12 +164,12 @@ func loadInHelper(path, node string, keep inventory.Keep) (inv *inventory.Invent
 	}
 	headFile, err := memfd("mailnode-inventory-head")
 	if err != nil {
-		return nil, err, false
+		return nil, rep, err, false
 	}
 	defer headFile.Close()
 	mem, err := memfd("mailnode-inventory-tables")
 	if err != nil {
-		return nil, err, false
+		return nil, rep, err, false
 	}
 	defer mem.Close()
 	keepName, where := "decisions", inventory.TablesMapped
@@ -211,38 +197,36 @@ func loadInHelper(path, node string, keep inventory.Keep) (inv *inventory.Invent
 	case ctx.Err() != nil:
 		// Not loaded in process either: what kept the helper would keep
 		// the daemon.
-		return nil, fmt.Errorf("%s: mailnode load-inventory did not finish in %v; killed", path, helperTimeout), true
+		return nil, rep, fmt.Errorf("%s: mailnode load-inventory did not finish in %v; killed", path, helperTimeout), true
 	case runErr == nil:
 	case errors.As(runErr, &ee) && ee.ExitCode() == helperProblems:
 		var ps inventory.Problems
 		if err := json.Unmarshal(out.Bytes(), &ps); err != nil || len(ps) == 0 {
-			return nil, fmt.Errorf("load-inventory: unreadable problems: %q", out.String()), false
+			return nil, rep, fmt.Errorf("load-inventory: unreadable problems: %q", out.String()), false
 		}
-		noteLoad(loadReport{Helper: true, Peak: peak, Took: took})
-		return nil, ps, true
+		return nil, loadReport{Helper: true, Peak: peak, Took: took}, ps, true
 	default:
-		return nil, fmt.Errorf("load-inventory: %v: %s", runErr, bytes.TrimSpace(errOut.Bytes())), false
+		return nil, rep, fmt.Errorf("load-inventory: %v: %s", runErr, bytes.TrimSpace(errOut.Bytes())), false
 	}
 	// The head is read into the heap and its memory freed with the file;
 	// the tables stay where the helper wrote them.
 	st, err := headFile.Stat()
 	if err != nil {
-		return nil, err, false
+		return nil, rep, err, false
 	}
 	head := make([]byte, st.Size())
 	if _, err := headFile.ReadAt(head, 0); err != nil {
-		return nil, err, false
+		return nil, rep, err, false
 	}
 	headFile.Close()
 	defer loadingGC()()
 	inv, err = inventory.OpenSnapshot(head, mem, where)
 	head = nil
 	if err != nil {
-		return nil, err, false
+		return nil, rep, err, false
 	}
 	runtime.GC()
-	noteLoad(loadReport{Helper: true, Peak: peak, Took: took})
-	return inv, nil, true
+	return inv, loadReport{Helper: true, Peak: peak, Took: took}, nil, true
 }
 
 func loadInventoryCommand() *cli.Command {
@@ -280,8 +264,14 @@ with status 3.`,
 				return cli.Exit(fmt.Sprintf("load-inventory: %v", err), 1)
 			}
 			headOut, tablesOut := os.NewFile(3, "head"), os.NewFile(4, "tables")
-			if headOut == nil || tablesOut == nil {
-				return cli.Exit("load-inventory: the snapshot is written to file descriptors 3 and 4, and they are not open", 2)
+			// Files open for writing (the daemons give it memfds): when the
+			// caller left 3 and 4 closed, the Go runtime opens its cgroup
+			// files there, read-only.
+			for _, f := range []*os.File{headOut, tablesOut} {
+				fl, err := unix.FcntlInt(f.Fd(), unix.F_GETFL, 0)
+				if err != nil || fl&unix.O_ACCMODE == unix.O_RDONLY {
+					return cli.Exit("load-inventory: the snapshot is written to file descriptors 3 and 4, which must be open for writing (the daemons give it memfds)", 2)
+				}
 			}
 			hw, tw := bufio.NewWriterSize(headOut, 1<<20), bufio.NewWriterSize(tablesOut, 1<<20)
 			err = inv.WriteSnapshot(hw, tw)

@@ -1,7 +1,9 @@
 package main
 
 import (
+	"errors"
 	"os"
+	"os/exec"
 	"path/filepath"
 	"reflect"
 	"strings"
@@ -38,7 +40,7 @@ func TestLoadInHelper(t *testing.T) {
 		if err != nil {
 			t.Fatal(err)
 		}
-		got, err, ok := loadInHelper(path, "", keep)
+		got, _, err, ok := loadInHelper(path, "", keep)
 		if !ok || err != nil {
 			t.Fatalf("keep %d: ok %v, err %v", keep, ok, err)
 		}
@@ -68,7 +70,7 @@ func TestLoadInHelperProblems(t *testing.T) {
 		if want == nil {
 			t.Fatalf("%s loads", f)
 		}
-		_, err, ok := loadInHelper(f, "", inventory.KeepDecisions)
+		_, _, err, ok := loadInHelper(f, "", inventory.KeepDecisions)
 		if !ok {
 			t.Fatalf("%s: the helper gave no answer: %v", f, err)
 		}
@@ -87,21 +89,21 @@ func TestLoadForDaemonFallsBack(t *testing.T) {
 	if err := os.WriteFile(path, invgen.Generate(3, 30), 0o644); err != nil {
 		t.Fatal(err)
 	}
-	inv, err := loadForDaemon(path, "", inventory.KeepDecisions)
+	inv, rep, err := loadForDaemon(path, "", inventory.KeepDecisions)
 	if err != nil || !inv.Mapped() {
 		t.Fatalf("through the helper: err %v, mapped %v", err, inv != nil && inv.Mapped())
 	}
-	if a := loadAttrs(); a[1] != "load-inventory" {
+	if a := rep.attrs(); a[1] != "load-inventory" {
 		t.Fatalf("log attributes %v", a)
 	}
 	<-inv.Release()
 	for exe, why := range map[string]string{"/nonexistent/mailnode": "no such file", "/bin/false": "load-inventory: exit status 1"} {
 		helperExecutable = func() (string, error) { return exe, nil }
-		inv, err = loadForDaemon(path, "", inventory.KeepDecisions)
+		inv, rep, err = loadForDaemon(path, "", inventory.KeepDecisions)
 		if err != nil || inv.Mapped() || !inv.IsMailbox(inv.Owners()[0].Values[0]) {
 			t.Fatalf("%s: in process: err %v", exe, err)
 		}
-		if a := loadAttrs(); a[1] != "in process" || !strings.Contains(a[3].(string), why) {
+		if a := rep.attrs(); a[1] != "in process" || !strings.Contains(a[3].(string), why) {
 			t.Fatalf("%s: log attributes %v", exe, a)
 		}
 	}
@@ -119,11 +121,26 @@ func TestLoadInHelperTimeout(t *testing.T) {
 	helperExecutable = func() (string, error) { return slow, nil }
 	helperTimeout = 200 * time.Millisecond
 	start := time.Now()
-	_, err, ok := loadInHelper("../../examples/inventory.yaml", "", inventory.KeepDecisions)
+	_, _, err, ok := loadInHelper("../../examples/inventory.yaml", "", inventory.KeepDecisions)
 	if !ok || err == nil || !strings.Contains(err.Error(), "did not finish") {
 		t.Fatalf("ok %v, err %v", ok, err)
 	}
 	if took := time.Since(start); took > 10*time.Second {
 		t.Fatalf("the helper was not killed: %v", took)
+	}
+}
+
+// Run by hand without descriptors 3 and 4, load-inventory says what it
+// needs (exit 2) and writes nothing into the files the Go runtime keeps
+// open there.
+func TestLoadInventoryWithoutDescriptors(t *testing.T) {
+	exe, err := os.Executable()
+	if err != nil {
+		t.Fatal(err)
+	}
+	out, err := exec.Command(exe, "load-inventory", "--inventory", "../../examples/inventory.yaml").CombinedOutput()
+	var ee *exec.ExitError
+	if !errors.As(err, &ee) || ee.ExitCode() != 2 || !strings.Contains(string(out), "descriptors 3 and 4") {
+		t.Fatalf("%v: %s", err, out)
 	}
 }

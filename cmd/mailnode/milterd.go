@@ -106,7 +106,7 @@ metrics' values.`,
 		},
 		Action: func(c *cli.Context) error {
 			milter.TuneRuntime()
-			inv, err := loadForDaemon(c.String("inventory"), c.String("node"), inventory.KeepDomains)
+			inv, loaded, err := loadForDaemon(c.String("inventory"), c.String("node"), inventory.KeepDomains)
 			if err != nil {
 				return cli.Exit(err.Error(), 1)
 			}
@@ -202,7 +202,7 @@ metrics' values.`,
 							guard.Check()
 							daemon.Notify(log, "milterd", sdnotify.Ready)
 						}
-						ninv, err := loadForDaemon(path, c.String("node"), inventory.KeepDomains)
+						ninv, reloaded, err := loadForDaemon(path, c.String("node"), inventory.KeepDomains)
 						if err != nil {
 							refuse("", "inventory", err)
 							return
@@ -226,7 +226,7 @@ metrics' values.`,
 						metrics.Reloaded(true)
 						milterdStatus(page, path, listen, ninv, newKeys)
 						page.Set("last reload", time.Now().UTC().Format(time.RFC3339)+" ok")
-						log.Info("milterd: inventory reloaded", append([]any{"inventory", path, "domains", len(newKeys)}, loadAttrs()...)...)
+						log.Info("milterd: inventory reloaded", append([]any{"inventory", path, "domains", len(newKeys)}, reloaded.attrs()...)...)
 						guard.Set(ninv.Digest, ninv.Postfix.ConfigDirectory)
 						releaseMemory()
 						daemon.Notify(log, "milterd", sdnotify.Ready)
@@ -243,7 +243,7 @@ metrics' values.`,
 			}
 			log.Info("milterd listening", "listen", listen, "domains", len(keys), "keys", nkeys, "rsa_signer", rsaSigner, "mode", inv.Policy.Mode,
 				"srs_socketmap", srsMap.Path())
-			log.Info("milterd: inventory loaded", loadAttrs()...)
+			log.Info("milterd: inventory loaded", loaded.attrs()...)
 			defer daemon.StatusOnSIGUSR1(log, "milterd", nil)()
 			ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGINT, syscall.SIGTERM)
 			defer stop()

@@ -94,7 +94,7 @@ func runPolicyd(cx *cli.Context) error {
 	log := slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: level}))
 
 	path := cx.String("inventory")
-	inv, err := loadForDaemon(path, cx.String("node"), inventory.KeepDecisions)
+	inv, loaded, err := loadForDaemon(path, cx.String("node"), inventory.KeepDecisions)
 	if err != nil {
 		return cli.Exit(fmt.Sprintf("policyd: %v", err), 1)
 	}
@@ -199,7 +199,7 @@ func runPolicyd(cx *cli.Context) error {
 		"local_domains", len(inv.LocalDomains()), "relay_domains", len(inv.RelayDomains()),
 		"sender_login", inv.Policy.SenderLogin, "mode", inv.Policy.Mode, "greylist", greylistSummary(inv), "ratelimit", inv.Policy.Ratelimit != nil,
 		"state", stateSummary(inv, store))
-	log.Info("policyd: inventory loaded", loadAttrs()...)
+	log.Info("policyd: inventory loaded", loaded.attrs()...)
 	defer daemon.StatusOnSIGUSR1(log, "policyd", srv.OpenConnections)()
 	releaseMemory()
 	daemon.Notify(log, "policyd", sdnotify.Ready)
@@ -253,7 +253,7 @@ func runPolicyd(cx *cli.Context) error {
 // inventory is the first to turn greylisting or rate limits on, the store
 // is opened now and returned (the caller closes it at exit).
 func reloadInventory(log *slog.Logger, srv *policy.Server, m *policy.Metrics, path, node string, store state.Store) (opened state.Store) {
-	inv, err := loadForDaemon(path, node, inventory.KeepDecisions)
+	inv, loaded, err := loadForDaemon(path, node, inventory.KeepDecisions)
 	if err != nil {
 		m.Reloaded(false)
 		for _, p := range inventory.AsProblems(err) {
@@ -309,7 +309,7 @@ func reloadInventory(log *slog.Logger, srv *policy.Server, m *policy.Metrics, pa
 	log.Info("policyd: inventory reloaded", "inventory", path,
 		"local_domains", len(inv.LocalDomains()), "relay_domains", len(inv.RelayDomains()),
 		"sender_login", inv.Policy.SenderLogin, "mode", inv.Policy.Mode, "greylist", greylistSummary(inv), "ratelimit", inv.Policy.Ratelimit != nil)
-	log.Info("policyd: inventory loaded", loadAttrs()...)
+	log.Info("policyd: inventory loaded", loaded.attrs()...)
 	return opened
 }
 
