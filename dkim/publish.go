@@ -43,7 +43,9 @@ type SelectorState struct {
 	DNS                         Publication
 	Detail                      string // what DNS said, when not Published
 	Signing                     bool
-	Why                         string // why it signs or not
+	// SignsWith are, for a selector held back, the published selectors
+	// of its domain that sign instead (shared by the domain's states).
+	SignsWith []string
 }
 
 // CheckPublication asks lookup for the selector's record and compares its
@@ -106,17 +108,35 @@ func DecideSigning(states []SelectorState) {
 	for i := range states {
 		s := &states[i]
 		pub := published[s.Domain]
+		s.SignsWith = nil
 		switch {
 		case s.Key == nil:
-			s.Signing, s.Why = false, fmt.Sprintf("no usable key: %v", s.KeyErr)
+			s.Signing = false
 		case s.DNS == Published:
-			s.Signing, s.Why = true, "published with the key on disk"
+			s.Signing = true
 		case len(pub) > 0:
-			s.Signing, s.Why = false, fmt.Sprintf("waits for its record (%s: %s); %s signs with %s", s.DNS, s.Detail, s.Domain, strings.Join(pub, ", "))
+			s.Signing, s.SignsWith = false, pub
 		default:
-			s.Signing, s.Why = true, fmt.Sprintf("no selector of %s is published (%s: %s): every selector signs", s.Domain, s.DNS, s.Detail)
+			s.Signing = true
 		}
 	}
+}
+
+// Why says why the selector signs or not, as DecideSigning decided. It is
+// made when asked (the log, the status page, dkim status): a node with
+// thousands of selectors does not keep a sentence for each.
+func (s *SelectorState) Why() string {
+	switch {
+	case s.Key == nil:
+		return fmt.Sprintf("no usable key: %v", s.KeyErr)
+	case s.DNS == Published && s.Signing:
+		return "published with the key on disk"
+	case !s.Signing && len(s.SignsWith) > 0:
+		return fmt.Sprintf("waits for its record (%s: %s); %s signs with %s", s.DNS, s.Detail, s.Domain, strings.Join(s.SignsWith, ", "))
+	case s.Signing:
+		return fmt.Sprintf("no selector of %s is published (%s: %s): every selector signs", s.Domain, s.DNS, s.Detail)
+	}
+	return "not decided"
 }
 
 // Selectors lists the selectors of inv's local domains (or of domain
@@ -169,7 +189,7 @@ func WriteStatus(w io.Writer, states []SelectorState) (held bool) {
 		if !s.Signing {
 			sign, held = "no", true
 		}
-		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%s\t%s\n", s.Domain, s.Selector, s.Algorithm, key, s.DNS, sign, s.Why)
+		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%s\t%s\n", s.Domain, s.Selector, s.Algorithm, key, s.DNS, sign, s.Why())
 	}
 	tw.Flush()
 	return held

@@ -7,9 +7,11 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"maps"
 	"math/bits"
 	"net/netip"
 	"os"
+	"slices"
 	"sync"
 	"sync/atomic"
 	"syscall"
@@ -105,7 +107,9 @@ func (inv *Inventory) WriteSnapshot(head, w io.Writer) error {
 		}
 		hb = append(hb, 1)
 		hb = binary.AppendUvarint(hb, uint64(len(set)))
-		for a := range set {
+		// Sorted: the same inventory writes the same head, which a reload
+		// compares with the running one's (OpenSnapshot).
+		for _, a := range slices.Sorted(maps.Keys(set)) {
 			str(a)
 		}
 	}
@@ -385,7 +389,15 @@ const (
 
 // OpenSnapshot opens the snapshot whose head is head and whose tables are
 // in f (WriteSnapshot); f may be closed afterwards.
-func OpenSnapshot(head []byte, f *os.File, where SnapshotTables) (*Inventory, error) {
+//
+// prev is the inventory the daemon runs (a reload; nil at start). When the
+// head's domains and address sets are byte for byte those prev was opened
+// with, and the node's hostname is the same, the new inventory shares
+// prev's domains and their index instead of decoding a second copy: most
+// reloads change mailboxes, aliases or settings, not the domains, and a
+// daemon then holds its domains once, not twice, while it reloads. What
+// is shared is never written after it is opened.
+func OpenSnapshot(head []byte, f *os.File, where SnapshotTables, prev *Inventory) (*Inventory, error) {
 	st, err := f.Stat()
 	if err != nil {
 		return nil, err
@@ -400,14 +412,14 @@ func OpenSnapshot(head []byte, f *os.File, where SnapshotTables) (*Inventory, er
 	}
 	m := &mapping{data: data, done: make(chan struct{})}
 	m.refs.Store(1)
-	inv, err := openSnapshot(head, data, m, where)
+	inv, err := openSnapshot(head, data, m, where, prev)
 	if err != nil || inv.mapped == nil {
 		m.release.Do(m.unpin)
 	}
 	return inv, err
 }
 
-func openSnapshot(hb, data []byte, m *mapping, where SnapshotTables) (*Inventory, error) {
+func openSnapshot(hb, data []byte, m *mapping, where SnapshotTables, prev *Inventory) (*Inventory, error) {
 	bad := func(what string) error { return fmt.Errorf("inventory: snapshot damaged: %s", what) }
 	if string(data[:len(snapshotMagic)]) != snapshotMagic {
 		return nil, bad("not a snapshot")
@@ -435,9 +447,17 @@ func openSnapshot(hb, data []byte, m *mapping, where SnapshotTables) (*Inventory
 		return nil, bad(fmt.Sprintf("head: %v", err))
 	}
 	inv := head.Inventory
-	x, err := decodeHead(inv, string(hb[8+jl:]))
-	if err != nil {
-		return nil, bad(err.Error())
+	var x *index
+	if rest := hb[8+jl:]; prev != nil && prev.idx != nil && prev.idx.head != "" &&
+		prev.Node.Hostname == inv.Node.Hostname && string(rest) == prev.idx.head {
+		p := prev.idx
+		inv.Domains = prev.Domains
+		x = &index{classes: p.classes, domains: p.domains, routed: p.routed, forwards: p.forwards, head: p.head}
+	} else {
+		var err error
+		if x, err = decodeHead(inv, string(rest)); err != nil {
+			return nil, bad(err.Error())
+		}
 	}
 	x.trusted, x.delim = head.Trusted, head.Delim
 	tables := [3]**table{&x.owners, &x.lists, &x.virtual}
@@ -568,7 +588,7 @@ func decodeHead(inv *Inventory, hs string) (*index, error) {
 			}
 		}
 	}
-	x := &index{}
+	x := &index{head: hs}
 	x.indexDomains(inv)
 	var sets [2]map[string]bool
 	for i := range sets {

@@ -15,6 +15,12 @@ import (
 // snapshotOf writes inv's snapshot to a file and opens it.
 func snapshotOf(t testing.TB, inv *Inventory, where SnapshotTables) *Inventory {
 	t.Helper()
+	return snapshotAfter(t, inv, where, nil)
+}
+
+// snapshotAfter is snapshotOf for a reload of prev.
+func snapshotAfter(t testing.TB, inv *Inventory, where SnapshotTables, prev *Inventory) *Inventory {
+	t.Helper()
 	f, err := os.Create(filepath.Join(t.TempDir(), "snap"))
 	if err != nil {
 		t.Fatal(err)
@@ -24,7 +30,7 @@ func snapshotOf(t testing.TB, inv *Inventory, where SnapshotTables) *Inventory {
 	if err := inv.WriteSnapshot(&head, f); err != nil {
 		t.Fatal(err)
 	}
-	got, err := OpenSnapshot(head.Bytes(), f, where)
+	got, err := OpenSnapshot(head.Bytes(), f, where, prev)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -133,6 +139,66 @@ func TestSnapshotAnswersAsLoaded(t *testing.T) {
 	}
 }
 
+// A reload whose domains are those running shares them (one copy in the
+// daemon, not two) and answers as the inventory it was loaded from; one
+// that changes a domain, a forwarding alias or the node's hostname decodes
+// its own.
+func TestSnapshotSharesUnchangedDomains(t *testing.T) {
+	dir := t.TempDir()
+	base := invgen.Generate(40, 400)
+	write := func(name string, doc []byte) string {
+		path := filepath.Join(dir, name)
+		if err := os.WriteFile(path, doc, 0o644); err != nil {
+			t.Fatal(err)
+		}
+		return path
+	}
+	edit := func(old, new string) []byte {
+		if !bytes.Contains(base, []byte(old)) {
+			t.Fatalf("the generated inventory has no %q", old)
+		}
+		return bytes.Replace(base, []byte(old), []byte(new), 1)
+	}
+	running := write("running.yaml", base)
+	_, rest, _ := strings.Cut(string(base), "\n      - {user: u1, ")
+	line, _, _ := strings.Cut(rest, "\n")
+	u1 := "      - {user: u1, " + line + "\n"
+	for _, c := range []struct {
+		name   string
+		doc    []byte
+		shared bool
+	}{
+		{"same", base, true},
+		{"mailbox added", edit(u1, strings.Replace(strings.Replace(u1, "user: u1,", "user: new1,", 1), "[a1]", "[new1a]", 1)+u1), true},
+		{"alias inside", edit("aliases: {postmaster: u0,", "aliases: {staff2: u3, postmaster: u0,"), true},
+		{"domain renamed", edit("  - name: d1.test\n", "  - name: e1.test\n"), false},
+		{"forwarding alias", edit("aliases: {postmaster: u0,", "aliases: {fwd: \"y@outside.test\", postmaster: u0,"), false},
+		{"hostname", edit("hostname: mx1.bench.test", "hostname: mx9.bench.test"), false},
+	} {
+		for _, keep := range []Keep{KeepDecisions, KeepDomains} {
+			for _, where := range []SnapshotTables{TablesMapped, TablesInHeap} {
+				was, err := LoadWith(running, LoadOptions{Keep: keep})
+				if err != nil {
+					t.Fatal(err)
+				}
+				prev := snapshotOf(t, was, where)
+				inv, err := LoadWith(write(c.name+".yaml", c.doc), LoadOptions{Keep: keep})
+				if err != nil {
+					t.Fatalf("%s: %v", c.name, err)
+				}
+				got := snapshotAfter(t, inv, where, prev)
+				if shared := &got.Domains[0] == &prev.Domains[0]; shared != c.shared {
+					t.Errorf("%s, keep %d: domains shared %v, want %v", c.name, keep, shared, c.shared)
+				}
+				sameAnswers(t, inv, got)
+				<-prev.Release()
+				sameAnswers(t, inv, got) // prev's tables gone, what got shares stays
+				<-got.Release()
+			}
+		}
+	}
+}
+
 // A snapshot holds what a daemon keeps; an inventory kept whole is refused,
 // not written without its mailboxes.
 func TestSnapshotRefusesKeepAll(t *testing.T) {
@@ -202,7 +268,7 @@ func TestSnapshotDamaged(t *testing.T) {
 		}
 		defer f.Close()
 		f.Write(data)
-		got, err := OpenSnapshot(hb, f, TablesMapped)
+		got, err := OpenSnapshot(hb, f, TablesMapped, nil)
 		if err != nil {
 			if !strings.Contains(err.Error(), "snapshot") {
 				t.Fatalf("an error that does not say what: %v", err)

@@ -512,6 +512,10 @@ type index struct {
 	// an outside address (ForwardsOutside); kept by every Keep.
 	forwards map[string]bool
 	delim    string // postfix.recipient_delimiter
+	// head is the block of a snapshot's head the domains and the sets
+	// above were decoded from (their strings are parts of it); "" when
+	// loaded from YAML. A reload whose head is the same shares them.
+	head string
 }
 
 // listen returns the master.cf services of one postfix.*_listen field.

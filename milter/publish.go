@@ -42,7 +42,7 @@ type Publisher struct {
 	mu      sync.Mutex
 	inv     *inventory.Inventory
 	keys    map[string][]dkim.Key
-	last    map[string]dkim.Publication // domain/selector -> last definite answer
+	last    map[selectorID]dkim.Publication // the last definite answer of each selector
 	states  []dkim.SelectorState
 	signing map[string][]dkim.Key
 	// shown is states for States, kept apart from mu: a check round holds
@@ -53,7 +53,9 @@ type Publisher struct {
 }
 
 // Update takes the inventory and keys now loaded, asks DNS about every
-// selector, logs each one's state and returns the keys to sign with.
+// selector, logs the state of each one new, changed or held back (at
+// start: all of them) and a line counting them all, and returns the keys
+// to sign with.
 func (p *Publisher) Update(inv *inventory.Inventory, keys map[string][]dkim.Key) map[string][]dkim.Key {
 	p.mu.Lock()
 	defer p.mu.Unlock()
@@ -126,9 +128,13 @@ func (p *Publisher) check() []dkim.SelectorState {
 		lookup = LookupPublished(res)
 	}
 	if p.last == nil {
-		p.last = map[string]dkim.Publication{}
+		p.last = map[selectorID]dkim.Publication{}
 	}
-	var states []dkim.SelectorState
+	n := 0
+	for _, ks := range p.keys {
+		n += len(ks)
+	}
+	states := make([]dkim.SelectorState, 0, n)
 	for _, d := range p.inv.LocalDomains() {
 		for _, k := range p.keys[d.Name] {
 			states = append(states, dkim.SelectorState{Domain: d.Name, Selector: k.Selector, Algorithm: k.Algorithm, Key: k.Signer})
@@ -152,7 +158,7 @@ func (p *Publisher) check() []dkim.SelectorState {
 	wg.Wait()
 	for i := range states {
 		s := &states[i]
-		id := s.Domain + "/" + s.Selector
+		id := selectorID{s.Domain, s.Selector}
 		if s.DNS == dkim.Unknown {
 			if last, ok := p.last[id]; ok {
 				s.Detail = fmt.Sprintf("%s; keeping the last answer, %s", s.Detail, last)
@@ -166,28 +172,57 @@ func (p *Publisher) check() []dkim.SelectorState {
 	return states
 }
 
-// logStates logs every selector (all: at start and reload) or those whose
-// state changed.
-func (p *Publisher) logStates(prev []dkim.SelectorState, all bool) {
+// logStates logs each selector that is new since prev or whose state
+// changed; with summary (start, reload) also each one held back, and a
+// line counting them all. A reload at 9,000 domains whose selectors stay
+// as they were thus writes one line, not 9,000 (the status page and
+// mailnode dkim status list every selector).
+func (p *Publisher) logStates(prev []dkim.SelectorState, summary bool) {
 	log := p.Log
 	if log == nil {
 		log = slog.Default()
 	}
-	was := make(map[selectorID]int, len(prev)) // index in prev
-	for i, s := range prev {
-		was[selectorID{s.Domain, s.Selector}] = i
+	// prev's index of each selector: mostly the same as now (check lists
+	// them in inventory order), so the map is made only when they differ.
+	var was map[selectorID]int
+	find := func(i int, s *dkim.SelectorState) (int, bool) {
+		if was == nil && i < len(prev) && prev[i].Domain == s.Domain && prev[i].Selector == s.Selector {
+			return i, true
+		}
+		if was == nil {
+			was = make(map[selectorID]int, len(prev))
+			for i, s := range prev {
+				was[selectorID{s.Domain, s.Selector}] = i
+			}
+		}
+		j, ok := was[selectorID{s.Domain, s.Selector}]
+		return j, ok
 	}
-	for _, s := range p.states {
-		i, ok := was[selectorID{s.Domain, s.Selector}]
-		if !all && ok && prev[i].DNS == s.DNS && prev[i].Signing == s.Signing {
+	var signing, held, changed int
+	for i := range p.states {
+		s := &p.states[i]
+		if s.Signing {
+			signing++
+		} else {
+			held++
+		}
+		j, ok := find(i, s)
+		same := ok && prev[j].DNS == s.DNS && prev[j].Signing == s.Signing
+		if !same {
+			changed++
+		}
+		if same && !(summary && !s.Signing) {
 			continue
 		}
-		args := []any{"domain", s.Domain, "selector", s.Selector, "dns", string(s.DNS), "signing", yesNo(s.Signing), "why", s.Why}
+		args := []any{"domain", s.Domain, "selector", s.Selector, "dns", string(s.DNS), "signing", yesNo(s.Signing), "why", s.Why()}
 		if s.Signing {
 			log.Info("milterd: dkim selector", args...)
 		} else {
 			log.Warn("milterd: dkim selector held back until DNS publishes its key", args...)
 		}
+	}
+	if summary {
+		log.Info("milterd: dkim selectors checked", "selectors", len(p.states), "signing", signing, "held_back", held, "new_or_changed", changed)
 	}
 }
 
@@ -215,15 +250,26 @@ func LookupPublished(res resolver.Resolver) dkim.TXTLookup {
 // string).
 type selectorID struct{ domain, selector string }
 
-// signingKeys is keys with only the selectors states lets sign. A domain
-// whose every key signs shares keys' slice: a reload at 9,000 domains
-// otherwise copies each of them.
+// signingKeys is keys with only the selectors states lets sign: keys
+// itself when every selector signs (a node whose keys are all published),
+// and otherwise a domain whose every key signs shares keys' slice: a
+// reload at 9,000 domains would copy each of them. keys is not written
+// after LoadKeys.
 func signingKeys(keys map[string][]dkim.Key, states []dkim.SelectorState) map[string][]dkim.Key {
 	sign := make(map[selectorID]bool, len(states))
 	for _, s := range states {
 		if s.Signing {
 			sign[selectorID{s.Domain, s.Selector}] = true
 		}
+	}
+	all := true
+	for d, ks := range keys {
+		for _, k := range ks {
+			all = all && sign[selectorID{d, k.Selector}]
+		}
+	}
+	if all {
+		return keys
 	}
 	out := make(map[string][]dkim.Key, len(keys))
 	for d, ks := range keys {

@@ -2,6 +2,7 @@ package milter
 
 import (
 	"context"
+	"crypto"
 	"errors"
 	"fmt"
 	"io/fs"
@@ -11,6 +12,7 @@ import (
 	"os"
 	"os/user"
 	"strconv"
+	"strings"
 	"sync/atomic"
 	"syscall"
 
@@ -22,26 +24,59 @@ import (
 // LoadKeys loads the private key of every DKIM selector of every local
 // domain. It returns every problem at once, each naming its file, so that
 // milterd refuses to start until all keys are in place.
-func LoadKeys(inv *inventory.Inventory) (map[string][]dkim.Key, error) {
+//
+// prev are the keys loaded before (a reload; nil at start): a key whose
+// file still holds the same key pair is kept as it was loaded, and a domain
+// whose keys all stay keeps its slice, so that a reload holds only the keys
+// that changed twice, not all of them (RSA keys handed to OpenSSL are not
+// handed again). Each key's names are its own copies: a kept key does not
+// hold the inventory it was first loaded with.
+func LoadKeys(inv *inventory.Inventory, prev map[string][]dkim.Key) (map[string][]dkim.Key, error) {
 	keys := map[string][]dkim.Key{}
 	var errs []error
 	for _, d := range inv.LocalDomains() {
-		for _, s := range d.DKIM {
+		was := prev[d.Name]
+		kept := len(was) == len(d.DKIM)
+		for i, s := range d.DKIM {
 			path := dkim.KeyPath(inv.DKIM.KeyDir, d.Name, s.Selector)
 			signer, err := dkim.LoadKey(path, s.Algorithm)
 			if err != nil {
 				errs = append(errs, err)
 				continue
 			}
-			k, err := dkim.NewKey(d.Name, s.Selector, s.Algorithm, signer)
+			if old, ok := sameKey(was, s, signer); ok {
+				kept = kept && i < len(was) && was[i].Selector == s.Selector
+				keys[d.Name] = append(keys[d.Name], old)
+				continue
+			}
+			kept = false
+			k, err := dkim.NewKey(strings.Clone(d.Name), strings.Clone(s.Selector), strings.Clone(s.Algorithm), signer)
 			if err != nil {
 				errs = append(errs, fmt.Errorf("%s: %w", path, err))
 				continue
 			}
 			keys[d.Name] = append(keys[d.Name], k)
 		}
+		if kept && len(keys[d.Name]) == len(was) {
+			keys[d.Name] = was
+		}
 	}
 	return keys, errors.Join(errs...)
+}
+
+// sameKey finds, among a domain's keys loaded before, the one of selector
+// s with the key pair signer holds (the same public key).
+func sameKey(was []dkim.Key, s inventory.Selector, signer crypto.Signer) (dkim.Key, bool) {
+	pub, ok := signer.Public().(interface{ Equal(crypto.PublicKey) bool })
+	if !ok {
+		return dkim.Key{}, false
+	}
+	for _, k := range was {
+		if k.Selector == s.Selector && k.Algorithm == s.Algorithm && pub.Equal(k.Signer.Public()) {
+			return k, true
+		}
+	}
+	return dkim.Key{}, false
 }
 
 // Server serves a Filter over the milter protocol. SetFilter swaps it

@@ -32,7 +32,7 @@ func mappedInventory(t *testing.T, extra string) *inventory.Inventory {
 	if err := inv.WriteSnapshot(&head, f); err != nil {
 		t.Fatal(err)
 	}
-	m, err := inventory.OpenSnapshot(head.Bytes(), f, inventory.TablesMapped)
+	m, err := inventory.OpenSnapshot(head.Bytes(), f, inventory.TablesMapped, nil)
 	if err != nil {
 		t.Fatal(err)
 	}

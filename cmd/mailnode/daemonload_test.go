@@ -14,7 +14,7 @@ func TestLoadingGCSetsAndRestores(t *testing.T) {
 	defer debug.SetMemoryLimit(debug.SetMemoryLimit(limit))
 
 	t.Setenv("GOMEMLIMIT", "")
-	restore := loadingGC()
+	restore := loadingGC(loadGCPercent)
 	if got := debug.SetGCPercent(-1); got != loadGCPercent {
 		t.Errorf("GOGC during the load is %d, want %d", got, loadGCPercent)
 	}
@@ -31,8 +31,24 @@ func TestLoadingGCSetsAndRestores(t *testing.T) {
 		t.Errorf("the memory limit after the load is %d, want %d", got, limit)
 	}
 
+	// A load inside milterd's reload keeps the reload's lower setting,
+	// during and after it.
+	outer := loadingGC(reloadGCPercent)
+	inner := loadingGC(loadGCPercent)
+	if got := debug.SetGCPercent(reloadGCPercent); got != reloadGCPercent {
+		t.Errorf("GOGC during a load inside a reload is %d, want %d", got, reloadGCPercent)
+	}
+	inner()
+	if got := debug.SetGCPercent(reloadGCPercent); got != reloadGCPercent {
+		t.Errorf("GOGC after a load inside a reload is %d, want %d", got, reloadGCPercent)
+	}
+	outer()
+	if got := debug.SetGCPercent(percent); got != percent {
+		t.Errorf("GOGC after the reload is %d, want %d", got, percent)
+	}
+
 	t.Setenv("GOMEMLIMIT", "1GiB")
-	restore = loadingGC()
+	restore = loadingGC(loadGCPercent)
 	if got := debug.SetMemoryLimit(-1); got != limit {
 		t.Errorf("with GOMEMLIMIT set, the load changed the limit to %d", got)
 	}

@@ -73,7 +73,7 @@ func signWithMilterd(t *testing.T, invPath string) []byte {
 	if err != nil {
 		t.Fatal(err)
 	}
-	keys, err := milter.LoadKeys(inv)
+	keys, err := milter.LoadKeys(inv, nil)
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -40,7 +40,7 @@ func TestLoadInHelper(t *testing.T) {
 		if err != nil {
 			t.Fatal(err)
 		}
-		got, _, err, ok := loadInHelper(path, "", keep)
+		got, _, err, ok := loadInHelper(path, "", keep, nil)
 		if !ok || err != nil {
 			t.Fatalf("keep %d: ok %v, err %v", keep, ok, err)
 		}
@@ -58,7 +58,16 @@ func TestLoadInHelper(t *testing.T) {
 				t.Fatalf("keep %d: %s answered differently", keep, e.Key)
 			}
 		}
+		// A reload of the same domains shares the running ones.
+		again, _, err, ok := loadInHelper(path, "", keep, got)
+		if !ok || err != nil {
+			t.Fatalf("keep %d, reload: ok %v, err %v", keep, ok, err)
+		}
+		if &again.Domains[0] != &got.Domains[0] || !reflect.DeepEqual(again.Domains, want.Domains) {
+			t.Fatalf("keep %d: the reload did not share the running domains", keep)
+		}
 		<-got.Release()
+		<-again.Release()
 	}
 }
 
@@ -70,7 +79,7 @@ func TestLoadInHelperProblems(t *testing.T) {
 		if want == nil {
 			t.Fatalf("%s loads", f)
 		}
-		_, _, err, ok := loadInHelper(f, "", inventory.KeepDecisions)
+		_, _, err, ok := loadInHelper(f, "", inventory.KeepDecisions, nil)
 		if !ok {
 			t.Fatalf("%s: the helper gave no answer: %v", f, err)
 		}
@@ -89,7 +98,7 @@ func TestLoadForDaemonFallsBack(t *testing.T) {
 	if err := os.WriteFile(path, invgen.Generate(3, 30), 0o644); err != nil {
 		t.Fatal(err)
 	}
-	inv, rep, err := loadForDaemon(path, "", inventory.KeepDecisions)
+	inv, rep, err := loadForDaemon(path, "", inventory.KeepDecisions, nil)
 	if err != nil || !inv.Mapped() {
 		t.Fatalf("through the helper: err %v, mapped %v", err, inv != nil && inv.Mapped())
 	}
@@ -99,7 +108,7 @@ func TestLoadForDaemonFallsBack(t *testing.T) {
 	<-inv.Release()
 	for exe, why := range map[string]string{"/nonexistent/mailnode": "no such file", "/bin/false": "load-inventory: exit status 1"} {
 		helperExecutable = func() (string, error) { return exe, nil }
-		inv, rep, err = loadForDaemon(path, "", inventory.KeepDecisions)
+		inv, rep, err = loadForDaemon(path, "", inventory.KeepDecisions, nil)
 		if err != nil || inv.Mapped() || !inv.IsMailbox(inv.Owners()[0].Values[0]) {
 			t.Fatalf("%s: in process: err %v", exe, err)
 		}
@@ -121,7 +130,7 @@ func TestLoadInHelperTimeout(t *testing.T) {
 	helperExecutable = func() (string, error) { return slow, nil }
 	helperTimeout = 200 * time.Millisecond
 	start := time.Now()
-	_, _, err, ok := loadInHelper("../../examples/inventory.yaml", "", inventory.KeepDecisions)
+	_, _, err, ok := loadInHelper("../../examples/inventory.yaml", "", inventory.KeepDecisions, nil)
 	if !ok || err == nil || !strings.Contains(err.Error(), "did not finish") {
 		t.Fatalf("ok %v, err %v", ok, err)
 	}

@@ -59,9 +59,11 @@ same file.
 The garbage collector runs at GOGC=400 with a soft limit of 256 MiB
 (GOMEMLIMIT) unless the environment sets either: milterd's live heap is small,
 and fewer collections keep their pauses off the messages. A reload runs at
-GOGC=25 with a soft limit of 64 MiB (or twice what milterd holds, if that
+GOGC=10 with a soft limit of 64 MiB (or twice what milterd holds, if that
 is more; GOMEMLIMIT in the environment is left alone), and the freed pages go
-back to the system once the new inventory and keys are in.
+back to the system after each of its steps. It keeps what did not change:
+the domains when the new inventory's are the same (a change of mailboxes,
+aliases or settings), and each key whose file holds the same key pair.
 
 Publish before sign: at start, on reload and every --dkim-check-interval,
 milterd asks node.resolver for each selector's TXT record. A selector whose
@@ -69,9 +71,10 @@ record is missing or carries another key than the one on disk does not sign
 while another selector of its domain is published (a new selector waits for
 its record); when none of a domain's selectors is published, all sign, as
 before the check. Over a DNS failure a selector keeps its last answer. The
-log says each selector's state at start and reload, and every change
-("dkim selector held back until DNS publishes its key"); mailnode dkim status
-prints the same.
+log says each selector's state at start, every change, and at reload each
+selector new, changed or held back ("dkim selector held back until DNS
+publishes its key") with a line counting them all ("dkim selectors
+checked"); mailnode dkim status and the status page list every selector.
 
 Drift guard: milterd logs the digest of its inventory at start and on reload
 and compares it, then every --drift-interval, with the one render-config left
@@ -106,11 +109,11 @@ metrics' values.`,
 		},
 		Action: func(c *cli.Context) error {
 			milter.TuneRuntime()
-			inv, loaded, err := loadForDaemon(c.String("inventory"), c.String("node"), inventory.KeepDomains)
+			inv, loaded, err := loadForDaemon(c.String("inventory"), c.String("node"), inventory.KeepDomains, nil)
 			if err != nil {
 				return cli.Exit(err.Error(), 1)
 			}
-			keys, err := milter.LoadKeys(inv)
+			keys, err := milter.LoadKeys(inv, nil)
 			if err != nil {
 				return cli.Exit(fmt.Sprintf("milterd: refusing to start:\n%v", err), 1)
 			}
@@ -187,10 +190,11 @@ metrics' values.`,
 			defer stopMetrics()
 			// SIGHUP: reload the inventory and the keys; keep the running
 			// ones when either is broken (a missing key must not stop signing).
+			loadedKeys := keys // the keys a reload compares its own with (LoadKeys)
 			go func() {
 				for range hup {
 					func() {
-						defer loadingGC()()
+						defer loadingGC(reloadGCPercent)()
 						daemon.Notify(log, "milterd", sdnotify.Reloading)
 						path := c.String("inventory")
 						// refuse keeps what runs, says why (status page, log) and
@@ -202,12 +206,17 @@ metrics' values.`,
 							guard.Check()
 							daemon.Notify(log, "milterd", sdnotify.Ready)
 						}
-						ninv, reloaded, err := loadForDaemon(path, c.String("node"), inventory.KeepDomains)
+						ninv, reloaded, err := loadForDaemon(path, c.String("node"), inventory.KeepDomains, running.Load())
 						if err != nil {
 							refuse("", "inventory", err)
 							return
 						}
-						newKeys, err := milter.LoadKeys(ninv)
+						// Each step's garbage goes back before the next one
+						// allocates: what the reload holds at its top is the
+						// running filter and the new one, little more.
+						releaseMemory()
+						newKeys, err := milter.LoadKeys(ninv, loadedKeys)
+						releaseMemory()
 						if err != nil {
 							refuse(" (keys)", "keys", err)
 							return
@@ -217,8 +226,11 @@ metrics' values.`,
 							refuse(" (srs)", "inventory and SRS secrets", err)
 							return
 						}
+						loadedKeys = newKeys
 						b.SetSRS(newSRS)
-						srv.SetFilter(build(ninv, pub.Update(ninv, newKeys)))
+						signing := pub.Update(ninv, newKeys)
+						releaseMemory()
+						srv.SetFilter(build(ninv, signing))
 						if err := srsMap.Update(ninv, newSRS); err != nil {
 							log.Error("milterd: srs socketmap", "err", err)
 						}

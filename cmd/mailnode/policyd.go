@@ -94,7 +94,7 @@ func runPolicyd(cx *cli.Context) error {
 	log := slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: level}))
 
 	path := cx.String("inventory")
-	inv, loaded, err := loadForDaemon(path, cx.String("node"), inventory.KeepDecisions)
+	inv, loaded, err := loadForDaemon(path, cx.String("node"), inventory.KeepDecisions, nil)
 	if err != nil {
 		return cli.Exit(fmt.Sprintf("policyd: %v", err), 1)
 	}
@@ -253,7 +253,7 @@ func runPolicyd(cx *cli.Context) error {
 // inventory is the first to turn greylisting or rate limits on, the store
 // is opened now and returned (the caller closes it at exit).
 func reloadInventory(log *slog.Logger, srv *policy.Server, m *policy.Metrics, path, node string, store state.Store) (opened state.Store) {
-	inv, loaded, err := loadForDaemon(path, node, inventory.KeepDecisions)
+	inv, loaded, err := loadForDaemon(path, node, inventory.KeepDecisions, srv.Inventory())
 	if err != nil {
 		m.Reloaded(false)
 		for _, p := range inventory.AsProblems(err) {

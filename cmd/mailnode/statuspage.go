@@ -52,7 +52,7 @@ func guardDigests(g *drift.Guard) func() (string, string) {
 func selectorRows(states []dkim.SelectorState) []statuspage.Selector {
 	out := make([]statuspage.Selector, 0, len(states))
 	for _, s := range states {
-		row := statuspage.Selector{Domain: s.Domain, Selector: s.Selector, Algorithm: s.Algorithm, DNS: string(s.DNS), Signing: s.Signing, Why: s.Why}
+		row := statuspage.Selector{Domain: s.Domain, Selector: s.Selector, Algorithm: s.Algorithm, DNS: string(s.DNS), Signing: s.Signing, Why: s.Why()}
 		if s.Detail != "" && !strings.Contains(row.Why, s.Detail) {
 			if row.Why != "" {
 				row.Why += "; "
