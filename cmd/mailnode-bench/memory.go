@@ -2,6 +2,7 @@ package main
 
 import (
 	"bytes"
+	"errors"
 	"fmt"
 	"io"
 	"os"
@@ -48,6 +49,7 @@ Resident memory, unlike time, hardly depends on what else the machine does.`,
 			&cli.IntFlag{Name: "reloads", Value: 10, Usage: "SIGHUP reloads per size"},
 			&cli.DurationFlag{Name: "settle", Value: time.Second, Usage: "wait after start and after each reload before reading RSS"},
 			&cli.BoolFlag{Name: "each", Usage: "print RSS after every reload, not only the first and the last"},
+			&cli.StringFlag{Name: "change", Value: "none,mailbox,domain", Usage: "what changes in the inventory before each reload, comma-separated, a run each: none (the same file), mailbox (one more mailbox in the first domain), domain (one more local domain, with a mailbox and a DKIM key)"},
 			&cli.BoolFlag{Name: "keep", Usage: "keep each size's directory (inventory, keys, the daemons' logs) and print its path"},
 			mailnodeFlag(),
 		},
@@ -81,16 +83,63 @@ func benchMemory(c *cli.Context) error {
 	host, _ := os.Hostname()
 	fmt.Fprintf(out, "mailnode-bench memory: %s, %d reloads, RSS in MiB; host %s, load average %s\n",
 		mailnode, n, host, loadAvg())
-	fmt.Fprintf(out, "%9s %8s %6s %8s %7s %8s %8s  %-10s %s\n", "mailboxes", "daemon", "YAML", "start", "peak", "after 1", fmt.Sprintf("after %d", n), "peak/start", "helper")
+	changes := strings.Split(c.String("change"), ",")
+	for _, ch := range changes {
+		if ch != "none" && ch != "mailbox" && ch != "domain" {
+			return fmt.Errorf("--change: %q is none of none, mailbox, domain", ch)
+		}
+	}
+	fmt.Fprintf(out, "%9s %8s %6s %8s %8s %7s %8s %8s  %-10s %s\n", "mailboxes", "change", "daemon", "YAML", "start", "peak", "after 1", fmt.Sprintf("after %d", n), "peak/start", "helper")
 	for _, size := range sizes {
-		if err := memoryRun(out, mailnode, size, n, settle, c.Bool("each"), c.Bool("keep")); err != nil {
-			return err
+		for _, ch := range changes {
+			if err := memoryRun(out, mailnode, size, n, settle, ch, c.Bool("each"), c.Bool("keep")); err != nil {
+				return err
+			}
 		}
 	}
 	return nil
 }
 
-func memoryRun(out io.Writer, mailnode string, mailboxes, reloads int, settle time.Duration, each, keep bool) error {
+// changeInventory is doc with the change of the reload-th reload (1, 2,
+// ...) made, cumulative: "mailbox" adds mailbox new<reload> to the first
+// domain, "domain" adds local domain new<reload>.test, with a mailbox and
+// an Ed25519 selector whose key is copied from the first domain's.
+func changeInventory(doc []byte, change string, reload int, keyDir string) ([]byte, error) {
+	switch change {
+	case "mailbox":
+		_, rest, ok := bytes.Cut(doc, []byte("\n      - {user: u1, "))
+		if !ok {
+			return nil, errors.New("bench: the generated inventory has no mailbox u1")
+		}
+		line, _, _ := bytes.Cut(rest, []byte("\n"))
+		u1 := "      - {user: u1, " + string(line) + "\n"
+		add := strings.Replace(strings.Replace(u1, "user: u1,", fmt.Sprintf("user: new%d,", reload), 1), "[a1]", fmt.Sprintf("[new%da]", reload), 1)
+		return bytes.Replace(doc, []byte(u1), []byte(add+u1), 1), nil
+	case "domain":
+		_, rest, ok := bytes.Cut(doc, []byte("password: \""))
+		if !ok {
+			return nil, errors.New("bench: the generated inventory has no password")
+		}
+		hash, _, _ := bytes.Cut(rest, []byte("\""))
+		name := fmt.Sprintf("new%d.test", reload)
+		key, err := os.ReadFile(dkim.KeyPath(keyDir, "d0.test", "s2"))
+		if err != nil {
+			return nil, err
+		}
+		path := dkim.KeyPath(keyDir, name, "s2")
+		if err := os.MkdirAll(filepath.Dir(path), 0o700); err != nil {
+			return nil, err
+		}
+		if err := os.WriteFile(path, key, 0o600); err != nil {
+			return nil, err
+		}
+		add := fmt.Sprintf("domains:\n  - name: %s\n    dkim: [{selector: s2, algorithm: ed25519}]\n    mailboxes:\n      - {user: u0, password: \"%s\"}\n", name, hash)
+		return bytes.Replace(doc, []byte("\ndomains:\n"), []byte("\n"+add), 1), nil
+	}
+	return doc, nil
+}
+
+func memoryRun(out io.Writer, mailnode string, mailboxes, reloads int, settle time.Duration, change string, each, keep bool) error {
 	dir, err := os.MkdirTemp(benchBaseDir(), "mailnode-bench-memory-")
 	if err != nil {
 		return err
@@ -141,6 +190,14 @@ func memoryRun(out io.Writer, mailnode string, mailboxes, reloads int, settle ti
 		}
 	}
 	for r := 0; r < reloads; r++ {
+		if change != "none" {
+			if doc, err = changeInventory(doc, change, r+1, keyDir); err != nil {
+				return err
+			}
+			if err := os.WriteFile(inv, doc, 0o644); err != nil {
+				return err
+			}
+		}
 		for _, d := range ds {
 			// 5 resets VmHWM to the current RSS (proc(5), clear_refs).
 			if err := os.WriteFile(fmt.Sprintf("/proc/%d/clear_refs", d.cmd.Process.Pid), []byte("5"), 0); err != nil {
@@ -173,7 +230,7 @@ func memoryRun(out io.Writer, mailnode string, mailboxes, reloads int, settle ti
 	for _, d := range ds {
 		peak := slices.Max(d.peaks)
 		steady := d.start
-		fmt.Fprintf(out, "%9d %8s %5.1fM %8s %7s %8s %8s  %-10.2f %s\n", mailboxes, d.name, float64(len(doc))/(1<<20),
+		fmt.Fprintf(out, "%9d %8s %8s %5.1fM %8s %7s %8s %8s  %-10.2f %s\n", mailboxes, change, d.name, float64(len(doc))/(1<<20),
 			mib(d.start), mib(peak), mib(d.afters[0]), mib(d.afters[len(d.afters)-1]), float64(peak)/float64(steady), d.helperPeak())
 		if each {
 			l := make([]string, len(d.afters))
