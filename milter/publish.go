@@ -68,6 +68,24 @@ func (p *Publisher) Update(inv *inventory.Inventory, keys map[string][]dkim.Key)
 	return p.signing
 }
 
+// Stage is a reload's first step: it makes inv the inventory of the
+// checks and has Apply install it with the keys that sign now, before
+// Update asks DNS about inv's own keys. The running filter's inventory is
+// then let go while the reload waits for DNS rather than held beside the
+// new one. Until Update, a selector inv adds does not sign (publish before
+// sign), and one it drops still signs, as before the reload.
+func (p *Publisher) Stage(inv *inventory.Inventory) {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	if p.inv == nil {
+		return
+	}
+	p.inv = inv
+	if p.Apply != nil {
+		p.Apply(inv, p.signing)
+	}
+}
+
 // Check asks DNS again; when the signing selectors changed, Apply gets them.
 func (p *Publisher) Check() {
 	p.mu.Lock()

@@ -4,7 +4,9 @@ import (
 	"context"
 	"crypto/ed25519"
 	"errors"
+	"io"
 	"log/slog"
+	"maps"
 	"os"
 	"path/filepath"
 	"slices"
@@ -358,5 +360,56 @@ func TestLoadKeysKeepsUnchanged(t *testing.T) {
 	}
 	if net := fourth["example.net"]; len(net) != 2 || net[0].Signer != third["example.net"][0].Signer || net[1].Selector != "mx2027e" {
 		t.Errorf("example.net after a selector was added: %+v", net)
+	}
+}
+
+// A reload installs the new inventory first, with the keys that sign now
+// (Stage), and the new keys only after DNS was asked about them (Update):
+// a selector the reload adds never signs before its check.
+func TestPublisherStage(t *testing.T) {
+	local, _ := testKeys(t)
+	added, _ := dkim.NewKey("example.net", "mx2027e", "ed25519", ed25519.NewKeyFromSeed(make([]byte, ed25519.SeedSize)))
+	lookup := func(ctx context.Context, name string) ([]string, string, error) { // every key published
+		for _, ks := range local {
+			for _, k := range slices.Concat(ks, []dkim.Key{added}) {
+				if dkim.RecordName(k.Selector, k.Domain) == name {
+					v, err := dkim.TXTValue(k.Signer)
+					return []string{v}, "", err
+				}
+			}
+		}
+		return nil, "NXDOMAIN", nil
+	}
+	type applied struct {
+		inv  *inventory.Inventory
+		keys map[string][]dkim.Key
+	}
+	var got []applied
+	p := &Publisher{Log: slog.New(slog.NewTextHandler(io.Discard, nil)), Lookup: lookup,
+		Apply: func(inv *inventory.Inventory, keys map[string][]dkim.Key) { got = append(got, applied{inv, keys}) }}
+	p.Stage(testInventory(t)) // before the first Update: nothing to stage
+	if len(got) != 0 {
+		t.Fatalf("Stage before Update applied %d filters", len(got))
+	}
+	old := testInventory(t)
+	signing := p.Update(old, local)
+	if len(got) != 0 || len(signing["example.com"]) != 2 {
+		t.Fatalf("Update: applied %d, signing %v", len(got), signing)
+	}
+
+	// The reload adds a selector to example.net, published.
+	inv := testInventory(t)
+	reloaded := maps.Clone(local) // LoadKeys makes a new map
+	reloaded["example.net"] = append(slices.Clip(local["example.net"]), added)
+	p.Stage(inv)
+	if len(got) != 1 || got[0].inv != inv || len(got[0].keys["example.net"]) != 1 {
+		t.Fatalf("Stage applied %+v, want the new inventory with the keys signing before", got)
+	}
+	if s := p.States(); len(s) != 3 {
+		t.Fatalf("the status page lost the last round while staged: %d selectors", len(s))
+	}
+	signing = p.Update(inv, reloaded)
+	if len(signing["example.net"]) != 2 {
+		t.Fatalf("after the check example.net signs with %v", signing["example.net"])
 	}
 }

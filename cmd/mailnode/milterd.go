@@ -63,7 +63,9 @@ GOGC=10 with a soft limit of 64 MiB (or twice what milterd holds, if that
 is more; GOMEMLIMIT in the environment is left alone), and the freed pages go
 back to the system after each of its steps. It keeps what did not change:
 the domains when the new inventory's are the same (a change of mailboxes,
-aliases or settings), and each key whose file holds the same key pair.
+aliases or settings), and each key whose file holds the same key pair. It
+installs the new inventory first, with the keys signing before, and the
+new keys once DNS has been asked about them (publish before sign).
 
 Publish before sign: at start, on reload and every --dkim-check-interval,
 milterd asks node.resolver for each selector's TXT record. A selector whose
@@ -227,14 +229,20 @@ metrics' values.`,
 							return
 						}
 						loadedKeys = newKeys
+						// The new inventory first, with the keys that sign now
+						// (Stage); then, once DNS has been asked about the new
+						// keys, those that sign. The running inventory is let
+						// go before the DNS round, not after it.
 						b.SetSRS(newSRS)
-						signing := pub.Update(ninv, newKeys)
-						releaseMemory()
-						srv.SetFilter(build(ninv, signing))
+						pub.Stage(ninv)
 						if err := srsMap.Update(ninv, newSRS); err != nil {
 							log.Error("milterd: srs socketmap", "err", err)
 						}
 						running.Store(ninv)
+						releaseMemory()
+						signing := pub.Update(ninv, newKeys)
+						releaseMemory()
+						srv.SetFilter(build(ninv, signing))
 						metrics.Reloaded(true)
 						milterdStatus(page, path, listen, ninv, newKeys)
 						page.Set("last reload", time.Now().UTC().Format(time.RFC3339)+" ok")
