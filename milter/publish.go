@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"maps"
 	"net"
 	"slices"
 	"sync"
@@ -155,7 +156,9 @@ func (p *Publisher) check() []dkim.SelectorState {
 	states := make([]dkim.SelectorState, 0, n)
 	for _, d := range p.inv.LocalDomains() {
 		for _, k := range p.keys[d.Name] {
-			states = append(states, dkim.SelectorState{Domain: d.Name, Selector: k.Selector, Algorithm: k.Algorithm, Key: k.Signer})
+			// The key's own names, not the inventory's: last keeps them
+			// across reloads and must not hold an inventory it replaced.
+			states = append(states, dkim.SelectorState{Domain: k.Domain, Selector: k.Selector, Algorithm: k.Algorithm, Key: k.Signer})
 		}
 	}
 	// One round takes at most checkRound, also when node.resolver drops
@@ -185,6 +188,13 @@ func (p *Publisher) check() []dkim.SelectorState {
 		} else {
 			p.last[id] = s.DNS
 		}
+	}
+	if len(p.last) > len(states) { // selectors a reload dropped
+		keep := make(map[selectorID]bool, len(states))
+		for _, s := range states {
+			keep[selectorID{s.Domain, s.Selector}] = true
+		}
+		maps.DeleteFunc(p.last, func(id selectorID, _ dkim.Publication) bool { return !keep[id] })
 	}
 	dkim.DecideSigning(states)
 	return states

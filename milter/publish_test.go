@@ -413,3 +413,26 @@ func TestPublisherStage(t *testing.T) {
 		t.Fatalf("after the check example.net signs with %v", signing["example.net"])
 	}
 }
+
+// The last answer of each selector outlives reloads: it holds the keys'
+// names, not an inventory's, and forgets the selectors a reload dropped.
+func TestPublisherLastLetsGo(t *testing.T) {
+	local, _ := testKeys(t)
+	lookup := func(ctx context.Context, name string) ([]string, string, error) { return nil, "NXDOMAIN", nil }
+	p := &Publisher{Log: slog.New(slog.NewTextHandler(io.Discard, nil)), Lookup: lookup}
+	inv := testInventory(t)
+	p.Update(inv, local)
+	if len(p.last) != 3 {
+		t.Fatalf("last answers: %d, want 3", len(p.last))
+	}
+	for id := range p.last {
+		if unsafe.StringData(id.domain) == unsafe.StringData(inv.Domain(id.domain).Name) {
+			t.Errorf("%s/%s: the last answer holds the inventory's name", id.domain, id.selector)
+		}
+	}
+	fewer := map[string][]dkim.Key{"example.com": local["example.com"]}
+	p.Update(testInventory(t), fewer)
+	if _, ok := p.last[selectorID{"example.net", "mx2026r"}]; ok || len(p.last) != 2 {
+		t.Errorf("after example.net's selector was dropped: %v", p.last)
+	}
+}
