@@ -160,16 +160,13 @@ func TestSnapshotSharesUnchangedDomains(t *testing.T) {
 		return bytes.Replace(base, []byte(old), []byte(new), 1)
 	}
 	running := write("running.yaml", base)
-	_, rest, _ := strings.Cut(string(base), "\n      - {user: u1, ")
-	line, _, _ := strings.Cut(rest, "\n")
-	u1 := "      - {user: u1, " + line + "\n"
 	for _, c := range []struct {
 		name   string
 		doc    []byte
 		shared bool
 	}{
 		{"same", base, true},
-		{"mailbox added", edit(u1, strings.Replace(strings.Replace(u1, "user: u1,", "user: new1,", 1), "[a1]", "[new1a]", 1)+u1), true},
+		{"mailbox added", invgen.AddMailbox(base, "new1"), true},
 		{"alias inside", edit("aliases: {postmaster: u0,", "aliases: {staff2: u3, postmaster: u0,"), true},
 		{"domain renamed", edit("  - name: d1.test\n", "  - name: e1.test\n"), false},
 		{"forwarding alias", edit("aliases: {postmaster: u0,", "aliases: {fwd: \"y@outside.test\", postmaster: u0,"), false},

@@ -2,7 +2,6 @@ package main
 
 import (
 	"bytes"
-	"errors"
 	"fmt"
 	"io"
 	"os"
@@ -107,20 +106,8 @@ func benchMemory(c *cli.Context) error {
 func changeInventory(doc []byte, change string, reload int, keyDir string) ([]byte, error) {
 	switch change {
 	case "mailbox":
-		_, rest, ok := bytes.Cut(doc, []byte("\n      - {user: u1, "))
-		if !ok {
-			return nil, errors.New("bench: the generated inventory has no mailbox u1")
-		}
-		line, _, _ := bytes.Cut(rest, []byte("\n"))
-		u1 := "      - {user: u1, " + string(line) + "\n"
-		add := strings.Replace(strings.Replace(u1, "user: u1,", fmt.Sprintf("user: new%d,", reload), 1), "[a1]", fmt.Sprintf("[new%da]", reload), 1)
-		return bytes.Replace(doc, []byte(u1), []byte(add+u1), 1), nil
+		return invgen.AddMailbox(doc, fmt.Sprintf("new%d", reload)), nil
 	case "domain":
-		_, rest, ok := bytes.Cut(doc, []byte("password: \""))
-		if !ok {
-			return nil, errors.New("bench: the generated inventory has no password")
-		}
-		hash, _, _ := bytes.Cut(rest, []byte("\""))
 		name := fmt.Sprintf("new%d.test", reload)
 		key, err := os.ReadFile(dkim.KeyPath(keyDir, "d0.test", "s2"))
 		if err != nil {
@@ -133,8 +120,7 @@ func changeInventory(doc []byte, change string, reload int, keyDir string) ([]by
 		if err := os.WriteFile(path, key, 0o600); err != nil {
 			return nil, err
 		}
-		add := fmt.Sprintf("domains:\n  - name: %s\n    dkim: [{selector: s2, algorithm: ed25519}]\n    mailboxes:\n      - {user: u0, password: \"%s\"}\n", name, hash)
-		return bytes.Replace(doc, []byte("\ndomains:\n"), []byte("\n"+add), 1), nil
+		return invgen.AddDomain(doc, name), nil
 	}
 	return doc, nil
 }
