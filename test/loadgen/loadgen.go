@@ -341,6 +341,17 @@ type Config struct {
 	// measured from the send, as without Rate. 0: every connection sends
 	// as fast as the replies come.
 	Rate float64
+	// FromDue, with Rate, gives each connection its own share of the
+	// pace (request i goes on connection i mod Conns, due at i/Rate) and
+	// charges the server for the wait it causes, as a client arriving on
+	// time would see it: a request's latency is the time from when it fell
+	// due to when it would have been answered had every request on its
+	// connection been sent the moment it was due or the reply before it
+	// came, whichever is later, each answered in the time its reply took
+	// from its actual send. A server slower than the pace makes the
+	// latencies grow request by request; the load generator's own timer
+	// slack (a late wake-up) is not charged.
+	FromDue bool
 }
 
 // Result is what a run measured.
@@ -409,16 +420,21 @@ func Run(cfg Config) (Result, error) {
 			buf := make([]byte, 4096)
 			counts := map[string]int{}
 			ex := newExchanger(c)
-			var dl time.Time // the deadline last set; pushed forward when half a second stale
-			for {
+			var dl time.Time    // the deadline last set; pushed forward when half a second stale
+			var vfree time.Time // FromDue: when a punctual client's connection would be free
+			for m := int64(0); ; m++ {
 				i := next.Add(1) - 1
+				if cfg.Rate > 0 && cfg.FromDue {
+					i = m*int64(cfg.Conns) + int64(w)
+				}
 				if i >= int64(cfg.Requests) {
 					break
 				}
 				it := &cfg.Mix[int(i)%len(cfg.Mix)]
 				t0 := time.Now()
+				var due time.Time
 				if cfg.Rate > 0 {
-					due := start.Add(time.Duration(float64(i) / cfg.Rate * float64(time.Second)))
+					due = start.Add(time.Duration(float64(i) / cfg.Rate * float64(time.Second)))
 					if d := due.Sub(t0); d > 0 {
 						time.Sleep(d)
 						t0 = time.Now()
@@ -439,7 +455,16 @@ func Run(cfg Config) (Result, error) {
 					res.err = fmt.Errorf("loadgen: request %d (%s): %w", i, it.Kind, err)
 					return
 				}
-				res.lat = append(res.lat, time.Since(t0))
+				took := time.Since(t0)
+				if cfg.Rate > 0 && cfg.FromDue {
+					v := due // when a punctual client would have sent it
+					if vfree.After(v) {
+						v = vfree
+					}
+					vfree = v.Add(took)
+					took += v.Sub(due)
+				}
+				res.lat = append(res.lat, took)
 				reply := buf[:n]
 				if it.Reply != "" && string(reply) != it.Reply && (it.Alt == "" || !bytes.HasPrefix(reply, []byte(it.Alt))) {
 					res.mismatches++

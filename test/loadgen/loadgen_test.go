@@ -1,8 +1,10 @@
 package loadgen
 
 import (
+	"bufio"
 	"context"
 	"math"
+	"net"
 	"path/filepath"
 	"strings"
 	"testing"
@@ -117,5 +119,69 @@ func TestRunAgainstServer(t *testing.T) {
 	s.Shutdown(context.Background())
 	if _, err := Run(Config{Network: "unix", Addr: sock, Conns: 1, Requests: 1, Mix: mix}); err == nil {
 		t.Error("no error from a closed server")
+	}
+}
+
+// slowServer answers every policy request after delay, one at a time per
+// connection, with DUNNO.
+func slowServer(t *testing.T, delay time.Duration) string {
+	t.Helper()
+	sock := filepath.Join(t.TempDir(), "slow")
+	ln, err := net.Listen("unix", sock)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { ln.Close() })
+	go func() {
+		for {
+			c, err := ln.Accept()
+			if err != nil {
+				return
+			}
+			go func() {
+				defer c.Close()
+				r := bufio.NewReader(c)
+				for {
+					line, err := r.ReadString('\n')
+					if err != nil {
+						return
+					}
+					if line == "\n" {
+						time.Sleep(delay)
+						if _, err := c.Write([]byte("action=DUNNO\n\n")); err != nil {
+							return
+						}
+					}
+				}
+			}()
+		}
+	}()
+	return sock
+}
+
+// A paced run against a server slower than the pace: from the send, every
+// request takes the server's 20 ms; from the due time (FromDue), the
+// requests that fell due while the one connection waited are charged for
+// the wait, which grows request by request.
+func TestFromDueChargesTheWait(t *testing.T) {
+	sock := slowServer(t, 20*time.Millisecond)
+	mix := []Item{{Kind: "x", Wire: []byte("request=smtpd_access_policy\nprotocol_state=RCPT\n\n")}}
+	cfg := Config{Network: "unix", Addr: sock, Conns: 1, Requests: 15, Mix: mix, Rate: 1000}
+	sent, err := Run(cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	cfg.FromDue = true
+	due, err := Run(cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	// From the send: each about 20 ms. From the due time: the 15th fell
+	// due at 14 ms and was sent after 14 replies of 20 ms (280 ms).
+	if sent.Max > 150*time.Millisecond || sent.P50 < 19*time.Millisecond {
+		t.Errorf("from the send: p50 %s, max %s; want about 20 ms each", sent.P50, sent.Max)
+	}
+	if due.Max < 250*time.Millisecond || due.P50 < 100*time.Millisecond {
+		t.Errorf("from the due time: p50 %s, max %s; want the wait counted (max about 290 ms)", due.P50, due.Max)
 	}
 }
