@@ -273,3 +273,54 @@ func TestBoltCrash(t *testing.T) {
 		t.Fatal(err)
 	}
 }
+
+// TestBoltCommitPace: commits are timed from the oldest buffered update, so
+// with commits of 90 ms and an interval of 100 ms (the shape of a file of
+// ten million entries under thousands of new triplets a second: 150 ms and
+// 200 ms) an update is at most 190 ms old when its commit ends, short of the
+// writers' brake at MaxLag/2 (240 ms), and no decision waits. Timed from the
+// end of the last commit, an update could wait a commit, the interval and
+// its own commit (280 ms), and the end of every commit met the brake.
+func TestBoltCommitPace(t *testing.T) {
+	b, err := OpenBolt(filepath.Join(t.TempDir(), "state.db"), BoltOptions{
+		FlushInterval: 100 * time.Millisecond, MaxLag: 480 * time.Millisecond, commitDelay: 90 * time.Millisecond,
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer b.Close()
+	ctx := context.Background()
+	var wg sync.WaitGroup
+	var ops atomic.Int64
+	end := time.Now().Add(1500 * time.Millisecond)
+	for w := 0; w < 4; w++ {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			for i := 0; time.Now().Before(end); i++ {
+				_, err := b.Greylist(ctx, GreyOp{
+					Triplet: fmt.Sprintf("grey/t/pace/%d/%d", w, i), Client: "grey/c/pace",
+					Now: time.Now(), Delay: time.Minute, RetryWindow: time.Hour, Expire: 24 * time.Hour,
+				})
+				if err != nil {
+					t.Error(err)
+					return
+				}
+				ops.Add(1)
+				time.Sleep(time.Millisecond)
+			}
+		}()
+	}
+	wg.Wait()
+	if err := b.Flush(); err != nil {
+		t.Fatal(err)
+	}
+	var stored int
+	b.DB().View(func(tx *bolt.Tx) error { stored = tx.Bucket(bucketName).Stats().KeyN; return nil })
+	if stored < int(ops.Load()) || ops.Load() < 100 {
+		t.Fatalf("%d operations, %d keys in the file", ops.Load(), stored)
+	}
+	if n := b.braked.Load(); n != 0 {
+		t.Errorf("%d of %d operations waited at the writers' brake", n, ops.Load())
+	}
+}
