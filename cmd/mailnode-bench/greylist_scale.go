@@ -4,6 +4,7 @@ import (
 	"bufio"
 	"context"
 	"fmt"
+	"math"
 	"math/bits"
 	"os"
 	"os/exec"
@@ -59,7 +60,17 @@ expired share is loaded to expire from --redis-expire-in after the
 prefill began, spread over --redis-expire-over (100 s: about as long as
 bbolt's pass over 10 M entries takes),
 and Redis's own expiry cycle deletes them. Afterwards the bbolt file is
-counted: entries left, expired left.`,
+counted: entries left, expired left.
+
+--ladder R1,R2,... instead runs, after the streams, a round of new and a
+round of known triplets at each rate in turn (--ladder-step each, fresh
+triplets, every reply checked), paced, with each latency measured from
+the time its request fell due: a server that cannot keep the pace is
+charged the wait it causes, as a client arriving on time would see it.
+The unpaced streams measure p99 where the machine is saturated (the load
+generator and the server share its cores); the ladder shows p99 at rates
+below that, and the highest rate at which both rounds keep p99 under
+2 ms is printed with the store's figures.`,
 		Flags: []cli.Flag{
 			&cli.IntFlag{Name: "prefill", Value: 1_000_000, Usage: "triplets stored before the run"},
 			&cli.IntFlag{Name: "postgrey-prefill", Value: 1_000_000, Usage: "at most this many for postgrey"},
@@ -70,6 +81,8 @@ counted: entries left, expired left.`,
 			&cli.DurationFlag{Name: "sweep", Value: 0, Usage: "after the streams, keep deciding this long in rounds (0: not)"},
 			&cli.IntFlag{Name: "round", Value: 25000, Usage: "requests per round with --sweep"},
 			&cli.Float64Flag{Name: "rate", Value: 5000, Usage: "with --sweep, requests per second over all connections (0: as fast as the replies come)"},
+			&cli.StringFlag{Name: "ladder", Usage: "after the streams, paced rounds at each of these rates (decisions/s, ascending, comma-separated), latency from each request's due time; prints the highest rate whose p99 stays under 2 ms (not with --sweep)"},
+			&cli.DurationFlag{Name: "ladder-step", Value: 5 * time.Second, Usage: "with --ladder, how long each round lasts at its rate (a new and a known round per rate)"},
 			&cli.DurationFlag{Name: "redis-expire-in", Value: 3 * time.Minute, Usage: "with --expired, when Redis's expired share begins to expire, from the start of the prefill"},
 			&cli.DurationFlag{Name: "redis-expire-over", Value: 100 * time.Second, Usage: "with --expired, how long Redis's expired share takes to expire (spread evenly)"},
 			&cli.StringSliceFlag{Name: "redis-setting", Value: cli.NewStringSlice(statetest.RedisSettings...), Usage: "a redis.conf line (\"name value\") for the Redis started; the default is what the Ansible role writes (\"hz 10\" is Redis's own)"},
@@ -213,6 +226,17 @@ func runBenchGreylistScale(cx *cli.Context) error {
 	expired := cx.Float64("expired")
 	if prefill < 1 || prefill >= 100_000_000 || conns < 1 || n < conns || expired < 0 || expired > 1 {
 		return cli.Exit("bench greylist-scale: need 1 <= --prefill < 100,000,000, -c >= 1, -n >= -c, 0 <= --expired <= 1", 2)
+	}
+	if l := cx.String("ladder"); l != "" {
+		if cx.Duration("sweep") > 0 {
+			return cli.Exit("bench greylist-scale: --ladder and --sweep: one at a time", 2)
+		}
+		if _, err := parseRates(l); err != nil {
+			return cli.Exit("bench greylist-scale: "+err.Error(), 2)
+		}
+		if cx.Duration("ladder-step") < 100*time.Millisecond {
+			return cli.Exit("bench greylist-scale: --ladder-step below 100ms measures nothing", 2)
+		}
 	}
 	mailnode, err := mailnodeBinary(cx)
 	if err != nil {
@@ -454,6 +478,17 @@ func scaleOne(cx *cli.Context, name, mailnode, dir string, prefill int, expired 
 	}
 	fmt.Printf("%s: new: all %d deferred; known: all %d sampled prefilled triplets passed\n", name, n, n)
 
+	var ladderNote string
+	if l := cx.String("ladder"); l != "" && name != "postgrey" {
+		rates, _ := parseRates(l) // checked before
+		_, sum, err := ladderRounds(srv, rates, cx.Duration("ladder-step"), conns, prefill, off, &k, now, expired)
+		if err != nil {
+			return r, err
+		}
+		fmt.Printf("%s: %s\n", name, sum)
+		ladderNote = "; " + sum
+	}
+
 	if d := cx.Duration("sweep"); d > 0 && name != "postgrey" {
 		if err := sweepRounds(srv, redis, d, cx.Int("round"), cx.Float64("rate"), conns, prefill, off, k, now, started, expired); err != nil {
 			return r, err
@@ -485,6 +520,7 @@ func scaleOne(cx *cli.Context, name, mailnode, dir string, prefill int, expired 
 			r.note += fmt.Sprintf("; after the run the file holds %d entries, %d of them expired", total, dead)
 		}
 	}
+	r.note += ladderNote
 	return r, nil
 }
 
@@ -514,20 +550,7 @@ func sweepRounds(srv *benchServer, redis *statetest.Process, d time.Duration, ro
 		if r%2 == 1 {
 			kind = "known"
 		}
-		items := make([]loadgen.Item, 0, round)
-		for len(items) < round {
-			i := scalePick(k%prefill, prefill, off)
-			k++
-			var t state.Triplet
-			if kind == "new" {
-				t = scaleTriplet(i, fmt.Sprintf("r%d", k/prefill))
-			} else if _, _, _, dead := scaleTimes(i, now, expired); !dead {
-				t = scaleTriplet(i, "")
-			} else {
-				continue
-			}
-			items = append(items, loadgen.GreylistItem(t.Client, t.Sender, t.Recipient))
-		}
+		items := freshMix(kind, round, &k, prefill, off, now, expired)
 		cpu0 := srv.cpu()
 		res, err := loadgen.Run(loadgen.Config{Network: "tcp", Addr: srv.addr, Conns: conns, Requests: round, Mix: items, Rate: rate})
 		busy := float64(srv.cpu()-cpu0) / float64(res.Elapsed) * 100
@@ -545,6 +568,112 @@ func sweepRounds(srv *benchServer, redis *statetest.Process, d time.Duration, ro
 	}
 	fmt.Printf("%s: worst round p99 %s, worst max %s; load average now %s\n", srv.name, worst.Round(time.Microsecond), worstMax.Round(time.Microsecond), loadAvg())
 	return nil
+}
+
+// freshMix is n requests of kind (new or known) on triplets not asked
+// before, from position *k of the walk the streams took (which it
+// advances): new ones next to prefilled triplets, known ones prefilled live
+// triplets.
+func freshMix(kind string, n int, k *int, prefill, off int, now time.Time, expired float64) []loadgen.Item {
+	items := make([]loadgen.Item, 0, n)
+	for len(items) < n {
+		i := scalePick(*k%prefill, prefill, off)
+		*k++
+		var t state.Triplet
+		if kind == "new" {
+			t = scaleTriplet(i, fmt.Sprintf("r%d", *k/prefill))
+		} else if _, _, _, dead := scaleTimes(i, now, expired); !dead {
+			t = scaleTriplet(i, "")
+		} else {
+			continue
+		}
+		items = append(items, loadgen.GreylistItem(t.Client, t.Sender, t.Recipient))
+	}
+	return items
+}
+
+// ladderP99 is the p99 the ladder holds each rate to (the issue's target
+// at 10 M entries).
+const ladderP99 = 2 * time.Millisecond
+
+// ladderRounds runs, at each rate in turn, a round of new and a round of
+// known triplets lasting about step each, paced, every latency measured
+// from the request's due time (loadgen.Config.FromDue: a server behind the
+// pace is charged the wait). It checks every reply (new: deferred, known:
+// passed), prints a line per round, stops climbing at a round that fails
+// (no reply within the timeout: the store fell behind), and returns the
+// highest rate at which both rounds kept p99 under ladderP99 (0: none) and
+// a sentence for the summary.
+func ladderRounds(srv *benchServer, rates []float64, step time.Duration, conns, prefill, off int, k *int, now time.Time, expired float64) (float64, string, error) {
+	fmt.Printf("%s: paced rounds, new then known, %s each at every rate, fresh triplets; latency from each request's due time\n", srv.name, step)
+	fmt.Printf("  %8s %-6s %12s %9s %9s %9s %10s\n", "rate", "stream", "decisions/s", "p50", "p99", "max", "server CPU")
+	held := 0.0
+	climbing := true
+	var first string // the first rate that missed, and why
+	for _, rate := range rates {
+		ok := true
+		for _, kind := range []string{"new", "known"} {
+			n := max(conns, int(rate*step.Seconds()))
+			items := freshMix(kind, n, k, prefill, off, now, expired)
+			cpu0 := srv.cpu()
+			res, err := loadgen.Run(loadgen.Config{Network: "tcp", Addr: srv.addr, Conns: conns, Requests: n, Mix: items, Rate: rate, FromDue: true})
+			if err != nil {
+				fmt.Printf("  %7.0f/s %-6s failed: %v\n", rate, kind, err)
+				if first == "" {
+					first = fmt.Sprintf("at %.0f/s the %s round failed (%v)", rate, kind, err)
+				}
+				return held, ladderSummary(held, first), nil
+			}
+			want := res.Requests
+			if kind == "known" {
+				want = 0
+			}
+			if d := deferrals(res); d != want {
+				return held, "", fmt.Errorf("ladder at %.0f/s, %s: %d deferrals of %d requests, want %d: %v", rate, kind, d, res.Requests, want, res.Replies)
+			}
+			busy := float64(srv.cpu()-cpu0) / float64(res.Elapsed) * 100
+			fmt.Printf("  %7.0f/s %-6s %12.0f %9s %9s %9s %9.0f%%\n", rate, kind, res.PerSecond,
+				res.P50.Round(time.Microsecond), res.P99.Round(time.Microsecond), res.Max.Round(time.Microsecond), busy)
+			if res.P99 >= ladderP99 {
+				ok = false
+				if first == "" {
+					first = fmt.Sprintf("first above: %.0f/s (%s p99 %s)", rate, kind, res.P99.Round(10*time.Microsecond))
+				}
+			}
+		}
+		if ok && climbing {
+			held = rate
+		}
+		climbing = climbing && ok
+	}
+	return held, ladderSummary(held, first), nil
+}
+
+func ladderSummary(held float64, first string) string {
+	s := fmt.Sprintf("paced p99 < %s up to %.0f/s", ladderP99, held)
+	if held == 0 {
+		s = fmt.Sprintf("paced p99 < %s at none of the rates", ladderP99)
+	}
+	if first != "" {
+		s += "; " + first
+	}
+	return s
+}
+
+// parseRates reads "10000,20000" as ascending rates.
+func parseRates(list string) ([]float64, error) {
+	var rates []float64
+	for _, f := range strings.Split(list, ",") {
+		v, err := strconv.ParseFloat(strings.TrimSpace(f), 64)
+		if err != nil || v <= 0 || math.IsInf(v, 0) {
+			return nil, fmt.Errorf("--ladder: %q is not a rate (decisions per second above 0)", f)
+		}
+		if len(rates) > 0 && v <= rates[len(rates)-1] {
+			return nil, fmt.Errorf("--ladder: rates must ascend (%v after %v)", v, rates[len(rates)-1])
+		}
+		rates = append(rates, v)
+	}
+	return rates, nil
 }
 
 // redisRSS is INFO memory's used_memory_rss.

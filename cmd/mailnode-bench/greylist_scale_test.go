@@ -61,3 +61,24 @@ func TestScaleTimes(t *testing.T) {
 		t.Fatalf("%d of 100000 expired, want about 70000", dead)
 	}
 }
+
+func TestParseRates(t *testing.T) {
+	got, err := parseRates("1000, 2000,30000")
+	if err != nil || len(got) != 3 || got[0] != 1000 || got[2] != 30000 {
+		t.Fatalf("parseRates: %v %v", got, err)
+	}
+	for _, bad := range []string{"", "2000,1000", "1000,1000", "0", "-5", "x", "1000,,2000", "Inf"} {
+		if r, err := parseRates(bad); err == nil {
+			t.Errorf("parseRates(%q) = %v, want an error", bad, r)
+		}
+	}
+}
+
+func TestLadderSummary(t *testing.T) {
+	if s := ladderSummary(0, "first above: 1000/s (new p99 3ms)"); s != "paced p99 < 2ms at none of the rates; first above: 1000/s (new p99 3ms)" {
+		t.Errorf("none held: %q", s)
+	}
+	if s := ladderSummary(5000, ""); s != "paced p99 < 2ms up to 5000/s" {
+		t.Errorf("all held: %q", s)
+	}
+}
