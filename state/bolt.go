@@ -19,8 +19,10 @@ import (
 
 // BoltOptions tunes the bbolt store; zero values take the defaults.
 type BoltOptions struct {
-	// FlushInterval is how often buffered updates are committed (and
-	// fsynced) in one transaction. Default 200 ms.
+	// FlushInterval is how long a buffered update waits for its commit to
+	// begin: the buffer is committed (and fsynced) in one transaction once
+	// its oldest update is this old, or at once after a commit that took
+	// longer. Default 200 ms.
 	FlushInterval time.Duration
 	// MaxLag bounds what a crash can lose: while the oldest update not yet
 	// on disk is older than MaxLag, every operation fails with ErrBehind
@@ -49,12 +51,13 @@ type BoltOptions struct {
 // Bolt is the embedded store: one bbolt file owned by one process.
 //
 // Durability: operations are answered from memory and a background goroutine
-// commits them every FlushInterval (200 ms) in one fsynced transaction. A
-// crash (SIGKILL, power loss) loses at most the updates acknowledged since the
-// last commit began — normally under FlushInterval plus one commit, and never
-// more than MaxLag (1 s): once the oldest update not yet on disk is older than
-// MaxLag/2, new updates wait for the commit in progress (a burst is slowed to
-// the disk's pace), and once it is older than MaxLag they fail with ErrBehind
+// commits them once the oldest is FlushInterval (200 ms) old, in one fsynced
+// transaction. A crash (SIGKILL, power loss) loses at most the updates
+// acknowledged since the last commit began — normally under FlushInterval
+// plus one commit, and never more than MaxLag (1 s): once the oldest update
+// not yet on disk is older than MaxLag/2, new updates wait for the commit in
+// progress (a burst is slowed to the disk's pace), and once it is older than
+// MaxLag they fail with ErrBehind
 // (the caller answers 4xx) until the disk catches up. A lost update is
 // harmless in kind: a triplet recorded again waits one more delay, a sender
 // gets a few messages more. The file itself is never corrupted by a crash

@@ -73,7 +73,8 @@
 // Store has six methods (greylist step, rate step, get, scan, delete, close);
 // the rules themselves are written once in Go (logic.go) and once as Lua for
 // Redis, and TestStoresAgree runs both on one random sequence. Bolt keeps an
-// in-memory buffer of recent updates and commits it every 200 ms; a crash
+// in-memory buffer of recent updates and commits it once its oldest update
+// is 200 ms old; a crash
 // loses at most the updates of the last second (see Bolt). Redis updates are
 // atomic Lua scripts and keys expire by themselves (see Redis).
 package state
