@@ -496,9 +496,10 @@ func (s *Bolt) run() {
 // the next chunk of a sweep pass under way.
 //
 // Counting from the oldest update rather than from the end of the last
-// commit keeps what a commit finds waiting at FlushInterval old whatever the
-// commits take: counted from the end, an update could wait a whole commit,
-// then FlushInterval, then its own commit, and with commits of 150 ms (a few
+// commit keeps the oldest update a commit finds at FlushInterval old while
+// commits take less than that (at one commit's length when they take
+// longer): counted from the end, an update could wait a whole commit, then
+// FlushInterval, then its own commit, and with commits of 150 ms (a few
 // thousand random writes in a file of ten million entries) it reached the
 // writers' brake at MaxLag/2 at the end of every third or fourth commit and
 // stopped every decision for the rest of it (50-90 ms, TestBoltCommitPace).

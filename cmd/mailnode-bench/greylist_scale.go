@@ -665,7 +665,7 @@ func parseRates(list string) ([]float64, error) {
 	var rates []float64
 	for _, f := range strings.Split(list, ",") {
 		v, err := strconv.ParseFloat(strings.TrimSpace(f), 64)
-		if err != nil || v <= 0 || math.IsInf(v, 0) {
+		if err != nil || !(v > 0) || math.IsInf(v, 0) { // !(v > 0): NaN too
 			return nil, fmt.Errorf("--ladder: %q is not a rate (decisions per second above 0)", f)
 		}
 		if len(rates) > 0 && v <= rates[len(rates)-1] {

@@ -67,7 +67,7 @@ func TestParseRates(t *testing.T) {
 	if err != nil || len(got) != 3 || got[0] != 1000 || got[2] != 30000 {
 		t.Fatalf("parseRates: %v %v", got, err)
 	}
-	for _, bad := range []string{"", "2000,1000", "1000,1000", "0", "-5", "x", "1000,,2000", "Inf"} {
+	for _, bad := range []string{"", "2000,1000", "1000,1000", "0", "-5", "x", "1000,,2000", "Inf", "NaN"} {
 		if r, err := parseRates(bad); err == nil {
 			t.Errorf("parseRates(%q) = %v, want an error", bad, r)
 		}
