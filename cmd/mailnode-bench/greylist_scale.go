@@ -481,7 +481,7 @@ func scaleOne(cx *cli.Context, name, mailnode, dir string, prefill int, expired 
 	var ladderNote string
 	if l := cx.String("ladder"); l != "" && name != "postgrey" {
 		rates, _ := parseRates(l) // checked before
-		_, sum, err := ladderRounds(srv, rates, cx.Duration("ladder-step"), conns, prefill, off, &k, now, expired)
+		sum, err := ladderRounds(srv, rates, cx.Duration("ladder-step"), conns, prefill, off, &k, now, expired)
 		if err != nil {
 			return r, err
 		}
@@ -601,10 +601,10 @@ const ladderP99 = 2 * time.Millisecond
 // from the request's due time (loadgen.Config.FromDue: a server behind the
 // pace is charged the wait). It checks every reply (new: deferred, known:
 // passed), prints a line per round, stops climbing at a round that fails
-// (no reply within the timeout: the store fell behind), and returns the
-// highest rate at which both rounds kept p99 under ladderP99 (0: none) and
-// a sentence for the summary.
-func ladderRounds(srv *benchServer, rates []float64, step time.Duration, conns, prefill, off int, k *int, now time.Time, expired float64) (float64, string, error) {
+// (no reply within the timeout: the store fell behind), and returns a
+// sentence for the summary: the highest rate up to which both rounds kept
+// p99 under ladderP99, and the first that did not.
+func ladderRounds(srv *benchServer, rates []float64, step time.Duration, conns, prefill, off int, k *int, now time.Time, expired float64) (string, error) {
 	fmt.Printf("%s: paced rounds, new then known, %s each at every rate, fresh triplets; latency from each request's due time\n", srv.name, step)
 	fmt.Printf("  %8s %-6s %12s %9s %9s %9s %10s\n", "rate", "stream", "decisions/s", "p50", "p99", "max", "server CPU")
 	held := 0.0
@@ -622,14 +622,14 @@ func ladderRounds(srv *benchServer, rates []float64, step time.Duration, conns, 
 				if first == "" {
 					first = fmt.Sprintf("at %.0f/s the %s round failed (%v)", rate, kind, err)
 				}
-				return held, ladderSummary(held, first), nil
+				return ladderSummary(held, first), nil
 			}
 			want := res.Requests
 			if kind == "known" {
 				want = 0
 			}
 			if d := deferrals(res); d != want {
-				return held, "", fmt.Errorf("ladder at %.0f/s, %s: %d deferrals of %d requests, want %d: %v", rate, kind, d, res.Requests, want, res.Replies)
+				return "", fmt.Errorf("ladder at %.0f/s, %s: %d deferrals of %d requests, want %d: %v", rate, kind, d, res.Requests, want, res.Replies)
 			}
 			busy := float64(srv.cpu()-cpu0) / float64(res.Elapsed) * 100
 			fmt.Printf("  %7.0f/s %-6s %12.0f %9s %9s %9s %9.0f%%\n", rate, kind, res.PerSecond,
@@ -646,7 +646,7 @@ func ladderRounds(srv *benchServer, rates []float64, step time.Duration, conns, 
 		}
 		climbing = climbing && ok
 	}
-	return held, ladderSummary(held, first), nil
+	return ladderSummary(held, first), nil
 }
 
 func ladderSummary(held float64, first string) string {

@@ -1,7 +1,6 @@
 package main
 
 import (
-	"bufio"
 	"errors"
 	"fmt"
 	"net"
@@ -78,27 +77,8 @@ func runDunnoServer(cx *cli.Context) error {
 	if err != nil {
 		return err
 	}
-	for {
-		c, err := ln.Accept()
-		if err != nil {
-			return nil
-		}
-		go func() {
-			defer c.Close()
-			r := bufio.NewReader(c)
-			for {
-				line, err := r.ReadSlice('\n')
-				if err != nil {
-					return
-				}
-				if len(line) == 1 {
-					if _, err := c.Write([]byte("action=DUNNO\n\n")); err != nil {
-						return
-					}
-				}
-			}
-		}()
-	}
+	loadgen.ServeDunno(ln, 0) // until the signal closes ln
+	return nil
 }
 
 func runNullMilter(cx *cli.Context) error {

@@ -13,6 +13,7 @@
 package loadgen
 
 import (
+	"bufio"
 	"bytes"
 	"errors"
 	"fmt"
@@ -242,6 +243,38 @@ const (
 	AltGreylisted  = "action=450 4.7.1 Greylisted, please try again in "
 	AltRateLimited = "action=450 4.7.1 Rate limit exceeded for <"
 )
+
+// ServeDunno answers every policy request on every connection ln accepts
+// with DUNNO, delay after the request's empty line, one request at a time
+// per connection, without looking at it: the baseline server of the
+// benchmarks (mailnode-bench dunno-server, delay 0) and a slow server for
+// the load generator's own tests. It returns when ln is closed.
+func ServeDunno(ln net.Listener, delay time.Duration) {
+	for {
+		c, err := ln.Accept()
+		if err != nil {
+			return
+		}
+		go func() {
+			defer c.Close()
+			r := bufio.NewReader(c)
+			for {
+				line, err := r.ReadSlice('\n')
+				if err != nil {
+					return
+				}
+				if len(line) == 1 {
+					if delay > 0 {
+						time.Sleep(delay)
+					}
+					if _, err := c.Write([]byte("action=DUNNO\n\n")); err != nil {
+						return
+					}
+				}
+			}
+		}()
+	}
+}
 
 // GreylistStream is n inbound RCPT requests (outside sender, neither
 // authenticated nor trusted, to a mailbox of domain), each a triplet of its

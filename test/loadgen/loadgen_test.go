@@ -1,7 +1,6 @@
 package loadgen
 
 import (
-	"bufio"
 	"context"
 	"math"
 	"net"
@@ -132,30 +131,7 @@ func slowServer(t *testing.T, delay time.Duration) string {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { ln.Close() })
-	go func() {
-		for {
-			c, err := ln.Accept()
-			if err != nil {
-				return
-			}
-			go func() {
-				defer c.Close()
-				r := bufio.NewReader(c)
-				for {
-					line, err := r.ReadString('\n')
-					if err != nil {
-						return
-					}
-					if line == "\n" {
-						time.Sleep(delay)
-						if _, err := c.Write([]byte("action=DUNNO\n\n")); err != nil {
-							return
-						}
-					}
-				}
-			}()
-		}
-	}()
+	go ServeDunno(ln, delay)
 	return sock
 }
 
