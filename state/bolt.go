@@ -46,6 +46,8 @@ type BoltOptions struct {
 	SweepPause time.Duration
 
 	commitDelay time.Duration // tests: added to every commit, inside its transaction
+	mapSize     int           // tests: the file's initial mapping (0: poolMapSize), see readPool
+	poolDelay   time.Duration // tests: between a commit's end and the read pool's refresh
 }
 
 // Bolt is the embedded store: one bbolt file owned by one process.
@@ -86,6 +88,7 @@ type Bolt struct {
 	flushErr error
 
 	flushed chan struct{} // closed and replaced after every commit attempt
+	gen     uint64        // successful commits (guarded by mu): see readPool
 	braked  atomic.Int64  // operations that waited for a commit at the writers' brake
 
 	fmu       sync.Mutex    // one commit at a time
@@ -96,6 +99,11 @@ type Bolt struct {
 	kick chan struct{}
 	stop chan struct{}
 	done chan struct{}
+
+	rp       readPool     // read transactions lent to decisions (boltread.go)
+	mapSize  int          // how much of the file bbolt maps
+	pageSize int          // bbolt's page size
+	hwm      atomic.Int64 // the file's end in use after the last commit (bytes)
 }
 
 // brec is a buffered value; del marks a deletion.
@@ -131,7 +139,11 @@ func OpenBolt(path string, opt BoltOptions) (*Bolt, error) {
 	if err := os.MkdirAll(filepath.Dir(path), 0o750); err != nil {
 		return nil, fmt.Errorf("state: bbolt: %w", err)
 	}
-	db, err := bolt.Open(path, 0o600, &bolt.Options{Timeout: opt.LockTimeout})
+	mapSize := opt.mapSize
+	if mapSize == 0 {
+		mapSize = poolMapSize
+	}
+	db, err := bolt.Open(path, 0o600, &bolt.Options{Timeout: opt.LockTimeout, InitialMmapSize: max(mapSize, 0)})
 	if err != nil {
 		if errors.Is(err, bolt.ErrTimeout) {
 			return nil, fmt.Errorf("state: bbolt: %s is in use by another process (policyd?): %w", path, err)
@@ -146,15 +158,18 @@ func OpenBolt(path string, opt BoltOptions) (*Bolt, error) {
 		return nil, fmt.Errorf("state: bbolt: %s: %w", path, err)
 	}
 	s := &Bolt{
-		db:      db,
-		opt:     opt,
-		seed:    maphash.MakeSeed(),
-		pending: map[string]brec{},
-		flushed: make(chan struct{}),
-		kick:    make(chan struct{}, 1),
-		stop:    make(chan struct{}),
-		done:    make(chan struct{}),
+		db:       db,
+		opt:      opt,
+		seed:     maphash.MakeSeed(),
+		pending:  map[string]brec{},
+		flushed:  make(chan struct{}),
+		kick:     make(chan struct{}, 1),
+		stop:     make(chan struct{}),
+		done:     make(chan struct{}),
+		mapSize:  mapSize,
+		pageSize: db.Info().PageSize,
 	}
+	s.afterCommit(0)
 	go s.run()
 	return s, nil
 }
@@ -255,6 +270,7 @@ func (s *Bolt) read(keys ...string) ([]string, error) {
 	vals := make([]string, len(keys))
 	var miss []int
 	s.mu.Lock()
+	gen := s.gen
 	for i, k := range keys {
 		r, ok := s.pending[k]
 		if !ok {
@@ -272,16 +288,7 @@ func (s *Bolt) read(keys ...string) ([]string, error) {
 	if len(miss) == 0 {
 		return vals, nil
 	}
-	err := s.db.View(func(tx *bolt.Tx) error {
-		b := tx.Bucket(bucketName)
-		for _, i := range miss {
-			if v := b.Get([]byte(keys[i])); v != nil {
-				vals[i], _, _ = decodeRec(v)
-			}
-		}
-		return nil
-	})
-	if err != nil {
+	if err := s.readFile(gen, keys, miss, vals); err != nil {
 		return nil, fmt.Errorf("state: bbolt: read: %w", err)
 	}
 	return vals, nil
@@ -335,32 +342,28 @@ func (s *Bolt) Rate(ctx context.Context, op RateOp) (RateOutcome, error) {
 
 // Get implements Store.
 func (s *Bolt) Get(ctx context.Context, key string) (Entry, bool, error) {
-	var e Entry
-	var found bool
 	s.mu.Lock()
+	gen := s.gen
 	r, ok := s.pending[key]
 	if !ok {
 		r, ok = s.flushing[key]
 	}
 	s.mu.Unlock()
-	if ok {
-		if r.del {
-			return e, false, nil
+	if !ok {
+		var found bool
+		err := s.readFileRaw(gen, key, func(v []byte) { r, found = brec{val: bytes.Clone(v)}, true })
+		if err != nil {
+			return Entry{}, false, fmt.Errorf("state: bbolt: %w", err)
 		}
-		v, exp, _ := decodeRec(r.val)
-		return Entry{Key: key, Value: v, ExpiresAt: exp}, true, nil
-	}
-	err := s.db.View(func(tx *bolt.Tx) error {
-		if b := tx.Bucket(bucketName).Get([]byte(key)); b != nil {
-			v, exp, _ := decodeRec(b)
-			e, found = Entry{Key: key, Value: v, ExpiresAt: exp}, true
+		if !found {
+			return Entry{}, false, nil
 		}
-		return nil
-	})
-	if err != nil {
-		return e, false, fmt.Errorf("state: bbolt: %w", err)
 	}
-	return e, found, nil
+	if r.del {
+		return Entry{}, false, nil
+	}
+	v, exp, _ := decodeRec(r.val)
+	return Entry{Key: key, Value: v, ExpiresAt: exp}, true, nil
 }
 
 // Scan implements Store. It sees the file plus the buffered updates.
@@ -447,6 +450,7 @@ func (s *Bolt) Close() error {
 	close(s.stop)
 	<-s.done
 	err := s.flush(false)
+	rollbackAll(s.rp.takeAll(true))
 	if cerr := s.db.Close(); err == nil && cerr != nil {
 		err = fmt.Errorf("state: bbolt: close: %w", cerr)
 	}
@@ -531,6 +535,11 @@ func (s *Bolt) flush(sweep bool) error {
 	batch := s.flushing
 	s.mu.Unlock()
 
+	n := len(batch)
+	if sweep {
+		n += sweepChunk
+	}
+	s.beforeCommit(n)
 	now := s.opt.Clock.now()
 	began := time.Now()
 	var sweepNext []byte
@@ -573,9 +582,6 @@ func (s *Bolt) flush(sweep bool) error {
 	}
 
 	s.mu.Lock()
-	defer s.mu.Unlock()
-	close(s.flushed)
-	s.flushed = make(chan struct{})
 	if err != nil {
 		// Keep the batch for the next attempt, under anything newer.
 		for k, r := range batch {
@@ -583,18 +589,32 @@ func (s *Bolt) flush(sweep bool) error {
 				s.pending[k] = r
 			}
 		}
-		s.flushing = nil
 		if !s.flushOld.IsZero() {
 			s.pendOld = s.flushOld
 		}
-		s.flushOld = time.Time{}
 		s.flushErr = err
-		return fmt.Errorf("state: bbolt: commit: %w", err)
+		err = fmt.Errorf("state: bbolt: commit: %w", err)
+	} else {
+		// The batch leaves the buffer in the same step as the commit count
+		// grows: a read that no longer finds it there borrows only a
+		// transaction that sees the commit (readPool).
+		s.gen++
+		s.flushErr = nil
 	}
 	s.flushing = nil
 	s.flushOld = time.Time{}
-	s.flushErr = nil
-	return nil
+	gen := s.gen
+	s.mu.Unlock()
+	if s.opt.poolDelay > 0 {
+		time.Sleep(s.opt.poolDelay)
+	}
+	// Fresh read transactions before the writers the brake held back go on.
+	s.afterCommit(gen)
+	s.mu.Lock()
+	close(s.flushed)
+	s.flushed = make(chan struct{})
+	s.mu.Unlock()
+	return err
 }
 
 // sweepExpired deletes expired entries among at most sweepChunk keys from
