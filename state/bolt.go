@@ -73,6 +73,10 @@ type BoltOptions struct {
 // with a pause of at least twice the chunk's commit between chunks, so a
 // pass over ten million keys ends within minutes and leaves most of the
 // CPU to the decisions.
+//
+// Decisions read the file through read transactions the commit goroutine
+// opens after each commit and lends one reader at a time, so they never
+// wait for bbolt's meta lock while a commit holds it (boltread.go).
 type Bolt struct {
 	db    *bolt.DB
 	opt   BoltOptions
