@@ -12,6 +12,7 @@ import (
 	"sort"
 	"sync"
 	"sync/atomic"
+	"syscall"
 	"time"
 
 	bolt "go.etcd.io/bbolt"
@@ -148,6 +149,13 @@ func OpenBolt(path string, opt BoltOptions) (*Bolt, error) {
 		mapSize = poolMapSize
 	}
 	db, err := bolt.Open(path, 0o600, &bolt.Options{Timeout: opt.LockTimeout, InitialMmapSize: max(mapSize, 0)})
+	if err != nil && mapSize > 0 && errors.Is(err, syscall.ENOMEM) {
+		// No room for the mapping (a limit on address space, RLIMIT_AS):
+		// the file mapped at its own size, and reads open their own
+		// transactions, as bbolt may remap (readPool).
+		mapSize = 0
+		db, err = bolt.Open(path, 0o600, &bolt.Options{Timeout: opt.LockTimeout})
+	}
 	if err != nil {
 		if errors.Is(err, bolt.ErrTimeout) {
 			return nil, fmt.Errorf("state: bbolt: %s is in use by another process (policyd?): %w", path, err)

@@ -9,6 +9,7 @@ import (
 	"strings"
 	"sync"
 	"sync/atomic"
+	"syscall"
 	"testing"
 	"time"
 
@@ -189,4 +190,62 @@ func TestBoltRemapWhileLending(t *testing.T) {
 		t.Fatal(err)
 	}
 	t.Logf("file %d MiB, %d reads (%d borrowed), %d commits with lending stopped", fi.Size()>>20, reads.Load(), b.rp.lent.Load(), b.rp.directCommits.Load())
+}
+
+// Where the address space is limited (RLIMIT_AS) the file cannot be mapped
+// at poolMapSize: the store opens all the same, mapped at the file's size,
+// and reads open their own transactions.
+func TestBoltOpensWithoutRoomForTheMapping(t *testing.T) {
+	if poolMapSize == 0 {
+		t.Skip("no lending on this platform")
+	}
+	status, err := os.ReadFile("/proc/self/status")
+	if err != nil {
+		t.Skip(err)
+	}
+	var vmKB int64
+	for _, line := range strings.Split(string(status), "\n") {
+		if rest, ok := strings.CutPrefix(line, "VmSize:"); ok {
+			fmt.Sscan(rest, &vmKB)
+		}
+	}
+	if vmKB == 0 {
+		t.Skip("no VmSize in /proc/self/status")
+	}
+	var old syscall.Rlimit
+	if err := syscall.Getrlimit(syscall.RLIMIT_AS, &old); err != nil {
+		t.Skip(err)
+	}
+	limit := syscall.Rlimit{Cur: uint64(vmKB)<<10 + 4<<30, Max: old.Max}
+	if limit.Cur >= old.Cur || limit.Cur >= uint64(poolMapSize) {
+		t.Skipf("address space already limited to %d", old.Cur)
+	}
+	if err := syscall.Setrlimit(syscall.RLIMIT_AS, &limit); err != nil {
+		t.Skip(err)
+	}
+	clk := statetest.NewClock()
+	path := filepath.Join(t.TempDir(), "state.db")
+	b, err := OpenBolt(path, BoltOptions{Clock: clk.Now})
+	restore := syscall.Setrlimit(syscall.RLIMIT_AS, &old)
+	if restore != nil {
+		t.Fatalf("restoring RLIMIT_AS: %v", restore)
+	}
+	if err != nil {
+		t.Fatalf("OpenBolt with %d MiB of address space to spare: %v", 4<<10, err)
+	}
+	defer b.Close()
+	if b.mapSize != 0 {
+		t.Fatalf("mapSize %d: the fallback did not happen", b.mapSize)
+	}
+	b.buffer(clk.Now(), []string{"k"}, []*write{{val: "v", ttl: time.Hour}})
+	if err := b.Flush(); err != nil {
+		t.Fatal(err)
+	}
+	vals, err := b.read("k")
+	if err != nil || vals[0] != "v" {
+		t.Fatalf("read %q, %v", vals, err)
+	}
+	if b.rp.lent.Load() != 0 {
+		t.Fatalf("%d reads borrowed a transaction with the file mapped at its size", b.rp.lent.Load())
+	}
 }
