@@ -48,11 +48,7 @@ func TestBoltPersistsAcrossReopen(t *testing.T) {
 
 func TestBoltScanDeleteSweep(t *testing.T) {
 	clk := statetest.NewClock()
-	b, err := OpenBolt(filepath.Join(t.TempDir(), "state.db"), BoltOptions{Clock: clk.Now, SweepInterval: time.Millisecond})
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer b.Close()
+	b := openBoltWith(t, BoltOptions{Clock: clk.Now, SweepInterval: time.Millisecond})
 	ctx := context.Background()
 	g := newGrey(t, greyCfg(), b, clk)
 	for i := 0; i < 3; i++ {
@@ -282,13 +278,9 @@ func TestBoltCrash(t *testing.T) {
 // end of the last commit, an update could wait a commit, the interval and
 // its own commit (280 ms), and the end of every commit met the brake.
 func TestBoltCommitPace(t *testing.T) {
-	b, err := OpenBolt(filepath.Join(t.TempDir(), "state.db"), BoltOptions{
+	b := openBoltWith(t, BoltOptions{
 		FlushInterval: 100 * time.Millisecond, MaxLag: 480 * time.Millisecond, commitDelay: 90 * time.Millisecond,
 	})
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer b.Close()
 	ctx := context.Background()
 	var wg sync.WaitGroup
 	var ops atomic.Int64

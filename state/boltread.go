@@ -125,13 +125,7 @@ func rollbackAll(txs []*bolt.Tx) {
 // keys keys: it rolls the stale transactions back, and empties the pool and
 // stops lending if the commit could reach the end of the mapping.
 func (s *Bolt) beforeCommit(keys int) {
-	s.rp.mu.Lock()
-	direct := s.rp.direct
-	s.rp.mu.Unlock()
-	if !direct && !s.roomFor(keys) {
-		direct = true
-	}
-	if direct {
+	if !s.roomFor(keys) {
 		s.rp.directCommits.Add(1)
 		rollbackAll(s.rp.takeAll(true))
 		return
@@ -159,39 +153,28 @@ func (s *Bolt) roomFor(keys int) bool {
 
 // afterCommit runs in the commit goroutine after each commit attempt:
 // gen is the number of successful commits. The idle transactions, opened
-// before, are rolled back and fresh ones opened.
+// before, are rolled back and fresh ones opened, unless the file's end is
+// too near the mapping's (lending then stays stopped: beforeCommit would
+// stop it anyway).
 func (s *Bolt) afterCommit(gen uint64) {
-	old := s.rp.takeAll(true)
-	rollbackAll(old)
+	rollbackAll(s.rp.takeAll(true))
 	fresh := make([]*pooledTx, 0, readPoolSize())
 	for range cap(fresh) {
 		tx, err := s.db.Begin(false)
 		if err != nil {
 			break
 		}
+		s.hwm.Store(tx.Size())
 		b := tx.Bucket(bucketName)
-		if b == nil {
+		if b == nil || !s.roomFor(0) {
 			tx.Rollback()
 			break
 		}
-		s.hwm.Store(tx.Size())
 		fresh = append(fresh, &pooledTx{tx: tx, b: b, gen: gen})
 	}
-	if !s.roomFor(0) {
-		rollbackAll(txsOf(fresh))
-		return // stays direct
-	}
 	s.rp.mu.Lock()
-	s.rp.idle, s.rp.gen, s.rp.direct = fresh, gen, false
+	s.rp.idle, s.rp.gen, s.rp.direct = fresh, gen, len(fresh) == 0
 	s.rp.mu.Unlock()
-}
-
-func txsOf(ts []*pooledTx) []*bolt.Tx {
-	out := make([]*bolt.Tx, len(ts))
-	for i, t := range ts {
-		out[i] = t.tx
-	}
-	return out
 }
 
 // inFile runs fn with the state bucket as the file holds it after at least

@@ -46,11 +46,7 @@ func TestBoltBorrowedReadsLoseNoUpdate(t *testing.T) {
 	clk := statetest.NewClock()
 	// The idle transactions, opened before a commit, stay in the pool for
 	// a millisecond after it: reads in between must not borrow them.
-	b, err := OpenBolt(filepath.Join(t.TempDir(), "state.db"), BoltOptions{Clock: clk.Now, poolDelay: time.Millisecond})
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer b.Close()
+	b := openBoltWith(t, BoltOptions{Clock: clk.Now, poolDelay: time.Millisecond})
 	ctx := context.Background()
 	const workers, keys, commitsWanted = 8, 4096, 150
 	var counts [keys]atomic.Int64

@@ -21,7 +21,13 @@ func openRedis(t testing.TB, r *statetest.Process, prefix string) *Redis {
 
 func openBolt(t testing.TB, clock Clock) *Bolt {
 	t.Helper()
-	s, err := OpenBolt(filepath.Join(t.TempDir(), "state.db"), BoltOptions{Clock: clock})
+	return openBoltWith(t, BoltOptions{Clock: clock})
+}
+
+// openBoltWith opens a bbolt store in a new directory, closed at the test's end.
+func openBoltWith(t testing.TB, opt BoltOptions) *Bolt {
+	t.Helper()
+	s, err := OpenBolt(filepath.Join(t.TempDir(), "state.db"), opt)
 	if err != nil {
 		t.Fatal(err)
 	}
