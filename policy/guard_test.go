@@ -324,6 +324,12 @@ func TestStatefulMailLogAndMetrics(t *testing.T) {
 			t.Errorf("%s%v = %v, want %v", c.name, c.labels, v, c.want)
 		}
 	}
+	// The bbolt store's counts of the whole process (state.BoltTotals).
+	for _, name := range []string{"mailnode_policy_state_brake_waits_total", "mailnode_policy_state_refreshes_dropped_total", "mailnode_policy_state_file_read_bytes_total"} {
+		if v := counterValue(t, m, name, nil); v < 0 {
+			t.Errorf("%s not exported", name)
+		}
+	}
 }
 
 // TestStatefulReload: a reload changes the greylisting and rate limit

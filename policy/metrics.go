@@ -138,10 +138,22 @@ func NewMetrics() *Metrics {
 	m.wouldRej = newCounterVec("mailnode_policy_shadow_would_reject_total",
 		"Shadow mode (policy.mode: shadow): recipients answered DUNNO that enforce mode would have refused, by matrix cell and reason (the matrix's, or greylist-<why>, ratelimit-<why> for a 450).",
 		"cell", "reason")
+	braked := prometheus.NewCounterFunc(prometheus.CounterOpts{
+		Name: "mailnode_policy_state_brake_waits_total",
+		Help: "Greylist and rate limit updates that waited because the bbolt file's commits were more than half of their crash bound (1 s) behind.",
+	}, func() float64 { return float64(state.BoltTotals().Braked) })
+	dropped := prometheus.NewCounterFunc(prometheus.CounterOpts{
+		Name: "mailnode_policy_state_refreshes_dropped_total",
+		Help: "Refreshes of passing greylist entries (a later expiry) not written because the bbolt file's commits were behind; the pass was answered at once.",
+	}, func() float64 { return float64(state.BoltTotals().Dropped) })
+	warmed := prometheus.NewCounterFunc(prometheus.CounterOpts{
+		Name: "mailnode_policy_state_file_read_bytes_total",
+		Help: "Bytes of the bbolt state file read into the page cache: the whole file once after it opens (in the background), then what it grows by.",
+	}, func() float64 { return float64(state.BoltTotals().Read) })
 	m.drift = drift.NewGauges("mailnode_policy", "policyd")
 	m.Registry.MustRegister(m.drift.Collectors()...)
 	m.Registry.MustRegister(m.decisions, m.latency, m.open, m.malformed, m.reloads, m.logDrops,
-		m.greylist, m.rateRefus, m.stateErrs, m.wouldRej,
+		m.greylist, m.rateRefus, m.stateErrs, m.wouldRej, braked, dropped, warmed,
 		collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
 	return m
 }

@@ -74,7 +74,7 @@ func TestStoresIgnoreFutureBuckets(t *testing.T) {
 	if err := rs.c.Set(ctx, "future:rate/u/x", val, time.Hour).Err(); err != nil {
 		t.Fatal(err)
 	}
-	bs.buffer(clk.Now(), []string{"rate/u/x"}, []*write{{val, time.Hour}})
+	bs.buffer(clk.Now(), []string{"rate/u/x"}, []*write{{val: val, ttl: time.Hour}})
 	for name, st := range map[string]Store{"redis": rs, "bbolt": bs} {
 		out, err := st.Rate(ctx, RateOp{Key: "rate/u/x", Now: clk.Now(), Messages: 1, Recipients: 1, MaxMessages: 3})
 		if err != nil {

@@ -95,6 +95,7 @@ type Bolt struct {
 	flushed chan struct{} // closed and replaced after every commit attempt
 	gen     uint64        // successful commits (guarded by mu): see readPool
 	braked  atomic.Int64  // operations that waited for a commit at the writers' brake
+	skipped atomic.Int64  // refreshes dropped while the disk was behind (admit)
 
 	fmu       sync.Mutex    // one commit at a time
 	sweepFrom []byte        // where the next chunk of a pass starts, nil: at the top (guarded by fmu)
@@ -109,6 +110,7 @@ type Bolt struct {
 	mapSize  int          // how much of the file bbolt maps
 	pageSize int          // bbolt's page size
 	hwm      atomic.Int64 // the file's end in use after the last commit (bytes)
+	warm     *warmer      // reads the file into the page cache (boltwarm.go); nil: not
 }
 
 // brec is a buffered value; del marks a deletion.
@@ -182,6 +184,7 @@ func OpenBolt(path string, opt BoltOptions) (*Bolt, error) {
 		pageSize: db.Info().PageSize,
 	}
 	s.afterCommit(0)
+	s.warm = startWarmer(path)
 	go s.run()
 	return s, nil
 }
@@ -227,45 +230,52 @@ func (s *Bolt) lockKeys(keys ...string) func() {
 	}
 }
 
-// writable admits one more update. While the oldest update not yet on disk
-// is older than half of MaxLag it waits for the commit in progress (so a
-// burst larger than the disk can take is slowed down to the disk's pace);
-// beyond MaxLag, or when ctx ends, it refuses: a crash must not lose more.
+// lag says whether one more update may be buffered now: brake when the
+// oldest update not yet on disk is older than half of MaxLag (the update
+// should wait for the commit in progress, so a burst larger than the disk
+// can take is slowed down to the disk's pace), err (ErrBehind) beyond
+// MaxLag (a crash must not lose more), or ErrClosed; done is closed when
+// the commit in progress ends.
+func (s *Bolt) lag() (brake bool, done <-chan struct{}, wait time.Duration, err error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.closed {
+		return false, nil, 0, ErrClosed
+	}
+	oldest := s.flushOld
+	if oldest.IsZero() {
+		oldest = s.pendOld
+	}
+	var age time.Duration
+	if !oldest.IsZero() {
+		age = time.Since(oldest)
+	}
+	switch {
+	case age <= s.opt.MaxLag/2:
+		return false, nil, 0, nil
+	case age > s.opt.MaxLag:
+		if s.flushErr != nil {
+			return false, nil, 0, fmt.Errorf("%w: %v", ErrBehind, s.flushErr)
+		}
+		return false, nil, 0, ErrBehind
+	}
+	return true, s.flushed, s.opt.MaxLag - age + time.Millisecond, nil
+}
+
+// writable waits until one more update may be buffered (lag), or fails.
 func (s *Bolt) writable(ctx context.Context) error {
 	for {
-		s.mu.Lock()
-		if s.closed {
-			s.mu.Unlock()
-			return ErrClosed
+		brake, done, wait, err := s.lag()
+		if err != nil || !brake {
+			return err
 		}
-		oldest := s.flushOld
-		if oldest.IsZero() {
-			oldest = s.pendOld
-		}
-		var age time.Duration
-		if !oldest.IsZero() {
-			age = time.Since(oldest)
-		}
-		if age <= s.opt.MaxLag/2 {
-			s.mu.Unlock()
-			return nil
-		}
-		if age > s.opt.MaxLag {
-			err := s.flushErr
-			s.mu.Unlock()
-			if err != nil {
-				return fmt.Errorf("%w: %v", ErrBehind, err)
-			}
-			return ErrBehind
-		}
-		done := s.flushed
-		s.mu.Unlock()
 		s.braked.Add(1)
+		boltBraked.Add(1)
 		select {
 		case s.kick <- struct{}{}:
 		default:
 		}
-		t := time.NewTimer(s.opt.MaxLag - age + time.Millisecond)
+		t := time.NewTimer(wait)
 		select {
 		case <-done:
 		case <-t.C:
@@ -277,11 +287,72 @@ func (s *Bolt) writable(ctx context.Context) error {
 	}
 }
 
+// Outcomes of admit.
+const (
+	admitBuffer = iota // buffer the writes
+	admitDone          // nothing to buffer: answer
+	admitWait          // wait for the disk (writable), then take the step again
+)
+
+// admit decides what becomes of a step's writes. A step that writes
+// nothing is answered whatever the disk's state: it needs nothing from the
+// disk but the read it made. One whose writes are all refreshes is answered
+// at once too, its writes dropped (and counted), while the disk is behind:
+// that costs nothing but an expiry pushed back less far. Any other write
+// waits at the brake (admitWait: the caller lets its key locks go, waits
+// and takes the step again, since the values may change meanwhile) or
+// fails with ErrBehind.
+func (s *Bolt) admit(ws ...*write) (int, error) {
+	refresh, any := true, false
+	for _, w := range ws {
+		if w != nil {
+			any = true
+			refresh = refresh && w.refresh
+		}
+	}
+	if !any {
+		return admitDone, nil
+	}
+	brake, _, _, err := s.lag()
+	switch {
+	case err == ErrClosed:
+		return 0, err
+	case (brake || err != nil) && refresh:
+		s.skipped.Add(1)
+		boltSkipped.Add(1)
+		return admitDone, nil
+	case err != nil:
+		return 0, err
+	case brake:
+		return admitWait, nil
+	}
+	return admitBuffer, nil
+}
+
+// Counts of every bbolt store in the process (BoltTotals).
+var boltBraked, boltSkipped, boltWarmed atomic.Int64
+
+// BoltCounts are counts over every bbolt store a process opened.
+type BoltCounts struct {
+	Braked  int64 // updates that waited for the disk at the writers' brake
+	Dropped int64 // refreshes dropped because the disk was behind (admit)
+	Read    int64 // bytes of the files read into the page cache (boltwarm.go)
+}
+
+// BoltTotals returns the counts; policyd exports them as metrics.
+func BoltTotals() BoltCounts {
+	return BoltCounts{Braked: boltBraked.Load(), Dropped: boltSkipped.Load(), Read: boltWarmed.Load()}
+}
+
 // read returns the current values of keys: buffered ones first, then the file.
 func (s *Bolt) read(keys ...string) ([]string, error) {
 	vals := make([]string, len(keys))
 	var miss []int
 	s.mu.Lock()
+	if s.closed {
+		s.mu.Unlock()
+		return nil, ErrClosed
+	}
 	gen := s.gen
 	for i, k := range keys {
 		r, ok := s.pending[k]
@@ -322,34 +393,52 @@ func (s *Bolt) buffer(now time.Time, keys []string, ws []*write) {
 
 // Greylist implements Store.
 func (s *Bolt) Greylist(ctx context.Context, op GreyOp) (GreyOutcome, error) {
-	if err := s.writable(ctx); err != nil {
-		return GreyOutcome{}, err
+	keys := []string{op.Triplet, op.Client}
+	for {
+		unlock := s.lockKeys(keys...)
+		v, err := s.read(keys...)
+		if err != nil {
+			unlock()
+			return GreyOutcome{}, err
+		}
+		wt, wc, out := greyStep(v[0], v[1], op)
+		ws := []*write{wt, wc}
+		if again, err := s.apply(ctx, unlock, op.Now, keys, ws); err != nil || !again {
+			return out, err
+		}
 	}
-	unlock := s.lockKeys(op.Triplet, op.Client)
-	defer unlock()
-	v, err := s.read(op.Triplet, op.Client)
-	if err != nil {
-		return GreyOutcome{}, err
-	}
-	wt, wc, out := greyStep(v[0], v[1], op)
-	s.buffer(op.Now, []string{op.Triplet, op.Client}, []*write{wt, wc})
-	return out, nil
 }
 
 // Rate implements Store.
 func (s *Bolt) Rate(ctx context.Context, op RateOp) (RateOutcome, error) {
-	if err := s.writable(ctx); err != nil {
-		return RateOutcome{}, err
+	keys := []string{op.Key}
+	for {
+		unlock := s.lockKeys(keys...)
+		v, err := s.read(keys...)
+		if err != nil {
+			unlock()
+			return RateOutcome{}, err
+		}
+		w, out := rateStep(v[0], op)
+		if again, err := s.apply(ctx, unlock, op.Now, keys, []*write{w}); err != nil || !again {
+			return out, err
+		}
 	}
-	unlock := s.lockKeys(op.Key)
-	defer unlock()
-	v, err := s.read(op.Key)
-	if err != nil {
-		return RateOutcome{}, err
+}
+
+// apply buffers a step's writes as admit decides, lets the step's key
+// locks go (unlock) and says whether the step must be taken again after a
+// wait at the brake.
+func (s *Bolt) apply(ctx context.Context, unlock func(), at time.Time, keys []string, ws []*write) (again bool, err error) {
+	a, err := s.admit(ws...)
+	if a == admitBuffer && err == nil {
+		s.buffer(at, keys, ws)
 	}
-	w, out := rateStep(v[0], op)
-	s.buffer(op.Now, []string{op.Key}, []*write{w})
-	return out, nil
+	unlock()
+	if err != nil || a != admitWait {
+		return false, err
+	}
+	return true, s.writable(ctx)
 }
 
 // Get implements Store.
@@ -461,6 +550,7 @@ func (s *Bolt) Close() error {
 	s.mu.Unlock()
 	close(s.stop)
 	<-s.done
+	s.warm.close()
 	err := s.flush(false)
 	rollbackAll(s.rp.takeAll(true))
 	if cerr := s.db.Close(); err == nil && cerr != nil {
@@ -622,6 +712,7 @@ func (s *Bolt) flush(sweep bool) error {
 	}
 	// Fresh read transactions before the writers the brake held back go on.
 	s.afterCommit(gen)
+	s.warm.committed()
 	s.mu.Lock()
 	close(s.flushed)
 	s.flushed = make(chan struct{})

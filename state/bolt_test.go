@@ -316,3 +316,61 @@ func TestBoltCommitPace(t *testing.T) {
 		t.Errorf("%d of %d operations waited at the writers' brake", n, ops.Load())
 	}
 }
+
+// TestBoltDropsRefreshesWhileBehind: while the disk is behind, a pass that
+// would only push back its entry's expiry is answered at once and its write
+// dropped; an update that matters (a new triplet) waits at the brake instead.
+func TestBoltDropsRefreshesWhileBehind(t *testing.T) {
+	clk := statetest.NewClock()
+	b := openBoltWith(t, BoltOptions{Clock: clk.Now, FlushInterval: time.Hour, MaxLag: 200 * time.Millisecond})
+	cfg := greyCfg()
+	cfg.AutoWhitelistAfter = 0
+	g := newGrey(t, cfg, b, clk)
+	ctx := context.Background()
+	tk, _ := g.Keys(tr1)
+	dropped0 := BoltTotals().Dropped
+	expect(t, g, tr1, greyed300, ReasonNew)
+	clk.Add(300 * time.Second)
+	expect(t, g, tr1, "", ReasonPassed)
+	if err := b.Flush(); err != nil {
+		t.Fatal(err)
+	}
+	clk.Add(2 * time.Hour) // the next pass refreshes the entry
+	stored, _, _ := b.Get(ctx, tk)
+
+	// Behind: an update buffered and not committed for over MaxLag/2.
+	tr2 := Triplet{Client: "203.0.113.9", Sender: "a@outside.test", Recipient: "alice@example.com"}
+	expect(t, g, tr2, greyed300, ReasonNew)
+	time.Sleep(110 * time.Millisecond)
+	res := expect(t, g, tr1, "", ReasonPassed)
+	if res.Outcome.Passes != 2 {
+		t.Errorf("passes = %d, want 2 in the answer", res.Outcome.Passes)
+	}
+	if n, w := b.skipped.Load(), b.braked.Load(); n != 1 || w != 0 {
+		t.Fatalf("refresh while behind: %d dropped, %d waited at the brake; want 1, 0", n, w)
+	}
+	if d := BoltTotals().Dropped; d-dropped0 != 1 {
+		t.Errorf("BoltTotals counted %d dropped refreshes, want 1", d-dropped0)
+	}
+	if e, _, _ := b.Get(ctx, tk); e.Value != stored.Value {
+		t.Fatalf("dropped refresh stored: %q -> %q", stored.Value, e.Value)
+	}
+
+	// A new triplet waits for the disk (the brake starts a commit) and is kept.
+	tr3 := Triplet{Client: "203.0.113.10", Sender: "b@outside.test", Recipient: "alice@example.com"}
+	expect(t, g, tr3, greyed300, ReasonNew)
+	if b.braked.Load() == 0 {
+		t.Fatal("a new triplet while behind did not wait at the brake")
+	}
+	// Caught up: the refresh is written.
+	expect(t, g, tr1, "", ReasonPassed)
+	if e, _, _ := b.Get(ctx, tk); !strings.HasSuffix(e.Value, ",2") || b.skipped.Load() != 1 {
+		t.Fatalf("refresh after catching up: %q, %d dropped", e.Value, b.skipped.Load())
+	}
+	if err := b.Flush(); err != nil {
+		t.Fatal(err)
+	}
+	for _, tr := range []Triplet{tr2, tr3} {
+		expect(t, g, tr, greyed300, ReasonEarly)
+	}
+}

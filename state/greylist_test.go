@@ -2,6 +2,7 @@ package state
 
 import (
 	"context"
+	"strconv"
 	"strings"
 	"testing"
 	"time"
@@ -266,4 +267,40 @@ func TestGreylistExplain(t *testing.T) {
 	}
 	// Explain changes nothing: the next Check is still an early retry.
 	expect(t, g, tr1, "450 4.7.1 Greylisted, please try again in 240 seconds", ReasonEarly)
+}
+
+// TestGreyStepRefreshes: only the writes that push back the expiry of an
+// entry that already passes are refreshes (which the bbolt store may drop
+// while its disk is behind); a new triplet, a first pass and its client's
+// count are not.
+func TestGreyStepRefreshes(t *testing.T) {
+	now := time.UnixMilli(1_800_000_000_000)
+	op := GreyOp{Now: now, Delay: 5 * time.Minute, RetryWindow: 48 * time.Hour, Expire: 35 * 24 * time.Hour, AWLAfter: 3}
+	ago := func(d time.Duration) int64 { return now.Add(-d).UnixMilli() }
+	for _, c := range []struct {
+		name               string
+		triplet, client    string
+		verdict            Verdict
+		wt, wc             bool // a write wanted
+		refreshT, refreshC bool
+	}{
+		{"new", "", "", VerdictNew, true, false, false, false},
+		{"early", tripletValue(ago(time.Minute), ago(time.Minute), 0), "", VerdictEarly, false, false, false, false},
+		{"first pass", tripletValue(ago(time.Hour), ago(time.Hour), 0), "", VerdictPass, true, true, false, false},
+		{"pass within the hour", tripletValue(ago(48*time.Hour), ago(time.Minute), 2), "1," + strconv.FormatInt(ago(time.Hour), 10), VerdictPass, false, false, false, false},
+		{"pass after hours", tripletValue(ago(48*time.Hour), ago(3*time.Hour), 2), "1," + strconv.FormatInt(ago(time.Hour), 10), VerdictPass, true, false, true, false},
+		{"auto-whitelisted client", "", "3," + strconv.FormatInt(ago(2*time.Hour), 10), VerdictAWL, false, true, false, true},
+	} {
+		wt, wc, out := greyStep(c.triplet, c.client, op)
+		if out.Verdict != c.verdict || (wt != nil) != c.wt || (wc != nil) != c.wc {
+			t.Errorf("%s: verdict %v, writes %v %v; want %v, %v %v", c.name, out.Verdict, wt != nil, wc != nil, c.verdict, c.wt, c.wc)
+			continue
+		}
+		if wt != nil && wt.refresh != c.refreshT || wc != nil && wc.refresh != c.refreshC {
+			t.Errorf("%s: refresh flags %v %v, want %v %v", c.name, wt != nil && wt.refresh, wc != nil && wc.refresh, c.refreshT, c.refreshC)
+		}
+	}
+	if w, _ := rateStep("", RateOp{Now: now, Messages: 1, Recipients: 1, MaxMessages: 5}); w == nil || w.refresh {
+		t.Errorf("rate counter write %+v: want one, not a refresh", w)
+	}
 }

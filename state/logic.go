@@ -31,9 +31,14 @@ func (c Clock) now() time.Time {
 // TestStoresAgree drives both with one random sequence and compares every answer.
 
 // write is one value a step wants stored; ttl is how long it stays useful.
+// A refresh only pushes back the expiry of an entry that already lets its
+// triplet or client pass: losing it costs nothing until the entry's old
+// expiry, weeks away, so the bbolt store drops refreshes instead of making
+// a decision wait while the disk is behind (Bolt.admit).
 type write struct {
-	val string
-	ttl time.Duration
+	val     string
+	ttl     time.Duration
+	refresh bool
 }
 
 // expiryMargin keeps a value a little past its logical end so a reader never
@@ -56,7 +61,7 @@ func greyStep(triplet, client string, op GreyOp) (wt, wc *write, out GreyOutcome
 	}
 	if op.AWLAfter > 0 && cnt >= int64(op.AWLAfter) {
 		if now-clast >= touch {
-			wc = &write{fmt.Sprintf("%d,%d", cnt, now), op.Expire + expiryMargin}
+			wc = &write{fmt.Sprintf("%d,%d", cnt, now), op.Expire + expiryMargin, true}
 		}
 		return nil, wc, GreyOutcome{Verdict: VerdictAWL, ClientCount: int(cnt)}
 	}
@@ -70,7 +75,7 @@ func greyStep(triplet, client string, op GreyOp) (wt, wc *write, out GreyOutcome
 	switch {
 	case !known:
 		first, passes = now, 0
-		wt = &write{tripletValue(now, now, 0), op.RetryWindow + expiryMargin}
+		wt = &write{tripletValue(now, now, 0), op.RetryWindow + expiryMargin, false}
 		out = GreyOutcome{Verdict: VerdictNew, Wait: time.Duration(delay) * time.Millisecond}
 	case passes == 0 && now-first < delay:
 		out = GreyOutcome{Verdict: VerdictEarly, Wait: time.Duration(first+delay-now) * time.Millisecond}
@@ -79,11 +84,11 @@ func greyStep(triplet, client string, op GreyOp) (wt, wc *write, out GreyOutcome
 		// triplets passes for the first time, at most once per touchEvery.
 		if passes == 0 && (clast < 0 || now-clast >= touch) {
 			cnt++
-			wc = &write{fmt.Sprintf("%d,%d", cnt, now), op.Expire + expiryMargin}
+			wc = &write{fmt.Sprintf("%d,%d", cnt, now), op.Expire + expiryMargin, false}
 		}
 		if passes == 0 || now-last >= touch {
+			wt = &write{tripletValue(first, now, passes+1), op.Expire + expiryMargin, passes > 0}
 			passes++
-			wt = &write{tripletValue(first, now, passes), op.Expire + expiryMargin}
 		}
 		out = GreyOutcome{Verdict: VerdictPass}
 	}
@@ -150,7 +155,7 @@ func rateStep(val string, op RateOp) (w *write, out RateOutcome) {
 			sort.Slice(kept, func(i, j int) bool { return kept[i].idx < kept[j].idx })
 		}
 		last := kept[len(kept)-1].idx
-		w = &write{formatBuckets(kept), time.Duration((last+RateBuckets)*bs-now)*time.Millisecond + expiryMargin}
+		w = &write{formatBuckets(kept), time.Duration((last+RateBuckets)*bs-now)*time.Millisecond + expiryMargin, false}
 	}
 	return w, RateOutcome{Allowed: true, Messages: int(sm + dm), Recipients: int(sr + dr)}
 }
