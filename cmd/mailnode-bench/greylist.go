@@ -1,10 +1,12 @@
 package main
 
 import (
+	"bufio"
 	"errors"
 	"fmt"
 	"io"
 	"net"
+	"net/http"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -53,13 +55,15 @@ machine; the servers run one after the other, so all see the same load).`,
 
 // benchServer is one greylisting policy server under test.
 type benchServer struct {
-	name  string
-	addr  string   // 127.0.0.1:PORT
-	addrs []string // several servers sharing the load (redis-2n); nil: addr alone
-	pid   int
-	pids  []int // with addrs: every server's process
-	stop  func()
-	redis string // the Redis the server keeps its state in ("" for none)
+	name string
+	addr string // 127.0.0.1:PORT
+	// metrics is policyd's /metrics address ("" for other servers).
+	metrics string
+	addrs   []string // several servers sharing the load (redis-2n); nil: addr alone
+	pid     int
+	pids    []int // with addrs: every server's process
+	stop    func()
+	redis   string // the Redis the server keeps its state in ("" for none)
 	// redisBase is that Redis's used_memory before the run.
 	redisBase int64
 }
@@ -76,6 +80,13 @@ func (s *benchServer) cpu() time.Duration {
 		sum += c
 	}
 	return sum
+}
+
+// majFlt is the server's page faults that waited for the disk so far
+// (policyd's: a decision reading a page of the bbolt file not in memory).
+func (s *benchServer) majFlt() int64 {
+	st, _ := procstat.Read(s.pid)
+	return st.MajFlt
 }
 
 func runBenchGreylist(cx *cli.Context) error {
@@ -264,10 +275,16 @@ func startBenchPolicyd(mailnode, dir, name, stateYAML string) (*benchServer, err
 		return nil, err
 	}
 	addr := fmt.Sprintf("127.0.0.1:%d", port)
+	mport, err := statetest.FreePort()
+	if err != nil {
+		return nil, err
+	}
+	metrics := fmt.Sprintf("127.0.0.1:%d", mport)
 	inv := filepath.Join(dir, name+".yaml")
 	doc := `node: {hostname: mx1.bench.test, trusted_networks: [127.0.0.0/8]}
 policy:
   listen: "inet:` + addr + `"
+  metrics_listen: "` + metrics + `"
   greylist: {enabled: true, delay: 1s, retry_window: 48h, auto_whitelist_after: 5, expire: 840h}
   state: ` + stateYAML + `
 unix_users: [root]
@@ -316,7 +333,31 @@ domains:
 			return nil, errors.New("policyd did not listen on " + addr)
 		}
 	}
-	return &benchServer{name: name, addr: addr, pid: cmd.Process.Pid, stop: stop}, nil
+	return &benchServer{name: name, addr: addr, metrics: metrics, pid: cmd.Process.Pid, stop: stop}, nil
+}
+
+// counter reads one unlabelled counter from the server's /metrics (policyd's).
+func (b *benchServer) counter(name string) (float64, error) {
+	if b.metrics == "" {
+		return 0, errors.New("no metrics address")
+	}
+	c := http.Client{Timeout: 5 * time.Second}
+	resp, err := c.Get("http://" + b.metrics + "/metrics")
+	if err != nil {
+		return 0, err
+	}
+	defer resp.Body.Close()
+	sc := bufio.NewScanner(resp.Body)
+	sc.Buffer(make([]byte, 64<<10), 1<<20)
+	for sc.Scan() {
+		if v, ok := strings.CutPrefix(sc.Text(), name+" "); ok {
+			return strconv.ParseFloat(v, 64)
+		}
+	}
+	if err := sc.Err(); err != nil {
+		return 0, err
+	}
+	return 0, fmt.Errorf("%s: no %s", b.metrics, name)
 }
 
 // loadAvg is /proc/loadavg's three load averages.

@@ -26,6 +26,7 @@ type Stat struct {
 	PPid     int           // parent process id
 	CPU      time.Duration // user+system time of the process (utime+stime)
 	ChildCPU time.Duration // user+system time of the children it has reaped (cutime+cstime)
+	MajFlt   int64         // page faults that waited for the disk (majflt)
 }
 
 // Zombie reports whether the process has exited and waits to be reaped.
@@ -48,8 +49,8 @@ func parseStat(b []byte) (Stat, error) {
 	if i < 0 {
 		return Stat{}, errors.New("procstat: bad /proc stat")
 	}
-	// f[0] is the state (field 3 of proc(5)), f[1] the parent, f[11]..f[14]
-	// utime, stime, cutime, cstime.
+	// f[0] is the state (field 3 of proc(5)), f[1] the parent, f[9] majflt,
+	// f[11]..f[14] utime, stime, cutime, cstime.
 	f := strings.Fields(string(b[i+1:]))
 	if len(f) < 15 || len(f[0]) != 1 {
 		return Stat{}, errors.New("procstat: short /proc stat")
@@ -66,8 +67,12 @@ func parseStat(b []byte) (Stat, error) {
 	if err != nil {
 		return Stat{}, errors.New("procstat: bad /proc stat ppid")
 	}
+	maj, err := strconv.ParseInt(f[9], 10, 64)
+	if err != nil {
+		return Stat{}, errors.New("procstat: bad /proc stat majflt")
+	}
 	ticks := func(t int64) time.Duration { return time.Duration(t) * time.Second / userHZ }
-	return Stat{State: f[0][0], PPid: ppid, CPU: ticks(n[0] + n[1]), ChildCPU: ticks(n[2] + n[3])}, nil
+	return Stat{State: f[0][0], PPid: ppid, CPU: ticks(n[0] + n[1]), ChildCPU: ticks(n[2] + n[3]), MajFlt: maj}, nil
 }
 
 // CPU returns the user+system CPU time a process has used.

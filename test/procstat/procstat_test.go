@@ -8,12 +8,12 @@ import (
 
 func TestParseStat(t *testing.T) {
 	// A command name with a space and a parenthesis, as a process may name itself.
-	line := "4242 (a b) c) S 17 4242 4242 0 -1 4194560 100 0 0 0 250 130 7 3 20 0 1 0 100 1000 100 1 1 1 1 1 1 0 0 0 17 0 0 0 0 0 0\n"
+	line := "4242 (a b) c) S 17 4242 4242 0 -1 4194560 100 0 9 0 250 130 7 3 20 0 1 0 100 1000 100 1 1 1 1 1 1 0 0 0 17 0 0 0 0 0 0\n"
 	s, err := parseStat([]byte(line))
 	if err != nil {
 		t.Fatal(err)
 	}
-	if s.State != 'S' || s.PPid != 17 || s.CPU != 3800*time.Millisecond || s.ChildCPU != 100*time.Millisecond {
+	if s.State != 'S' || s.PPid != 17 || s.CPU != 3800*time.Millisecond || s.ChildCPU != 100*time.Millisecond || s.MajFlt != 9 {
 		t.Errorf("%+v", s)
 	}
 	if _, err := parseStat([]byte("4242 (x) S 1 2")); err == nil {
