@@ -9,29 +9,28 @@ import (
 // Keeping the file's pages in memory.
 //
 // Decisions read the bbolt file through its mapping. A page that is not in
-// the page cache, or that is only partly valid there, is read from the disk
-// inside the decision's page fault, behind whatever the disk is writing for
-// the last commit (its fdatasync): policyd at 5,000 decisions/s on a 10 M
-// file took 90 such faults a second, every one waiting in the kernel for a
-// read (`perf`: folio_wait_bit_common under filemap_read_folio, from
-// bbolt's page lookups in decisions). Two kinds of pages were found:
-//
-//   - a file not read since the machine started, or written by another
-//     process (a bulk load), is partly or not at all in the cache;
-//   - where the file grows, bbolt extends it and writes single pages into
-//     the new region; with the large page-cache folios of recent kernels
-//     (here Linux 6.18, ext4) a folio holding such a page stays partly
-//     valid, and a read of any page of it goes to the disk. The
-//     file of the 10 M bench grows by some 100 MiB in a minute of load,
-//     so the faults never stopped.
+// the page cache, or only partly valid there, is read from the disk inside
+// the decision's page fault, queued behind whatever the disk is writing for
+// the last commit: policyd at 5,000 decisions/s on a 10 M file took 90 such
+// faults a second, each waiting in the kernel for a read (perf:
+// folio_wait_bit_common under filemap_read_folio, from bbolt's page lookups
+// in decisions). The file had been written by a bulk load; after a restart
+// of the machine none of it is in the cache, and every decision faults.
 //
 // So the store reads its file once from start to end when it opens, in the
-// background, and after each commit reads whatever the file grew by: a
-// read(2) leaves every folio it covers whole and valid, and a later write
-// into a valid folio keeps it so. On that bench the faults went from 90 a
-// second to none. The pages are page cache (the kernel drops them first
-// under memory pressure), not policyd's heap; a node's decisions need them
-// in memory anyway.
+// background, and after each commit reads what the file grew by (bbolt
+// extends it and writes single pages into the new region, which leaves
+// partly valid page-cache folios with the large folios of recent kernels,
+// here Linux 6.18 on ext4). A read(2) leaves the folios it covers whole and
+// valid. After a cold start (mailnode-bench greylist-scale --cold, 10 M
+// entries) the code before faulted in every decision and held p99 at 6–32
+// ms from 2,000 to 10,000 decisions/s; with the read (0.4 s from the cache,
+// longer from the disk) the rounds are as on a warm file. Some faults
+// remain under load (0–95 a second at 5,000–10,000/s on a warm file, old
+// code and new alike), not explained here: the kernel counts a fault that
+// had to wait and retry, as for a page a commit is writing, as major too.
+// The pages read are page cache, which the kernel drops first under memory
+// pressure, not policyd's heap; a node's decisions need them anyway.
 
 // warmChunk is the size of one read.
 const warmChunk = 256 << 10
