@@ -2,12 +2,14 @@ package main
 
 import (
 	"bufio"
+	"fmt"
 	"io"
 	"net"
 	"net/http"
 	"os"
 	"os/exec"
 	"path/filepath"
+	"runtime"
 	"strconv"
 	"strings"
 	"syscall"
@@ -181,6 +183,10 @@ func TestPolicydGreylistBolt(t *testing.T) {
 	inbound := rcpt("198.51.100.7", "", "eve@example.org", "bob@example.com", "i1")
 	if got, err := c.ask(inbound); got != greyFirst {
 		t.Fatalf("first attempt: %q %v", got, err)
+	}
+	// One Go processor more than the cores, for the commits (commitProcs).
+	if want := fmt.Sprintf("gomaxprocs=%d", runtime.GOMAXPROCS(0)+1); os.Getenv("GOMAXPROCS") == "" && !strings.Contains(p.stderr.String(), want) {
+		t.Errorf("policyd on bbolt did not log %s:\n%s", want, p.stderr.String())
 	}
 
 	// A second policyd on the same file: a clear error naming the file.
@@ -372,5 +378,30 @@ func TestPolicydCrashUnderLoad(t *testing.T) {
 		return nil
 	}); err != nil {
 		t.Fatal(err)
+	}
+}
+
+// TestCommitProcs: policyd on bbolt runs one Go processor more than the
+// runtime's default, unless GOMAXPROCS is set; on Redis, as the default.
+func TestCommitProcs(t *testing.T) {
+	b, err := state.OpenBolt(filepath.Join(t.TempDir(), "s.db"), state.BoltOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer b.Close()
+	srv := statetest.Redis(t)
+	r, err := state.OpenRedis(t.Context(), srv.URL(), state.RedisOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer r.Close()
+	for _, c := range []struct {
+		st   state.Store
+		env  string
+		want int
+	}{{b, "", 3}, {b, "2", 2}, {r, "", 2}, {nil, "", 2}} {
+		if got := commitProcs(c.st, c.env, 2); got != c.want {
+			t.Errorf("commitProcs(%T, %q, 2) = %d, want %d", c.st, c.env, got, c.want)
+		}
 	}
 }
