@@ -26,8 +26,9 @@ type BoltOptions struct {
 	// longer. Default 200 ms.
 	FlushInterval time.Duration
 	// MaxLag bounds what a crash can lose: while the oldest update not yet
-	// on disk is older than MaxLag, every operation fails with ErrBehind
-	// instead of acknowledging more. Default 1 s.
+	// on disk is older than MaxLag, every operation that would write fails
+	// with ErrBehind instead of acknowledging more (refreshes excepted:
+	// they are dropped, see admit). Default 1 s.
 	MaxLag time.Duration
 	// LockTimeout is how long Open waits for another process to release
 	// the file. Default 1 s.
@@ -63,9 +64,11 @@ type BoltOptions struct {
 // MaxLag they fail with ErrBehind
 // (the caller answers 4xx) until the disk catches up. A lost update is
 // harmless in kind: a triplet recorded again waits one more delay, a sender
-// gets a few messages more. The file itself is never corrupted by a crash
-// (bbolt's copy-on-write B+tree and meta pages); TestBoltCrash kills a writer
-// with SIGKILL under load to show both.
+// gets a few messages more. Decisions that write nothing never wait, and
+// refreshes (a passing entry's expiry pushed back) are dropped instead of
+// waiting while the disk is behind (admit). The file itself is never
+// corrupted by a crash (bbolt's copy-on-write B+tree and meta pages);
+// TestBoltCrash kills a writer with SIGKILL under load to show both.
 //
 // Reads of known triplets and whitelisted clients write nothing (see
 // touchEvery), so the steady state is read-mostly; expired entries are
@@ -95,7 +98,7 @@ type Bolt struct {
 	flushed chan struct{} // closed and replaced after every commit attempt
 	gen     uint64        // successful commits (guarded by mu): see readPool
 	braked  atomic.Int64  // operations that waited for a commit at the writers' brake
-	skipped atomic.Int64  // refreshes dropped while the disk was behind (admit)
+	dropped atomic.Int64  // refreshes dropped while the disk was behind (admit)
 
 	fmu       sync.Mutex    // one commit at a time
 	sweepFrom []byte        // where the next chunk of a pass starts, nil: at the top (guarded by fmu)
@@ -303,14 +306,14 @@ const (
 // and takes the step again, since the values may change meanwhile) or
 // fails with ErrBehind.
 func (s *Bolt) admit(ws ...*write) (int, error) {
-	refresh, any := true, false
+	refresh, writes := true, false
 	for _, w := range ws {
 		if w != nil {
-			any = true
+			writes = true
 			refresh = refresh && w.refresh
 		}
 	}
-	if !any {
+	if !writes {
 		return admitDone, nil
 	}
 	brake, _, _, err := s.lag()
@@ -318,8 +321,8 @@ func (s *Bolt) admit(ws ...*write) (int, error) {
 	case err == ErrClosed:
 		return 0, err
 	case (brake || err != nil) && refresh:
-		s.skipped.Add(1)
-		boltSkipped.Add(1)
+		s.dropped.Add(1)
+		boltDropped.Add(1)
 		return admitDone, nil
 	case err != nil:
 		return 0, err
@@ -330,7 +333,7 @@ func (s *Bolt) admit(ws ...*write) (int, error) {
 }
 
 // Counts of every bbolt store in the process (BoltTotals).
-var boltBraked, boltSkipped, boltWarmed atomic.Int64
+var boltBraked, boltDropped, boltWarmed atomic.Int64
 
 // BoltCounts are counts over every bbolt store a process opened.
 type BoltCounts struct {
@@ -341,7 +344,7 @@ type BoltCounts struct {
 
 // BoltTotals returns the counts; policyd exports them as metrics.
 func BoltTotals() BoltCounts {
-	return BoltCounts{Braked: boltBraked.Load(), Dropped: boltSkipped.Load(), Read: boltWarmed.Load()}
+	return BoltCounts{Braked: boltBraked.Load(), Dropped: boltDropped.Load(), Read: boltWarmed.Load()}
 }
 
 // read returns the current values of keys: buffered ones first, then the file.
@@ -402,9 +405,12 @@ func (s *Bolt) Greylist(ctx context.Context, op GreyOp) (GreyOutcome, error) {
 			return GreyOutcome{}, err
 		}
 		wt, wc, out := greyStep(v[0], v[1], op)
-		ws := []*write{wt, wc}
-		if again, err := s.apply(ctx, unlock, op.Now, keys, ws); err != nil || !again {
-			return out, err
+		again, err := s.apply(ctx, unlock, op.Now, keys, []*write{wt, wc})
+		if err != nil {
+			return GreyOutcome{}, err
+		}
+		if !again {
+			return out, nil
 		}
 	}
 }
@@ -420,8 +426,12 @@ func (s *Bolt) Rate(ctx context.Context, op RateOp) (RateOutcome, error) {
 			return RateOutcome{}, err
 		}
 		w, out := rateStep(v[0], op)
-		if again, err := s.apply(ctx, unlock, op.Now, keys, []*write{w}); err != nil || !again {
-			return out, err
+		again, err := s.apply(ctx, unlock, op.Now, keys, []*write{w})
+		if err != nil {
+			return RateOutcome{}, err
+		}
+		if !again {
+			return out, nil
 		}
 	}
 }

@@ -346,7 +346,7 @@ func TestBoltDropsRefreshesWhileBehind(t *testing.T) {
 	if res.Outcome.Passes != 2 {
 		t.Errorf("passes = %d, want 2 in the answer", res.Outcome.Passes)
 	}
-	if n, w := b.skipped.Load(), b.braked.Load(); n != 1 || w != 0 {
+	if n, w := b.dropped.Load(), b.braked.Load(); n != 1 || w != 0 {
 		t.Fatalf("refresh while behind: %d dropped, %d waited at the brake; want 1, 0", n, w)
 	}
 	if d := BoltTotals().Dropped; d-dropped0 != 1 {
@@ -364,8 +364,8 @@ func TestBoltDropsRefreshesWhileBehind(t *testing.T) {
 	}
 	// Caught up: the refresh is written.
 	expect(t, g, tr1, "", ReasonPassed)
-	if e, _, _ := b.Get(ctx, tk); !strings.HasSuffix(e.Value, ",2") || b.skipped.Load() != 1 {
-		t.Fatalf("refresh after catching up: %q, %d dropped", e.Value, b.skipped.Load())
+	if e, _, _ := b.Get(ctx, tk); !strings.HasSuffix(e.Value, ",2") || b.dropped.Load() != 1 {
+		t.Fatalf("refresh after catching up: %q, %d dropped", e.Value, b.dropped.Load())
 	}
 	if err := b.Flush(); err != nil {
 		t.Fatal(err)
