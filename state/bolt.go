@@ -396,59 +396,49 @@ func (s *Bolt) buffer(now time.Time, keys []string, ws []*write) {
 
 // Greylist implements Store.
 func (s *Bolt) Greylist(ctx context.Context, op GreyOp) (GreyOutcome, error) {
-	keys := []string{op.Triplet, op.Client}
-	for {
-		unlock := s.lockKeys(keys...)
-		v, err := s.read(keys...)
-		if err != nil {
-			unlock()
-			return GreyOutcome{}, err
-		}
+	return step(s, ctx, op.Now, []string{op.Triplet, op.Client}, func(v []string) ([]*write, GreyOutcome) {
 		wt, wc, out := greyStep(v[0], v[1], op)
-		again, err := s.apply(ctx, unlock, op.Now, keys, []*write{wt, wc})
-		if err != nil {
-			return GreyOutcome{}, err
-		}
-		if !again {
-			return out, nil
-		}
-	}
+		return []*write{wt, wc}, out
+	})
 }
 
 // Rate implements Store.
 func (s *Bolt) Rate(ctx context.Context, op RateOp) (RateOutcome, error) {
-	keys := []string{op.Key}
+	return step(s, ctx, op.Now, []string{op.Key}, func(v []string) ([]*write, RateOutcome) {
+		w, out := rateStep(v[0], op)
+		return []*write{w}, out
+	})
+}
+
+// step takes one read-modify-write step on keys under their locks: f
+// turns the values read into the writes (one per key, nil: none) and the
+// outcome. The writes are buffered as admit decides; after a wait at the
+// brake the step is taken again, since the values may have changed.
+func step[T any](s *Bolt, ctx context.Context, at time.Time, keys []string, f func(vals []string) ([]*write, T)) (T, error) {
+	var zero T
 	for {
 		unlock := s.lockKeys(keys...)
 		v, err := s.read(keys...)
 		if err != nil {
 			unlock()
-			return RateOutcome{}, err
+			return zero, err
 		}
-		w, out := rateStep(v[0], op)
-		again, err := s.apply(ctx, unlock, op.Now, keys, []*write{w})
-		if err != nil {
-			return RateOutcome{}, err
+		ws, out := f(v)
+		a, err := s.admit(ws...)
+		if a == admitBuffer && err == nil {
+			s.buffer(at, keys, ws)
 		}
-		if !again {
+		unlock()
+		switch {
+		case err != nil:
+			return zero, err
+		case a != admitWait:
 			return out, nil
 		}
+		if err := s.writable(ctx); err != nil {
+			return zero, err
+		}
 	}
-}
-
-// apply buffers a step's writes as admit decides, lets the step's key
-// locks go (unlock) and says whether the step must be taken again after a
-// wait at the brake.
-func (s *Bolt) apply(ctx context.Context, unlock func(), at time.Time, keys []string, ws []*write) (again bool, err error) {
-	a, err := s.admit(ws...)
-	if a == admitBuffer && err == nil {
-		s.buffer(at, keys, ws)
-	}
-	unlock()
-	if err != nil || a != admitWait {
-		return false, err
-	}
-	return true, s.writable(ctx)
 }
 
 // Get implements Store.
