@@ -97,8 +97,6 @@ type Bolt struct {
 
 	flushed chan struct{} // closed and replaced after every commit attempt
 	gen     uint64        // successful commits (guarded by mu): see readPool
-	braked  atomic.Int64  // operations that waited for a commit at the writers' brake
-	dropped atomic.Int64  // refreshes dropped while the disk was behind (admit)
 
 	fmu       sync.Mutex    // one commit at a time
 	sweepFrom []byte        // where the next chunk of a pass starts, nil: at the top (guarded by fmu)
@@ -272,7 +270,6 @@ func (s *Bolt) writable(ctx context.Context) error {
 		if err != nil || !brake {
 			return err
 		}
-		s.braked.Add(1)
 		boltBraked.Add(1)
 		select {
 		case s.kick <- struct{}{}:
@@ -321,7 +318,6 @@ func (s *Bolt) admit(ws ...*write) (int, error) {
 	case err == ErrClosed:
 		return 0, err
 	case (brake || err != nil) && refresh:
-		s.dropped.Add(1)
 		boltDropped.Add(1)
 		return admitDone, nil
 	case err != nil:

@@ -159,12 +159,14 @@ func (s *Bolt) roomFor(keys int) bool {
 func (s *Bolt) afterCommit(gen uint64) {
 	rollbackAll(s.rp.takeAll(true))
 	fresh := make([]*pooledTx, 0, readPoolSize())
-	for range cap(fresh) {
+	for i := range cap(fresh) {
 		tx, err := s.db.Begin(false)
 		if err != nil {
 			break
 		}
-		s.hwm.Store(tx.Size())
+		if i == 0 {
+			s.hwm.Store(tx.Size()) // every one sees the same commit
+		}
 		b := tx.Bucket(bucketName)
 		if b == nil || !s.roomFor(0) {
 			tx.Rollback()

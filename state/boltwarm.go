@@ -61,9 +61,8 @@ func startWarmer(path string) *warmer {
 func (w *warmer) run() {
 	defer close(w.done)
 	defer w.f.Close()
-	buf := make([]byte, warmChunk)
 	for {
-		if !w.catchUp(buf) {
+		if !w.catchUp() {
 			return
 		}
 		select {
@@ -77,12 +76,14 @@ func (w *warmer) run() {
 // catchUp reads from where the last read ended to the file's end, leaving
 // the disk at least half of its time: a chunk that took long (read from
 // the disk, not the cache) is followed by a pause as long. It reports
-// false when stopped.
-func (w *warmer) catchUp(buf []byte) bool {
+// false when stopped. Its buffer lives only while it reads: the file
+// grows rarely.
+func (w *warmer) catchUp() bool {
 	fi, err := w.f.Stat()
-	if err != nil {
+	if err != nil || w.to.Load() >= fi.Size() {
 		return true
 	}
+	buf := make([]byte, warmChunk)
 	for off := w.to.Load(); off < fi.Size(); {
 		select {
 		case <-w.stop:
