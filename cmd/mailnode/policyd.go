@@ -344,9 +344,8 @@ func openState(inv *inventory.Inventory) (state.Store, error) {
 // unless the environment sets GOMAXPROCS (env). A bbolt commit is one
 // goroutine that keeps a processor busy for tens to hundreds of
 // milliseconds at a time; with one processor per core, decisions woken
-// meanwhile wait for the others. With one more, they keep every core and
-// the kernel shares them with the commit, which preempts it for the
-// decisions as they wake. At 10 M entries and 10,000 decisions/s on two
+// meanwhile wait for the others. With one more, they keep every core, and
+// the kernel, sharing the cores, preempts the commit for them as they wake. At 10 M entries and 10,000 decisions/s on two
 // cores, paced, p99 new / known went from 2.8–5.2 / 2.9–7.5 ms to
 // 2.0–2.5 / 2.2–2.6 ms (three alternating runs; docs/scaling.md).
 func commitProcs(st state.Store, env string, cur int) int {
