@@ -150,10 +150,22 @@ func NewMetrics() *Metrics {
 		Name: "mailnode_policy_state_file_read_bytes_total",
 		Help: "Bytes of the bbolt state file read into the page cache: the whole file once after it opens (in the background), then what it grows by.",
 	}, func() float64 { return float64(state.BoltTotals().Read) })
+	low := prometheus.NewCounterFunc(prometheus.CounterOpts{
+		Name: "mailnode_policy_state_low_priority_commits_total",
+		Help: "bbolt commits run on the store's thread at a lower CPU priority (nice +10), so that decisions preempt them; the others ran at policyd's priority.",
+	}, func() float64 { return float64(state.BoltTotals().Low) })
+	raised := prometheus.NewCounterFunc(prometheus.CounterOpts{
+		Name: "mailnode_policy_state_raised_commits_total",
+		Help: "bbolt commits the low-priority thread began and policyd finished at its own priority, as the thread waited for a CPU (other processes kept the cores busy); each sends the commits to policyd's priority for 30 s to 10 min.",
+	}, func() float64 { return float64(state.BoltTotals().Raised) })
+	starved := prometheus.NewCounterFunc(prometheus.CounterOpts{
+		Name: "mailnode_policy_state_starved_commits_total",
+		Help: "bbolt commits the low-priority thread finished that waited too long for a CPU; each sends the commits to policyd's priority for 30 s to 10 min.",
+	}, func() float64 { return float64(state.BoltTotals().Starved) })
 	m.drift = drift.NewGauges("mailnode_policy", "policyd")
 	m.Registry.MustRegister(m.drift.Collectors()...)
 	m.Registry.MustRegister(m.decisions, m.latency, m.open, m.malformed, m.reloads, m.logDrops,
-		m.greylist, m.rateRefus, m.stateErrs, m.wouldRej, braked, dropped, warmed,
+		m.greylist, m.rateRefus, m.stateErrs, m.wouldRej, braked, dropped, warmed, low, raised, starved,
 		collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
 	return m
 }

@@ -50,6 +50,9 @@ type BoltOptions struct {
 	commitDelay time.Duration // tests: added to every commit, inside its transaction
 	mapSize     int           // tests: the file's initial mapping (0: poolMapSize), see readPool
 	poolDelay   time.Duration // tests: between a commit's end and the read pool's refresh
+	commitSpin  time.Duration // tests: CPU time burnt in every commit, inside its transaction
+	noHand      bool          // tests: the low thread never hands a commit over (boltprio.go)
+	noLow       bool          // tests: every commit at the process's priority
 }
 
 // Bolt is the embedded store: one bbolt file owned by one process.
@@ -112,6 +115,9 @@ type Bolt struct {
 	pageSize int          // bbolt's page size
 	hwm      atomic.Int64 // the file's end in use after the last commit (bytes)
 	warm     *warmer      // reads the file into the page cache (boltwarm.go); nil: not
+	low      lowThread    // runs commits at a lower priority (boltprio.go); nil: none
+	lowErr   error        // why there is no low thread
+	gate     prioGate     // which commits it runs (used by run only)
 }
 
 // brec is a buffered value; del marks a deletion.
@@ -186,8 +192,23 @@ func OpenBolt(path string, opt BoltOptions) (*Bolt, error) {
 	}
 	s.afterCommit(0)
 	s.warm = startWarmer(path)
+	s.gate.maxLag = opt.MaxLag
+	if opt.noLow {
+		s.lowErr = errors.New("off (test)")
+	} else {
+		s.low, s.lowErr = startLowThread(commitNice)
+	}
 	go s.run()
 	return s, nil
+}
+
+// CommitNice says how many nice steps below the process the commits run
+// (boltprio.go), or why they run at its priority.
+func (s *Bolt) CommitNice() (int, error) {
+	if s.low == nil {
+		return 0, s.lowErr
+	}
+	return commitNice, nil
 }
 
 // DB exposes the bbolt handle (tests check its consistency with tx.Check).
@@ -329,18 +350,22 @@ func (s *Bolt) admit(ws ...*write) (int, error) {
 }
 
 // Counts of every bbolt store in the process (BoltTotals).
-var boltBraked, boltDropped, boltWarmed atomic.Int64
+var boltBraked, boltDropped, boltWarmed, boltLow, boltRaised, boltStarved atomic.Int64
 
 // BoltCounts are counts over every bbolt store a process opened.
 type BoltCounts struct {
 	Braked  int64 // updates that waited for the disk at the writers' brake
 	Dropped int64 // refreshes dropped because the disk was behind (admit)
 	Read    int64 // bytes of the files read into the page cache (boltwarm.go)
+	Low     int64 // commits run at the lower priority (boltprio.go)
+	Raised  int64 // commits the low thread began and handed over, as it waited for a CPU
+	Starved int64 // commits the low thread finished that waited too long for a CPU (a hold-off began)
 }
 
 // BoltTotals returns the counts; policyd exports them as metrics.
 func BoltTotals() BoltCounts {
-	return BoltCounts{Braked: boltBraked.Load(), Dropped: boltDropped.Load(), Read: boltWarmed.Load()}
+	return BoltCounts{Braked: boltBraked.Load(), Dropped: boltDropped.Load(), Read: boltWarmed.Load(),
+		Low: boltLow.Load(), Raised: boltRaised.Load(), Starved: boltStarved.Load()}
 }
 
 // read returns the current values of keys: buffered ones first, then the file.
@@ -547,6 +572,9 @@ func (s *Bolt) Close() error {
 	close(s.stop)
 	<-s.done
 	s.warm.close()
+	if s.low != nil {
+		s.low.close()
+	}
 	err := s.flush(false)
 	rollbackAll(s.rp.takeAll(true))
 	if cerr := s.db.Close(); err == nil && cerr != nil {
@@ -575,7 +603,7 @@ func (s *Bolt) run() {
 		// or a new pass starts SweepInterval after the last one ended.
 		chunk := sweeping && !time.Now().Before(chunkDue) ||
 			!sweeping && time.Since(lastSweep) >= s.opt.SweepInterval
-		s.flush(chunk) // errors are kept in flushErr and surface as ErrBehind
+		s.commit(chunk)
 		s.fmu.Lock()
 		sweeping = s.sweeping
 		if chunk {
@@ -589,6 +617,50 @@ func (s *Bolt) run() {
 		}
 		s.fmu.Unlock()
 		t.Reset(s.nextCommit(sweeping, chunkDue))
+	}
+}
+
+// commit runs one commit (flush) on the low thread when the gate lets it,
+// or here at the process's priority. Errors are kept in flushErr and
+// surface as ErrBehind.
+func (s *Bolt) commit(chunk bool) {
+	s.mu.Lock()
+	work := chunk || len(s.pending) > 0
+	var age time.Duration
+	if !s.pendOld.IsZero() {
+		age = time.Since(s.pendOld)
+	}
+	s.mu.Unlock()
+	if s.low == nil || !work || !s.gate.low(time.Now(), age) {
+		s.flush(chunk)
+		return
+	}
+	began := time.Now()
+	var j *commitJob
+	var done bool
+	delay := s.low.run(func(check func() bool) {
+		if s.opt.noHand {
+			check = nil
+		}
+		if j = s.startCommit(chunk); j != nil && j.fill(check) {
+			j.finish()
+			done = true
+		}
+	})
+	switch {
+	case j == nil: // committed meanwhile (Flush)
+		return
+	case !done:
+		// The thread waited for a CPU while it wrote the batch: the rest
+		// here.
+		boltRaised.Add(1)
+		j.fill(nil)
+		j.finish()
+		return
+	}
+	boltLow.Add(1)
+	if s.gate.ran(time.Now(), time.Since(began), delay) {
+		boltStarved.Add(1)
 	}
 }
 
@@ -621,60 +693,129 @@ func (s *Bolt) nextCommit(sweeping bool, chunkDue time.Time) time.Duration {
 // flush commits pending (and, when sweep is set, deletes a chunk of expired
 // entries in the same transaction).
 func (s *Bolt) flush(sweep bool) error {
+	j := s.startCommit(sweep)
+	if j == nil {
+		return nil
+	}
+	j.fill(nil)
+	return j.finish()
+}
+
+// commitJob is one commit, taken in three steps so that the low thread can
+// hand it over half-way (boltprio.go): startCommit takes the buffer and
+// begins the transaction, fill writes the batch (and the sweep chunk) into
+// it, finish commits it and updates the buffer. fmu is held from
+// startCommit to the end of finish, which may run on another goroutine.
+type commitJob struct {
+	s         *Bolt
+	sweep     bool
+	batch     map[string]brec
+	keys      []string // batch's keys in order: bbolt inserts in order far faster than at random
+	next      int      // keys written so far
+	spun      time.Duration
+	filled    bool
+	tx        *bolt.Tx
+	err       error
+	now       time.Time // the sweep's clock
+	began     time.Time
+	sweepNext []byte
+}
+
+// fillCheck is how many keys fill writes between two calls of its check.
+const fillCheck = 32
+
+// startCommit takes the buffer and begins a write transaction, or returns
+// nil when there is nothing to commit.
+func (s *Bolt) startCommit(sweep bool) *commitJob {
 	s.fmu.Lock()
-	defer s.fmu.Unlock()
 	s.mu.Lock()
 	if len(s.pending) == 0 && !sweep {
 		s.mu.Unlock()
+		s.fmu.Unlock()
 		return nil
 	}
 	s.flushing, s.pending = s.pending, map[string]brec{}
 	s.flushOld, s.pendOld = s.pendOld, time.Time{}
-	batch := s.flushing
+	j := &commitJob{s: s, sweep: sweep, batch: s.flushing}
 	s.mu.Unlock()
 
-	n := len(batch)
+	n := len(j.batch)
 	if sweep {
 		n += sweepChunk
 	}
 	s.beforeCommit(n)
-	now := s.opt.Clock.now()
-	began := time.Now()
-	var sweepNext []byte
-	err := s.db.Update(func(tx *bolt.Tx) error {
-		b := tx.Bucket(bucketName)
-		// In key order: bbolt inserts in order far faster than at random.
-		keys := make([]string, 0, len(batch))
-		for k := range batch {
-			keys = append(keys, k)
+	j.now, j.began = s.opt.Clock.now(), time.Now()
+	j.keys = make([]string, 0, len(j.batch))
+	for k := range j.batch {
+		j.keys = append(j.keys, k)
+	}
+	sort.Strings(j.keys)
+	j.tx, j.err = s.db.Begin(true)
+	return j
+}
+
+// fill writes the batch and the sweep chunk into the transaction. With
+// check set it asks check every fillCheck keys whether to stop, and says
+// whether it got to the end (false: stopped; fill again to go on).
+func (j *commitJob) fill(check func() bool) bool {
+	if j.err != nil || j.filled {
+		return true
+	}
+	b := j.tx.Bucket(bucketName)
+	for ; j.next < len(j.keys); j.next++ {
+		if check != nil && j.next%fillCheck == 0 && check() {
+			return false
 		}
-		sort.Strings(keys)
-		for _, k := range keys {
-			r := batch[k]
-			var err error
-			if r.del {
-				err = b.Delete([]byte(k))
-			} else {
-				err = b.Put([]byte(k), r.val)
-			}
-			if err != nil {
-				return err
-			}
+		k := j.keys[j.next]
+		r := j.batch[k]
+		if r.del {
+			j.err = b.Delete([]byte(k))
+		} else {
+			j.err = b.Put([]byte(k), r.val)
 		}
-		if sweep {
-			sweepNext = sweepExpired(b, s.sweepFrom, now)
+		if j.err != nil {
+			return true
 		}
-		if s.opt.commitDelay > 0 {
-			time.Sleep(s.opt.commitDelay)
+	}
+	for opt := &j.s.opt; j.spun < opt.commitSpin; j.spun += time.Millisecond {
+		if check != nil && check() {
+			return false
 		}
-		return nil
-	})
+		spinCPU(time.Millisecond)
+	}
+	if check != nil && check() {
+		return false
+	}
+	if j.sweep {
+		j.sweepNext = sweepExpired(b, j.s.sweepFrom, j.now)
+	}
+	if j.s.opt.commitDelay > 0 {
+		time.Sleep(j.s.opt.commitDelay)
+	}
+	j.filled = true
+	return true
+}
+
+// finish commits the transaction (or rolls it back after an error), takes
+// the batch out of the buffer, or back into it for the next attempt, and
+// lets fmu go.
+func (j *commitJob) finish() error {
+	s := j.s
+	defer s.fmu.Unlock()
+	err := j.err
+	switch {
+	case j.tx != nil && err == nil:
+		err = j.tx.Commit()
+	case j.tx != nil:
+		j.tx.Rollback()
+	}
+	sweep, batch := j.sweep, j.batch
 	if sweep {
-		s.lastChunk = time.Since(began)
+		s.lastChunk = time.Since(j.began)
 	}
 	if sweep && err == nil {
 		// The pass goes on from the first key not visited, or ends.
-		s.sweepFrom, s.sweeping = sweepNext, sweepNext != nil
+		s.sweepFrom, s.sweeping = j.sweepNext, j.sweepNext != nil
 	} else if sweep {
 		s.sweeping = true // the chunk is tried again at the next commit
 	}

@@ -503,7 +503,11 @@ func scaleOne(cx *cli.Context, name, mailnode, dir string, prefill int, expired 
 		r.rows[kind] = res
 		if w0 != nil {
 			w := brakeCounts(srv)
-			waits = append(waits, fmt.Sprintf("%s %.0f waited, %.0f refreshes dropped", kind, w[0]-w0[0], w[1]-w0[1]))
+			note := fmt.Sprintf("%s %.0f waited, %.0f refreshes dropped", kind, w[0]-w0[0], w[1]-w0[1])
+			if w[2] >= 0 {
+				note += fmt.Sprintf(", commits at low priority %.0f, handed over %.0f, starved %.0f", w[2]-w0[2], w[3]-w0[3], w[4]-w0[4])
+			}
+			waits = append(waits, note)
 		}
 	}
 	fmt.Printf("%s: new: all %d deferred; known: all %d sampled prefilled triplets passed\n", name, n, n)
@@ -514,11 +518,16 @@ func scaleOne(cx *cli.Context, name, mailnode, dir string, prefill int, expired 
 	var ladderNote string
 	if l := cx.String("ladder"); l != "" && name != "postgrey" {
 		rates, _ := parseRates(l) // checked before
+		w0 := brakeCounts(srv)
 		sum, err := ladderRounds(srv, rates, cx.Duration("ladder-step"), conns, prefill, off, &k, now, expired)
 		if err != nil {
 			return r, err
 		}
 		fmt.Printf("%s: %s\n", name, sum)
+		if w := brakeCounts(srv); w0 != nil && w != nil && w[2] >= 0 {
+			fmt.Printf("%s: ladder: commits at low priority %.0f, handed over %.0f, starved %.0f; updates that waited at the brake %.0f\n",
+				name, w[2]-w0[2], w[3]-w0[3], w[4]-w0[4], w[0]-w0[0])
+		}
 		ladderNote = "; " + sum
 	}
 
@@ -782,8 +791,10 @@ func fillPostgrey(dir string, prefill int, now time.Time) error {
 }
 
 // brakeCounts is policyd's count of updates that waited at the bbolt
-// store's writers' brake and of refreshes it dropped instead; nil when the
-// server has no such counts (postgrey) or they cannot be read.
+// store's writers' brake, of refreshes it dropped instead, and of commits
+// at a lower priority, handed over and starved (boltprio.go; -1 from a
+// policyd without them); nil when the server has no such counts (postgrey) or they
+// cannot be read.
 func brakeCounts(srv *benchServer) []float64 {
 	if srv.metrics == "" {
 		return nil
@@ -796,7 +807,13 @@ func brakeCounts(srv *benchServer) []float64 {
 	if err != nil {
 		return nil
 	}
-	return []float64{b, d}
+	low, err := srv.counter("mailnode_policy_state_low_priority_commits_total")
+	if err != nil {
+		return []float64{b, d, -1, -1, -1}
+	}
+	raised, _ := srv.counter("mailnode_policy_state_raised_commits_total")
+	starved, _ := srv.counter("mailnode_policy_state_starved_commits_total")
+	return []float64{b, d, low, raised, starved}
 }
 
 // dropCache drops a file's pages from the page cache (its dirty pages

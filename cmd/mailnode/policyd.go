@@ -129,6 +129,13 @@ func runPolicyd(cx *cli.Context) error {
 			runtime.GOMAXPROCS(n)
 			log.Debug("policyd: one more Go processor than cores for the bbolt commits", "gomaxprocs", n)
 		}
+		if b, ok := store.(*state.Bolt); ok {
+			if nice, err := b.CommitNice(); err != nil {
+				log.Warn("policyd: bbolt commits run at policyd's priority", "err", err)
+			} else {
+				log.Debug("policyd: bbolt commits run at a lower priority", "nice", fmt.Sprintf("+%d", nice))
+			}
+		}
 		if err := srv.UseState(store, nil); err != nil {
 			return cli.Exit(fmt.Sprintf("policyd: %v", err), 1)
 		}
@@ -345,7 +352,9 @@ func openState(inv *inventory.Inventory) (state.Store, error) {
 // goroutine that keeps a processor busy for tens to hundreds of
 // milliseconds at a time; with one processor per core, decisions woken
 // meanwhile wait for the others. With one more, they keep every core, and
-// the kernel, sharing the cores, preempts the commit for them as they wake. At 10 M entries and 10,000 decisions/s on two
+// the kernel, sharing the cores, preempts the commit for them as they wake
+// (the more readily as the store commits on a thread at a lower priority,
+// state/boltprio.go). At 10 M entries and 10,000 decisions/s on two
 // cores, paced, p99 new / known went from 2.8–5.2 / 2.9–7.5 ms to
 // 2.0–2.5 / 2.2–2.6 ms (three alternating runs; docs/scaling.md).
 func commitProcs(st state.Store, env string, cur int) int {

@@ -188,6 +188,10 @@ func TestPolicydGreylistBolt(t *testing.T) {
 	if want := fmt.Sprintf("gomaxprocs=%d", runtime.GOMAXPROCS(0)+1); os.Getenv("GOMAXPROCS") == "" && !strings.Contains(p.stderr.String(), want) {
 		t.Errorf("policyd on bbolt did not log %s:\n%s", want, p.stderr.String())
 	}
+	// Its commits on a thread at a lower priority (state/boltprio.go).
+	if !strings.Contains(p.stderr.String(), "nice=+10") {
+		t.Errorf("policyd on bbolt did not log its commits at nice=+10:\n%s", p.stderr.String())
+	}
 
 	// A second policyd on the same file: a clear error naming the file.
 	bin, _ := buildMailnode()
