@@ -138,35 +138,34 @@ func NewMetrics() *Metrics {
 	m.wouldRej = newCounterVec("mailnode_policy_shadow_would_reject_total",
 		"Shadow mode (policy.mode: shadow): recipients answered DUNNO that enforce mode would have refused, by matrix cell and reason (the matrix's, or greylist-<why>, ratelimit-<why> for a 450).",
 		"cell", "reason")
-	braked := prometheus.NewCounterFunc(prometheus.CounterOpts{
-		Name: "mailnode_policy_state_brake_waits_total",
-		Help: "Greylist and rate limit updates that waited because the bbolt file's commits were more than half of their crash bound (1 s) behind.",
-	}, func() float64 { return float64(state.BoltTotals().Braked) })
-	dropped := prometheus.NewCounterFunc(prometheus.CounterOpts{
-		Name: "mailnode_policy_state_refreshes_dropped_total",
-		Help: "Refreshes of passing greylist entries (a later expiry) not written because the bbolt file's commits were behind; the pass was answered at once.",
-	}, func() float64 { return float64(state.BoltTotals().Dropped) })
-	warmed := prometheus.NewCounterFunc(prometheus.CounterOpts{
-		Name: "mailnode_policy_state_file_read_bytes_total",
-		Help: "Bytes of the bbolt state file read into the page cache: the whole file once after it opens (in the background), then what it grows by.",
-	}, func() float64 { return float64(state.BoltTotals().Read) })
-	low := prometheus.NewCounterFunc(prometheus.CounterOpts{
-		Name: "mailnode_policy_state_low_priority_commits_total",
-		Help: "bbolt commits run on the store's thread at a lower CPU priority (nice +10), so that decisions preempt them; the others ran at policyd's priority.",
-	}, func() float64 { return float64(state.BoltTotals().Low) })
-	raised := prometheus.NewCounterFunc(prometheus.CounterOpts{
-		Name: "mailnode_policy_state_raised_commits_total",
-		Help: "bbolt commits the low-priority thread began and policyd finished at its own priority, as the thread waited for a CPU (other processes kept the cores busy); each sends the commits to policyd's priority for 30 s to 10 min.",
-	}, func() float64 { return float64(state.BoltTotals().Raised) })
-	starved := prometheus.NewCounterFunc(prometheus.CounterOpts{
-		Name: "mailnode_policy_state_starved_commits_total",
-		Help: "bbolt commits the low-priority thread finished that waited too long for a CPU; each sends the commits to policyd's priority for 30 s to 10 min.",
-	}, func() float64 { return float64(state.BoltTotals().Starved) })
+	// The bbolt store's counts of the whole process (state.BoltTotals).
+	var bolt []prometheus.Collector
+	for _, c := range []struct {
+		name, help string
+		v          func(state.BoltCounts) int64
+	}{
+		{"brake_waits_total", "Greylist and rate limit updates that waited because the bbolt file's commits were more than half of their crash bound (1 s) behind.",
+			func(c state.BoltCounts) int64 { return c.Braked }},
+		{"refreshes_dropped_total", "Refreshes of passing greylist entries (a later expiry) not written because the bbolt file's commits were behind; the pass was answered at once.",
+			func(c state.BoltCounts) int64 { return c.Dropped }},
+		{"file_read_bytes_total", "Bytes of the bbolt state file read into the page cache: the whole file once after it opens (in the background), then what it grows by.",
+			func(c state.BoltCounts) int64 { return c.Read }},
+		{"low_priority_commits_total", "bbolt commits run on the store's thread at a lower CPU priority (nice +10), so that decisions preempt them; the others ran at policyd's priority.",
+			func(c state.BoltCounts) int64 { return c.Low }},
+		{"raised_commits_total", "bbolt commits the low-priority thread began and policyd finished at its own priority, as the thread waited for a CPU while it wrote the batch (the cores were busy).",
+			func(c state.BoltCounts) int64 { return c.Raised }},
+		{"starved_commits_total", "bbolt commits the low-priority thread finished that waited too long for a CPU; each sends the commits to policyd's priority for 30 s to 10 min.",
+			func(c state.BoltCounts) int64 { return c.Starved }},
+	} {
+		bolt = append(bolt, prometheus.NewCounterFunc(prometheus.CounterOpts{Name: "mailnode_policy_state_" + c.name, Help: c.help},
+			func() float64 { return float64(c.v(state.BoltTotals())) }))
+	}
 	m.drift = drift.NewGauges("mailnode_policy", "policyd")
 	m.Registry.MustRegister(m.drift.Collectors()...)
 	m.Registry.MustRegister(m.decisions, m.latency, m.open, m.malformed, m.reloads, m.logDrops,
-		m.greylist, m.rateRefus, m.stateErrs, m.wouldRej, braked, dropped, warmed, low, raised, starved,
+		m.greylist, m.rateRefus, m.stateErrs, m.wouldRej,
 		collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
+	m.Registry.MustRegister(bolt...)
 	return m
 }
 

@@ -777,7 +777,7 @@ func (j *commitJob) fill(check func() bool) bool {
 			return true
 		}
 	}
-	for opt := &j.s.opt; j.spun < opt.commitSpin; j.spun += time.Millisecond {
+	for ; j.spun < j.s.opt.commitSpin; j.spun += time.Millisecond {
 		if check != nil && check() {
 			return false
 		}
