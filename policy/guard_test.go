@@ -326,7 +326,7 @@ func TestStatefulMailLogAndMetrics(t *testing.T) {
 	}
 	// The bbolt store's counts of the whole process (state.BoltTotals).
 	for _, name := range []string{"mailnode_policy_state_brake_waits_total", "mailnode_policy_state_refreshes_dropped_total", "mailnode_policy_state_file_read_bytes_total",
-		"mailnode_policy_state_low_priority_commits_total", "mailnode_policy_state_raised_commits_total", "mailnode_policy_state_starved_commits_total"} {
+		"mailnode_policy_state_low_priority_commits_total", "mailnode_policy_state_raised_commits_total", "mailnode_policy_state_starved_commits_total", "mailnode_policy_state_crowded_commits_total"} {
 		if v := counterValue(t, m, name, nil); v < 0 {
 			t.Errorf("%s not exported", name)
 		}

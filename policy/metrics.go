@@ -154,8 +154,10 @@ func NewMetrics() *Metrics {
 			func(c state.BoltCounts) int64 { return c.Low }},
 		{"raised_commits_total", "bbolt commits the low-priority thread began and policyd finished at its own priority, as the thread waited for a CPU while it wrote the batch (the cores were busy).",
 			func(c state.BoltCounts) int64 { return c.Raised }},
-		{"starved_commits_total", "bbolt commits the low-priority thread finished that waited too long for a CPU; each sends the commits to policyd's priority for 30 s to 10 min.",
+		{"starved_commits_total", "bbolt commits the low-priority thread finished that waited too long for a CPU while other processes took half of the machine's CPU time or more; each sends the commits to policyd's priority for 30 s to 10 min.",
 			func(c state.BoltCounts) int64 { return c.Starved }},
+		{"crowded_commits_total", "bbolt commits the low-priority thread finished that waited as long for a CPU while policyd's own work kept the cores busy; no hold-off (its decisions wait at the writers' brake instead).",
+			func(c state.BoltCounts) int64 { return c.Crowded }},
 	} {
 		bolt = append(bolt, prometheus.NewCounterFunc(prometheus.CounterOpts{Name: "mailnode_policy_state_" + c.name, Help: c.help},
 			func() float64 { return float64(c.v(state.BoltTotals())) }))

@@ -350,7 +350,7 @@ func (s *Bolt) admit(ws ...*write) (int, error) {
 }
 
 // Counts of every bbolt store in the process (BoltTotals).
-var boltBraked, boltDropped, boltWarmed, boltLow, boltRaised, boltStarved atomic.Int64
+var boltBraked, boltDropped, boltWarmed, boltLow, boltRaised, boltStarved, boltCrowded atomic.Int64
 
 // BoltCounts are counts over every bbolt store a process opened.
 type BoltCounts struct {
@@ -359,13 +359,14 @@ type BoltCounts struct {
 	Read    int64 // bytes of the files read into the page cache (boltwarm.go)
 	Low     int64 // commits run at the lower priority (boltprio.go)
 	Raised  int64 // commits the low thread began and handed over, as it waited for a CPU
-	Starved int64 // commits the low thread finished that waited too long for a CPU (a hold-off began)
+	Starved int64 // commits the low thread finished that waited too long for a CPU while other processes kept the cores busy (a hold-off began)
+	Crowded int64 // the same while policyd's own work kept them busy (no hold-off)
 }
 
 // BoltTotals returns the counts; policyd exports them as metrics.
 func BoltTotals() BoltCounts {
 	return BoltCounts{Braked: boltBraked.Load(), Dropped: boltDropped.Load(), Read: boltWarmed.Load(),
-		Low: boltLow.Load(), Raised: boltRaised.Load(), Starved: boltStarved.Load()}
+		Low: boltLow.Load(), Raised: boltRaised.Load(), Starved: boltStarved.Load(), Crowded: boltCrowded.Load()}
 }
 
 // read returns the current values of keys: buffered ones first, then the file.
@@ -638,7 +639,7 @@ func (s *Bolt) commit(chunk bool) {
 	began := time.Now()
 	var j *commitJob
 	var done bool
-	delay := s.low.run(func(check func() bool) {
+	r := s.low.run(func(check func() bool) {
 		if s.opt.noHand {
 			check = nil
 		}
@@ -659,7 +660,11 @@ func (s *Bolt) commit(chunk bool) {
 		return
 	}
 	boltLow.Add(1)
-	if s.gate.ran(time.Now(), time.Since(began), delay) {
+	wall := time.Since(began)
+	switch s.gate.ran(time.Now(), wall, age+wall, r) {
+	case ranCrowded:
+		boltCrowded.Add(1)
+	case ranStarved:
 		boltStarved.Add(1)
 	}
 }

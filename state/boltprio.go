@@ -29,28 +29,50 @@ import "time"
 //     last one ran long) runs at the process's priority (prioGate);
 //   - a commit the low thread finished but that waited for a CPU longer
 //     than MaxLag/10 and longer than half of its time (in bbolt's write,
-//     after the batch) was starved: every commit runs at the process's
-//     priority for a hold-off, 30 s, doubled each time the next low commit
-//     is starved again, at most 10 min, and back to 30 s after one that was
-//     not (TestBoltLowCommitsYieldToCPUHogs).
+//     after the batch) was starved if other processes took half of the
+//     machine's CPU time or more meanwhile, or if its oldest update had
+//     reached the writers' brake (MaxLag/2) when it ended: every commit
+//     runs at the process's priority for a hold-off, 30 s, doubled each
+//     time the next low commit is starved again, at most 10 min, and back
+//     to 30 s after one that was not (TestBoltLowCommitsYieldToCPUHogs).
+//     One that waited as long while policyd's own work kept the cores busy
+//     and made no writer wait is crowded, and begins no hold-off: a burst
+//     of decisions that writes slows itself at the brake once the commits
+//     fall behind, and a hold-off would cost the decisions the lower
+//     priority for minutes after it (an unpaced stream of the bench began
+//     one; TestBoltOwnLoadStarvesNoCommit).
+//
+// The low thread's wait is counted from the moment a commit is handed to
+// it, so a wake-up that waits for a CPU counts too.
 
 // commitNice is how many nice steps below the process the low thread runs.
 const commitNice = 10
 
-// The wait for a CPU that makes the low thread hand a commit over, and the
-// hold-offs after a starved one.
+// The wait for a CPU that makes the low thread hand a commit over, the
+// share of the machine's CPU time other processes must take for a long
+// wait to count as starvation, and the hold-offs after a starved commit.
 const (
-	handDelay   = 20 * time.Millisecond
-	prioHoldMin = 30 * time.Second
-	prioHoldMax = 10 * time.Minute
+	handDelay     = 20 * time.Millisecond
+	foreignStarve = 0.5
+	prioHoldMin   = 30 * time.Second
+	prioHoldMax   = 10 * time.Minute
 )
+
+// lowRun is what a function run on the low thread met: how long the thread
+// waited for a CPU from the moment it was handed the function to its end,
+// and the share of the machine's CPU time (all cores) that other processes
+// took meanwhile (1 when it cannot be read: every long wait then counts).
+type lowRun struct {
+	delay   time.Duration
+	foreign float64
+}
 
 // lowThread runs functions on one OS thread at a lower priority.
 type lowThread interface {
-	// run calls f on the thread and returns how long the thread waited
-	// for a CPU meanwhile; f's check says whether the thread has waited
-	// long enough to hand its work over (handDelay).
-	run(f func(check func() bool)) (delay time.Duration)
+	// run calls f on the thread and says what it met; f's check says
+	// whether the thread has waited long enough to hand its work over
+	// (handDelay).
+	run(f func(check func() bool)) lowRun
 	// tid is the thread's id (tests).
 	tid() int
 	close()
@@ -69,15 +91,27 @@ func (g *prioGate) low(now time.Time, age time.Duration) bool {
 	return age <= g.maxLag/3 && !now.Before(g.until)
 }
 
-// ran records a low commit that took wall, of which it waited delay for a
-// CPU, and says whether it was starved (the hold-off began).
-func (g *prioGate) ran(now time.Time, wall, delay time.Duration) bool {
-	if delay <= g.maxLag/10 || delay <= wall/2 {
+// What prioGate.ran found of a low commit.
+const (
+	ranOK      = iota // it did not wait long for a CPU
+	ranCrowded        // it waited long while policyd's own work kept the cores busy, and held no writer back
+	ranStarved        // it waited long while other processes did: the hold-off began
+)
+
+// ran records a low commit that took wall and met r, whose oldest update
+// was age old when it ended, and says what it was.
+func (g *prioGate) ran(now time.Time, wall, age time.Duration, r lowRun) int {
+	switch {
+	case r.delay <= g.maxLag/10 || r.delay <= wall/2:
 		g.hold = 0
-		return false
+		return ranOK
+	case r.foreign < foreignStarve && age <= g.maxLag/2:
+		// The next starved commit's hold-off is as long as it would have
+		// been without this one.
+		return ranCrowded
 	}
 	g.holdOff(now)
-	return true
+	return ranStarved
 }
 
 // holdOff sends the commits to the process's priority for the next

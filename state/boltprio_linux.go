@@ -17,15 +17,21 @@ import (
 // runs at that priority.
 type niceThread struct {
 	id    int
-	work  chan func(check func() bool)
+	work  chan lowJob
 	back  chan time.Duration
 	moved chan struct{} // the loop has locked a thread other than the main one
+}
+
+// lowJob is a function for the low thread and when it was handed over.
+type lowJob struct {
+	f    func(check func() bool)
+	sent time.Time
 }
 
 // startLowThread starts the thread nice steps below the process's priority
 // (at most 19), or says why it cannot.
 func startLowThread(nice int) (lowThread, error) {
-	t := &niceThread{work: make(chan func(func() bool)), back: make(chan time.Duration), moved: make(chan struct{}, 1)}
+	t := &niceThread{work: make(chan lowJob), back: make(chan time.Duration), moved: make(chan struct{}, 1)}
 	errc := make(chan error, 1)
 	go t.loop(nice, errc)
 	if err := <-errc; err != nil {
@@ -67,26 +73,86 @@ func (t *niceThread) loop(nice int, errc chan<- error) {
 		return
 	}
 	defer f.Close()
-	if _, err := runDelay(f); err != nil {
+	// d0 is the wait so far when the thread last had nothing to do: it
+	// waits for no CPU while it sleeps, so what the wait grew by from there
+	// includes the wake-up that took the next job.
+	d0, err := runDelay(f)
+	if err != nil {
 		errc <- err
 		return
 	}
 	errc <- nil
 	for job := range t.work {
-		d0, _ := runDelay(f)
-		start := time.Now()
-		job(func() bool {
+		job.f(func() bool {
 			d, err := runDelay(f)
-			return err == nil && d-d0 > handDelay && d-d0 > time.Since(start)/2
+			return err == nil && d-d0 > handDelay && d-d0 > time.Since(job.sent)/2
 		})
 		d1, _ := runDelay(f)
 		t.back <- max(d1-d0, 0)
+		d0, _ = runDelay(f)
 	}
 }
 
-func (t *niceThread) run(f func(check func() bool)) time.Duration {
-	t.work <- f
-	return <-t.back
+func (t *niceThread) run(f func(check func() bool)) lowRun {
+	c0, ok0 := readCPUTimes()
+	t.work <- lowJob{f: f, sent: time.Now()}
+	r := lowRun{delay: <-t.back, foreign: 1}
+	if c1, ok1 := readCPUTimes(); ok0 && ok1 {
+		r.foreign = foreignShare(c0, c1)
+	}
+	return r
+}
+
+// cpuTimes are the CPU time of the machine so far, busy and in all (every
+// core), and the process's own.
+type cpuTimes struct{ busy, all, own time.Duration }
+
+// readCPUTimes reads the machine's times from /proc/stat (its first line,
+// in ticks of 10 ms) and the process's from getrusage.
+func readCPUTimes() (cpuTimes, bool) {
+	var c cpuTimes
+	f, err := os.Open("/proc/stat")
+	if err != nil {
+		return c, false
+	}
+	defer f.Close()
+	var buf [512]byte
+	n, _ := f.Read(buf[:])
+	line, _, _ := bytes.Cut(buf[:n], []byte("\n"))
+	fields := bytes.Fields(line)
+	// cpu user nice system idle iowait irq softirq steal (guest and
+	// guest_nice are counted in user and nice already)
+	if len(fields) < 9 || string(fields[0]) != "cpu" {
+		return c, false
+	}
+	for i, fd := range fields[1:9] {
+		v, err := strconv.ParseInt(string(fd), 10, 64)
+		if err != nil {
+			return c, false
+		}
+		d := time.Duration(v) * 10 * time.Millisecond
+		c.all += d
+		if i != 3 && i != 4 { // idle, iowait
+			c.busy += d
+		}
+	}
+	var ru unix.Rusage
+	if err := unix.Getrusage(unix.RUSAGE_SELF, &ru); err != nil {
+		return c, false
+	}
+	c.own = time.Duration(ru.Utime.Nano() + ru.Stime.Nano())
+	return c, true
+}
+
+// foreignShare is the share of the machine's CPU time from a to b that
+// other processes took (0 to 1).
+func foreignShare(a, b cpuTimes) float64 {
+	all := b.all - a.all
+	if all <= 0 {
+		return 0
+	}
+	other := (b.busy - a.busy) - (b.own - a.own)
+	return min(max(float64(other)/float64(all), 0), 1)
 }
 
 func (t *niceThread) tid() int { return t.id }

@@ -36,15 +36,33 @@ func TestPrioGate(t *testing.T) {
 		{150 * time.Millisecond, 90 * time.Millisecond},
 		{300 * time.Millisecond, 140 * time.Millisecond},
 	} {
-		if g.ran(t0, c.wall, c.delay) {
-			t.Fatalf("a commit of %v that waited %v for a CPU was found starved", c.wall, c.delay)
+		if v := g.ran(t0, c.wall, c.wall, lowRun{c.delay, 1}); v != ranOK {
+			t.Fatalf("a commit of %v that waited %v for a CPU was found %d, want ranOK", c.wall, c.delay, v)
 		}
 	}
-	// Starved: hold-offs of 30 s, 1 min, 2 min ... 10 min.
+	starved := lowRun{delay: 300 * time.Millisecond, foreign: 0.5}
+	crowded := lowRun{delay: 300 * time.Millisecond, foreign: 0.4}
+	// A long wait while policyd's own work filled the cores: no hold-off,
+	// unless the commit held writers back at the brake (MaxLag/2).
+	if v := g.ran(t0, 400*time.Millisecond, 450*time.Millisecond, crowded); v != ranCrowded {
+		t.Fatalf("a commit that waited 300 ms of 400 while other processes took 40%% of the CPU was found %d, want ranCrowded", v)
+	}
+	if !g.low(t0, 0) {
+		t.Fatal("a crowded commit began a hold-off")
+	}
+	g2 := prioGate{maxLag: time.Second}
+	if v := g2.ran(t0, 400*time.Millisecond, 550*time.Millisecond, crowded); v != ranStarved {
+		t.Fatalf("a commit that waited 300 ms of 400 and ended with its oldest update 550 ms old was found %d, want ranStarved", v)
+	}
+	// Starved: hold-offs of 30 s, 1 min, 2 min ... 10 min; a crowded
+	// commit between two starved ones neither begins nor ends the series.
 	now := t0
 	for i, want := range []time.Duration{30 * time.Second, time.Minute, 2 * time.Minute, 4 * time.Minute, 8 * time.Minute, 10 * time.Minute, 10 * time.Minute} {
-		if !g.ran(now, 400*time.Millisecond, 300*time.Millisecond) {
-			t.Fatalf("starved commit %d not found starved", i)
+		if i == 2 {
+			g.ran(now, 400*time.Millisecond, 400*time.Millisecond, crowded)
+		}
+		if v := g.ran(now, 400*time.Millisecond, 400*time.Millisecond, starved); v != ranStarved {
+			t.Fatalf("starved commit %d found %d, want ranStarved", i, v)
 		}
 		if g.low(now.Add(want-time.Millisecond), 0) {
 			t.Fatalf("starved commit %d: the low thread took a commit within the hold-off of %v", i, want)
@@ -55,8 +73,8 @@ func TestPrioGate(t *testing.T) {
 		}
 	}
 	// A low commit that was not starved: the next hold-off is 30 s again.
-	g.ran(now, 100*time.Millisecond, 0)
-	g.ran(now, 400*time.Millisecond, 300*time.Millisecond)
+	g.ran(now, 100*time.Millisecond, 100*time.Millisecond, lowRun{0, 1})
+	g.ran(now, 400*time.Millisecond, 400*time.Millisecond, starved)
 	if !g.low(now.Add(30*time.Second), 0) {
 		t.Fatal("after a good low commit the next hold-off was not 30 s")
 	}
@@ -102,16 +120,16 @@ func TestBoltCommitsOnALowerPriorityThread(t *testing.T) {
 	}
 }
 
-// TestBoltLowCommitsYieldToCPUHogs: beside a busy loop on every core at
-// the process's priority, a commit on the low thread gets a fraction of a
-// core and is found starved; the commits after it run at the process's
+// TestBoltLowCommitsYieldToCPUHogs: beside a busy process on every core
+// at the process's priority, a commit on the low thread gets a fraction of
+// a core and is found starved; the commits after it run at the process's
 // priority (the hold-off), so the store keeps up.
 func TestBoltLowCommitsYieldToCPUHogs(t *testing.T) {
 	if testing.Short() {
 		t.Skip("keeps every core busy for seconds")
 	}
 	n := runtime.NumCPU()
-	defer runtime.GOMAXPROCS(runtime.GOMAXPROCS(n + 1))
+	busyLoops(t, n)
 	// Each commit burns 80 ms of CPU: at nice +10 beside a hog per core
 	// it gets about a tenth of one, and waits far longer than it runs.
 	// The low thread keeps every commit it begins (here its batch is all
@@ -121,18 +139,6 @@ func TestBoltLowCommitsYieldToCPUHogs(t *testing.T) {
 	if _, err := b.CommitNice(); err != nil {
 		t.Fatal(err)
 	}
-	var stop atomic.Bool
-	var wg sync.WaitGroup
-	for i := 0; i < n; i++ {
-		wg.Add(1)
-		go func() {
-			defer wg.Done()
-			for !stop.Load() {
-			}
-		}()
-	}
-	defer func() { stop.Store(true); wg.Wait() }()
-
 	c0 := BoltTotals()
 	var starvedAt uint64
 	var lowAt int64
@@ -153,13 +159,75 @@ func TestBoltLowCommitsYieldToCPUHogs(t *testing.T) {
 	}
 	c := BoltTotals()
 	if starvedAt == 0 {
-		t.Fatalf("no low commit found starved beside %d busy loops (%d low commits)", n, c.Low-c0.Low)
+		t.Fatalf("no low commit found starved beside %d busy processes (%d low commits, %d crowded)", n, c.Low-c0.Low, c.Crowded-c0.Crowded)
 	}
 	if gen := commits(b); gen < starvedAt+3 {
 		t.Fatalf("%d commits after the starved one, want 3", gen-starvedAt)
 	}
 	if c.Low != lowAt {
 		t.Errorf("%d commits ran on the low thread within the hold-off", c.Low-lowAt)
+	}
+}
+
+// TestBoltOwnLoadStarvesNoCommit: when policyd's own goroutines keep every
+// core busy, a commit on the low thread waits as long as beside other
+// processes, but while it holds no writer back it is counted crowded, not
+// starved, and no hold-off begins: the commits after it still go to the
+// low thread.
+func TestBoltOwnLoadStarvesNoCommit(t *testing.T) {
+	if testing.Short() {
+		t.Skip("keeps every core busy for seconds")
+	}
+	// Two busy goroutines per core, so that the process's own share of
+	// the machine stays above half beside other tests' work.
+	n := 2 * runtime.NumCPU()
+	defer runtime.GOMAXPROCS(runtime.GOMAXPROCS(n + 1))
+	// At nice +10 beside them the thread gets a few percent of a core:
+	// 100 ms of CPU take it seconds, so MaxLag is long enough that its
+	// oldest update stays short of the brake (MaxLag/2) and of the age
+	// at which a commit goes to the process's priority (MaxLag/3).
+	b := openBoltWith(t, BoltOptions{FlushInterval: 20 * time.Millisecond, MaxLag: 12 * time.Second, commitSpin: 100 * time.Millisecond, noHand: true})
+	if _, err := b.CommitNice(); err != nil {
+		t.Fatal(err)
+	}
+	var stop atomic.Bool
+	var wg sync.WaitGroup
+	for i := 0; i < n; i++ {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			for !stop.Load() {
+			}
+		}()
+	}
+	defer func() { stop.Store(true); wg.Wait() }()
+
+	c0 := BoltTotals()
+	var crowdedAt int64 // low commits when the first crowded one was counted
+	ctx := context.Background()
+	for i, end := 0, time.Now().Add(30*time.Second); time.Now().Before(end); i++ {
+		_, err := b.Rate(ctx, RateOp{Key: fmt.Sprintf("rate/own/%d", i), Now: time.Now(), Messages: 1})
+		if err != nil && !errors.Is(err, ErrBehind) {
+			t.Fatal(err)
+		}
+		c := BoltTotals()
+		if crowdedAt == 0 && c.Crowded > c0.Crowded {
+			crowdedAt = c.Low
+		}
+		if crowdedAt != 0 && c.Low >= crowdedAt+2 {
+			break
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+	c := BoltTotals()
+	if c.Starved != c0.Starved {
+		t.Errorf("%d low commits found starved beside the process's own busy goroutines", c.Starved-c0.Starved)
+	}
+	if crowdedAt == 0 {
+		t.Fatalf("no low commit found crowded beside %d busy goroutines (%d low commits)", n, c.Low-c0.Low)
+	}
+	if c.Low < crowdedAt+2 {
+		t.Errorf("%d commits ran on the low thread after the crowded one, want 2 (a hold-off began?)", c.Low-crowdedAt)
 	}
 }
 
@@ -172,16 +240,7 @@ func TestBoltCommitsYieldToBusyProcesses(t *testing.T) {
 		t.Skip("keeps every core busy for seconds")
 	}
 	n := runtime.NumCPU()
-	for i := 0; i < n; i++ {
-		// A loop of the shell's own, which stops by itself after a minute.
-		cmd := exec.Command("bash", "-c", "while [ $SECONDS -lt 60 ]; do :; done")
-		cmd.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: syscall.SIGKILL}
-		if err := cmd.Start(); err != nil {
-			t.Fatal(err)
-		}
-		t.Cleanup(func() { cmd.Process.Kill(); cmd.Wait() })
-	}
-	time.Sleep(300 * time.Millisecond)
+	busyLoops(t, n)
 	b := openBoltWith(t, BoltOptions{FlushInterval: 20 * time.Millisecond, commitSpin: 20 * time.Millisecond})
 	c0, gen0 := BoltTotals(), commits(b)
 	ctx := context.Background()
@@ -205,6 +264,21 @@ func TestBoltCommitsYieldToBusyProcesses(t *testing.T) {
 		t.Errorf("beside %d busy processes, of %d commits %d ran on the low thread (%d starved), %d were handed over; want none starved, 6 or more handed over",
 			n, commits(b)-gen0, c.Low-c0.Low, c.Starved-c0.Starved, c.Raised-c0.Raised)
 	}
+}
+
+// busyLoops starts n busy processes, which stop with the test, or by
+// themselves after a minute.
+func busyLoops(t *testing.T, n int) {
+	t.Helper()
+	for i := 0; i < n; i++ {
+		cmd := exec.Command("bash", "-c", "while [ $SECONDS -lt 60 ]; do :; done")
+		cmd.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: syscall.SIGKILL}
+		if err := cmd.Start(); err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(func() { cmd.Process.Kill(); cmd.Wait() })
+	}
+	time.Sleep(300 * time.Millisecond)
 }
 
 // commits is the store's count of successful commits.

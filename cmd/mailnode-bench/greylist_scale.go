@@ -483,7 +483,7 @@ func scaleOne(cx *cli.Context, name, mailnode, dir string, prefill int, expired 
 		if kind == "known" {
 			mix = knownMix
 		}
-		var w0 []float64
+		var w0 *boltCounts
 		if name == "bbolt" {
 			w0 = brakeCounts(srv)
 		}
@@ -501,11 +501,13 @@ func scaleOne(cx *cli.Context, name, mailnode, dir string, prefill int, expired 
 			return r, fmt.Errorf("%s: %d deferrals of %d requests, want %d: %v", kind, d, res.Requests, want, res.Replies)
 		}
 		r.rows[kind] = res
-		if w0 != nil {
-			w := brakeCounts(srv)
-			note := fmt.Sprintf("%s %.0f waited, %.0f refreshes dropped", kind, w[0]-w0[0], w[1]-w0[1])
-			if w[2] >= 0 {
-				note += fmt.Sprintf(", commits at low priority %.0f, handed over %.0f, starved %.0f", w[2]-w0[2], w[3]-w0[3], w[4]-w0[4])
+		if w0 == nil {
+			continue
+		}
+		if w := brakeCounts(srv); w != nil {
+			note := fmt.Sprintf("%s %.0f waited, %.0f refreshes dropped", kind, w.braked-w0.braked, w.dropped-w0.dropped)
+			if w.prio && w0.prio {
+				note += ", " + w.commitsSince(w0)
 			}
 			waits = append(waits, note)
 		}
@@ -524,9 +526,8 @@ func scaleOne(cx *cli.Context, name, mailnode, dir string, prefill int, expired 
 			return r, err
 		}
 		fmt.Printf("%s: %s\n", name, sum)
-		if w := brakeCounts(srv); w0 != nil && w != nil && w[2] >= 0 {
-			fmt.Printf("%s: ladder: commits at low priority %.0f, handed over %.0f, starved %.0f; updates that waited at the brake %.0f\n",
-				name, w[2]-w0[2], w[3]-w0[3], w[4]-w0[4], w[0]-w0[0])
+		if w := brakeCounts(srv); w0 != nil && w != nil && w.prio && w0.prio {
+			fmt.Printf("%s: ladder: %s; updates that waited at the brake %.0f\n", name, w.commitsSince(w0), w.braked-w0.braked)
 		}
 		ladderNote = "; " + sum
 	}
@@ -790,30 +791,44 @@ func fillPostgrey(dir string, prefill int, now time.Time) error {
 	return nil
 }
 
-// brakeCounts is policyd's count of updates that waited at the bbolt
-// store's writers' brake, of refreshes it dropped instead, and of commits
-// at a lower priority, handed over and starved (boltprio.go; -1 from a
-// policyd without them); nil when the server has no such counts (postgrey) or they
-// cannot be read.
-func brakeCounts(srv *benchServer) []float64 {
+// boltCounts are policyd's counts of the bbolt store (its metrics): updates
+// that waited at the writers' brake, refreshes dropped instead, and commits
+// at a lower priority, handed over, starved and crowded (state/boltprio.go;
+// prio false from a policyd without them).
+type boltCounts struct {
+	braked, dropped               float64
+	prio                          bool
+	low, raised, starved, crowded float64
+}
+
+// brakeCounts reads the counts, or nil when the server has none (postgrey)
+// or they cannot be read.
+func brakeCounts(srv *benchServer) *boltCounts {
 	if srv.metrics == "" {
 		return nil
 	}
-	b, err := srv.counter("mailnode_policy_state_brake_waits_total")
-	if err != nil {
+	var c boltCounts
+	var err error
+	if c.braked, err = srv.counter("mailnode_policy_state_brake_waits_total"); err != nil {
 		return nil
 	}
-	d, err := srv.counter("mailnode_policy_state_refreshes_dropped_total")
-	if err != nil {
+	if c.dropped, err = srv.counter("mailnode_policy_state_refreshes_dropped_total"); err != nil {
 		return nil
 	}
-	low, err := srv.counter("mailnode_policy_state_low_priority_commits_total")
-	if err != nil {
-		return []float64{b, d, -1, -1, -1}
+	if c.low, err = srv.counter("mailnode_policy_state_low_priority_commits_total"); err != nil {
+		return &c
 	}
-	raised, _ := srv.counter("mailnode_policy_state_raised_commits_total")
-	starved, _ := srv.counter("mailnode_policy_state_starved_commits_total")
-	return []float64{b, d, low, raised, starved}
+	c.prio = true
+	c.raised, _ = srv.counter("mailnode_policy_state_raised_commits_total")
+	c.starved, _ = srv.counter("mailnode_policy_state_starved_commits_total")
+	c.crowded, _ = srv.counter("mailnode_policy_state_crowded_commits_total")
+	return &c
+}
+
+// commitsSince says where the commits since c0 ran.
+func (c *boltCounts) commitsSince(c0 *boltCounts) string {
+	return fmt.Sprintf("commits at low priority %.0f, handed over %.0f, starved %.0f, crowded %.0f",
+		c.low-c0.low, c.raised-c0.raised, c.starved-c0.starved, c.crowded-c0.crowded)
 }
 
 // dropCache drops a file's pages from the page cache (its dirty pages
