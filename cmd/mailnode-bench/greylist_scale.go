@@ -492,7 +492,7 @@ func scaleOne(cx *cli.Context, name, mailnode, dir string, prefill int, expired 
 		}
 		var w0 *boltCounts
 		if name == "bbolt" {
-			w0 = brakeCounts(srv)
+			w0 = readBoltCounts(srv)
 		}
 		cpu0, rcpu0 := srv.cpu(), redisCPU(srv.redis)
 		res, err := run(mix)
@@ -511,7 +511,7 @@ func scaleOne(cx *cli.Context, name, mailnode, dir string, prefill int, expired 
 		if w0 == nil {
 			continue
 		}
-		if w := brakeCounts(srv); w != nil {
+		if w := readBoltCounts(srv); w != nil {
 			note := fmt.Sprintf("%s %.0f waited, %.0f refreshes dropped", kind, w.braked-w0.braked, w.dropped-w0.dropped)
 			if w.prio && w0.prio {
 				note += ", " + w.commitsSince(w0)
@@ -527,14 +527,19 @@ func scaleOne(cx *cli.Context, name, mailnode, dir string, prefill int, expired 
 	var ladderNote string
 	if l := cx.String("ladder"); l != "" && name != "postgrey" {
 		rates, _ := parseRates(l) // checked before
-		w0 := brakeCounts(srv)
+		var w0 *boltCounts        // bbolt only, as for the streams
+		if name == "bbolt" {
+			w0 = readBoltCounts(srv)
+		}
 		sum, err := ladderRounds(srv, rates, cx.Duration("ladder-step"), conns, prefill, off, &k, now, expired)
 		if err != nil {
 			return r, err
 		}
 		fmt.Printf("%s: %s\n", name, sum)
-		if w := brakeCounts(srv); w0 != nil && w != nil && w.prio && w0.prio {
-			fmt.Printf("%s: ladder: %s; updates that waited at the brake %.0f\n", name, w.commitsSince(w0), w.braked-w0.braked)
+		if w0 != nil {
+			if w := readBoltCounts(srv); w != nil && w.prio && w0.prio {
+				fmt.Printf("%s: ladder: %s; updates that waited at the brake %.0f\n", name, w.commitsSince(w0), w.braked-w0.braked)
+			}
 		}
 		ladderNote = "; " + sum
 	}
@@ -808,9 +813,9 @@ type boltCounts struct {
 	low, raised, starved, crowded float64
 }
 
-// brakeCounts reads the counts, or nil when the server has none (postgrey)
-// or they cannot be read.
-func brakeCounts(srv *benchServer) *boltCounts {
+// readBoltCounts reads the counts, or nil when the server has none
+// (postgrey) or they cannot be read.
+func readBoltCounts(srv *benchServer) *boltCounts {
 	if srv.metrics == "" {
 		return nil
 	}
