@@ -157,6 +157,7 @@ func OpenBolt(path string, opt BoltOptions) (*Bolt, error) {
 	if mapSize == 0 {
 		mapSize = poolMapSize
 	}
+	warm := newWarmer(path)
 	db, err := bolt.Open(path, 0o600, &bolt.Options{Timeout: opt.LockTimeout, InitialMmapSize: max(mapSize, 0)})
 	if err != nil && mapSize > 0 && errors.Is(err, syscall.ENOMEM) {
 		// No room for the mapping (a limit on address space, RLIMIT_AS):
@@ -166,6 +167,7 @@ func OpenBolt(path string, opt BoltOptions) (*Bolt, error) {
 		db, err = bolt.Open(path, 0o600, &bolt.Options{Timeout: opt.LockTimeout})
 	}
 	if err != nil {
+		warm.discard()
 		if errors.Is(err, bolt.ErrTimeout) {
 			return nil, fmt.Errorf("state: bbolt: %s is in use by another process (policyd?): %w", path, err)
 		}
@@ -175,6 +177,7 @@ func OpenBolt(path string, opt BoltOptions) (*Bolt, error) {
 		_, err := tx.CreateBucketIfNotExists(bucketName)
 		return err
 	}); err != nil {
+		warm.discard()
 		db.Close()
 		return nil, fmt.Errorf("state: bbolt: %s: %w", path, err)
 	}
@@ -191,7 +194,11 @@ func OpenBolt(path string, opt BoltOptions) (*Bolt, error) {
 		pageSize: db.Info().PageSize,
 	}
 	s.afterCommit(0)
-	s.warm = startWarmer(path)
+	if warm == nil {
+		warm = newWarmer(path) // the file is there now
+	}
+	s.warm = warm
+	warm.start()
 	s.gate.maxLag = opt.MaxLag
 	if opt.noLow {
 		s.lowErr = errors.New("off (test)")
