@@ -14,8 +14,9 @@ import (
 	"golang.org/x/sys/unix"
 )
 
-// resident is the share of path's pages in the page cache (mincore).
-func resident(t *testing.T, path string) float64 {
+// mapCached maps path read-only and returns the mapping and, per page,
+// whether it is in the page cache (mincore); unmap ends the mapping.
+func mapCached(t *testing.T, path string) (m, cached []byte, unmap func()) {
 	t.Helper()
 	f, err := os.Open(path)
 	if err != nil {
@@ -26,21 +27,38 @@ func resident(t *testing.T, path string) float64 {
 	if err != nil {
 		t.Fatal(err)
 	}
-	m, err := unix.Mmap(int(f.Fd()), 0, int(fi.Size()), unix.PROT_READ, unix.MAP_SHARED)
+	m, err = unix.Mmap(int(f.Fd()), 0, int(fi.Size()), unix.PROT_READ, unix.MAP_SHARED)
 	if err != nil {
 		t.Fatal(err)
 	}
-	defer unix.Munmap(m)
+	unmap = func() { unix.Munmap(m) }
+	// No read-ahead when the caller touches a page.
+	if err := unix.Madvise(m, unix.MADV_RANDOM); err != nil {
+		unmap()
+		t.Fatal(err)
+	}
 	pg := os.Getpagesize()
-	vec := make([]byte, (len(m)+pg-1)/pg)
-	if _, _, e := unix.Syscall(unix.SYS_MINCORE, uintptr(unsafe.Pointer(&m[0])), uintptr(len(m)), uintptr(unsafe.Pointer(&vec[0]))); e != 0 {
+	cached = make([]byte, (len(m)+pg-1)/pg)
+	if _, _, e := unix.Syscall(unix.SYS_MINCORE, uintptr(unsafe.Pointer(&m[0])), uintptr(len(m)), uintptr(unsafe.Pointer(&cached[0]))); e != 0 {
+		unmap()
 		t.Fatal(e)
 	}
-	in := 0
-	for _, v := range vec {
-		in += int(v & 1)
+	for i := range cached {
+		cached[i] &= 1
 	}
-	return float64(in) / float64(len(vec))
+	return m, cached, unmap
+}
+
+// resident is the share of path's pages in the page cache.
+func resident(t *testing.T, path string) float64 {
+	t.Helper()
+	_, cached, unmap := mapCached(t, path)
+	defer unmap()
+	in := 0
+	for _, v := range cached {
+		in += int(v)
+	}
+	return float64(in) / float64(len(cached))
 }
 
 // evict drops path's clean pages from the page cache.
@@ -148,28 +166,9 @@ func TestBoltWarmsItsFile(t *testing.T) {
 // the test where the frames are hidden (not root).
 func largeFolios(t *testing.T, path string) float64 {
 	t.Helper()
-	f, err := os.Open(path)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer f.Close()
-	fi, err := f.Stat()
-	if err != nil {
-		t.Fatal(err)
-	}
-	m, err := unix.Mmap(int(f.Fd()), 0, int(fi.Size()), unix.PROT_READ, unix.MAP_SHARED)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer unix.Munmap(m)
-	if err := unix.Madvise(m, unix.MADV_RANDOM); err != nil {
-		t.Fatal(err)
-	}
+	m, vec, unmap := mapCached(t, path)
+	defer unmap()
 	pg := os.Getpagesize()
-	vec := make([]byte, (len(m)+pg-1)/pg)
-	if _, _, e := unix.Syscall(unix.SYS_MINCORE, uintptr(unsafe.Pointer(&m[0])), uintptr(len(m)), uintptr(unsafe.Pointer(&vec[0]))); e != 0 {
-		t.Fatal(e)
-	}
 	pagemap, err := os.Open("/proc/self/pagemap")
 	if err != nil {
 		t.Skipf("no page map: %v", err)
@@ -186,7 +185,7 @@ func largeFolios(t *testing.T, path string) float64 {
 	cached, large := 0, 0
 	b := make([]byte, 8)
 	for i, v := range vec {
-		if v&1 == 0 {
+		if v == 0 {
 			continue
 		}
 		touched += m[i*pg]
