@@ -37,10 +37,11 @@ import (
 // ext4 caches the file in large folios (some 380 pages each), and every
 // 4 KiB page a commit writes then walks all the blocks of its folio, in the
 // write and again in the writeback the fsync starts: 8,000 random new keys
-// in a 10 M file took 330-386 ms a transaction against 258-270 ms in single
-// pages, and reading the whole file from the disk took 3.2-3.3 s against
-// 1.7 s (TestBoltWarmsInSinglePages; docs/scaling.md). bbolt's own mapping
-// is advised random, so pages faulted in through it are single pages too.
+// in a 10 M file took 353-389 ms of CPU a transaction against 220-223 ms in
+// single pages, and reading the whole file from the disk 3.4-3.9 s against
+// 1.9-2.3 s (TestBoltWarmsInSinglePages; docs/scaling.md). bbolt's own
+// mapping is advised random, so pages faulted in through it are single
+// pages too.
 
 // warmChunk is the size of one read.
 const warmChunk = 256 << 10
@@ -63,8 +64,8 @@ const warmHead = 1 << 20
 // that reads ahead) finds them in the cache and starts no read-ahead: the
 // folios such a read-ahead marks make every later read of the file, the
 // warm-up's included, read ahead too, in ever larger folios (10 M file:
-// 99.6 % of it in large folios after the warm-up with that mark set, none
-// with the head read first). Reading is only an optimisation: a file that
+// 99.6 % of it in large folios after the warm-up with that mark set,
+// 0.03 % with the head read first). Reading is only an optimisation: a file that
 // cannot be opened for it (not there yet) is read by page faults as
 // before. start begins the rest in the background.
 func newWarmer(path string) *warmer {

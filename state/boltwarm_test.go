@@ -220,8 +220,8 @@ func largeFolios(t *testing.T, path string) float64 {
 // from start to end in large folios (Linux 6.18 on ext4: ~380 pages each),
 // and a commit's 4 KiB write into one of them walks every block of the
 // folio, as its writeback does: 8,000 random keys into a 10 M file took
-// 330-386 ms a transaction, against 258-270 ms with the same file in single
-// pages (docs/scaling.md). Two things are needed: the warm-up's own handle
+// 353-389 ms of CPU a transaction, against 220-223 ms with the same file in
+// single pages (docs/scaling.md). Two things are needed: the warm-up's own handle
 // reads without read-ahead (readSmall), and it reads the file's head before
 // bbolt opens it, since bbolt's first read, through a handle that reads
 // ahead, marks folios that make any later read read ahead (without the
