@@ -20,6 +20,7 @@ type niceThread struct {
 	work  chan lowJob
 	back  chan time.Duration
 	moved chan struct{} // the loop has locked a thread other than the main one
+	stat  *os.File      // /proc/stat, open for the thread's life (nil: not readable)
 }
 
 // lowJob is a function for the low thread and when it was handed over.
@@ -37,6 +38,7 @@ func startLowThread(nice int) (lowThread, error) {
 	if err := <-errc; err != nil {
 		return nil, err
 	}
+	t.stat, _ = os.Open("/proc/stat")
 	return t, nil
 }
 
@@ -94,10 +96,10 @@ func (t *niceThread) loop(nice int, errc chan<- error) {
 }
 
 func (t *niceThread) run(f func(check func() bool)) lowRun {
-	c0, ok0 := readCPUTimes()
+	c0, ok0 := readCPUTimes(t.stat)
 	t.work <- lowJob{f: f, sent: time.Now()}
 	r := lowRun{delay: <-t.back, foreign: 1}
-	if c1, ok1 := readCPUTimes(); ok0 && ok1 {
+	if c1, ok1 := readCPUTimes(t.stat); ok0 && ok1 {
 		r.foreign = foreignShare(c0, c1)
 	}
 	return r
@@ -107,17 +109,16 @@ func (t *niceThread) run(f func(check func() bool)) lowRun {
 // core), and the process's own.
 type cpuTimes struct{ busy, all, own time.Duration }
 
-// readCPUTimes reads the machine's times from /proc/stat (its first line,
-// in ticks of 10 ms) and the process's from getrusage.
-func readCPUTimes() (cpuTimes, bool) {
+// readCPUTimes reads the machine's times from stat, /proc/stat kept open
+// (its first line, in ticks of 10 ms; the kernel writes it anew for each
+// read from the start), and the process's from getrusage.
+func readCPUTimes(stat *os.File) (cpuTimes, bool) {
 	var c cpuTimes
-	f, err := os.Open("/proc/stat")
-	if err != nil {
+	if stat == nil {
 		return c, false
 	}
-	defer f.Close()
 	var buf [512]byte
-	n, _ := f.Read(buf[:])
+	n, _ := stat.ReadAt(buf[:], 0)
 	line, _, _ := bytes.Cut(buf[:n], []byte("\n"))
 	fields := bytes.Fields(line)
 	// cpu user nice system idle iowait irq softirq steal (guest and
@@ -157,7 +158,13 @@ func foreignShare(a, b cpuTimes) float64 {
 
 func (t *niceThread) tid() int { return t.id }
 
-func (t *niceThread) close() { close(t.work) }
+// close ends the thread; the store calls it once no commit can come.
+func (t *niceThread) close() {
+	close(t.work)
+	if t.stat != nil {
+		t.stat.Close()
+	}
+}
 
 // runDelay reads a thread's schedstat: the time it spent on the CPU, the
 // time it waited on a run queue, and its time slices; it returns the wait.
