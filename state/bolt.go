@@ -84,6 +84,19 @@ type BoltOptions struct {
 // Decisions read the file through read transactions the commit goroutine
 // opens after each commit and lends one reader at a time, so they never
 // wait for bbolt's meta lock while a commit holds it (boltread.go).
+//
+// The file holds two trees (bbolt buckets). Entries kept for weeks (passed
+// triplets, clients' counts) live in the kept tree, which at a large site
+// holds millions; entries kept for hours (triplets waiting for their
+// retry, rate counters: write.brief) live in the brief tree, which holds
+// what a retry window brings. A new triplet is a write to a random key,
+// and in a tree of ten million keys nearly every such write rewrites a
+// 4 KiB page of its own (15,700 pages for a commit of 8,000 new triplets);
+// in the brief tree the same writes share its fewer pages. A read looks in
+// the kept tree, then in the brief one; a commit that writes a key to one
+// tree deletes it from the other in the same transaction, so a key lives
+// in one of them (a file written before the brief tree existed holds every
+// key in the kept tree, and its entries move as they are written).
 type Bolt struct {
 	db    *bolt.DB
 	opt   BoltOptions
@@ -103,6 +116,7 @@ type Bolt struct {
 
 	fmu       sync.Mutex    // one commit at a time
 	sweepFrom []byte        // where the next chunk of a pass starts, nil: at the top (guarded by fmu)
+	sweepKept bool          // the pass is in the kept tree (it visits the brief tree first; guarded by fmu)
 	sweeping  bool          // a pass is under way (guarded by fmu)
 	lastChunk time.Duration // how long the last commit with a sweep chunk took (guarded by fmu)
 
@@ -120,13 +134,35 @@ type Bolt struct {
 	gate     prioGate     // which commits it runs (used by run only)
 }
 
-// brec is a buffered value; del marks a deletion.
+// brec is a buffered value; del marks a deletion (from both trees), brief
+// a value for the brief tree.
 type brec struct {
-	val []byte // encoded: 8-byte expiry (Unix ms, big endian) + value
-	del bool
+	val   []byte // encoded: 8-byte expiry (Unix ms, big endian) + value
+	del   bool
+	brief bool
 }
 
-var bucketName = []byte("mailnode-state")
+// The file's two trees (see Bolt): bucketName is the kept tree, the one
+// bucket of files written before the brief tree.
+var (
+	bucketName  = []byte("mailnode-state")
+	briefBucket = []byte("mailnode-state-brief")
+)
+
+// trees are the file's two buckets as one transaction sees them.
+type trees struct{ kept, brief *bolt.Bucket }
+
+func txTrees(tx *bolt.Tx) trees {
+	return trees{kept: tx.Bucket(bucketName), brief: tx.Bucket(briefBucket)}
+}
+
+// get returns key's stored bytes (nil: in neither tree).
+func (t trees) get(key []byte) []byte {
+	if v := t.kept.Get(key); v != nil {
+		return v
+	}
+	return t.brief.Get(key)
+}
 
 const sweepChunk = 5000
 
@@ -174,7 +210,10 @@ func OpenBolt(path string, opt BoltOptions) (*Bolt, error) {
 		return nil, fmt.Errorf("state: bbolt: open %s: %w", path, err)
 	}
 	if err := db.Update(func(tx *bolt.Tx) error {
-		_, err := tx.CreateBucketIfNotExists(bucketName)
+		if _, err := tx.CreateBucketIfNotExists(bucketName); err != nil {
+			return err
+		}
+		_, err := tx.CreateBucketIfNotExists(briefBucket)
 		return err
 	}); err != nil {
 		warm.discard()
@@ -419,7 +458,7 @@ func (s *Bolt) buffer(now time.Time, keys []string, ws []*write) {
 		if s.pendOld.IsZero() {
 			s.pendOld = time.Now()
 		}
-		s.pending[keys[i]] = brec{val: encodeRec(w.val, now.Add(w.ttl))}
+		s.pending[keys[i]] = brec{val: encodeRec(w.val, now.Add(w.ttl)), brief: w.brief}
 	}
 }
 
@@ -516,17 +555,20 @@ func (s *Bolt) Scan(ctx context.Context, prefix string, fn func(Entry) error) er
 		return fn(Entry{Key: k, Value: v, ExpiresAt: exp})
 	}
 	err := s.db.View(func(tx *bolt.Tx) error {
-		c := tx.Bucket(bucketName).Cursor()
-		p := []byte(prefix)
-		for k, v := c.Seek(p); k != nil && bytes.HasPrefix(k, p); k, v = c.Next() {
-			if err := ctx.Err(); err != nil {
-				return err
-			}
-			if _, ok := over[string(k)]; ok {
-				continue
-			}
-			if err := emit(string(k), v); err != nil {
-				return err
+		t := txTrees(tx)
+		for _, b := range []*bolt.Bucket{t.kept, t.brief} {
+			c := b.Cursor()
+			p := []byte(prefix)
+			for k, v := c.Seek(p); k != nil && bytes.HasPrefix(k, p); k, v = c.Next() {
+				if err := ctx.Err(); err != nil {
+					return err
+				}
+				if _, ok := over[string(k)]; ok {
+					continue
+				}
+				if err := emit(string(k), v); err != nil {
+					return err
+				}
 			}
 		}
 		return nil
@@ -773,17 +815,24 @@ func (j *commitJob) fill(check func() bool) bool {
 	if j.err != nil || j.filled {
 		return true
 	}
-	b := j.tx.Bucket(bucketName)
+	t := txTrees(j.tx)
 	for ; j.next < len(j.keys); j.next++ {
 		if check != nil && j.next%fillCheck == 0 && check() {
 			return false
 		}
-		k := j.keys[j.next]
-		r := j.batch[k]
-		if r.del {
-			j.err = b.Delete([]byte(k))
-		} else {
-			j.err = b.Put([]byte(k), r.val)
+		k := []byte(j.keys[j.next])
+		r := j.batch[j.keys[j.next]]
+		// A key lives in one tree: written to one, it leaves the other
+		// (bbolt's Delete of a missing key writes nothing).
+		to, other := t.kept, t.brief
+		if r.brief {
+			to, other = t.brief, t.kept
+		}
+		j.err = other.Delete(k)
+		if j.err == nil && r.del {
+			j.err = to.Delete(k)
+		} else if j.err == nil {
+			j.err = to.Put(k, r.val)
 		}
 		if j.err != nil {
 			return true
@@ -799,6 +848,10 @@ func (j *commitJob) fill(check func() bool) bool {
 		return false
 	}
 	if j.sweep {
+		b := t.brief
+		if j.s.sweepKept {
+			b = t.kept
+		}
 		j.sweepNext = sweepExpired(b, j.s.sweepFrom, j.now)
 	}
 	if j.s.opt.commitDelay > 0 {
@@ -826,8 +879,16 @@ func (j *commitJob) finish() error {
 		s.lastChunk = time.Since(j.began)
 	}
 	if sweep && err == nil {
-		// The pass goes on from the first key not visited, or ends.
-		s.sweepFrom, s.sweeping = j.sweepNext, j.sweepNext != nil
+		// The pass goes on from the first key not visited, from the top
+		// of the kept tree after the brief one, or ends.
+		switch {
+		case j.sweepNext != nil:
+			s.sweepFrom, s.sweeping = j.sweepNext, true
+		case !s.sweepKept:
+			s.sweepFrom, s.sweepKept, s.sweeping = nil, true, true
+		default:
+			s.sweepFrom, s.sweepKept, s.sweeping = nil, false, false
+		}
 	} else if sweep {
 		s.sweeping = true // the chunk is tried again at the next commit
 	}

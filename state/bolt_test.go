@@ -7,6 +7,8 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"slices"
+	"sort"
 	"strconv"
 	"strings"
 	"sync"
@@ -82,7 +84,7 @@ func TestBoltScanDeleteSweep(t *testing.T) {
 	deadline := time.Now().Add(5 * time.Second)
 	for {
 		var n int
-		b.DB().View(func(tx *bolt.Tx) error { n = tx.Bucket(bucketName).Stats().KeyN; return nil })
+		b.DB().View(func(tx *bolt.Tx) error { n = fileKeyN(tx); return nil })
 		if n == 0 {
 			break
 		}
@@ -208,11 +210,8 @@ func TestBoltCrash(t *testing.T) {
 			}
 			stored = map[string]bool{}
 			pfx := fmt.Sprintf("grey/t/crash/%d/", round)
-			c := tx.Bucket(bucketName).Cursor()
-			for k, _ := c.Seek([]byte(pfx)); k != nil && strings.HasPrefix(string(k), pfx); k, _ = c.Next() {
-				stored[strings.TrimPrefix(string(k), pfx)] = true
-			}
-			if v := tx.Bucket(bucketName).Get([]byte(fmt.Sprintf("rate/u/crash%d", round))); v != nil {
+			fileKeys(tx, pfx, func(k, _ []byte) { stored[strings.TrimPrefix(string(k), pfx)] = true })
+			if v := txTrees(tx).get([]byte(fmt.Sprintf("rate/u/crash%d", round))); v != nil {
 				rateVal, _, _ = decodeRec(v)
 			}
 			return nil
@@ -310,7 +309,7 @@ func TestBoltCommitPace(t *testing.T) {
 		t.Fatal(err)
 	}
 	var stored int
-	b.DB().View(func(tx *bolt.Tx) error { stored = tx.Bucket(bucketName).Stats().KeyN; return nil })
+	b.DB().View(func(tx *bolt.Tx) error { stored = fileKeyN(tx); return nil })
 	if stored < int(ops.Load()) || ops.Load() < 100 {
 		t.Fatalf("%d operations, %d keys in the file", ops.Load(), stored)
 	}
@@ -378,5 +377,153 @@ func TestBoltDropsRefreshesWhileBehind(t *testing.T) {
 	}
 	for _, tr := range []Triplet{tr2, tr3} {
 		expect(t, g, tr, greyed300, ReasonEarly)
+	}
+}
+
+// where says which of the file's trees hold key: "kept", "brief", both
+// ("kept+brief") or none ("").
+func where(t *testing.T, b *Bolt, key string) string {
+	t.Helper()
+	if err := b.Flush(); err != nil {
+		t.Fatal(err)
+	}
+	var in []string
+	b.DB().View(func(tx *bolt.Tx) error {
+		tr := txTrees(tx)
+		if tr.kept.Get([]byte(key)) != nil {
+			in = append(in, "kept")
+		}
+		if tr.brief.Get([]byte(key)) != nil {
+			in = append(in, "brief")
+		}
+		return nil
+	})
+	return strings.Join(in, "+")
+}
+
+// TestBoltBriefTree: a triplet waiting for its retry and a rate counter
+// live in the brief tree, a passed triplet and a client's count in the kept
+// tree; a key moves as its entry changes and lives in one tree at a time,
+// a deletion leaves neither, and a file written before the brief tree (every
+// key in the kept tree) decides as before and moves its entries as they are
+// written.
+func TestBoltBriefTree(t *testing.T) {
+	clk := statetest.NewClock()
+	path := filepath.Join(t.TempDir(), "state.db")
+	cfg := greyCfg()
+	tk, ck := GreylistKeys(tr1)
+	// The old layout: one tree, holding a triplet that waits for its retry.
+	old := TripletEntry(tr1, clk.Now(), clk.Now(), 0, cfg.RetryWindow.D(), cfg.Expire.D())
+	done := false
+	if _, err := LoadBolt(path, 0, func() (Entry, bool) {
+		if done {
+			return Entry{}, false
+		}
+		done = true
+		return old, true
+	}); err != nil {
+		t.Fatal(err)
+	}
+	b, err := OpenBolt(path, BoltOptions{Clock: clk.Now})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer b.Close()
+	g := newGrey(t, cfg, b, clk)
+	if w := where(t, b, tk); w != "kept" {
+		t.Fatalf("loaded triplet in %q, want kept", w)
+	}
+	clk.Add(100 * time.Second)
+	expect(t, g, tr1, "450 4.7.1 Greylisted, please try again in 200 seconds", ReasonEarly)
+	clk.Add(48*time.Hour + 2*time.Minute) // past its retry window: new again
+	expect(t, g, tr1, greyed300, ReasonNew)
+	if w := where(t, b, tk); w != "brief" {
+		t.Fatalf("triplet waiting for its retry in %q, want brief", w)
+	}
+	clk.Add(300 * time.Second)
+	expect(t, g, tr1, "", ReasonPassed)
+	if w := where(t, b, tk); w != "kept" {
+		t.Fatalf("passed triplet in %q, want kept", w)
+	}
+	if w := where(t, b, ck); w != "kept" {
+		t.Fatalf("client's count in %q, want kept", w)
+	}
+	clk.Add(36 * 24 * time.Hour) // expired: new again
+	expect(t, g, tr1, greyed300, ReasonNew)
+	if w := where(t, b, tk); w != "brief" {
+		t.Fatalf("triplet new again in %q, want brief", w)
+	}
+	ctx := context.Background()
+	if _, err := b.Rate(ctx, RateOp{Key: "rate/u/x", Now: clk.Now(), Messages: 1, Recipients: 1, MaxMessages: 10}); err != nil {
+		t.Fatal(err)
+	}
+	if w := where(t, b, "rate/u/x"); w != "brief" {
+		t.Fatalf("rate counter in %q, want brief", w)
+	}
+	// Both trees are listed (the client's count has expired), and a
+	// deletion leaves neither.
+	var listed []string
+	if err := b.Scan(ctx, "", func(e Entry) error { listed = append(listed, e.Key); return nil }); err != nil {
+		t.Fatal(err)
+	}
+	want := []string{tk, "rate/u/x"}
+	sort.Strings(listed)
+	sort.Strings(want)
+	if !slices.Equal(listed, want) {
+		t.Fatalf("Scan lists %q, want %q", listed, want)
+	}
+	for _, k := range want {
+		if ok, err := b.Delete(ctx, k); err != nil || !ok {
+			t.Fatalf("Delete(%s) = %v, %v", k, ok, err)
+		}
+		if w := where(t, b, k); w != "" {
+			t.Fatalf("deleted %s still in %q", k, w)
+		}
+	}
+}
+
+// TestBoltNewTripletsWriteTheBriefTree: a commit of new triplets on a file
+// whose kept tree holds many passed ones rewrites pages of the brief tree
+// only: with 2,000 new triplets and 200,000 kept entries, one tree would
+// rewrite a page or more for nearly each of them.
+func TestBoltNewTripletsWriteTheBriefTree(t *testing.T) {
+	clk := statetest.NewClock()
+	path := filepath.Join(t.TempDir(), "state.db")
+	cfg := greyCfg()
+	tr := func(i int, who string) Triplet {
+		return Triplet{Client: fmt.Sprintf("10.%d.%d.1", i/250%250, i%250), Sender: fmt.Sprintf("%s%d@outside.test", who, i), Recipient: "alice@example.com"}
+	}
+	const kept, fresh = 200_000, 2_000
+	i := 0
+	if _, err := LoadBolt(path, 0, func() (Entry, bool) {
+		if i == kept {
+			return Entry{}, false
+		}
+		i++
+		return TripletEntry(tr(i, "k"), clk.Now().Add(-48*time.Hour), clk.Now().Add(-time.Hour), 3, cfg.RetryWindow.D(), cfg.Expire.D()), true
+	}); err != nil {
+		t.Fatal(err)
+	}
+	b, err := OpenBolt(path, BoltOptions{Clock: clk.Now, FlushInterval: time.Hour, MaxLag: 2 * time.Hour})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer b.Close()
+	g := newGrey(t, cfg, b, clk)
+	// Pages a commit allocates: every page it rewrites (copy on write),
+	// the free list and the meta page's are not counted.
+	writes := func() int64 { st := b.DB().Stats(); return st.TxStats.GetPageAlloc() / int64(b.pageSize) }
+	before := writes()
+	for i := range fresh {
+		// Each next to kept ones, scattered over the whole tree.
+		expect(t, g, tr(i*(kept/fresh), "n"), greyed300, ReasonNew)
+	}
+	if err := b.Flush(); err != nil {
+		t.Fatal(err)
+	}
+	written := writes() - before
+	t.Logf("%d new triplets on %d kept entries: %d pages written", fresh, kept, written)
+	if written > fresh/10 {
+		t.Fatalf("a commit of %d new triplets wrote %d pages: they did not go to the brief tree", fresh, written)
 	}
 }

@@ -53,7 +53,7 @@ func readPoolSize() int { return min(max(2*runtime.GOMAXPROCS(0)+2, 4), 32) }
 
 type pooledTx struct {
 	tx  *bolt.Tx
-	b   *bolt.Bucket
+	t   trees
 	gen uint64 // the commits it sees (Bolt.gen when it was opened)
 }
 
@@ -139,9 +139,10 @@ func (s *Bolt) beforeCommit(keys int) {
 
 // roomFor says whether a commit of keys keys surely ends inside the mapping.
 // A put or delete rewrites at most the pages on its path from the root,
-// and a split at most doubles them: eighteen pages a key allows eight
-// levels (a tree of ten million keys has four), and the free list, written
-// anew, takes a page per 500 ids.
+// and a split at most doubles them; a key written to one tree and deleted
+// from the other rewrites two such paths: eighteen pages a key allows nine
+// levels in all (a tree of ten million keys has four, the brief tree
+// fewer), and the free list, written anew, takes a page per 500 ids.
 func (s *Bolt) roomFor(keys int) bool {
 	if s.mapSize <= 0 {
 		return false
@@ -167,39 +168,39 @@ func (s *Bolt) afterCommit(gen uint64) {
 		if i == 0 {
 			s.hwm.Store(tx.Size()) // every one sees the same commit
 		}
-		b := tx.Bucket(bucketName)
-		if b == nil || !s.roomFor(0) {
+		t := txTrees(tx)
+		if t.kept == nil || t.brief == nil || !s.roomFor(0) {
 			tx.Rollback()
 			break
 		}
-		fresh = append(fresh, &pooledTx{tx: tx, b: b, gen: gen})
+		fresh = append(fresh, &pooledTx{tx: tx, t: t, gen: gen})
 	}
 	s.rp.mu.Lock()
 	s.rp.idle, s.rp.gen, s.rp.direct = fresh, gen, len(fresh) == 0
 	s.rp.mu.Unlock()
 }
 
-// inFile runs fn with the state bucket as the file holds it after at least
+// inFile runs fn with the file's trees as it holds them after at least
 // commit gen (Bolt.gen read with the buffer): through a borrowed
 // transaction when one is idle, else its own. What fn keeps of the bytes
 // it reads it must copy.
-func (s *Bolt) inFile(gen uint64, fn func(b *bolt.Bucket)) error {
+func (s *Bolt) inFile(gen uint64, fn func(t trees)) error {
 	if t := s.rp.get(gen); t != nil {
-		fn(t.b)
+		fn(t.t)
 		s.rp.put(t)
 		return nil
 	}
 	return s.db.View(func(tx *bolt.Tx) error {
-		fn(tx.Bucket(bucketName))
+		fn(txTrees(tx))
 		return nil
 	})
 }
 
 // readFile decodes keys[i] from the file into vals[i] for each i in miss.
 func (s *Bolt) readFile(gen uint64, keys []string, miss []int, vals []string) error {
-	return s.inFile(gen, func(b *bolt.Bucket) {
+	return s.inFile(gen, func(t trees) {
 		for _, i := range miss {
-			if v := b.Get([]byte(keys[i])); v != nil {
+			if v := t.get([]byte(keys[i])); v != nil {
 				vals[i], _, _ = decodeRec(v)
 			}
 		}
@@ -208,8 +209,8 @@ func (s *Bolt) readFile(gen uint64, keys []string, miss []int, vals []string) er
 
 // readFileRaw calls found with key's stored bytes, if the file has it.
 func (s *Bolt) readFileRaw(gen uint64, key string, found func(v []byte)) error {
-	return s.inFile(gen, func(b *bolt.Bucket) {
-		if v := b.Get([]byte(key)); v != nil {
+	return s.inFile(gen, func(t trees) {
+		if v := t.get([]byte(key)); v != nil {
 			found(v)
 		}
 	})

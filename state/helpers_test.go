@@ -1,13 +1,38 @@
 package state
 
 import (
+	"bytes"
 	"context"
 	"os"
 	"path/filepath"
 	"testing"
 
 	"github.com/mailnode/mailnode/state/statetest"
+	bolt "go.etcd.io/bbolt"
 )
+
+// fileKeys calls fn for every key with prefix in the file's trees, the kept
+// tree's first (a tree that does not exist is skipped).
+func fileKeys(tx *bolt.Tx, prefix string, fn func(k, v []byte)) {
+	t := txTrees(tx)
+	p := []byte(prefix)
+	for _, b := range []*bolt.Bucket{t.kept, t.brief} {
+		if b == nil {
+			continue
+		}
+		c := b.Cursor()
+		for k, v := c.Seek(p); k != nil && bytes.HasPrefix(k, p); k, v = c.Next() {
+			fn(k, v)
+		}
+	}
+}
+
+// fileKeyN counts the keys in the file's trees.
+func fileKeyN(tx *bolt.Tx) int {
+	n := 0
+	fileKeys(tx, "", func(_, _ []byte) { n++ })
+	return n
+}
 
 func openRedis(t testing.TB, r *statetest.Process, prefix string) *Redis {
 	t.Helper()

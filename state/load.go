@@ -39,7 +39,10 @@ func TripletEntry(t Triplet, first, last time.Time, passes int, window, expire t
 // creating it if needed, in transactions of batch entries (default 100,000),
 // each written in key order. The file must not be open elsewhere (policyd
 // holds it while it runs). An entry already past ExpiresAt is written as
-// well: the sweeper deletes it later. It returns how many were written.
+// well: the sweeper deletes it later. Every entry goes to the kept tree (a
+// migration brings mostly passed triplets; where an entry lives changes
+// what a commit rewrites, not what a decision reads: Bolt). It returns how
+// many were written.
 // Entries yielded in ascending key order load fastest (bbolt appends).
 func LoadBolt(path string, batch int, next func() (Entry, bool)) (int, error) {
 	if batch <= 0 {
@@ -128,17 +131,23 @@ func CountBolt(path string, now time.Time) (total, expired int, err error) {
 	}
 	defer db.Close()
 	err = db.View(func(tx *bolt.Tx) error {
-		b := tx.Bucket(bucketName)
-		if b == nil {
-			return nil
-		}
-		return b.ForEach(func(_, v []byte) error {
-			total++
-			if _, exp, ok := decodeRec(v); !ok || exp.Before(now) {
-				expired++
+		t := txTrees(tx)
+		for _, b := range []*bolt.Bucket{t.kept, t.brief} {
+			if b == nil {
+				continue
 			}
-			return nil
-		})
+			err := b.ForEach(func(_, v []byte) error {
+				total++
+				if _, exp, ok := decodeRec(v); !ok || exp.Before(now) {
+					expired++
+				}
+				return nil
+			})
+			if err != nil {
+				return err
+			}
+		}
+		return nil
 	})
 	return total, expired, err
 }

@@ -1,7 +1,6 @@
 package state
 
 import (
-	"bytes"
 	"context"
 	"fmt"
 	"path/filepath"
@@ -173,13 +172,13 @@ func TestBoltSweepPass(t *testing.T) {
 	}
 	count := func() (total, expired int) {
 		b.DB().View(func(tx *bolt.Tx) error {
-			return tx.Bucket(bucketName).ForEach(func(_, v []byte) error {
+			fileKeys(tx, "", func(_, v []byte) {
 				total++
 				if _, exp, _ := decodeRec(v); exp.Before(clk.Now()) {
 					expired++
 				}
-				return nil
 			})
+			return nil
 		})
 		return total, expired
 	}
@@ -227,11 +226,7 @@ func clientKeys(t *testing.T, b *Bolt) int {
 	t.Helper()
 	n := 0
 	b.DB().View(func(tx *bolt.Tx) error {
-		c := tx.Bucket(bucketName).Cursor()
-		p := []byte(PrefixClient)
-		for k, _ := c.Seek(p); k != nil && bytes.HasPrefix(k, p); k, _ = c.Next() {
-			n++
-		}
+		fileKeys(tx, PrefixClient, func(_, _ []byte) { n++ })
 		return nil
 	})
 	return n

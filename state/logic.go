@@ -35,10 +35,17 @@ func (c Clock) now() time.Time {
 // triplet or client pass: losing it costs nothing until the entry's old
 // expiry, weeks away, so the bbolt store drops refreshes instead of making
 // a decision wait while the disk is behind (Bolt.admit).
+//
+// A brief value is one kept for hours, not weeks: a triplet waiting for its
+// retry, a sender's rate counters. The bbolt store keeps those in a tree of
+// their own, so that their commits rewrite pages of a small tree instead of
+// pages scattered over the tree of passed triplets (the brief tree,
+// bolt.go); the rules and Redis do not care where a value lives.
 type write struct {
 	val     string
 	ttl     time.Duration
 	refresh bool
+	brief   bool
 }
 
 // expiryMargin keeps a value a little past its logical end so a reader never
@@ -61,7 +68,7 @@ func greyStep(triplet, client string, op GreyOp) (wt, wc *write, out GreyOutcome
 	}
 	if op.AWLAfter > 0 && cnt >= int64(op.AWLAfter) {
 		if now-clast >= touch {
-			wc = &write{fmt.Sprintf("%d,%d", cnt, now), op.Expire + expiryMargin, true}
+			wc = &write{val: fmt.Sprintf("%d,%d", cnt, now), ttl: op.Expire + expiryMargin, refresh: true}
 		}
 		return nil, wc, GreyOutcome{Verdict: VerdictAWL, ClientCount: int(cnt)}
 	}
@@ -75,7 +82,7 @@ func greyStep(triplet, client string, op GreyOp) (wt, wc *write, out GreyOutcome
 	switch {
 	case !known:
 		first, passes = now, 0
-		wt = &write{tripletValue(now, now, 0), op.RetryWindow + expiryMargin, false}
+		wt = &write{val: tripletValue(now, now, 0), ttl: op.RetryWindow + expiryMargin, brief: true}
 		out = GreyOutcome{Verdict: VerdictNew, Wait: time.Duration(delay) * time.Millisecond}
 	case passes == 0 && now-first < delay:
 		out = GreyOutcome{Verdict: VerdictEarly, Wait: time.Duration(first+delay-now) * time.Millisecond}
@@ -84,10 +91,10 @@ func greyStep(triplet, client string, op GreyOp) (wt, wc *write, out GreyOutcome
 		// triplets passes for the first time, at most once per touchEvery.
 		if passes == 0 && (clast < 0 || now-clast >= touch) {
 			cnt++
-			wc = &write{fmt.Sprintf("%d,%d", cnt, now), op.Expire + expiryMargin, false}
+			wc = &write{val: fmt.Sprintf("%d,%d", cnt, now), ttl: op.Expire + expiryMargin}
 		}
 		if passes == 0 || now-last >= touch {
-			wt = &write{tripletValue(first, now, passes+1), op.Expire + expiryMargin, passes > 0}
+			wt = &write{val: tripletValue(first, now, passes+1), ttl: op.Expire + expiryMargin, refresh: passes > 0}
 			passes++
 		}
 		out = GreyOutcome{Verdict: VerdictPass}
@@ -155,7 +162,7 @@ func rateStep(val string, op RateOp) (w *write, out RateOutcome) {
 			sort.Slice(kept, func(i, j int) bool { return kept[i].idx < kept[j].idx })
 		}
 		last := kept[len(kept)-1].idx
-		w = &write{formatBuckets(kept), time.Duration((last+RateBuckets)*bs-now)*time.Millisecond + expiryMargin, false}
+		w = &write{val: formatBuckets(kept), ttl: time.Duration((last+RateBuckets)*bs-now)*time.Millisecond + expiryMargin, brief: true}
 	}
 	return w, RateOutcome{Allowed: true, Messages: int(sm + dm), Recipients: int(sr + dr)}
 }
