@@ -23,8 +23,8 @@ import "time"
 //     kernel's run-queue wait of the thread, /proc/self/task/N/schedstat);
 //     over handDelay and over half of the time so far, it hands the
 //     transaction to the commit goroutine, which finishes it at the
-//     process's priority (beside a busy loop on every core, every commit
-//     is handed over: TestBoltCommitsYieldToBusyProcesses);
+//     process's priority (beside busy loops on every core, commits are
+//     handed over: TestBoltCommitsYieldToBusyProcesses);
 //   - a commit whose oldest update is already older than MaxLag/3 (the
 //     last one ran long) runs at the process's priority (prioGate);
 //   - a commit the low thread finished but that waited for a CPU longer
