@@ -156,6 +156,18 @@ func txTrees(tx *bolt.Tx) trees {
 	return trees{kept: tx.Bucket(bucketName), brief: tx.Bucket(briefBucket)}
 }
 
+// each lists the trees the file has, the kept tree first (a read-only
+// handle on a file written before the brief tree sees only the kept one).
+func (t trees) each() []*bolt.Bucket {
+	out := make([]*bolt.Bucket, 0, 2)
+	for _, b := range []*bolt.Bucket{t.kept, t.brief} {
+		if b != nil {
+			out = append(out, b)
+		}
+	}
+	return out
+}
+
 // get returns key's stored bytes (nil: in neither tree).
 func (t trees) get(key []byte) []byte {
 	if v := t.kept.Get(key); v != nil {
@@ -555,8 +567,7 @@ func (s *Bolt) Scan(ctx context.Context, prefix string, fn func(Entry) error) er
 		return fn(Entry{Key: k, Value: v, ExpiresAt: exp})
 	}
 	err := s.db.View(func(tx *bolt.Tx) error {
-		t := txTrees(tx)
-		for _, b := range []*bolt.Bucket{t.kept, t.brief} {
+		for _, b := range txTrees(tx).each() {
 			c := b.Cursor()
 			p := []byte(prefix)
 			for k, v := c.Seek(p); k != nil && bytes.HasPrefix(k, p); k, v = c.Next() {

@@ -75,10 +75,12 @@ func newWarmer(path string) *warmer {
 	}
 	readSmall(f)
 	w := &warmer{f: f, kick: make(chan struct{}, 1), stop: make(chan struct{}), done: make(chan struct{})}
-	buf := make([]byte, warmHead)
-	n, _ := f.ReadAt(buf, 0)
-	w.to.Store(int64(n))
-	boltWarmed.Add(int64(n))
+	buf := make([]byte, warmChunk)
+	for w.to.Load() < warmHead {
+		if n, err := w.read(buf); err != nil || n < len(buf) {
+			break // the whole file is shorter
+		}
+	}
 	return w
 }
 
@@ -123,17 +125,14 @@ func (w *warmer) catchUp() bool {
 		return true
 	}
 	buf := make([]byte, warmChunk)
-	for off := w.to.Load(); off < fi.Size(); {
+	for off := w.to.Load(); off < fi.Size(); off = w.to.Load() {
 		select {
 		case <-w.stop:
 			return false
 		default:
 		}
 		t0 := time.Now()
-		n, err := w.f.ReadAt(buf[:min(int64(len(buf)), fi.Size()-off)], off)
-		off += int64(n)
-		w.to.Store(off)
-		boltWarmed.Add(int64(n))
+		n, err := w.read(buf[:min(int64(len(buf)), fi.Size()-off)])
 		if err != nil || n == 0 {
 			return true // shorter than it was (another handle truncated it): the next commit looks again
 		}
@@ -146,6 +145,16 @@ func (w *warmer) catchUp() bool {
 		}
 	}
 	return true
+}
+
+// read reads the next len(buf) bytes of the file from where the last read
+// ended, and counts them.
+func (w *warmer) read(buf []byte) (int, error) {
+	off := w.to.Load()
+	n, err := w.f.ReadAt(buf, off)
+	w.to.Store(off + int64(n))
+	boltWarmed.Add(int64(n))
+	return n, err
 }
 
 // committed tells the warmer that a commit ended (the file may have grown).

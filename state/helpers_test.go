@@ -14,12 +14,8 @@ import (
 // fileKeys calls fn for every key with prefix in the file's trees, the kept
 // tree's first (a tree that does not exist is skipped).
 func fileKeys(tx *bolt.Tx, prefix string, fn func(k, v []byte)) {
-	t := txTrees(tx)
 	p := []byte(prefix)
-	for _, b := range []*bolt.Bucket{t.kept, t.brief} {
-		if b == nil {
-			continue
-		}
+	for _, b := range txTrees(tx).each() {
 		c := b.Cursor()
 		for k, v := c.Seek(p); k != nil && bytes.HasPrefix(k, p); k, v = c.Next() {
 			fn(k, v)

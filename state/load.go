@@ -131,11 +131,7 @@ func CountBolt(path string, now time.Time) (total, expired int, err error) {
 	}
 	defer db.Close()
 	err = db.View(func(tx *bolt.Tx) error {
-		t := txTrees(tx)
-		for _, b := range []*bolt.Bucket{t.kept, t.brief} {
-			if b == nil {
-				continue
-			}
+		for _, b := range txTrees(tx).each() {
 			err := b.ForEach(func(_, v []byte) error {
 				total++
 				if _, exp, ok := decodeRec(v); !ok || exp.Before(now) {
