@@ -185,3 +185,65 @@ func TestHeaderLimits(t *testing.T) {
 		t.Error("no error after MaxHeaderBytes")
 	}
 }
+
+// TestHostileIdle: a connection silent after its first packets is closed
+// once Idle has passed, not before: the deadline may end late by
+// Idle/armSlack, never early (arm).
+func TestHostileIdle(t *testing.T) {
+	f, _ := testFilter(t)
+	limits := DefaultGuardLimits
+	limits.Idle = 400 * time.Millisecond
+	path := startServer(t, f, &limits)
+	c, err := net.Dial("unix", path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	start := time.Now()
+	c.Write(append(append([]byte{}, optneg...), connect()...))
+	c.SetReadDeadline(time.Now().Add(5 * time.Second))
+	n, err := io.Copy(io.Discard, c)
+	took := time.Since(start)
+	if err != nil {
+		t.Fatalf("not closed by milterd within 5s: %v", err)
+	}
+	if n == 0 {
+		t.Fatal("no reply to the negotiation before the close")
+	}
+	if took < limits.Idle {
+		t.Fatalf("closed after %v, before Idle (%v)", took, limits.Idle)
+	}
+	stillServes(t, path)
+}
+
+// TestArmLeavesTheTimerAlone: a deadline is set again only when the one set
+// would end before the wait asks or more than 1/armSlack of it later.
+func TestArmLeavesTheTimerAlone(t *testing.T) {
+	var armed, last time.Time
+	sets := 0
+	set := func(dl time.Time) error { sets++; last = dl; return nil }
+	const wait = time.Hour
+	arm(&armed, wait, set)
+	if sets != 1 || last.Before(time.Now().Add(wait)) || last.After(time.Now().Add(wait+wait/armSlack)) {
+		t.Fatalf("first wait: %d sets, deadline %v from now", sets, time.Until(last))
+	}
+	for range 1000 {
+		arm(&armed, wait, set) // the same wait again and again: the deadline set still fits
+	}
+	if sets != 1 {
+		t.Fatalf("%d sets for waits the first deadline covers", sets)
+	}
+	arm(&armed, time.Minute, set) // a shorter wait: the deadline set would end far too late
+	if sets != 2 || last.Before(time.Now().Add(time.Minute)) || last.After(time.Now().Add(time.Minute+time.Minute/armSlack)) {
+		t.Fatalf("shorter wait: %d sets, deadline %v from now", sets, time.Until(last))
+	}
+	arm(&armed, wait, set) // a longer one again: the deadline set would end too early
+	if sets != 3 || last.Before(time.Now().Add(wait)) {
+		t.Fatalf("longer wait: %d sets, deadline %v from now", sets, time.Until(last))
+	}
+	armed = time.Now().Add(wait - time.Second) // set a while ago: now ends before the wait
+	arm(&armed, wait, set)
+	if sets != 4 {
+		t.Fatalf("a deadline ending before the wait was left: %d sets", sets)
+	}
+}
