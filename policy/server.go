@@ -266,7 +266,7 @@ type conn struct {
 
 	// The deadlines last set. Setting one costs a timer update, so the idle
 	// and write deadlines are only pushed forward when they are more than
-	// deadlineSlack stale: timeouts are that much longer at worst.
+	// deadlineSlack stale: a timeout may end that much early, never late.
 	readDL, writeDL time.Time
 }
 
