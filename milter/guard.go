@@ -209,7 +209,8 @@ func (g *guardConn) flushBefore(n int) error {
 }
 
 // Close sends what go-milter wrote last (a final reply before it gives up
-// on a session), waiting at most a second for a peer that does not read.
+// on a session), waiting at most a second (and 1/16 of one: arm) for a
+// peer that does not read.
 func (g *guardConn) Close() error {
 	g.wmu.Lock()
 	g.flushLocked(time.Now().Add(time.Second))
