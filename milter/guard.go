@@ -11,6 +11,8 @@ import (
 	"net"
 	"sync"
 	"time"
+
+	"github.com/mailnode/mailnode/internal/deadline"
 )
 
 // Any local process that can reach the socket can send milterd anything.
@@ -24,7 +26,7 @@ import (
 // that connection with an error; go-milter then closes it.
 
 // GuardLimits are the guard's bounds. The three waits end a connection at
-// most 1/16 of the wait after it has passed, never before (arm).
+// most 1/16 of the wait after it has passed, never before (deadline.Arm).
 type GuardLimits struct {
 	MaxPacket     int           // largest packet (length field); Postfix sends ≤ 64 KiB body chunks and header fields ≤ header_size_limit
 	FirstPacket   time.Duration // the negotiation must arrive within this
@@ -92,8 +94,8 @@ type guardConn struct {
 	wbuf    []byte        // replies held back until milterd waits for the MTA
 	wdl     time.Time     // go-milter's write deadline for them
 	started bool
-	rArmed  time.Time // the read deadline set on the socket (arm)
-	wArmed  time.Time // the write deadline set on the socket (arm)
+	rArmed  time.Time // the read deadline set on the socket (deadline.Arm)
+	wArmed  time.Time // the write deadline set on the socket (deadline.Arm)
 	err     error
 	once    sync.Once
 	release func()
@@ -165,39 +167,13 @@ func (g *guardConn) flushLocked(limit time.Time) error {
 	if !limit.IsZero() && limit.Before(dl) {
 		dl = limit
 	}
-	arm(&g.wArmed, time.Until(dl), g.Conn.SetWriteDeadline)
+	deadline.Arm(&g.wArmed, time.Until(dl), g.Conn.SetWriteDeadline)
 	_, err := g.Conn.Write(g.wbuf)
 	g.wbuf, g.wdl = g.wbuf[:0], time.Time{}
 	if cap(g.wbuf) > 64<<10 {
 		g.wbuf = nil
 	}
 	return err
-}
-
-// armSlack is the share of a wait by which a deadline may end later than
-// the wait asks (1/armSlack of it).
-const armSlack = 16
-
-// arm sets a deadline through set (the socket's read or write deadline),
-// armed recording the one set: the wait d from now, with d/armSlack more,
-// unless the deadline already set ends within that span. Each deadline
-// set is a change to a runtime timer, which can wake a thread to look at
-// it: per packet exchanged, on an idle machine, some of the wake-ups that
-// cost milterd CPU per message. Waits of the same kind within a session
-// (the MTA's next packet, an hour) then leave the timer alone; a wait
-// shorter than the deadline set (a packet begun, a minute) sets it again.
-// A peer is cut at most 1/armSlack of a limit after the limit, never
-// before. 2 KiB RSA-signed messages at concurrency 1 (mailnode-bench
-// milter, eight alternating runs, quiet machine): threads put on a CPU
-// 5.4-5.8 times per message against 6.0-6.4, milterd's CPU beyond the
-// signature 141-152 µs against 141-177.
-func arm(armed *time.Time, d time.Duration, set func(time.Time) error) {
-	want := time.Now().Add(d)
-	if !armed.Before(want) && armed.Sub(want) <= d/armSlack {
-		return
-	}
-	*armed = want.Add(max(d, 0) / armSlack)
-	set(*armed)
 }
 
 // flushBefore flushes the held replies when reading n more bytes may block.
@@ -209,7 +185,7 @@ func (g *guardConn) flushBefore(n int) error {
 }
 
 // Close sends what go-milter wrote last (a final reply before it gives up
-// on a session), waiting at most a second (and 1/16 of one: arm) for a
+// on a session), waiting at most a second (and 1/16 of one: deadline.Arm) for a
 // peer that does not read.
 func (g *guardConn) Close() error {
 	g.wmu.Lock()
@@ -297,7 +273,7 @@ func (g *guardConn) next() error {
 		if !g.started {
 			wait = g.limits.FirstPacket
 		}
-		arm(&g.rArmed, wait, g.Conn.SetReadDeadline)
+		deadline.Arm(&g.rArmed, wait, g.Conn.SetReadDeadline)
 	}
 	var hdr [5]byte
 	if _, err := io.ReadFull(g.br, hdr[:4]); err != nil {
@@ -308,7 +284,7 @@ func (g *guardConn) next() error {
 	}
 	length := binary.BigEndian.Uint32(hdr[:4])
 	if g.br.Buffered() < int(min(length, 1<<16)) {
-		arm(&g.rArmed, g.limits.PacketTimeout, g.Conn.SetReadDeadline)
+		deadline.Arm(&g.rArmed, g.limits.PacketTimeout, g.Conn.SetReadDeadline)
 	}
 	if length == 0 {
 		return fmt.Errorf("%w: zero length", ErrBadPacket)

@@ -188,7 +188,7 @@ func TestHeaderLimits(t *testing.T) {
 
 // TestHostileIdle: a connection silent after its first packets is closed
 // once Idle has passed, not before: the deadline may end late by
-// Idle/armSlack, never early (arm).
+// Idle/deadline.Slack, never early (deadline.Arm).
 func TestHostileIdle(t *testing.T) {
 	f, _ := testFilter(t)
 	limits := DefaultGuardLimits
@@ -214,36 +214,4 @@ func TestHostileIdle(t *testing.T) {
 		t.Fatalf("closed after %v, before Idle (%v)", took, limits.Idle)
 	}
 	stillServes(t, path)
-}
-
-// TestArmLeavesTheTimerAlone: a deadline is set again only when the one set
-// would end before the wait asks or more than 1/armSlack of it later.
-func TestArmLeavesTheTimerAlone(t *testing.T) {
-	var armed, last time.Time
-	sets := 0
-	set := func(dl time.Time) error { sets++; last = dl; return nil }
-	const wait = time.Hour
-	arm(&armed, wait, set)
-	if sets != 1 || last.Before(time.Now().Add(wait)) || last.After(time.Now().Add(wait+wait/armSlack)) {
-		t.Fatalf("first wait: %d sets, deadline %v from now", sets, time.Until(last))
-	}
-	for range 1000 {
-		arm(&armed, wait, set) // the same wait again and again: the deadline set still fits
-	}
-	if sets != 1 {
-		t.Fatalf("%d sets for waits the first deadline covers", sets)
-	}
-	arm(&armed, time.Minute, set) // a shorter wait: the deadline set would end far too late
-	if sets != 2 || last.Before(time.Now().Add(time.Minute)) || last.After(time.Now().Add(time.Minute+time.Minute/armSlack)) {
-		t.Fatalf("shorter wait: %d sets, deadline %v from now", sets, time.Until(last))
-	}
-	arm(&armed, wait, set) // a longer one again: the deadline set would end too early
-	if sets != 3 || last.Before(time.Now().Add(wait)) {
-		t.Fatalf("longer wait: %d sets, deadline %v from now", sets, time.Until(last))
-	}
-	armed = time.Now().Add(wait - time.Second) // set a while ago: now ends before the wait
-	arm(&armed, wait, set)
-	if sets != 4 {
-		t.Fatalf("a deadline ending before the wait was left: %d sets", sets)
-	}
 }

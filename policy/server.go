@@ -14,6 +14,7 @@ import (
 	"time"
 
 	"github.com/mailnode/mailnode/acl"
+	"github.com/mailnode/mailnode/internal/deadline"
 	"github.com/mailnode/mailnode/inventory"
 	"github.com/mailnode/mailnode/maillog"
 	"github.com/mailnode/mailnode/state"
@@ -262,18 +263,11 @@ type conn struct {
 
 	buf *buffer // held while a request is read and answered, or bytes of the next one wait
 
-	reqDL bool // readDL is a request's deadline, not the idle one
-
-	// The deadlines last set. Setting one costs a timer update, so the idle
-	// and write deadlines are only pushed forward when they are more than
-	// deadlineSlack stale: a timeout may end that much early, never late.
+	// The deadlines last set (the read one: the idle wait's or a request's).
+	// Setting one costs a timer update, so the idle and write deadlines
+	// are set again only when the one set no longer fits (deadline.Arm: a
+	// timeout may end 1/16 of it late, never early).
 	readDL, writeDL time.Time
-}
-
-// deadlineSlack is how stale an idle or write deadline may get before it
-// is pushed forward: a second, or a quarter of a short timeout.
-func deadlineSlack(timeout time.Duration) time.Duration {
-	return min(time.Second, timeout/4)
 }
 
 // message is the state policyd keeps for the message a connection is on.
@@ -382,7 +376,7 @@ func (c *conn) loop() {
 	s := c.s
 	for {
 		if c.buf == nil || len(c.buf.in) == 0 {
-			c.idleDeadline(time.Now())
+			c.idleDeadline()
 		}
 		// Checked after the deadline is set: a Shutdown that woke this
 		// connection before is seen here, one after cuts the read short.
@@ -410,14 +404,9 @@ func (c *conn) loop() {
 }
 
 // idleDeadline gives the wait for the next request its deadline: the idle
-// timeout from now. Setting a deadline costs a timer update, so it is only
-// pushed forward when more than deadlineSlack stale.
-func (c *conn) idleDeadline(now time.Time) {
-	wait := c.s.IdleTimeout
-	if c.reqDL || c.readDL.Before(now.Add(wait-deadlineSlack(wait))) {
-		c.readDL, c.reqDL = now.Add(wait), false
-		c.nc.SetReadDeadline(c.readDL)
-	}
+// timeout from now (a request's deadline, shorter, is replaced).
+func (c *conn) idleDeadline() {
+	deadline.Arm(&c.readDL, c.s.IdleTimeout, c.nc.SetReadDeadline)
 }
 
 // step is one turn of the read loop: one blocking read, then every complete
@@ -457,11 +446,7 @@ func (c *conn) step() error {
 
 // writeOut writes the held replies with the write deadline.
 func (c *conn) writeOut() error {
-	s := c.s
-	if now := time.Now(); c.writeDL.Before(now.Add(s.WriteTimeout - deadlineSlack(s.WriteTimeout))) {
-		c.writeDL = now.Add(s.WriteTimeout)
-		c.nc.SetWriteDeadline(c.writeDL)
-	}
+	deadline.Arm(&c.writeDL, c.s.WriteTimeout, c.nc.SetWriteDeadline)
 	_, err := c.nc.Write(c.buf.out)
 	c.buf.out = c.buf.out[:0]
 	return err
@@ -476,7 +461,7 @@ func (c *conn) settle() error {
 	if len(b.in) > 0 {
 		if b.deadline.IsZero() {
 			b.deadline = time.Now().Add(c.s.RequestTimeout)
-			c.readDL, c.reqDL = b.deadline, true
+			c.readDL = b.deadline
 			c.nc.SetReadDeadline(b.deadline)
 		}
 		return nil

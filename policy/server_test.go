@@ -230,6 +230,7 @@ func TestIdleTimeout(t *testing.T) {
 		s.IdleTimeout = 200 * time.Millisecond
 		s.RequestTimeout = 300 * time.Millisecond
 	})
+	dialed := time.Now() // before the idle connection: its wait begins after
 	idle := ts.dial(t)
 	slow := ts.dial(t)
 	io.WriteString(slow, "request=smtpd_access_policy\nprotocol_state=RCPT\n")
@@ -239,6 +240,9 @@ func TestIdleTimeout(t *testing.T) {
 		got, err := io.ReadAll(c)
 		if len(got) != 0 || err != nil {
 			t.Fatalf("got %q, %v; want a silent close", got, err)
+		}
+		if el := time.Since(dialed); c == idle && el < 200*time.Millisecond {
+			t.Errorf("the idle connection was closed after %v, before IdleTimeout", el)
 		}
 	}
 	if el := time.Since(start); el > 3*time.Second {
