@@ -102,10 +102,18 @@ func NewServer(f *Filter) *Server {
 
 // Serve accepts MTA connections on ln until Close.
 func (s *Server) Serve(ln net.Listener) error {
-	s.srv = gomilter.NewServer(ServerOptions(func() gomilter.Milter {
+	return s.ServeMilter(ln, func() gomilter.Milter {
 		_ = growSessionStack()
 		return &backend{f: s.current.Load()}
-	})...)
+	})
+}
+
+// ServeMilter is Serve with each connection served by a milter newMilter
+// makes instead of the filter: milterd's negotiation and connection guard
+// around another milter. It is for stand-ins measured against milterd
+// (`mailnode-bench null-milter --sign`); s needs Limits and Log set.
+func (s *Server) ServeMilter(ln net.Listener, newMilter func() gomilter.Milter) error {
+	s.srv = gomilter.NewServer(ServerOptions(newMilter)...)
 	return served(s.srv.Serve(newGuardListener(ln, s.Limits, s.Log)))
 }
 

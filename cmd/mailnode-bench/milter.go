@@ -49,9 +49,11 @@ session per message, {auth_authen} set, 127.0.0.1): the same messages with
 first message of each run is verified. Reports msgs/s of both and the ratio,
 then milterd's own CPU time per 2 KiB RSA-signed message (the threads' run
 time from /proc/PID/task/*/schedstat) against a bare RSA-2048 signature in
-this process, and against a milter that does nothing (null-milter) driven
-in the same alternating rounds: the floor of milterd's path beyond the
-signature. Then milterd's CPU per 2 KiB message from outside (an RSA-2048
+this process, and against two stand-ins driven in the same alternating
+rounds: a milter that does nothing (null-milter), and one whose only work
+is the same signature over a fixed digest, served by milterd's own server
+(null-milter --sign): the floor of milterd's path beyond the signature,
+and milterd's own work above it. Then milterd's CPU per 2 KiB message from outside (an RSA-2048
 DKIM signature to verify, SPF, DMARC and the builtin spam gate; the DNS
 records served by this process on a loopback port as node.resolver, cached
 by milterd after the first message) against null-milter's, in alternating
@@ -202,7 +204,11 @@ dkim: {key_dir: %s}
 	// The floor of that rest is a milter that does nothing (null-milter:
 	// go-milter's session with milterd's negotiation), driven in the same
 	// rounds by the same client: what any milter built on go-milter pays per
-	// message for Postfix's stages (its system calls and wake-ups).
+	// message for Postfix's stages (its system calls and wake-ups). Beside
+	// it, a milter whose only work is the same signature over a fixed
+	// digest, on milterd's own server and guard (null-milter --sign): what
+	// that signature costs inside a milter session, before any header is
+	// read or byte hashed; its rest is the floor of milterd's.
 	// CPU time is the threads' run time from schedstat, in nanoseconds:
 	// /proc/PID/stat's 10 ms ticks are a tenth of a round.
 	const rounds = 8
@@ -212,15 +218,24 @@ dkim: {key_dir: %s}
 	if err != nil {
 		return err
 	}
-	null, err := startNullMilter(dir)
+	null, err := startNullMilter(dir, "null-milter")
 	if err != nil {
 		return err
 	}
 	defer null.stop()
+	signOnly, err := startNullMilter(dir, "sign-only", "--sign", keyPath, "--domain", domain, "--selector", selector)
+	if err != nil {
+		return err
+	}
+	defer signOnly.stop()
 	bareSigners := []crypto.Signer{key, nodeKey.Signer}
 	bareSpent, bareSigned := make([]time.Duration, len(bareSigners)), make([]int, len(bareSigners))
 	var roundSigns []time.Duration // milterd's own signer, each round
-	pr, err := alternateRounds(mcmd.Process.Pid, msock, null, msg, n, rounds, true, func() {
+	sides, err := alternateRounds([]roundMilter{
+		{mcmd.Process.Pid, msock, true},
+		{null.pid, null.sock, false},
+		{signOnly.pid, signOnly.sock, true},
+	}, msg, n, rounds, func() {
 		for i, s := range bareSigners {
 			sd, m := bareRSASign(s, 200*time.Millisecond)
 			bareSpent[i] += sd
@@ -233,11 +248,15 @@ dkim: {key_dir: %s}
 	if err != nil {
 		return err
 	}
-	restRounds := make([]time.Duration, len(pr.perRound))
-	for i, d := range pr.perRound {
-		restRounds[i] = d - roundSigns[i]
+	md, nm, so := sides[0], sides[1], sides[2]
+	rest := func(side roundSide) []time.Duration {
+		out := make([]time.Duration, len(side.rounds))
+		for i, d := range side.rounds {
+			out[i] = d - roundSigns[i]
+		}
+		return out
 	}
-	spent, signed, perMsg := pr.spent, pr.done, pr.per()
+	spent, signed, perMsg := md.spent, md.done, md.per()
 	goRSA := bareSpent[0] / time.Duration(bareSigned[0])
 	node := bareSpent[1] / time.Duration(bareSigned[1])
 	engine := "crypto/rsa (this build has no cgo)"
@@ -248,11 +267,13 @@ dkim: {key_dir: %s}
 	fmt.Fprintf(out, "bare RSA-2048 PKCS#1 v1.5 signature, crypto/rsa:       %v (%d signatures on one thread, in %d rounds alternating with milterd's)\n", goRSA.Round(time.Microsecond), bareSigned[0], rounds)
 	fmt.Fprintf(out, "bare RSA-2048 signature as milterd signs (%s): %v (%d signatures)\n", engine, node.Round(time.Microsecond), bareSigned[1])
 	fmt.Fprintf(out, "ratio to crypto/rsa's signature: %.2fx (target <= 1.3x); to milterd's own signer: %.2fx; the rest of the path: %v per message (rounds %s)\n",
-		float64(perMsg)/float64(goRSA), float64(perMsg)/float64(node), (perMsg - node).Round(time.Microsecond), durRange(restRounds))
+		float64(perMsg)/float64(goRSA), float64(perMsg)/float64(node), (perMsg - node).Round(time.Microsecond), durRange(rest(md)))
 	fmt.Fprintf(out, "floor, a milter doing nothing (null-milter, milterd's negotiation) in the same rounds: %v per message (rounds %s)\n",
-		pr.nullPer().Round(time.Microsecond), durRange(pr.nullRounds))
-	fmt.Fprintf(out, "threads put on a CPU per message (wake-ups and returns from preemption, schedstat): milterd %.2f, null-milter %.2f\n",
-		pr.wakesPer(), pr.nullWakesPer())
+		nm.per().Round(time.Microsecond), durRange(nm.rounds))
+	fmt.Fprintf(out, "sign-only, a milter that only makes the same signature (null-milter --sign, on milterd's server and guard): %v per message, its rest beyond the bare signature %v (rounds %s): the floor of milterd's rest; milterd's own work above it %v\n",
+		so.per().Round(time.Microsecond), (so.per() - node).Round(time.Microsecond), durRange(rest(so)), (perMsg - so.per()).Round(time.Microsecond))
+	fmt.Fprintf(out, "threads put on a CPU per message (wake-ups and returns from preemption, schedstat): milterd %.2f, null-milter %.2f, sign-only %.2f\n",
+		md.wakesPer(), nm.wakesPer(), so.wakesPer())
 	if l, err := procstat.LoadAvg(); err == nil {
 		fmt.Fprintf(out, "load average: %.2f %.2f %.2f (2 cores shared with the client and whatever else runs)\n", l[0], l[1], l[2])
 	}
@@ -442,43 +463,47 @@ func benchCount(sock string, msg *miltertest.Message, conc, n int, wantSigned bo
 	return done, nil
 }
 
-// pairedRounds is milterd's CPU time against null-milter's over rounds
-// that alternate between the two with the same message.
-type pairedRounds struct {
-	spent, nullSpent     time.Duration
-	done, nulls          int   // messages answered (signed, with wantSigned)
-	wakes, nullWakes     int64 // times the threads were put on a CPU
-	perRound, nullRounds []time.Duration
+// roundSide is one milter's share of alternating rounds: its CPU time,
+// the messages it answered (signed, when it must sign), how often its
+// threads were put on a CPU, and its CPU per message in each round.
+type roundSide struct {
+	spent  time.Duration
+	done   int
+	wakes  int64
+	rounds []time.Duration
 }
 
-func (p pairedRounds) per() time.Duration     { return p.spent / time.Duration(p.done) }
-func (p pairedRounds) nullPer() time.Duration { return p.nullSpent / time.Duration(p.nulls) }
-func (p pairedRounds) wakesPer() float64      { return float64(p.wakes) / float64(p.done) }
-func (p pairedRounds) nullWakesPer() float64  { return float64(p.nullWakes) / float64(p.nulls) }
+func (r roundSide) per() time.Duration { return r.spent / time.Duration(r.done) }
+func (r roundSide) wakesPer() float64  { return float64(r.wakes) / float64(r.done) }
 
-// alternateRounds sends n messages, in rounds, to the milter process pid on
-// sock and to null-milter by turns; between, when set, runs after each
-// round's pair.
-func alternateRounds(pid int, sock string, null *nullMilter, msg *miltertest.Message, n, rounds int, wantSigned bool, between func()) (pairedRounds, error) {
-	var p pairedRounds
+// roundMilter is a milter process driven in the rounds: its pid, its
+// socket, and whether every answer must carry a signature.
+type roundMilter struct {
+	pid        int
+	sock       string
+	wantSigned bool
+}
+
+// alternateRounds sends n messages to each milter, in rounds, by turns
+// within each round (the same message to all); between, when set, runs
+// after each round. The sides are in the milters' order.
+func alternateRounds(milters []roundMilter, msg *miltertest.Message, n, rounds int, between func()) ([]roundSide, error) {
+	sides := make([]roundSide, len(milters))
 	for range rounds {
-		d, k, runs, err := cpuPerRound(pid, sock, msg, max(1, n/rounds), wantSigned)
-		if err != nil {
-			return p, err
+		for i, m := range milters {
+			d, k, runs, err := cpuPerRound(m.pid, m.sock, msg, max(1, n/rounds), m.wantSigned)
+			if err != nil {
+				return nil, err
+			}
+			s := &sides[i]
+			s.spent, s.done, s.wakes = s.spent+d, s.done+k, s.wakes+runs
+			s.rounds = append(s.rounds, d/time.Duration(k))
 		}
-		nd, nk, nruns, err := cpuPerRound(null.pid, null.sock, msg, max(1, n/rounds), false)
-		if err != nil {
-			return p, err
-		}
-		p.spent, p.done, p.wakes = p.spent+d, p.done+k, p.wakes+runs
-		p.nullSpent, p.nulls, p.nullWakes = p.nullSpent+nd, p.nulls+nk, p.nullWakes+nruns
-		p.perRound = append(p.perRound, d/time.Duration(k))
-		p.nullRounds = append(p.nullRounds, nd/time.Duration(nk))
 		if between != nil {
 			between()
 		}
 	}
-	return p, nil
+	return sides, nil
 }
 
 // cpuPerRound sends n messages one at a time to the milter process pid
@@ -508,16 +533,18 @@ type nullMilter struct {
 	stop func()
 }
 
-func startNullMilter(dir string) (*nullMilter, error) {
+// startNullMilter starts `mailnode-bench null-milter` as name (its socket
+// and log in dir are named after it), with args added to its command line.
+func startNullMilter(dir, name string, args ...string) (*nullMilter, error) {
 	self, err := os.Executable()
 	if err != nil {
 		return nil, err
 	}
-	sock := filepath.Join(dir, "null-milter.sock")
-	cmd := exec.Command(self, "null-milter", "--listen", "unix:"+sock)
-	log, _ := os.Create(filepath.Join(dir, "null-milter.log"))
+	sock := filepath.Join(dir, name+".sock")
+	cmd := exec.Command(self, append([]string{"null-milter", "--listen", "unix:" + sock}, args...)...)
+	log, _ := os.Create(filepath.Join(dir, name+".log"))
 	cmd.Stdout, cmd.Stderr = log, log
-	t := &benchTarget{name: "null-milter", sock: sock, cmd: cmd}
+	t := &benchTarget{name: name, sock: sock, cmd: cmd}
 	stop, err := t.start(dir)
 	if err != nil {
 		return nil, err
@@ -712,17 +739,18 @@ func benchInbound(out io.Writer, pid int, sock string, null *nullMilter, sender 
 			return fmt.Errorf("bench: inbound message: Authentication-Results %q lacks %s (action %v)", ar, want, r.Action)
 		}
 	}
-	pr, err := alternateRounds(pid, sock, null, msg, n, 8, false, nil)
+	sides, err := alternateRounds([]roundMilter{{pid, sock, false}, {null.pid, null.sock, false}}, msg, n, 8, nil)
 	if err != nil {
 		return err
 	}
-	per, nullPer := pr.per(), pr.nullPer()
+	md, nm := sides[0], sides[1]
+	per, nullPer := md.per(), nm.per()
 	fmt.Fprintf(out, "\nmilterd CPU per 2 KiB inbound message (DKIM RSA-2048 verified, SPF, DMARC, builtin spam gate; DNS answers cached after the first): %v (rounds %s, %d messages)\n",
-		per.Round(time.Microsecond), durRange(pr.perRound), pr.done)
+		per.Round(time.Microsecond), durRange(md.rounds), md.done)
 	fmt.Fprintf(out, "null-milter in the same rounds: %v (rounds %s); milterd's own work per inbound message: %v\n",
-		nullPer.Round(time.Microsecond), durRange(pr.nullRounds), (per - nullPer).Round(time.Microsecond))
+		nullPer.Round(time.Microsecond), durRange(nm.rounds), (per - nullPer).Round(time.Microsecond))
 	fmt.Fprintf(out, "threads put on a CPU per inbound message: milterd %.2f, null-milter %.2f\n",
-		pr.wakesPer(), pr.nullWakesPer())
+		md.wakesPer(), nm.wakesPer())
 	if l, err := procstat.LoadAvg(); err == nil {
 		fmt.Fprintf(out, "load average: %.2f %.2f %.2f\n", l[0], l[1], l[2])
 	}

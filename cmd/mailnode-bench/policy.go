@@ -67,7 +67,12 @@ func nullMilterCommand() *cli.Command {
 replies and macros: milter.ServerOptions) and accepts every message at its
 end. Run in milterd's place, it shows what the milter protocol alone costs
 Postfix (make bench-e2e's "floor" stack runs it beside dunno-server).`,
-		Flags:  []cli.Flag{&cli.StringFlag{Name: "listen", Required: true, Usage: "`unix:PATH` or inet:HOST:PORT"}},
+		Flags: []cli.Flag{
+			&cli.StringFlag{Name: "listen", Required: true, Usage: "`unix:PATH` or inet:HOST:PORT"},
+			&cli.StringFlag{Name: "sign", Usage: "an RSA key `FILE` (PEM, as dkim.key_dir holds): instead of nothing, sign a fixed digest with it at each message's end and insert a DKIM-Signature field, served by milterd's own server (its negotiation and connection guard): milterd's signing path without its work (mailnode-bench milter's sign-only line)"},
+			&cli.StringFlag{Name: "domain", Value: "bench.example", Usage: "d= of the --sign field"},
+			&cli.StringFlag{Name: "selector", Value: "bench", Usage: "s= of the --sign field"},
+		},
 		Action: runNullMilter,
 	}
 }
@@ -85,6 +90,17 @@ func runNullMilter(cx *cli.Context) error {
 	ln, err := listenUntilSignal(milter.Listen, cx.String("listen"))
 	if err != nil {
 		return err
+	}
+	if key := cx.String("sign"); key != "" {
+		s, err := newSignOnly(key, cx.String("domain"), cx.String("selector"))
+		if err != nil {
+			ln.Close()
+			return cli.Exit(fmt.Sprintf("bench: --sign: %v", err), 1)
+		}
+		if err := serveSignOnly(ln, s); err != nil && !errors.Is(err, net.ErrClosed) {
+			return err
+		}
+		return nil
 	}
 	// What any milter costs the MTA, whatever it does, for the end-to-end
 	// benchmark's floor: milterd's negotiation, no work. Returns when ln is
