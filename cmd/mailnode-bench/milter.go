@@ -218,12 +218,12 @@ dkim: {key_dir: %s}
 	if err != nil {
 		return err
 	}
-	null, err := startNullMilter(dir, "null-milter")
+	null, err := startStandIn(dir, "null-milter")
 	if err != nil {
 		return err
 	}
 	defer null.stop()
-	signOnly, err := startNullMilter(dir, "sign-only", "--sign", keyPath, "--domain", domain, "--selector", selector)
+	signOnly, err := startStandIn(dir, "sign-only", "--sign", keyPath, "--domain", domain, "--selector", selector)
 	if err != nil {
 		return err
 	}
@@ -526,16 +526,17 @@ func cpuPerRound(pid int, sock string, msg *miltertest.Message, n int, wantSigne
 	return after - before, k, runs1 - runs0, nil
 }
 
-// nullMilter is `mailnode-bench null-milter` started by this process.
-type nullMilter struct {
+// standIn is a `mailnode-bench null-milter` (doing nothing, or --sign)
+// started by this process.
+type standIn struct {
 	sock string
 	pid  int
 	stop func()
 }
 
-// startNullMilter starts `mailnode-bench null-milter` as name (its socket
+// startStandIn starts `mailnode-bench null-milter` as name (its socket
 // and log in dir are named after it), with args added to its command line.
-func startNullMilter(dir, name string, args ...string) (*nullMilter, error) {
+func startStandIn(dir, name string, args ...string) (*standIn, error) {
 	self, err := os.Executable()
 	if err != nil {
 		return nil, err
@@ -549,7 +550,7 @@ func startNullMilter(dir, name string, args ...string) (*nullMilter, error) {
 	if err != nil {
 		return nil, err
 	}
-	return &nullMilter{sock: sock, pid: cmd.Process.Pid, stop: stop}, nil
+	return &standIn{sock: sock, pid: cmd.Process.Pid, stop: stop}, nil
 }
 
 // durRange is "min–max" of ds, rounded to the microsecond.
@@ -719,7 +720,7 @@ func inboundMessage(sender dkim.Key, domain string) (*miltertest.Message, error)
 // alternating with the null milter driven by the same messages. The first
 // message asks the DNS server; the rest are answered from milterd's cache,
 // as for a sender seen before.
-func benchInbound(out io.Writer, pid int, sock string, null *nullMilter, sender dkim.Key, domain string, n int) error {
+func benchInbound(out io.Writer, pid int, sock string, null *standIn, sender dkim.Key, domain string, n int) error {
 	msg, err := inboundMessage(sender, domain)
 	if err != nil {
 		return err
