@@ -239,3 +239,36 @@ time=2026-12-06T04:10:01.100Z level=INFO msg="milterd decision" queue_id=4jhsCLA
 		"milterd  virus scan: error (clamd: dial unix /run/clamav/clamd.ctl: connect: no such file or directory)\n",
 		"milterd  refused: 451 4.7.1 Virus scan temporarily unavailable, try again later\n")
 }
+
+// TestWhyPostfixSecondLagsTheClock: Postfix's whole-second stamp comes from
+// a clock moved on once per tick, so cleanup's milter-reject line, written
+// after milterd's decision at 01:05:19.000, said 01:05:18 in a CI
+// run of the e2e test (TestWhyEndToEnd). The story still tells milterd's decision before
+// cleanup's refusal; a decision later in the second stays after the lines
+// of the second before.
+func TestWhyPostfixSecondLagsTheClock(t *testing.T) {
+	log := `Dec 06 04:05:18 mx1 postfix/smtpd[14802]: connect from localhost[127.0.0.1]
+2026-12-06T04:05:18.999Z policyd queue_id="" client=localhost[127.0.0.1] sasl_user="" from=<news@sender.test> to=<alice@example.com> state=RCPT cell=outside/none->local rcpt=1 action=DUNNO reason=inbound spam_check=on greylist=triplet-passed
+Dec 06 04:05:18 mx1 postfix/smtpd[14802]: 4jk13g0040z1SCKx: client=localhost[127.0.0.1]
+Dec 06 04:05:18 mx1 postfix/cleanup[14800]: 4jk13g0040z1SCKx: message-id=<e2e-81@client.test>
+time=2026-12-06T04:05:19.000Z level=INFO msg="milterd decision" queue_id=4jk13g0040z1SCKx client=127.0.0.1 origin=none sender=news@sender.test from=news@sender.test rcpts=1 action=verify reason="outside sender to a local recipient: spam check on" results="spf=pass smtp.mailfrom=news@sender.test; dkim=none; dmarc=pass header.from=sender.test" spam_score=998.5 spam_engine=builtin disposition=reject disposition_reason=spam
+Dec 06 04:05:18 mx1 postfix/cleanup[14800]: 4jk13g0040z1SCKx: milter-reject: END-OF-MESSAGE from localhost[127.0.0.1]: 5.7.1 Message rejected as spam; from=<news@sender.test> to=<alice@example.com> proto=ESMTP helo=<mx.sender.test>
+Dec 06 04:05:18 mx1 postfix/smtpd[14802]: disconnect from localhost[127.0.0.1] ehlo=1 mail=1 rcpt=1 data=0/1 quit=1 commands=4/5
+`
+	w := newTestWhy()
+	if err := w.Read("mail.log", strings.NewReader(log)); err != nil {
+		t.Fatal(err)
+	}
+	out := stories(t, w, "4jk13g0040z1SCKx")
+	wantLines(t, out, " policyd ", " smtpd    client=", " cleanup  message-id=", " milterd  verify", " cleanup  milter-reject")
+
+	// The same decision 20 ms into the second is not Postfix's lag: it
+	// comes after everything stamped with the second before.
+	late := strings.Replace(log, "04:05:19.000Z", "04:05:19.020Z", 1)
+	w = newTestWhy()
+	if err := w.Read("mail.log", strings.NewReader(late)); err != nil {
+		t.Fatal(err)
+	}
+	out = stories(t, w, "4jk13g0040z1SCKx")
+	wantLines(t, out, " cleanup  milter-reject", " milterd  verify")
+}
