@@ -69,7 +69,8 @@ type Event struct {
 	Precise bool   // the time has milliseconds (the daemons' lines)
 	Source  string // policyd, milterd, or Postfix's program (smtpd, cleanup, qmgr, lmtp, ...)
 	Text    string
-	rank    int // order within one second: RCPT, queue, DATA, milter, queue manager, delivery
+	rank    int       // order within one second: RCPT, queue, DATA, milter, queue manager, delivery
+	sec     time.Time // the second it is ordered in (sortEvents)
 }
 
 type policyLine struct {
@@ -608,25 +609,39 @@ func (s *Story) involvesRcpt(rcpts []string) bool {
 // 04:09:49.002 can still say 04:09:48.
 const postfixLag = 10 * time.Millisecond
 
-// second is the whole second an event is ordered in among Postfix's lines:
-// a precise line within postfixLag after a second's start counts in the
-// second before, where Postfix's lines of the same moment may stand.
-func (e Event) second() time.Time {
-	if e.Precise {
-		return e.Time.Add(-postfixLag).Truncate(time.Second)
-	}
-	return e.Time.Truncate(time.Second)
-}
-
 // sortEvents orders the events by time; within one second of Postfix's
 // whole-second time stamps, by the step of the transaction.
+//
+// A daemon's precise line within postfixLag of a second's start is ordered
+// in the second before when a Postfix line of that second belongs to a
+// later step: that line was written after it, under a lagging stamp.
+// Otherwise it stays in its own second, where Postfix's lines of the same
+// moment may be stamped too.
 func (s *Story) sortEvents() {
+	last := map[int64]int{} // the latest step among Postfix's lines, by their second (Unix)
+	for _, e := range s.Events {
+		if !e.Precise {
+			sec := e.Time.Unix()
+			if r, ok := last[sec]; !ok || e.rank > r {
+				last[sec] = e.rank
+			}
+		}
+	}
+	for i := range s.Events {
+		e := &s.Events[i]
+		e.sec = e.Time.Truncate(time.Second)
+		if before := e.sec.Add(-time.Second); e.Precise && e.Time.Sub(e.sec) < postfixLag {
+			if r, ok := last[before.Unix()]; ok && r > e.rank {
+				e.sec = before
+			}
+		}
+	}
 	sort.SliceStable(s.Events, func(i, j int) bool {
 		a, b := s.Events[i], s.Events[j]
 		if a.Precise && b.Precise && !a.Time.Equal(b.Time) {
 			return a.Time.Before(b.Time)
 		}
-		as, bs := a.second(), b.second()
+		as, bs := a.sec, b.sec
 		if !as.Equal(bs) {
 			return as.Before(bs)
 		}

@@ -271,4 +271,24 @@ Dec 06 04:05:18 mx1 postfix/smtpd[14802]: disconnect from localhost[127.0.0.1] e
 	}
 	out = stories(t, w, "4jk13g0040z1SCKx")
 	wantLines(t, out, " cleanup  milter-reject", " milterd  verify")
+
+	// Early in a second with no later step stamped the second before, the
+	// decision stays in its own second, after the steps stamped with it
+	// (a later CI run: the decision at 01:26:09.009, Postfix's client= and
+	// message-id lines of the same moment stamped 01:26:09).
+	early := `Dec 06 04:26:08 mx1 postfix/smtpd[6762]: connect from unknown[127.0.0.2]
+2026-12-06T04:26:09.003Z policyd queue_id="" client=unknown[127.0.0.2] sasl_user="" from=<bob@example.com> to=<alice@example.com> state=RCPT cell=local/trust->local rcpt=1 action=DUNNO reason=authorized ratelimit=within-limit
+Dec 06 04:26:09 mx1 postfix/smtpd[6762]: 4jk1Wj034Bz1SGZw: client=unknown[127.0.0.2]
+Dec 06 04:26:09 mx1 postfix/cleanup[6768]: 4jk1Wj034Bz1SGZw: message-id=<e2e-79@client.test>
+time=2026-12-06T04:26:09.009Z level=INFO msg="milterd decision" queue_id=4jk1Wj034Bz1SGZw client=127.0.0.2 origin=trust sender=bob@example.com from=bob@example.com rcpts=1 action=sign reason="trusted client, From domain local" signed=example.com/mx2026r/rsa
+Dec 06 04:26:09 mx1 postfix/qmgr[6760]: 4jk1Wj034Bz1SGZw: from=<bob@example.com>, size=445, nrcpt=1 (queue active)
+Dec 06 04:26:09 mx1 postfix/lmtp[6770]: 4jk1Wj034Bz1SGZw: to=<alice@example.com>, relay=mx1.example.com[private/dovecot-lmtp], delay=0.02, delays=0.01/0.01/0/0, dsn=2.0.0, status=sent (250 2.0.0 <alice@example.com> IPIyAbFcF2sjGgAAg+zDdQ Saved)
+Dec 06 04:26:09 mx1 postfix/qmgr[6760]: 4jk1Wj034Bz1SGZw: removed
+`
+	w = newTestWhy()
+	if err := w.Read("mail.log", strings.NewReader(early)); err != nil {
+		t.Fatal(err)
+	}
+	out = stories(t, w, "4jk1Wj034Bz1SGZw")
+	wantLines(t, out, " policyd ", " smtpd    client=", " cleanup  message-id=", " milterd  sign", " qmgr     from=", " lmtp ", " qmgr     removed")
 }
