@@ -3,9 +3,11 @@ package test
 import (
 	"bytes"
 	"net/mail"
+	"slices"
 	"strings"
 	"testing"
 
+	"github.com/mailnode/mailnode/arc"
 	"github.com/mailnode/mailnode/spam"
 	"github.com/mailnode/mailnode/spam/spamtest"
 	"github.com/mailnode/mailnode/test/harness"
@@ -125,7 +127,26 @@ func wantChecked(t *testing.T, n *harness.Node, raw []byte, statusPrefix string)
 	if h.Get("X-Spam-Score") == "" || !strings.HasPrefix(strings.Join(strings.Fields(h.Get("X-Spam-Status")), " "), statusPrefix) {
 		t.Errorf("X-Spam-Score %q, X-Spam-Status %q, want prefix %q", h.Get("X-Spam-Score"), h.Get("X-Spam-Status"), statusPrefix)
 	}
+	wantOnTop(t, raw)
 	return h
+}
+
+// wantOnTop checks where Postfix put milterd's fields: together, in the
+// order Authentication-Results, X-Spam-Score, X-Spam-Status,
+// X-Spam-Symbols, right above Postfix's own Received field (RFC 8601 puts
+// Authentication-Results at the top of the header the MTA received).
+func wantOnTop(t *testing.T, raw []byte) {
+	t.Helper()
+	hs, _ := arc.SplitMessage(raw)
+	var names []string
+	for _, h := range hs {
+		names = append(names, strings.TrimSpace(h.Name))
+	}
+	want := []string{"Authentication-Results", "X-Spam-Score", "X-Spam-Status", "X-Spam-Symbols", "Received"}
+	i := slices.Index(names, want[0])
+	if i < 0 || len(names) < i+len(want) || !slices.Equal(names[i:i+len(want)], want) {
+		t.Errorf("delivered header fields %v, want %v together in that order", names, want)
+	}
 }
 
 func TestSpamE2EBuiltin(t *testing.T) {
