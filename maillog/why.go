@@ -4,6 +4,7 @@ import (
 	"fmt"
 	"io"
 	"regexp"
+	"slices"
 	"sort"
 	"strings"
 	"time"
@@ -28,6 +29,10 @@ import (
 //     within a few seconds (a refused RCPT: policyd's, or Postfix's own
 //     after policyd's DUNNO), or else to the message of the same client
 //     address and sender whose session was open at that time.
+//   - When milterd rewrote the envelope sender (SRS, mail an alias
+//     forwards off the node), qmgr's from= is the new one; policyd's lines
+//     and Postfix's refusals carry the one the message arrived with, which
+//     milterd's line names: both are the message's sender.
 //   - A RCPT refused before any recipient was accepted (NOQUEUE) is a
 //     story of its own. A message's story also shows the earlier 4xx
 //     refusals (greylisting, rate limits) of the same sender and one of
@@ -50,8 +55,15 @@ type Story struct {
 	QueueID    string // "" for a refusal before a queue id (NOQUEUE)
 	Client     string // name[address] as Postfix logged it
 	ClientAddr string
-	Sender     string
-	Rcpts      []string
+	Sender     string // the queue file's envelope sender (qmgr's from=)
+	// ArrivedFrom is the envelope sender the message arrived with when
+	// milterd rewrote it (SRS, for mail an alias forwards off the node):
+	// policyd's lines and Postfix's refusals carry this one.
+	ArrivedFrom string
+	Rcpts       []string
+	// OrigRcpts are the recipients as given at RCPT where Postfix's
+	// delivery lines name them (orig_to=: an alias or list expanded).
+	OrigRcpts  []string
 	Start, End time.Time
 	Events     []Event
 	// Earlier holds the stories of earlier temporary refusals of the same
@@ -222,6 +234,10 @@ func (w *Why) addPostfix(m []string) bool {
 	case strings.HasPrefix(rest, "to=<") && strings.Contains(rest, ">"):
 		to, _, _ := strings.Cut(strings.TrimPrefix(rest, "to=<"), ">")
 		s.addRcpt(to)
+		if _, o, ok := strings.Cut(rest, ", orig_to=<"); ok {
+			o, _, _ = strings.Cut(o, ">")
+			s.OrigRcpts = addAddr(s.OrigRcpts, o)
+		}
 		ev.Text = dropDelays(rest)
 		ev.rank = 7
 	case rest == "removed":
@@ -260,13 +276,30 @@ func (w *Why) msg(qid string, t time.Time) *Story {
 	return s
 }
 
-func (s *Story) addRcpt(r string) {
-	for _, x := range s.Rcpts {
-		if strings.EqualFold(x, r) {
-			return
+func (s *Story) addRcpt(r string) { s.Rcpts = addAddr(s.Rcpts, r) }
+
+// addAddr adds a to list unless it is there.
+func addAddr(list []string, a string) []string {
+	if hasAddr(list, a) {
+		return list
+	}
+	return append(list, a)
+}
+
+// hasAddr tells whether a is in list (in any case).
+func hasAddr(list []string, a string) bool {
+	for _, x := range list {
+		if strings.EqualFold(x, a) {
+			return true
 		}
 	}
-	s.Rcpts = append(s.Rcpts, r)
+	return false
+}
+
+// senderIs tells whether addr is the message's envelope sender, as it
+// arrived or as it left.
+func (s *Story) senderIs(addr string) bool {
+	return strings.EqualFold(s.Sender, addr) || (s.ArrivedFrom != "" && strings.EqualFold(s.ArrivedFrom, addr))
 }
 
 // clientAddr returns the address of "name[address]".
@@ -360,6 +393,10 @@ func (w *Why) addMilterd(line string) {
 	}
 	if v := f["results"]; v != "" {
 		add("Authentication-Results: " + v)
+	}
+	if v := f["srs"]; v != "" {
+		s.ArrivedFrom = f["sender"]
+		add("envelope sender rewritten (SRS) to <" + v + ">")
 	}
 	if v := f["removed_forged_ar"]; v != "" {
 		add("removed forged Authentication-Results: " + v)
@@ -462,7 +499,7 @@ func near(a, b time.Time, d time.Duration) bool {
 func (w *Why) findReject(p *policyLine) *Story {
 	match := func(s *Story, ev Event) bool {
 		return strings.HasPrefix(ev.Text, "RCPT to=<"+p.to+"> refused: ") && s.ClientAddr == p.addr &&
-			strings.EqualFold(s.Sender, p.from) && near(ev.Time, p.t, rejectSlack)
+			s.senderIs(p.from) && near(ev.Time, p.t, rejectSlack)
 	}
 	for _, s := range w.rejects {
 		if len(s.Events) > 0 && match(s, s.Events[0]) && !s.hasPolicy() {
@@ -512,7 +549,7 @@ func (w *Why) findSession(p *policyLine) *Story {
 	var best *Story
 	var bestEnd time.Time
 	for _, s := range w.order {
-		if s.ClientAddr != p.addr || !strings.EqualFold(s.Sender, p.from) || s.hasPolicyFor(p.to) {
+		if s.ClientAddr != p.addr || !s.senderIs(p.from) || s.hasPolicyFor(p.to) {
 			continue
 		}
 		if p.t.Before(s.Start.Add(-rejectSlack)) || p.t.After(s.End.Add(rejectSlack)) {
@@ -564,8 +601,9 @@ func (w *Why) Stories(query string) []*Story {
 		}
 	} else if s := w.msgs[query]; s != nil {
 		s.Earlier = nil
+		rcpts := slices.Concat(s.Rcpts, s.OrigRcpts)
 		for _, r := range w.rejects {
-			if !r.Start.After(s.Start) && strings.EqualFold(r.Sender, s.Sender) && r.involvesRcpt(s.Rcpts) && strings.HasPrefix(r.reply, "4") {
+			if !r.Start.After(s.Start) && s.senderIs(r.Sender) && r.involvesRcpt(rcpts) && strings.HasPrefix(r.reply, "4") {
 				s.Earlier = append(s.Earlier, r)
 			}
 		}
@@ -585,18 +623,13 @@ func (s *Story) first() time.Time {
 }
 
 func (s *Story) involves(addr string) bool {
-	if strings.EqualFold(s.Sender, addr) {
-		return true
-	}
-	return s.involvesRcpt([]string{addr})
+	return s.senderIs(addr) || hasAddr(s.OrigRcpts, addr) || s.involvesRcpt([]string{addr})
 }
 
 func (s *Story) involvesRcpt(rcpts []string) bool {
 	for _, r := range s.Rcpts {
-		for _, x := range rcpts {
-			if strings.EqualFold(r, x) {
-				return true
-			}
+		if hasAddr(rcpts, r) {
+			return true
 		}
 	}
 	return false
@@ -688,7 +721,11 @@ func (s *Story) WriteTo(out io.Writer) (int64, error) {
 	if id == "" {
 		id = "NOQUEUE"
 	}
-	fmt.Fprintf(cw, "%s from=<%s> client=%s to=<%s>: %s\n", id, s.Sender, orDash(s.Client), strings.Join(s.Rcpts, ">,<"), s.Outcome())
+	from := "<" + s.Sender + ">"
+	if s.ArrivedFrom != "" && !strings.EqualFold(s.ArrivedFrom, s.Sender) {
+		from = "<" + s.ArrivedFrom + "> (sent on as <" + s.Sender + ">)"
+	}
+	fmt.Fprintf(cw, "%s from=%s client=%s to=<%s>: %s\n", id, from, orDash(s.Client), strings.Join(s.Rcpts, ">,<"), s.Outcome())
 	for _, e := range s.Earlier {
 		fmt.Fprintf(cw, "  earlier: %s from=<%s> client=%s to=<%s>: %s\n", e.Start.In(orLocal(s.loc)).Format("2006-01-02 15:04:05"), e.Sender, e.Client, strings.Join(e.Rcpts, ">,<"), e.reply)
 		for _, ev := range e.Events {

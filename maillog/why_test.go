@@ -292,3 +292,51 @@ Dec 06 04:26:09 mx1 postfix/qmgr[6760]: 4jk1Wj034Bz1SGZw: removed
 	out = stories(t, w, "4jk1Wj034Bz1SGZw")
 	wantLines(t, out, " policyd ", " smtpd    client=", " cleanup  message-id=", " milterd  sign", " qmgr     from=", " lmtp ", " qmgr     removed")
 }
+
+// testdata/why-srs.log is what `make demo` logged (Postfix's maillog,
+// policyd's and milterd's logs, the instance's syslog name shortened): an
+// outside sender's message to sales@example.com, an alias with a member
+// off the node, greylisted, then accepted with its envelope sender
+// rewritten by SRS (qmgr's from= is the SRS address), and a bounce to that
+// address reversed to the sender. The message is found by the sender it
+// arrived with and by the alias, and keeps its first recipient's policyd
+// line, which has no queue id and names the sender before the rewrite.
+func TestWhyForwardedWithSRS(t *testing.T) {
+	read := func() *Why {
+		w := newTestWhy()
+		if err := w.ReadFile("testdata/why-srs.log"); err != nil {
+			t.Fatal(err)
+		}
+		return w
+	}
+	const srs = "SRS0=qQZO=J3=outside.test=eve@example.com"
+	message := []string{
+		"4jk3pk5sTQzm4wJ from=<eve@outside.test> (sent on as <" + srs + ">) client=localhost[127.0.0.1] to=<carol@partner.org>,<alice@example.com>,<sales@example.com>: <carol@partner.org> sent, <alice@example.com> sent\n",
+		"03:09:18.825 policyd  RCPT to=<sales@example.com> cell=outside/none->local reason=inbound: DUNNO; spam_check=on; greylist=triplet-passed (retried after the delay: passed)\n",
+		"smtpd    client=localhost[127.0.0.1]\n",
+		"milterd  envelope sender rewritten (SRS) to <" + srs + ">\n",
+		"qmgr     from=<" + srs + ">",
+		"smtp     to=<carol@partner.org>, orig_to=<sales@example.com>",
+	}
+	t.Run("by queue id", func(t *testing.T) {
+		got := stories(t, read(), "4jk3pk5sTQzm4wJ")
+		wantLines(t, got, message[0],
+			"  earlier: 2026-12-06 03:08:57 from=<eve@outside.test> client=localhost[127.0.0.1] to=<sales@example.com>: 450 4.7.1")
+		wantLines(t, got, message[1:]...)
+	})
+	for _, who := range []string{"eve@outside.test", "sales@example.com"} {
+		t.Run("by "+who, func(t *testing.T) {
+			got := stories(t, read(), who)
+			wantLines(t, got, append([]string{"NOQUEUE from=<eve@outside.test> client=localhost[127.0.0.1] to=<sales@example.com>: refused at RCPT: 450 4.7.1"}, message...)...)
+			if who == "eve@outside.test" {
+				wantLines(t, got, "4jk3pn6XG6zm4wN from=<> client=localhost[127.0.0.1] to=<eve@outside.test>,<"+srs+">: <eve@outside.test> deferred\n")
+			} else if strings.Contains(got, "4jk3pn6XG6zm4wN") {
+				t.Errorf("the bounce to the sender is not sales@'s story:\n%s", got)
+			}
+		})
+	}
+	t.Run("by the SRS address", func(t *testing.T) {
+		got := stories(t, read(), srs)
+		wantLines(t, got, message[0], "4jk3pn6XG6zm4wN from=<>")
+	})
+}

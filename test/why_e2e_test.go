@@ -45,6 +45,14 @@ func TestWhyEndToEnd(t *testing.T) {
 		t.Fatalf("first attempt: %v", tr.Rcpt)
 	}
 	first := time.Now()
+	// 2b. To sales@, an alias with a member off the node (carol@partner.org):
+	// greylisted, then accepted and sent on with an SRS envelope sender.
+	fwd := grey
+	fwd.To = []string{"sales@example.com"}
+	fwd.Data = harness.NewMessage("news@sender.test", "sales@example.com", "forwarded", "to the team")
+	if tr = send(t, n.SMTP, fwd); tr.Rcpt[0].Code != 450 {
+		t.Fatalf("first attempt to sales@: %v", tr.Rcpt)
+	}
 	// 3. A relay attempt: refused by the matrix.
 	tr = send(t, n.SMTP, harness.Envelope{LocalAddr: harness.OutsideClient, From: "news@sender.test", To: []string{"x@elsewhere.test"}})
 	if tr.Rcpt[0].Code != 550 {
@@ -52,13 +60,14 @@ func TestWhyEndToEnd(t *testing.T) {
 	}
 	time.Sleep(time.Until(first.Add(2100 * time.Millisecond)))
 	greyID := qid(send(t, n.SMTP, grey))
+	fwdID := qid(send(t, n.SMTP, fwd))
 	// 4. GTUBE from the triplet that passed: refused as spam at the end of DATA.
 	gt := grey
 	gt.Data = gtubeMessage("news@sender.test", "alice@example.com")
 	if tr = send(t, n.SMTP, gt); tr.Final.Code != 550 {
 		t.Fatalf("GTUBE: %v", tr.Final)
 	}
-	n.WaitMaildir(t, "alice@example.com", 2)
+	n.WaitMaildir(t, "alice@example.com", 3)
 
 	why := func(query string, want ...string) string {
 		t.Helper()
@@ -96,6 +105,17 @@ func TestWhyEndToEnd(t *testing.T) {
 		" lmtp     to=<alice@example.com>", "status=sent")
 	if strings.Count(out, " policyd ") != 2 {
 		t.Errorf("why %s: want two policyd lines (the greylisted attempt, the accepted one):\n%s", greyID, out)
+	}
+	// Found by the alias and by the sender it arrived with, its first
+	// recipient's policyd line (no queue id, the sender before SRS) kept.
+	for _, q := range []string{"sales@example.com", "news@sender.test"} {
+		why(q,
+			"NOQUEUE from=<news@sender.test> client=localhost[127.0.0.1] to=<sales@example.com>: refused at RCPT: 450 4.7.1",
+			fwdID+" from=<news@sender.test> (sent on as <SRS0=",
+			" policyd  RCPT to=<sales@example.com> cell=outside/none->local reason=inbound: DUNNO; spam_check=on; greylist=triplet-passed",
+			" milterd  envelope sender rewritten (SRS) to <SRS0=",
+			" qmgr     from=<SRS0=",
+			"orig_to=<sales@example.com>")
 	}
 	why("x@elsewhere.test",
 		"NOQUEUE from=<news@sender.test> client=localhost[127.0.0.1] to=<x@elsewhere.test>: refused at RCPT: 550 5.7.1 <x@elsewhere.test>: Recipient address rejected: Sorry, relay for <x@elsewhere.test> not permitted\n",

@@ -27,6 +27,8 @@ With a queue id: that message, after the earlier temporary refusals (greylisting
 rate limits) of its sender and recipients. With an address (anything with "@";
 "<>" is the null sender): every message and refused recipient whose envelope
 sender or recipient is that address since --since, each as a story, oldest first.
+A message an alias forwarded off the node with an SRS sender is found by the
+sender it arrived with, by the SRS one, and by the alias (Postfix's orig_to=).
 
 How lines are tied together: Postfix's and milterd's lines by the queue id.
 policyd's lines carry queue_id when Postfix had one at RCPT time, which it has
