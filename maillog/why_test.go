@@ -17,6 +17,16 @@ func newTestWhy() *Why {
 	return w
 }
 
+// readWhy is a test Why that has read file.
+func readWhy(t *testing.T, file string) *Why {
+	t.Helper()
+	w := newTestWhy()
+	if err := w.ReadFile(file); err != nil {
+		t.Fatal(err)
+	}
+	return w
+}
+
 func stories(t *testing.T, w *Why, query string) string {
 	t.Helper()
 	var b bytes.Buffer
@@ -48,13 +58,7 @@ func wantLines(t *testing.T, got string, want ...string) {
 // then delivered, a relay attempt refused by the matrix, GTUBE refused.
 // The ham line keeps the older form without them, which why still reads.
 func TestWhyStories(t *testing.T) {
-	read := func() *Why {
-		w := newTestWhy()
-		if err := w.ReadFile("testdata/why.log"); err != nil {
-			t.Fatal(err)
-		}
-		return w
-	}
+	read := func() *Why { return readWhy(t, "testdata/why.log") }
 	t.Run("signed and delivered", func(t *testing.T) {
 		got := stories(t, read(), "4jhrxL1QGSz1SM6W")
 		wantLines(t, got,
@@ -302,13 +306,7 @@ Dec 06 04:26:09 mx1 postfix/qmgr[6760]: 4jk1Wj034Bz1SGZw: removed
 // arrived with and by the alias, and keeps its first recipient's policyd
 // line, which has no queue id and names the sender before the rewrite.
 func TestWhyForwardedWithSRS(t *testing.T) {
-	read := func() *Why {
-		w := newTestWhy()
-		if err := w.ReadFile("testdata/why-srs.log"); err != nil {
-			t.Fatal(err)
-		}
-		return w
-	}
+	read := func() *Why { return readWhy(t, "testdata/why-srs.log") }
 	const srs = "SRS0=qQZO=J3=outside.test=eve@example.com"
 	message := []string{
 		"4jk3pk5sTQzm4wJ from=<eve@outside.test> (sent on as <" + srs + ">) client=localhost[127.0.0.1] to=<carol@partner.org>,<alice@example.com>,<sales@example.com>: <carol@partner.org> sent, <alice@example.com> sent\n",
