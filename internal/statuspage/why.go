@@ -3,44 +3,14 @@ package statuspage
 import (
 	"bytes"
 	"errors"
-	"fmt"
 	"html/template"
 	"net/http"
-	"regexp"
 	"strings"
 	"sync"
 	"time"
 
 	"github.com/mailnode/mailnode/maillog"
 )
-
-// MaxQuery bounds /why?q=: an address is at most 254 bytes (RFC 5321).
-const MaxQuery = 254
-
-// queueID is a Postfix queue id, short or long.
-var queueID = regexp.MustCompile(`^[0-9A-Za-z]{6,20}$`)
-
-// ValidQuery checks what /why may be asked: a queue id, "<>" (the null
-// sender) or an address: printable ASCII with one "@" or more and none of
-// space, quotes, angle brackets, backslash or control characters.
-func ValidQuery(q string) error {
-	switch {
-	case q == "":
-		return errors.New("q is missing: give a queue id or an address")
-	case len(q) > MaxQuery:
-		return fmt.Errorf("q is %d bytes long; at most %d", len(q), MaxQuery)
-	case q == "<>", queueID.MatchString(q):
-		return nil
-	case !strings.Contains(q, "@"):
-		return errors.New("q is neither a queue id (6 to 20 letters and digits) nor an address (with @)")
-	}
-	for _, c := range []byte(q) {
-		if c <= ' ' || c >= 0x7f || strings.IndexByte(`"<>\`, c) >= 0 {
-			return fmt.Errorf("q holds a character no address has (%q)", c)
-		}
-	}
-	return nil
-}
 
 // Why serves /why?q=QUEUE-ID|ADDRESS: the story `mailnode why` tells,
 // from the mail log files Logs names (files or globs, .gz included), as
@@ -80,8 +50,8 @@ func (h *Why) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	query := q.Get("q")
-	if err := ValidQuery(query); err != nil {
-		http.Error(w, "why: "+err.Error(), http.StatusBadRequest)
+	if err := maillog.CheckQuery(query); err != nil {
+		http.Error(w, "why: q: "+err.Error(), http.StatusBadRequest)
 		return
 	}
 	if !h.busy.TryLock() {
