@@ -36,3 +36,16 @@ func CheckQuery(q string) error {
 	}
 	return nil
 }
+
+// Question reads what `mailnode why` is asked as one types it: the spaces
+// around it and the angle brackets the log writes around an address
+// (<alice@example.com>) are dropped, "<>" (the null sender) kept; then
+// CheckQuery. (The status page's /why takes q as its links write it and
+// checks it with CheckQuery alone.)
+func Question(s string) (string, error) {
+	q := strings.TrimSpace(s)
+	if q != "<>" && strings.HasPrefix(q, "<") && strings.HasSuffix(q, ">") {
+		q = q[1 : len(q)-1]
+	}
+	return q, CheckQuery(q)
+}

@@ -28,3 +28,24 @@ func TestCheckQuery(t *testing.T) {
 		}
 	}
 }
+
+// Question takes an address as the log writes it and drops spaces around
+// the question; what is left must pass CheckQuery.
+func TestQuestion(t *testing.T) {
+	for in, want := range map[string]string{
+		"<alice@example.com>":   "alice@example.com",
+		"  alice@example.com\n": "alice@example.com",
+		" <a@b.test> ":          "a@b.test",
+		"<>":                    "<>",
+		" 4jhrxN2Hywz1SKqt ":    "4jhrxN2Hywz1SKqt",
+	} {
+		if got, err := Question(in); got != want || err != nil {
+			t.Errorf("Question(%q) = %q, %v; want %q", in, got, err, want)
+		}
+	}
+	for _, in := range []string{"", "  ", "<>>", "<<a@b.test>>", "<x>", "<a@b c>"} {
+		if got, err := Question(in); err == nil {
+			t.Errorf("Question(%q) = %q, no error", in, got)
+		}
+	}
+}

@@ -3,7 +3,6 @@ package main
 import (
 	"fmt"
 	"os"
-	"strings"
 	"time"
 
 	"github.com/urfave/cli/v2"
@@ -59,11 +58,8 @@ unreadable log.`,
 			if c.Duration("since") <= 0 {
 				return cli.Exit("why: --since must be a positive duration, e.g. 24h", 2)
 			}
-			query := strings.TrimSpace(c.Args().First())
-			if query != "<>" && strings.HasPrefix(query, "<") && strings.HasSuffix(query, ">") {
-				query = query[1 : len(query)-1] // <alice@example.com>, as the log writes it
-			}
-			if err := maillog.CheckQuery(query); err != nil {
+			query, err := maillog.Question(c.Args().First())
+			if err != nil {
 				return cli.Exit("why: "+err.Error(), 2)
 			}
 			since := time.Now().Add(-c.Duration("since"))

@@ -49,7 +49,7 @@ func (h *Why) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		http.Error(w, "give q once", http.StatusBadRequest)
 		return
 	}
-	query := q.Get("q")
+	query := q.Get("q") // as the page's links write it: no brackets, no spaces
 	if err := maillog.CheckQuery(query); err != nil {
 		http.Error(w, "why: q: "+err.Error(), http.StatusBadRequest)
 		return
